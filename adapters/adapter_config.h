@@ -1,0 +1,60 @@
+// Adapter configurations: PEFT's adapter_config.json, and the loramux seed layout.
+// Torch-free: decides which base modules an adapter targets and with which rank/alpha/scale.
+//
+// Module paths are the base model's dotted module names, e.g. "model.layers.3.self_attn.q_proj",
+// exactly the `key` PEFT matches its patterns against for a *ForCausalLM model.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include "absl/strings/string_view.h"
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace loramux {
+
+// adapter_config.json as written by PEFT's save_pretrained (peft_type LORA).
+struct PeftAdapterConfig {
+  int64_t r = 8;
+  double lora_alpha = 8;
+  bool use_rslora = false;
+  bool use_dora = false;
+  bool fan_in_fan_out = false;  // meaningless for nn.Linear targets; PEFT resets it to false
+  // target_modules: a list of names (exact or dotted-suffix match), or a regex (full match), or
+  // the PEFT shorthand "all-linear" (every linear layer but the output head).
+  std::vector<std::string> target_list;
+  std::optional<std::string> target_regex;
+  bool target_all_linear = false;
+  std::vector<std::string> exclude_list;
+  std::optional<std::string> exclude_regex;
+  // Per-module overrides in file order; a key matches a module path as the regex (.*\.)?(KEY).
+  std::vector<std::pair<std::string, int64_t>> rank_pattern;
+  std::vector<std::pair<std::string, double>> alpha_pattern;
+  std::vector<int64_t> layers_to_transform;  // empty = all layers
+  std::vector<std::string> layers_pattern;
+
+  // Parses and validates. INVALID_ARGUMENT for malformed fields; UNIMPLEMENTED for PEFT features
+  // loramux does not serve yet (modules_to_save, lora_bias, non-LORA peft_type, ...), naming them.
+  static absl::StatusOr<PeftAdapterConfig> FromJson(absl::string_view json, absl::string_view label);
+
+  // Whether PEFT would inject an adapter into `module_path`.
+  bool Targets(const std::string& module_path) const;
+  int64_t RankFor(const std::string& module_path) const;
+  double AlphaFor(const std::string& module_path) const;
+  // s = alpha / r, or alpha / sqrt(r) with use_rslora.
+  double ScaleFor(const std::string& module_path) const;
+};
+
+// The seed convention (the original from-scratch LoRALayer / LinearWithLoRA / LinearWithDoRA):
+// config JSON {"alpha": <float>}; tensors "<module path>.A" [in, r], "<module path>.B" [r, out],
+// and for DoRA "<module path>.m" [1, in] or [in] (magnitude per input column).
+// y = W x + b + alpha * (x A B);  DoRA: y = (W + alpha (A B)^T)(g * x) + b, g = m / ||.||_col.
+struct SeedAdapterConfig {
+  double alpha = 1.0;
+  static absl::StatusOr<SeedAdapterConfig> FromJson(absl::string_view json, absl::string_view label);
+};
+
+}  // namespace loramux

@@ -1,0 +1,88 @@
+// An adapter made ready to serve: per base module, the low-rank factors on the serving device,
+// with the scale folded in and DoRA's magnitude/norm precomputed. Engine-internal (torch).
+//
+// Maths (DESIGN.md): LoRA  y = W x + b + s B (A x)
+//   DoRA (PEFT, per output row):   y = g ⊙ (W x + s B A x) + b,   g = m / ||W + s B A||_row
+//   DoRA (seed, per input column): y = (W + s B A)(g ⊙ x) + b,    g = m / ||W + s B A||_col
+// Seed adapters are stored transposed (A [in,r], B [r,out]) and scaled by alpha; loading turns them
+// into the same A [r,in], B [out,r], s = alpha.
+//
+// Immutable once built; safe to read from any thread. Shares no storage with the base weights.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "absl/status/statusor.h"
+#include "adapters/adapter_store.h"
+
+namespace loramux {
+
+class LlamaModel;
+
+struct ModuleAdapter {
+  enum class Kind { kLora, kDoraRow, kDoraCol };
+  Kind kind = Kind::kLora;
+  int64_t rank = 0;
+  double scale = 1.0;  // s
+  torch::Tensor a;     // [r, in]
+  torch::Tensor b;     // [out, r], multiplied by s
+  // DoRA only: gain at request scale 1, [out] (kDoraRow) or [in] (kDoraCol), model dtype.
+  torch::Tensor gain;
+  // DoRA only, float64 on the device: magnitude m and the squared-norm terms of W + c·sBA per
+  // row/column: ||W||², <W, sBA>, ||sBA||², so ||W + c sBA||² = t0 + 2c t1 + c² t2 for any
+  // request scale c without forming a dense matrix.
+  torch::Tensor magnitude;
+  torch::Tensor norm_terms;  // [3, n]
+
+  // The DoRA gain for request scale `c` (1 returns `gain`).
+  torch::Tensor GainAt(double c) const;
+  int64_t bytes() const;
+};
+
+struct AdapterLimits {
+  int64_t max_rank = 256;
+};
+
+class AdapterWeights {
+ public:
+  // Loads and validates `adapter` (PEFT or seed) against `model`: every module exists, every shape
+  // fits, rank <= limits.max_rank, all values finite. FAILED_PRECONDITION for adapters that do not
+  // fit the base, INVALID_ARGUMENT for malformed ones, UNIMPLEMENTED for unsupported PEFT
+  // features; messages name the adapter, tensor, shape found and shape expected.
+  static absl::StatusOr<std::shared_ptr<const AdapterWeights>> Load(
+      const StoredAdapter& adapter, const LlamaModel& model, const AdapterLimits& limits);
+
+  // Checks without keeping anything (upload validation); same errors as Load.
+  static absl::Status Validate(const AdapterManifest& manifest, const std::string& weights_path,
+                               const LlamaModel& model, const AdapterLimits& limits);
+
+  // Module `index` = layer * kNumProjections + projection; nullptr when not adapted.
+  const ModuleAdapter* module(int64_t index) const { return modules_[index].get(); }
+  int64_t num_modules() const { return static_cast<int64_t>(modules_.size()); }
+
+  const std::string& name() const { return name_; }
+  const std::string& version() const { return version_; }
+  int64_t max_rank() const { return max_rank_; }
+  bool use_dora() const { return use_dora_; }
+  int64_t bytes() const { return bytes_; }
+  std::vector<std::string> target_kinds() const;  // e.g. {"q_proj", "v_proj"}
+
+  // Builds an adapter directly (benchmarks, tests).
+  static std::shared_ptr<AdapterWeights> FromModules(
+      std::string name, std::vector<std::unique_ptr<ModuleAdapter>> modules);
+
+ private:
+  std::string name_;
+  std::string version_;
+  std::vector<std::unique_ptr<ModuleAdapter>> modules_;
+  int64_t max_rank_ = 0;
+  bool use_dora_ = false;
+  int64_t bytes_ = 0;
+};
+
+}  // namespace loramux

@@ -1,0 +1,35 @@
+// The adapter-aware linear layer: the frozen base GEMM runs once for all packed tokens, then each
+// segment of tokens adds its own adapter's low-rank delta (SGMV-style: one pair of small GEMMs per
+// segment). The base weight is only read, never copied or written.
+//
+// Shapes: x [T, in], base.weight [out, in], base.bias [out] or undefined, result [T, out].
+// Segments are disjoint token ranges; tokens in no segment get the base output.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include <torch/types.h>
+
+namespace loramux {
+
+class AdapterWeights;
+
+struct LinearWeights {
+  torch::Tensor weight;  // [out, in], frozen
+  torch::Tensor bias;    // [out] or undefined
+};
+
+// Tokens [begin, end) of the packed batch, served by `adapter` with request scale `scale`.
+struct AdapterSegment {
+  const AdapterWeights* adapter = nullptr;
+  double scale = 1.0;
+  int64_t begin = 0;
+  int64_t end = 0;
+};
+
+// y = x W^T + b, plus each segment's adapter delta for module `module_index`.
+torch::Tensor AdaptedLinear(const torch::Tensor& x, const LinearWeights& base,
+                            int64_t module_index, const std::vector<AdapterSegment>& segments);
+
+}  // namespace loramux

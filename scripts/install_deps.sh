@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs every build, test and run dependency of loramux from Debian 12's packages.
+# Used by the README, .ci/run and the Dockerfile. Safe to run again.
+set -euo pipefail
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends \
+  build-essential cmake ninja-build ccache pkg-config git ca-certificates \
+  libtorch-dev libopenblas0-openmp \
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
+  libabsl-dev prometheus-cpp-dev libssl-dev \
+  libgtest-dev libgmock-dev nlohmann-json3-dev libre2-dev \
+  prometheus openssl python3 >/dev/null
+# libopenblas0-openmp must own the libblas.so.3 alternative: Debian's LibTorch multiplies
+# through it, and the reference BLAS is ~60x slower (see DESIGN.md).
+for lib in libblas.so.3 liblapack.so.3; do
+  alt="${lib}-$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)"
+  cand=$(update-alternatives --list "$alt" 2>/dev/null | grep openblas-openmp | head -n1 || true)
+  if [ -n "$cand" ]; then $SUDO update-alternatives --set "$alt" "$cand" >/dev/null; fi
+done

@@ -1,0 +1,55 @@
+#include "server/tensor_util.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace loramux {
+
+absl::StatusOr<torch::ScalarType> ParseScalarType(absl::string_view name) {
+  if (name == "float32" || name == "fp32" || name == "float") return torch::kFloat32;
+  if (name == "bfloat16" || name == "bf16") return torch::kBFloat16;
+  if (name == "float16" || name == "fp16" || name == "half") return torch::kFloat16;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown dtype \"", name, "\" (use float32, bfloat16 or float16)"));
+}
+
+absl::StatusOr<torch::Device> ParseDevice(absl::string_view name) {
+  try {
+    torch::Device device{std::string(name)};
+    if (device.is_cuda() && !torch::cuda::is_available()) {
+      return absl::UnavailableError(absl::StrCat(
+          "device \"", name, "\" requested but this LibTorch build sees no CUDA device"));
+    }
+    return device;
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown device \"", name, "\" (use cpu, cuda or cuda:N)"));
+  }
+}
+
+absl::StatusOr<torch::Tensor> ToTorch(const TensorView& view, torch::Device device,
+                                      torch::ScalarType dtype) {
+  torch::ScalarType source;
+  switch (view.dtype) {
+    case DType::kF64: source = torch::kFloat64; break;
+    case DType::kF32: source = torch::kFloat32; break;
+    case DType::kF16: source = torch::kFloat16; break;
+    case DType::kBF16: source = torch::kBFloat16; break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor \"", view.name, "\" has dtype ", std::string(DTypeName(view.dtype)),
+          "; expected a floating point type (F32, F16, BF16, F64)"));
+  }
+  // Copy into an aligned, owned CPU tensor first: the mapping may be unaligned.
+  torch::Tensor host = torch::empty(view.shape, torch::TensorOptions().dtype(source));
+  std::memcpy(host.data_ptr(), view.data, view.nbytes);
+  return host.to(device, dtype);
+}
+
+std::string ShapeString(c10::IntArrayRef shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ","), "]");
+}
+
+}  // namespace loramux

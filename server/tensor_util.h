@@ -1,0 +1,38 @@
+// Bridges between file formats and LibTorch tensors. Engine-internal: includes torch.
+#pragma once
+
+#include <string>
+#include "absl/strings/string_view.h"
+
+#include <torch/types.h>
+
+#include "absl/status/statusor.h"
+#include "adapters/safetensors.h"
+
+namespace loramux {
+
+// "float32" | "bfloat16" | "float16" (also "fp32", "bf16", "fp16").
+absl::StatusOr<torch::ScalarType> ParseScalarType(absl::string_view name);
+// "cpu", "cuda", "cuda:N". UNAVAILABLE when LibTorch has no CUDA.
+absl::StatusOr<torch::Device> ParseDevice(absl::string_view name);
+
+// Copies a safetensors view into a new tensor on `device` with `dtype`. Floating point views only
+// (F64/F32/F16/BF16); INVALID_ARGUMENT names the tensor otherwise.
+absl::StatusOr<torch::Tensor> ToTorch(const TensorView& view, torch::Device device,
+                                      torch::ScalarType dtype);
+
+// A view's shape as text: "[320,64]".
+std::string ShapeString(c10::IntArrayRef shape);
+
+// Runs `fn` and turns a LibTorch exception into INTERNAL, prefixed with `what`.
+template <typename Fn>
+absl::Status CatchTorch(absl::string_view what, Fn&& fn) {
+  try {
+    fn();
+    return absl::OkStatus();
+  } catch (const std::exception& e) {
+    return absl::InternalError(std::string(what) + ": " + e.what());
+  }
+}
+
+}  // namespace loramux

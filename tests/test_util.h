@@ -1,0 +1,42 @@
+// Helpers shared by the engine tests: golden data access and a direct greedy runner.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "server/kv_cache.h"
+#include "server/llama_model.h"
+
+namespace loramux::testing {
+
+std::string DataPath(const std::string& relative);  // under tests/data
+
+// All tensors of a golden safetensors file, as CPU tensors of their stored dtype.
+std::map<std::string, torch::Tensor> LoadGolden(const std::string& relative);
+
+std::unique_ptr<LlamaModel> LoadModel(const std::string& name,
+                                      torch::ScalarType dtype = torch::kFloat32);
+
+// One request for RunBatch: a prompt, its adapter (or none) and scale.
+struct TestSequence {
+  std::vector<int64_t> prompt;
+  const AdapterWeights* adapter = nullptr;
+  double scale = 1.0;
+};
+
+struct TestRun {
+  std::vector<torch::Tensor> prompt_logits;  // per sequence [L, vocab]
+  std::vector<torch::Tensor> step_logits;    // per sequence [steps, vocab]; step 0 = last prompt row
+  std::vector<std::vector<int64_t>> tokens;  // per sequence, greedy tokens
+};
+
+// Prefills all sequences in one packed batch (all logits), then decodes `steps - 1` greedy steps
+// with all sequences batched together, so `steps` tokens come out per sequence.
+TestRun RunBatch(const LlamaModel& model, const std::vector<TestSequence>& sequences, int steps);
+
+double MaxAbsDiff(const torch::Tensor& a, const torch::Tensor& b);
+
+}  // namespace loramux::testing
