@@ -1,0 +1,347 @@
+#include "adapters/adapter_registry.h"
+
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "adapters/adapter_config.h"
+#include "adapters/adapter_weights.h"
+#include "adapters/safetensors.h"
+#include "common/logging.h"
+#include "common/sha256.h"
+#include "common/status_macros.h"
+
+namespace loramux {
+
+// One stored version and what of it is resident.
+struct AdapterRegistry::Entry {
+  StoredAdapter stored;
+  AdapterKey key;
+  bool loading = false;
+  std::shared_ptr<const SafetensorsFile> host;    // HOST tier: the weight file's bytes
+  std::shared_ptr<const AdapterWeights> weights;  // DEVICE tier
+  int64_t users = 0;  // running requests (and admin loads) holding it
+  bool pinned = false;
+  int64_t last_used = 0;
+  std::vector<std::function<void()>> waiters;
+  absl::Status load_status;  // of the last finished load
+  absl::Time failed_at;
+
+  int64_t host_bytes() const { return host ? static_cast<int64_t>(stored.size_bytes) : 0; }
+  int64_t device_bytes() const;
+};
+
+int64_t AdapterRegistry::Entry::device_bytes() const { return weights ? weights->bytes() : 0; }
+
+namespace {
+
+// Reads a stored weight file into memory, checking it still matches its digest.
+absl::StatusOr<std::shared_ptr<const SafetensorsFile>> ReadVerified(const StoredAdapter& stored) {
+  std::ifstream in(stored.weights_path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat("adapter \"", stored.name, "@", stored.version,
+                                            "\": weights file is gone (deleted meanwhile?)"));
+  }
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string digest = Sha256Hex(bytes);
+  if (digest != stored.version) {
+    return absl::DataLossError(absl::StrCat("adapter \"", stored.name, "\": stored weights hash to ",
+                                            digest, " but the version is ", stored.version,
+                                            "; re-upload the adapter"));
+  }
+  ASSIGN_OR_RETURN(auto file, SafetensorsFile::FromBytes(std::move(bytes), stored.weights_path));
+  return std::shared_ptr<const SafetensorsFile>(std::move(file));
+}
+
+}  // namespace
+
+AdapterRegistry::AdapterRegistry(AdapterStore& store, const LlamaModel& model,
+                                 AdapterRegistryOptions options)
+    : store_(store), model_(model), options_(options) {
+  for (int i = 0; i < std::max(1, options_.loader_threads); ++i) {
+    loaders_.emplace_back([this] { LoaderLoop(); });
+  }
+}
+
+AdapterRegistry::~AdapterRegistry() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  for (std::thread& t : loaders_) t.join();
+}
+
+absl::StatusOr<StoredAdapter> AdapterRegistry::Resolve(const std::string& ref) {
+  const size_t at = ref.find('@');
+  if (at == std::string::npos) return store_.Current(ref);
+  return store_.Resolve(ref.substr(0, at), ref.substr(at + 1));
+}
+
+void AdapterRegistry::TouchLocked(Entry& entry) { entry.last_used = ++tick_; }
+
+AdapterRegistry::Lease AdapterRegistry::Acquire(const StoredAdapter& adapter,
+                                                std::function<void()> on_ready) {
+  absl::MutexLock lock(&mu_);
+  const AdapterKey key{adapter.name, adapter.version};
+  std::shared_ptr<Entry>& slot = entries_[key.id()];
+  if (!slot) {
+    slot = std::make_shared<Entry>();
+    slot->stored = adapter;
+    slot->key = key;
+  }
+  Entry& entry = *slot;
+  TouchLocked(entry);
+  if (entry.weights) {
+    ++stats_.hits;
+    ++entry.users;
+    return {entry.weights, absl::OkStatus()};
+  }
+  if (!entry.loading && !entry.load_status.ok()) {
+    // A failed load answers every request for a second, so waiters all see it; then retry.
+    if (absl::Now() - entry.failed_at < absl::Seconds(1)) return {nullptr, entry.load_status};
+    entry.load_status = absl::OkStatus();
+  }
+  ++stats_.misses;
+  if (on_ready) entry.waiters.push_back(std::move(on_ready));
+  if (!entry.loading) StartLoadLocked(slot);
+  return {nullptr, absl::OkStatus()};
+}
+
+void AdapterRegistry::StartLoadLocked(const std::shared_ptr<Entry>& entry) {
+  entry->loading = true;
+  load_queue_.push_back(entry);
+}
+
+void AdapterRegistry::LoaderLoop() {
+  while (true) {
+    std::shared_ptr<Entry> entry;
+    std::shared_ptr<const SafetensorsFile> host;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](AdapterRegistry* r) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+            return r->stopping_ || !r->load_queue_.empty();
+          },
+          this));
+      if (stopping_) return;
+      entry = load_queue_.front();
+      load_queue_.pop_front();
+      host = entry->host;
+    }
+    absl::StatusOr<std::shared_ptr<const AdapterWeights>> weights = absl::InternalError("unset");
+    if (!host) {
+      auto read = ReadVerified(entry->stored);
+      if (read.ok()) host = *read;
+      else weights = read.status();
+    }
+    if (host) {
+      weights = AdapterWeights::FromFile(entry->stored, *host, model_,
+                                         AdapterLimits{options_.max_rank});
+    }
+    if (weights.ok() && (*weights)->bytes() > options_.max_device_bytes) {
+      weights = absl::ResourceExhaustedError(absl::StrCat(
+          "adapter \"", entry->stored.name, "\" needs ", (*weights)->bytes(),
+          " bytes of device memory, more than --max_device_adapter_bytes=", options_.max_device_bytes));
+    }
+    std::vector<std::function<void()>> waiters;
+    {
+      absl::MutexLock lock(&mu_);
+      entry->loading = false;
+      ++stats_.loads;
+      if (weights.ok()) {
+        entry->weights = *weights;
+        if (static_cast<int64_t>(entry->stored.size_bytes) <= options_.max_host_bytes) entry->host = host;
+        entry->load_status = absl::OkStatus();
+      } else {
+        ++stats_.load_failures;
+        entry->load_status = weights.status();
+        entry->failed_at = absl::Now();
+        LogWarning("loading adapter %s failed: %s", entry->key.id(), weights.status().ToString());
+      }
+      TouchLocked(*entry);
+      EvictLocked();
+      waiters.swap(entry->waiters);
+    }
+    for (auto& waiter : waiters) waiter();
+  }
+}
+
+void AdapterRegistry::Release(const AdapterKey& key) {
+  absl::MutexLock lock(&mu_);
+  auto it = entries_.find(key.id());
+  if (it == entries_.end()) return;
+  Entry& entry = *it->second;
+  if (entry.users > 0) --entry.users;
+  TouchLocked(entry);
+  EvictLocked();
+}
+
+void AdapterRegistry::EvictLocked() {
+  // Totals are recomputed here: with the O(1) hit path untouched, eviction pays the scan, and
+  // only when something was released or loaded.
+  auto totals = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    std::pair<int64_t, int64_t> t{0, 0};
+    for (const auto& [id, e] : entries_) {
+      t.first += e->host_bytes();
+      t.second += e->device_bytes();
+    }
+    return t;
+  };
+  auto [host, device] = totals();
+  // Least recently used evictable entry holding a tier, or null.
+  auto victim = [this](bool device_tier) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> Entry* {
+    Entry* best = nullptr;
+    for (const auto& [id, e] : entries_) {
+      const bool holds = device_tier ? e->weights != nullptr : e->host != nullptr;
+      const bool evictable = device_tier ? (e->users == 0 && !e->pinned) : !e->loading;
+      if (holds && evictable && (!best || e->last_used < best->last_used)) best = e.get();
+    }
+    return best;
+  };
+  while (device > options_.max_device_bytes) {
+    Entry* e = victim(true);
+    if (!e) break;  // everything resident is in use: over budget until a user releases
+    device -= e->device_bytes();
+    e->weights.reset();
+    ++stats_.evictions;
+  }
+  while (host > options_.max_host_bytes) {
+    Entry* e = victim(false);
+    if (!e) break;
+    host -= e->host_bytes();
+    e->host.reset();
+    ++stats_.evictions;
+  }
+  // Forget versions that hold nothing and nobody waits for.
+  for (auto it = entries_.begin(); it != entries_.end();) {
+    const Entry& e = *it->second;
+    const bool empty = !e.weights && !e.host && !e.loading && e.users == 0 && !e.pinned &&
+                       e.waiters.empty() && e.load_status.ok();
+    if (empty) {
+      entries_.erase(it++);
+    } else {
+      ++it;
+    }
+  }
+}
+
+AdapterStatus AdapterRegistry::StatusOf(const StoredAdapter& stored) {
+  AdapterStatus status;
+  status.stored = stored;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = entries_.find(AdapterKey{stored.name, stored.version}.id());
+    if (it != entries_.end()) {
+      const Entry& e = *it->second;
+      status.pinned = e.pinned;
+      status.residency = e.weights ? Residency::kDevice : e.host ? Residency::kHost : Residency::kStored;
+      if (e.weights) {
+        status.rank = e.weights->max_rank();
+        status.use_dora = e.weights->use_dora();
+        status.target_modules = e.weights->target_kinds();
+        return status;
+      }
+    }
+  }
+  // Not resident: describe from the config.
+  auto j = nlohmann::json::parse(stored.config_json, nullptr, false);
+  if (!j.is_object()) return status;
+  if (stored.format == AdapterFormat::kPeft) {
+    if (j.contains("r") && j["r"].is_number_integer()) status.rank = j["r"].get<int64_t>();
+    if (j.contains("rank_pattern") && j["rank_pattern"].is_object()) {
+      for (const auto& [k, v] : j["rank_pattern"].items()) {
+        if (v.is_number_integer()) status.rank = std::max<int64_t>(status.rank, v.get<int64_t>());
+      }
+    }
+    status.use_dora = j.value("use_dora", false);
+    if (j.contains("target_modules")) {
+      const auto& t = j["target_modules"];
+      if (t.is_string()) status.target_modules.push_back(t.get<std::string>());
+      if (t.is_array()) {
+        for (const auto& v : t) {
+          if (v.is_string()) status.target_modules.push_back(v.get<std::string>());
+        }
+      }
+    }
+  }
+  return status;
+}
+
+absl::StatusOr<AdapterStatus> AdapterRegistry::Describe(const std::string& ref) {
+  ASSIGN_OR_RETURN(StoredAdapter stored, Resolve(ref));
+  return StatusOf(stored);
+}
+
+absl::StatusOr<AdapterStatus> AdapterRegistry::Load(const std::string& ref, bool pin) {
+  ASSIGN_OR_RETURN(StoredAdapter stored, Resolve(ref));
+  auto ready = std::make_shared<absl::Notification>();
+  Lease lease = Acquire(stored, [ready] { ready->Notify(); });
+  if (!lease.status.ok()) return lease.status;
+  if (!lease.weights) {
+    ready->WaitForNotification();
+    lease = Acquire(stored, nullptr);
+    if (!lease.status.ok()) return lease.status;
+    if (!lease.weights) return absl::UnavailableError("adapter was evicted while loading; retry");
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = entries_.find(AdapterKey{stored.name, stored.version}.id());
+    if (it != entries_.end() && pin) it->second->pinned = true;
+  }
+  Release({stored.name, stored.version});
+  return StatusOf(stored);
+}
+
+absl::StatusOr<AdapterStatus> AdapterRegistry::Unload(const std::string& ref) {
+  ASSIGN_OR_RETURN(StoredAdapter stored, Resolve(ref));
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = entries_.find(AdapterKey{stored.name, stored.version}.id());
+    if (it != entries_.end()) {
+      Entry& e = *it->second;
+      e.pinned = false;
+      e.host.reset();
+      if (e.users == 0) e.weights.reset();  // running requests keep their copy until they end
+      EvictLocked();
+    }
+  }
+  return StatusOf(stored);
+}
+
+absl::Status AdapterRegistry::Delete(const std::string& name) {
+  RETURN_IF_ERROR(store_.Delete(name));
+  absl::MutexLock lock(&mu_);
+  for (auto& [id, e] : entries_) {
+    if (e->key.name != name) continue;
+    e->pinned = false;
+    e->host.reset();
+    if (e->users == 0) e->weights.reset();
+  }
+  EvictLocked();
+  return absl::OkStatus();
+}
+
+AdapterValidator AdapterRegistry::Validator() const {
+  const LlamaModel* model = &model_;
+  const AdapterLimits limits{options_.max_rank};
+  return [model, limits](const AdapterManifest& manifest, const std::string& weights_path) {
+    return AdapterWeights::Validate(manifest, weights_path, *model, limits);
+  };
+}
+
+RegistryStats AdapterRegistry::stats() const {
+  absl::MutexLock lock(&mu_);
+  RegistryStats s = stats_;
+  for (const auto& [id, e] : entries_) {
+    s.host_bytes += e->host_bytes();
+    s.device_bytes += e->device_bytes();
+    s.host_count += e->host != nullptr;
+    s.device_count += e->weights != nullptr;
+  }
+  return s;
+}
+
+}  // namespace loramux

@@ -266,8 +266,7 @@ absl::StatusOr<ModuleList> LoadSeed(const AdapterBuilder& builder, const std::st
 
 absl::StatusOr<ModuleList> LoadModules(const AdapterBuilder& builder, AdapterFormat format,
                                        const std::string& config_json,
-                                       const std::string& weights_path) {
-  ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(weights_path));
+                                       const SafetensorsFile* file) {
   torch::NoGradGuard no_grad;
   absl::StatusOr<ModuleList> modules = absl::InternalError("unset");
   RETURN_IF_ERROR(CatchTorch(absl::StrCat("adapter \"", builder.name(), "\""), [&] {
@@ -308,9 +307,16 @@ std::shared_ptr<AdapterWeights> AdapterWeights::FromModules(std::string name, Mo
 
 absl::StatusOr<std::shared_ptr<const AdapterWeights>> AdapterWeights::Load(
     const StoredAdapter& adapter, const LlamaModel& model, const AdapterLimits& limits) {
+  ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(adapter.weights_path));
+  return FromFile(adapter, *file, model, limits);
+}
+
+absl::StatusOr<std::shared_ptr<const AdapterWeights>> AdapterWeights::FromFile(
+    const StoredAdapter& adapter, const SafetensorsFile& file, const LlamaModel& model,
+    const AdapterLimits& limits) {
   AdapterBuilder builder(adapter.name, model, limits);
   ASSIGN_OR_RETURN(ModuleList modules,
-                   LoadModules(builder, adapter.format, adapter.config_json, adapter.weights_path));
+                   LoadModules(builder, adapter.format, adapter.config_json, &file));
   std::shared_ptr<AdapterWeights> weights = FromModules(adapter.name, std::move(modules));
   if (weights->bytes_ == 0) return builder.Invalid("it adapts no module of the base model");
   weights->version_ = adapter.version;

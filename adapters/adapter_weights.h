@@ -23,6 +23,7 @@
 namespace loramux {
 
 class LlamaModel;
+class SafetensorsFile;
 
 struct ModuleAdapter {
   enum class Kind { kLora, kDoraRow, kDoraCol };
@@ -56,6 +57,11 @@ class AdapterWeights {
   // features; messages name the adapter, tensor, shape found and shape expected.
   static absl::StatusOr<std::shared_ptr<const AdapterWeights>> Load(
       const StoredAdapter& adapter, const LlamaModel& model, const AdapterLimits& limits);
+
+  // Same, from weights already in memory (the registry's host tier).
+  static absl::StatusOr<std::shared_ptr<const AdapterWeights>> FromFile(
+      const StoredAdapter& adapter, const SafetensorsFile& file, const LlamaModel& model,
+      const AdapterLimits& limits);
 
   // Checks without keeping anything (upload validation); same errors as Load.
   static absl::Status Validate(const AdapterManifest& manifest, const std::string& weights_path,

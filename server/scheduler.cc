@@ -1,0 +1,490 @@
+#include "server/scheduler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_set>
+
+#include <torch/torch.h>
+
+#include "absl/strings/str_cat.h"
+#include "adapters/adapter_registry.h"
+#include "adapters/adapter_weights.h"
+#include "common/logging.h"
+#include "common/status_macros.h"
+#include "server/kv_cache.h"
+#include "server/llama_model.h"
+
+namespace loramux {
+namespace {
+
+// One request inside the scheduler. Owned by the scheduler thread once admitted.
+struct Sequence {
+  uint64_t id = 0;
+  InferenceRequest request;
+  std::shared_ptr<RequestObserver> observer;
+  std::optional<StoredAdapter> adapter;  // resolved at Submit; none = base model
+  std::shared_ptr<const AdapterWeights> weights;
+  bool leased = false;
+  std::unique_ptr<Sampler> sampler;
+  int64_t prefilled = 0;           // prompt tokens already in the KV cache
+  std::vector<int32_t> generated;  // tokens produced so far
+  bool running = false;            // holds KV blocks
+  std::vector<torch::Tensor> score_rows;  // Score: logits of prefilled chunks
+
+  bool is_score() const { return request.kind == InferenceRequest::Kind::kScore; }
+  int64_t prompt_len() const { return static_cast<int64_t>(request.tokens.size()); }
+  // Tokens in the cache once the next step is done.
+  int64_t context_len() const { return prefilled + static_cast<int64_t>(generated.size()); }
+  std::string version() const { return adapter ? adapter->version : ""; }
+};
+
+}  // namespace
+
+class Scheduler::Impl {
+ public:
+  Impl(const LlamaModel& model, AdapterRegistry& registry, SchedulerOptions options)
+      : model_(model),
+        registry_(registry),
+        options_(options),
+        cache_(model.config(), options.kv_cache_bytes, model.device(), model.dtype()) {
+    if (options_.max_prompt_tokens <= 0) options_.max_prompt_tokens = model.config().max_position_embeddings;
+    thread_ = std::thread([this] { Loop(); });
+  }
+
+  ~Impl() { Stop(); }
+
+  absl::StatusOr<uint64_t> Submit(InferenceRequest request, std::shared_ptr<RequestObserver> observer) {
+    RETURN_IF_ERROR(Validate(request));
+    auto seq = std::make_unique<Sequence>();
+    if (!request.adapter.empty()) {
+      absl::StatusOr<StoredAdapter> stored = registry_.Resolve(request.adapter);
+      if (!stored.ok()) return stored.status();
+      seq->adapter = *stored;
+    }
+    if (request.kind == InferenceRequest::Kind::kGenerate) {
+      if (request.sampling.max_new_tokens <= 0) request.sampling.max_new_tokens = options_.default_max_new_tokens;
+      seq->sampler = std::make_unique<Sampler>(request.sampling);
+    }
+    const int64_t need = KvTokensNeeded(request);
+    if (need > cache_.capacity_tokens()) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the request needs ", need, " tokens of KV cache but the whole cache holds ",
+          cache_.capacity_tokens(), "; lower max_new_tokens or raise --kv_cache_bytes"));
+    }
+    seq->request = std::move(request);
+    seq->observer = std::move(observer);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (draining_ || stopped_) return absl::UnavailableError("the server is shutting down");
+    if (static_cast<int64_t>(inbox_.size()) + waiting_count_ >= options_.max_queue) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the request queue is full (", options_.max_queue, " waiting); retry later"));
+    }
+    seq->id = next_id_++;
+    const uint64_t id = seq->id;
+    inbox_.push_back(std::move(seq));
+    wake_.notify_one();
+    return id;
+  }
+
+  void Cancel(uint64_t id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancelled_.insert(id);
+    wake_.notify_one();
+  }
+
+  void StartDrain() {
+    std::lock_guard<std::mutex> lock(mu_);
+    draining_ = true;
+  }
+
+  bool Idle() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return inbox_.empty() && waiting_count_ == 0 && running_count_ == 0;
+  }
+
+  void Stop() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopped_) return;
+      stopped_ = true;
+      wake_.notify_one();
+    }
+    if (thread_.joinable()) thread_.join();
+  }
+
+  SchedulerStats stats() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    SchedulerStats s = stats_;
+    s.queued = static_cast<int64_t>(inbox_.size()) + waiting_count_;
+    s.running = running_count_;
+    return s;
+  }
+
+  int64_t vocab_size() const { return model_.config().vocab_size; }
+
+ private:
+  absl::Status Validate(const InferenceRequest& r) const {
+    const int64_t vocab = model_.config().vocab_size;
+    if (r.tokens.empty()) {
+      return absl::InvalidArgumentError(r.kind == InferenceRequest::Kind::kScore
+                                            ? "token_ids is empty; give at least one token"
+                                            : "the prompt is empty; give prompt_token_ids");
+    }
+    if (static_cast<int64_t>(r.tokens.size()) > options_.max_prompt_tokens) {
+      return absl::InvalidArgumentError(absl::StrCat("the prompt has ", r.tokens.size(),
+                                                     " tokens; the limit is ", options_.max_prompt_tokens));
+    }
+    for (size_t i = 0; i < r.tokens.size(); ++i) {
+      if (r.tokens[i] < 0 || r.tokens[i] >= vocab) {
+        return absl::InvalidArgumentError(absl::StrCat("token id ", r.tokens[i], " at position ", i,
+                                                       " is outside the vocabulary [0, ", vocab, ")"));
+      }
+    }
+    for (int32_t t : r.stop_token_ids) {
+      if (t < 0 || t >= vocab) {
+        return absl::InvalidArgumentError(absl::StrCat("stop token id ", t, " is outside the vocabulary"));
+      }
+    }
+    if (!std::isfinite(r.adapter_scale)) return absl::InvalidArgumentError("adapter_scale must be finite");
+    const SamplingParams& s = r.sampling;
+    if (s.max_new_tokens < 0 || s.max_new_tokens > options_.max_new_tokens_limit) {
+      return absl::InvalidArgumentError(absl::StrCat("max_new_tokens must be in [0, ",
+                                                     options_.max_new_tokens_limit, "]"));
+    }
+    if (!(s.temperature >= 0) || !std::isfinite(s.temperature)) {
+      return absl::InvalidArgumentError("temperature must be >= 0 (0 = greedy)");
+    }
+    if (s.top_k < 0) return absl::InvalidArgumentError("top_k must be >= 0 (0 = off)");
+    if (!(s.top_p >= 0 && s.top_p <= 1)) return absl::InvalidArgumentError("top_p must be in [0, 1]");
+    return absl::OkStatus();
+  }
+
+  int64_t KvTokensNeeded(const InferenceRequest& r) const {
+    const int64_t prompt = static_cast<int64_t>(r.tokens.size());
+    if (r.kind == InferenceRequest::Kind::kScore) return prompt;
+    const int64_t max_new = r.sampling.max_new_tokens > 0 ? r.sampling.max_new_tokens : options_.default_max_new_tokens;
+    return std::min(prompt + max_new, model_.config().max_position_embeddings);
+  }
+
+  // ---- the scheduler thread -------------------------------------------------------------------
+
+  void Loop() {
+    while (true) {
+      std::vector<uint64_t> cancelled;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        const bool busy = !running_.empty();
+        if (!busy) {
+          // Wake for new work, cancellations, adapter loads, and to check waiting deadlines.
+          wake_.wait_for(lock, std::chrono::milliseconds(waiting_.empty() ? 200 : 10), [&] {
+            return stopped_ || !inbox_.empty() || !cancelled_.empty() || adapter_ready_;
+          });
+        }
+        adapter_ready_ = false;
+        if (stopped_) break;
+        while (!inbox_.empty()) {
+          waiting_.push_back(std::move(inbox_.front()));
+          inbox_.pop_front();
+        }
+        cancelled.assign(cancelled_.begin(), cancelled_.end());
+        cancelled_.clear();
+      }
+      ApplyCancellations(cancelled);
+      ExpireDeadlines();
+      Admit();
+      Step();
+      PublishCounts();
+    }
+    FailAll(absl::UnavailableError("the server is shutting down"));
+  }
+
+  void PublishCounts() {
+    std::lock_guard<std::mutex> lock(mu_);
+    waiting_count_ = static_cast<int64_t>(waiting_.size());
+    running_count_ = static_cast<int64_t>(running_.size());
+    stats_.kv_used_blocks = cache_.used_blocks();
+    stats_.kv_total_blocks = cache_.num_blocks();
+    stats_.kv_block_tokens = cache_.block_size();
+  }
+
+  void Finish(std::unique_ptr<Sequence>& seq, const absl::Status& status, FinishReason reason) {
+    if (seq->running) cache_.Release(static_cast<int64_t>(seq->id));
+    if (seq->leased) registry_.Release({seq->adapter->name, seq->adapter->version});
+    Usage usage;
+    usage.prompt_tokens = static_cast<int32_t>(seq->prompt_len());
+    usage.generated_tokens = static_cast<int32_t>(seq->generated.size());
+    seq->observer->OnFinish(status, reason, usage, seq->version());
+    seq.reset();
+  }
+
+  // Removes finished (null) sequences from a list.
+  static void Compact(std::vector<std::unique_ptr<Sequence>>& list) {
+    list.erase(std::remove(list.begin(), list.end(), nullptr), list.end());
+  }
+
+  void ApplyCancellations(const std::vector<uint64_t>& ids) {
+    if (ids.empty()) return;
+    const std::unordered_set<uint64_t> set(ids.begin(), ids.end());
+    for (auto* list : {&waiting_, &running_}) {
+      for (auto& seq : *list) {
+        if (seq && set.count(seq->id)) Finish(seq, absl::OkStatus(), FinishReason::kCancelled);
+      }
+      Compact(*list);
+    }
+  }
+
+  void ExpireDeadlines() {
+    const absl::Time now = absl::Now();
+    for (auto* list : {&waiting_, &running_}) {
+      for (auto& seq : *list) {
+        if (seq && seq->request.deadline < now) {
+          Finish(seq, absl::DeadlineExceededError("the request's deadline passed"), FinishReason::kCancelled);
+        }
+      }
+      Compact(*list);
+    }
+  }
+
+  void FailAll(const absl::Status& status) {
+    for (auto* list : {&waiting_, &running_}) {
+      for (auto& seq : *list) Finish(seq, status, FinishReason::kCancelled);
+      list->clear();
+    }
+    std::deque<std::unique_ptr<Sequence>> inbox;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      inbox.swap(inbox_);
+    }
+    for (auto& seq : inbox) Finish(seq, status, FinishReason::kCancelled);
+  }
+
+  // Moves waiting requests whose adapter is resident into the running set, in arrival order,
+  // while running slots and KV blocks last. A cold adapter never blocks the others.
+  void Admit() {
+    for (auto& seq : waiting_) {
+      if (static_cast<int64_t>(running_.size()) >= options_.max_running_requests) break;
+      if (seq->adapter && !seq->leased) {
+        AdapterRegistry::Lease lease = registry_.Acquire(*seq->adapter, [this] {
+          std::lock_guard<std::mutex> lock(mu_);
+          adapter_ready_ = true;
+          wake_.notify_one();
+        });
+        if (!lease.status.ok()) {
+          Finish(seq, lease.status, FinishReason::kCancelled);
+          continue;
+        }
+        if (!lease.weights) continue;  // loading; stays waiting
+        seq->weights = lease.weights;
+        seq->leased = true;
+      }
+      if (!cache_.Reserve(static_cast<int64_t>(seq->id), KvTokensNeeded(seq->request))) break;
+      seq->running = true;
+      running_.push_back(std::move(seq));
+    }
+    Compact(waiting_);
+  }
+
+  struct Planned {
+    Sequence* seq;
+    int64_t length;     // tokens in this step
+    bool prefill;
+  };
+
+  // Packs one step: a decode token for each generating sequence, then prefill chunks within the
+  // token budget. Sequences are ordered by adapter so each adapter's tokens form one segment.
+  std::vector<Planned> PlanStep() {
+    std::vector<Planned> plan;
+    int64_t budget = options_.max_batch_tokens;
+    for (auto& seq : running_) {
+      if (seq->prefilled == seq->prompt_len()) {
+        plan.push_back({seq.get(), 1, false});
+        --budget;
+      }
+    }
+    for (auto& seq : running_) {
+      if (seq->prefilled < seq->prompt_len() && budget > 0) {
+        const int64_t chunk = std::min(seq->prompt_len() - seq->prefilled, budget);
+        plan.push_back({seq.get(), chunk, true});
+        budget -= chunk;
+      }
+    }
+    std::stable_sort(plan.begin(), plan.end(), [](const Planned& a, const Planned& b) {
+      return std::make_pair(a.seq->weights.get(), a.seq->request.adapter_scale) <
+             std::make_pair(b.seq->weights.get(), b.seq->request.adapter_scale);
+    });
+    return plan;
+  }
+
+  ForwardBatch BuildBatch(const std::vector<Planned>& plan) {
+    ForwardBatch batch;
+    for (const Planned& p : plan) {
+      Sequence& s = *p.seq;
+      SequenceChunk chunk;
+      chunk.cache_id = static_cast<int64_t>(s.id);
+      chunk.offset = static_cast<int64_t>(batch.token_ids.size());
+      chunk.length = p.length;
+      if (p.prefill) {
+        chunk.start_pos = s.prefilled;
+        chunk.all_logits = s.is_score();
+        batch.token_ids.insert(batch.token_ids.end(), s.request.tokens.begin() + s.prefilled,
+                               s.request.tokens.begin() + s.prefilled + p.length);
+      } else {
+        chunk.start_pos = s.context_len() - 1;
+        batch.token_ids.push_back(s.generated.back());
+      }
+      batch.chunks.push_back(chunk);
+      if (s.weights) {
+        const int64_t end = chunk.offset + chunk.length;
+        if (!batch.adapters.empty() && batch.adapters.back().adapter == s.weights.get() &&
+            batch.adapters.back().scale == s.request.adapter_scale && batch.adapters.back().end == chunk.offset) {
+          batch.adapters.back().end = end;
+        } else {
+          batch.adapters.push_back({s.weights.get(), s.request.adapter_scale, chunk.offset, end});
+        }
+      }
+    }
+    return batch;
+  }
+
+  void Step() {
+    if (running_.empty()) return;
+    const std::vector<Planned> plan = PlanStep();
+    if (plan.empty()) return;
+    const ForwardBatch batch = BuildBatch(plan);
+    absl::StatusOr<torch::Tensor> logits = model_.Forward(batch, cache_);
+    if (!logits.ok()) {
+      LogError("forward failed: %s", logits.status().ToString());
+      for (auto& seq : running_) Finish(seq, logits.status(), FinishReason::kCancelled);
+      running_.clear();
+      return;
+    }
+    const torch::Tensor host = logits->cpu().contiguous();
+    const int64_t vocab = host.size(1);
+    int64_t row = 0;
+    int64_t generated = 0;
+    for (const Planned& p : plan) {
+      Sequence& s = *p.seq;
+      if (p.prefill) {
+        if (s.is_score()) {
+          s.score_rows.push_back(host.narrow(0, row, p.length));
+          row += p.length;
+        } else if (s.prefilled + p.length == s.prompt_len()) {
+          EmitToken(s, host.data_ptr<float>() + row * vocab, vocab);
+          ++generated;
+          ++row;
+        } else {
+          ++row;  // the last row of an unfinished chunk is not needed
+        }
+        s.prefilled += p.length;
+      } else {
+        EmitToken(s, host.data_ptr<float>() + row * vocab, vocab);
+        ++generated;
+        ++row;
+      }
+    }
+    for (auto& seq : running_) {
+      const auto reason = Done(*seq);
+      if (reason) Finish(seq, absl::OkStatus(), *reason);
+    }
+    Compact(running_);
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.steps;
+    stats_.last_batch_tokens = static_cast<int64_t>(batch.token_ids.size());
+    stats_.last_batch_sequences = static_cast<int64_t>(plan.size());
+    stats_.generated_tokens += generated;
+  }
+
+  void EmitToken(Sequence& s, const float* logits, int64_t vocab) {
+    const SampledToken t = s.sampler->Sample(logits, vocab);
+    s.generated.push_back(t.token);
+    std::vector<float> logprobs;
+    if (s.request.logprobs) logprobs.push_back(t.logprob);
+    s.observer->OnTokens({t.token}, logprobs);
+  }
+
+  // Why `s` is finished after this step, if it is; Score results are delivered here.
+  std::optional<FinishReason> Done(Sequence& s) {
+    if (s.prefilled < s.prompt_len()) return std::nullopt;
+    if (s.is_score()) {
+      s.observer->OnScore(ScoreResultOf(s));
+      return FinishReason::kLength;
+    }
+    const int32_t last = s.generated.back();
+    const auto& eos = model_.config().eos_token_ids;
+    const auto& stop = s.request.stop_token_ids;
+    if (std::find(eos.begin(), eos.end(), last) != eos.end() ||
+        std::find(stop.begin(), stop.end(), last) != stop.end()) {
+      return FinishReason::kStop;
+    }
+    if (static_cast<int32_t>(s.generated.size()) >= s.request.sampling.max_new_tokens ||
+        s.context_len() >= model_.config().max_position_embeddings) {
+      return FinishReason::kLength;
+    }
+    return std::nullopt;
+  }
+
+  ScoreResult ScoreResultOf(Sequence& s) {
+    const torch::Tensor logits = torch::cat(s.score_rows, 0);  // [len, vocab] float32
+    s.score_rows.clear();
+    ScoreResult result;
+    result.vocab_size = static_cast<int32_t>(logits.size(1));
+    const int64_t len = logits.size(0);
+    if (len > 1) {
+      const torch::Tensor logp = torch::log_softmax(logits.narrow(0, 0, len - 1).to(torch::kFloat64), -1);
+      std::vector<int64_t> next(s.request.tokens.begin() + 1, s.request.tokens.end());
+      const torch::Tensor picked =
+          logp.gather(1, torch::tensor(next).unsqueeze(1)).squeeze(1).to(torch::kFloat32).contiguous();
+      result.token_logprobs.assign(picked.data_ptr<float>(), picked.data_ptr<float>() + picked.numel());
+    }
+    if (s.request.return_logits) {
+      result.logits.assign(logits.data_ptr<float>(), logits.data_ptr<float>() + logits.numel());
+    }
+    return result;
+  }
+
+  const LlamaModel& model_;
+  AdapterRegistry& registry_;
+  SchedulerOptions options_;
+  KvCache cache_;  // scheduler thread only
+
+  // Scheduler-thread state.
+  std::vector<std::unique_ptr<Sequence>> waiting_;
+  std::vector<std::unique_ptr<Sequence>> running_;
+
+  // Shared with handlers.
+  mutable std::mutex mu_;
+  std::condition_variable wake_;
+  std::deque<std::unique_ptr<Sequence>> inbox_;
+  std::unordered_set<uint64_t> cancelled_;
+  bool adapter_ready_ = false;
+  bool draining_ = false;
+  bool stopped_ = false;
+  uint64_t next_id_ = 1;
+  int64_t waiting_count_ = 0;
+  int64_t running_count_ = 0;
+  SchedulerStats stats_;
+
+  std::thread thread_;
+};
+
+Scheduler::Scheduler(const LlamaModel& model, AdapterRegistry& registry, SchedulerOptions options)
+    : impl_(std::make_unique<Impl>(model, registry, options)) {}
+Scheduler::~Scheduler() = default;
+
+absl::StatusOr<uint64_t> Scheduler::Submit(InferenceRequest request,
+                                           std::shared_ptr<RequestObserver> observer) {
+  return impl_->Submit(std::move(request), std::move(observer));
+}
+void Scheduler::Cancel(uint64_t id) { impl_->Cancel(id); }
+void Scheduler::StartDrain() { impl_->StartDrain(); }
+bool Scheduler::Idle() const { return impl_->Idle(); }
+void Scheduler::Stop() { impl_->Stop(); }
+SchedulerStats Scheduler::stats() const { return impl_->stats(); }
+int64_t Scheduler::vocab_size() const { return impl_->vocab_size(); }
+
+}  // namespace loramux

@@ -1,0 +1,219 @@
+// The engine end to end in-process: store -> registry -> scheduler -> model, with requests over
+// several adapters (LoRA, DoRA) and the base in flight together, checked against golden tokens.
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include "absl/synchronization/notification.h"
+#include "common/sha256.h"
+#include "nlohmann/json.hpp"
+#include "server/engine.h"
+#include "tests/test_util.h"
+
+namespace loramux {
+namespace {
+
+using ::loramux::testing::DataPath;
+using ::loramux::testing::LoadGolden;
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Collects one request's results; Wait() blocks the test thread until OnFinish.
+class Collector : public RequestObserver {
+ public:
+  void OnTokens(const std::vector<int32_t>& tokens, const std::vector<float>& logprobs) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    this->tokens.insert(this->tokens.end(), tokens.begin(), tokens.end());
+  }
+  void OnScore(ScoreResult result) override { score = std::move(result); }
+  void OnFinish(const absl::Status& s, FinishReason r, const Usage& u, const std::string& v) override {
+    status = s;
+    reason = r;
+    usage = u;
+    version = v;
+    done.Notify();
+  }
+  bool Wait(absl::Duration timeout = absl::Seconds(60)) { return done.WaitForNotificationWithTimeout(timeout); }
+
+  std::mutex mu_;
+  std::vector<int32_t> tokens;
+  ScoreResult score;
+  absl::Status status;
+  FinishReason reason = FinishReason::kLength;
+  Usage usage;
+  std::string version;
+  absl::Notification done;
+};
+
+class EngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    store_dir_ = ::testing::TempDir() + "/engine_store_" + std::to_string(::getpid());
+    std::filesystem::remove_all(store_dir_);
+    EngineOptions options;
+    options.model_dir = DataPath("llama-tiny");
+    options.adapter_store = store_dir_;
+    options.scheduler.kv_cache_bytes = 4 << 20;
+    options.scheduler.max_running_requests = 16;
+    options.scheduler.max_batch_tokens = 64;  // forces chunked prefill sometimes
+    auto engine = Engine::Create(options);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    engine_ = *std::move(engine);
+    results_ = nlohmann::json::parse(ReadFile(DataPath("cases/results.json")));
+  }
+  void TearDown() override {
+    engine_.reset();
+    std::filesystem::remove_all(store_dir_);
+  }
+
+  StoredAdapter Upload(const std::string& name) {
+    AdapterManifest manifest;
+    manifest.name = name;
+    manifest.config_json = ReadFile(DataPath("adapters/" + name + "/adapter_config.json"));
+    const std::string weights = ReadFile(DataPath("adapters/" + name + "/adapter_model.safetensors"));
+    manifest.size_bytes = weights.size();
+    manifest.sha256 = Sha256Hex(weights);
+    auto stored = engine_->store().Put(manifest, weights, engine_->registry().Validator());
+    EXPECT_TRUE(stored.ok()) << stored.status();
+    return *stored;
+  }
+
+  // Golden greedy tokens of `model/adapter` for prompt p.
+  std::pair<std::vector<int32_t>, std::vector<int32_t>> Golden(const std::string& run, int p) {
+    const auto& entry = results_["generation"][run][p];
+    return {entry["input_ids"].get<std::vector<int32_t>>(), entry["new_tokens"].get<std::vector<int32_t>>()};
+  }
+
+  std::shared_ptr<Collector> Generate(const std::string& adapter, std::vector<int32_t> prompt,
+                                      int max_new = 12, absl::Duration deadline = absl::InfiniteDuration()) {
+    InferenceRequest r;
+    r.adapter = adapter;
+    r.tokens = std::move(prompt);
+    r.sampling.max_new_tokens = max_new;
+    r.deadline = absl::Now() + deadline;
+    auto c = std::make_shared<Collector>();
+    auto id = engine_->scheduler().Submit(r, c);
+    if (!id.ok()) {
+      c->OnFinish(id.status(), FinishReason::kCancelled, {}, "");
+    } else {
+      last_id_ = *id;
+    }
+    return c;
+  }
+
+  std::string store_dir_;
+  std::unique_ptr<Engine> engine_;
+  nlohmann::json results_;
+  uint64_t last_id_ = 0;
+};
+
+TEST_F(EngineTest, ConcurrentRequestsOverAdaptersAndBaseMatchGoldenTokens) {
+  const std::vector<std::string> adapters = {"lora-qv-r8", "dora-qkvo-r8", "lora-all-r4-rslora",
+                                             "lora-pattern", "dora-mlp-r4"};
+  for (const auto& a : adapters) Upload(a);
+  struct Expect {
+    std::shared_ptr<Collector> c;
+    std::vector<int32_t> tokens;
+  };
+  std::vector<Expect> expects;
+  for (int round = 0; round < 2; ++round) {
+    for (int p = 0; p < 3; ++p) {
+      auto [prompt, tokens] = Golden("llama-tiny/base", p);
+      expects.push_back({Generate("", prompt), tokens});
+      for (const auto& a : adapters) {
+        auto [ap, at] = Golden("llama-tiny/" + a, p);
+        expects.push_back({Generate(a, ap), at});
+      }
+    }
+  }
+  for (auto& e : expects) {
+    ASSERT_TRUE(e.c->Wait());
+    EXPECT_TRUE(e.c->status.ok()) << e.c->status;
+    EXPECT_EQ(e.c->tokens, e.tokens);
+    EXPECT_EQ(e.c->usage.generated_tokens, 12);
+  }
+  EXPECT_EQ(engine_->registry().stats().loads, static_cast<int64_t>(adapters.size()));
+}
+
+TEST_F(EngineTest, ScoreMatchesGoldenLogits) {
+  Upload("dora-qkvo-r8");
+  auto golden = LoadGolden("cases/llama-tiny/dora-qkvo-r8.safetensors");
+  auto [prompt, tokens] = Golden("llama-tiny/dora-qkvo-r8", 2);
+  InferenceRequest r;
+  r.kind = InferenceRequest::Kind::kScore;
+  r.adapter = "dora-qkvo-r8";
+  r.tokens = prompt;
+  r.return_logits = true;
+  auto c = std::make_shared<Collector>();
+  ASSERT_TRUE(engine_->scheduler().Submit(r, c).ok());
+  ASSERT_TRUE(c->Wait());
+  ASSERT_TRUE(c->status.ok()) << c->status;
+  const torch::Tensor logits = torch::from_blob(c->score.logits.data(),
+                                                {static_cast<int64_t>(prompt.size()), 320}).clone();
+  EXPECT_LE(::loramux::testing::MaxAbsDiff(logits, golden["p2.logits"]), 1e-4);
+  ASSERT_EQ(c->score.token_logprobs.size(), prompt.size() - 1);
+  const torch::Tensor logp = torch::log_softmax(golden["p2.logits"], -1);
+  for (size_t i = 0; i + 1 < prompt.size(); ++i) {
+    EXPECT_NEAR(c->score.token_logprobs[i], logp[i][prompt[i + 1]].item<float>(), 1e-4);
+  }
+}
+
+TEST_F(EngineTest, HotSwapServesNewVersionToNewRequests) {
+  // Upload lora-qv-r8's weights under "task", then lora-pattern's under the same name.
+  AdapterManifest m;
+  m.name = "task";
+  for (const char* source : {"lora-qv-r8", "lora-pattern"}) {
+    m.config_json = ReadFile(DataPath(std::string("adapters/") + source + "/adapter_config.json"));
+    const std::string w = ReadFile(DataPath(std::string("adapters/") + source + "/adapter_model.safetensors"));
+    m.size_bytes = w.size();
+    m.sha256 = Sha256Hex(w);
+    ASSERT_TRUE(engine_->store().Put(m, w, engine_->registry().Validator()).ok());
+    auto [prompt, tokens] = Golden(std::string("llama-tiny/") + source, 0);
+    auto c = Generate("task", prompt);
+    ASSERT_TRUE(c->Wait());
+    EXPECT_EQ(c->tokens, tokens) << source;
+    EXPECT_EQ(c->version, m.sha256);
+  }
+}
+
+TEST_F(EngineTest, ErrorsHaveTheRightCodes) {
+  EXPECT_EQ(engine_->scheduler().Submit({}, std::make_shared<Collector>()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  auto unknown = Generate("nope", {1, 2, 3});
+  ASSERT_TRUE(unknown->Wait());
+  EXPECT_EQ(unknown->status.code(), absl::StatusCode::kNotFound);
+  auto oov = Generate("", {1, 320});
+  ASSERT_TRUE(oov->Wait());
+  EXPECT_EQ(oov->status.code(), absl::StatusCode::kInvalidArgument);
+  auto huge = Generate("", {1, 2}, 100000);
+  ASSERT_TRUE(huge->Wait());
+  EXPECT_EQ(huge->status.code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(EngineTest, CancelAndDeadlineStopRequestsAndFreeTheCache) {
+  auto running = Generate("", {5, 6, 7}, 400);
+  engine_->scheduler().Cancel(last_id_);
+  ASSERT_TRUE(running->Wait());
+  EXPECT_EQ(running->reason, FinishReason::kCancelled);
+  auto late = Generate("", {5, 6, 7}, 400, absl::Milliseconds(1));
+  ASSERT_TRUE(late->Wait());
+  EXPECT_EQ(late->status.code(), absl::StatusCode::kDeadlineExceeded);
+  for (int i = 0; i < 100 && !engine_->scheduler().Idle(); ++i) absl::SleepFor(absl::Milliseconds(10));
+  EXPECT_EQ(engine_->scheduler().stats().kv_used_blocks, 0);
+  // The server still serves.
+  auto [prompt, tokens] = Golden("llama-tiny/base", 1);
+  auto ok = Generate("", prompt);
+  ASSERT_TRUE(ok->Wait());
+  EXPECT_EQ(ok->tokens, tokens);
+}
+
+}  // namespace
+}  // namespace loramux
