@@ -101,7 +101,7 @@ class AdapterBuilder {
       }
     }
     module->a = a.to(model_.dtype()).contiguous();
-    module->b = bs.to(model_.dtype()).contiguous();
+    module->b_t = bs.t().to(model_.dtype()).contiguous();
     return module;
   }
 
@@ -286,7 +286,7 @@ torch::Tensor ModuleAdapter::GainAt(double c) const {
 
 int64_t ModuleAdapter::bytes() const {
   int64_t total = 0;
-  for (const torch::Tensor* t : {&a, &b, &gain, &magnitude, &norm_terms}) {
+  for (const torch::Tensor* t : {&a, &b_t, &gain, &magnitude, &norm_terms}) {
     if (t->defined()) total += t->numel() * t->element_size();
   }
   return total;

@@ -1,6 +1,9 @@
 // An adapter made ready to serve: per base module, the low-rank factors on the serving device,
 // with the scale folded in and DoRA's magnitude/norm precomputed. Engine-internal (torch).
 //
+// B is kept transposed, [r, out], so both the GEMM path and the fused decode kernel read it
+// contiguously along the output dimension.
+//
 // Maths (DESIGN.md): LoRA  y = W x + b + s B (A x)
 //   DoRA (PEFT, per output row):   y = g ⊙ (W x + s B A x) + b,   g = m / ||W + s B A||_row
 //   DoRA (seed, per input column): y = (W + s B A)(g ⊙ x) + b,    g = m / ||W + s B A||_col
@@ -31,7 +34,7 @@ struct ModuleAdapter {
   int64_t rank = 0;
   double scale = 1.0;  // s
   torch::Tensor a;     // [r, in]
-  torch::Tensor b;     // [out, r], multiplied by s
+  torch::Tensor b_t;   // B^T [r, out], multiplied by s (so the delta is (x A^T) b_t)
   // DoRA only: gain at request scale 1, [out] (kDoraRow) or [in] (kDoraCol), model dtype.
   torch::Tensor gain;
   // DoRA only, float64 on the device: magnitude m and the squared-norm terms of W + c·sBA per

@@ -1,6 +1,10 @@
 #include "server/tensor_util.h"
 
+#include <cstdlib>
 #include <cstring>
+#include <thread>
+
+#include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -46,6 +50,16 @@ absl::StatusOr<torch::Tensor> ToTorch(const TensorView& view, torch::Device devi
   torch::Tensor host = torch::empty(view.shape, torch::TensorOptions().dtype(source));
   std::memcpy(host.data_ptr(), view.data, view.nbytes);
   return host.to(device, dtype);
+}
+
+int ConfigureThreads(int threads) {
+  if (threads <= 0) {
+    const char* env = std::getenv("OMP_NUM_THREADS");
+    threads = env && std::atoi(env) > 0 ? std::atoi(env)
+                                        : static_cast<int>(std::thread::hardware_concurrency());
+  }
+  at::set_num_threads(std::max(1, threads));
+  return at::get_num_threads();
 }
 
 std::string ShapeString(c10::IntArrayRef shape) {

@@ -16,6 +16,11 @@ absl::StatusOr<torch::ScalarType> ParseScalarType(absl::string_view name);
 // "cpu", "cuda", "cuda:N". UNAVAILABLE when LibTorch has no CUDA.
 absl::StatusOr<torch::Device> ParseDevice(absl::string_view name);
 
+// Sets LibTorch's intra-op thread count to `threads`, or when 0 to OMP_NUM_THREADS if set, else to
+// every online CPU. (LibTorch's default counts physical cores from cpuinfo, which reads 1 on some
+// VMs and halves throughput.) Returns the count in effect.
+int ConfigureThreads(int threads = 0);
+
 // Copies a safetensors view into a new tensor on `device` with `dtype`. Floating point views only
 // (F64/F32/F16/BF16); INVALID_ARGUMENT names the tensor otherwise.
 absl::StatusOr<torch::Tensor> ToTorch(const TensorView& view, torch::Device device,

@@ -1,0 +1,91 @@
+// Shared pieces of the benchmarks: a random Llama, random adapters, a timer, the BLAS header.
+#pragma once
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "adapters/adapter_weights.h"
+#include "server/engine.h"
+#include "server/kv_cache.h"
+#include "server/llama_model.h"
+#include "server/tensor_util.h"
+
+namespace loramux::bench {
+
+inline double Seconds(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// A Llama-shaped config: hidden 1024, intermediate 2816, 16 heads (8 KV), vocab 32000.
+inline ModelConfig BenchConfig(int64_t layers) {
+  ModelConfig c;
+  c.architecture = "LlamaForCausalLM";
+  c.vocab_size = 32000;
+  c.hidden_size = 1024;
+  c.intermediate_size = 2816;
+  c.num_layers = layers;
+  c.num_heads = 16;
+  c.num_kv_heads = 8;
+  c.head_dim = 64;
+  c.max_position_embeddings = 2048;
+  c.eos_token_ids = {2};
+  return c;
+}
+
+inline int64_t ParameterCount(const LlamaModel& m) {
+  return m.weight_bytes() / static_cast<int64_t>(c10::elementSize(m.dtype()));
+}
+
+// GFLOP/s of a large square float32 matmul on this machine, best of a few runs.
+inline double MatmulGflops(torch::Device device, int64_t n = 2048) {
+  torch::NoGradGuard guard;
+  const torch::Tensor a = torch::randn({n, n}, torch::TensorOptions().device(device));
+  const torch::Tensor b = torch::randn({n, n}, torch::TensorOptions().device(device));
+  torch::mm(a, b);
+  double best = 0;
+  for (int i = 0; i < 3; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    torch::mm(a, b).sum().item<float>();
+    best = std::max(best, 2.0 * n * n * n / Seconds(start) / 1e9);
+  }
+  return best;
+}
+
+// A random adapter of `rank` on every projection of every layer (LoRA, or DoRA per output row).
+inline std::shared_ptr<AdapterWeights> RandomAdapter(const LlamaModel& model, int64_t rank, bool dora,
+                                                     int seed) {
+  torch::NoGradGuard guard;
+  torch::manual_seed(seed);
+  std::vector<std::unique_ptr<ModuleAdapter>> modules;
+  for (int64_t l = 0; l < model.config().num_layers; ++l) {
+    for (int64_t p = 0; p < kNumProjections; ++p) {
+      const torch::Tensor& w = model.linear(l, static_cast<Projection>(p)).weight;
+      auto m = std::make_unique<ModuleAdapter>();
+      m->kind = dora ? ModuleAdapter::Kind::kDoraRow : ModuleAdapter::Kind::kLora;
+      m->rank = rank;
+      m->scale = 2.0;
+      m->a = (torch::randn({rank, w.size(1)}) * 0.02).to(model.device(), model.dtype());
+      m->b_t = (torch::randn({rank, w.size(0)}) * 0.02).to(model.device(), model.dtype());
+      if (dora) {
+        m->gain = (1 + 0.1 * torch::randn({w.size(0)})).to(model.device(), model.dtype());
+        m->magnitude = m->gain.to(torch::kFloat64);
+        m->norm_terms = torch::ones({3, w.size(0)}, torch::kFloat64).to(model.device());
+      }
+      modules.push_back(std::move(m));
+    }
+  }
+  return AdapterWeights::FromModules("bench", std::move(modules));
+}
+
+inline void PrintHeader(const char* title) {
+  ConfigureThreads();
+  std::printf("# %s\n# BLAS: %s | torch threads: %d\n", title, BlasLibrary().c_str(),
+              at::get_num_threads());
+}
+
+}  // namespace loramux::bench
