@@ -38,15 +38,21 @@ int64_t AdapterRegistry::Entry::device_bytes() const { return weights ? weights-
 
 namespace {
 
-// Reads a stored weight file into memory, checking it still matches its digest.
-absl::StatusOr<std::shared_ptr<const SafetensorsFile>> ReadVerified(const StoredAdapter& stored) {
-  std::ifstream in(stored.weights_path, std::ios::binary);
+// Reads a stored weight file into memory, optionally checking it still matches its digest.
+absl::StatusOr<std::shared_ptr<const SafetensorsFile>> ReadWeights(const StoredAdapter& stored,
+                                                                   bool verify) {
+  std::ifstream in(stored.weights_path, std::ios::binary | std::ios::ate);
   if (!in) {
     return absl::NotFoundError(absl::StrCat("adapter \"", stored.name, "@", stored.version,
                                             "\": weights file is gone (deleted meanwhile?)"));
   }
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const std::string digest = Sha256Hex(bytes);
+  std::string bytes(static_cast<size_t>(in.tellg()), '\0');
+  in.seekg(0);
+  if (!in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()))) {
+    return absl::DataLossError(absl::StrCat("adapter \"", stored.name, "\": cannot read ",
+                                            stored.weights_path));
+  }
+  const std::string digest = verify ? Sha256Hex(bytes) : stored.version;
   if (digest != stored.version) {
     return absl::DataLossError(absl::StrCat("adapter \"", stored.name, "\": stored weights hash to ",
                                             digest, " but the version is ", stored.version,
@@ -133,7 +139,7 @@ void AdapterRegistry::LoaderLoop() {
     }
     absl::StatusOr<std::shared_ptr<const AdapterWeights>> weights = absl::InternalError("unset");
     if (!host) {
-      auto read = ReadVerified(entry->stored);
+      auto read = ReadWeights(entry->stored, options_.verify_on_load);
       if (read.ok()) host = *read;
       else weights = read.status();
     }
@@ -152,8 +158,10 @@ void AdapterRegistry::LoaderLoop() {
       entry->loading = false;
       ++stats_.loads;
       if (weights.ok()) {
-        entry->weights = *weights;
-        if (static_cast<int64_t>(entry->stored.size_bytes) <= options_.max_host_bytes) entry->host = host;
+        SetDeviceLocked(*entry, *weights);
+        if (static_cast<int64_t>(entry->stored.size_bytes) <= options_.max_host_bytes) {
+          SetHostLocked(*entry, host);
+        }
         entry->load_status = absl::OkStatus();
       } else {
         ++stats_.load_failures;
@@ -177,20 +185,33 @@ void AdapterRegistry::Release(const AdapterKey& key) {
   if (entry.users > 0) --entry.users;
   TouchLocked(entry);
   EvictLocked();
+  ForgetIfIdleLocked(key.id());
+}
+
+void AdapterRegistry::SetDeviceLocked(Entry& entry, std::shared_ptr<const AdapterWeights> weights) {
+  stats_.device_bytes += (weights ? weights->bytes() : 0) - entry.device_bytes();
+  stats_.device_count += (weights != nullptr) - (entry.weights != nullptr);
+  entry.weights = std::move(weights);
+}
+
+void AdapterRegistry::SetHostLocked(Entry& entry, std::shared_ptr<const SafetensorsFile> host) {
+  const int64_t bytes = host ? static_cast<int64_t>(entry.stored.size_bytes) : 0;
+  stats_.host_bytes += bytes - entry.host_bytes();
+  stats_.host_count += (host != nullptr) - (entry.host != nullptr);
+  entry.host = std::move(host);
+}
+
+void AdapterRegistry::ForgetIfIdleLocked(const std::string& id) {
+  auto it = entries_.find(id);
+  if (it == entries_.end()) return;
+  const Entry& e = *it->second;
+  if (!e.weights && !e.host && !e.loading && e.users == 0 && !e.pinned && e.waiters.empty() &&
+      e.load_status.ok()) {
+    entries_.erase(it);
+  }
 }
 
 void AdapterRegistry::EvictLocked() {
-  // Totals are recomputed here: with the O(1) hit path untouched, eviction pays the scan, and
-  // only when something was released or loaded.
-  auto totals = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    std::pair<int64_t, int64_t> t{0, 0};
-    for (const auto& [id, e] : entries_) {
-      t.first += e->host_bytes();
-      t.second += e->device_bytes();
-    }
-    return t;
-  };
-  auto [host, device] = totals();
   // Least recently used evictable entry holding a tier, or null.
   auto victim = [this](bool device_tier) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> Entry* {
     Entry* best = nullptr;
@@ -201,31 +222,22 @@ void AdapterRegistry::EvictLocked() {
     }
     return best;
   };
-  while (device > options_.max_device_bytes) {
+  std::vector<std::string> touched;
+  while (stats_.device_bytes > options_.max_device_bytes) {
     Entry* e = victim(true);
     if (!e) break;  // everything resident is in use: over budget until a user releases
-    device -= e->device_bytes();
-    e->weights.reset();
+    SetDeviceLocked(*e, nullptr);
     ++stats_.evictions;
+    touched.push_back(e->key.id());
   }
-  while (host > options_.max_host_bytes) {
+  while (stats_.host_bytes > options_.max_host_bytes) {
     Entry* e = victim(false);
     if (!e) break;
-    host -= e->host_bytes();
-    e->host.reset();
+    SetHostLocked(*e, nullptr);
     ++stats_.evictions;
+    touched.push_back(e->key.id());
   }
-  // Forget versions that hold nothing and nobody waits for.
-  for (auto it = entries_.begin(); it != entries_.end();) {
-    const Entry& e = *it->second;
-    const bool empty = !e.weights && !e.host && !e.loading && e.users == 0 && !e.pinned &&
-                       e.waiters.empty() && e.load_status.ok();
-    if (empty) {
-      entries_.erase(it++);
-    } else {
-      ++it;
-    }
-  }
+  for (const std::string& id : touched) ForgetIfIdleLocked(id);
 }
 
 AdapterStatus AdapterRegistry::StatusOf(const StoredAdapter& stored) {
@@ -303,9 +315,9 @@ absl::StatusOr<AdapterStatus> AdapterRegistry::Unload(const std::string& ref) {
     if (it != entries_.end()) {
       Entry& e = *it->second;
       e.pinned = false;
-      e.host.reset();
-      if (e.users == 0) e.weights.reset();  // running requests keep their copy until they end
-      EvictLocked();
+      SetHostLocked(e, nullptr);
+      if (e.users == 0) SetDeviceLocked(e, nullptr);  // running requests keep their copy
+      ForgetIfIdleLocked(e.key.id());
     }
   }
   return StatusOf(stored);
@@ -314,13 +326,15 @@ absl::StatusOr<AdapterStatus> AdapterRegistry::Unload(const std::string& ref) {
 absl::Status AdapterRegistry::Delete(const std::string& name) {
   RETURN_IF_ERROR(store_.Delete(name));
   absl::MutexLock lock(&mu_);
+  std::vector<std::string> forget;
   for (auto& [id, e] : entries_) {
     if (e->key.name != name) continue;
     e->pinned = false;
-    e->host.reset();
-    if (e->users == 0) e->weights.reset();
+    SetHostLocked(*e, nullptr);
+    if (e->users == 0) SetDeviceLocked(*e, nullptr);
+    forget.push_back(id);
   }
-  EvictLocked();
+  for (const std::string& id : forget) ForgetIfIdleLocked(id);
   return absl::OkStatus();
 }
 
@@ -334,14 +348,7 @@ AdapterValidator AdapterRegistry::Validator() const {
 
 RegistryStats AdapterRegistry::stats() const {
   absl::MutexLock lock(&mu_);
-  RegistryStats s = stats_;
-  for (const auto& [id, e] : entries_) {
-    s.host_bytes += e->host_bytes();
-    s.device_bytes += e->device_bytes();
-    s.host_count += e->host != nullptr;
-    s.device_count += e->weights != nullptr;
-  }
-  return s;
+  return stats_;
 }
 
 }  // namespace loramux

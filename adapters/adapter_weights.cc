@@ -63,8 +63,9 @@ class AdapterBuilder {
                                      ", base expects ", ShapeString(expected)));
   }
 
-  absl::StatusOr<torch::Tensor> Float64(const TensorView& view) const {
-    absl::StatusOr<torch::Tensor> t = ToTorch(view, model_.device(), torch::kFloat64);
+  // A factor as float32 on the device, checked finite.
+  absl::StatusOr<torch::Tensor> Factor(const TensorView& view) const {
+    absl::StatusOr<torch::Tensor> t = ToTorch(view, model_.device(), torch::kFloat32);
     if (!t.ok()) return Invalid(t.status().message());
     if (!torch::isfinite(*t).all().item<bool>()) {
       return Invalid(absl::StrCat("tensor \"", view.name, "\" holds NaN or infinite values"));
@@ -72,7 +73,8 @@ class AdapterBuilder {
     return t;
   }
 
-  // Turns A [r,in], B [out,r], s (float64) into a served module for base module `index`.
+  // Turns A [r,in], B [out,r] (float32) and s into a served module for base module `index`.
+  // DoRA's norm terms are computed in float64.
   absl::StatusOr<std::unique_ptr<ModuleAdapter>> Build(int64_t index, ModuleAdapter::Kind kind,
                                                        torch::Tensor a, torch::Tensor b,
                                                        double s, torch::Tensor m) const {
@@ -82,9 +84,10 @@ class AdapterBuilder {
     module->kind = kind;
     module->rank = a.size(0);
     module->scale = s;
-    const torch::Tensor bs = b * s;
     if (kind != ModuleAdapter::Kind::kLora) {
       const torch::Tensor w = base.weight.to(torch::kFloat64);
+      const torch::Tensor bs = b.to(torch::kFloat64) * s;
+      a = a.to(torch::kFloat64);
       if (kind == ModuleAdapter::Kind::kDoraRow) {
         module->norm_terms = torch::stack({w.pow(2).sum(1), (torch::matmul(w, a.t()) * bs).sum(1),
                                            (torch::matmul(bs, torch::matmul(a, a.t())) * bs).sum(1)});
@@ -92,7 +95,7 @@ class AdapterBuilder {
         module->norm_terms = torch::stack({w.pow(2).sum(0), (torch::matmul(bs.t(), w) * a).sum(0),
                                            (torch::matmul(torch::matmul(bs.t(), bs), a) * a).sum(0)});
       }
-      module->magnitude = m.reshape({-1});
+      module->magnitude = m.reshape({-1}).to(torch::kFloat64);
       const torch::Tensor& t = module->norm_terms;
       module->gain = (module->magnitude / (t[0] + 2 * t[1] + t[2]).sqrt()).to(model_.dtype());
       if (!torch::isfinite(module->gain).all().item<bool>()) {
@@ -101,7 +104,7 @@ class AdapterBuilder {
       }
     }
     module->a = a.to(model_.dtype()).contiguous();
-    module->b_t = bs.t().to(model_.dtype()).contiguous();
+    module->b_t = (b * s).t().to(model_.dtype()).contiguous();
     return module;
   }
 
@@ -203,11 +206,11 @@ absl::StatusOr<ModuleList> LoadPeft(const AdapterBuilder& builder, const std::st
     RETURN_IF_ERROR(builder.CheckShape(*r.a, "lora_A", path, {rank, shape[1]}));
     RETURN_IF_ERROR(builder.CheckShape(*r.b, "lora_B", path, {shape[0], rank}));
     if (r.m) RETURN_IF_ERROR(builder.CheckShape(*r.m, "lora_magnitude_vector", path, {shape[0]}));
-    ASSIGN_OR_RETURN(torch::Tensor a, builder.Float64(*r.a));
-    ASSIGN_OR_RETURN(torch::Tensor b, builder.Float64(*r.b));
+    ASSIGN_OR_RETURN(torch::Tensor a, builder.Factor(*r.a));
+    ASSIGN_OR_RETURN(torch::Tensor b, builder.Factor(*r.b));
     torch::Tensor m;
     if (r.m) {
-      ASSIGN_OR_RETURN(m, builder.Float64(*r.m));
+      ASSIGN_OR_RETURN(m, builder.Factor(*r.m));
     }
     ASSIGN_OR_RETURN(modules[index],
                      builder.Build(index, r.m ? ModuleAdapter::Kind::kDoraRow : ModuleAdapter::Kind::kLora,
@@ -251,11 +254,11 @@ absl::StatusOr<ModuleList> LoadSeed(const AdapterBuilder& builder, const std::st
     if (r.m && r.m->shape != std::vector<int64_t>{shape[1]}) {
       RETURN_IF_ERROR(builder.CheckShape(*r.m, "m", path, {1, shape[1]}));
     }
-    ASSIGN_OR_RETURN(torch::Tensor a, builder.Float64(*r.a));
-    ASSIGN_OR_RETURN(torch::Tensor b, builder.Float64(*r.b));
+    ASSIGN_OR_RETURN(torch::Tensor a, builder.Factor(*r.a));
+    ASSIGN_OR_RETURN(torch::Tensor b, builder.Factor(*r.b));
     torch::Tensor m;
     if (r.m) {
-      ASSIGN_OR_RETURN(m, builder.Float64(*r.m));
+      ASSIGN_OR_RETURN(m, builder.Factor(*r.m));
     }
     ASSIGN_OR_RETURN(modules[index],
                      builder.Build(index, r.m ? ModuleAdapter::Kind::kDoraCol : ModuleAdapter::Kind::kLora,
