@@ -1,0 +1,330 @@
+#include "server/adapters_service.h"
+
+#include <algorithm>
+#include <deque>
+#include <functional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "adapters/adapter_store.h"
+#include "server/status_mapping.h"
+
+namespace loramux {
+
+// A few threads for calls that block on disk or device work. Tasks queued before destruction
+// still run (each one finishes a gRPC call).
+class AdaptersService::WorkerPool {
+ public:
+  explicit WorkerPool(int threads) {
+    for (int i = 0; i < std::max(1, threads); ++i) workers_.emplace_back([this] { Loop(); });
+  }
+  ~WorkerPool() {
+    {
+      absl::MutexLock lock(&mu_);
+      stopping_ = true;
+    }
+    for (std::thread& worker : workers_) worker.join();
+  }
+  void Run(std::function<void()> task) {
+    absl::MutexLock lock(&mu_);
+    tasks_.push_back(std::move(task));
+  }
+
+ private:
+  void Loop() {
+    while (true) {
+      std::function<void()> task;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(
+            +[](WorkerPool* pool) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pool->mu_) {
+              return pool->stopping_ || !pool->tasks_.empty();
+            },
+            this));
+        if (tasks_.empty()) return;  // stopping, and nothing left to do
+        task = std::move(tasks_.front());
+        tasks_.pop_front();
+      }
+      task();
+    }
+  }
+
+  absl::Mutex mu_;
+  std::deque<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::thread> workers_;
+};
+
+namespace {
+
+constexpr int kDefaultPageSize = 100;
+constexpr int kMaxPageSize = 1000;
+
+v1::AdapterFormat ToProto(AdapterFormat format) {
+  return format == AdapterFormat::kSeed ? v1::SEED : v1::PEFT;
+}
+
+v1::Residency ToProto(Residency residency) {
+  switch (residency) {
+    case Residency::kStored: return v1::STORED;
+    case Residency::kHost: return v1::HOST;
+    case Residency::kDevice: return v1::DEVICE;
+  }
+  return v1::STORED;
+}
+
+void ToProto(const AdapterStatus& status, v1::AdapterInfo* out) {
+  out->set_name(status.stored.name);
+  out->set_version(status.stored.version);
+  out->set_format(ToProto(status.stored.format));
+  out->set_rank(static_cast<int32_t>(status.rank));
+  out->set_use_dora(status.use_dora);
+  for (const std::string& module : status.target_modules) out->add_target_modules(module);
+  out->set_size_bytes(status.stored.size_bytes);
+  out->set_residency(ToProto(status.residency));
+  out->set_pinned(status.pinned);
+}
+
+absl::StatusOr<AdapterManifest> FromProto(const v1::UploadManifest& in) {
+  AdapterManifest out;
+  out.name = in.name();
+  switch (in.format()) {
+    case v1::PEFT: out.format = AdapterFormat::kPeft; break;
+    case v1::SEED: out.format = AdapterFormat::kSeed; break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(
+          "manifest.format ", static_cast<int>(in.format()), " is unknown; use PEFT or SEED"));
+  }
+  out.config_json = in.config_json();
+  out.size_bytes = in.size_bytes();
+  out.sha256 = in.sha256();
+  return out;
+}
+
+// Records the call's metrics and finishes a unary reactor.
+void FinishUnary(grpc::ServerUnaryReactor* reactor, Metrics& metrics, Rpc rpc, absl::Time start,
+                 const absl::Status& status) {
+  grpc::Status grpc_status = ToGrpcStatus(status);
+  metrics.RecordRpc(rpc, grpc_status.error_code(), absl::Now() - start);
+  reactor->Finish(grpc_status);
+}
+
+// One Upload call: manifest, then chunks, committed when the client half-closes.
+class UploadCall final : public grpc::ServerReadReactor<v1::UploadRequest> {
+ public:
+  UploadCall(AdapterRegistry& registry, Metrics& metrics, AdaptersService::WorkerPool& pool,
+             const TokenAuth& auth, const AdaptersServiceOptions& options,
+             grpc::CallbackServerContext* context, v1::AdapterInfo* response)
+      : registry_(registry),
+        metrics_(metrics),
+        pool_(pool),
+        options_(options),
+        context_(context),
+        response_(response),
+        start_(absl::Now()) {
+    if (absl::Status auth_status = auth.Check(*context); !auth_status.ok()) {
+      FinishWith(auth_status);
+      return;
+    }
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      // The client half-closed (or went away): publish what arrived.
+      if (upload_ == nullptr) {
+        FinishWith(absl::InvalidArgumentError(
+            "the upload ended before its manifest; send an UploadManifest as the first message, "
+            "then the weights in chunks"));
+        return;
+      }
+      if (context_->IsCancelled()) {
+        FinishWith(absl::CancelledError("the upload was cancelled"));
+        return;
+      }
+      pool_.Run([this] { FinishWith(Commit()); });
+      return;
+    }
+    if (absl::Status status = Handle(request_); !status.ok()) {
+      FinishWith(status);  // stop reading; the rest of the stream is dropped
+      return;
+    }
+    StartRead(&request_);
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  absl::Status Handle(const v1::UploadRequest& request) {
+    switch (request.payload_case()) {
+      case v1::UploadRequest::kManifest: {
+        if (upload_ != nullptr) {
+          return absl::InvalidArgumentError(
+              "a second manifest arrived; send the manifest once, first, then only chunks");
+        }
+        absl::StatusOr<AdapterManifest> manifest = FromProto(request.manifest());
+        if (!manifest.ok()) return manifest.status();
+        name_ = manifest->name;
+        absl::StatusOr<std::unique_ptr<AdapterStore::Upload>> upload =
+            registry_.store().BeginUpload(*std::move(manifest));
+        if (!upload.ok()) return upload.status();
+        upload_ = *std::move(upload);
+        return absl::OkStatus();
+      }
+      case v1::UploadRequest::kChunk: {
+        if (upload_ == nullptr) {
+          return absl::InvalidArgumentError(
+              "a chunk arrived before the manifest; send an UploadManifest as the first message");
+        }
+        const std::string& chunk = request.chunk();
+        if (chunk.size() > options_.max_chunk_bytes) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "upload of \"", name_, "\": a chunk of ", chunk.size(), " bytes is over the limit; ",
+              "split the weights into chunks of at most ", options_.max_chunk_bytes, " bytes"));
+        }
+        return upload_->Append(chunk);
+      }
+      default:
+        return absl::InvalidArgumentError(
+            "an UploadRequest carried neither a manifest nor a chunk; set one of them");
+    }
+  }
+
+  // Runs on the worker pool: digest, validation against the base, publish.
+  absl::Status Commit() {
+    absl::StatusOr<StoredAdapter> stored = upload_->Commit(registry_.Validator());
+    if (!stored.ok()) return stored.status();
+    ToProto(registry_.StatusOf(*stored), response_);
+    return absl::OkStatus();
+  }
+
+  void FinishWith(const absl::Status& status) {
+    grpc::Status grpc_status = ToGrpcStatus(status);
+    metrics_.RecordRpc(Rpc::kUpload, grpc_status.error_code(), absl::Now() - start_);
+    Finish(grpc_status);  // `this` may be deleted from here on
+  }
+
+  AdapterRegistry& registry_;
+  Metrics& metrics_;
+  AdaptersService::WorkerPool& pool_;
+  const AdaptersServiceOptions& options_;
+  grpc::CallbackServerContext* const context_;
+  v1::AdapterInfo* const response_;
+  const absl::Time start_;
+  v1::UploadRequest request_;
+  std::string name_;
+  std::unique_ptr<AdapterStore::Upload> upload_;
+};
+
+}  // namespace
+
+AdaptersService::AdaptersService(AdapterRegistry& registry, Metrics& metrics, TokenAuth auth,
+                                 AdaptersServiceOptions options)
+    : registry_(registry),
+      metrics_(metrics),
+      auth_(std::move(auth)),
+      options_(options),
+      pool_(std::make_unique<WorkerPool>(options.blocking_threads)) {}
+
+AdaptersService::~AdaptersService() = default;
+
+grpc::ServerReadReactor<v1::UploadRequest>* AdaptersService::Upload(
+    grpc::CallbackServerContext* context, v1::AdapterInfo* response) {
+  return new UploadCall(registry_, metrics_, *pool_, auth_, options_, context, response);
+}
+
+grpc::ServerUnaryReactor* AdaptersService::List(grpc::CallbackServerContext* context,
+                                                const v1::ListAdaptersRequest* request,
+                                                v1::ListAdaptersResponse* response) {
+  const absl::Time start = absl::Now();
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::Status status = auth_.Check(*context);
+  if (status.ok() && request->page_size() < 0) {
+    status = absl::InvalidArgumentError(absl::StrCat(
+        "page_size is ", request->page_size(), "; use 0 for the default (", kDefaultPageSize,
+        ") or a positive count up to ", kMaxPageSize));
+  }
+  if (status.ok()) {
+    const int page_size = request->page_size() == 0 ? kDefaultPageSize
+                                                    : std::min(request->page_size(), kMaxPageSize);
+    absl::StatusOr<AdapterStore::Page> page =
+        registry_.store().List(request->page_token(), page_size);
+    if (page.ok()) {
+      for (const StoredAdapter& stored : page->adapters) {
+        ToProto(registry_.StatusOf(stored), response->add_adapters());
+      }
+      response->set_next_page_token(page->next_page_token);
+    }
+    status = page.status();
+  }
+  FinishUnary(reactor, metrics_, Rpc::kList, start, status);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdaptersService::Get(grpc::CallbackServerContext* context,
+                                               const v1::GetAdapterRequest* request,
+                                               v1::AdapterInfo* response) {
+  const absl::Time start = absl::Now();
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::Status status = auth_.Check(*context);
+  if (status.ok()) {
+    absl::StatusOr<AdapterStatus> described = registry_.Describe(request->name());
+    if (described.ok()) ToProto(*described, response);
+    status = described.status();
+  }
+  FinishUnary(reactor, metrics_, Rpc::kGet, start, status);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdaptersService::Delete(grpc::CallbackServerContext* context,
+                                                  const v1::DeleteAdapterRequest* request,
+                                                  v1::DeleteAdapterResponse* response) {
+  const absl::Time start = absl::Now();
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::Status status = auth_.Check(*context);
+  if (status.ok()) status = registry_.Delete(request->name());
+  FinishUnary(reactor, metrics_, Rpc::kDelete, start, status);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdaptersService::Load(grpc::CallbackServerContext* context,
+                                                const v1::LoadAdapterRequest* request,
+                                                v1::AdapterInfo* response) {
+  const absl::Time start = absl::Now();
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (absl::Status status = auth_.Check(*context); !status.ok()) {
+    FinishUnary(reactor, metrics_, Rpc::kLoad, start, status);
+    return reactor;
+  }
+  // Loading blocks until the weights are resident: keep it off gRPC's threads.
+  pool_->Run([this, reactor, start, name = request->name(), pin = request->pin(), response] {
+    absl::StatusOr<AdapterStatus> loaded = registry_.Load(name, pin);
+    if (loaded.ok()) ToProto(*loaded, response);
+    FinishUnary(reactor, metrics_, Rpc::kLoad, start, loaded.status());
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdaptersService::Unload(grpc::CallbackServerContext* context,
+                                                  const v1::UnloadAdapterRequest* request,
+                                                  v1::AdapterInfo* response) {
+  const absl::Time start = absl::Now();
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::Status status = auth_.Check(*context);
+  if (status.ok()) {
+    absl::StatusOr<AdapterStatus> unloaded = registry_.Unload(request->name());
+    if (unloaded.ok()) ToProto(*unloaded, response);
+    status = unloaded.status();
+  }
+  FinishUnary(reactor, metrics_, Rpc::kUnload, start, status);
+  return reactor;
+}
+
+}  // namespace loramux

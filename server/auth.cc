@@ -1,0 +1,74 @@
+#include "server/auth.h"
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+
+namespace loramux {
+namespace {
+
+constexpr absl::string_view kBearer = "Bearer ";
+
+// Compares without an early exit, so the time taken does not reveal how much of a guess matched.
+bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  const size_t n = std::min(a.size(), b.size());
+  for (size_t i = 0; i < n; ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path, const std::string& flag) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, "=", path, ": cannot open the token file; check the path and its ",
+                     "permissions"));
+  }
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  std::string token(absl::StripAsciiWhitespace(buffer.str()));
+  if (token.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, "=", path, ": the token file is empty; write the token into it"));
+  }
+  if (token.find_first_of("\r\n") != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        flag, "=", path, ": the token file holds several lines; keep only the token"));
+  }
+  return token;
+}
+
+TokenAuth::TokenAuth(std::string token, std::string flag)
+    : token_(std::move(token)), flag_(std::move(flag)) {}
+
+absl::Status TokenAuth::Check(const grpc::ServerContextBase& context) const {
+  if (!enabled()) return absl::OkStatus();
+  const auto& metadata = context.client_metadata();
+  auto it = metadata.find("authorization");
+  if (it == metadata.end()) {
+    return absl::UnauthenticatedError(absl::StrCat(
+        "missing `authorization` metadata; send `authorization: Bearer <token>` with the token "
+        "the server reads from ",
+        flag_));
+  }
+  const absl::string_view value(it->second.data(), it->second.size());
+  if (!absl::StartsWith(value, kBearer)) {
+    return absl::UnauthenticatedError(
+        "the `authorization` metadata must have the form `Bearer <token>`");
+  }
+  if (!ConstantTimeEquals(value.substr(kBearer.size()), token_)) {
+    return absl::UnauthenticatedError(
+        absl::StrCat("the bearer token is wrong; use the token in the server's ", flag_));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace loramux

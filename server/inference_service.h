@@ -1,0 +1,55 @@
+// The Inference gRPC service (callback API): Generate streams tokens, Score answers once.
+//
+// Handlers translate the request, submit it to the scheduler and return; they never block and
+// never touch tensors. One reactor per call. Tokens arrive from the scheduler thread through a
+// RequestObserver that only queues them and starts a write when none is in flight; the next write
+// starts from OnWriteDone, coalescing whatever arrived meanwhile into one message, so a slow client
+// never stalls the scheduler. OnCancel (client cancel, deadline, broken stream) is forwarded to the
+// scheduler, which frees the sequence within one step. Each reactor deletes itself in OnDone.
+//
+// Thread-safety: the service is stateless apart from its references; calls run concurrently.
+#pragma once
+
+#include <cstdint>
+
+#include "loramux/v1/loramux.grpc.pb.h"
+#include "server/auth.h"
+#include "server/metrics.h"
+#include "server/scheduler.h"
+
+namespace loramux {
+
+struct InferenceServiceOptions {
+  // Used when a request leaves SamplingParams.max_new_tokens at 0.
+  int32_t default_max_new_tokens = 16;
+};
+
+class InferenceService final : public v1::Inference::CallbackService {
+ public:
+  // `scheduler` and `metrics` must outlive the service and every call it started (shut the
+  // grpc::Server down first).
+  InferenceService(Scheduler& scheduler, Metrics& metrics, TokenAuth auth,
+                   InferenceServiceOptions options);
+
+  grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
+      grpc::CallbackServerContext* context, const v1::GenerateRequest* request) override;
+  grpc::ServerUnaryReactor* Score(grpc::CallbackServerContext* context,
+                                  const v1::ScoreRequest* request,
+                                  v1::ScoreResponse* response) override;
+
+  // The pieces every call needs; shared by the reactors.
+  struct Deps {
+    Scheduler& scheduler;
+    Metrics& metrics;
+    const TokenAuth& auth;
+    const InferenceServiceOptions& options;
+  };
+
+ private:
+  Scheduler& scheduler_;
+  Metrics& metrics_;
+  const TokenAuth auth_;
+  const InferenceServiceOptions options_;
+};
+
+}  // namespace loramux

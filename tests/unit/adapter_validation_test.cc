@@ -1,0 +1,196 @@
+// Adapter formats and validation against the base: every bad adapter gets the right code and a
+// message naming what is wrong; every PEFT config feature changes what is served as PEFT would.
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include "adapters/adapter_weights.h"
+#include "adapters/safetensors.h"
+#include "nlohmann/json.hpp"
+#include "tests/test_util.h"
+
+namespace loramux {
+namespace {
+
+namespace fs = std::filesystem;
+using ::loramux::testing::DataPath;
+using ::loramux::testing::LoadGolden;
+using ::loramux::testing::MaxAbsDiff;
+using ::loramux::testing::RunBatch;
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+class AdapterValidationTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    model_ = ::loramux::testing::LoadModel("llama-tiny");
+    dir_ = ::testing::TempDir() + "/adapter_validation_" + std::to_string(::getpid());
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  // Loads adapter `source` from tests/data with its config edited by `edit_config` and its
+  // tensors by `edit_tensors` (which may rename, reshape, drop or corrupt them).
+  absl::StatusOr<std::shared_ptr<const AdapterWeights>> LoadEdited(
+      const std::string& source, std::function<void(nlohmann::json&)> edit_config,
+      std::function<void(std::vector<TensorView>&, std::string& data)> edit_tensors = nullptr,
+      AdapterLimits limits = {}) {
+    nlohmann::json config = nlohmann::json::parse(ReadFile(DataPath("adapters/" + source + "/adapter_config.json")));
+    if (edit_config) edit_config(config);
+    std::string bytes = ReadFile(DataPath("adapters/" + source + "/adapter_model.safetensors"));
+    auto file = SafetensorsFile::FromBytes(bytes, source).value();
+    std::vector<TensorView> views = file->tensors();
+    std::string data;  // scratch storage tests may point views into
+    data.reserve(1 << 20);
+    if (edit_tensors) edit_tensors(views, data);
+    StoredAdapter stored;
+    stored.name = source;
+    stored.format = AdapterFormat::kPeft;
+    stored.config_json = config.dump();
+    stored.weights_path = dir_ + "/" + source + ".safetensors";
+    std::ofstream(stored.weights_path, std::ios::binary) << SerializeSafetensors(views);
+    return AdapterWeights::Load(stored, *model_, limits);
+  }
+
+  // Greedy logits of prompt 0 through `adapter` match the golden file of `golden_name`.
+  void ExpectServesLike(const AdapterWeights& adapter, const std::string& golden_name) {
+    auto golden = LoadGolden("cases/llama-tiny/" + golden_name + ".safetensors");
+    const torch::Tensor ids = golden["p0.input_ids"];
+    auto run = RunBatch(*model_, {{std::vector<int64_t>(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + ids.numel()), &adapter}}, 1);
+    EXPECT_LE(MaxAbsDiff(run.prompt_logits[0], golden["p0.logits"]), 1e-4);
+  }
+
+  static void ExpectError(const absl::Status& s, absl::StatusCode code, const std::string& needle) {
+    EXPECT_EQ(s.code(), code) << s;
+    EXPECT_NE(s.message().find(needle), absl::string_view::npos) << "missing \"" << needle << "\" in " << s;
+  }
+
+  std::unique_ptr<LlamaModel> model_;
+  std::string dir_;
+};
+
+TEST_F(AdapterValidationTest, ShapeMismatchNamesTensorFoundAndExpected) {
+  auto r = LoadEdited("lora-qv-r8", nullptr, [](std::vector<TensorView>& views, std::string&) {
+    for (TensorView& v : views) {
+      if (v.name == "base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight") v.shape = {16, 32};
+    }
+  });
+  ExpectError(r.status(), absl::StatusCode::kFailedPrecondition, "lora_A for model.layers.1.self_attn.q_proj has shape [16,32], base expects [8,64]");
+}
+
+TEST_F(AdapterValidationTest, NonFiniteWeightsAreInvalid) {
+  auto r = LoadEdited("lora-qv-r8", nullptr, [](std::vector<TensorView>& views, std::string& data) {
+    TensorView& v = views[0];
+    data.assign(reinterpret_cast<const char*>(v.data), v.nbytes);
+    const float nan = std::nanf("");
+    std::memcpy(data.data() + 12, &nan, 4);
+    v.data = reinterpret_cast<const uint8_t*>(data.data());
+  });
+  ExpectError(r.status(), absl::StatusCode::kInvalidArgument, "NaN or infinite");
+}
+
+TEST_F(AdapterValidationTest, ModuleMissingFromBaseIsFailedPrecondition) {
+  auto r = LoadEdited("lora-qv-r8", nullptr, [](std::vector<TensorView>& views, std::string&) {
+    views[0].name = "base_model.model.model.layers.7.self_attn.q_proj.lora_A.weight";
+  });
+  ExpectError(r.status(), absl::StatusCode::kFailedPrecondition, "model.layers.7.self_attn.q_proj");
+}
+
+TEST_F(AdapterValidationTest, RankAboveServerMaximumIsFailedPrecondition) {
+  auto r = LoadEdited("lora-qv-r8", nullptr, nullptr, AdapterLimits{4});
+  ExpectError(r.status(), absl::StatusCode::kFailedPrecondition, "exceeds the server's maximum 4");
+}
+
+TEST_F(AdapterValidationTest, UnsupportedPeftFeaturesAreRefusedByName) {
+  ExpectError(LoadEdited("lora-qv-r8", [](auto& c) { c["modules_to_save"] = {"lm_head"}; }).status(),
+              absl::StatusCode::kUnimplemented, "modules_to_save");
+  ExpectError(LoadEdited("lora-qv-r8", [](auto& c) { c["peft_type"] = "IA3"; }).status(),
+              absl::StatusCode::kUnimplemented, "IA3");
+  ExpectError(LoadEdited("lora-qv-r8", [](auto& c) { c["lora_bias"] = true; }).status(),
+              absl::StatusCode::kUnimplemented, "lora_bias");
+  ExpectError(LoadEdited("lora-qv-r8", nullptr, [](std::vector<TensorView>& views, std::string&) {
+                views[0].name = "base_model.model.model.embed_tokens.lora_embedding_A";
+              }).status(),
+              absl::StatusCode::kUnimplemented, "embedding");
+}
+
+TEST_F(AdapterValidationTest, IncompleteOrInconsistentWeightsAreInvalid) {
+  ExpectError(LoadEdited("lora-qv-r8", nullptr, [](std::vector<TensorView>& views, std::string&) {
+                views.erase(views.begin());
+              }).status(),
+              absl::StatusCode::kInvalidArgument, "lack");
+  ExpectError(LoadEdited("dora-qkvo-r8", nullptr, [](std::vector<TensorView>& views, std::string&) {
+                views.erase(std::remove_if(views.begin(), views.end(), [](const TensorView& v) {
+                  return v.name.find("magnitude") != std::string::npos; }), views.end());
+              }).status(),
+              absl::StatusCode::kInvalidArgument, "lora_magnitude_vector");
+  ExpectError(LoadEdited("lora-qv-r8", [](auto& c) { c["target_modules"] = {"q_proj"}; }).status(),
+              absl::StatusCode::kInvalidArgument, "does not target");
+}
+
+TEST_F(AdapterValidationTest, MagnitudeWithWeightSuffixIsAccepted) {
+  auto r = LoadEdited("dora-qkvo-r8", nullptr, [](std::vector<TensorView>& views, std::string&) {
+    for (TensorView& v : views) {
+      if (v.name.find("lora_magnitude_vector") != std::string::npos) v.name += ".weight";
+    }
+  });
+  ASSERT_TRUE(r.ok()) << r.status();
+  ExpectServesLike(**r, "dora-qkvo-r8");
+}
+
+TEST_F(AdapterValidationTest, TargetModulesAsRegexAndAllLinearMatchLists) {
+  auto regex = LoadEdited("lora-qv-r8", [](auto& c) {
+    c["target_modules"] = R"(model\.layers\.\d+\.self_attn\.(q|v)_proj)";
+  });
+  ASSERT_TRUE(regex.ok()) << regex.status();
+  ExpectServesLike(**regex, "lora-qv-r8");
+  auto all = LoadEdited("lora-all-r4-rslora", [](auto& c) { c["target_modules"] = "all-linear"; });
+  ASSERT_TRUE(all.ok()) << all.status();
+  ExpectServesLike(**all, "lora-all-r4-rslora");
+  auto fan = LoadEdited("lora-qv-r8", [](auto& c) { c["fan_in_fan_out"] = true; });
+  ASSERT_TRUE(fan.ok()) << fan.status();  // PEFT resets it for nn.Linear targets
+  ExpectServesLike(**fan, "lora-qv-r8");
+}
+
+TEST_F(AdapterValidationTest, LayersToTransformAndExcludeModulesRestrictTargets) {
+  auto drop_layer1 = [](std::vector<TensorView>& views, std::string&) {
+    views.erase(std::remove_if(views.begin(), views.end(), [](const TensorView& v) {
+      return v.name.find("layers.1.") != std::string::npos; }), views.end());
+  };
+  // Layer 1 factors present but layer 1 not targeted: refused.
+  ExpectError(LoadEdited("lora-qv-r8", [](auto& c) { c["layers_to_transform"] = {0}; }).status(),
+              absl::StatusCode::kInvalidArgument, "does not target");
+  auto layer0 = LoadEdited("lora-qv-r8", [](auto& c) { c["layers_to_transform"] = {0}; }, drop_layer1);
+  ASSERT_TRUE(layer0.ok()) << layer0.status();
+  EXPECT_NE((*layer0)->module(ModuleIndex(0, kQProj)), nullptr);
+  EXPECT_EQ((*layer0)->module(ModuleIndex(1, kQProj)), nullptr);
+  auto excluded = LoadEdited("lora-qv-r8", [](auto& c) {
+    c["exclude_modules"] = {"model.layers.1.self_attn.q_proj", "model.layers.1.self_attn.v_proj"};
+  }, drop_layer1);
+  ASSERT_TRUE(excluded.ok()) << excluded.status();
+  EXPECT_EQ((*excluded)->module(ModuleIndex(1, kVProj)), nullptr);
+}
+
+TEST_F(AdapterValidationTest, PatternKeysMatchAsDottedSuffixRegex) {
+  // A regex key in rank/alpha patterns, as PEFT allows: layer 1's o_proj only.
+  auto r = LoadEdited("lora-pattern", [](auto& c) {
+    c["rank_pattern"] = {{"o_proj", 2}};
+    c["alpha_pattern"] = {{"layers\\.1\\.self_attn\\.o_proj", 64}, {"o_proj", 32}};
+  });
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_DOUBLE_EQ((*r)->module(ModuleIndex(1, kOProj))->scale, 32.0);
+  EXPECT_DOUBLE_EQ((*r)->module(ModuleIndex(0, kOProj))->scale, 16.0);
+  EXPECT_DOUBLE_EQ((*r)->module(ModuleIndex(0, kQProj))->scale, 1.0);
+}
+
+}  // namespace
+}  // namespace loramux

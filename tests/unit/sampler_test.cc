@@ -1,0 +1,76 @@
+#include "server/sampler.h"
+
+#include <cmath>
+#include <random>
+
+#include <gtest/gtest.h>
+
+namespace loramux {
+namespace {
+
+std::vector<float> RandomLogits(int n, int seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  std::vector<float> logits(n);
+  for (float& v : logits) v = normal(rng);
+  return logits;
+}
+
+std::vector<int32_t> Draw(SamplingParams p, const std::vector<float>& logits, int n) {
+  Sampler sampler(p);
+  std::vector<int32_t> out;
+  for (int i = 0; i < n; ++i) out.push_back(sampler.Sample(logits.data(), logits.size()).token);
+  return out;
+}
+
+TEST(SamplerTest, GreedyPicksTheArgmaxAndItsLogprob) {
+  const std::vector<float> logits = {0.5f, 3.0f, -1.0f, 2.0f};
+  Sampler sampler(SamplingParams{});
+  const SampledToken t = sampler.Sample(logits.data(), 4);
+  EXPECT_EQ(t.token, 1);
+  double z = 0;
+  for (float v : logits) z += std::exp(v);
+  EXPECT_NEAR(t.logprob, 3.0 - std::log(z), 1e-6);
+}
+
+TEST(SamplerTest, SameSeedSameTokensOtherSeedOtherTokens) {
+  const auto logits = RandomLogits(320, 1);
+  SamplingParams p;
+  p.temperature = 1.5f;
+  p.has_seed = true;
+  p.seed = 42;
+  EXPECT_EQ(Draw(p, logits, 50), Draw(p, logits, 50));
+  SamplingParams q = p;
+  q.seed = 43;
+  EXPECT_NE(Draw(p, logits, 50), Draw(q, logits, 50));
+}
+
+TEST(SamplerTest, TopKOneAndTinyTopPAreGreedy) {
+  const auto logits = RandomLogits(320, 2);
+  const int32_t argmax = std::max_element(logits.begin(), logits.end()) - logits.begin();
+  SamplingParams k;
+  k.temperature = 2.0f;
+  k.top_k = 1;
+  for (int32_t t : Draw(k, logits, 20)) EXPECT_EQ(t, argmax);
+  SamplingParams p;
+  p.temperature = 2.0f;
+  p.top_p = 1e-6f;
+  for (int32_t t : Draw(p, logits, 20)) EXPECT_EQ(t, argmax);
+}
+
+TEST(SamplerTest, TopKKeepsOnlyTheKMostLikely) {
+  const auto logits = RandomLogits(320, 3);
+  std::vector<int32_t> order(320);
+  for (int i = 0; i < 320; ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](int a, int b) { return logits[a] > logits[b]; });
+  SamplingParams p;
+  p.temperature = 5.0f;
+  p.top_k = 5;
+  p.has_seed = true;
+  for (int32_t t : Draw(p, logits, 200)) {
+    EXPECT_NE(std::find(order.begin(), order.begin() + 5, t), order.begin() + 5);
+  }
+}
+
+}  // namespace
+}  // namespace loramux
