@@ -53,6 +53,7 @@ class Scheduler::Impl {
         options_(options),
         cache_(model.config(), options.kv_cache_bytes, model.device(), model.dtype()) {
     if (options_.max_prompt_tokens <= 0) options_.max_prompt_tokens = model.config().max_position_embeddings;
+    PublishCounts();
     thread_ = std::thread([this] { Loop(); });
   }
 

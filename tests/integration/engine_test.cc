@@ -61,7 +61,7 @@ class EngineTest : public ::testing::Test {
     EngineOptions options;
     options.model_dir = DataPath("llama-tiny");
     options.adapter_store = store_dir_;
-    options.scheduler.kv_cache_bytes = 4 << 20;
+    options.scheduler.kv_cache_bytes = kv_cache_bytes_;
     options.scheduler.max_running_requests = 16;
     options.scheduler.max_batch_tokens = 64;  // forces chunked prefill sometimes
     auto engine = Engine::Create(options);
@@ -109,6 +109,7 @@ class EngineTest : public ::testing::Test {
     return c;
   }
 
+  int64_t kv_cache_bytes_ = 4 << 20;
   std::string store_dir_;
   std::unique_ptr<Engine> engine_;
   nlohmann::json results_;
@@ -213,6 +214,35 @@ TEST_F(EngineTest, CancelAndDeadlineStopRequestsAndFreeTheCache) {
   auto ok = Generate("", prompt);
   ASSERT_TRUE(ok->Wait());
   EXPECT_EQ(ok->tokens, tokens);
+}
+
+// A KV cache that holds two sequences at a time: the rest wait for blocks, none fails, and every
+// request still gets its exact tokens.
+class SmallKvCacheTest : public EngineTest {
+ protected:
+  void SetUp() override {
+    kv_cache_bytes_ = 5 * 16 * 512;  // 5 blocks of 16 tokens x 512 bytes per token (llama-tiny)
+    EngineTest::SetUp();
+  }
+};
+
+TEST_F(SmallKvCacheTest, RequestsThatDoNotFitWaitForBlocks) {
+  EXPECT_EQ(engine_->scheduler().stats().kv_total_blocks, 5);
+  std::vector<std::pair<std::shared_ptr<Collector>, std::vector<int32_t>>> runs;
+  for (int i = 0; i < 8; ++i) {
+    auto [prompt, tokens] = Golden("llama-tiny/base", i % 3);
+    runs.push_back({Generate("", prompt), tokens});
+  }
+  for (auto& [c, tokens] : runs) {
+    ASSERT_TRUE(c->Wait());
+    EXPECT_TRUE(c->status.ok()) << c->status;
+    EXPECT_EQ(c->tokens, tokens);
+  }
+  EXPECT_EQ(engine_->scheduler().stats().kv_total_blocks, 5);
+  // A request that could never fit is refused up front rather than waiting forever.
+  auto too_big = Generate("", {1, 2, 3}, 200);
+  ASSERT_TRUE(too_big->Wait());
+  EXPECT_EQ(too_big->status.code(), absl::StatusCode::kResourceExhausted);
 }
 
 }  // namespace
