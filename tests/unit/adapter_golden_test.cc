@@ -227,6 +227,114 @@ TEST(BaseUntouchedTest, ServingManyAdaptersNeverWritesOrCopiesBaseWeights) {
   }
 }
 
+// Writes `tensors` as a safetensors file (float32).
+void WriteTensors(const std::string& path, const std::map<std::string, torch::Tensor>& tensors) {
+  std::vector<TensorView> views;
+  std::vector<torch::Tensor> keep;
+  for (const auto& [name, t] : tensors) {
+    keep.push_back(t.contiguous().to(torch::kFloat32));
+    TensorView v;
+    v.name = name;
+    v.dtype = DType::kF32;
+    v.shape = keep.back().sizes().vec();
+    v.data = static_cast<const uint8_t*>(keep.back().data_ptr());
+    v.nbytes = keep.back().numel() * 4;
+    views.push_back(v);
+  }
+  std::ofstream(path, std::ios::binary) << SerializeSafetensors(views);
+}
+
+// A seed-format adapter (LoRA, or DoRA over input columns) on q/v of every layer of `model`.
+std::shared_ptr<const AdapterWeights> RandomSeedAdapter(const LlamaModel& model, bool dora,
+                                                        const std::string& dir, int seed) {
+  torch::manual_seed(seed);
+  std::map<std::string, torch::Tensor> t;
+  const double alpha = 1.5;
+  for (int64_t l = 0; l < model.config().num_layers; ++l) {
+    for (Projection p : {kQProj, kVProj}) {
+      const torch::Tensor w = model.linear(l, p).weight;
+      const std::string path = ModulePath(l, p);
+      const torch::Tensor a = torch::randn({w.size(1), 4}) * 0.1, b = torch::randn({4, w.size(0)}) * 0.1;
+      t[path + ".A"] = a;
+      t[path + ".B"] = b;
+      if (dora) {
+        const torch::Tensor merged = w + alpha * torch::matmul(a, b).t();
+        t[path + ".m"] = merged.norm(2, {0}, true) * (1 + 0.2 * torch::randn({1, w.size(1)}));
+      }
+    }
+  }
+  StoredAdapter stored;
+  stored.name = dora ? "seed-dora" : "seed-lora";
+  stored.format = AdapterFormat::kSeed;
+  stored.config_json = "{\"alpha\": 1.5}";
+  stored.weights_path = dir + "/" + stored.name + std::to_string(seed) + ".safetensors";
+  WriteTensors(stored.weights_path, t);
+  auto weights = AdapterWeights::Load(stored, model, AdapterLimits{});
+  TORCH_CHECK(weights.ok(), std::string(weights.status().message()));
+  return *weights;
+}
+
+TEST(MixedBatchTest, SeedPeftLoraDoraAndBaseTogetherEqualEachAlone) {
+  auto model = LoadModel("llama-tiny");
+  const std::string dir = ::testing::TempDir();
+  auto seed_lora = RandomSeedAdapter(*model, false, dir, 1);
+  auto seed_dora = RandomSeedAdapter(*model, true, dir, 2);
+  auto peft_dora = LoadAdapter(*model, "dora-mlp-r4");
+  auto prompts = LoadGolden("cases/llama-tiny/base.safetensors");
+  std::vector<TestSequence> batch = {
+      {ToVector(prompts["p0.input_ids"]), seed_dora.get()},
+      {ToVector(prompts["p1.input_ids"]), nullptr},
+      {ToVector(prompts["p2.input_ids"]), seed_lora.get()},
+      {ToVector(prompts["p1.input_ids"]), peft_dora.get()},
+      {ToVector(prompts["p2.input_ids"]), seed_dora.get(), 0.7},
+  };
+  auto together = RunBatch(*model, batch, 8);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    auto alone = RunBatch(*model, {batch[i]}, 8);
+    EXPECT_LE(MaxAbsDiff(together.prompt_logits[i], alone.prompt_logits[0]), kLogitTolerance) << i;
+    EXPECT_LE(MaxAbsDiff(together.step_logits[i], alone.step_logits[0]), kLogitTolerance) << i;
+    EXPECT_EQ(together.tokens[i], alone.tokens[0]) << i;
+  }
+  // And a seed adapter really changes the output.
+  auto base = RunBatch(*model, {{ToVector(prompts["p0.input_ids"]), nullptr}}, 1);
+  EXPECT_GT(MaxAbsDiff(together.prompt_logits[0], base.prompt_logits[0]), 1e-2);
+}
+
+int64_t ResidentBytes() {
+  std::ifstream statm("/proc/self/statm");
+  int64_t size = 0, resident = 0;
+  statm >> size >> resident;
+  return resident * ::sysconf(_SC_PAGESIZE);
+}
+
+// Loading many adapters grows the process by about their own bytes, never by a base copy.
+TEST(BaseUntouchedTest, MemoryGrowsByAdapterBytesNotBaseBytes) {
+  ModelConfig c;
+  c.architecture = "LlamaForCausalLM";
+  c.vocab_size = 2000;
+  c.hidden_size = 512;
+  c.intermediate_size = 1408;
+  c.num_layers = 4;
+  c.num_heads = 8;
+  c.num_kv_heads = 8;
+  c.head_dim = 64;
+  c.max_position_embeddings = 64;
+  auto model = LlamaModel::Random(c, torch::kCPU, torch::kFloat32, 3);
+  const std::string dir = ::testing::TempDir();
+  const int64_t before = ResidentBytes();
+  std::vector<std::shared_ptr<const AdapterWeights>> adapters;
+  int64_t adapter_bytes = 0;
+  for (int i = 0; i < 12; ++i) {
+    adapters.push_back(RandomSeedAdapter(*model, i % 2 == 1, dir, 10 + i));
+    adapter_bytes += adapters.back()->bytes();
+  }
+  const int64_t growth = ResidentBytes() - before;
+  EXPECT_GT(model->weight_bytes(), 10 * adapter_bytes);  // the test means something
+  EXPECT_LT(growth, adapter_bytes + model->weight_bytes() / 4)
+      << "grew " << growth << " bytes for " << adapter_bytes << " adapter bytes; base is "
+      << model->weight_bytes();
+}
+
 // The seed layers (A [in,r], B [r,out], alpha; DoRA over input columns) served through a model
 // whose layer-0 q_proj is the seed's nn.Linear(48, 40).
 class SeedLayerTest : public ::testing::Test {
@@ -258,22 +366,6 @@ class SeedLayerTest : public ::testing::Test {
         {"model.layers.0.mlp.up_proj.weight", torch::randn({32, 48})},
         {"model.layers.0.mlp.down_proj.weight", torch::randn({48, 32})}};
     WriteTensors(dir_ + "/model.safetensors", w);
-  }
-
-  static void WriteTensors(const std::string& path, const std::map<std::string, torch::Tensor>& tensors) {
-    std::vector<TensorView> views;
-    std::vector<torch::Tensor> keep;
-    for (const auto& [name, t] : tensors) {
-      keep.push_back(t.contiguous().to(torch::kFloat32));
-      TensorView v;
-      v.name = name;
-      v.dtype = DType::kF32;
-      v.shape = keep.back().sizes().vec();
-      v.data = static_cast<const uint8_t*>(keep.back().data_ptr());
-      v.nbytes = keep.back().numel() * 4;
-      views.push_back(v);
-    }
-    std::ofstream(path, std::ios::binary) << SerializeSafetensors(views);
   }
 
   torch::Tensor Serve(bool dora) {
