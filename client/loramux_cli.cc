@@ -1,0 +1,438 @@
+// loramux: the command-line client for a loramux server.
+//
+//   loramux [--server HOST:PORT] [--token_file F] [--tls_ca_file F] COMMAND [flags] ARGS...
+//
+// Commands: upload, list, get, delete, load, unload, generate, score (see `loramux help`).
+// Errors print the gRPC code name and the server's message on stderr; the exit code is 1 for a
+// failed call and 2 for bad usage.
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <map>
+#include <set>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "client/loramux_client.h"
+
+namespace loramux {
+namespace {
+
+constexpr int kExitFailed = 1;
+constexpr int kExitUsage = 2;
+
+constexpr char kUsage[] = R"(usage: loramux [global flags] COMMAND [flags] ARGS...
+
+Adapter administration (needs the admin token when the server sets one):
+  upload NAME DIR [--format peft|seed] [--config FILE] [--weights FILE]
+                      upload DIR/adapter_config.json + DIR/adapter_model.safetensors as NAME
+  list                list every stored adapter
+  get NAME[@VERSION]  show one adapter
+  delete NAME         delete an adapter (all versions)
+  load NAME[@VERSION] [--pin]   make an adapter resident now (--pin: never evict it)
+  unload NAME         drop residency (and any pin)
+
+Inference (needs the inference token when the server sets one):
+  generate [--adapter NAME] [--scale S] [--max_new_tokens N] [--temperature T] [--top_k K]
+           [--top_p P] [--seed S] [--stop ID,ID...] [--logprobs] TOKEN...
+                      stream generated token ids to stdout; a summary goes to stderr
+  score [--adapter NAME] [--scale S] TOKEN...
+                      print log p(token i+1 | tokens <= i) for each position
+
+Global flags (anywhere on the line):
+  --server HOST:PORT  the server (default 127.0.0.1:50051)
+  --token_file FILE   bearer token sent to both services
+  --tls_ca_file FILE  use TLS, trusting this PEM root certificate
+  --tls               use TLS with the system roots
+  --tls_server_name N the name to check in the server certificate
+  --timeout_s S       deadline of each call in seconds (default 600; 0 = none)
+)";
+
+// Flags that take no value.
+const std::set<std::string> kBoolFlags = {"pin", "logprobs", "tls", "help"};
+const std::set<std::string> kGlobalFlags = {"server", "token_file", "tls_ca_file", "tls",
+                                            "tls_server_name", "timeout_s", "help"};
+const std::map<std::string, std::set<std::string>> kCommandFlags = {
+    {"upload", {"format", "config", "weights"}},
+    {"list", {}},
+    {"get", {}},
+    {"delete", {}},
+    {"load", {"pin"}},
+    {"unload", {}},
+    {"generate",
+     {"adapter", "scale", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "stop",
+      "logprobs"}},
+    {"score", {"adapter", "scale"}},
+};
+
+struct CommandLine {
+  std::string command;
+  std::vector<std::string> args;
+  std::map<std::string, std::string> flags;
+  bool Has(const std::string& name) const { return flags.count(name) > 0; }
+  std::string Get(const std::string& name, const std::string& fallback = "") const {
+    auto it = flags.find(name);
+    return it == flags.end() ? fallback : it->second;
+  }
+};
+
+int Usage(const std::string& message) {
+  std::cerr << "loramux: " << message << "\n(run `loramux help` for usage)\n";
+  return kExitUsage;
+}
+
+int Failed(const std::string& what, const absl::Status& status) {
+  std::cerr << "loramux: " << what << " failed: " << absl::StatusCodeToString(status.code())
+            << ": " << status.message() << "\n";
+  if (status.code() == absl::StatusCode::kUnavailable) {
+    std::cerr << "(is a loramux server listening at --server? if it serves TLS, pass "
+                 "--tls_ca_file or --tls)\n";
+  }
+  return kExitFailed;
+}
+
+// Splits argv into command, positional args and --flags (`--name=value`, `--name value`, or a
+// bare `--name` for boolean flags). `--` ends the flags. Unknown flags are usage errors.
+absl::Status ParseCommandLine(int argc, char** argv, CommandLine* out) {
+  bool flags_done = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (!flags_done && arg == "--") {
+      flags_done = true;
+      continue;
+    }
+    if (!flags_done && (arg == "-h" || arg == "--help")) {
+      out->flags["help"] = "true";
+      continue;
+    }
+    if (flags_done || arg.size() < 3 || arg.compare(0, 2, "--") != 0) {
+      if (out->command.empty()) {
+        out->command = arg;
+      } else {
+        out->args.push_back(arg);
+      }
+      continue;
+    }
+    std::string name = arg.substr(2);
+    std::string value;
+    bool has_value = false;
+    if (size_t eq = name.find('='); eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+      has_value = true;
+    }
+    if (kBoolFlags.count(name) > 0) {
+      if (has_value && value != "true" && value != "false") {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--", name, " takes no value (or =true/=false), got \"", value, "\""));
+      }
+      if (!has_value || value == "true") {
+        out->flags[name] = "true";
+      } else {
+        out->flags.erase(name);
+      }
+      continue;
+    }
+    if (!has_value) {
+      if (i + 1 >= argc) {
+        return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
+      }
+      value = argv[++i];
+    }
+    out->flags[name] = value;
+  }
+  if (out->command.empty() || out->command == "help") return absl::OkStatus();
+  auto known = kCommandFlags.find(out->command);
+  if (known == kCommandFlags.end()) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown command \"", out->command, "\""));
+  }
+  for (const auto& [name, value] : out->flags) {
+    if (kGlobalFlags.count(name) == 0 && known->second.count(name) == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", name, " is not a flag of `", out->command, "`"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ExpectArgs(const CommandLine& cl, size_t count, const std::string& what) {
+  if (cl.args.size() != count) {
+    return absl::InvalidArgumentError(absl::StrCat("`", cl.command, "` takes ", what, "; got ",
+                                                   cl.args.size(), " argument(s)"));
+  }
+  return absl::OkStatus();
+}
+
+template <typename T>
+absl::Status ParseNumber(const std::string& flag, const std::string& text, T* out) {
+  bool ok = false;
+  if constexpr (std::is_same_v<T, float>) {
+    ok = absl::SimpleAtof(text, out);
+  } else if constexpr (std::is_same_v<T, double>) {
+    ok = absl::SimpleAtod(text, out);
+  } else {
+    ok = absl::SimpleAtoi(text, out);
+  }
+  if (!ok) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, ": \"", text, "\" is not a valid number"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseTokens(const std::vector<std::string>& texts, std::vector<int32_t>* out) {
+  for (const std::string& text : texts) {
+    // Accept "1 2 3" as well as "1,2,3".
+    for (absl::string_view piece : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+      int32_t id = 0;
+      if (!absl::SimpleAtoi(piece, &id)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "token \"", std::string(piece), "\" is not an integer id; prompts are token ids"));
+      }
+      out->push_back(id);
+    }
+  }
+  if (out->empty()) return absl::InvalidArgumentError("give at least one TOKEN id");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ClientOptions> OptionsFrom(const CommandLine& cl) {
+  ClientOptions options;
+  options.target = cl.Get("server", "127.0.0.1:50051");
+  double timeout_s = 600;
+  if (cl.Has("timeout_s")) {
+    if (absl::Status s = ParseNumber("--timeout_s", cl.Get("timeout_s"), &timeout_s); !s.ok()) {
+      return s;
+    }
+  }
+  options.timeout = timeout_s > 0 ? absl::Seconds(timeout_s) : absl::InfiniteDuration();
+  if (cl.Has("token_file")) {
+    absl::StatusOr<std::string> token =
+        ReadSecretFile(cl.Get("token_file"), "--token_file", /*trim=*/true);
+    if (!token.ok()) return token.status();
+    options.admin_token = *token;
+    options.inference_token = *token;
+  }
+  if (cl.Has("tls_ca_file")) {
+    absl::StatusOr<std::string> pem =
+        ReadSecretFile(cl.Get("tls_ca_file"), "--tls_ca_file", /*trim=*/false);
+    if (!pem.ok()) return pem.status();
+    options.tls_root_cert_pem = *pem;
+    options.tls = true;
+  }
+  options.tls = options.tls || cl.Has("tls");
+  options.tls_server_name = cl.Get("tls_server_name");
+  return options;
+}
+
+void PrintAdapter(const v1::AdapterInfo& info) {
+  std::cout << "name:           " << info.name() << "\n"
+            << "version:        " << info.version() << "\n"
+            << "format:         " << FormatName(info.format()) << "\n"
+            << "rank:           " << info.rank() << "\n"
+            << "dora:           " << (info.use_dora() ? "yes" : "no") << "\n"
+            << "target_modules: " << absl::StrJoin(info.target_modules(), ",") << "\n"
+            << "size_bytes:     " << info.size_bytes() << "\n"
+            << "residency:      " << ResidencyName(info.residency()) << "\n"
+            << "pinned:         " << (info.pinned() ? "yes" : "no") << "\n";
+}
+
+int RunUpload(LoramuxClient& client, const CommandLine& cl) {
+  if (absl::Status s = ExpectArgs(cl, 2, "NAME DIR"); !s.ok()) return Usage(std::string(s.message()));
+  UploadSpec spec;
+  spec.name = cl.args[0];
+  const std::string dir = cl.args[1];
+  const std::string format = cl.Get("format", "peft");
+  if (format == "peft" || format == "PEFT") {
+    spec.format = v1::PEFT;
+  } else if (format == "seed" || format == "SEED") {
+    spec.format = v1::SEED;
+  } else {
+    return Usage(absl::StrCat("--format \"", format, "\" is unknown; use peft or seed"));
+  }
+  const std::string config_path = cl.Get("config", dir + "/adapter_config.json");
+  spec.weights_path = cl.Get("weights", dir + "/adapter_model.safetensors");
+  absl::StatusOr<std::string> config = ReadSecretFile(config_path, "adapter config", false);
+  if (!config.ok()) return Failed("upload", config.status());
+  spec.config_json = *config;
+  absl::StatusOr<v1::AdapterInfo> info = client.UploadAdapter(spec);
+  if (!info.ok()) return Failed(absl::StrCat("upload of \"", spec.name, "\""), info.status());
+  std::cout << "uploaded " << info->name() << "@" << info->version() << "\n";
+  PrintAdapter(*info);
+  return 0;
+}
+
+int RunList(LoramuxClient& client, const CommandLine& cl) {
+  if (absl::Status s = ExpectArgs(cl, 0, "no arguments"); !s.ok()) return Usage(std::string(s.message()));
+  absl::StatusOr<std::vector<v1::AdapterInfo>> adapters = client.ListAdapters();
+  if (!adapters.ok()) return Failed("list", adapters.status());
+  size_t width = 4;
+  for (const v1::AdapterInfo& info : *adapters) width = std::max(width, info.name().size());
+  auto pad = [](const std::string& s, size_t n) { return s + std::string(n > s.size() ? n - s.size() : 0, ' '); };
+  std::cout << pad("NAME", width) << "  VERSION       FORMAT  RANK  DORA  SIZE        RESIDENCY  "
+            << "PINNED  TARGETS\n";
+  for (const v1::AdapterInfo& info : *adapters) {
+    std::cout << pad(info.name(), width) << "  " << pad(info.version().substr(0, 12), 12) << "  "
+              << pad(FormatName(info.format()), 6) << "  " << pad(absl::StrCat(info.rank()), 4)
+              << "  " << pad(info.use_dora() ? "yes" : "no", 4) << "  "
+              << pad(absl::StrCat(info.size_bytes()), 10) << "  "
+              << pad(ResidencyName(info.residency()), 9) << "  "
+              << pad(info.pinned() ? "yes" : "no", 6) << "  "
+              << absl::StrJoin(info.target_modules(), ",") << "\n";
+  }
+  return 0;
+}
+
+int RunGenerate(LoramuxClient& client, const CommandLine& cl) {
+  v1::GenerateRequest request;
+  std::vector<int32_t> prompt;
+  if (absl::Status s = ParseTokens(cl.args, &prompt); !s.ok()) return Usage(std::string(s.message()));
+  request.mutable_prompt_token_ids()->Add(prompt.begin(), prompt.end());
+  request.set_adapter(cl.Get("adapter"));
+  request.set_logprobs(cl.Has("logprobs"));
+  v1::SamplingParams* sampling = request.mutable_sampling();
+  absl::Status s = absl::OkStatus();
+  float scale = 0, temperature = 0, top_p = 0;
+  int32_t max_new_tokens = 0, top_k = 0;
+  uint64_t seed = 0;
+  if (cl.Has("scale")) s.Update(ParseNumber("--scale", cl.Get("scale"), &scale));
+  if (cl.Has("max_new_tokens")) {
+    s.Update(ParseNumber("--max_new_tokens", cl.Get("max_new_tokens"), &max_new_tokens));
+  }
+  if (cl.Has("temperature")) s.Update(ParseNumber("--temperature", cl.Get("temperature"), &temperature));
+  if (cl.Has("top_k")) s.Update(ParseNumber("--top_k", cl.Get("top_k"), &top_k));
+  if (cl.Has("top_p")) s.Update(ParseNumber("--top_p", cl.Get("top_p"), &top_p));
+  if (cl.Has("seed")) {
+    s.Update(ParseNumber("--seed", cl.Get("seed"), &seed));
+    sampling->set_has_seed(true);
+  }
+  if (cl.Has("stop")) {
+    std::vector<int32_t> stop;
+    s.Update(ParseTokens({cl.Get("stop")}, &stop));
+    request.mutable_stop_token_ids()->Add(stop.begin(), stop.end());
+  }
+  if (!s.ok()) return Usage(std::string(s.message()));
+  request.set_adapter_scale(scale);
+  sampling->set_max_new_tokens(max_new_tokens);
+  sampling->set_temperature(temperature);
+  sampling->set_top_k(top_k);
+  sampling->set_top_p(top_p);
+  sampling->set_seed(seed);
+
+  bool first = true;
+  absl::StatusOr<GenerateResult> result =
+      client.Generate(request, [&](const v1::GenerateResponse& response) {
+        for (int i = 0; i < response.token_ids_size(); ++i) {
+          std::cout << (first ? "" : " ") << response.token_ids(i);
+          if (request.logprobs() && i < response.logprobs_size()) {
+            std::cout << ":" << response.logprobs(i);
+          }
+          first = false;
+        }
+        std::cout.flush();
+        return true;
+      });
+  if (!first) std::cout << "\n";
+  std::cout.flush();
+  if (!result.ok()) return Failed("generate", result.status());
+  std::cerr << "finish=" << FinishReasonName(result->finish_reason)
+            << " prompt_tokens=" << result->usage.prompt_tokens()
+            << " generated_tokens=" << result->usage.generated_tokens()
+            << " adapter_version=" << (result->adapter_version.empty() ? "-" : result->adapter_version)
+            << "\n";
+  return 0;
+}
+
+int RunScore(LoramuxClient& client, const CommandLine& cl) {
+  v1::ScoreRequest request;
+  std::vector<int32_t> tokens;
+  if (absl::Status s = ParseTokens(cl.args, &tokens); !s.ok()) return Usage(std::string(s.message()));
+  request.mutable_token_ids()->Add(tokens.begin(), tokens.end());
+  request.set_adapter(cl.Get("adapter"));
+  if (cl.Has("scale")) {
+    float scale = 0;
+    if (absl::Status s = ParseNumber("--scale", cl.Get("scale"), &scale); !s.ok()) {
+      return Usage(std::string(s.message()));
+    }
+    request.set_adapter_scale(scale);
+  }
+  absl::StatusOr<v1::ScoreResponse> response = client.Score(request);
+  if (!response.ok()) return Failed("score", response.status());
+  double total = 0;
+  std::cout << "position\ttoken\tlogprob\n";
+  for (int i = 0; i < response->token_logprobs_size(); ++i) {
+    const size_t next = static_cast<size_t>(i) + 1;
+    std::cout << next << "\t" << (next < tokens.size() ? tokens[next] : -1) << "\t"
+              << response->token_logprobs(i) << "\n";
+    total += response->token_logprobs(i);
+  }
+  std::cerr << "sum_logprob=" << total << " vocab_size=" << response->vocab_size()
+            << " adapter_version="
+            << (response->adapter_version().empty() ? "-" : response->adapter_version()) << "\n";
+  return 0;
+}
+
+int Run(int argc, char** argv) {
+  CommandLine cl;
+  if (absl::Status s = ParseCommandLine(argc, argv, &cl); !s.ok()) {
+    return Usage(std::string(s.message()));
+  }
+  if (cl.command.empty() || cl.command == "help" || cl.Has("help")) {
+    if (cl.command.empty() && !cl.Has("help")) {
+      std::cerr << kUsage;
+      return kExitUsage;
+    }
+    std::cout << kUsage;
+    return 0;
+  }
+  absl::StatusOr<ClientOptions> options = OptionsFrom(cl);
+  if (!options.ok()) return Usage(std::string(options.status().message()));
+  absl::StatusOr<std::unique_ptr<LoramuxClient>> client = LoramuxClient::Connect(*options);
+  if (!client.ok()) return Failed("connect", client.status());
+  LoramuxClient& c = **client;
+
+  const std::string& command = cl.command;
+  if (command == "upload") return RunUpload(c, cl);
+  if (command == "list") return RunList(c, cl);
+  if (command == "generate") return RunGenerate(c, cl);
+  if (command == "score") return RunScore(c, cl);
+  // The single-name commands.
+  if (absl::Status s = ExpectArgs(cl, 1, "one NAME"); !s.ok()) return Usage(std::string(s.message()));
+  const std::string& name = cl.args[0];
+  if (command == "get") {
+    absl::StatusOr<v1::AdapterInfo> info = c.GetAdapter(name);
+    if (!info.ok()) return Failed(absl::StrCat("get \"", name, "\""), info.status());
+    PrintAdapter(*info);
+    return 0;
+  }
+  if (command == "delete") {
+    absl::Status status = c.DeleteAdapter(name);
+    if (!status.ok()) return Failed(absl::StrCat("delete \"", name, "\""), status);
+    std::cout << "deleted " << name << "\n";
+    return 0;
+  }
+  if (command == "load") {
+    absl::StatusOr<v1::AdapterInfo> info = c.LoadAdapter(name, cl.Has("pin"));
+    if (!info.ok()) return Failed(absl::StrCat("load \"", name, "\""), info.status());
+    PrintAdapter(*info);
+    return 0;
+  }
+  if (command == "unload") {
+    absl::StatusOr<v1::AdapterInfo> info = c.UnloadAdapter(name);
+    if (!info.ok()) return Failed(absl::StrCat("unload \"", name, "\""), info.status());
+    PrintAdapter(*info);
+    return 0;
+  }
+  return Usage(absl::StrCat("unknown command \"", command, "\""));
+}
+
+}  // namespace
+}  // namespace loramux
+
+int main(int argc, char** argv) { return loramux::Run(argc, argv); }
