@@ -141,6 +141,14 @@ bool LoramuxClient::WaitForConnected(absl::Duration timeout) {
                                     absl::ToChronoMilliseconds(timeout));
 }
 
+// The adapter name (without @version) as metadata, so a load balancer can route each adapter to
+// the replica that has it resident (deploy/nginx.conf hashes on it).
+constexpr char kAdapterHeader[] = "x-loramux-adapter";
+
+static void AddAdapterHeader(grpc::ClientContext& context, const std::string& adapter) {
+  if (!adapter.empty()) context.AddMetadata(kAdapterHeader, adapter.substr(0, adapter.find('@')));
+}
+
 void LoramuxClient::Prepare(grpc::ClientContext& context, bool admin) const {
   if (options_.timeout != absl::InfiniteDuration()) {
     context.set_deadline(std::chrono::system_clock::now() +
@@ -154,6 +162,7 @@ absl::StatusOr<GenerateResult> LoramuxClient::Generate(const v1::GenerateRequest
                                                        const ResponseCallback& on_response) {
   grpc::ClientContext context;
   Prepare(context, /*admin=*/false);
+  AddAdapterHeader(context, request.adapter());
   std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader =
       inference_->Generate(&context, request);
   GenerateResult result;
@@ -184,6 +193,7 @@ absl::StatusOr<GenerateResult> LoramuxClient::Generate(const v1::GenerateRequest
 absl::StatusOr<v1::ScoreResponse> LoramuxClient::Score(const v1::ScoreRequest& request) {
   grpc::ClientContext context;
   Prepare(context, /*admin=*/false);
+  AddAdapterHeader(context, request.adapter());
   v1::ScoreResponse response;
   const grpc::Status status = inference_->Score(&context, request, &response);
   if (!status.ok()) return FromGrpcStatus(status);
