@@ -1,6 +1,8 @@
 #include "tests/test_util.h"
 
 #include <cstring>
+#include <fstream>
+#include <sstream>
 
 #include "adapters/safetensors.h"
 
@@ -8,6 +10,18 @@ namespace loramux::testing {
 
 std::string DataPath(const std::string& relative) {
   return std::string(LORAMUX_TEST_DATA) + "/" + relative;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::vector<int64_t> ToVector(const torch::Tensor& t) {
+  const torch::Tensor c = t.to(torch::kInt64).contiguous();
+  return {c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel()};
 }
 
 std::map<std::string, torch::Tensor> LoadGolden(const std::string& relative) {

@@ -13,6 +13,8 @@
 namespace loramux::testing {
 
 std::string DataPath(const std::string& relative);  // under tests/data
+std::string ReadFile(const std::string& path);       // whole file, binary
+std::vector<int64_t> ToVector(const torch::Tensor& t);  // integer tensor -> ids
 
 // All tensors of a golden safetensors file, as CPU tensors of their stored dtype.
 std::map<std::string, torch::Tensor> LoadGolden(const std::string& relative);

@@ -17,14 +17,9 @@ namespace loramux {
 namespace {
 
 using ::loramux::testing::DataPath;
+using ::loramux::testing::ReadFile;
+using ::loramux::testing::ToVector;
 using ::loramux::testing::LoadGolden;
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 // Collects one request's results; Wait() blocks the test thread until OnFinish.
 class Collector : public RequestObserver {

@@ -17,6 +17,8 @@ namespace loramux {
 namespace {
 
 using ::loramux::testing::DataPath;
+using ::loramux::testing::ReadFile;
+using ::loramux::testing::ToVector;
 using ::loramux::testing::LoadGolden;
 using ::loramux::testing::LoadModel;
 using ::loramux::testing::MaxAbsDiff;
@@ -25,18 +27,6 @@ using ::loramux::testing::TestSequence;
 
 constexpr double kLogitTolerance = 1e-4;
 constexpr double kModuleTolerance = 1e-5;
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-std::vector<int64_t> ToVector(const torch::Tensor& t) {
-  const torch::Tensor c = t.to(torch::kInt64).contiguous();
-  return {c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel()};
-}
 
 StoredAdapter PeftFromTestData(const std::string& name) {
   StoredAdapter a;

@@ -18,16 +18,11 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::loramux::testing::DataPath;
+using ::loramux::testing::ReadFile;
+using ::loramux::testing::ToVector;
 using ::loramux::testing::LoadGolden;
 using ::loramux::testing::MaxAbsDiff;
 using ::loramux::testing::RunBatch;
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 class AdapterValidationTest : public ::testing::Test {
  protected:

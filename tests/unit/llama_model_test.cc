@@ -11,6 +11,8 @@ namespace loramux {
 namespace {
 
 using ::loramux::testing::DataPath;
+using ::loramux::testing::ReadFile;
+using ::loramux::testing::ToVector;
 using ::loramux::testing::LoadGolden;
 using ::loramux::testing::LoadModel;
 using ::loramux::testing::MaxAbsDiff;
@@ -19,11 +21,6 @@ using ::loramux::testing::TestSequence;
 
 constexpr double kLogitTolerance = 1e-4;
 constexpr int kSteps = 12;
-
-std::vector<int64_t> ToVector(const torch::Tensor& t) {
-  const torch::Tensor c = t.to(torch::kInt64).contiguous();
-  return {c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel()};
-}
 
 class GoldenModelTest : public ::testing::TestWithParam<std::string> {};
 

@@ -14,13 +14,8 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::loramux::testing::DataPath;
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using ::loramux::testing::ReadFile;
+using ::loramux::testing::ToVector;
 
 class ModelLoadErrorsTest : public ::testing::Test {
  protected:
