@@ -108,6 +108,24 @@ class AdapterBuilder {
     return module;
   }
 
+  // Builds a module from shape-checked raw factors: LoRA, or `dora_kind` when a magnitude is
+  // present. Seed-layout factors (A [in,r], B [r,out]) are transposed to A [r,in], B [out,r].
+  absl::StatusOr<std::unique_ptr<ModuleAdapter>> BuildChecked(int64_t index, const RawModule& r,
+                                                              ModuleAdapter::Kind dora_kind,
+                                                              bool seed_layout, double s) const {
+    ASSIGN_OR_RETURN(torch::Tensor a, Factor(*r.a));
+    ASSIGN_OR_RETURN(torch::Tensor b, Factor(*r.b));
+    torch::Tensor m;
+    if (r.m) {
+      ASSIGN_OR_RETURN(m, Factor(*r.m));
+    }
+    if (seed_layout) {
+      a = a.t();
+      b = b.t();
+    }
+    return Build(index, r.m ? dora_kind : ModuleAdapter::Kind::kLora, a, b, s, m);
+  }
+
   const LlamaModel& model() const { return model_; }
   const AdapterLimits& limits() const { return limits_; }
   const std::string& name() const { return name_; }
@@ -206,15 +224,8 @@ absl::StatusOr<ModuleList> LoadPeft(const AdapterBuilder& builder, const std::st
     RETURN_IF_ERROR(builder.CheckShape(*r.a, "lora_A", path, {rank, shape[1]}));
     RETURN_IF_ERROR(builder.CheckShape(*r.b, "lora_B", path, {shape[0], rank}));
     if (r.m) RETURN_IF_ERROR(builder.CheckShape(*r.m, "lora_magnitude_vector", path, {shape[0]}));
-    ASSIGN_OR_RETURN(torch::Tensor a, builder.Factor(*r.a));
-    ASSIGN_OR_RETURN(torch::Tensor b, builder.Factor(*r.b));
-    torch::Tensor m;
-    if (r.m) {
-      ASSIGN_OR_RETURN(m, builder.Factor(*r.m));
-    }
-    ASSIGN_OR_RETURN(modules[index],
-                     builder.Build(index, r.m ? ModuleAdapter::Kind::kDoraRow : ModuleAdapter::Kind::kLora,
-                                   a, b, config.ScaleFor(path), m));
+    ASSIGN_OR_RETURN(modules[index], builder.BuildChecked(index, r, ModuleAdapter::Kind::kDoraRow,
+                                                          /*seed_layout=*/false, config.ScaleFor(path)));
   }
   return modules;
 }
@@ -254,15 +265,8 @@ absl::StatusOr<ModuleList> LoadSeed(const AdapterBuilder& builder, const std::st
     if (r.m && r.m->shape != std::vector<int64_t>{shape[1]}) {
       RETURN_IF_ERROR(builder.CheckShape(*r.m, "m", path, {1, shape[1]}));
     }
-    ASSIGN_OR_RETURN(torch::Tensor a, builder.Factor(*r.a));
-    ASSIGN_OR_RETURN(torch::Tensor b, builder.Factor(*r.b));
-    torch::Tensor m;
-    if (r.m) {
-      ASSIGN_OR_RETURN(m, builder.Factor(*r.m));
-    }
-    ASSIGN_OR_RETURN(modules[index],
-                     builder.Build(index, r.m ? ModuleAdapter::Kind::kDoraCol : ModuleAdapter::Kind::kLora,
-                                   a.t(), b.t(), config.alpha, m));
+    ASSIGN_OR_RETURN(modules[index], builder.BuildChecked(index, r, ModuleAdapter::Kind::kDoraCol,
+                                                          /*seed_layout=*/true, config.alpha));
   }
   return modules;
 }
