@@ -202,6 +202,14 @@ TEST_F(EngineTest, CancelAndDeadlineStopRequestsAndFreeTheCache) {
   auto late = Generate("", {5, 6, 7}, 400, absl::Milliseconds(1));
   ASSERT_TRUE(late->Wait());
   EXPECT_EQ(late->status.code(), absl::StatusCode::kDeadlineExceeded);
+  InferenceRequest score;
+  score.kind = InferenceRequest::Kind::kScore;
+  score.tokens = {5, 6, 7};
+  score.deadline = absl::Now() - absl::Milliseconds(1);  // expired before it is scheduled
+  auto expired = std::make_shared<Collector>();
+  ASSERT_TRUE(engine_->scheduler().Submit(score, expired).ok());
+  ASSERT_TRUE(expired->Wait());
+  EXPECT_EQ(expired->status.code(), absl::StatusCode::kDeadlineExceeded);
   for (int i = 0; i < 100 && !engine_->scheduler().Idle(); ++i) absl::SleepFor(absl::Milliseconds(10));
   EXPECT_EQ(engine_->scheduler().stats().kv_used_blocks, 0);
   // The server still serves.

@@ -4,15 +4,8 @@
 //
 // Each test starts its own server process (`--listen 127.0.0.1:0`, a temporary store) and reads
 // the `listening on HOST:PORT` line from its stdout; the process is killed when the test ends.
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <poll.h>
+// The process and RPC helpers live in server_harness.h.
 #include <signal.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -22,473 +15,28 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <functional>
-#include <future>
 #include <map>
 #include <memory>
 #include <optional>
-#include <random>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
-#include <nlohmann/json.hpp>
 
 #include "adapters/safetensors.h"
 #include "common/sha256.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "loramux/v1/loramux.grpc.pb.h"
+#include "tests/integration/server_harness.h"
 
-namespace loramux {
+namespace loramux::testing {
 namespace {
 
 namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
 using ::testing::HasSubstr;
 using ::testing::Not;
-
-constexpr char kServerBinary[] = LORAMUX_BINARY_DIR "/loramux_server";
-constexpr char kData[] = LORAMUX_TEST_DATA;
-constexpr int kGoldenSteps = 12;
-const char* const kLlamaAdapters[] = {"lora-qv-r8", "lora-all-r4-rslora", "dora-qkvo-r8",
-                                      "lora-pattern", "dora-mlp-r4"};
-
-std::chrono::system_clock::time_point In(double seconds) {
-  return std::chrono::system_clock::now() +
-         std::chrono::duration_cast<std::chrono::system_clock::duration>(
-             std::chrono::duration<double>(seconds));
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
-
-void WriteFile(const std::string& path, const std::string& content) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << content;
-}
-
-std::string MakeTempDir() {
-  const char* base = std::getenv("TMPDIR");
-  std::string pattern = std::string(base != nullptr && *base ? base : "/tmp") +
-                        "/loramux-server-test-XXXXXX";
-  if (mkdtemp(pattern.data()) == nullptr) return "";
-  return pattern;
-}
-
-bool HaveCommand(const std::string& name) {
-  return std::system(("command -v " + name + " >/dev/null 2>&1").c_str()) == 0;
-}
-
-// ---------------------------------------------------------------------------------------------
-// The server as a child process.
-// ---------------------------------------------------------------------------------------------
-
-class ServerProcess {
- public:
-  // Starts loramux_server with the test defaults plus `flags` (later flags win) and waits (up to
-  // 60 s) for its `listening on` line. ok() tells whether that line came.
-  explicit ServerProcess(const std::vector<std::string>& flags) {
-    dir_ = MakeTempDir();
-    log_path_ = dir_ + "/server.log";
-    std::vector<std::string> args = {kServerBinary,
-                                     "--listen=127.0.0.1:0",
-                                     "--metrics_listen=127.0.0.1:0",
-                                     "--adapter_store=" + dir_ + "/store",
-                                     std::string("--model_dir=") + kData + "/llama-tiny",
-                                     "--drain_timeout_s=30"};
-    args.insert(args.end(), flags.begin(), flags.end());
-    std::vector<char*> argv;
-    for (std::string& arg : args) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-
-    int out[2];
-    if (pipe2(out, O_CLOEXEC) != 0) return;
-    const int log_fd = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    pid_ = fork();
-    if (pid_ == 0) {
-      // Only async-signal-safe calls between fork and exec.
-      prctl(PR_SET_PDEATHSIG, SIGKILL);
-      dup2(out[1], STDOUT_FILENO);
-      dup2(log_fd, STDERR_FILENO);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    close(out[1]);
-    close(log_fd);
-    stdout_fd_ = out[0];
-
-    std::string seen;
-    const auto deadline = Clock::now() + std::chrono::seconds(60);
-    while (Clock::now() < deadline) {
-      pollfd p{stdout_fd_, POLLIN, 0};
-      if (poll(&p, 1, 200) > 0) {
-        char buffer[512];
-        const ssize_t n = read(stdout_fd_, buffer, sizeof(buffer));
-        if (n <= 0) break;  // the server exited
-        seen.append(buffer, static_cast<size_t>(n));
-        const size_t at = seen.find("listening on ");
-        const size_t end = at == std::string::npos ? at : seen.find('\n', at);
-        if (end != std::string::npos) {
-          address_ = seen.substr(at + 13, end - at - 13);
-          break;
-        }
-      }
-      if (Exited()) break;
-    }
-    const std::string log = Log();
-    const size_t metrics_at = log.find("metrics on http://");
-    if (metrics_at != std::string::npos) {
-      const size_t start = metrics_at + std::strlen("metrics on http://");
-      metrics_address_ = log.substr(start, log.find("/metrics", start) - start);
-    }
-  }
-
-  ~ServerProcess() {
-    if (pid_ > 0 && !exit_code_.has_value()) {
-      kill(pid_, SIGKILL);
-      int status = 0;
-      waitpid(pid_, &status, 0);
-    }
-    if (stdout_fd_ >= 0) close(stdout_fd_);
-    if (!dir_.empty()) {
-      std::error_code ignored;
-      fs::remove_all(dir_, ignored);
-    }
-  }
-
-  bool ok() const { return !address_.empty(); }
-  const std::string& address() const { return address_; }
-  const std::string& metrics_address() const { return metrics_address_; }
-  const std::string& dir() const { return dir_; }
-  std::string Log() const { return ReadFile(log_path_); }
-  void Signal(int signal_number) { kill(pid_, signal_number); }
-
-  // The exit code (128 + signal when killed), or nullopt when still running after `seconds`.
-  std::optional<int> WaitExit(double seconds) {
-    const auto deadline = Clock::now() + std::chrono::duration<double>(seconds);
-    while (!Exited() && Clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return exit_code_;
-  }
-
- private:
-  bool Exited() {
-    if (exit_code_.has_value()) return true;
-    if (pid_ <= 0) return true;
-    int status = 0;
-    if (waitpid(pid_, &status, WNOHANG) != pid_) return false;
-    exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    return true;
-  }
-
-  std::string dir_;
-  std::string log_path_;
-  pid_t pid_ = -1;
-  int stdout_fd_ = -1;
-  std::string address_;
-  std::string metrics_address_;
-  std::optional<int> exit_code_;
-};
-
-std::shared_ptr<grpc::Channel> Connect(
-    const std::string& address,
-    std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials(),
-    grpc::ChannelArguments args = {}) {
-  args.SetMaxReceiveMessageSize(64 << 20);
-  auto channel = grpc::CreateCustomChannel(address, credentials, args);
-  channel->WaitForConnected(In(10));
-  return channel;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Golden data.
-// ---------------------------------------------------------------------------------------------
-
-struct GoldenCase {
-  std::vector<int32_t> prompt;
-  std::vector<int32_t> tokens;  // greedy, kGoldenSteps of them
-};
-
-const nlohmann::json& Results() {
-  static const nlohmann::json* results = new nlohmann::json(
-      nlohmann::json::parse(ReadFile(std::string(kData) + "/cases/results.json")));
-  return *results;
-}
-
-// "llama-tiny/base", "llama-tiny/lora-qv-r8", ...
-std::vector<GoldenCase> Golden(const std::string& key) {
-  std::vector<GoldenCase> cases;
-  for (const auto& entry : Results().at("generation").at(key)) {
-    GoldenCase c;
-    for (const auto& id : entry.at("input_ids")) c.prompt.push_back(id.get<int32_t>());
-    for (const auto& id : entry.at("new_tokens")) c.tokens.push_back(id.get<int32_t>());
-    cases.push_back(std::move(c));
-  }
-  return cases;
-}
-
-struct AdapterFiles {
-  std::string config;
-  std::string weights;
-};
-
-AdapterFiles ReadAdapter(const std::string& name) {
-  const std::string dir = std::string(kData) + "/adapters/" + name;
-  return {ReadFile(dir + "/adapter_config.json"), ReadFile(dir + "/adapter_model.safetensors")};
-}
-
-// Rewrites a safetensors file, letting `edit` change any tensor (shape and data).
-std::string RewriteSafetensors(
-    const std::string& bytes,
-    const std::function<void(TensorView& view, std::vector<uint8_t>& data)>& edit) {
-  auto file = SafetensorsFile::FromBytes(bytes, "test adapter");
-  EXPECT_TRUE(file.ok()) << file.status();
-  if (!file.ok()) return "";
-  std::vector<TensorView> views = (*file)->tensors();
-  std::vector<std::vector<uint8_t>> storage(views.size());
-  for (size_t i = 0; i < views.size(); ++i) {
-    storage[i].assign(views[i].data, views[i].data + views[i].nbytes);
-    edit(views[i], storage[i]);
-    views[i].data = storage[i].data();
-    views[i].nbytes = storage[i].size();
-  }
-  return SerializeSafetensors(views, (*file)->metadata());
-}
-
-// ---------------------------------------------------------------------------------------------
-// RPC helpers.
-// ---------------------------------------------------------------------------------------------
-
-void Authorize(grpc::ClientContext& context, const std::string& token) {
-  if (!token.empty()) context.AddMetadata("authorization", "Bearer " + token);
-}
-
-v1::GenerateRequest MakeGenerate(const std::string& adapter, const std::vector<int32_t>& prompt,
-                                 int max_new_tokens) {
-  v1::GenerateRequest request;
-  request.set_adapter(adapter);
-  for (int32_t id : prompt) request.add_prompt_token_ids(id);
-  request.mutable_sampling()->set_max_new_tokens(max_new_tokens);
-  return request;
-}
-
-struct GenerateOutcome {
-  grpc::Status status;
-  std::vector<int32_t> tokens;
-  std::vector<float> logprobs;
-  int messages = 0;
-  v1::GenerateResponse last;
-};
-
-GenerateOutcome Generate(v1::Inference::Stub& stub, const v1::GenerateRequest& request,
-                         double timeout_s = 30, const std::string& token = "") {
-  GenerateOutcome out;
-  grpc::ClientContext context;
-  context.set_deadline(In(timeout_s));
-  Authorize(context, token);
-  auto reader = stub.Generate(&context, request);
-  v1::GenerateResponse response;
-  while (reader->Read(&response)) {
-    out.tokens.insert(out.tokens.end(), response.token_ids().begin(), response.token_ids().end());
-    out.logprobs.insert(out.logprobs.end(), response.logprobs().begin(),
-                        response.logprobs().end());
-    ++out.messages;
-    out.last = response;
-  }
-  out.status = reader->Finish();
-  return out;
-}
-
-// A stream that ended normally: every token arrived and the last message says why it ended
-// (max_new_tokens, or EOS: greedy prompt 0 on llama-tiny reaches EOS after ~300 tokens).
-void ExpectCompleteStream(const GenerateOutcome& out, int max_new_tokens) {
-  EXPECT_EQ(static_cast<int>(out.tokens.size()), out.last.usage().generated_tokens());
-  if (out.last.finish_reason() == v1::FINISH_REASON_LENGTH) {
-    EXPECT_EQ(static_cast<int>(out.tokens.size()), max_new_tokens);
-  } else {
-    EXPECT_EQ(out.last.finish_reason(), v1::FINISH_REASON_STOP);
-    EXPECT_LT(static_cast<int>(out.tokens.size()), max_new_tokens);
-    ASSERT_FALSE(out.tokens.empty());
-    EXPECT_EQ(out.tokens.back(), 2) << "llama-tiny's eos";
-  }
-}
-
-grpc::Status Score(v1::Inference::Stub& stub, const v1::ScoreRequest& request,
-                   v1::ScoreResponse* response, double timeout_s = 30) {
-  grpc::ClientContext context;
-  context.set_deadline(In(timeout_s));
-  return stub.Score(&context, request, response);
-}
-
-// Sends `messages` as one Upload stream (whatever the server does with them).
-grpc::Status UploadMessages(v1::Adapters::Stub& stub, const std::vector<v1::UploadRequest>& messages,
-                            v1::AdapterInfo* info, const std::string& token = "") {
-  grpc::ClientContext context;
-  context.set_deadline(In(30));
-  Authorize(context, token);
-  auto writer = stub.Upload(&context, info);
-  for (const v1::UploadRequest& message : messages) {
-    if (!writer->Write(message)) break;  // the server already answered
-  }
-  writer->WritesDone();
-  return writer->Finish();
-}
-
-v1::UploadManifest Manifest(const std::string& name, const AdapterFiles& files) {
-  v1::UploadManifest manifest;
-  manifest.set_name(name);
-  manifest.set_format(v1::PEFT);
-  manifest.set_config_json(files.config);
-  manifest.set_size_bytes(files.weights.size());
-  manifest.set_sha256(Sha256Hex(files.weights));
-  return manifest;
-}
-
-// The manifest, then `weights` in chunks of `chunk` bytes.
-std::vector<v1::UploadRequest> UploadStream(const v1::UploadManifest& manifest,
-                                            const std::string& weights, size_t chunk = 4096) {
-  std::vector<v1::UploadRequest> messages(1);
-  *messages[0].mutable_manifest() = manifest;
-  for (size_t at = 0; at < weights.size(); at += chunk) {
-    messages.emplace_back().set_chunk(weights.substr(at, chunk));
-  }
-  return messages;
-}
-
-grpc::Status Upload(v1::Adapters::Stub& stub, const std::string& name, const AdapterFiles& files,
-                    v1::AdapterInfo* info, const std::string& token = "") {
-  return UploadMessages(stub, UploadStream(Manifest(name, files), files.weights), info, token);
-}
-
-// grpc.health.v1.Health/Check through the generic stub (Debian ships no health.proto). Returns
-// the ServingStatus (1 SERVING, 2 NOT_SERVING) or -1 when the RPC failed.
-int CheckHealth(const std::shared_ptr<grpc::Channel>& channel, const std::string& service = "",
-                grpc::Status* rpc_status = nullptr) {
-  grpc::GenericStub stub(channel);
-  std::string request;
-  if (!service.empty()) {  // HealthCheckRequest.service = 1 (string)
-    request.push_back(0x0a);
-    request.push_back(static_cast<char>(service.size()));
-    request += service;
-  }
-  grpc::Slice slice(request);
-  grpc::ByteBuffer request_buffer(&slice, 1);
-  grpc::ByteBuffer response_buffer;
-  grpc::ClientContext context;
-  context.set_deadline(In(5));
-  std::promise<grpc::Status> done;
-  stub.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request_buffer,
-                 &response_buffer, [&done](grpc::Status status) { done.set_value(status); });
-  const grpc::Status status = done.get_future().get();  // bounded by the deadline
-  if (rpc_status != nullptr) *rpc_status = status;
-  if (!status.ok()) return -1;
-  std::vector<grpc::Slice> slices;
-  (void)response_buffer.Dump(&slices);
-  std::string bytes;
-  for (const grpc::Slice& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
-  // HealthCheckResponse.status = 1 (enum varint); absent means UNKNOWN (0).
-  if (bytes.size() >= 2 && bytes[0] == 0x08) return static_cast<unsigned char>(bytes[1]);
-  return 0;
-}
-
-// One ServerReflectionInfo exchange asking for list_services; returns the raw response bytes.
-std::string ReflectionListServices(const std::shared_ptr<grpc::Channel>& channel) {
-  grpc::GenericStub stub(channel);
-  grpc::ClientContext context;
-  const auto deadline = In(10);
-  context.set_deadline(deadline);
-  grpc::CompletionQueue cq;
-  auto call = stub.PrepareCall(
-      &context, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
-  auto wait = [&cq, deadline]() {
-    void* tag = nullptr;
-    bool ok = false;
-    return cq.AsyncNext(&tag, &ok, deadline) == grpc::CompletionQueue::GOT_EVENT && ok;
-  };
-  std::string out;
-  call->StartCall(reinterpret_cast<void*>(1));
-  bool ok = wait();
-  if (ok) {
-    const std::string request = std::string("\x3a\x01*", 3);  // list_services = 7: "*"
-    grpc::Slice slice(request);
-    grpc::ByteBuffer buffer(&slice, 1);
-    call->Write(buffer, reinterpret_cast<void*>(2));
-    ok = wait();
-  }
-  if (ok) {
-    call->WritesDone(reinterpret_cast<void*>(3));
-    ok = wait();
-  }
-  grpc::ByteBuffer response;
-  if (ok) {
-    call->Read(&response, reinterpret_cast<void*>(4));
-    if (wait()) {
-      std::vector<grpc::Slice> slices;
-      (void)response.Dump(&slices);
-      for (const grpc::Slice& s : slices) {
-        out.append(reinterpret_cast<const char*>(s.begin()), s.size());
-      }
-    }
-  }
-  if (!ok) context.TryCancel();
-  grpc::Status status;
-  call->Finish(&status, reinterpret_cast<void*>(5));
-  wait();
-  cq.Shutdown();
-  void* tag = nullptr;
-  bool ignored = false;
-  while (cq.Next(&tag, &ignored)) {
-  }
-  return out;
-}
-
-// GET http://host:port/path with HTTP/1.0; returns the body ("" on failure).
-std::string HttpGet(const std::string& host_port, const std::string& path) {
-  const size_t colon = host_port.rfind(':');
-  const int port = std::atoi(host_port.substr(colon + 1).c_str());
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return "";
-  timeval timeout{5, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-  std::string response;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    const std::string request = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    if (send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
-        static_cast<ssize_t>(request.size())) {
-      char buffer[8192];
-      ssize_t n;
-      while ((n = recv(fd, buffer, sizeof(buffer), 0)) > 0) response.append(buffer, n);
-    }
-  }
-  close(fd);
-  const size_t body = response.find("\r\n\r\n");
-  return body == std::string::npos ? "" : response.substr(body + 4);
-}
-
-// The value of the sample line starting with `series` ("name" or "name{labels}"), or NaN.
-double MetricValue(const std::string& page, const std::string& series) {
-  std::istringstream lines(page);
-  std::string line;
-  while (std::getline(lines, line)) {
-    if (line.rfind(series + " ", 0) == 0) return std::atof(line.c_str() + series.size() + 1);
-  }
-  return std::nan("");
-}
 
 // ---------------------------------------------------------------------------------------------
 // Fixture: one server per test, with the llama-tiny adapters uploaded.
@@ -684,11 +232,9 @@ TEST_F(ServerTest, TinyDeadlineIsDeadlineExceeded) {
   const GenerateOutcome generate =
       Generate(*inference_, MakeGenerate("", c.prompt, 480), /*timeout_s=*/0.001);
   EXPECT_EQ(generate.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
-  v1::ScoreRequest score;
-  for (int32_t id : c.prompt) score.add_token_ids(id);
-  v1::ScoreResponse response;
-  EXPECT_EQ(Score(*inference_, score, &response, /*timeout_s=*/0.001).error_code(),
-            grpc::StatusCode::DEADLINE_EXCEEDED);
+  // Score is one forward pass, which llama-tiny can finish inside any deadline short enough to
+  // test (a 480-token Score still beat 1 ms now and then); engine_test covers the scheduler's
+  // deadline check for Score with a deadline that has passed before scheduling.
   const GenerateOutcome after = Generate(*inference_, MakeGenerate("", c.prompt, kGoldenSteps));
   ASSERT_TRUE(after.status.ok()) << after.status.error_message();
   EXPECT_EQ(after.tokens, c.tokens);
@@ -1125,4 +671,4 @@ TEST_F(ServerTest, SigtermDrainsAndExitsZero) {
 }
 
 }  // namespace
-}  // namespace loramux
+}  // namespace loramux::testing
