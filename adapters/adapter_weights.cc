@@ -1,6 +1,7 @@
 #include "adapters/adapter_weights.h"
 
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <set>
 
@@ -312,8 +313,24 @@ std::shared_ptr<AdapterWeights> AdapterWeights::FromModules(std::string name, Mo
   return weights;
 }
 
+// PyTorch checkpoints (adapter_model.bin) are zip archives or bare pickles; name them rather than
+// report a corrupt safetensors header.
+absl::Status RefusePickle(const StoredAdapter& adapter) {
+  std::ifstream in(adapter.weights_path, std::ios::binary);
+  char magic[4] = {};
+  in.read(magic, sizeof(magic));
+  const bool zip = std::memcmp(magic, "PK\x03\x04", 4) == 0;
+  const bool pickle = static_cast<unsigned char>(magic[0]) == 0x80 && magic[1] >= 2 && magic[1] <= 5;
+  if (!zip && !pickle) return absl::OkStatus();
+  return absl::UnimplementedError(absl::StrCat(
+      "adapter \"", adapter.name, "\": the weights are a PyTorch pickle (adapter_model.bin), "
+      "which is not loaded for safety; save the adapter with safe_serialization=True "
+      "(adapter_model.safetensors)"));
+}
+
 absl::StatusOr<std::shared_ptr<const AdapterWeights>> AdapterWeights::Load(
     const StoredAdapter& adapter, const LlamaModel& model, const AdapterLimits& limits) {
+  RETURN_IF_ERROR(RefusePickle(adapter));
   ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(adapter.weights_path));
   return FromFile(adapter, *file, model, limits);
 }

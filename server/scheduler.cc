@@ -186,6 +186,7 @@ class Scheduler::Impl {
             return stopped_ || !inbox_.empty() || !cancelled_.empty() || adapter_ready_;
           });
         }
+        if (adapter_ready_) loading_.clear();  // retry every adapter that was loading
         adapter_ready_ = false;
         if (stopped_) break;
         while (!inbox_.empty()) {
@@ -270,6 +271,8 @@ class Scheduler::Impl {
     for (auto& seq : waiting_) {
       if (static_cast<int64_t>(running_.size()) >= options_.max_running_requests) break;
       if (seq->adapter && !seq->leased) {
+        const std::string key = seq->adapter->name + "@" + seq->adapter->version;
+        if (loading_.count(key)) continue;  // asked already; wait for the loader's wake-up
         AdapterRegistry::Lease lease = registry_.Acquire(*seq->adapter, [this] {
           std::lock_guard<std::mutex> lock(mu_);
           adapter_ready_ = true;
@@ -279,7 +282,10 @@ class Scheduler::Impl {
           Finish(seq, lease.status, FinishReason::kCancelled);
           continue;
         }
-        if (!lease.weights) continue;  // loading; stays waiting
+        if (!lease.weights) {  // loading; stays waiting
+          loading_.insert(key);
+          continue;
+        }
         seq->weights = lease.weights;
         seq->leased = true;
       }
@@ -456,6 +462,7 @@ class Scheduler::Impl {
   // Scheduler-thread state.
   std::vector<std::unique_ptr<Sequence>> waiting_;
   std::vector<std::unique_ptr<Sequence>> running_;
+  std::unordered_set<std::string> loading_;  // adapter versions asked for and not yet resident
 
   // Shared with handlers.
   mutable std::mutex mu_;

@@ -139,6 +139,22 @@ TEST_F(EngineTest, ConcurrentRequestsOverAdaptersAndBaseMatchGoldenTokens) {
   EXPECT_EQ(engine_->registry().stats().loads, static_cast<int64_t>(adapters.size()));
 }
 
+TEST_F(EngineTest, HundredRequestsForOneColdAdapterCauseOneLoad) {
+  Upload("dora-qkvo-r8");
+  auto [prompt, tokens] = Golden("llama-tiny/dora-qkvo-r8", 1);
+  std::vector<std::shared_ptr<Collector>> runs;
+  for (int i = 0; i < 100; ++i) runs.push_back(Generate("dora-qkvo-r8", prompt));
+  for (auto& c : runs) {
+    ASSERT_TRUE(c->Wait());
+    EXPECT_TRUE(c->status.ok()) << c->status;
+    EXPECT_EQ(c->tokens, tokens);
+  }
+  const RegistryStats stats = engine_->registry().stats();
+  EXPECT_EQ(stats.loads, 1);
+  EXPECT_EQ(stats.misses, 1);  // one request found it cold; the rest waited for that load
+  EXPECT_EQ(stats.device_count, 1);
+}
+
 TEST_F(EngineTest, ScoreMatchesGoldenLogits) {
   Upload("dora-qkvo-r8");
   auto golden = LoadGolden("cases/llama-tiny/dora-qkvo-r8.safetensors");

@@ -118,6 +118,18 @@ TEST_F(AdapterValidationTest, UnsupportedPeftFeaturesAreRefusedByName) {
               absl::StatusCode::kUnimplemented, "embedding");
 }
 
+TEST_F(AdapterValidationTest, PickleCheckpointsAreRefusedByName) {
+  for (const std::string magic : {std::string("PK\x03\x04rest", 8), std::string("\x80\x02}q\x00", 5)}) {
+    StoredAdapter stored;
+    stored.name = "bin";
+    stored.config_json = ReadFile(DataPath("adapters/lora-qv-r8/adapter_config.json"));
+    stored.weights_path = dir_ + "/adapter_model.bin";
+    std::ofstream(stored.weights_path, std::ios::binary) << magic;
+    ExpectError(AdapterWeights::Load(stored, *model_, AdapterLimits{}).status(),
+                absl::StatusCode::kUnimplemented, "safe_serialization=True");
+  }
+}
+
 TEST_F(AdapterValidationTest, IncompleteOrInconsistentWeightsAreInvalid) {
   ExpectError(LoadEdited("lora-qv-r8", nullptr, [](std::vector<TensorView>& views, std::string&) {
                 views.erase(views.begin());
