@@ -58,14 +58,22 @@ absl::Status RefuseUnsupported(const Json& j, absl::string_view label) {
   return absl::OkStatus();
 }
 
+// Compiles `pattern`, or says which field holds a bad one.
+absl::StatusOr<PeftAdapterConfig::Regex> Compile(const std::string& pattern, absl::string_view label,
+                                                 absl::string_view field) {
+  auto re = std::make_shared<const RE2>(pattern, RE2::Quiet);
+  if (!re->ok()) {
+    return Invalid(label, field, absl::StrCat("holds an invalid regular expression \"", pattern, "\""));
+  }
+  return PeftAdapterConfig::Regex(std::move(re));
+}
+
 absl::Status ParseNameSpec(const Json& j, const char* field, absl::string_view label,
-                           std::vector<std::string>& list, std::optional<std::string>& regex) {
+                           std::vector<std::string>& list, PeftAdapterConfig::Regex& regex) {
   auto it = j.find(field);
   if (it == j.end() || it->is_null()) return absl::OkStatus();
   if (it->is_string()) {
-    regex = it->get<std::string>();
-    RE2 compiled(*regex);
-    if (!compiled.ok()) return Invalid(label, field, "is not a valid regular expression");
+    ASSIGN_OR_RETURN(regex, Compile(it->get<std::string>(), label, field));
     return absl::OkStatus();
   }
   if (!it->is_array()) return Invalid(label, field, "must be a list of names or a regex string");
@@ -82,7 +90,7 @@ bool NameMatches(const std::string& path, const std::string& key) {
 }
 
 bool ListOrRegexMatches(const std::string& path, const std::vector<std::string>& list,
-                        const std::optional<std::string>& regex) {
+                        const PeftAdapterConfig::Regex& regex) {
   if (regex) return RE2::FullMatch(path, *regex);
   for (const std::string& key : list) {
     if (NameMatches(path, key)) return true;
@@ -92,23 +100,22 @@ bool ListOrRegexMatches(const std::string& path, const std::vector<std::string>&
 
 // The layer index PEFT reads from a module path, honouring layers_pattern.
 std::optional<int64_t> LayerIndex(const std::string& path,
-                                  const std::vector<std::string>& layers_pattern) {
+                                  const std::vector<PeftAdapterConfig::Regex>& layers_pattern) {
+  static const RE2 kAnyLayer(R"(^.*\.[^.]*\.(\d+)\.)");
   int64_t index = 0;
   if (layers_pattern.empty()) {
-    if (RE2::PartialMatch(path, R"(^.*\.[^.]*\.(\d+)\.)", &index)) return index;
+    if (RE2::PartialMatch(path, kAnyLayer, &index)) return index;
     return std::nullopt;
   }
-  for (const std::string& pattern : layers_pattern) {
-    if (RE2::PartialMatch(path, absl::StrCat(R"(^.*\.)", pattern, R"(\.(\d+)\.)"), &index)) {
-      return index;
-    }
+  for (const auto& pattern : layers_pattern) {
+    if (RE2::PartialMatch(path, *pattern, &index)) return index;
   }
   return std::nullopt;
 }
 
 template <typename T>
 absl::Status ParsePattern(const Json& j, const char* field, absl::string_view label,
-                          std::vector<std::pair<std::string, T>>& out) {
+                          std::vector<std::pair<PeftAdapterConfig::Regex, T>>& out) {
   auto it = j.find(field);
   if (it == j.end() || it->is_null()) return absl::OkStatus();
   if (!it->is_object()) return Invalid(label, field, "must be an object of module -> value");
@@ -116,19 +123,18 @@ absl::Status ParsePattern(const Json& j, const char* field, absl::string_view la
     if (!value.is_number() || value.template get<double>() <= 0) {
       return Invalid(label, field, absl::StrCat("entry \"", key, "\" must be a positive number"));
     }
-    if (!RE2(absl::StrCat("(.*\\.)?(", key, ")")).ok()) {
-      return Invalid(label, field, absl::StrCat("key \"", key, "\" is not a valid pattern"));
-    }
-    out.emplace_back(key, value.template get<T>());
+    ASSIGN_OR_RETURN(PeftAdapterConfig::Regex re,
+                     Compile(absl::StrCat("(.*\\.)?(", key, ")"), label, field));
+    out.emplace_back(std::move(re), value.template get<T>());
   }
   return absl::OkStatus();
 }
 
 template <typename T>
-const T* FindPattern(const std::vector<std::pair<std::string, T>>& pattern,
+const T* FindPattern(const std::vector<std::pair<PeftAdapterConfig::Regex, T>>& pattern,
                      const std::string& path) {
-  for (const auto& [key, value] : pattern) {
-    if (RE2::FullMatch(path, absl::StrCat("(.*\\.)?(", key, ")"))) return &value;
+  for (const auto& [re, value] : pattern) {
+    if (RE2::FullMatch(path, *re)) return &value;
   }
   return nullptr;
 }
@@ -188,15 +194,21 @@ absl::StatusOr<PeftAdapterConfig> PeftAdapterConfig::FromJson(absl::string_view 
   }
   auto pattern = j.find("layers_pattern");
   if (pattern != j.end() && !pattern->is_null()) {
+    std::vector<std::string> names;
     if (pattern->is_string()) {
-      c.layers_pattern.push_back(pattern->get<std::string>());
+      names.push_back(pattern->get<std::string>());
     } else if (pattern->is_array()) {
       for (const auto& v : *pattern) {
         if (!v.is_string()) return Invalid(label, "layers_pattern", "must hold strings");
-        c.layers_pattern.push_back(v.get<std::string>());
+        names.push_back(v.get<std::string>());
       }
     } else {
       return Invalid(label, "layers_pattern", "must be a string or a list of strings");
+    }
+    for (const std::string& name : names) {
+      ASSIGN_OR_RETURN(PeftAdapterConfig::Regex re,
+                       Compile(absl::StrCat(R"(^.*\.)", name, R"(\.(\d+)\.)"), label, "layers_pattern"));
+      c.layers_pattern.push_back(std::move(re));
     }
   }
   return c;
@@ -208,7 +220,7 @@ bool PeftAdapterConfig::Targets(const std::string& path) const {
   // "all-linear" expands to every linear layer's name but the output head's, then behaves as a list.
   const bool named = target_all_linear
                          ? path != "lm_head" && !absl::EndsWith(path, ".lm_head")
-                         : ListOrRegexMatches(path, target_list, std::nullopt);
+                         : ListOrRegexMatches(path, target_list, nullptr);
   if (!named) return false;
   if (layers_to_transform.empty()) return true;
   const std::optional<int64_t> layer = LayerIndex(path, layers_pattern);

@@ -6,13 +6,18 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace re2 {
+class RE2;
+}
 
 namespace loramux {
 
@@ -25,16 +30,18 @@ struct PeftAdapterConfig {
   bool fan_in_fan_out = false;  // meaningless for nn.Linear targets; PEFT resets it to false
   // target_modules: a list of names (exact or dotted-suffix match), or a regex (full match), or
   // the PEFT shorthand "all-linear" (every linear layer but the output head).
+  // Regexes are compiled once by FromJson (matching runs per module on every adapter load).
+  using Regex = std::shared_ptr<const re2::RE2>;
   std::vector<std::string> target_list;
-  std::optional<std::string> target_regex;
+  Regex target_regex;  // null unless target_modules is a regex string
   bool target_all_linear = false;
   std::vector<std::string> exclude_list;
-  std::optional<std::string> exclude_regex;
+  Regex exclude_regex;
   // Per-module overrides in file order; a key matches a module path as the regex (.*\.)?(KEY).
-  std::vector<std::pair<std::string, int64_t>> rank_pattern;
-  std::vector<std::pair<std::string, double>> alpha_pattern;
+  std::vector<std::pair<Regex, int64_t>> rank_pattern;
+  std::vector<std::pair<Regex, double>> alpha_pattern;
   std::vector<int64_t> layers_to_transform;  // empty = all layers
-  std::vector<std::string> layers_pattern;
+  std::vector<Regex> layers_pattern;         // each ^.*\.PATTERN\.(\d+)\.
 
   // Parses and validates. INVALID_ARGUMENT for malformed fields; UNIMPLEMENTED for PEFT features
   // loramux does not serve yet (modules_to_save, lora_bias, non-LORA peft_type, ...), naming them.

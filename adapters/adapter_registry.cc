@@ -1,7 +1,5 @@
 #include "adapters/adapter_registry.h"
 
-#include <fstream>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -11,7 +9,6 @@
 #include "adapters/adapter_weights.h"
 #include "adapters/safetensors.h"
 #include "common/logging.h"
-#include "common/sha256.h"
 #include "common/status_macros.h"
 
 namespace loramux {
@@ -21,7 +18,7 @@ struct AdapterRegistry::Entry {
   StoredAdapter stored;
   AdapterKey key;
   bool loading = false;
-  std::shared_ptr<const SafetensorsFile> host;    // HOST tier: the weight file's bytes
+  std::shared_ptr<const SafetensorsFile> host;    // HOST tier: the weight file, mapped
   std::shared_ptr<const AdapterWeights> weights;  // DEVICE tier
   int64_t users = 0;  // running requests (and admin loads) holding it
   bool pinned = false;
@@ -38,28 +35,19 @@ int64_t AdapterRegistry::Entry::device_bytes() const { return weights ? weights-
 
 namespace {
 
-// Reads a stored weight file into memory, optionally checking it still matches its digest.
-absl::StatusOr<std::shared_ptr<const SafetensorsFile>> ReadWeights(const StoredAdapter& stored,
-                                                                   bool verify) {
-  std::ifstream in(stored.weights_path, std::ios::binary | std::ios::ate);
-  if (!in) {
+// Maps a stored weight file into memory (the HOST tier: its pages are the file's bytes, read once
+// by the first copy to the device), optionally re-hashing it against its version first.
+absl::StatusOr<std::shared_ptr<const SafetensorsFile>> MapWeights(AdapterStore& store,
+                                                                  const StoredAdapter& stored,
+                                                                  bool verify) {
+  if (verify) RETURN_IF_ERROR(store.Verify(stored));
+  absl::StatusOr<std::unique_ptr<SafetensorsFile>> file = SafetensorsFile::Open(stored.weights_path);
+  if (file.status().code() == absl::StatusCode::kNotFound) {
     return absl::NotFoundError(absl::StrCat("adapter \"", stored.name, "@", stored.version,
                                             "\": weights file is gone (deleted meanwhile?)"));
   }
-  std::string bytes(static_cast<size_t>(in.tellg()), '\0');
-  in.seekg(0);
-  if (!in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()))) {
-    return absl::DataLossError(absl::StrCat("adapter \"", stored.name, "\": cannot read ",
-                                            stored.weights_path));
-  }
-  const std::string digest = verify ? Sha256Hex(bytes) : stored.version;
-  if (digest != stored.version) {
-    return absl::DataLossError(absl::StrCat("adapter \"", stored.name, "\": stored weights hash to ",
-                                            digest, " but the version is ", stored.version,
-                                            "; re-upload the adapter"));
-  }
-  ASSIGN_OR_RETURN(auto file, SafetensorsFile::FromBytes(std::move(bytes), stored.weights_path));
-  return std::shared_ptr<const SafetensorsFile>(std::move(file));
+  RETURN_IF_ERROR(file.status());
+  return std::shared_ptr<const SafetensorsFile>(*std::move(file));
 }
 
 }  // namespace
@@ -139,7 +127,7 @@ void AdapterRegistry::LoaderLoop() {
     }
     absl::StatusOr<std::shared_ptr<const AdapterWeights>> weights = absl::InternalError("unset");
     if (!host) {
-      auto read = ReadWeights(entry->stored, options_.verify_on_load);
+      auto read = MapWeights(store_, entry->stored, options_.verify_on_load);
       if (read.ok()) host = *read;
       else weights = read.status();
     }

@@ -1,7 +1,7 @@
 // The registry: which adapter versions exist (via the store) and which are resident, under byte
 // budgets, with LRU eviction of unused ones.
 //
-// Tiers: STORED (files in the store) -> HOST (the weight file's bytes held in memory) -> DEVICE
+// Tiers: STORED (files in the store) -> HOST (the weight file mapped into memory) -> DEVICE
 // (AdapterWeights on the model's device, ready to serve). Each tier has a byte budget; the least
 // recently used adapter that no running request uses and nobody pinned is evicted first.
 // Loads run on a background thread and are single-flight: many requests for one cold adapter

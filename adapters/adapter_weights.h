@@ -32,9 +32,9 @@ struct ModuleAdapter {
   enum class Kind { kLora, kDoraRow, kDoraCol };
   Kind kind = Kind::kLora;
   int64_t rank = 0;
-  double scale = 1.0;  // s
+  double scale = 1.0;  // s, applied with the request scale c as c·s at serving time
   torch::Tensor a;     // [r, in]
-  torch::Tensor b_t;   // B^T [r, out], multiplied by s (so the delta is (x A^T) b_t)
+  torch::Tensor b_t;   // B^T [r, out] (the delta is c·s·(x A^T) b_t)
   // DoRA only: gain at request scale 1, [out] (kDoraRow) or [in] (kDoraCol), model dtype.
   torch::Tensor gain;
   // DoRA only, float64 on the device: magnitude m and the squared-norm terms of W + c·sBA per

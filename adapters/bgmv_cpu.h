@@ -12,10 +12,10 @@ namespace loramux {
 
 struct BgmvSegment {
   const float* a = nullptr;     // [rank, in]
-  const float* b_t = nullptr;   // B^T [rank, out], s already folded in
+  const float* b_t = nullptr;   // B^T [rank, out]
   const float* gain = nullptr;  // [out] DoRA row gain, or null for LoRA
   int64_t rank = 0;
-  float scale = 1.0f;           // request scale c
+  float scale = 1.0f;           // c·s: request scale times the adapter's scale
   int64_t begin = 0, end = 0;   // token rows
 };
 

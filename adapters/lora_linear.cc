@@ -9,6 +9,7 @@ namespace loramux {
 namespace {
 
 // Adds one module's delta to rows y (in place) for inputs x of the same rows.
+// `scale` is the request scale c; the delta carries c·s.
 void AddDelta(const ModuleAdapter& m, double scale, const LinearWeights& base,
               const torch::Tensor& x, torch::Tensor y) {
   using Kind = ModuleAdapter::Kind;
@@ -17,18 +18,18 @@ void AddDelta(const ModuleAdapter& m, double scale, const LinearWeights& base,
     const torch::Tensor g = m.GainAt(scale);
     const torch::Tensor gx = x * g;
     y.add_(torch::matmul(gx - x, base.weight.t()));
-    y.add_(torch::matmul(torch::matmul(gx, m.a.t()), m.b_t), scale);
+    y.add_(torch::matmul(torch::matmul(gx, m.a.t()), m.b_t), scale * m.scale);
     return;
   }
   torch::Tensor lora = torch::matmul(torch::matmul(x, m.a.t()), m.b_t);
   if (m.kind == Kind::kLora) {
-    y.add_(lora, scale);
+    y.add_(lora, scale * m.scale);
     return;
   }
   // DoRA per output row: y = g ⊙ (y0 - b + c·sBAx) + b.
   const torch::Tensor g = m.GainAt(scale);
   if (base.bias.defined()) y.sub_(base.bias);
-  y.add_(lora, scale).mul_(g);
+  y.add_(lora, scale * m.scale).mul_(g);
   if (base.bias.defined()) y.add_(base.bias);
 }
 
@@ -61,7 +62,7 @@ torch::Tensor AdaptedLinear(const torch::Tensor& x, const LinearWeights& base,
     const int64_t len = segment.end - segment.begin;
     if (fused && FusedSegment(*m, len)) {
       BgmvSegment s{m->a.data_ptr<float>(), m->b_t.data_ptr<float>(), nullptr, m->rank,
-                    static_cast<float>(segment.scale), segment.begin, segment.end};
+                    static_cast<float>(segment.scale * m->scale), segment.begin, segment.end};
       if (m->kind == ModuleAdapter::Kind::kDoraRow) {
         gains.push_back(m->GainAt(segment.scale).contiguous());
         s.gain = gains.back().data_ptr<float>();

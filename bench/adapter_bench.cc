@@ -60,11 +60,11 @@ double MergeSwitch(const LlamaModel& model, const AdapterWeights& adapter) {
   const auto start = std::chrono::steady_clock::now();
   for (size_t i = 0; i < weights.size(); ++i) {
     const ModuleAdapter* m = adapter.module(static_cast<int64_t>(i));
-    weights[i].add_(torch::matmul(m->b_t.t(), m->a));
+    weights[i].add_(torch::matmul(m->b_t.t(), m->a) * m->scale);
   }
   for (size_t i = 0; i < weights.size(); ++i) {
     const ModuleAdapter* m = adapter.module(static_cast<int64_t>(i));
-    weights[i].sub_(torch::matmul(m->b_t.t(), m->a));
+    weights[i].sub_(torch::matmul(m->b_t.t(), m->a) * m->scale);
   }
   return Seconds(start);
 }

@@ -2,11 +2,11 @@
 #pragma once
 
 #include <string>
-#include "absl/strings/string_view.h"
 
 #include <torch/types.h>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "adapters/safetensors.h"
 
 namespace loramux {
