@@ -52,6 +52,12 @@ bool FusedSegment(const ModuleAdapter& m, int64_t len) {
 torch::Tensor AdaptedLinear(const torch::Tensor& x, const LinearWeights& base,
                             int64_t module_index, const std::vector<AdapterSegment>& segments) {
   torch::Tensor y = torch::linear(x, base.weight, base.bias);
+  AddAdapterDeltas(x, y, base, module_index, segments);
+  return y;
+}
+
+void AddAdapterDeltas(const torch::Tensor& x, torch::Tensor& y, const LinearWeights& base,
+                      int64_t module_index, const std::vector<AdapterSegment>& segments) {
   const bool fused = FusedKernelApplies(x, y);
   std::vector<BgmvSegment> short_segments;
   std::vector<torch::Tensor> gains;  // keeps DoRA gains at non-unit scales alive for the kernel
@@ -77,7 +83,6 @@ torch::Tensor AdaptedLinear(const torch::Tensor& x, const LinearWeights& base,
     const float* bias = base.bias.defined() ? base.bias.data_ptr<float>() : nullptr;
     BgmvCpu(x.data_ptr<float>(), y.data_ptr<float>(), bias, x.size(1), y.size(1), short_segments);
   }
-  return y;
 }
 
 }  // namespace loramux

@@ -32,4 +32,9 @@ struct AdapterSegment {
 torch::Tensor AdaptedLinear(const torch::Tensor& x, const LinearWeights& base,
                             int64_t module_index, const std::vector<AdapterSegment>& segments);
 
+// The side path alone: adds each segment's delta to y [T, out], which holds x W^T + b for inputs
+// x [T, in] (DoRA rescales those rows in place; `base` supplies W and b for it).
+void AddAdapterDeltas(const torch::Tensor& x, torch::Tensor& y, const LinearWeights& base,
+                      int64_t module_index, const std::vector<AdapterSegment>& segments);
+
 }  // namespace loramux

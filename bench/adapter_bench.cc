@@ -69,6 +69,37 @@ double MergeSwitch(const LlamaModel& model, const AdapterWeights& adapter) {
   return Seconds(start);
 }
 
+// The adapter side path alone: every module's deltas for kBatch rows with one adapter each, as
+// one decode step computes them (no base GEMMs), and the bytes of factors it reads per second.
+std::pair<double, double> DeltaOnly(const LlamaModel& model, const std::vector<const AdapterWeights*>& rows) {
+  torch::NoGradGuard guard;
+  std::vector<AdapterSegment> segments;
+  for (int64_t i = 0; i < kBatch; ++i) segments.push_back({rows[i], 1.0, i, i + 1});
+  std::vector<std::pair<torch::Tensor, LinearWeights>> inputs;
+  int64_t bytes = 0;
+  for (int64_t l = 0; l < model.config().num_layers; ++l) {
+    for (int64_t p = 0; p < kNumProjections; ++p) {
+      const LinearWeights& base = model.linear(l, static_cast<Projection>(p));
+      // A zero-size base keeps the base GEMM out of the timing; only the deltas run.
+      inputs.push_back({torch::randn({kBatch, base.weight.size(1)}), base});
+      for (const AdapterWeights* a : rows) {
+        const ModuleAdapter* m = a->module(ModuleIndex(l, static_cast<Projection>(p)));
+        bytes += (m->a.numel() + m->b_t.numel()) * 4;
+      }
+    }
+  }
+  double best = 1e9;
+  for (int round = 0; round < 3; ++round) {
+    const auto start = std::chrono::steady_clock::now();
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      torch::Tensor y = torch::zeros({kBatch, inputs[i].second.weight.size(0)});
+      AddAdapterDeltas(inputs[i].first, y, inputs[i].second, static_cast<int64_t>(i), segments);
+    }
+    best = std::min(best, Seconds(start));
+  }
+  return {best, bytes / best / 1e9};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -115,6 +146,11 @@ int main(int argc, char** argv) {
     std::printf("| %s | %.1f | %.1f | %.1f%% |\n", cases[i].name, best[i] * 1e3, kBatch / best[i],
                 100 * best[0] / best[i]);
   }
+  const auto [delta_s, delta_gbs] = DeltaOnly(*model, rows(lora));
+  const auto [same_s, same_gbs] = DeltaOnly(*model, std::vector<const AdapterWeights*>(kBatch, lora[0].get()));
+  std::printf("# same deltas with one adapter for all rows (factors hot in cache): %.1f ms\n", same_s * 1e3);
+  std::printf("\n# the (c) deltas alone, without base GEMMs: %.1f ms per step, reading adapter factors at "
+              "%.1f GB/s\n", delta_s * 1e3, delta_gbs);
   const double merge = MergeSwitch(*model, *lora[0]);
   std::printf("\n| adapter switch | ms |\n|---|---:|\n");
   std::printf("| merge-based: merge rank-16 into %lld weights + unmerge | %.1f |\n",
