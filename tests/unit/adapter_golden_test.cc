@@ -165,7 +165,8 @@ TEST(AdapterScaleTest, DoraGainAtOtherScalesMatchesDenseNorm) {
   ASSERT_NE(m, nullptr);
   const torch::Tensor w = model->linear(1, kVProj).weight.to(torch::kFloat64);
   for (double c : {0.0, 0.5, 1.0, 2.5}) {
-    const torch::Tensor dense = w + c * torch::matmul(m->b_t.t().to(torch::kFloat64), m->a.to(torch::kFloat64));
+    const torch::Tensor dense =
+        w + c * m->scale * torch::matmul(m->b_t.t().to(torch::kFloat64), m->a.to(torch::kFloat64));
     const torch::Tensor expected = m->magnitude / dense.norm(2, {1});
     EXPECT_LE(MaxAbsDiff(m->GainAt(c), expected), 1e-6) << c;
   }
