@@ -19,8 +19,8 @@ constexpr int64_t kBatch = 32;
 // Mean seconds per decode step for kBatch rows, row i served by adapters[i] (null = base).
 double DecodeStep(const LlamaModel& model, const std::vector<const AdapterWeights*>& adapters,
                   int64_t steps, int64_t context) {
-  KvCache cache(model.config(), kBatch * (context + steps + 16) * 2 * model.config().num_layers *
-                                    model.config().num_kv_heads * model.config().head_dim * 4,
+  KvCache cache(model.config(),
+                kBatch * (context + steps + 16) * KvCache::BytesPerToken(model.config(), model.dtype()),
                 model.device(), model.dtype());
   for (int64_t i = 0; i < kBatch; ++i) cache.Reserve(i, context + steps + 1);
   // Rows sorted by adapter, as the scheduler packs them.

@@ -16,8 +16,8 @@ struct Result {
 };
 
 Result Measure(const LlamaModel& model, int64_t batch, int64_t prompt, int64_t steps) {
-  KvCache cache(model.config(), (batch * (prompt + steps + 16)) * 2 * model.config().num_layers *
-                                    model.config().num_kv_heads * model.config().head_dim * 4 + (1 << 20),
+  KvCache cache(model.config(),
+                batch * (prompt + steps + 16) * KvCache::BytesPerToken(model.config(), model.dtype()),
                 model.device(), model.dtype());
   ForwardBatch prefill;
   for (int64_t i = 0; i < batch; ++i) {

@@ -4,11 +4,15 @@
 
 namespace loramux {
 
+int64_t KvCache::BytesPerToken(const ModelConfig& config, torch::ScalarType dtype) {
+  const int64_t elem = static_cast<int64_t>(c10::elementSize(dtype));
+  return 2 * config.num_layers * config.num_kv_heads * config.head_dim * elem;
+}
+
 KvCache::KvCache(const ModelConfig& config, int64_t budget_bytes, torch::Device device,
                  torch::ScalarType dtype, int64_t block_size)
     : block_size_(block_size) {
-  const int64_t elem = static_cast<int64_t>(c10::elementSize(dtype));
-  bytes_per_token_ = 2 * config.num_layers * config.num_kv_heads * config.head_dim * elem;
+  bytes_per_token_ = BytesPerToken(config, dtype);
   num_blocks_ = std::max<int64_t>(1, budget_bytes / (bytes_per_token_ * block_size_));
   const auto options = torch::TensorOptions().device(device).dtype(dtype);
   for (int64_t layer = 0; layer < config.num_layers; ++layer) {

@@ -33,6 +33,7 @@ class KvCache {
   int64_t used_blocks() const { return num_blocks_ - free_blocks(); }
   // Bytes of K and V for one token across all layers.
   int64_t bytes_per_token() const { return bytes_per_token_; }
+  static int64_t BytesPerToken(const ModelConfig& config, torch::ScalarType dtype);
   int64_t capacity_tokens() const { return num_blocks_ * block_size_; }
 
   // Blocks sequence `id` still needs to hold `total_tokens` tokens.

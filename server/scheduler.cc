@@ -271,7 +271,7 @@ class Scheduler::Impl {
     for (auto& seq : waiting_) {
       if (static_cast<int64_t>(running_.size()) >= options_.max_running_requests) break;
       if (seq->adapter && !seq->leased) {
-        const std::string key = seq->adapter->name + "@" + seq->adapter->version;
+        const std::string key = AdapterKey{seq->adapter->name, seq->adapter->version}.id();
         if (loading_.count(key)) continue;  // asked already; wait for the loader's wake-up
         AdapterRegistry::Lease lease = registry_.Acquire(*seq->adapter, [this] {
           std::lock_guard<std::mutex> lock(mu_);
