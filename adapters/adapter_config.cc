@@ -1,5 +1,6 @@
 #include "adapters/adapter_config.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include <nlohmann/json.hpp>
@@ -7,6 +8,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 
 namespace loramux {
@@ -98,15 +100,29 @@ bool ListOrRegexMatches(const std::string& path, const std::vector<std::string>&
   return false;
 }
 
+// The layer index PEFT's default pattern ^.*\.[^.]*\.(\d+)\. reads from a module path: the last
+// all-digit dotted component that has a dot two components before it and a dot after it.
+// Hand-written because it runs for every base module on every adapter load.
+std::optional<int64_t> DefaultLayerIndex(absl::string_view path) {
+  const std::vector<absl::string_view> parts = absl::StrSplit(path, '.');
+  for (size_t i = parts.size() - 1; i-- > 2;) {  // i in [2, size - 2]
+    const absl::string_view part = parts[i];
+    if (part.empty() || part.size() > 18 ||
+        !std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      continue;
+    }
+    int64_t index = 0;
+    for (char c : part) index = index * 10 + (c - '0');
+    return index;
+  }
+  return std::nullopt;
+}
+
 // The layer index PEFT reads from a module path, honouring layers_pattern.
 std::optional<int64_t> LayerIndex(const std::string& path,
                                   const std::vector<PeftAdapterConfig::Regex>& layers_pattern) {
-  static const RE2 kAnyLayer(R"(^.*\.[^.]*\.(\d+)\.)");
+  if (layers_pattern.empty()) return DefaultLayerIndex(path);
   int64_t index = 0;
-  if (layers_pattern.empty()) {
-    if (RE2::PartialMatch(path, kAnyLayer, &index)) return index;
-    return std::nullopt;
-  }
   for (const auto& pattern : layers_pattern) {
     if (RE2::PartialMatch(path, *pattern, &index)) return index;
   }

@@ -1,5 +1,6 @@
 #include "adapters/adapter_weights.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -11,6 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "adapters/adapter_config.h"
+#include "adapters/factor_arena.h"
 #include "adapters/safetensors.h"
 #include "common/status_macros.h"
 #include "server/llama_model.h"
@@ -19,12 +21,43 @@
 namespace loramux {
 namespace {
 
-// The raw factors of one module as found in the file, in PEFT orientation.
-struct RawModule {
+// One module to adapt, validated against the base: views into the weight file's bytes.
+struct PlannedModule {
+  int64_t index = 0;
+  ModuleAdapter::Kind kind = ModuleAdapter::Kind::kLora;
+  double scale = 1.0;
+  int64_t rank = 0, in = 0, out = 0;
   const TensorView* a = nullptr;  // PEFT [r, in]; seed [in, r]
   const TensorView* b = nullptr;  // PEFT [out, r]; seed [r, out]
-  const TensorView* m = nullptr;  // PEFT [out]; seed [1, in] or [in]
+  const TensorView* m = nullptr;  // DoRA: PEFT [out]; seed [1, in] or [in]
+  bool seed_layout = false;
+
+  // Floats of A and of B^T in the arena, each padded to a cache line.
+  size_t a_floats() const { return FactorArena::Aligned(rank * in); }
+  size_t b_floats() const { return FactorArena::Aligned(rank * out); }
 };
+using Plan = std::vector<PlannedModule>;
+using ModuleList = std::vector<std::unique_ptr<ModuleAdapter>>;
+
+// The raw tensors of one module as named in the file.
+struct RawModule {
+  const TensorView* a = nullptr;
+  const TensorView* b = nullptr;
+  const TensorView* m = nullptr;
+};
+
+// A float32 CPU tensor over an arena's memory; the tensor keeps the arena alive.
+torch::Tensor ArenaTensor(std::shared_ptr<FactorArena> arena) {
+  float* data = arena->data();
+  const auto floats = static_cast<int64_t>(arena->size());
+  return torch::from_blob(data, {floats}, [keep = std::move(arena)](void*) {}, torch::kFloat32);
+}
+
+// A [rows, cols] view of `arena` (1-D) at element `offset`, sharing (and keeping alive) its memory.
+torch::Tensor Slice(const torch::Tensor& arena, size_t offset, int64_t rows, int64_t cols) {
+  char* data = static_cast<char*>(arena.data_ptr()) + offset * arena.element_size();
+  return torch::from_blob(data, {rows, cols}, [keep = arena](void*) {}, arena.options());
+}
 
 constexpr char kPeftPrefix[] = "base_model.model.";
 
@@ -58,78 +91,101 @@ class AdapterBuilder {
   }
   const std::map<std::string, int64_t>& modules() const { return module_index_; }
 
-  absl::Status CheckShape(const TensorView& view, const std::string& role,
-                          const std::string& path, std::vector<int64_t> expected) const {
+  // A factor must be floating point and of the expected shape.
+  absl::Status CheckFactor(const TensorView& view, const std::string& role,
+                           const std::string& path, std::vector<int64_t> expected) const {
+    if (!IsFloatingDType(view.dtype)) {
+      return Invalid(absl::StrCat("tensor \"", view.name, "\" has dtype ",
+                                  std::string(DTypeName(view.dtype)),
+                                  "; expected a floating point type (F32, F16, BF16, F64)"));
+    }
     if (view.shape == expected) return absl::OkStatus();
     return Precondition(absl::StrCat(role, " for ", path, " has shape ", ShapeString(view.shape),
                                      ", base expects ", ShapeString(expected)));
   }
 
-  // A factor as float32 on the device, checked finite.
-  absl::StatusOr<torch::Tensor> Factor(const TensorView& view) const {
-    absl::StatusOr<torch::Tensor> t = ToTorch(view, model_.device(), torch::kFloat32);
-    if (!t.ok()) return Invalid(t.status().message());
-    // A float64 sum cannot overflow for float32 inputs, so it is finite exactly when every
-    // element is: one vectorized pass instead of isfinite + all.
-    if (!std::isfinite(t->sum(torch::kFloat64).item<double>())) {
-      return Invalid(absl::StrCat("tensor \"", view.name, "\" holds NaN or infinite values"));
-    }
-    return t;
-  }
-
-  // Turns A [r,in], B [out,r] (float32) and s into a served module for base module `index`.
-  // DoRA's norm terms are computed in float64.
-  absl::StatusOr<std::unique_ptr<ModuleAdapter>> Build(int64_t index, ModuleAdapter::Kind kind,
-                                                       torch::Tensor a, torch::Tensor b,
-                                                       double s, torch::Tensor m) const {
-    const LinearWeights& base =
-        model_.linear(index / kNumProjections, static_cast<Projection>(index % kNumProjections));
-    auto module = std::make_unique<ModuleAdapter>();
-    module->kind = kind;
-    module->rank = a.size(0);
-    module->scale = s;
-    if (kind != ModuleAdapter::Kind::kLora) {
-      const torch::Tensor w = base.weight.to(torch::kFloat64);
-      const torch::Tensor bs = b.to(torch::kFloat64) * s;
-      a = a.to(torch::kFloat64);
-      if (kind == ModuleAdapter::Kind::kDoraRow) {
-        module->norm_terms = torch::stack({w.pow(2).sum(1), (torch::matmul(w, a.t()) * bs).sum(1),
-                                           (torch::matmul(bs, torch::matmul(a, a.t())) * bs).sum(1)});
-      } else {
-        module->norm_terms = torch::stack({w.pow(2).sum(0), (torch::matmul(bs.t(), w) * a).sum(0),
-                                           (torch::matmul(torch::matmul(bs.t(), bs), a) * a).sum(0)});
+  // Copies every planned factor into one arena in serving layout (A [r,in], B^T [r,out]),
+  // converting to float32 and checking finiteness in the same pass, then moves the arena to the
+  // model's device and dtype (in place for float32 on the CPU). Returns the modules, which view
+  // `arena`.
+  absl::StatusOr<ModuleList> Pack(Plan plan, torch::Tensor& arena) const {
+    if (plan.empty()) return Invalid("it adapts no module of the base model");
+    // Layer by layer, projection by projection: the order a forward pass reads them.
+    std::sort(plan.begin(), plan.end(),
+              [](const PlannedModule& x, const PlannedModule& y) { return x.index < y.index; });
+    size_t floats = 0;
+    for (const PlannedModule& p : plan) floats += p.a_floats() + p.b_floats();
+    auto block = std::make_shared<FactorArena>(floats);
+    size_t offset = 0;
+    for (const PlannedModule& p : plan) {
+      // Serving layout is A [r,in] and B^T [r,out]: PEFT's B [out,r] and seed's A [in,r] flip.
+      if (!CopyFactor(*p.a, /*transpose=*/p.seed_layout, block->data() + offset)) {
+        return NonFinite(*p.a);
       }
-      module->magnitude = m.reshape({-1}).to(torch::kFloat64);
-      const torch::Tensor& t = module->norm_terms;
-      module->gain = (module->magnitude / (t[0] + 2 * t[1] + t[2]).sqrt()).to(model_.dtype());
-      if (!torch::isfinite(module->gain).all().item<bool>()) {
-        return Invalid(absl::StrCat("DoRA magnitude for module ", index,
-                                    " gives a non-finite gain (a zero-norm weight row?)"));
+      if (!CopyFactor(*p.b, /*transpose=*/!p.seed_layout, block->data() + offset + p.a_floats())) {
+        return NonFinite(*p.b);
       }
+      offset += p.a_floats() + p.b_floats();
     }
-    module->a = a.to(model_.dtype()).contiguous();
-    module->b_t = b.t().to(model_.dtype()).contiguous();
-    return module;
+    const torch::Tensor host = ArenaTensor(std::move(block));
+    const bool in_place = model_.device().is_cpu() && model_.dtype() == torch::kFloat32;
+    arena = in_place ? host : host.to(model_.device(), model_.dtype());
+    ModuleList modules(model_.config().num_layers * kNumProjections);
+    offset = 0;
+    for (const PlannedModule& p : plan) {
+      auto module = std::make_unique<ModuleAdapter>();
+      module->kind = p.kind;
+      module->rank = p.rank;
+      module->scale = p.scale;
+      module->a = Slice(arena, offset, p.rank, p.in);
+      module->b_t = Slice(arena, offset + p.a_floats(), p.rank, p.out);
+      if (p.kind != ModuleAdapter::Kind::kLora) {
+        RETURN_IF_ERROR(AddDora(p, Slice(host, offset, p.rank, p.in),
+                                Slice(host, offset + p.a_floats(), p.rank, p.out), *module));
+      }
+      modules[p.index] = std::move(module);
+      offset += p.a_floats() + p.b_floats();
+    }
+    return modules;
   }
 
-  // Builds a module from shape-checked raw factors: LoRA, or `dora_kind` when a magnitude is
-  // present. Seed-layout factors (A [in,r], B [r,out]) are transposed to A [r,in], B [out,r].
-  absl::StatusOr<std::unique_ptr<ModuleAdapter>> BuildChecked(int64_t index, const RawModule& r,
-                                                              ModuleAdapter::Kind dora_kind,
-                                                              bool seed_layout, double s) const {
-    ASSIGN_OR_RETURN(torch::Tensor a, Factor(*r.a));
-    ASSIGN_OR_RETURN(torch::Tensor b, Factor(*r.b));
-    torch::Tensor m;
-    if (r.m) {
-      ASSIGN_OR_RETURN(m, Factor(*r.m));
-    }
-    if (seed_layout) {
-      a = a.t();
-      b = b.t();
-    }
-    return Build(index, r.m ? dora_kind : ModuleAdapter::Kind::kLora, a, b, s, m);
+ private:
+  absl::Status NonFinite(const TensorView& view) const {
+    return Invalid(absl::StrCat("tensor \"", view.name,
+                                "\" holds NaN or infinite values (or values beyond float32)"));
   }
 
+  // DoRA's magnitude, its squared-norm terms of W + sBA (float64, from the exact float32
+  // factors `a` [r,in] and `b_t` [r,out]) and the gain at request scale 1.
+  absl::Status AddDora(const PlannedModule& p, const torch::Tensor& a, const torch::Tensor& b_t,
+                       ModuleAdapter& module) const {
+    const torch::Device device = model_.device();
+    const torch::Tensor w = model_.linear(p.index / kNumProjections,
+                                          static_cast<Projection>(p.index % kNumProjections))
+                                .weight.to(torch::kFloat64);
+    const torch::Tensor a64 = a.to(device, torch::kFloat64);
+    const torch::Tensor bs = b_t.t().to(device, torch::kFloat64) * p.scale;  // [out, r]
+    if (p.kind == ModuleAdapter::Kind::kDoraRow) {
+      module.norm_terms = torch::stack({w.pow(2).sum(1), (torch::matmul(w, a64.t()) * bs).sum(1),
+                                        (torch::matmul(bs, torch::matmul(a64, a64.t())) * bs).sum(1)});
+    } else {
+      module.norm_terms = torch::stack({w.pow(2).sum(0), (torch::matmul(bs.t(), w) * a64).sum(0),
+                                        (torch::matmul(torch::matmul(bs.t(), bs), a64) * a64).sum(0)});
+    }
+    std::vector<float> m(static_cast<size_t>(p.m->numel()));
+    if (!CopyFactor(*p.m, /*transpose=*/false, m.data())) return NonFinite(*p.m);
+    module.magnitude = torch::from_blob(m.data(), {p.m->numel()}, torch::kFloat32)
+                           .to(device, torch::kFloat64);
+    const torch::Tensor& t = module.norm_terms;
+    module.gain = (module.magnitude / (t[0] + 2 * t[1] + t[2]).sqrt()).to(model_.dtype());
+    if (!torch::isfinite(module.gain).all().item<bool>()) {
+      return Invalid(absl::StrCat("DoRA magnitude for module ", p.index,
+                                  " gives a non-finite gain (a zero-norm weight row?)"));
+    }
+    return absl::OkStatus();
+  }
+
+ public:
   const LlamaModel& model() const { return model_; }
   const AdapterLimits& limits() const { return limits_; }
   const std::string& name() const { return name_; }
@@ -183,9 +239,7 @@ absl::Status ParsePeftKey(const AdapterBuilder& builder, const std::string& key,
       "\" is not a LoRA factor (modules_to_save and other PEFT extras are not served)"));
 }
 
-using ModuleList = std::vector<std::unique_ptr<ModuleAdapter>>;
-
-absl::StatusOr<ModuleList> LoadPeft(const AdapterBuilder& builder, const std::string& config_json,
+absl::StatusOr<Plan> PlanPeft(const AdapterBuilder& builder, const std::string& config_json,
                                     const SafetensorsFile& file) {
   ASSIGN_OR_RETURN(PeftAdapterConfig config,
                    PeftAdapterConfig::FromJson(config_json, absl::StrCat("adapter \"", builder.name(),
@@ -204,7 +258,7 @@ absl::StatusOr<ModuleList> LoadPeft(const AdapterBuilder& builder, const std::st
                                           ", which adapter_config.json does not target"));
     }
   }
-  ModuleList modules(builder.model().config().num_layers * kNumProjections);
+  Plan plan;
   for (const auto& [path, index] : builder.modules()) {
     if (!config.Targets(path)) continue;
     auto it = raw.find(path);
@@ -225,16 +279,17 @@ absl::StatusOr<ModuleList> LoadPeft(const AdapterBuilder& builder, const std::st
                                                builder.limits().max_rank));
     }
     const auto shape = BaseShape(builder.model(), index);
-    RETURN_IF_ERROR(builder.CheckShape(*r.a, "lora_A", path, {rank, shape[1]}));
-    RETURN_IF_ERROR(builder.CheckShape(*r.b, "lora_B", path, {shape[0], rank}));
-    if (r.m) RETURN_IF_ERROR(builder.CheckShape(*r.m, "lora_magnitude_vector", path, {shape[0]}));
-    ASSIGN_OR_RETURN(modules[index], builder.BuildChecked(index, r, ModuleAdapter::Kind::kDoraRow,
-                                                          /*seed_layout=*/false, config.ScaleFor(path)));
+    RETURN_IF_ERROR(builder.CheckFactor(*r.a, "lora_A", path, {rank, shape[1]}));
+    RETURN_IF_ERROR(builder.CheckFactor(*r.b, "lora_B", path, {shape[0], rank}));
+    if (r.m) RETURN_IF_ERROR(builder.CheckFactor(*r.m, "lora_magnitude_vector", path, {shape[0]}));
+    plan.push_back({index, r.m ? ModuleAdapter::Kind::kDoraRow : ModuleAdapter::Kind::kLora,
+                    config.ScaleFor(path), rank, shape[1], shape[0], r.a, r.b, r.m,
+                    /*seed_layout=*/false});
   }
-  return modules;
+  return plan;
 }
 
-absl::StatusOr<ModuleList> LoadSeed(const AdapterBuilder& builder, const std::string& config_json,
+absl::StatusOr<Plan> PlanSeed(const AdapterBuilder& builder, const std::string& config_json,
                                     const SafetensorsFile& file) {
   ASSIGN_OR_RETURN(SeedAdapterConfig config,
                    SeedAdapterConfig::FromJson(config_json, absl::StrCat("adapter \"", builder.name(),
@@ -251,7 +306,7 @@ absl::StatusOr<ModuleList> LoadSeed(const AdapterBuilder& builder, const std::st
     (role == "A" ? r.a : role == "B" ? r.b : r.m) = &view;
   }
   if (raw.empty()) return builder.Invalid("the seed weights hold no tensors");
-  ModuleList modules(builder.model().config().num_layers * kNumProjections);
+  Plan plan;
   for (const auto& [path, r] : raw) {
     ASSIGN_OR_RETURN(const int64_t index, builder.IndexOf(path));
     if (r.a == nullptr || r.b == nullptr) {
@@ -264,25 +319,31 @@ absl::StatusOr<ModuleList> LoadSeed(const AdapterBuilder& builder, const std::st
                                                " is outside 1..", builder.limits().max_rank));
     }
     const auto shape = BaseShape(builder.model(), index);
-    RETURN_IF_ERROR(builder.CheckShape(*r.a, "A", path, {shape[1], rank}));
-    RETURN_IF_ERROR(builder.CheckShape(*r.b, "B", path, {rank, shape[0]}));
-    if (r.m && r.m->shape != std::vector<int64_t>{shape[1]}) {
-      RETURN_IF_ERROR(builder.CheckShape(*r.m, "m", path, {1, shape[1]}));
+    RETURN_IF_ERROR(builder.CheckFactor(*r.a, "A", path, {shape[1], rank}));
+    RETURN_IF_ERROR(builder.CheckFactor(*r.b, "B", path, {rank, shape[0]}));
+    if (r.m) {
+      const bool flat = r.m->shape.size() == 1;  // [in] or [1, in]
+      RETURN_IF_ERROR(builder.CheckFactor(*r.m, "m", path,
+                                          flat ? std::vector<int64_t>{shape[1]}
+                                               : std::vector<int64_t>{1, shape[1]}));
     }
-    ASSIGN_OR_RETURN(modules[index], builder.BuildChecked(index, r, ModuleAdapter::Kind::kDoraCol,
-                                                          /*seed_layout=*/true, config.alpha));
+    plan.push_back({index, r.m ? ModuleAdapter::Kind::kDoraCol : ModuleAdapter::Kind::kLora,
+                    config.alpha, rank, shape[1], shape[0], r.a, r.b, r.m, /*seed_layout=*/true});
   }
-  return modules;
+  return plan;
 }
 
+// Plans, validates and packs the modules of a PEFT or seed adapter into `arena`.
 absl::StatusOr<ModuleList> LoadModules(const AdapterBuilder& builder, AdapterFormat format,
                                        const std::string& config_json,
-                                       const SafetensorsFile* file) {
+                                       const SafetensorsFile& file, torch::Tensor& arena) {
   torch::NoGradGuard no_grad;
   absl::StatusOr<ModuleList> modules = absl::InternalError("unset");
   RETURN_IF_ERROR(CatchTorch(absl::StrCat("adapter \"", builder.name(), "\""), [&] {
-    modules = format == AdapterFormat::kPeft ? LoadPeft(builder, config_json, *file)
-                                             : LoadSeed(builder, config_json, *file);
+    absl::StatusOr<Plan> plan = format == AdapterFormat::kPeft
+                                    ? PlanPeft(builder, config_json, file)
+                                    : PlanSeed(builder, config_json, file);
+    modules = plan.ok() ? builder.Pack(*std::move(plan), arena) : plan.status();
   }));
   return modules;
 }
@@ -304,16 +365,43 @@ int64_t ModuleAdapter::bytes() const {
 }
 
 std::shared_ptr<AdapterWeights> AdapterWeights::FromModules(std::string name, ModuleList modules) {
-  auto weights = std::make_shared<AdapterWeights>();
-  weights->name_ = std::move(name);
+  torch::NoGradGuard no_grad;
+  // Repack the factors into one arena, the layout loaded adapters have.
+  size_t floats = 0;
+  torch::TensorOptions options;
   for (const auto& m : modules) {
     if (!m) continue;
-    weights->max_rank_ = std::max(weights->max_rank_, m->rank);
-    weights->use_dora_ |= m->kind != ModuleAdapter::Kind::kLora;
-    weights->bytes_ += m->bytes();
+    floats += FactorArena::Aligned(m->a.numel()) + FactorArena::Aligned(m->b_t.numel());
+    options = m->a.options();
   }
-  weights->modules_ = std::move(modules);
+  const bool host_float = options.device().is_cpu() && options.dtype() == torch::kFloat32;
+  torch::Tensor arena = host_float ? ArenaTensor(std::make_shared<FactorArena>(floats))
+                                   : torch::empty({static_cast<int64_t>(floats)}, options);
+  size_t offset = 0;
+  for (const auto& m : modules) {
+    if (!m) continue;
+    for (torch::Tensor* factor : {&m->a, &m->b_t}) {
+      torch::Tensor slice = Slice(arena, offset, factor->size(0), factor->size(1));
+      slice.copy_(*factor);
+      *factor = slice;
+      offset += FactorArena::Aligned(slice.numel());
+    }
+  }
+  auto weights = std::make_shared<AdapterWeights>();
+  weights->name_ = std::move(name);
+  weights->arena_ = std::move(arena);
+  weights->SetModules(std::move(modules));
   return weights;
+}
+
+void AdapterWeights::SetModules(ModuleList modules) {
+  for (const auto& m : modules) {
+    if (!m) continue;
+    max_rank_ = std::max(max_rank_, m->rank);
+    use_dora_ |= m->kind != ModuleAdapter::Kind::kLora;
+    bytes_ += m->bytes();
+  }
+  modules_ = std::move(modules);
 }
 
 // PyTorch checkpoints (adapter_model.bin) are zip archives or bare pickles; name them rather than
@@ -342,11 +430,14 @@ absl::StatusOr<std::shared_ptr<const AdapterWeights>> AdapterWeights::FromFile(
     const StoredAdapter& adapter, const SafetensorsFile& file, const LlamaModel& model,
     const AdapterLimits& limits) {
   AdapterBuilder builder(adapter.name, model, limits);
+  torch::Tensor arena;
   ASSIGN_OR_RETURN(ModuleList modules,
-                   LoadModules(builder, adapter.format, adapter.config_json, &file));
-  std::shared_ptr<AdapterWeights> weights = FromModules(adapter.name, std::move(modules));
-  if (weights->bytes_ == 0) return builder.Invalid("it adapts no module of the base model");
+                   LoadModules(builder, adapter.format, adapter.config_json, file, arena));
+  auto weights = std::make_shared<AdapterWeights>();
+  weights->name_ = adapter.name;
   weights->version_ = adapter.version;
+  weights->arena_ = std::move(arena);
+  weights->SetModules(std::move(modules));
   return weights;
 }
 

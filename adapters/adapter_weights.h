@@ -10,6 +10,11 @@
 // Seed adapters are stored transposed (A [in,r], B [r,out]) and scaled by alpha; loading turns them
 // into the same A [r,in], B [out,r], s = alpha.
 //
+// Memory: all factors of one adapter live in one arena (FactorArena: huge-page backed when large),
+// module after module in layer order, each A followed by its B^T; the module tensors are views
+// that keep the arena alive. Loading reads the file's bytes once: conversion to float32, the
+// transpose into this layout and the finiteness check happen in one pass.
+//
 // Immutable once built; safe to read from any thread. Shares no storage with the base weights.
 #pragma once
 
@@ -81,13 +86,16 @@ class AdapterWeights {
   int64_t bytes() const { return bytes_; }
   std::vector<std::string> target_kinds() const;  // e.g. {"q_proj", "v_proj"}
 
-  // Builds an adapter directly (benchmarks, tests).
+  // Builds an adapter directly (benchmarks, tests); the factors are repacked into one arena.
   static std::shared_ptr<AdapterWeights> FromModules(
       std::string name, std::vector<std::unique_ptr<ModuleAdapter>> modules);
 
  private:
+  void SetModules(std::vector<std::unique_ptr<ModuleAdapter>> modules);
+
   std::string name_;
   std::string version_;
+  torch::Tensor arena_;  // 1-D, model dtype, on the model's device: every module's A and B^T
   std::vector<std::unique_ptr<ModuleAdapter>> modules_;
   int64_t max_rank_ = 0;
   bool use_dora_ = false;

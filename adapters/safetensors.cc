@@ -195,8 +195,9 @@ class HeaderParser {
   // shape x dtype size must equal the byte span; computed without overflow.
   absl::Status CheckSize(const Entry& entry) const {
     const TensorView& v = entry.view;
-    const std::string what =
-        absl::StrCat("shape ", ShapeString(v.shape), " x ", AbslView(DTypeName(v.dtype)));
+    auto what = [&v] {  // for error messages only
+      return absl::StrCat("shape ", ShapeString(v.shape), " x ", AbslView(DTypeName(v.dtype)));
+    };
     uint64_t needed = DTypeSize(v.dtype);
     bool overflow = false;
     if (std::find(v.shape.begin(), v.shape.end(), 0) != v.shape.end()) {
@@ -208,11 +209,11 @@ class HeaderParser {
     }
     if (overflow) {
       return TensorError(v.name,
-                         absl::StrCat(what, " overflows 64 bits; data_offsets span ", v.nbytes));
+                         absl::StrCat(what(), " overflows 64 bits; data_offsets span ", v.nbytes));
     }
     if (needed != v.nbytes) {
       return TensorError(
-          v.name, absl::StrCat(what, " needs ", needed, " bytes but data_offsets span ", v.nbytes));
+          v.name, absl::StrCat(what(), " needs ", needed, " bytes but data_offsets span ", v.nbytes));
     }
     return absl::OkStatus();
   }

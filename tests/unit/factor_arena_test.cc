@@ -1,0 +1,147 @@
+// The adapter factor arena and its one-pass copy: every dtype converts exactly as LibTorch does,
+// transposes are exact for every shape (vector tiles and scalar edges), any non-finite value is
+// caught wherever it sits, and large arenas are huge-page aligned and reused after free.
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "adapters/adapter_config.h"
+#include "adapters/factor_arena.h"
+
+namespace loramux {
+namespace {
+
+// A TensorView over `t` (contiguous, kept alive by the caller) with `offset` bytes of padding
+// before it in `storage`, so the data starts at an address that is not 4-byte aligned.
+TensorView ViewOf(const torch::Tensor& t, DType dtype, std::string& storage, size_t offset = 1) {
+  const size_t nbytes = t.numel() * t.element_size();
+  storage.assign(offset, '\0');
+  storage.append(static_cast<const char*>(t.data_ptr()), nbytes);
+  TensorView v;
+  v.name = "t";
+  v.dtype = dtype;
+  v.shape = t.sizes().vec();
+  v.data = reinterpret_cast<const uint8_t*>(storage.data()) + offset;
+  v.nbytes = nbytes;
+  return v;
+}
+
+std::vector<float> Copy(const TensorView& view, bool transpose, bool* finite = nullptr) {
+  std::vector<float> out(view.numel());
+  const bool ok = CopyFactor(view, transpose, out.data());
+  if (finite) *finite = ok;
+  return out;
+}
+
+std::vector<float> Values(const torch::Tensor& t) {
+  const torch::Tensor c = t.to(torch::kFloat32).contiguous();
+  return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+}
+
+TEST(FactorArenaTest, TransposesEveryShapeExactly) {
+  // Multiples of the 8x8 tile, ragged edges on either side, single rows and columns.
+  for (auto [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{
+           {8, 8}, {16, 24}, {13, 37}, {1, 5}, {5, 1}, {2816, 16}, {9, 7}, {64, 3}}) {
+    const torch::Tensor t = torch::randn({rows, cols});
+    std::string storage;
+    const TensorView v = ViewOf(t, DType::kF32, storage);
+    bool finite = false;
+    EXPECT_EQ(Copy(v, /*transpose=*/true, &finite), Values(t.t())) << rows << "x" << cols;
+    EXPECT_TRUE(finite);
+    EXPECT_EQ(Copy(v, /*transpose=*/false), Values(t)) << rows << "x" << cols;
+  }
+}
+
+TEST(FactorArenaTest, ConvertsHalfBfloatAndDoubleAsTorchDoes) {
+  // Normal, subnormal, signed zero and extreme values of each type.
+  const torch::Tensor base = torch::tensor({0.0f, -0.0f, 1.0f, -2.5f, 6.0e-8f, 3.0e-5f, 65504.0f,
+                                            -1.0e-3f, 3.14159f, 1.0e30f, -7.0e-39f, 123.456f});
+  for (auto [dtype, torch_dtype] : std::vector<std::pair<DType, torch::ScalarType>>{
+           {DType::kF16, torch::kFloat16}, {DType::kBF16, torch::kBFloat16},
+           {DType::kF64, torch::kFloat64}, {DType::kF32, torch::kFloat32}}) {
+    torch::Tensor t = base.to(torch_dtype);
+    if (dtype == DType::kF16) t = t.masked_fill(t.isinf(), 1.0);  // 1e30 overflows half
+    std::string storage;
+    const torch::Tensor grid = t.reshape({3, 4}).contiguous();
+    const TensorView v = ViewOf(grid, dtype, storage);
+    EXPECT_EQ(Copy(v, false), Values(grid)) << DTypeName(dtype);
+    EXPECT_EQ(Copy(v, true), Values(grid.t())) << DTypeName(dtype);
+  }
+}
+
+TEST(FactorArenaTest, FindsNonFiniteValuesAnywhere) {
+  const float kBad[] = {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                        -std::numeric_limits<float>::infinity()};
+  const int64_t rows = 19, cols = 21;  // tiles plus edges in both directions
+  for (float bad : kBad) {
+    for (int64_t at : {int64_t{0}, int64_t{9}, cols * 8 + 3, rows * cols - 1, cols * 17 + 20}) {
+      torch::Tensor t = torch::randn({rows, cols});
+      t.view(-1)[at] = bad;
+      std::string storage;
+      const TensorView v = ViewOf(t, DType::kF32, storage);
+      bool finite = true;
+      Copy(v, true, &finite);
+      EXPECT_FALSE(finite) << bad << " at " << at << " (transposed)";
+      finite = true;
+      Copy(v, false, &finite);
+      EXPECT_FALSE(finite) << bad << " at " << at;
+    }
+  }
+  // float64 values beyond float32's range do not fit a float32 factor.
+  const torch::Tensor wide = torch::tensor({1.0, 1.0e300}, torch::kFloat64).reshape({1, 2});
+  std::string storage;
+  bool finite = true;
+  Copy(ViewOf(wide, DType::kF64, storage), false, &finite);
+  EXPECT_FALSE(finite);
+  // Half and bfloat infinities.
+  for (auto [dtype, torch_dtype] : std::vector<std::pair<DType, torch::ScalarType>>{
+           {DType::kF16, torch::kFloat16}, {DType::kBF16, torch::kBFloat16}}) {
+    const torch::Tensor t = torch::tensor({1.0f, std::numeric_limits<float>::infinity()}).to(torch_dtype);
+    finite = true;
+    Copy(ViewOf(t.reshape({1, 2}).contiguous(), dtype, storage), true, &finite);
+    EXPECT_FALSE(finite) << DTypeName(dtype);
+  }
+}
+
+TEST(FactorArenaTest, LargeArenasAreHugePageAlignedAndReused) {
+  const size_t floats = (size_t{5} << 20) / sizeof(float);  // 5 MiB
+  float* first = nullptr;
+  {
+    FactorArena arena(floats);
+    ASSERT_TRUE(arena.huge_pages());
+    first = arena.data();
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(first) % (size_t{2} << 20), 0u);
+    std::memset(arena.data(), 0x3f, floats * sizeof(float));  // the whole span is writable
+  }
+  FactorArena again(floats);
+  EXPECT_EQ(again.data(), first);  // the freed block came back from the pool
+  FactorArena small(100);
+  EXPECT_FALSE(small.huge_pages());
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(small.data()) % 64, 0u);
+}
+
+TEST(FactorArenaTest, LayerIndexFollowsPeftsDefaultPattern) {
+  // PEFT reads the layer from ^.*\.[^.]*\.(\d+)\. : the last numeric component with a dot after it.
+  auto config = PeftAdapterConfig::FromJson(
+      R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "proj"],
+          "layers_to_transform": [1, 12]})", "test");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_TRUE(config->Targets("model.layers.1.self_attn.q_proj"));
+  EXPECT_TRUE(config->Targets("model.layers.12.self_attn.q_proj"));
+  EXPECT_FALSE(config->Targets("model.layers.0.self_attn.q_proj"));
+  EXPECT_FALSE(config->Targets("model.layers.11.self_attn.q_proj"));
+  EXPECT_FALSE(config->Targets("model.layers.121.self_attn.q_proj"));
+  EXPECT_TRUE(config->Targets("model.layers.3.blocks.1.proj"));   // the last index counts
+  EXPECT_FALSE(config->Targets("model.layers.1.blocks.3.proj"));
+  EXPECT_FALSE(config->Targets("1.q_proj"));                       // needs a dot two parts before
+  EXPECT_FALSE(config->Targets("x.1.q_proj"));
+  EXPECT_TRUE(config->Targets("x.y.1.q_proj"));
+  EXPECT_FALSE(config->Targets("model.layers.1a.q_proj"));         // digits only
+  EXPECT_FALSE(config->Targets("model.layers.q_proj"));            // no index: not targeted
+}
+
+}  // namespace
+}  // namespace loramux
