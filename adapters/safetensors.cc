@@ -8,27 +8,32 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <limits>
 #include <new>
 #include <tuple>
 #include <utility>
 
 #include <nlohmann/json.hpp>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "adapters/safetensors_header.h"
 #include "common/status_macros.h"
 
 namespace loramux {
 namespace {
 
-using json = nlohmann::json;
+using json = nlohmann::json;  // for writing only; the header is read by safetensors_header
+using safetensors_header::JsonType;
+using safetensors_header::ScannedHeader;
+using safetensors_header::ScannedInts;
+using safetensors_header::ScannedTensor;
 
 // Same cap as the reference implementation: a real header is a few KiB to a few MiB.
 constexpr uint64_t kMaxHeaderBytes = uint64_t{100} << 20;
-// A valid header nests three deep ({name: {shape: [...]}}). The cap bounds the memory an
-// adversarial "[[[[..." header could make the JSON DOM allocate (tens of bytes per input byte).
+// A valid header nests three deep ({name: {shape: [...]}}). The cap bounds the scanner's
+// recursion on an adversarial "[[[[..." header.
 constexpr int kMaxJsonDepth = 8;
 
 struct DTypeInfo {
@@ -56,53 +61,22 @@ uint64_t ReadLittleEndian64(const uint8_t* p) {
   return v;
 }
 
-// True when brackets outside strings never nest deeper than `max_depth`. Malformed JSON is left
-// for the real parser to reject.
-bool NestingWithin(const char* first, const char* last, int max_depth) {
-  int depth = 0;
-  bool in_string = false;
-  for (const char* p = first; p != last; ++p) {
-    if (in_string) {
-      if (*p == '\\') {
-        if (++p == last) break;
-      } else if (*p == '"') {
-        in_string = false;
-      }
-    } else if (*p == '"') {
-      in_string = true;
-    } else if (*p == '{' || *p == '[') {
-      if (++depth > max_depth) return false;
-    } else if (*p == '}' || *p == ']') {
-      --depth;
-    }
-  }
-  return true;
-}
-
-// A JSON number that is an integer >= 0 and fits int64 (shapes are int64 in TensorView).
-bool AsNonNegativeInt(const json& j, uint64_t* out) {
-  if (j.is_number_unsigned()) {
-    *out = j.get<uint64_t>();
-  } else if (j.is_number_integer()) {
-    int64_t v = j.get<int64_t>();
-    if (v < 0) return false;
-    *out = static_cast<uint64_t>(v);
-  } else {
-    return false;
-  }
-  return *out <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
-}
-
 // Debian's Abseil has its own string_view, not an alias of std::string_view as the public API uses.
 absl::string_view AbslView(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
 // Error messages echo parts of the header; a hostile header must not make them huge.
+constexpr size_t kMaxShown = 160;
 std::string Clip(std::string s) {
-  constexpr size_t kMaxShown = 160;
   if (s.size() > kMaxShown) s.replace(kMaxShown, std::string::npos, "...");
   return s;
 }
-std::string Clip(const json& j) { return Clip(j.dump()); }
+// A scanned JSON value as an error message quotes it: compact, clipped.
+std::string Show(std::string_view json_text) {
+  return Clip(safetensors_header::CompactJson(json_text, kMaxShown));
+}
+absl::string_view TypeName(JsonType type) {
+  return AbslView(safetensors_header::JsonTypeName(type));
+}
 
 std::string ShapeString(const std::vector<int64_t>& shape) {
   return Clip(absl::StrCat("[", absl::StrJoin(shape, ","), "]"));
@@ -127,58 +101,70 @@ class HeaderParser {
     return Error(absl::StrCat("tensor \"", Clip(name), "\": ", what));
   }
 
-  absl::Status ParseMetadata(const json& j, std::map<std::string, std::string>* metadata) const {
-    if (!j.is_object()) {
+  // "__metadata__", when present, must be an object of string to string with unique keys.
+  absl::Status ParseMetadata(const ScannedHeader& header,
+                             std::map<std::string, std::string>* metadata) const {
+    if (header.metadata_count == 0) return absl::OkStatus();
+    if (header.metadata_count > 1) return Error("the header has more than one \"__metadata__\"");
+    if (header.metadata.type != JsonType::kObject) {
       return Error(absl::StrCat("\"__metadata__\" must be an object of string to string, got ",
-                                j.type_name()));
+                                TypeName(header.metadata.type)));
     }
-    for (const auto& [key, value] : j.items()) {
-      if (!value.is_string()) {
-        return Error(absl::StrCat("\"__metadata__\" value for \"", Clip(key),
-                                  "\" must be a string, got ", value.type_name()));
+    for (const auto& item : header.metadata_items) {
+      if (item.value.type != JsonType::kString) {
+        return Error(absl::StrCat("\"__metadata__\" value for \"", Clip(item.key),
+                                  "\" must be a string, got ", TypeName(item.value.type)));
       }
-      (*metadata)[key] = value.get<std::string>();
+      if (!metadata->emplace(item.key, item.string_value).second) {
+        return Error(
+            absl::StrCat("\"__metadata__\" has the key \"", Clip(item.key), "\" more than once"));
+      }
     }
     return absl::OkStatus();
   }
 
-  absl::Status ParseEntry(const std::string& name, const json& j, Entry* entry) const {
-    if (!j.is_object()) {
-      return TensorError(name, absl::StrCat("entry must be an object, got ", j.type_name()));
+  // Checks one tensor entry (whose name is already in entry->view); `ints` holds the scanned
+  // shape and offset values.
+  absl::Status ParseEntry(const ScannedTensor& t, const std::vector<int64_t>& ints,
+                          Entry* entry) const {
+    const std::string& name = entry->view.name;
+    if (t.entry.type != JsonType::kObject) {
+      return TensorError(name,
+                         absl::StrCat("entry must be an object, got ", TypeName(t.entry.type)));
     }
-    entry->view.name = name;
+    if (!t.duplicate_key.empty()) {
+      return TensorError(name, absl::StrCat("entry has the key \"", AbslView(t.duplicate_key),
+                                            "\" more than once"));
+    }
 
-    auto dtype_it = j.find("dtype");
-    if (dtype_it == j.end() || !dtype_it->is_string()) {
+    if (!t.dtype.present() || t.dtype.type != JsonType::kString) {
       return TensorError(name, "missing or non-string \"dtype\"");
     }
-    auto dtype = ParseDType(dtype_it->get_ref<const std::string&>());
-    if (!dtype.ok()) return TensorError(name, dtype.status().message());
+    auto dtype = ParseDType(t.dtype_name);
+    if (!dtype.ok()) return TensorError(name, Clip(std::string(dtype.status().message())));
     entry->view.dtype = *dtype;
 
-    auto shape_it = j.find("shape");
-    if (shape_it == j.end() || !shape_it->is_array()) {
+    const ScannedInts& shape = t.shape;
+    if (!shape.value.present() || shape.value.type != JsonType::kArray) {
       return TensorError(name, "missing or non-array \"shape\"");
     }
-    for (const json& dim : *shape_it) {
-      uint64_t d = 0;
-      if (!AsNonNegativeInt(dim, &d)) {
-        return TensorError(
-            name, absl::StrCat("shape entry ", Clip(dim),
-                               " is not a non-negative integer (in shape ", Clip(*shape_it), ")"));
-      }
-      entry->view.shape.push_back(static_cast<int64_t>(d));
+    if (!shape.first_bad.empty()) {
+      return TensorError(name, absl::StrCat("shape entry ", Show(shape.first_bad),
+                                            " is not a non-negative integer (in shape ",
+                                            Show(shape.value.text), ")"));
     }
+    entry->view.shape.assign(ints.begin() + shape.first, ints.begin() + shape.first + shape.count);
 
-    auto offsets_it = j.find("data_offsets");
-    if (offsets_it == j.end() || !offsets_it->is_array() || offsets_it->size() != 2 ||
-        !AsNonNegativeInt((*offsets_it)[0], &entry->begin) ||
-        !AsNonNegativeInt((*offsets_it)[1], &entry->end)) {
-      std::string found = offsets_it == j.end() ? "nothing" : Clip(*offsets_it);
+    const ScannedInts& offsets = t.data_offsets;
+    if (!offsets.value.present() || offsets.value.type != JsonType::kArray || offsets.count != 2 ||
+        !offsets.first_bad.empty()) {
+      std::string found = offsets.value.present() ? Show(offsets.value.text) : "nothing";
       return TensorError(name, absl::StrCat("\"data_offsets\" must be [begin,end] of non-negative "
                                             "integers, got ",
                                             found));
     }
+    entry->begin = static_cast<uint64_t>(ints[offsets.first]);
+    entry->end = static_cast<uint64_t>(ints[offsets.first + 1]);
     if (entry->end < entry->begin) {
       return TensorError(name, absl::StrCat("data_offsets [", entry->begin, ",", entry->end,
                                             "] end before begin"));
@@ -218,13 +204,25 @@ class HeaderParser {
     return absl::OkStatus();
   }
 
-  // Sorted by begin; each tensor must start at or after the furthest end seen so far.
-  absl::Status CheckNoOverlap(std::vector<Entry>& entries) const {
-    std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
+  // Positions in `entries` sorted by (begin, end, name): file order. (Sorting positions instead
+  // of the entries themselves saves moving their strings and vectors around.)
+  static std::vector<size_t> FileOrder(const std::vector<Entry>& entries) {
+    std::vector<size_t> order(entries.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&entries](size_t i, size_t j) {
+      const Entry& a = entries[i];
+      const Entry& b = entries[j];
       return std::tie(a.begin, a.end, a.view.name) < std::tie(b.begin, b.end, b.view.name);
     });
+    return order;
+  }
+
+  // In file order, each tensor must start at or after the furthest end seen so far.
+  absl::Status CheckNoOverlap(const std::vector<Entry>& entries,
+                              const std::vector<size_t>& order) const {
     const Entry* furthest = nullptr;
-    for (const Entry& e : entries) {
+    for (size_t i : order) {
+      const Entry& e = entries[i];
       if (furthest != nullptr && e.begin < furthest->end) {
         return TensorError(
             e.view.name, absl::StrCat("data_offsets [", e.begin, ",", e.end, "] overlap tensor \"",
@@ -317,7 +315,7 @@ SafetensorsFile::~SafetensorsFile() {
 }
 
 const TensorView* SafetensorsFile::Find(std::string_view name) const {
-  auto it = index_.find(std::string(name));
+  auto it = index_.find(AbslView(name));
   return it == index_.end() ? nullptr : &tensors_[it->second];
 }
 
@@ -341,42 +339,50 @@ absl::Status SafetensorsFile::Parse(const uint8_t* bytes, size_t size) {
                               " bytes after the length prefix (truncated file?)"));
   }
   const char* first = reinterpret_cast<const char*>(bytes + 8);
-  const char* last = first + header_len;
   const uint8_t* data = bytes + 8 + header_len;
   HeaderParser parser(label_, size - 8 - header_len);
 
-  // nlohmann reports misuse by exceptions; the checks below avoid them, the catch is a backstop.
+  // The scanner allocates; bad_alloc is the exception to expect, the rest is a backstop.
   try {
-    if (!NestingWithin(first, last, kMaxJsonDepth)) {
-      return error(absl::StrCat("header JSON nests deeper than ", kMaxJsonDepth, " levels"));
-    }
-    // nlohmann's lexer takes a NUL byte for end of input and would ignore whatever follows it;
-    // JSON never allows a raw NUL, so reject it here.
+    // JSON never allows a raw NUL; say so plainly, as it is the usual sign of a zero-filled or
+    // corrupt header.
     if (const void* nul = std::memchr(first, '\0', header_len)) {
       return error(absl::StrCat("header is not well-formed JSON (NUL byte at header offset ",
                                 static_cast<const char*>(nul) - first, ")"));
     }
-    const json header = json::parse(first, last, nullptr, /*allow_exceptions=*/false);
-    if (header.is_discarded()) return error("header is not well-formed JSON");
-    if (!header.is_object()) {
-      return error(absl::StrCat("header must be a JSON object, got ", header.type_name()));
+    ScannedHeader header;
+    if (absl::Status scanned = safetensors_header::ScanHeader(std::string_view(first, header_len),
+                                                              kMaxJsonDepth, &header);
+        !scanned.ok()) {
+      return error(scanned.message());
     }
+    if (header.top.type != JsonType::kObject) {
+      return error(absl::StrCat("header must be a JSON object, got ", TypeName(header.top.type)));
+    }
+    RETURN_IF_ERROR(parser.ParseMetadata(header, &metadata_));
+    const size_t n = header.tensors.size();
     std::vector<Entry> entries;
-    entries.reserve(header.size());
-    for (const auto& [name, value] : header.items()) {
-      if (name == "__metadata__") {
-        RETURN_IF_ERROR(parser.ParseMetadata(value, &metadata_));
-        continue;
+    entries.reserve(n);  // no reallocation below: `names` points into the entries
+    absl::flat_hash_set<absl::string_view> names;
+    names.reserve(n);
+    for (ScannedTensor& t : header.tensors) {
+      Entry& entry = entries.emplace_back();
+      entry.view.name = std::move(t.name);
+      if (!names.insert(AbslView(entry.view.name)).second) {
+        return parser.TensorError(entry.view.name,
+                                  "duplicate tensor name (the header lists it more than once)");
       }
-      entries.emplace_back();
-      RETURN_IF_ERROR(parser.ParseEntry(name, value, &entries.back()));
+      RETURN_IF_ERROR(parser.ParseEntry(t, header.ints, &entry));
     }
-    RETURN_IF_ERROR(parser.CheckNoOverlap(entries));
-    tensors_.reserve(entries.size());
-    for (Entry& e : entries) {
+    const std::vector<size_t> order = HeaderParser::FileOrder(entries);
+    RETURN_IF_ERROR(parser.CheckNoOverlap(entries, order));
+    tensors_.reserve(n);  // final: index_ points into the names
+    index_.reserve(n);
+    for (size_t i : order) {
+      Entry& e = entries[i];
       e.view.data = data + e.begin;
-      index_[e.view.name] = tensors_.size();
       tensors_.push_back(std::move(e.view));
+      index_.emplace(AbslView(tensors_.back().name), tensors_.size() - 1);
     }
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError(absl::StrCat(label_, ": out of memory parsing header"));

@@ -1,10 +1,11 @@
 // Reader and writer for the safetensors format (8-byte little-endian header length, a JSON header
 // of {name: {dtype, shape, data_offsets}} plus optional "__metadata__", then raw little-endian data).
 //
-// Everything in the header is validated before any tensor is handed out: JSON well-formed, header
-// length sane, known dtypes, offsets in bounds, in order and non-overlapping, shape x dtype size
-// equal to the byte span. A corrupt or truncated file gives an INVALID_ARGUMENT (or NOT_FOUND for
-// a missing file) naming the file and the tensor; never a crash.
+// Everything in the header is validated before any tensor is handed out: strict JSON (RFC 8259,
+// UTF-8; see adapters/safetensors_header.h), header length sane, tensor names unique, known
+// dtypes, offsets in bounds, in order and non-overlapping, shape x dtype size equal to the byte
+// span. A corrupt or truncated file gives an INVALID_ARGUMENT (or NOT_FOUND for a missing file)
+// naming the file and the tensor; never a crash.
 //
 // Thread-safety: a SafetensorsFile is immutable after Open/FromBytes; concurrent reads are safe.
 // Ownership: TensorView::data points into the file's mapping (or owned buffer) and lives as long
@@ -19,7 +20,9 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace loramux {
 
@@ -68,7 +71,8 @@ class SafetensorsFile {
   size_t mapping_size_ = 0;
   std::string owned_;
   std::vector<TensorView> tensors_;
-  std::map<std::string, size_t> index_;  // name -> position in tensors_
+  // name -> position in tensors_; the keys point into tensors_, which never changes after Parse.
+  absl::flat_hash_map<absl::string_view, size_t> index_;
   std::map<std::string, std::string> metadata_;
 };
 

@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "absl/status/status.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -487,6 +489,303 @@ TEST(SafetensorsFileTest, ErrorMessagesStaySmallForHugeHeaders) {
   EXPECT_EQ(file.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(Message(file.status()), HasSubstr("is not a non-negative integer"));
   EXPECT_LT(file.status().message().size(), 1000u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The header's JSON: strict RFC 8259, checked by the hand-written scanner.
+
+// A file whose header is `{<name_json>:<entry_json>}` (a one-byte U8 tensor by default).
+std::string NamedTensorFile(const std::string& name_json,
+                            const std::string& entry_json =
+                                R"({"dtype":"U8","shape":[1],"data_offsets":[0,1]})") {
+  return RawFile("{" + name_json + ":" + entry_json + "}", 1);
+}
+
+void ExpectRejected(const std::string& bytes, const std::vector<std::string>& message_parts,
+                    const std::string& what) {
+  auto file = SafetensorsFile::FromBytes(bytes, kLabel);
+  ASSERT_FALSE(file.ok()) << "accepted " << what;
+  EXPECT_EQ(file.status().code(), absl::StatusCode::kInvalidArgument) << what;
+  const std::string message = Message(file.status());
+  EXPECT_THAT(message, testing::StartsWith(std::string(kLabel) + ": ")) << what;
+  for (const std::string& part : message_parts) EXPECT_THAT(message, HasSubstr(part)) << what;
+}
+
+TEST(HeaderJsonTest, EscapesAndSurrogatePairsInNamesAreDecoded) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {R"("a\"b")", "a\"b"},
+      {R"("back\\slash")", "back\\slash"},
+      {R"("sl\/ash")", "sl/ash"},
+      {R"("\b\f\n\r\t")", "\b\f\n\r\t"},
+      {R"("\u0041\u00e9\u20AC\u007f")", "A\xC3\xA9\xE2\x82\xAC\x7F"},
+      {R"("\ud83d\ude00")", "\xF0\x9F\x98\x80"},  // U+1F600
+      {R"("\uD800\uDC00\uDBFF\uDFFF")", "\xF0\x90\x80\x80\xF4\x8F\xBF\xBF"},
+      {R"("nul\u0000byte")", std::string("nul\0byte", 8)},
+      {"\"raw \xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80 \xEF\xBF\xBF\"",
+       "raw \xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80 \xEF\xBF\xBF"},
+      {R"("")", ""},
+      {R"("layers.0.\u006cora_A.weight")", "layers.0.lora_A.weight"},
+  };
+  for (const auto& [json_name, name] : cases) {
+    auto file = SafetensorsFile::FromBytes(NamedTensorFile(json_name), "escapes");
+    ASSERT_TRUE(file.ok()) << json_name << ": " << file.status();
+    ASSERT_EQ((*file)->tensors().size(), 1u);
+    EXPECT_EQ((*file)->tensors()[0].name, name) << json_name;
+    EXPECT_EQ((*file)->Find(name), &(*file)->tensors()[0]) << json_name;
+  }
+  // "__metadata__" is recognised however it is spelled.
+  auto file = SafetensorsFile::FromBytes(RawFile(R"({"__meta\u0064ata__":{"k\u00e9":"v\n"}})"),
+                                         "escapes");
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_TRUE((*file)->tensors().empty());
+  EXPECT_EQ((*file)->metadata(), (std::map<std::string, std::string>{{"k\xC3\xA9", "v\n"}}));
+}
+
+TEST(HeaderJsonTest, AwkwardNamesAndMetadataRoundTripThroughSerialize) {
+  std::vector<OwnedTensor> tensors = SampleTensors();
+  const std::vector<std::string> names = {
+      "quote\"d", "back\\slash", "ctrl\x01\x1f\x7f", "tab\tnew\nline", "\xC3\xA9\xE2\x82\xAC",
+      "emoji \xF0\x9F\x98\x80", std::string("nul\0in", 6), "", "__metadata", "/slash/"};
+  for (size_t i = 0; i < names.size(); ++i) {
+    tensors.push_back({names[i], DType::kU8, {2}, Pattern(2, static_cast<uint8_t>(i))});
+  }
+  const std::map<std::string, std::string> metadata = {
+      {"format", "pt"}, {"q\"uote", "line\nbreak \xF0\x9F\x98\x80"}, {"", ""}};
+  auto file = SafetensorsFile::FromBytes(SerializeOwned(tensors, metadata), "roundtrip");
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ((*file)->metadata(), metadata);
+  ASSERT_EQ((*file)->tensors().size(), tensors.size());
+  for (const OwnedTensor& t : tensors) {
+    const TensorView* got = (*file)->Find(t.name);
+    ASSERT_NE(got, nullptr) << t.name;
+    EXPECT_EQ(got->name, t.name);
+    EXPECT_EQ(got->shape, t.shape) << t.name;
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(got->data), got->nbytes), t.bytes);
+  }
+}
+
+TEST(HeaderJsonTest, InvalidUtf8AndBadEscapesAreRejected) {
+  const std::vector<std::string> bad_strings = {
+      "\xff", "\xfe", "\x80", "\xbf",                 // not a lead byte
+      "\xc0\x80", "\xc1\xbf",                         // overlong 2-byte
+      "\xe0\x80\x80", "\xe0\x9f\xbf",                 // overlong 3-byte
+      "\xf0\x80\x80\x80", "\xf0\x8f\xbf\xbf",         // overlong 4-byte
+      "\xed\xa0\x80", "\xed\xbf\xbf",                 // UTF-16 surrogates encoded in UTF-8
+      "\xf4\x90\x80\x80", "\xf5\x80\x80\x80",         // beyond U+10FFFF
+      "\xc3", "\xe2\x82", "\xf0\x9f\x98",             // truncated
+      "\xc3\x28", "\xe2\x28\xa1", "\xf0\x9f\x28\x80",  // bad continuation
+      "\xf8\x88\x80\x80\x80",                         // 5-byte form
+      "\\ud800", "\\udc00", "\\ud800x", "\\ud800\\u0041", "\\udbff\\ue000", "\\ud83d\\n",
+      "\\x41", "\\a", "\\'", "\\u12", "\\u12G4", "\\U0041", "\\",
+      "raw\ncontrol", "raw\ttab", std::string("raw\x1f", 4), std::string("raw\x01", 4),
+  };
+  for (const std::string& bad : bad_strings) {
+    const std::string quoted = "\"" + bad + "\"";
+    SCOPED_TRACE(testing::PrintToString(bad));
+    ExpectRejected(NamedTensorFile(quoted), {"header is not well-formed JSON"}, "name");
+    ExpectRejected(
+        NamedTensorFile(R"("t")", R"({"dtype":"U8","shape":[1],"data_offsets":[0,1],"x":)" +
+                                      quoted + "}"),
+        {"not well-formed JSON"}, "ignored value");
+    ExpectRejected(RawFile(R"({"__metadata__":{"k":)" + quoted + "}}"), {"not well-formed JSON"},
+                   "metadata value");
+  }
+  ExpectRejected(NamedTensorFile("\"\xff\""), {"invalid UTF-8", "header offset 2"}, "offset");
+}
+
+TEST(HeaderJsonTest, DuplicateNamesAndKeysAreRejected) {
+  const std::string a = R"({"dtype":"U8","shape":[1],"data_offsets":[0,1]})";
+  const std::string b = R"({"dtype":"U8","shape":[1],"data_offsets":[1,2]})";
+  ExpectRejected(RawFile(R"({"t":)" + a + R"(,"t":)" + b + "}", 2),
+                 {"tensor \"t\"", "duplicate tensor name"}, "plain duplicate");
+  ExpectRejected(RawFile(R"({"t":)" + a + R"(,"\u0074":)" + b + "}", 2),
+                 {"tensor \"t\"", "duplicate tensor name"}, "escaped duplicate");
+  ExpectRejected(RawFile(R"({"e":{"dtype":"U8","shape":[0],"data_offsets":[0,0]},)"
+                         R"("e":{"dtype":"U8","shape":[0],"data_offsets":[0,0]}})"),
+                 {"tensor \"e\"", "duplicate tensor name"}, "identical empty tensors");
+  ExpectRejected(NamedTensorFile(R"("t")", R"({"dtype":"U8","dtype":"U8","shape":[1],)"
+                                           R"("data_offsets":[0,1]})"),
+                 {"tensor \"t\"", "\"dtype\" more than once"}, "dtype twice");
+  ExpectRejected(NamedTensorFile(R"("t")", R"({"dtype":"U8","shape":[1],"data_offsets":[0,1],)"
+                                           R"("shape":[1]})"),
+                 {"tensor \"t\"", "\"shape\" more than once"}, "shape twice");
+  ExpectRejected(RawFile(R"({"__metadata__":{},"__metadata__":{}})"),
+                 {"more than one \"__metadata__\""}, "metadata twice");
+  ExpectRejected(RawFile(R"({"__metadata__":{"k":"v","k":"w"}})"),
+                 {"\"__metadata__\" has the key \"k\" more than once"}, "metadata key twice");
+}
+
+TEST(HeaderJsonTest, UnknownEntryKeysWithAnyValueAreIgnored) {
+  auto file = SafetensorsFile::FromBytes(
+      NamedTensorFile(R"("t")", R"({"extra":{"a":[1,{"b":null,"c":[true,false,-0.5e+3]}],)"
+                                R"("s":"x\u0041\"","dtype":"F64","shape":"no"},)"
+                                R"("dtype":"U8","n":-1.5E-3,"z":null,"e":[],"o":{},"b":true,)"
+                                R"("shape":[1],"str":"[{","data_offsets":[0,1],"last":[[[]]]})"),
+      "unknown");
+  ASSERT_TRUE(file.ok()) << file.status();
+  ASSERT_EQ((*file)->tensors().size(), 1u);
+  EXPECT_EQ((*file)->tensors()[0].dtype, DType::kU8);
+  EXPECT_THAT((*file)->tensors()[0].shape, ElementsAre(1));
+}
+
+TEST(HeaderJsonTest, NestingIsCappedAtEightLevels) {
+  // Top-level object, entry object, then six arrays: eight levels.
+  const std::string entry_start = R"({"dtype":"U8","shape":[1],"data_offsets":[0,1],"x":)";
+  auto file = SafetensorsFile::FromBytes(
+      NamedTensorFile(R"("t")", entry_start + "[[[[[[1]]]]]]}"), "depth");
+  EXPECT_TRUE(file.ok()) << file.status();
+  ExpectRejected(NamedTensorFile(R"("t")", entry_start + "[[[[[[[1]]]]]]]}"),
+                 {"nests deeper than 8 levels"}, "nine levels");
+  ExpectRejected(NamedTensorFile(R"("t")", entry_start + R"([[[[[{"a":{"b":1}}]]]]]})"),
+                 {"nests deeper than 8 levels"}, "nine levels, objects");
+}
+
+TEST(HeaderJsonTest, NumbersThatAreNotPlainNonNegativeIntegersAreRejected) {
+  // Well-formed JSON numbers, but not what a shape or an offset may be.
+  for (const std::string number :
+       {"1.0", "1e3", "1E3", "1e+0", "10e-1", "-0", "-1", "0.0", "-0.0", "1.5",
+        "9223372036854775808", "18446744073709551616", "123456789012345678901234567890"}) {
+    SCOPED_TRACE(number);
+    ExpectRejected(
+        NamedTensorFile(R"("t")", R"({"dtype":"U8","shape":[)" + number +
+                                      R"(],"data_offsets":[0,1]})"),
+        {"tensor \"t\"", "shape entry " + number + " is not a non-negative integer"}, "shape");
+    ExpectRejected(
+        NamedTensorFile(R"("t")", R"({"dtype":"U8","shape":[1],"data_offsets":[0,)" + number +
+                                      "]}"),
+        {"tensor \"t\"", "\"data_offsets\" must be [begin,end]", "got [0," + number + "]"},
+        "offset");
+  }
+  // Not JSON numbers at all.
+  for (const std::string number :
+       {"01", "00", "-01", "+1", ".5", "1.", "1.e3", "1e", "1e+", "-", "0x10", "NaN", "Infinity",
+        "-Infinity", "1_000", "- 1"}) {
+    SCOPED_TRACE(number);
+    ExpectRejected(NamedTensorFile(R"("t")", R"({"dtype":"U8","shape":[)" + number +
+                                                 R"(],"data_offsets":[0,1]})"),
+                   {"header is not well-formed JSON"}, "shape");
+  }
+  // The largest accepted values.
+  auto file = SafetensorsFile::FromBytes(
+      NamedTensorFile(R"("t")",
+                      R"({"dtype":"U8","shape":[9223372036854775807,0],"data_offsets":[0,0]})"),
+      "max");
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_THAT((*file)->tensors()[0].shape, ElementsAre(int64_t{9223372036854775807}, 0));
+}
+
+TEST(HeaderJsonTest, TrailingGarbageIsRejected) {
+  for (const std::string header :
+       {"{} x", "{}}", "{},", "{}{}", "{}\"\"", "{} 0", "{}\n]", "{} null", "{}\x80", "{}/**/",
+        "[] []", "\"s\" x", "1 2", "{} \f"}) {
+    SCOPED_TRACE(testing::PrintToString(header));
+    ExpectRejected(RawFile(header), {"header is not well-formed JSON"}, "trailing");
+  }
+  ExpectRejected(RawFile("{}  x"), {"unexpected data after the top-level value",
+                                    "header offset 4"}, "offset");
+}
+
+TEST(HeaderJsonTest, OtherSyntaxErrorsAreRejected) {
+  for (const std::string header :
+       {"  ", "{ ", " }", "{\"t\"}", "{\"t\":}", "{\"t\" 1}", "{\"t\":1,}", "{,}", "{'t':1}",
+        "{t:1}", "{\"t\":[1,]}", "{\"t\":[,1]}", "{\"t\":[1 2]}", "{\"t\":tru}", "{\"t\":nul}",
+        "{\"t\":True}", "{\"t\":\"unterminated}", "{\"t\":1 /* c */}", "// c\n{}",
+        "\xEF\xBB\xBF{}", "{\"a\":1\"b\":2}", "{1:2}", "{\"t\":[}", "{\"t\":{]}"}) {
+    SCOPED_TRACE(testing::PrintToString(header));
+    ExpectRejected(RawFile(header), {"header is not well-formed JSON"}, "syntax");
+  }
+}
+
+TEST(HeaderJsonTest, WhitespaceIsAcceptedEverywhereJsonAllowsIt) {
+  const std::string header =
+      " \t\n\r{ \"t\" \t:\n{ \"dtype\"\r: \"F32\" , \"shape\" :[ 1 ,\t2 ] ,\n\"data_offsets\"\n:"
+      "\n[\n0\n,\n8\n]\n,\"x\" : [ ] , \"y\" : { } } ,\r\n \"__metadata__\" : { \"k\" : \"v\" }"
+      " } \r\n\t ";
+  auto file = SafetensorsFile::FromBytes(RawFile(header, 8), "whitespace");
+  ASSERT_TRUE(file.ok()) << file.status();
+  ASSERT_EQ((*file)->tensors().size(), 1u);
+  EXPECT_THAT((*file)->tensors()[0].shape, ElementsAre(1, 2));
+  EXPECT_EQ((*file)->tensors()[0].nbytes, 8u);
+  EXPECT_EQ((*file)->metadata(), (std::map<std::string, std::string>{{"k", "v"}}));
+
+  // Only space, tab, LF and CR are JSON whitespace.
+  for (const std::string space : {"\f", "\v", "\xC2\xA0", "\x1c"}) {
+    SCOPED_TRACE(testing::PrintToString(space));
+    ExpectRejected(RawFile("{" + space + "}"), {"header is not well-formed JSON"}, "odd space");
+  }
+}
+
+TEST(HeaderJsonTest, ErrorsQuoteValuesCompactly) {
+  ExpectRejected(NamedTensorFile(R"("t")", R"({"dtype":"U8","shape":[ 2 , "x y" ],)"
+                                           R"("data_offsets":[0,1]})"),
+                 {"shape entry \"x y\" is not a non-negative integer (in shape [2,\"x y\"])"},
+                 "compact");
+  ExpectRejected(NamedTensorFile(R"("t")", R"({"dtype":"U8","shape":[1],"data_offsets":[ 0 ]})"),
+                 {"got [0]"}, "compact offsets");
+}
+
+// The header the scanner reads and nlohmann's reading of it must agree on every valid header.
+void ExpectSameAsNlohmann(const std::string& bytes, const std::string& what) {
+  SCOPED_TRACE(what);
+  uint64_t header_len = 0;
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | static_cast<uint8_t>(bytes[i]);
+  const nlohmann::json reference = nlohmann::json::parse(bytes.substr(8, header_len));
+  auto file = SafetensorsFile::FromBytes(bytes, what);
+  ASSERT_TRUE(file.ok()) << file.status();
+  std::map<std::string, std::string> metadata;
+  size_t tensors = 0;
+  const uint8_t* data_section = nullptr;
+  for (const auto& [name, entry] : reference.items()) {
+    if (name == "__metadata__") {
+      metadata = entry.get<std::map<std::string, std::string>>();
+      continue;
+    }
+    ++tensors;
+    const TensorView* t = (*file)->Find(name);
+    ASSERT_NE(t, nullptr) << name;
+    EXPECT_EQ(t->name, name);
+    EXPECT_EQ(DTypeName(t->dtype), entry.at("dtype").get<std::string>()) << name;
+    EXPECT_EQ(t->shape, entry.at("shape").get<std::vector<int64_t>>()) << name;
+    const auto offsets = entry.at("data_offsets").get<std::vector<uint64_t>>();
+    ASSERT_EQ(offsets.size(), 2u);
+    EXPECT_EQ(t->nbytes, offsets[1] - offsets[0]) << name;
+    if (data_section == nullptr) data_section = t->data - offsets[0];
+    EXPECT_EQ(t->data, data_section + offsets[0]) << name;
+  }
+  EXPECT_EQ((*file)->tensors().size(), tensors);
+  EXPECT_EQ((*file)->metadata(), metadata);
+}
+
+TEST(HeaderJsonTest, AgreesWithNlohmannOnValidHeaders) {
+  std::vector<OwnedTensor> awkward = SampleTensors();
+  awkward.push_back({"\xC3\xA9t\xC3\xA9 \"q\" \\ \x01", DType::kBF16, {1, 2}, Pattern(4, 1)});
+  awkward.push_back({"Z.upper.before.metadata", DType::kF32, {1}, Pattern(4, 2)});
+  ExpectSameAsNlohmann(SerializeOwned(SampleTensors()), "serialized");
+  ExpectSameAsNlohmann(SerializeOwned(SampleTensors(), {{"format", "pt"}, {"rank", "8"}}),
+                       "serialized with metadata");
+  ExpectSameAsNlohmann(SerializeOwned(awkward, {{"q\"", "\xF0\x9F\x98\x80\n"}}), "awkward");
+  ExpectSameAsNlohmann(SerializeSafetensors({}), "empty");
+  ExpectSameAsNlohmann(ReadFileBytes(kLlamaTiny), "llama-tiny");
+
+  // A LoRA-adapter-sized header, as in production.
+  std::vector<OwnedTensor> lora;
+  for (int layer = 0; layer < 24; ++layer) {
+    for (const char* proj : {"q_proj", "v_proj"}) {
+      const std::string base = "base_model.model.model.layers." + std::to_string(layer) +
+                               ".self_attn." + proj;
+      lora.push_back({base + ".lora_A.weight", DType::kF16, {8, 16}, Pattern(256, 1)});
+      lora.push_back({base + ".lora_B.weight", DType::kF16, {16, 8}, Pattern(256, 2)});
+    }
+  }
+  ExpectSameAsNlohmann(SerializeOwned(lora, {{"format", "pt"}}), "lora");
+
+  ExpectSameAsNlohmann(
+      RawFile(" {\"b\" : {\"data_offsets\":[ 4 , 8 ],\"shape\":[ 4 ],\"dtype\":\"U8\",\"k\":[{}]},"
+              "\n\"a\":{\"shape\":[2,2],\"dtype\":\"I8\",\"data_offsets\":[0,4]},"
+              "\"\\u00e9\\ud83d\\ude00\":{\"dtype\":\"BOOL\",\"shape\":[0],\"data_offsets\":[8,8]},"
+              "\"__metadata__\":{\"x\":\"\\u0041\\\\\"}} ",
+              16),
+      "hand-written");
 }
 
 // ---------------------------------------------------------------------------------------------
