@@ -40,7 +40,7 @@ struct ModuleAdapter {
   double scale = 1.0;  // s, applied with the request scale c as c·s at serving time
   torch::Tensor a;     // [r, in]
   torch::Tensor b_t;   // B^T [r, out] (the delta is c·s·(x A^T) b_t)
-  // DoRA only: gain at request scale 1, [out] (kDoraRow) or [in] (kDoraCol), model dtype.
+  // DoRA only: gain at request scale 1, [out] (kDoraRow) or [in] (kDoraCol), model dtype, contiguous.
   torch::Tensor gain;
   // DoRA only, float64 on the device: magnitude m and the squared-norm terms of W + c·sBA per
   // row/column: ||W||², <W, sBA>, ||sBA||², so ||W + c sBA||² = t0 + 2c t1 + c² t2 for any

@@ -69,7 +69,9 @@ void AddAdapterDeltas(const torch::Tensor& x, torch::Tensor& y, const LinearWeig
     if (fused && FusedSegment(*m, len)) {
       BgmvSegment s{m->a.data_ptr<float>(), m->b_t.data_ptr<float>(), nullptr, m->rank,
                     static_cast<float>(segment.scale * m->scale), segment.begin, segment.end};
-      if (m->kind == ModuleAdapter::Kind::kDoraRow) {
+      if (m->kind == ModuleAdapter::Kind::kDoraRow && segment.scale == 1.0) {
+        s.gain = m->gain.data_ptr<float>();  // precomputed at load, contiguous
+      } else if (m->kind == ModuleAdapter::Kind::kDoraRow) {
         gains.push_back(m->GainAt(segment.scale).contiguous());
         s.gain = gains.back().data_ptr<float>();
       }

@@ -134,9 +134,9 @@ int main(int argc, char** argv) {
       {"(d) 32 rank-16 DoRA, 7 projections", rows(dora)},
       {"(e) 32 mixed ranks 4..64 (1/4 DoRA)", rows(mixed)},
   };
-  // Interleave the cases over two rounds and keep each one's best, to damp machine noise.
+  // Interleave the cases over three rounds and keep each one's best, to damp machine noise.
   std::vector<double> best(cases.size(), 1e9);
-  for (int round = 0; round < 2; ++round) {
+  for (int round = 0; round < 3; ++round) {
     for (size_t i = 0; i < cases.size(); ++i) {
       best[i] = std::min(best[i], DecodeStep(*model, cases[i].rows, steps, context));
     }
