@@ -65,13 +65,7 @@ constexpr char kPeftPrefix[] = "base_model.model.";
 class AdapterBuilder {
  public:
   AdapterBuilder(std::string name, const LlamaModel& model, const AdapterLimits& limits)
-      : name_(std::move(name)), model_(model), limits_(limits) {
-    for (int64_t l = 0; l < model.config().num_layers; ++l) {
-      for (int64_t p = 0; p < kNumProjections; ++p) {
-        module_index_[ModulePath(l, static_cast<Projection>(p))] = ModuleIndex(l, static_cast<Projection>(p));
-      }
-    }
-  }
+      : name_(std::move(name)), model_(model), limits_(limits) {}
 
   absl::Status Precondition(absl::string_view what) const {
     return absl::FailedPreconditionError(absl::StrCat("adapter \"", name_, "\": ", what));
@@ -81,15 +75,14 @@ class AdapterBuilder {
   }
 
   absl::StatusOr<int64_t> IndexOf(const std::string& path) const {
-    auto it = module_index_.find(path);
-    if (it == module_index_.end()) {
+    const int64_t index = model_.ModuleIndexOf(path);
+    if (index < 0) {
       return Precondition(absl::StrCat(
           "module \"", path, "\" does not exist in the base model or is not a served linear "
           "projection (hint: maybe the adapter was trained for another base model?)"));
     }
-    return it->second;
+    return index;
   }
-  const std::map<std::string, int64_t>& modules() const { return module_index_; }
 
   // A factor must be floating point and of the expected shape.
   absl::Status CheckFactor(const TensorView& view, const std::string& role,
@@ -194,7 +187,6 @@ class AdapterBuilder {
   std::string name_;
   const LlamaModel& model_;
   const AdapterLimits& limits_;
-  std::map<std::string, int64_t> module_index_;
 };
 
 std::vector<int64_t> BaseShape(const LlamaModel& model, int64_t index) {
@@ -259,7 +251,9 @@ absl::StatusOr<Plan> PlanPeft(const AdapterBuilder& builder, const std::string& 
     }
   }
   Plan plan;
-  for (const auto& [path, index] : builder.modules()) {
+  const std::vector<std::string>& paths = builder.model().module_paths();
+  for (int64_t index = 0; index < static_cast<int64_t>(paths.size()); ++index) {
+    const std::string& path = paths[index];
     if (!config.Targets(path)) continue;
     auto it = raw.find(path);
     if (it == raw.end() || it->second.a == nullptr || it->second.b == nullptr) {

@@ -184,18 +184,25 @@ uint32_t TransposeBlock(const uint8_t* src, int64_t rows, int64_t cols, int64_t 
 }
 
 #if defined(__x86_64__)
-// float32 transpose in 8x8 register tiles (loads and stores 32 bytes at a time); the scalar
-// edges go through TransposeBlock. Returns nonzero when a value is not finite.
+// float32 transpose in 8x8 register tiles (32-byte loads and stores). A column edge narrower
+// than 8 (and so every matrix of rank < 8) is loaded masked into a zero-padded tile, which keeps
+// small ranks on the vector path; only the last rows % 8 rows go through TransposeBlock.
+// Returns nonzero when a value is not finite.
 __attribute__((target("avx2"))) uint32_t TransposeF32Avx2(const uint8_t* src, int64_t rows,
                                                           int64_t cols, float* dst) {
+  static const int32_t kLaneMask[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
   const __m256i exponent = _mm256_set1_epi32(0x7f800000);
   __m256i bad = _mm256_setzero_si256();
-  const int64_t rows8 = rows / 8 * 8, cols8 = cols / 8 * 8;
+  const int64_t rows8 = rows / 8 * 8;
   for (int64_t r0 = 0; r0 < rows8; r0 += 8) {
-    for (int64_t c0 = 0; c0 < cols8; c0 += 8) {
+    for (int64_t c0 = 0; c0 < cols; c0 += 8) {
+      const int64_t width = std::min<int64_t>(8, cols - c0);
+      const __m256i mask =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kLaneMask + 8 - width));
       __m256 v[8];
       for (int i = 0; i < 8; ++i) {
-        v[i] = _mm256_loadu_ps(reinterpret_cast<const float*>(src + ((r0 + i) * cols + c0) * 4));
+        v[i] = _mm256_maskload_ps(reinterpret_cast<const float*>(src + ((r0 + i) * cols + c0) * 4),
+                                  mask);
         const __m256i bits = _mm256_and_si256(_mm256_castps_si256(v[i]), exponent);
         bad = _mm256_or_si256(bad, _mm256_cmpeq_epi32(bits, exponent));
       }
@@ -212,11 +219,10 @@ __attribute__((target("avx2"))) uint32_t TransposeF32Avx2(const uint8_t* src, in
           _mm256_permute2f128_ps(s2, s6, 0x20), _mm256_permute2f128_ps(s3, s7, 0x20),
           _mm256_permute2f128_ps(s0, s4, 0x31), _mm256_permute2f128_ps(s1, s5, 0x31),
           _mm256_permute2f128_ps(s2, s6, 0x31), _mm256_permute2f128_ps(s3, s7, 0x31)};
-      for (int i = 0; i < 8; ++i) _mm256_storeu_ps(dst + (c0 + i) * rows + r0, columns[i]);
+      for (int i = 0; i < width; ++i) _mm256_storeu_ps(dst + (c0 + i) * rows + r0, columns[i]);
     }
   }
-  uint32_t edge = TransposeBlock<float>(src, rows, cols, 0, rows8, cols8, cols, dst);
-  edge |= TransposeBlock<float>(src, rows, cols, rows8, rows, 0, cols, dst);
+  const uint32_t edge = TransposeBlock<float>(src, rows, cols, rows8, rows, 0, cols, dst);
   return edge | static_cast<uint32_t>(!_mm256_testz_si256(bad, bad));
 }
 #endif

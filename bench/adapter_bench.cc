@@ -1,10 +1,14 @@
-// Adapter serving cost at batch-32 decode on a random Llama (hidden 1024): step time with
+// Adapter serving cost at batch-32 decode on random Llamas of hidden 1024 and 2048: step time with
 //   (a) base only, (b) one adapter for all rows, (c) 32 different rank-16 LoRA adapters on all 7
 //   projections, (d) 32 different rank-16 DoRA adapters, (e) 32 adapters of ranks 4..64,
 // as throughput ratios against (a), measured side by side in one run; then what switching adapters
 // costs a merge-based server (merge W += sBA into every layer, unmerge) against ours (nothing).
 //
-//   ./build/bench/adapter_bench [layers=8] [steps=6] [context=64]
+// The adapters' share of the bytes a step reads shrinks as 2r/hidden, so the ratios depend on the
+// model size: both sizes are printed.
+//
+//   ./build/bench/adapter_bench [layers=8] [steps=7] [context=64]
+#include <algorithm>
 #include <cstdlib>
 
 #include "bench/bench_util.h"
@@ -16,7 +20,7 @@ namespace {
 
 constexpr int64_t kBatch = 32;
 
-// Mean seconds per decode step for kBatch rows, row i served by adapters[i] (null = base).
+// Median seconds per decode step for kBatch rows, row i served by adapters[i] (null = base).
 double DecodeStep(const LlamaModel& model, const std::vector<const AdapterWeights*>& adapters,
                   int64_t steps, int64_t context) {
   KvCache cache(model.config(),
@@ -44,9 +48,14 @@ double DecodeStep(const LlamaModel& model, const std::vector<const AdapterWeight
     model.Forward(batch, cache).value();
   };
   step(context - 1);  // warm-up at the target context
-  const auto start = std::chrono::steady_clock::now();
-  for (int64_t s = 0; s < steps; ++s) step(context + s);
-  return Seconds(start) / steps;
+  std::vector<double> times;
+  for (int64_t s = 0; s < steps; ++s) {
+    const auto start = std::chrono::steady_clock::now();
+    step(context + s);
+    times.push_back(Seconds(start));
+  }
+  std::nth_element(times.begin(), times.begin() + steps / 2, times.end());
+  return times[steps / 2];
 }
 
 // Seconds to merge one adapter into every adapted weight and unmerge it again (a copy of the base
@@ -100,17 +109,25 @@ std::pair<double, double> DeltaOnly(const LlamaModel& model, const std::vector<c
   return {best, bytes / best / 1e9};
 }
 
-}  // namespace
+// Bytes of the adapters' factors one decode step reads when each row has its own adapter.
+double FactorBytes(const LlamaModel& model, const std::vector<const AdapterWeights*>& rows) {
+  double bytes = 0;
+  for (const AdapterWeights* a : rows) {
+    for (int64_t i = 0; i < a->num_modules(); ++i) {
+      if (const ModuleAdapter* m = a->module(i)) bytes += (m->a.numel() + m->b_t.numel()) * 4.0;
+    }
+  }
+  return bytes;
+}
 
-int main(int argc, char** argv) {
-  const int64_t layers = argc > 1 ? std::atoi(argv[1]) : 8;
-  const int64_t steps = argc > 2 ? std::atoi(argv[2]) : 6;
-  const int64_t context = argc > 3 ? std::atoi(argv[3]) : 64;
-  PrintHeader("loramux adapter_bench: batch-32 decode across adapters (float32, CPU)");
-  auto model = LlamaModel::Random(BenchConfig(layers), torch::kCPU, torch::kFloat32, 1);
-  std::printf("# model: %lld layers, hidden 1024, %.0fM parameters; context %lld; %lld timed steps each\n",
-              static_cast<long long>(layers), ParameterCount(*model) / 1e6,
-              static_cast<long long>(context), static_cast<long long>(steps));
+// The (a)..(e) table for one model size; the switch cost too when `show_switch`.
+void RunModel(int64_t layers, int64_t hidden, int64_t steps, int64_t context, bool show_switch) {
+  auto model = LlamaModel::Random(BenchConfig(layers, hidden), torch::kCPU, torch::kFloat32, 1);
+  std::printf("\n## hidden %lld: %lld layers, %.0fM parameters; context %lld; median of %lld steps, "
+              "best of 3 interleaved rounds\n",
+              static_cast<long long>(hidden), static_cast<long long>(layers),
+              ParameterCount(*model) / 1e6, static_cast<long long>(context),
+              static_cast<long long>(steps));
   std::vector<std::shared_ptr<AdapterWeights>> lora, dora, mixed;
   const int64_t mixed_ranks[] = {4, 8, 16, 32, 64};
   for (int i = 0; i < kBatch; ++i) {
@@ -148,13 +165,31 @@ int main(int argc, char** argv) {
   }
   const auto [delta_s, delta_gbs] = DeltaOnly(*model, rows(lora));
   const auto [same_s, same_gbs] = DeltaOnly(*model, std::vector<const AdapterWeights*>(kBatch, lora[0].get()));
-  std::printf("# same deltas with one adapter for all rows (factors hot in cache): %.1f ms\n", same_s * 1e3);
-  std::printf("\n# the (c) deltas alone, without base GEMMs: %.1f ms per step, reading adapter factors at "
-              "%.1f GB/s\n", delta_s * 1e3, delta_gbs);
+  std::printf("# (c) reads %.0f MB of adapter factors per step, %.0f%% of the base's %.0f MB of weights\n",
+              FactorBytes(*model, rows(lora)) / 1e6,
+              100 * FactorBytes(*model, rows(lora)) / model->weight_bytes(), model->weight_bytes() / 1e6);
+  std::printf("# the (c) deltas alone, without base GEMMs: %.1f ms per step (factors at %.1f GB/s); "
+              "with one adapter for all rows (factors hot in cache): %.1f ms\n",
+              delta_s * 1e3, delta_gbs, same_s * 1e3);
+  if (!show_switch) return;
   const double merge = MergeSwitch(*model, *lora[0]);
   std::printf("\n| adapter switch | ms |\n|---|---:|\n");
   std::printf("| merge-based: merge rank-16 into %lld weights + unmerge | %.1f |\n",
               static_cast<long long>(layers * kNumProjections), merge * 1e3);
   std::printf("| loramux: per-token segments, base untouched | 0.0 (no work: a pointer per segment) |\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int64_t layers = argc > 1 ? std::atoi(argv[1]) : 8;
+  const int64_t steps = argc > 2 ? std::atoi(argv[2]) : 7;
+  const int64_t context = argc > 3 ? std::atoi(argv[3]) : 64;
+  PrintHeader("loramux adapter_bench: batch-32 decode across adapters (float32, CPU)");
+  // The side path is memory-bound and the base compute-bound: the ratios shift with how much CPU
+  // the machine gives, so its matmul speed is printed next to them.
+  std::printf("# torch::mm 2048^3 on this machine now: %.0f GFLOP/s\n", MatmulGflops(torch::kCPU));
+  RunModel(layers, 1024, steps, context, /*show_switch=*/true);
+  RunModel(layers, 2048, steps, context, /*show_switch=*/false);
   return 0;
 }

@@ -21,17 +21,18 @@ inline double Seconds(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-// A Llama-shaped config: hidden 1024, intermediate 2816, 16 heads (8 KV), vocab 32000.
-inline ModelConfig BenchConfig(int64_t layers) {
+// A Llama-shaped config: `hidden` (default 1024), intermediate 2.75x hidden, heads of 64 with
+// half as many KV heads, vocab 32000.
+inline ModelConfig BenchConfig(int64_t layers, int64_t hidden = 1024) {
   ModelConfig c;
   c.architecture = "LlamaForCausalLM";
   c.vocab_size = 32000;
-  c.hidden_size = 1024;
-  c.intermediate_size = 2816;
+  c.hidden_size = hidden;
+  c.intermediate_size = hidden * 11 / 4;
   c.num_layers = layers;
-  c.num_heads = 16;
-  c.num_kv_heads = 8;
   c.head_dim = 64;
+  c.num_heads = hidden / c.head_dim;
+  c.num_kv_heads = c.num_heads / 2;
   c.max_position_embeddings = 2048;
   c.eos_token_ids = {2};
   return c;

@@ -223,6 +223,17 @@ LlamaModel::LlamaModel(ModelConfig config, ModelWeights weights, torch::Device d
                        torch::ScalarType dtype)
     : config_(std::move(config)), weights_(std::move(weights)), device_(device), dtype_(dtype) {
   std::tie(rope_cos_, rope_sin_) = RopeTables(config_, device_);
+  for (int64_t l = 0; l < config_.num_layers; ++l) {
+    for (int64_t p = 0; p < kNumProjections; ++p) {
+      module_index_[ModulePath(l, static_cast<Projection>(p))] = ModuleIndex(l, static_cast<Projection>(p));
+      module_paths_.push_back(ModulePath(l, static_cast<Projection>(p)));
+    }
+  }
+}
+
+int64_t LlamaModel::ModuleIndexOf(const std::string& path) const {
+  auto it = module_index_.find(path);
+  return it == module_index_.end() ? -1 : it->second;
 }
 
 absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& model_dir,

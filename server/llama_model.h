@@ -20,6 +20,7 @@
 
 #include <torch/types.h>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "adapters/lora_linear.h"
 #include "server/kv_cache.h"
@@ -95,6 +96,11 @@ class LlamaModel {
   // Bytes held by the weights.
   int64_t weight_bytes() const;
 
+  // The served linear modules by index (layer * kNumProjections + projection): their paths,
+  // "model.layers.<layer>.<projection path>", and the reverse lookup (-1 when not a module).
+  const std::vector<std::string>& module_paths() const { return module_paths_; }
+  int64_t ModuleIndexOf(const std::string& path) const;
+
  private:
   LlamaModel(ModelConfig config, ModelWeights weights, torch::Device device,
              torch::ScalarType dtype);
@@ -106,6 +112,8 @@ class LlamaModel {
   torch::ScalarType dtype_;
   torch::Tensor rope_cos_;  // [max_positions, head_dim], float32
   torch::Tensor rope_sin_;  // [max_positions, head_dim], float32
+  std::vector<std::string> module_paths_;
+  absl::flat_hash_map<std::string, int64_t> module_index_;
 };
 
 }  // namespace loramux
