@@ -7,7 +7,7 @@
 // The adapters' share of the bytes a step reads shrinks as 2r/hidden, so the ratios depend on the
 // model size: both sizes are printed.
 //
-//   ./build/bench/adapter_bench [layers=8] [steps=7] [context=64]
+//   ./build/bench/adapter_bench [layers=8] [steps=15] [context=64]
 #include <algorithm>
 #include <cstdlib>
 
@@ -20,42 +20,57 @@ namespace {
 
 constexpr int64_t kBatch = 32;
 
-// Median seconds per decode step for kBatch rows, row i served by adapters[i] (null = base).
-double DecodeStep(const LlamaModel& model, const std::vector<const AdapterWeights*>& adapters,
-                  int64_t steps, int64_t context) {
-  KvCache cache(model.config(),
-                kBatch * (context + steps + 16) * KvCache::BytesPerToken(model.config(), model.dtype()),
-                model.device(), model.dtype());
-  for (int64_t i = 0; i < kBatch; ++i) cache.Reserve(i, context + steps + 1);
-  // Rows sorted by adapter, as the scheduler packs them.
-  std::vector<int64_t> order(kBatch);
-  for (int64_t i = 0; i < kBatch; ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return adapters[x] < adapters[y]; });
-  auto step = [&](int64_t pos) {
+// Decode steps for kBatch rows, row i served by adapters[i] (null = base), rows sorted by adapter
+// as the scheduler packs them, each step one token further into the context.
+class DecodeRunner {
+ public:
+  DecodeRunner(const LlamaModel& model, std::vector<const AdapterWeights*> adapters,
+               int64_t context, int64_t max_steps)
+      : model_(model),
+        adapters_(std::move(adapters)),
+        cache_(model.config(),
+               kBatch * (context + max_steps + 16) * KvCache::BytesPerToken(model.config(), model.dtype()),
+               model.device(), model.dtype()),
+        pos_(context - 1) {
+    for (int64_t i = 0; i < kBatch; ++i) cache_.Reserve(i, context + max_steps + 1);
+    for (int64_t i = 0; i < kBatch; ++i) order_.push_back(i);
+    std::stable_sort(order_.begin(), order_.end(),
+                     [&](int64_t x, int64_t y) { return adapters_[x] < adapters_[y]; });
+    Step();  // warm-up at the target context
+  }
+
+  // Runs one step; returns its seconds.
+  double Step() {
     ForwardBatch batch;
     for (int64_t k = 0; k < kBatch; ++k) {
-      const int64_t i = order[k];
-      batch.chunks.push_back({i, pos, k, 1, false});
-      batch.token_ids.push_back((i * 13 + pos) % 32000);
-      if (adapters[i]) {
-        if (!batch.adapters.empty() && batch.adapters.back().adapter == adapters[i]) {
+      const int64_t i = order_[k];
+      batch.chunks.push_back({i, pos_, k, 1, false});
+      batch.token_ids.push_back((i * 13 + pos_) % 32000);
+      if (adapters_[i]) {
+        if (!batch.adapters.empty() && batch.adapters.back().adapter == adapters_[i]) {
           batch.adapters.back().end = k + 1;
         } else {
-          batch.adapters.push_back({adapters[i], 1.0, k, k + 1});
+          batch.adapters.push_back({adapters_[i], 1.0, k, k + 1});
         }
       }
     }
-    model.Forward(batch, cache).value();
-  };
-  step(context - 1);  // warm-up at the target context
-  std::vector<double> times;
-  for (int64_t s = 0; s < steps; ++s) {
     const auto start = std::chrono::steady_clock::now();
-    step(context + s);
-    times.push_back(Seconds(start));
+    model_.Forward(batch, cache_).value();
+    ++pos_;
+    return Seconds(start);
   }
-  std::nth_element(times.begin(), times.begin() + steps / 2, times.end());
-  return times[steps / 2];
+
+ private:
+  const LlamaModel& model_;
+  std::vector<const AdapterWeights*> adapters_;
+  KvCache cache_;
+  std::vector<int64_t> order_;
+  int64_t pos_;
+};
+
+double Median(std::vector<double> v) {
+  std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+  return v[v.size() / 2];
 }
 
 // Seconds to merge one adapter into every adapted weight and unmerge it again (a copy of the base
@@ -124,7 +139,7 @@ double FactorBytes(const LlamaModel& model, const std::vector<const AdapterWeigh
 void RunModel(int64_t layers, int64_t hidden, int64_t steps, int64_t context, bool show_switch) {
   auto model = LlamaModel::Random(BenchConfig(layers, hidden), torch::kCPU, torch::kFloat32, 1);
   std::printf("\n## hidden %lld: %lld layers, %.0fM parameters; context %lld; median of %lld steps, "
-              "best of 3 interleaved rounds\n",
+              "cases interleaved step by step\n",
               static_cast<long long>(hidden), static_cast<long long>(layers),
               ParameterCount(*model) / 1e6, static_cast<long long>(context),
               static_cast<long long>(steps));
@@ -151,13 +166,18 @@ void RunModel(int64_t layers, int64_t hidden, int64_t steps, int64_t context, bo
       {"(d) 32 rank-16 DoRA, 7 projections", rows(dora)},
       {"(e) 32 mixed ranks 4..64 (1/4 DoRA)", rows(mixed)},
   };
-  // Interleave the cases over three rounds and keep each one's best, to damp machine noise.
-  std::vector<double> best(cases.size(), 1e9);
-  for (int round = 0; round < 3; ++round) {
-    for (size_t i = 0; i < cases.size(); ++i) {
-      best[i] = std::min(best[i], DecodeStep(*model, cases[i].rows, steps, context));
-    }
+  // The cases take turns step by step, so machine noise (this VM's CPU share drifts) falls on all
+  // of them alike; each reports its median step.
+  std::vector<std::unique_ptr<DecodeRunner>> runners;
+  for (const Case& c : cases) {
+    runners.push_back(std::make_unique<DecodeRunner>(*model, c.rows, context, steps));
   }
+  std::vector<std::vector<double>> times(cases.size());
+  for (int64_t s = 0; s < steps; ++s) {
+    for (size_t i = 0; i < cases.size(); ++i) times[i].push_back(runners[i]->Step());
+  }
+  std::vector<double> best;
+  for (const auto& t : times) best.push_back(Median(t));
   std::printf("| case | step ms | tokens/s | throughput vs (a) |\n|---|---:|---:|---:|\n");
   for (size_t i = 0; i < cases.size(); ++i) {
     std::printf("| %s | %.1f | %.1f | %.1f%% |\n", cases[i].name, best[i] * 1e3, kBatch / best[i],
@@ -183,7 +203,7 @@ void RunModel(int64_t layers, int64_t hidden, int64_t steps, int64_t context, bo
 
 int main(int argc, char** argv) {
   const int64_t layers = argc > 1 ? std::atoi(argv[1]) : 8;
-  const int64_t steps = argc > 2 ? std::atoi(argv[2]) : 7;
+  const int64_t steps = argc > 2 ? std::atoi(argv[2]) : 15;
   const int64_t context = argc > 3 ? std::atoi(argv[3]) : 64;
   PrintHeader("loramux adapter_bench: batch-32 decode across adapters (float32, CPU)");
   // The side path is memory-bound and the base compute-bound: the ratios shift with how much CPU
