@@ -32,9 +32,13 @@ struct PlannedModule {
   const TensorView* m = nullptr;  // DoRA: PEFT [out]; seed [1, in] or [in]
   bool seed_layout = false;
 
-  // Floats of A and of B^T in the arena, each padded to a cache line.
+  // Floats of A, of B^T and of DoRA's gain in the arena, each padded to a cache line.
   size_t a_floats() const { return FactorArena::Aligned(rank * in); }
   size_t b_floats() const { return FactorArena::Aligned(rank * out); }
+  int64_t gain_size() const {
+    return kind == ModuleAdapter::Kind::kLora ? 0 : kind == ModuleAdapter::Kind::kDoraRow ? out : in;
+  }
+  size_t floats() const { return a_floats() + b_floats() + FactorArena::Aligned(gain_size()); }
 };
 using Plan = std::vector<PlannedModule>;
 using ModuleList = std::vector<std::unique_ptr<ModuleAdapter>>;
@@ -53,10 +57,10 @@ torch::Tensor ArenaTensor(std::shared_ptr<FactorArena> arena) {
   return torch::from_blob(data, {floats}, [keep = std::move(arena)](void*) {}, torch::kFloat32);
 }
 
-// A [rows, cols] view of `arena` (1-D) at element `offset`, sharing (and keeping alive) its memory.
-torch::Tensor Slice(const torch::Tensor& arena, size_t offset, int64_t rows, int64_t cols) {
+// A view of `arena` (1-D) of `sizes` at element `offset`, sharing (and keeping alive) its memory.
+torch::Tensor Slice(const torch::Tensor& arena, size_t offset, c10::IntArrayRef sizes) {
   char* data = static_cast<char*>(arena.data_ptr()) + offset * arena.element_size();
-  return torch::from_blob(data, {rows, cols}, [keep = arena](void*) {}, arena.options());
+  return torch::from_blob(data, sizes, [keep = arena](void*) {}, arena.options());
 }
 
 constexpr char kPeftPrefix[] = "base_model.model.";
@@ -97,17 +101,17 @@ class AdapterBuilder {
                                      ", base expects ", ShapeString(expected)));
   }
 
-  // Copies every planned factor into one arena in serving layout (A [r,in], B^T [r,out]),
-  // converting to float32 and checking finiteness in the same pass, then moves the arena to the
-  // model's device and dtype (in place for float32 on the CPU). Returns the modules, which view
-  // `arena`.
+  // Copies every planned factor into one arena in serving layout (A [r,in], B^T [r,out], then
+  // DoRA's gain), converting to float32 and checking finiteness in the same pass, then moves the
+  // arena to the model's device and dtype (in place for float32 on the CPU). Returns the modules,
+  // which view `arena`.
   absl::StatusOr<ModuleList> Pack(Plan plan, torch::Tensor& arena) const {
     if (plan.empty()) return Invalid("it adapts no module of the base model");
     // Layer by layer, projection by projection: the order a forward pass reads them.
     std::sort(plan.begin(), plan.end(),
               [](const PlannedModule& x, const PlannedModule& y) { return x.index < y.index; });
     size_t floats = 0;
-    for (const PlannedModule& p : plan) floats += p.a_floats() + p.b_floats();
+    for (const PlannedModule& p : plan) floats += p.floats();
     auto block = std::make_shared<FactorArena>(floats);
     size_t offset = 0;
     for (const PlannedModule& p : plan) {
@@ -118,7 +122,7 @@ class AdapterBuilder {
       if (!CopyFactor(*p.b, /*transpose=*/!p.seed_layout, block->data() + offset + p.a_floats())) {
         return NonFinite(*p.b);
       }
-      offset += p.a_floats() + p.b_floats();
+      offset += p.floats();
     }
     const torch::Tensor host = ArenaTensor(std::move(block));
     const bool in_place = model_.device().is_cpu() && model_.dtype() == torch::kFloat32;
@@ -130,14 +134,15 @@ class AdapterBuilder {
       module->kind = p.kind;
       module->rank = p.rank;
       module->scale = p.scale;
-      module->a = Slice(arena, offset, p.rank, p.in);
-      module->b_t = Slice(arena, offset + p.a_floats(), p.rank, p.out);
+      module->a = Slice(arena, offset, {p.rank, p.in});
+      module->b_t = Slice(arena, offset + p.a_floats(), {p.rank, p.out});
       if (p.kind != ModuleAdapter::Kind::kLora) {
-        RETURN_IF_ERROR(AddDora(p, Slice(host, offset, p.rank, p.in),
-                                Slice(host, offset + p.a_floats(), p.rank, p.out), *module));
+        module->gain = Slice(arena, offset + p.a_floats() + p.b_floats(), {p.gain_size()});
+        RETURN_IF_ERROR(AddDora(p, Slice(host, offset, {p.rank, p.in}),
+                                Slice(host, offset + p.a_floats(), {p.rank, p.out}), *module));
       }
       modules[p.index] = std::move(module);
-      offset += p.a_floats() + p.b_floats();
+      offset += p.floats();
     }
     return modules;
   }
@@ -149,7 +154,8 @@ class AdapterBuilder {
   }
 
   // DoRA's magnitude, its squared-norm terms of W + sBA (float64, from the exact float32
-  // factors `a` [r,in] and `b_t` [r,out]) and the gain at request scale 1.
+  // factors `a` [r,in] and `b_t` [r,out]) and the gain at request scale 1, written into the
+  // arena slot `module.gain` already views.
   absl::Status AddDora(const PlannedModule& p, const torch::Tensor& a, const torch::Tensor& b_t,
                        ModuleAdapter& module) const {
     const torch::Device device = model_.device();
@@ -170,7 +176,8 @@ class AdapterBuilder {
     module.magnitude = torch::from_blob(m.data(), {p.m->numel()}, torch::kFloat32)
                            .to(device, torch::kFloat64);
     const torch::Tensor& t = module.norm_terms;
-    module.gain = (module.magnitude / (t[0] + 2 * t[1] + t[2]).sqrt()).to(model_.dtype());
+    const torch::Tensor gain = module.magnitude / (t[0] + 2 * t[1] + t[2]).sqrt();
+    module.gain.copy_(gain);
     if (!torch::isfinite(module.gain).all().item<bool>()) {
       return Invalid(absl::StrCat("DoRA magnitude for module ", p.index,
                                   " gives a non-finite gain (a zero-norm weight row?)"));
@@ -360,12 +367,14 @@ int64_t ModuleAdapter::bytes() const {
 
 std::shared_ptr<AdapterWeights> AdapterWeights::FromModules(std::string name, ModuleList modules) {
   torch::NoGradGuard no_grad;
-  // Repack the factors into one arena, the layout loaded adapters have.
+  // Repack the factors (and DoRA gains) into one arena, the layout loaded adapters have.
   size_t floats = 0;
   torch::TensorOptions options;
   for (const auto& m : modules) {
     if (!m) continue;
-    floats += FactorArena::Aligned(m->a.numel()) + FactorArena::Aligned(m->b_t.numel());
+    for (const torch::Tensor* t : {&m->a, &m->b_t, &m->gain}) {
+      if (t->defined()) floats += FactorArena::Aligned(t->numel());
+    }
     options = m->a.options();
   }
   const bool host_float = options.device().is_cpu() && options.dtype() == torch::kFloat32;
@@ -374,8 +383,9 @@ std::shared_ptr<AdapterWeights> AdapterWeights::FromModules(std::string name, Mo
   size_t offset = 0;
   for (const auto& m : modules) {
     if (!m) continue;
-    for (torch::Tensor* factor : {&m->a, &m->b_t}) {
-      torch::Tensor slice = Slice(arena, offset, factor->size(0), factor->size(1));
+    for (torch::Tensor* factor : {&m->a, &m->b_t, &m->gain}) {
+      if (!factor->defined()) continue;
+      torch::Tensor slice = Slice(arena, offset, factor->sizes());
       slice.copy_(*factor);
       *factor = slice;
       offset += FactorArena::Aligned(slice.numel());

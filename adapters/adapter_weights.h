@@ -11,8 +11,8 @@
 // into the same A [r,in], B [out,r], s = alpha.
 //
 // Memory: all factors of one adapter live in one arena (FactorArena: huge-page backed when large),
-// module after module in layer order, each A followed by its B^T; the module tensors are views
-// that keep the arena alive. Loading reads the file's bytes once: conversion to float32, the
+// module after module in layer order, each A followed by its B^T and, for DoRA, its gain; the
+// module tensors are views that keep the arena alive. Loading reads the file's bytes once: conversion to float32, the
 // transpose into this layout and the finiteness check happen in one pass.
 //
 // Immutable once built; safe to read from any thread. Shares no storage with the base weights.

@@ -73,10 +73,15 @@ void SegmentDelta(const float* x, float* y, const float* bias, int64_t in, int64
     }
     // DoRA needs the whole delta before applying its gain: y = g ⊙ (y - b + delta) + b.
     delta.assign(out, 0.0f);
-    ProjectUp(s.b_t, u, s.rank, out, delta.data());
-    for (int64_t o = 0; o < out; ++o) {
-      const float b = bias ? bias[o] : 0.0f;
-      yt[o] = s.gain[o] * (yt[o] - b + delta[o]) + b;
+    float* d = delta.data();
+    ProjectUp(s.b_t, u, s.rank, out, d);
+    const float* g = s.gain;
+    if (bias == nullptr) {
+#pragma omp simd
+      for (int64_t o = 0; o < out; ++o) yt[o] = g[o] * (yt[o] + d[o]);
+    } else {
+#pragma omp simd
+      for (int64_t o = 0; o < out; ++o) yt[o] = g[o] * (yt[o] - bias[o] + d[o]) + bias[o];
     }
   }
 }

@@ -188,9 +188,10 @@ void RunModel(int64_t layers, int64_t hidden, int64_t steps, int64_t context, bo
   std::printf("# (c) reads %.0f MB of adapter factors per step, %.0f%% of the base's %.0f MB of weights\n",
               FactorBytes(*model, rows(lora)) / 1e6,
               100 * FactorBytes(*model, rows(lora)) / model->weight_bytes(), model->weight_bytes() / 1e6);
+  const double dora_s = DeltaOnly(*model, rows(dora)).first;
   std::printf("# the (c) deltas alone, without base GEMMs: %.1f ms per step (factors at %.1f GB/s); "
-              "with one adapter for all rows (factors hot in cache): %.1f ms\n",
-              delta_s * 1e3, delta_gbs, same_s * 1e3);
+              "with one adapter for all rows (factors hot in cache): %.1f ms; the (d) deltas: %.1f ms\n",
+              delta_s * 1e3, delta_gbs, same_s * 1e3, dora_s * 1e3);
   if (!show_switch) return;
   const double merge = MergeSwitch(*model, *lora[0]);
   std::printf("\n| adapter switch | ms |\n|---|---:|\n");
