@@ -12,8 +12,12 @@ namespace {
 // output row is swept once per four ranks instead of once per rank.
 constexpr int64_t kRowsPerPass = 4;
 
+// Both projections are forced inline so each ISA clone of SegmentDelta gets its own vector code
+// (an out-of-line helper would be compiled once, for the SSE2 baseline).
+#define LORAMUX_INLINE inline __attribute__((always_inline))
+
 // u[k] = c · <A[k], x> for k in [0, rank).
-inline void ProjectDown(const float* a, const float* x, int64_t rank, int64_t in, float c,
+LORAMUX_INLINE void ProjectDown(const float* a, const float* x, int64_t rank, int64_t in, float c,
                         float* u) {
   int64_t k = 0;
   for (; k + kRowsPerPass <= rank; k += kRowsPerPass) {
@@ -41,7 +45,7 @@ inline void ProjectDown(const float* a, const float* x, int64_t rank, int64_t in
 }
 
 // acc[o] += sum_k B^T[k][o] · u[k].
-inline void ProjectUp(const float* b_t, const float* u, int64_t rank, int64_t out, float* acc) {
+LORAMUX_INLINE void ProjectUp(const float* b_t, const float* u, int64_t rank, int64_t out, float* acc) {
   int64_t k = 0;
   for (; k + kRowsPerPass <= rank; k += kRowsPerPass) {
     const float *b0 = b_t + k * out, *b1 = b0 + out, *b2 = b1 + out, *b3 = b2 + out;
