@@ -119,22 +119,13 @@ inline float FromHalf(uint16_t h) {
   return f;
 }
 
-// Element i of a little-endian array of T at an arbitrary address, as float.
+// Element i of a little-endian array of T at an arbitrary address, as float (float and double
+// directly; BF16 and F16 below).
 template <typename T>
-struct Load;
-template <>
-struct Load<float> {
+struct Load {
   static float At(const uint8_t* p, int64_t i) {
-    float v;
-    std::memcpy(&v, p + i * 4, 4);
-    return v;
-  }
-};
-template <>
-struct Load<double> {
-  static float At(const uint8_t* p, int64_t i) {
-    double v;
-    std::memcpy(&v, p + i * 8, 8);
+    T v;
+    std::memcpy(&v, p + i * sizeof(T), sizeof(T));
     return static_cast<float>(v);
   }
 };
