@@ -93,6 +93,17 @@ double MergeSwitch(const LlamaModel& model, const AdapterWeights& adapter) {
   return Seconds(start);
 }
 
+// Bytes of the adapters' factors one decode step reads when each row has its own adapter.
+double FactorBytes(const std::vector<const AdapterWeights*>& rows) {
+  double bytes = 0;
+  for (const AdapterWeights* a : rows) {
+    for (int64_t i = 0; i < a->num_modules(); ++i) {
+      if (const ModuleAdapter* m = a->module(i)) bytes += (m->a.numel() + m->b_t.numel()) * 4.0;
+    }
+  }
+  return bytes;
+}
+
 // The adapter side path alone: every module's deltas for kBatch rows with one adapter each, as
 // one decode step computes them (no base GEMMs), and the bytes of factors it reads per second.
 std::pair<double, double> DeltaOnly(const LlamaModel& model, const std::vector<const AdapterWeights*>& rows) {
@@ -100,16 +111,11 @@ std::pair<double, double> DeltaOnly(const LlamaModel& model, const std::vector<c
   std::vector<AdapterSegment> segments;
   for (int64_t i = 0; i < kBatch; ++i) segments.push_back({rows[i], 1.0, i, i + 1});
   std::vector<std::pair<torch::Tensor, LinearWeights>> inputs;
-  int64_t bytes = 0;
   for (int64_t l = 0; l < model.config().num_layers; ++l) {
     for (int64_t p = 0; p < kNumProjections; ++p) {
       const LinearWeights& base = model.linear(l, static_cast<Projection>(p));
       // A zero-size base keeps the base GEMM out of the timing; only the deltas run.
       inputs.push_back({torch::randn({kBatch, base.weight.size(1)}), base});
-      for (const AdapterWeights* a : rows) {
-        const ModuleAdapter* m = a->module(ModuleIndex(l, static_cast<Projection>(p)));
-        bytes += (m->a.numel() + m->b_t.numel()) * 4;
-      }
     }
   }
   double best = 1e9;
@@ -121,18 +127,7 @@ std::pair<double, double> DeltaOnly(const LlamaModel& model, const std::vector<c
     }
     best = std::min(best, Seconds(start));
   }
-  return {best, bytes / best / 1e9};
-}
-
-// Bytes of the adapters' factors one decode step reads when each row has its own adapter.
-double FactorBytes(const LlamaModel& model, const std::vector<const AdapterWeights*>& rows) {
-  double bytes = 0;
-  for (const AdapterWeights* a : rows) {
-    for (int64_t i = 0; i < a->num_modules(); ++i) {
-      if (const ModuleAdapter* m = a->module(i)) bytes += (m->a.numel() + m->b_t.numel()) * 4.0;
-    }
-  }
-  return bytes;
+  return {best, FactorBytes(rows) / best / 1e9};
 }
 
 // The (a)..(e) table for one model size; the switch cost too when `show_switch`.
@@ -192,9 +187,9 @@ void RunModel(int64_t layers, int64_t hidden, int64_t steps, int64_t context, bo
   }
   const auto [delta_s, delta_gbs] = DeltaOnly(*model, rows(lora));
   const auto [same_s, same_gbs] = DeltaOnly(*model, std::vector<const AdapterWeights*>(kBatch, lora[0].get()));
+  const double factor_bytes = FactorBytes(rows(lora));
   std::printf("# (c) reads %.0f MB of adapter factors per step, %.0f%% of the base's %.0f MB of weights\n",
-              FactorBytes(*model, rows(lora)) / 1e6,
-              100 * FactorBytes(*model, rows(lora)) / model->weight_bytes(), model->weight_bytes() / 1e6);
+              factor_bytes / 1e6, 100 * factor_bytes / model->weight_bytes(), model->weight_bytes() / 1e6);
   const double dora_s = DeltaOnly(*model, rows(dora)).first;
   std::printf("# the (c) deltas alone, without base GEMMs: %.1f ms per step (factors at %.1f GB/s); "
               "with one adapter for all rows (factors hot in cache): %.1f ms; the (d) deltas: %.1f ms\n",
