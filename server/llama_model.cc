@@ -225,8 +225,8 @@ LlamaModel::LlamaModel(ModelConfig config, ModelWeights weights, torch::Device d
   std::tie(rope_cos_, rope_sin_) = RopeTables(config_, device_);
   for (int64_t l = 0; l < config_.num_layers; ++l) {
     for (int64_t p = 0; p < kNumProjections; ++p) {
-      module_index_[ModulePath(l, static_cast<Projection>(p))] = ModuleIndex(l, static_cast<Projection>(p));
       module_paths_.push_back(ModulePath(l, static_cast<Projection>(p)));
+      module_index_[module_paths_.back()] = ModuleIndex(l, static_cast<Projection>(p));
     }
   }
 }
