@@ -2,12 +2,14 @@
 // message naming what is wrong; every PEFT config feature changes what is served as PEFT would.
 #include <cmath>
 #include <filesystem>
+#include <limits>
 #include <fstream>
 #include <sstream>
 
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include "absl/strings/match.h"
 #include "adapters/adapter_weights.h"
 #include "adapters/safetensors.h"
 #include "nlohmann/json.hpp"
@@ -91,6 +93,34 @@ TEST_F(AdapterValidationTest, NonFiniteWeightsAreInvalid) {
     v.data = reinterpret_cast<const uint8_t*>(data.data());
   });
   ExpectError(r.status(), absl::StatusCode::kInvalidArgument, "NaN or infinite");
+}
+
+TEST_F(AdapterValidationTest, NonFiniteValuesAreFoundInEveryFactor) {
+  // lora_B is transposed while copied and the DoRA magnitude is copied apart: both are checked.
+  for (const auto& [source, suffix] : std::vector<std::pair<std::string, std::string>>{
+           {"lora-qv-r8", "layers.1.self_attn.v_proj.lora_B.weight"},
+           {"dora-qkvo-r8", "layers.0.self_attn.o_proj.lora_magnitude_vector"}}) {
+    std::string name;
+    auto r = LoadEdited(source, nullptr, [&](std::vector<TensorView>& views, std::string& data) {
+      for (TensorView& v : views) {
+        if (!absl::EndsWith(v.name, suffix)) continue;
+        name = v.name;
+        data.assign(reinterpret_cast<const char*>(v.data), v.nbytes);
+        const float inf = std::numeric_limits<float>::infinity();
+        std::memcpy(data.data() + data.size() - 4, &inf, 4);
+        v.data = reinterpret_cast<const uint8_t*>(data.data());
+      }
+    });
+    ASSERT_FALSE(name.empty()) << source << " has no tensor ending " << suffix;
+    ExpectError(r.status(), absl::StatusCode::kInvalidArgument, "\"" + name + "\" holds NaN or infinite");
+  }
+}
+
+TEST_F(AdapterValidationTest, IntegerFactorsAreInvalid) {
+  auto r = LoadEdited("lora-qv-r8", nullptr, [](std::vector<TensorView>& views, std::string&) {
+    views[0].dtype = DType::kI32;  // same bytes per element, so the file stays well-formed
+  });
+  ExpectError(r.status(), absl::StatusCode::kInvalidArgument, "expected a floating point type");
 }
 
 TEST_F(AdapterValidationTest, ModuleMissingFromBaseIsFailedPrecondition) {
