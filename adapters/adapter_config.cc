@@ -45,6 +45,9 @@ absl::Status RefuseUnsupported(const Json& j, absl::string_view label) {
       {"lora_bias", "adapters with a bias on lora_B are not served yet"},
       {"layer_replication", "it changes the base model's layer stack"},
       {"use_qalora", "quantization-aware LoRA needs a quantized base"},
+      {"target_parameters", "LoRA on raw parameters (such as MoE experts) is not served yet"},
+      {"trainable_token_indices", "trained embedding rows would have to replace the base's"},
+      {"alora_invocation_tokens", "activated LoRA applies only after its invocation tokens"},
   };
   for (const Feature& f : kRefused) {
     if (IsSet(j, f.field)) {

@@ -142,6 +142,15 @@ TEST_F(AdapterValidationTest, UnsupportedPeftFeaturesAreRefusedByName) {
               absl::StatusCode::kUnimplemented, "IA3");
   ExpectError(LoadEdited("lora-qv-r8", [](auto& c) { c["lora_bias"] = true; }).status(),
               absl::StatusCode::kUnimplemented, "lora_bias");
+  ExpectError(LoadEdited("lora-qv-r8", [](auto& c) { c["target_parameters"] = {"experts.gate_up"}; })
+                  .status(),
+              absl::StatusCode::kUnimplemented, "target_parameters");
+  ExpectError(LoadEdited("lora-qv-r8", [](auto& c) { c["trainable_token_indices"] = {1, 2}; }).status(),
+              absl::StatusCode::kUnimplemented, "trainable_token_indices");
+  ExpectError(LoadEdited("lora-qv-r8", [](auto& c) { c["alora_invocation_tokens"] = {7}; }).status(),
+              absl::StatusCode::kUnimplemented, "alora_invocation_tokens");
+  ExpectError(LoadEdited("lora-qv-r8", [](auto& c) { c["bias"] = "lora_only"; }).status(),
+              absl::StatusCode::kUnimplemented, "bias");
   ExpectError(LoadEdited("lora-qv-r8", nullptr, [](std::vector<TensorView>& views, std::string&) {
                 views[0].name = "base_model.model.model.embed_tokens.lora_embedding_A";
               }).status(),
