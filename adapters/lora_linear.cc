@@ -1,9 +1,12 @@
 #include "adapters/lora_linear.h"
 
+#include <algorithm>
+
 #include <torch/torch.h>
 
 #include "adapters/adapter_weights.h"
 #include "adapters/bgmv_cpu.h"
+#include "adapters/bgmv_gather.h"
 
 namespace loramux {
 namespace {
@@ -33,11 +36,7 @@ void AddDelta(const ModuleAdapter& m, double scale, const LinearWeights& base,
   if (base.bias.defined()) y.add_(base.bias);
 }
 
-}  // namespace
-
-// Short segments (decode) go to the fused CPU kernel when the tensors allow it; longer ones
-// (prefill) are better served by two GEMMs each.
-constexpr int64_t kFusedMaxTokens = 4;
+constexpr int64_t kShortMaxTokens = 4;    // decode (and short speculative runs)
 constexpr int64_t kFusedMaxRank = 512;
 
 bool FusedKernelApplies(const torch::Tensor& x, const torch::Tensor& y) {
@@ -45,45 +44,75 @@ bool FusedKernelApplies(const torch::Tensor& x, const torch::Tensor& y) {
          y.is_contiguous();
 }
 
-bool FusedSegment(const ModuleAdapter& m, int64_t len) {
-  return len <= kFusedMaxTokens && m.rank <= kFusedMaxRank && m.kind != ModuleAdapter::Kind::kDoraCol;
+// Short runs of LoRA or per-row DoRA go to one batched call for all segments.
+bool Batchable(const ModuleAdapter& m, int64_t len, DeltaPath path) {
+  if (path == DeltaPath::kSegmentGemms || m.kind == ModuleAdapter::Kind::kDoraCol) return false;
+  return path == DeltaPath::kGathered || len <= kShortMaxTokens;
 }
 
+void AddFusedCpu(const torch::Tensor& x, torch::Tensor& y, const LinearWeights& base,
+                 const std::vector<ModuleRun>& runs) {
+  std::vector<BgmvSegment> segments;
+  std::vector<torch::Tensor> gains;  // keeps DoRA gains at non-unit scales alive for the kernel
+  for (const ModuleRun& run : runs) {
+    const ModuleAdapter& m = *run.module;
+    BgmvSegment s{m.a.data_ptr<float>(), m.b_t.data_ptr<float>(), nullptr, m.rank,
+                  static_cast<float>(run.scale * m.scale), run.begin, run.end};
+    if (m.kind == ModuleAdapter::Kind::kDoraRow) {
+      // At scale 1 the gain precomputed at load, contiguous; otherwise computed now.
+      if (run.scale != 1.0) gains.push_back(m.GainAt(run.scale).contiguous());
+      s.gain = run.scale == 1.0 ? m.gain.data_ptr<float>() : gains.back().data_ptr<float>();
+    }
+    segments.push_back(s);
+  }
+  const float* bias = base.bias.defined() ? base.bias.data_ptr<float>() : nullptr;
+  BgmvCpu(x.data_ptr<float>(), y.data_ptr<float>(), bias, x.size(1), y.size(1), segments);
+}
+
+}  // namespace
+
 torch::Tensor AdaptedLinear(const torch::Tensor& x, const LinearWeights& base,
-                            int64_t module_index, const std::vector<AdapterSegment>& segments) {
+                            int64_t module_index, const std::vector<AdapterSegment>& segments,
+                            DeltaPath path) {
   torch::Tensor y = torch::linear(x, base.weight, base.bias);
-  AddAdapterDeltas(x, y, base, module_index, segments);
+  AddAdapterDeltas(x, y, base, module_index, segments, path);
   return y;
 }
 
 void AddAdapterDeltas(const torch::Tensor& x, torch::Tensor& y, const LinearWeights& base,
-                      int64_t module_index, const std::vector<AdapterSegment>& segments) {
-  const bool fused = FusedKernelApplies(x, y);
-  std::vector<BgmvSegment> short_segments;
-  std::vector<torch::Tensor> gains;  // keeps DoRA gains at non-unit scales alive for the kernel
+                      int64_t module_index, const std::vector<AdapterSegment>& segments,
+                      DeltaPath path) {
+  std::vector<ModuleRun> batched;
   for (const AdapterSegment& segment : segments) {
     if (segment.adapter == nullptr || segment.end <= segment.begin) continue;
     const ModuleAdapter* m = segment.adapter->module(module_index);
     if (m == nullptr) continue;
     const int64_t len = segment.end - segment.begin;
-    if (fused && FusedSegment(*m, len)) {
-      BgmvSegment s{m->a.data_ptr<float>(), m->b_t.data_ptr<float>(), nullptr, m->rank,
-                    static_cast<float>(segment.scale * m->scale), segment.begin, segment.end};
-      if (m->kind == ModuleAdapter::Kind::kDoraRow && segment.scale == 1.0) {
-        s.gain = m->gain.data_ptr<float>();  // precomputed at load, contiguous
-      } else if (m->kind == ModuleAdapter::Kind::kDoraRow) {
-        gains.push_back(m->GainAt(segment.scale).contiguous());
-        s.gain = gains.back().data_ptr<float>();
-      }
-      short_segments.push_back(s);
+    if (Batchable(*m, len, path)) {
+      batched.push_back({m, segment.scale, segment.begin, segment.end});
       continue;
     }
     AddDelta(*m, segment.scale, base, x.narrow(0, segment.begin, len),
              y.narrow(0, segment.begin, len));
   }
-  if (!short_segments.empty()) {
-    const float* bias = base.bias.defined() ? base.bias.data_ptr<float>() : nullptr;
-    BgmvCpu(x.data_ptr<float>(), y.data_ptr<float>(), bias, x.size(1), y.size(1), short_segments);
+  if (batched.empty()) return;
+  if (path == DeltaPath::kGathered || !x.device().is_cpu()) {
+    AddGatheredDeltas(x, y, base.bias, batched);
+    return;
+  }
+  // On the CPU, LibTorch's batched GEMMs of matrix-vector products are slower than one small
+  // GEMM pair per segment (adapter_bench measures both): the fused kernel, where it applies,
+  // beats both.
+  const bool fused = FusedKernelApplies(x, y) &&
+                     std::all_of(batched.begin(), batched.end(),
+                                 [](const ModuleRun& r) { return r.module->rank <= kFusedMaxRank; });
+  if (fused) {
+    AddFusedCpu(x, y, base, batched);
+    return;
+  }
+  for (const ModuleRun& run : batched) {
+    const int64_t len = run.end - run.begin;
+    AddDelta(*run.module, run.scale, base, x.narrow(0, run.begin, len), y.narrow(0, run.begin, len));
   }
 }
 

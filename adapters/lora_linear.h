@@ -1,6 +1,7 @@
 // The adapter-aware linear layer: the frozen base GEMM runs once for all packed tokens, then each
-// segment of tokens adds its own adapter's low-rank delta (SGMV-style: one pair of small GEMMs per
-// segment). The base weight is only read, never copied or written.
+// segment of tokens adds its own adapter's low-rank delta: decode runs through one batched call for
+// all segments (BGMV-style), prefill through a pair of small GEMMs per segment (SGMV-style). The
+// base weight is only read, never copied or written.
 //
 // Shapes: x [T, in], base.weight [out, in], base.bias [out] or undefined, result [T, out].
 // Segments are disjoint token ranges; tokens in no segment get the base output.
@@ -28,13 +29,22 @@ struct AdapterSegment {
   int64_t end = 0;
 };
 
+// How the side path serves segments. kAuto: short runs (decode, at most 4 tokens) go to the
+// gathered batched GEMMs (bgmv_gather) on GPUs and other devices, and on the CPU to the fused
+// kernel (bgmv_cpu) when it applies (float32, contiguous); everything else — prefill runs,
+// per-column DoRA, other CPU dtypes — gets two GEMMs per segment. The others force one path for
+// every segment it can take (tests and benchmarks compare them).
+enum class DeltaPath { kAuto, kSegmentGemms, kGathered };
+
 // y = x W^T + b, plus each segment's adapter delta for module `module_index`.
 torch::Tensor AdaptedLinear(const torch::Tensor& x, const LinearWeights& base,
-                            int64_t module_index, const std::vector<AdapterSegment>& segments);
+                            int64_t module_index, const std::vector<AdapterSegment>& segments,
+                            DeltaPath path = DeltaPath::kAuto);
 
 // The side path alone: adds each segment's delta to y [T, out], which holds x W^T + b for inputs
 // x [T, in] (DoRA rescales those rows in place; `base` supplies W and b for it).
 void AddAdapterDeltas(const torch::Tensor& x, torch::Tensor& y, const LinearWeights& base,
-                      int64_t module_index, const std::vector<AdapterSegment>& segments);
+                      int64_t module_index, const std::vector<AdapterSegment>& segments,
+                      DeltaPath path = DeltaPath::kAuto);
 
 }  // namespace loramux

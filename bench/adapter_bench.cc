@@ -105,8 +105,10 @@ double FactorBytes(const std::vector<const AdapterWeights*>& rows) {
 }
 
 // The adapter side path alone: every module's deltas for kBatch rows with one adapter each, as
-// one decode step computes them (no base GEMMs), and the bytes of factors it reads per second.
-std::pair<double, double> DeltaOnly(const LlamaModel& model, const std::vector<const AdapterWeights*>& rows) {
+// one decode step computes them through `path` (no base GEMMs), and the bytes of factors it reads
+// per second.
+std::pair<double, double> DeltaOnly(const LlamaModel& model, const std::vector<const AdapterWeights*>& rows,
+                                    DeltaPath path = DeltaPath::kAuto) {
   torch::NoGradGuard guard;
   std::vector<AdapterSegment> segments;
   for (int64_t i = 0; i < kBatch; ++i) segments.push_back({rows[i], 1.0, i, i + 1});
@@ -114,7 +116,6 @@ std::pair<double, double> DeltaOnly(const LlamaModel& model, const std::vector<c
   for (int64_t l = 0; l < model.config().num_layers; ++l) {
     for (int64_t p = 0; p < kNumProjections; ++p) {
       const LinearWeights& base = model.linear(l, static_cast<Projection>(p));
-      // A zero-size base keeps the base GEMM out of the timing; only the deltas run.
       inputs.push_back({torch::randn({kBatch, base.weight.size(1)}), base});
     }
   }
@@ -123,7 +124,7 @@ std::pair<double, double> DeltaOnly(const LlamaModel& model, const std::vector<c
     const auto start = std::chrono::steady_clock::now();
     for (size_t i = 0; i < inputs.size(); ++i) {
       torch::Tensor y = torch::zeros({kBatch, inputs[i].second.weight.size(0)});
-      AddAdapterDeltas(inputs[i].first, y, inputs[i].second, static_cast<int64_t>(i), segments);
+      AddAdapterDeltas(inputs[i].first, y, inputs[i].second, static_cast<int64_t>(i), segments, path);
     }
     best = std::min(best, Seconds(start));
   }
@@ -195,6 +196,15 @@ void RunModel(int64_t layers, int64_t hidden, int64_t steps, int64_t context, bo
               "with one adapter for all rows (factors hot in cache): %.1f ms; the (d) deltas: %.1f ms\n",
               delta_s * 1e3, delta_gbs, same_s * 1e3, dora_s * 1e3);
   if (!show_switch) return;
+  std::printf("\n| (c) side path alone, by implementation | ms per step | factors GB/s |\n|---|---:|---:|\n");
+  const std::pair<const char*, DeltaPath> paths[] = {
+      {"fused CPU kernel (decode on CPU float32)", DeltaPath::kAuto},
+      {"gathered batched GEMMs (decode on GPUs)", DeltaPath::kGathered},
+      {"two GEMMs per segment (prefill)", DeltaPath::kSegmentGemms}};
+  for (const auto& [name, path] : paths) {
+    const auto [path_s, path_gbs] = DeltaOnly(*model, rows(lora), path);
+    std::printf("| %s | %.1f | %.1f |\n", name, path_s * 1e3, path_gbs);
+  }
   const double merge = MergeSwitch(*model, *lora[0]);
   std::printf("\n| adapter switch | ms |\n|---|---:|\n");
   std::printf("| merge-based: merge rank-16 into %lld weights + unmerge | %.1f |\n",
