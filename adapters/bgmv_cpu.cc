@@ -1,7 +1,5 @@
 #include "adapters/bgmv_cpu.h"
 
-#include <vector>
-
 #include <ATen/Parallel.h>
 
 namespace loramux {
@@ -65,7 +63,7 @@ LORAMUX_INLINE void ProjectUp(const float* b_t, const float* u, int64_t rank, in
 // would leave most of an AVX2/AVX-512 unit idle.
 __attribute__((target_clones("avx512f", "avx2", "default")))
 void SegmentDelta(const float* x, float* y, const float* bias, int64_t in, int64_t out,
-                  const BgmvSegment& s, std::vector<float>& delta) {
+                  const BgmvSegment& s) {
   float u[512];  // rank <= 512, checked by the caller
   for (int64_t t = s.begin; t < s.end; ++t) {
     const float* xt = x + t * in;
@@ -75,18 +73,19 @@ void SegmentDelta(const float* x, float* y, const float* bias, int64_t in, int64
       ProjectUp(s.b_t, u, s.rank, out, yt);
       continue;
     }
-    // DoRA needs the whole delta before applying its gain: y = g ⊙ (y - b + delta) + b.
-    delta.assign(out, 0.0f);
-    float* d = delta.data();
-    ProjectUp(s.b_t, u, s.rank, out, d);
+    // DoRA: y = g ⊙ (y - b + delta) + b, the delta accumulated into y between the two passes.
     const float* g = s.gain;
     if (bias == nullptr) {
+      ProjectUp(s.b_t, u, s.rank, out, yt);
 #pragma omp simd
-      for (int64_t o = 0; o < out; ++o) yt[o] = g[o] * (yt[o] + d[o]);
-    } else {
-#pragma omp simd
-      for (int64_t o = 0; o < out; ++o) yt[o] = g[o] * (yt[o] - bias[o] + d[o]) + bias[o];
+      for (int64_t o = 0; o < out; ++o) yt[o] *= g[o];
+      continue;
     }
+#pragma omp simd
+    for (int64_t o = 0; o < out; ++o) yt[o] -= bias[o];
+    ProjectUp(s.b_t, u, s.rank, out, yt);
+#pragma omp simd
+    for (int64_t o = 0; o < out; ++o) yt[o] = g[o] * yt[o] + bias[o];
   }
 }
 
@@ -95,8 +94,7 @@ void SegmentDelta(const float* x, float* y, const float* bias, int64_t in, int64
 void BgmvCpu(const float* x, float* y, const float* bias, int64_t in, int64_t out,
              const std::vector<BgmvSegment>& segments) {
   at::parallel_for(0, static_cast<int64_t>(segments.size()), 1, [&](int64_t first, int64_t last) {
-    std::vector<float> delta;
-    for (int64_t i = first; i < last; ++i) SegmentDelta(x, y, bias, in, out, segments[i], delta);
+    for (int64_t i = first; i < last; ++i) SegmentDelta(x, y, bias, in, out, segments[i]);
   });
 }
 
