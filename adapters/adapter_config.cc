@@ -236,6 +236,9 @@ absl::StatusOr<PeftAdapterConfig> PeftAdapterConfig::FromJson(absl::string_view 
 bool PeftAdapterConfig::Targets(const std::string& path) const {
   if (ListOrRegexMatches(path, exclude_list, exclude_regex)) return false;
   if (target_regex) return RE2::FullMatch(path, *target_regex);
+  // A module named in full is targeted whatever its layer, as in PEFT (layers_to_transform only
+  // filters suffix matches).
+  if (std::find(target_list.begin(), target_list.end(), path) != target_list.end()) return true;
   // "all-linear" expands to every linear layer's name but the output head's, then behaves as a list.
   const bool named = target_all_linear
                          ? path != "lm_head" && !absl::EndsWith(path, ".lm_head")

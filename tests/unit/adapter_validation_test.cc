@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "absl/strings/match.h"
+#include "adapters/adapter_config.h"
 #include "adapters/adapter_weights.h"
 #include "adapters/safetensors.h"
 #include "nlohmann/json.hpp"
@@ -224,6 +225,39 @@ TEST_F(AdapterValidationTest, LayersToTransformAndExcludeModulesRestrictTargets)
   }, drop_layer1);
   ASSERT_TRUE(excluded.ok()) << excluded.status();
   EXPECT_EQ((*excluded)->module(ModuleIndex(1, kVProj)), nullptr);
+}
+
+TEST(PeftTargetsTest, LayerIndexFollowsPeftsDefaultPattern) {
+  // PEFT reads the layer from ^.*\.[^.]*\.(\d+)\. : the last numeric component with a dot after it.
+  auto config = PeftAdapterConfig::FromJson(
+      R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "proj"],
+          "layers_to_transform": [1, 12]})", "test");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_TRUE(config->Targets("model.layers.1.self_attn.q_proj"));
+  EXPECT_TRUE(config->Targets("model.layers.12.self_attn.q_proj"));
+  EXPECT_FALSE(config->Targets("model.layers.0.self_attn.q_proj"));
+  EXPECT_FALSE(config->Targets("model.layers.11.self_attn.q_proj"));
+  EXPECT_FALSE(config->Targets("model.layers.121.self_attn.q_proj"));
+  EXPECT_TRUE(config->Targets("model.layers.3.blocks.1.proj"));   // the last index counts
+  EXPECT_FALSE(config->Targets("model.layers.1.blocks.3.proj"));
+  EXPECT_FALSE(config->Targets("1.q_proj"));                       // needs a dot two parts before
+  EXPECT_FALSE(config->Targets("x.1.q_proj"));
+  EXPECT_TRUE(config->Targets("x.y.1.q_proj"));
+  EXPECT_FALSE(config->Targets("model.layers.1a.q_proj"));         // digits only
+  EXPECT_FALSE(config->Targets("model.layers.q_proj"));            // no index: not targeted
+}
+
+TEST(PeftTargetsTest, ModuleNamedInFullIgnoresLayersToTransform) {
+  // PEFT applies layers_to_transform to suffix matches only: a full path in target_modules is
+  // targeted whatever its layer.
+  auto config = PeftAdapterConfig::FromJson(
+      R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "layers_to_transform": [1],
+          "target_modules": ["model.layers.0.self_attn.q_proj", "v_proj"]})", "test");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_TRUE(config->Targets("model.layers.0.self_attn.q_proj"));
+  EXPECT_FALSE(config->Targets("model.layers.0.self_attn.v_proj"));
+  EXPECT_TRUE(config->Targets("model.layers.1.self_attn.v_proj"));
+  EXPECT_FALSE(config->Targets("model.layers.1.self_attn.q_proj"));
 }
 
 TEST_F(AdapterValidationTest, PatternKeysMatchAsDottedSuffixRegex) {

@@ -8,7 +8,6 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "adapters/adapter_config.h"
 #include "adapters/factor_arena.h"
 
 namespace loramux {
@@ -121,26 +120,6 @@ TEST(FactorArenaTest, LargeArenasAreHugePageAlignedAndReused) {
   FactorArena small(100);
   EXPECT_FALSE(small.huge_pages());
   EXPECT_EQ(reinterpret_cast<uintptr_t>(small.data()) % 64, 0u);
-}
-
-TEST(FactorArenaTest, LayerIndexFollowsPeftsDefaultPattern) {
-  // PEFT reads the layer from ^.*\.[^.]*\.(\d+)\. : the last numeric component with a dot after it.
-  auto config = PeftAdapterConfig::FromJson(
-      R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "proj"],
-          "layers_to_transform": [1, 12]})", "test");
-  ASSERT_TRUE(config.ok()) << config.status();
-  EXPECT_TRUE(config->Targets("model.layers.1.self_attn.q_proj"));
-  EXPECT_TRUE(config->Targets("model.layers.12.self_attn.q_proj"));
-  EXPECT_FALSE(config->Targets("model.layers.0.self_attn.q_proj"));
-  EXPECT_FALSE(config->Targets("model.layers.11.self_attn.q_proj"));
-  EXPECT_FALSE(config->Targets("model.layers.121.self_attn.q_proj"));
-  EXPECT_TRUE(config->Targets("model.layers.3.blocks.1.proj"));   // the last index counts
-  EXPECT_FALSE(config->Targets("model.layers.1.blocks.3.proj"));
-  EXPECT_FALSE(config->Targets("1.q_proj"));                       // needs a dot two parts before
-  EXPECT_FALSE(config->Targets("x.1.q_proj"));
-  EXPECT_TRUE(config->Targets("x.y.1.q_proj"));
-  EXPECT_FALSE(config->Targets("model.layers.1a.q_proj"));         // digits only
-  EXPECT_FALSE(config->Targets("model.layers.q_proj"));            // no index: not targeted
 }
 
 }  // namespace
