@@ -215,7 +215,8 @@ absl::StatusOr<PeftAdapterConfig> PeftAdapterConfig::FromJson(absl::string_view 
   if (pattern != j.end() && !pattern->is_null()) {
     std::vector<std::string> names;
     if (pattern->is_string()) {
-      names.push_back(pattern->get<std::string>());
+      // An empty string means PEFT's default pattern, as null does.
+      if (!pattern->get<std::string>().empty()) names.push_back(pattern->get<std::string>());
     } else if (pattern->is_array()) {
       for (const auto& v : *pattern) {
         if (!v.is_string()) return Invalid(label, "layers_pattern", "must hold strings");

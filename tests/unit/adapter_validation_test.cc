@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "adapters/adapter_config.h"
 #include "adapters/adapter_weights.h"
 #include "adapters/safetensors.h"
@@ -258,6 +259,22 @@ TEST(PeftTargetsTest, ModuleNamedInFullIgnoresLayersToTransform) {
   EXPECT_FALSE(config->Targets("model.layers.0.self_attn.v_proj"));
   EXPECT_TRUE(config->Targets("model.layers.1.self_attn.v_proj"));
   EXPECT_FALSE(config->Targets("model.layers.1.self_attn.q_proj"));
+}
+
+TEST(PeftTargetsTest, LayersPatternNamesTheLayerListAndEmptyMeansDefault) {
+  for (const char* pattern : {R"("layers")", R"(["blocks", "layers"])", R"("")", "[]", "null"}) {
+    auto config = PeftAdapterConfig::FromJson(
+        absl::StrCat(R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj"],
+                        "layers_to_transform": 2, "layers_pattern": )", pattern, "}"), "test");
+    ASSERT_TRUE(config.ok()) << config.status();
+    EXPECT_TRUE(config->Targets("model.layers.2.self_attn.q_proj")) << pattern;
+    EXPECT_FALSE(config->Targets("model.layers.3.self_attn.q_proj")) << pattern;
+  }
+  auto other = PeftAdapterConfig::FromJson(
+      R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj"],
+          "layers_to_transform": 2, "layers_pattern": "h"})", "test");
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_FALSE(other->Targets("model.layers.2.self_attn.q_proj"));  // no "h.<n>." in the path
 }
 
 TEST_F(AdapterValidationTest, PatternKeysMatchAsDottedSuffixRegex) {
