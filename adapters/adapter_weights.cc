@@ -127,6 +127,10 @@ class AdapterBuilder {
     const torch::Tensor host = ArenaTensor(std::move(block));
     const bool in_place = model_.device().is_cpu() && model_.dtype() == torch::kFloat32;
     arena = in_place ? host : host.to(model_.device(), model_.dtype());
+    if (model_.dtype() == torch::kFloat16 && !torch::isfinite(arena).all().item<bool>()) {
+      return Precondition("its factors exceed float16's range (±65504) and the server computes "
+                          "in float16; serve it with --dtype=bfloat16 or float32");
+    }
     ModuleList modules(model_.config().num_layers * kNumProjections);
     offset = 0;
     for (const PlannedModule& p : plan) {

@@ -97,6 +97,21 @@ TEST_F(AdapterValidationTest, NonFiniteWeightsAreInvalid) {
   ExpectError(r.status(), absl::StatusCode::kInvalidArgument, "NaN or infinite");
 }
 
+TEST_F(AdapterValidationTest, FactorsBeyondFloat16RangeAreRefusedByAFloat16Server) {
+  auto big = [](std::vector<TensorView>& views, std::string& data) {
+    TensorView& v = views[0];
+    data.assign(reinterpret_cast<const char*>(v.data), v.nbytes);
+    const float value = 1e5f;  // finite in float32, beyond float16's 65504
+    std::memcpy(data.data() + 12, &value, 4);
+    v.data = reinterpret_cast<const uint8_t*>(data.data());
+  };
+  ASSERT_TRUE(LoadEdited("lora-qv-r8", nullptr, big).ok());  // float32 serves it
+  model_ = ::loramux::testing::LoadModel("llama-tiny", torch::kFloat16);
+  ExpectError(LoadEdited("lora-qv-r8", nullptr, big).status(), absl::StatusCode::kFailedPrecondition,
+              "float16's range");
+  EXPECT_TRUE(LoadEdited("lora-qv-r8", nullptr, nullptr).ok());
+}
+
 TEST_F(AdapterValidationTest, NonFiniteValuesAreFoundInEveryFactor) {
   // lora_B is transposed while copied and the DoRA magnitude is copied apart: both are checked.
   for (const auto& [source, suffix] : std::vector<std::pair<std::string, std::string>>{
