@@ -133,7 +133,7 @@ void AdapterRegistry::LoaderLoop() {
     }
     if (host) {
       weights = AdapterWeights::FromFile(entry->stored, *host, model_,
-                                         AdapterLimits{options_.max_rank});
+                                         options_.limits);
     }
     if (weights.ok() && (*weights)->bytes() > options_.max_device_bytes) {
       weights = absl::ResourceExhaustedError(absl::StrCat(
@@ -328,7 +328,7 @@ absl::Status AdapterRegistry::Delete(const std::string& name) {
 
 AdapterValidator AdapterRegistry::Validator() const {
   const LlamaModel* model = &model_;
-  const AdapterLimits limits{options_.max_rank};
+  const AdapterLimits& limits = options_.limits;
   return [model, limits](const AdapterManifest& manifest, const std::string& weights_path) {
     return AdapterWeights::Validate(manifest, weights_path, *model, limits);
   };

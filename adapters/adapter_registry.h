@@ -24,6 +24,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "adapters/adapter_limits.h"
 #include "adapters/adapter_store.h"
 
 namespace loramux {
@@ -37,7 +38,7 @@ enum class Residency { kStored, kHost, kDevice };
 struct AdapterRegistryOptions {
   int64_t max_host_bytes = 1ll << 30;
   int64_t max_device_bytes = 1ll << 30;
-  int64_t max_rank = 256;
+  AdapterLimits limits;  // largest rank, factor precision
   int loader_threads = 1;
   // Re-hash the weights on every load from the store (DATA_LOSS on mismatch). Uploads are always
   // verified before publishing; this adds bit-rot detection at ~0.3 GB/s of SHA-256.

@@ -125,12 +125,15 @@ class AdapterBuilder {
       offset += p.floats();
     }
     const torch::Tensor host = ArenaTensor(std::move(block));
-    const bool in_place = model_.device().is_cpu() && model_.dtype() == torch::kFloat32;
-    arena = in_place ? host : host.to(model_.device(), model_.dtype());
-    if (model_.dtype() == torch::kFloat16 && !torch::isfinite(arena).all().item<bool>()) {
-      return Precondition("its factors exceed float16's range (±65504) and the server computes "
-                          "in float16; serve it with --dtype=bfloat16 or float32");
+    const torch::ScalarType factor_dtype = FactorDtype(plan);
+    const bool in_place = model_.device().is_cpu() && factor_dtype == torch::kFloat32;
+    arena = in_place ? host : host.to(model_.device(), factor_dtype);
+    if (factor_dtype == torch::kFloat16 && !torch::isfinite(arena).all().item<bool>()) {
+      return Precondition("its factors exceed float16's range (±65504) and the server keeps "
+                          "them in float16; use --dtype and --adapter_dtype float32 or bfloat16");
     }
+    // DoRA gains stay in the compute dtype, whatever the factors' (float32 when they are 16-bit).
+    const bool gain_in_arena = factor_dtype == model_.dtype();
     ModuleList modules(model_.config().num_layers * kNumProjections);
     offset = 0;
     for (const PlannedModule& p : plan) {
@@ -141,9 +144,13 @@ class AdapterBuilder {
       module->a = Slice(arena, offset, {p.rank, p.in});
       module->b_t = Slice(arena, offset + p.a_floats(), {p.rank, p.out});
       if (p.kind != ModuleAdapter::Kind::kLora) {
-        module->gain = Slice(arena, offset + p.a_floats() + p.b_floats(), {p.gain_size()});
-        RETURN_IF_ERROR(AddDora(p, Slice(host, offset, {p.rank, p.in}),
-                                Slice(host, offset + p.a_floats(), {p.rank, p.out}), *module));
+        module->gain = gain_in_arena
+                           ? Slice(arena, offset + p.a_floats() + p.b_floats(), {p.gain_size()})
+                           : torch::empty({p.gain_size()}, torch::TensorOptions()
+                                                               .device(model_.device())
+                                                               .dtype(model_.dtype()));
+        // The norm is of the factors as served (rounded, when kept in fewer bits).
+        RETURN_IF_ERROR(AddDora(p, module->a, module->b_t, *module));
       }
       modules[p.index] = std::move(module);
       offset += p.floats();
@@ -157,9 +164,8 @@ class AdapterBuilder {
                                 "\" holds NaN or infinite values (or values beyond float32)"));
   }
 
-  // DoRA's magnitude, its squared-norm terms of W + sBA (float64, from the exact float32
-  // factors `a` [r,in] and `b_t` [r,out]) and the gain at request scale 1, written into the
-  // arena slot `module.gain` already views.
+  // DoRA's magnitude, its squared-norm terms of W + sBA (in float64, from the served factors `a`
+  // [r,in] and `b_t` [r,out]) and the gain at request scale 1, written into `module.gain`.
   absl::Status AddDora(const PlannedModule& p, const torch::Tensor& a, const torch::Tensor& b_t,
                        ModuleAdapter& module) const {
     const torch::Device device = model_.device();
@@ -191,6 +197,24 @@ class AdapterBuilder {
 
  public:
   const LlamaModel& model() const { return model_; }
+  // The dtype the factors are kept in: the model's, except on a float32 CPU server, where
+  // limits_.factors decides (kAsStored keeps a file stored wholly in bfloat16 or in float16 so).
+  torch::ScalarType FactorDtype(const Plan& plan) const {
+    if (!model_.device().is_cpu() || model_.dtype() != torch::kFloat32) return model_.dtype();
+    switch (limits_.factors) {
+      case FactorPrecision::kFloat32: return torch::kFloat32;
+      case FactorPrecision::kBFloat16: return torch::kBFloat16;
+      case FactorPrecision::kFloat16: return torch::kFloat16;
+      case FactorPrecision::kAsStored: break;
+    }
+    const DType stored = plan.front().a->dtype;
+    if (stored != DType::kBF16 && stored != DType::kF16) return torch::kFloat32;
+    for (const PlannedModule& p : plan) {
+      if (p.a->dtype != stored || p.b->dtype != stored) return torch::kFloat32;
+    }
+    return stored == DType::kBF16 ? torch::kBFloat16 : torch::kFloat16;
+  }
+
   const AdapterLimits& limits() const { return limits_; }
   const std::string& name() const { return name_; }
 
@@ -371,15 +395,21 @@ int64_t ModuleAdapter::bytes() const {
 
 std::shared_ptr<AdapterWeights> AdapterWeights::FromModules(std::string name, ModuleList modules) {
   torch::NoGradGuard no_grad;
-  // Repack the factors (and DoRA gains) into one arena, the layout loaded adapters have.
-  size_t floats = 0;
+  // Repack the factors (and DoRA gains of the factors' dtype) into one arena, the layout loaded
+  // adapters have.
   torch::TensorOptions options;
+  for (const auto& m : modules) {
+    if (m) options = m->a.options();
+  }
+  auto packed = [&](const torch::Tensor& t) {
+    return t.defined() && t.scalar_type() == options.dtype().toScalarType();
+  };
+  size_t floats = 0;
   for (const auto& m : modules) {
     if (!m) continue;
     for (const torch::Tensor* t : {&m->a, &m->b_t, &m->gain}) {
-      if (t->defined()) floats += FactorArena::Aligned(t->numel());
+      if (packed(*t)) floats += FactorArena::Aligned(t->numel());
     }
-    options = m->a.options();
   }
   const bool host_float = options.device().is_cpu() && options.dtype() == torch::kFloat32;
   torch::Tensor arena = host_float ? ArenaTensor(std::make_shared<FactorArena>(floats))
@@ -388,7 +418,7 @@ std::shared_ptr<AdapterWeights> AdapterWeights::FromModules(std::string name, Mo
   for (const auto& m : modules) {
     if (!m) continue;
     for (torch::Tensor* factor : {&m->a, &m->b_t, &m->gain}) {
-      if (!factor->defined()) continue;
+      if (!packed(*factor)) continue;
       torch::Tensor slice = Slice(arena, offset, factor->sizes());
       slice.copy_(*factor);
       *factor = slice;

@@ -12,8 +12,9 @@
 //
 // Memory: all factors of one adapter live in one arena (FactorArena: huge-page backed when large),
 // module after module in layer order, each A followed by its B^T and, for DoRA, its gain; the
-// module tensors are views that keep the arena alive. Loading reads the file's bytes once: conversion to float32, the
-// transpose into this layout and the finiteness check happen in one pass.
+// module tensors are views that keep the arena alive. Loading reads the file's bytes once:
+// conversion to float32, the transpose into this layout and the finiteness check happen in one
+// pass. Factors kept in another dtype (FactorPrecision, the model's) are converted from there.
 //
 // Immutable once built; safe to read from any thread. Shares no storage with the base weights.
 #pragma once
@@ -26,6 +27,7 @@
 #include <torch/types.h>
 
 #include "absl/status/statusor.h"
+#include "adapters/adapter_limits.h"
 #include "adapters/adapter_store.h"
 
 namespace loramux {
@@ -40,6 +42,7 @@ struct ModuleAdapter {
   double scale = 1.0;  // s, applied with the request scale c as c·s at serving time
   torch::Tensor a;     // [r, in]
   torch::Tensor b_t;   // B^T [r, out] (the delta is c·s·(x A^T) b_t)
+  // a and b_t are in the model's dtype, or 16-bit on a float32 CPU server (FactorPrecision).
   // DoRA only: gain at request scale 1, [out] (kDoraRow) or [in] (kDoraCol), model dtype, contiguous.
   torch::Tensor gain;
   // DoRA only, float64 on the device: magnitude m and the squared-norm terms of W + c·sBA per
@@ -51,10 +54,6 @@ struct ModuleAdapter {
   // The DoRA gain for request scale `c` (1 returns `gain`).
   torch::Tensor GainAt(double c) const;
   int64_t bytes() const;
-};
-
-struct AdapterLimits {
-  int64_t max_rank = 256;
 };
 
 class AdapterWeights {
@@ -86,7 +85,8 @@ class AdapterWeights {
   int64_t bytes() const { return bytes_; }
   std::vector<std::string> target_kinds() const;  // e.g. {"q_proj", "v_proj"}
 
-  // Builds an adapter directly (benchmarks, tests); the factors are repacked into one arena.
+  // Builds an adapter directly (benchmarks, tests); the factors (and DoRA gains of their dtype)
+  // are repacked into one arena.
   static std::shared_ptr<AdapterWeights> FromModules(
       std::string name, std::vector<std::unique_ptr<ModuleAdapter>> modules);
 

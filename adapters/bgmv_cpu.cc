@@ -1,5 +1,7 @@
 #include "adapters/bgmv_cpu.h"
 
+#include <cstring>
+
 #include <ATen/Parallel.h>
 
 namespace loramux {
@@ -10,23 +12,49 @@ namespace {
 // output row is swept once per four ranks instead of once per rank.
 constexpr int64_t kRowsPerPass = 4;
 
-// Both projections are forced inline so each ISA clone of SegmentDelta gets its own vector code
-// (an out-of-line helper would be compiled once, for the SSE2 baseline).
+// Everything below the ISA-cloned entry points is forced inline so each clone gets its own vector
+// code (an out-of-line helper would be compiled once, for the SSE2 baseline).
 #define LORAMUX_INLINE inline __attribute__((always_inline))
 
+// 16-bit factors as stored. Both widen with integer ops that vectorize (GCC leaves _Float16
+// conversions scalar).
+struct BFloat16Bits {  // the upper half of a float32
+  uint16_t bits;
+};
+struct Float16Bits {  // IEEE binary16; finite (adapters are checked at load)
+  uint16_t bits;
+};
+
+LORAMUX_INLINE float FromBits(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, sizeof(f));
+  return f;
+}
+
+LORAMUX_INLINE float Widen(float v) { return v; }
+LORAMUX_INLINE float Widen(BFloat16Bits v) { return FromBits(static_cast<uint32_t>(v.bits) << 16); }
+// Exponent and mantissa shift into float32's places; scaling by 2^(127-15) then rebiases the
+// exponent, exactly, and turns float16 subnormals (read as float32 subnormals) into normals.
+LORAMUX_INLINE float Widen(Float16Bits v) {
+  const uint32_t u = (static_cast<uint32_t>(v.bits & 0x8000u) << 16) |
+                     (static_cast<uint32_t>(v.bits & 0x7fffu) << 13);
+  return FromBits(u) * 0x1p112f;
+}
+
 // u[k] = c · <A[k], x> for k in [0, rank).
-LORAMUX_INLINE void ProjectDown(const float* a, const float* x, int64_t rank, int64_t in, float c,
-                        float* u) {
+template <typename T>
+LORAMUX_INLINE void ProjectDown(const T* a, const float* x, int64_t rank, int64_t in, float c,
+                                float* u) {
   int64_t k = 0;
   for (; k + kRowsPerPass <= rank; k += kRowsPerPass) {
-    const float *a0 = a + k * in, *a1 = a0 + in, *a2 = a1 + in, *a3 = a2 + in;
+    const T *a0 = a + k * in, *a1 = a0 + in, *a2 = a1 + in, *a3 = a2 + in;
     float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
 #pragma omp simd reduction(+ : s0, s1, s2, s3)
     for (int64_t i = 0; i < in; ++i) {
-      s0 += a0[i] * x[i];
-      s1 += a1[i] * x[i];
-      s2 += a2[i] * x[i];
-      s3 += a3[i] * x[i];
+      s0 += Widen(a0[i]) * x[i];
+      s1 += Widen(a1[i]) * x[i];
+      s2 += Widen(a2[i]) * x[i];
+      s3 += Widen(a3[i]) * x[i];
     }
     u[k] = s0 * c;
     u[k + 1] = s1 * c;
@@ -34,58 +62,88 @@ LORAMUX_INLINE void ProjectDown(const float* a, const float* x, int64_t rank, in
     u[k + 3] = s3 * c;
   }
   for (; k < rank; ++k) {
-    const float* ak = a + k * in;
+    const T* ak = a + k * in;
     float s = 0;
 #pragma omp simd reduction(+ : s)
-    for (int64_t i = 0; i < in; ++i) s += ak[i] * x[i];
+    for (int64_t i = 0; i < in; ++i) s += Widen(ak[i]) * x[i];
     u[k] = s * c;
   }
 }
 
 // acc[o] += sum_k B^T[k][o] · u[k].
-LORAMUX_INLINE void ProjectUp(const float* b_t, const float* u, int64_t rank, int64_t out, float* acc) {
+template <typename T>
+LORAMUX_INLINE void ProjectUp(const T* b_t, const float* u, int64_t rank, int64_t out, float* acc) {
   int64_t k = 0;
   for (; k + kRowsPerPass <= rank; k += kRowsPerPass) {
-    const float *b0 = b_t + k * out, *b1 = b0 + out, *b2 = b1 + out, *b3 = b2 + out;
+    const T *b0 = b_t + k * out, *b1 = b0 + out, *b2 = b1 + out, *b3 = b2 + out;
     const float u0 = u[k], u1 = u[k + 1], u2 = u[k + 2], u3 = u[k + 3];
 #pragma omp simd
-    for (int64_t o = 0; o < out; ++o) acc[o] += b0[o] * u0 + b1[o] * u1 + b2[o] * u2 + b3[o] * u3;
+    for (int64_t o = 0; o < out; ++o) {
+      acc[o] += Widen(b0[o]) * u0 + Widen(b1[o]) * u1 + Widen(b2[o]) * u2 + Widen(b3[o]) * u3;
+    }
   }
   for (; k < rank; ++k) {
-    const float* bk = b_t + k * out;
+    const T* bk = b_t + k * out;
     const float uk = u[k];
 #pragma omp simd
-    for (int64_t o = 0; o < out; ++o) acc[o] += bk[o] * uk;
+    for (int64_t o = 0; o < out; ++o) acc[o] += Widen(bk[o]) * uk;
   }
 }
 
-// Cloned per ISA and picked at load time: the project builds for baseline x86-64 (SSE2), which
-// would leave most of an AVX2/AVX-512 unit idle.
-__attribute__((target_clones("avx512f", "avx2", "default")))
-void SegmentDelta(const float* x, float* y, const float* bias, int64_t in, int64_t out,
-                  const BgmvSegment& s) {
-  float u[512];  // rank <= 512, checked by the caller
+template <typename T>
+LORAMUX_INLINE void SegmentDeltaOf(const float* x, float* y, const float* bias, int64_t in,
+                                   int64_t out, const BgmvSegment& s) {
+  const T* a = static_cast<const T*>(s.a);
+  const T* b_t = static_cast<const T*>(s.b_t);
+  float u[kBgmvMaxRank];
   for (int64_t t = s.begin; t < s.end; ++t) {
     const float* xt = x + t * in;
     float* yt = y + t * out;
-    ProjectDown(s.a, xt, s.rank, in, s.scale, u);
+    ProjectDown(a, xt, s.rank, in, s.scale, u);
     if (s.gain == nullptr) {  // LoRA accumulates straight into y
-      ProjectUp(s.b_t, u, s.rank, out, yt);
+      ProjectUp(b_t, u, s.rank, out, yt);
       continue;
     }
     // DoRA: y = g ⊙ (y - b + delta) + b, the delta accumulated into y between the two passes.
     const float* g = s.gain;
     if (bias == nullptr) {
-      ProjectUp(s.b_t, u, s.rank, out, yt);
+      ProjectUp(b_t, u, s.rank, out, yt);
 #pragma omp simd
       for (int64_t o = 0; o < out; ++o) yt[o] *= g[o];
       continue;
     }
 #pragma omp simd
     for (int64_t o = 0; o < out; ++o) yt[o] -= bias[o];
-    ProjectUp(s.b_t, u, s.rank, out, yt);
+    ProjectUp(b_t, u, s.rank, out, yt);
 #pragma omp simd
     for (int64_t o = 0; o < out; ++o) yt[o] = g[o] * yt[o] + bias[o];
+  }
+}
+
+// Cloned per ISA and picked at load time: the project builds for baseline x86-64 (SSE2), which
+// would leave most of an AVX2/AVX-512 unit idle; x86-64-v3 also brings F16C for float16 factors.
+#define LORAMUX_ISA_CLONES \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+
+LORAMUX_ISA_CLONES void SegmentDeltaF32(const float* x, float* y, const float* bias, int64_t in,
+                                        int64_t out, const BgmvSegment& s) {
+  SegmentDeltaOf<float>(x, y, bias, in, out, s);
+}
+LORAMUX_ISA_CLONES void SegmentDeltaBF16(const float* x, float* y, const float* bias, int64_t in,
+                                         int64_t out, const BgmvSegment& s) {
+  SegmentDeltaOf<BFloat16Bits>(x, y, bias, in, out, s);
+}
+LORAMUX_ISA_CLONES void SegmentDeltaF16(const float* x, float* y, const float* bias, int64_t in,
+                                        int64_t out, const BgmvSegment& s) {
+  SegmentDeltaOf<Float16Bits>(x, y, bias, in, out, s);
+}
+
+void SegmentDelta(const float* x, float* y, const float* bias, int64_t in, int64_t out,
+                  const BgmvSegment& s) {
+  switch (s.type) {
+    case FactorType::kFloat32: return SegmentDeltaF32(x, y, bias, in, out, s);
+    case FactorType::kBFloat16: return SegmentDeltaBF16(x, y, bias, in, out, s);
+    case FactorType::kFloat16: return SegmentDeltaF16(x, y, bias, in, out, s);
   }
 }
 

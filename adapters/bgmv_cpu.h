@@ -2,7 +2,9 @@
 // tokens, y[t] += c · B (A x[t]) — or, for DoRA per output row, y[t] = g ⊙ (y[t] - b + c·B(A x[t])) + b
 // — in one call for all segments, reading each adapter's A and B straight from its storage.
 // It replaces ~5 LibTorch dispatches per segment and module, which dominate batch decode with
-// many distinct adapters. Float32, contiguous, CPU only; the caller falls back otherwise.
+// many distinct adapters. Activations, gains and sums are float32; the factors may be stored in
+// float32, bfloat16 or float16 (widened exactly as they are read, which halves the bytes decode
+// streams). CPU only; the caller falls back otherwise.
 #pragma once
 
 #include <cstdint>
@@ -10,16 +12,22 @@
 
 namespace loramux {
 
+enum class FactorType { kFloat32, kBFloat16, kFloat16 };
+
 struct BgmvSegment {
-  const float* a = nullptr;     // [rank, in]
-  const float* b_t = nullptr;   // B^T [rank, out]
+  const void* a = nullptr;      // [rank, in] of `type`
+  const void* b_t = nullptr;    // B^T [rank, out] of `type`
+  FactorType type = FactorType::kFloat32;
   const float* gain = nullptr;  // [out] DoRA row gain, or null for LoRA
-  int64_t rank = 0;
+  int64_t rank = 0;             // <= kBgmvMaxRank
   float scale = 1.0f;           // c·s: request scale times the adapter's scale
   int64_t begin = 0, end = 0;   // token rows
 };
 
+constexpr int64_t kBgmvMaxRank = 512;
+
 // x [tokens, in], y [tokens, out] row-major float32; bias [out] or null (used by DoRA only).
+// Segments must cover disjoint rows; they are split over LibTorch's intra-op threads.
 void BgmvCpu(const float* x, float* y, const float* bias, int64_t in, int64_t out,
              const std::vector<BgmvSegment>& segments);
 

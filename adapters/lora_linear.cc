@@ -1,6 +1,7 @@
 #include "adapters/lora_linear.h"
 
 #include <algorithm>
+#include <optional>
 
 #include <torch/torch.h>
 
@@ -16,15 +17,17 @@ namespace {
 void AddDelta(const ModuleAdapter& m, double scale, const LinearWeights& base,
               const torch::Tensor& x, torch::Tensor y) {
   using Kind = ModuleAdapter::Kind;
+  // Factors kept in 16 bits under a float32 model widen exactly (a no-op when dtypes agree).
+  const torch::Tensor a = m.a.to(x.scalar_type()), b_t = m.b_t.to(x.scalar_type());
   if (m.kind == Kind::kDoraCol) {
     // y = W (g ⊙ x) + s B A (g ⊙ x) + b = y0 + W((g - 1) ⊙ x) + sBA(g ⊙ x)
     const torch::Tensor g = m.GainAt(scale);
     const torch::Tensor gx = x * g;
     y.add_(torch::matmul(gx - x, base.weight.t()));
-    y.add_(torch::matmul(torch::matmul(gx, m.a.t()), m.b_t), scale * m.scale);
+    y.add_(torch::matmul(torch::matmul(gx, a.t()), b_t), scale * m.scale);
     return;
   }
-  torch::Tensor lora = torch::matmul(torch::matmul(x, m.a.t()), m.b_t);
+  torch::Tensor lora = torch::matmul(torch::matmul(x, a.t()), b_t);
   if (m.kind == Kind::kLora) {
     y.add_(lora, scale * m.scale);
     return;
@@ -36,12 +39,22 @@ void AddDelta(const ModuleAdapter& m, double scale, const LinearWeights& base,
   if (base.bias.defined()) y.add_(base.bias);
 }
 
-constexpr int64_t kShortMaxTokens = 4;    // decode (and short speculative runs)
-constexpr int64_t kFusedMaxRank = 512;
+constexpr int64_t kShortMaxTokens = 4;  // decode (and short speculative runs)
 
 bool FusedKernelApplies(const torch::Tensor& x, const torch::Tensor& y) {
   return x.device().is_cpu() && x.scalar_type() == torch::kFloat32 && x.is_contiguous() &&
          y.is_contiguous();
+}
+
+// The kernel's name for a factor dtype, if it takes it.
+std::optional<FactorType> KernelFactorType(const ModuleAdapter& m) {
+  if (m.rank > kBgmvMaxRank) return std::nullopt;
+  switch (m.a.scalar_type()) {
+    case torch::kFloat32: return FactorType::kFloat32;
+    case torch::kBFloat16: return FactorType::kBFloat16;
+    case torch::kFloat16: return FactorType::kFloat16;
+    default: return std::nullopt;
+  }
 }
 
 // Short runs of LoRA or per-row DoRA go to one batched call for all segments.
@@ -56,7 +69,7 @@ void AddFusedCpu(const torch::Tensor& x, torch::Tensor& y, const LinearWeights& 
   std::vector<torch::Tensor> gains;  // keeps DoRA gains at non-unit scales alive for the kernel
   for (const ModuleRun& run : runs) {
     const ModuleAdapter& m = *run.module;
-    BgmvSegment s{m.a.data_ptr<float>(), m.b_t.data_ptr<float>(), nullptr, m.rank,
+    BgmvSegment s{m.a.data_ptr(), m.b_t.data_ptr(), *KernelFactorType(m), nullptr, m.rank,
                   static_cast<float>(run.scale * m.scale), run.begin, run.end};
     if (m.kind == ModuleAdapter::Kind::kDoraRow) {
       // At scale 1 the gain precomputed at load, contiguous; otherwise computed now.
@@ -104,8 +117,9 @@ void AddAdapterDeltas(const torch::Tensor& x, torch::Tensor& y, const LinearWeig
   // GEMM pair per segment (adapter_bench measures both): the fused kernel, where it applies,
   // beats both.
   const bool fused = FusedKernelApplies(x, y) &&
-                     std::all_of(batched.begin(), batched.end(),
-                                 [](const ModuleRun& r) { return r.module->rank <= kFusedMaxRank; });
+                     std::all_of(batched.begin(), batched.end(), [](const ModuleRun& r) {
+                       return KernelFactorType(*r.module).has_value();
+                     });
   if (fused) {
     AddFusedCpu(x, y, base, batched);
     return;

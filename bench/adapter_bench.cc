@@ -1,6 +1,7 @@
 // Adapter serving cost at batch-32 decode on random Llamas of hidden 1024 and 2048: step time with
 //   (a) base only, (b) one adapter for all rows, (c) 32 different rank-16 LoRA adapters on all 7
-//   projections, (d) 32 different rank-16 DoRA adapters, (e) 32 adapters of ranks 4..64,
+//   projections, (d) 32 different rank-16 DoRA adapters, (e) 32 adapters of ranks 4..64, and
+//   (c), (d) again with adapters saved in bfloat16 (kept in 16 bits, served exactly),
 // as throughput ratios against (a), measured side by side in one run; then what switching adapters
 // costs a merge-based server (merge W += sBA into every layer, unmerge) against ours (nothing).
 //
@@ -98,7 +99,7 @@ double FactorBytes(const std::vector<const AdapterWeights*>& rows) {
   double bytes = 0;
   for (const AdapterWeights* a : rows) {
     for (int64_t i = 0; i < a->num_modules(); ++i) {
-      if (const ModuleAdapter* m = a->module(i)) bytes += (m->a.numel() + m->b_t.numel()) * 4.0;
+      if (const ModuleAdapter* m = a->module(i)) bytes += m->a.nbytes() + m->b_t.nbytes();
     }
   }
   return bytes;
@@ -139,12 +140,15 @@ void RunModel(int64_t layers, int64_t hidden, int64_t steps, int64_t context, bo
               static_cast<long long>(hidden), static_cast<long long>(layers),
               ParameterCount(*model) / 1e6, static_cast<long long>(context),
               static_cast<long long>(std::max<int64_t>(1, steps / 5) * 5));
-  std::vector<std::shared_ptr<AdapterWeights>> lora, dora, mixed;
+  std::vector<std::shared_ptr<AdapterWeights>> lora, dora, mixed, lora16, dora16;
   const int64_t mixed_ranks[] = {4, 8, 16, 32, 64};
   for (int i = 0; i < kBatch; ++i) {
     lora.push_back(RandomAdapter(*model, 16, false, 100 + i));
     dora.push_back(RandomAdapter(*model, 16, true, 200 + i));
     mixed.push_back(RandomAdapter(*model, mixed_ranks[i % 5], i % 4 == 3, 300 + i));
+    // Adapters saved in bfloat16 are kept so (FactorPrecision::kAsStored): exact, half the bytes.
+    lora16.push_back(RandomAdapter(*model, 16, false, 400 + i, torch::kBFloat16));
+    dora16.push_back(RandomAdapter(*model, 16, true, 500 + i, torch::kBFloat16));
   }
   auto rows = [](const std::vector<std::shared_ptr<AdapterWeights>>& list) {
     std::vector<const AdapterWeights*> out;
@@ -161,6 +165,8 @@ void RunModel(int64_t layers, int64_t hidden, int64_t steps, int64_t context, bo
       {"(c) 32 rank-16 LoRA, 7 projections", rows(lora)},
       {"(d) 32 rank-16 DoRA, 7 projections", rows(dora)},
       {"(e) 32 mixed ranks 4..64 (1/4 DoRA)", rows(mixed)},
+      {"(c) saved in bfloat16, kept 16-bit", rows(lora16)},
+      {"(d) saved in bfloat16, kept 16-bit", rows(dora16)},
   };
   // The cases take turns in blocks of kBlock steps, round after round, so machine noise (this
   // VM's CPU share drifts) falls on all of them alike, while within a block each runs step after
@@ -192,9 +198,12 @@ void RunModel(int64_t layers, int64_t hidden, int64_t steps, int64_t context, bo
   std::printf("# (c) reads %.0f MB of adapter factors per step, %.0f%% of the base's %.0f MB of weights\n",
               factor_bytes / 1e6, 100 * factor_bytes / model->weight_bytes(), model->weight_bytes() / 1e6);
   const double dora_s = DeltaOnly(*model, rows(dora)).first;
+  const auto [lora16_s, lora16_gbs] = DeltaOnly(*model, rows(lora16));
   std::printf("# the (c) deltas alone, without base GEMMs: %.1f ms per step (factors at %.1f GB/s); "
-              "with one adapter for all rows (factors hot in cache): %.1f ms; the (d) deltas: %.1f ms\n",
-              delta_s * 1e3, delta_gbs, same_s * 1e3, dora_s * 1e3);
+              "with one adapter for all rows (factors hot in cache): %.1f ms; the (d) deltas: %.1f ms; "
+              "(c) in bfloat16: %.1f ms (%.0f MB at %.1f GB/s)\n",
+              delta_s * 1e3, delta_gbs, same_s * 1e3, dora_s * 1e3, lora16_s * 1e3,
+              FactorBytes(rows(lora16)) / 1e6, lora16_gbs);
   if (!show_switch) return;
   std::printf("\n| (c) side path alone, by implementation | ms per step | factors GB/s |\n|---|---:|---:|\n");
   const std::pair<const char*, DeltaPath> paths[] = {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <chrono>
+#include <optional>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -57,9 +58,11 @@ inline double MatmulGflops(torch::Device device, int64_t n = 2048) {
   return best;
 }
 
-// A random adapter of `rank` on every projection of every layer (LoRA, or DoRA per output row).
-inline std::shared_ptr<AdapterWeights> RandomAdapter(const LlamaModel& model, int64_t rank, bool dora,
-                                                     int seed) {
+// A random adapter of `rank` on every projection of every layer (LoRA, or DoRA per output row),
+// its factors in `factor_dtype` (default: the model's).
+inline std::shared_ptr<AdapterWeights> RandomAdapter(
+    const LlamaModel& model, int64_t rank, bool dora, int seed,
+    std::optional<torch::ScalarType> factor_dtype = std::nullopt) {
   torch::NoGradGuard guard;
   torch::manual_seed(seed);
   std::vector<std::unique_ptr<ModuleAdapter>> modules;
@@ -70,8 +73,9 @@ inline std::shared_ptr<AdapterWeights> RandomAdapter(const LlamaModel& model, in
       m->kind = dora ? ModuleAdapter::Kind::kDoraRow : ModuleAdapter::Kind::kLora;
       m->rank = rank;
       m->scale = 2.0;
-      m->a = (torch::randn({rank, w.size(1)}) * 0.02).to(model.device(), model.dtype());
-      m->b_t = (torch::randn({rank, w.size(0)}) * 0.02).to(model.device(), model.dtype());
+      const torch::ScalarType dtype = factor_dtype.value_or(model.dtype());
+      m->a = (torch::randn({rank, w.size(1)}) * 0.02).to(model.device(), dtype);
+      m->b_t = (torch::randn({rank, w.size(0)}) * 0.02).to(model.device(), dtype);
       if (dora) {
         m->gain = (1 + 0.1 * torch::randn({w.size(0)})).to(model.device(), model.dtype());
         m->magnitude = m->gain.to(torch::kFloat64);

@@ -81,6 +81,10 @@ ABSL_FLAG(double, drain_timeout_s, 30,
 ABSL_FLAG(ByteSizeFlag, max_upload_bytes, ByteSizeFlag{1ll << 30},
           "Largest adapter weights file an Upload may declare (e.g. 1GiB).");
 ABSL_FLAG(int64_t, max_rank, 256, "Largest adapter rank accepted.");
+ABSL_FLAG(std::string, adapter_dtype, "auto",
+          "How a float32 CPU server keeps adapter factors: auto (files stored in bfloat16 or "
+          "float16 stay 16-bit, exactly; others float32), float32, or bfloat16/float16 (halves "
+          "memory and decode bandwidth, rounding float32 factors). Other servers use --dtype.");
 ABSL_FLAG(int32_t, default_max_new_tokens, 16,
           "Tokens generated when a request leaves max_new_tokens at 0.");
 ABSL_FLAG(int32_t, max_new_tokens_limit, 4096, "Largest max_new_tokens a request may ask for.");
@@ -208,7 +212,10 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
 
   engine.registry.max_host_bytes = absl::GetFlag(FLAGS_max_host_adapter_bytes).bytes;
   engine.registry.max_device_bytes = absl::GetFlag(FLAGS_max_device_adapter_bytes).bytes;
-  engine.registry.max_rank = absl::GetFlag(FLAGS_max_rank);
+  engine.registry.limits.max_rank = absl::GetFlag(FLAGS_max_rank);
+  absl::StatusOr<FactorPrecision> factors = ParseFactorPrecision(absl::GetFlag(FLAGS_adapter_dtype));
+  if (!factors.ok()) return absl::InvalidArgumentError(absl::StrCat("--adapter_dtype: ", factors.status().message()));
+  engine.registry.limits.factors = *factors;
   engine.max_upload_bytes =
       static_cast<uint64_t>(std::max<int64_t>(0, absl::GetFlag(FLAGS_max_upload_bytes).bytes));
   SchedulerOptions& scheduler = engine.scheduler;
@@ -222,7 +229,7 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
   for (const auto& [flag, value] : {
            std::pair<const char*, int64_t>{"max_host_adapter_bytes", engine.registry.max_host_bytes},
            {"max_device_adapter_bytes", engine.registry.max_device_bytes},
-           {"max_rank", engine.registry.max_rank},
+           {"max_rank", engine.registry.limits.max_rank},
            {"max_upload_bytes", static_cast<int64_t>(engine.max_upload_bytes)},
            {"kv_cache_bytes", scheduler.kv_cache_bytes},
            {"max_batch_tokens", scheduler.max_batch_tokens},

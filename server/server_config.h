@@ -5,8 +5,8 @@
 // --admin_token_file --inference_token_file --tls_cert_file --tls_key_file
 // --max_host_adapter_bytes --max_device_adapter_bytes --kv_cache_bytes --max_batch_tokens
 // --max_running_requests --max_queue, and --drain_timeout_s --max_upload_bytes --max_rank
-// --default_max_new_tokens --max_new_tokens_limit --max_prompt_tokens. Byte sizes accept a plain
-// count or a suffix: 512MiB, 2GiB, 100MB, 1G (K/M/G/T are binary).
+// --adapter_dtype --default_max_new_tokens --max_new_tokens_limit --max_prompt_tokens. Byte sizes
+// accept a plain count or a suffix: 512MiB, 2GiB, 100MB, 1G (K/M/G/T are binary).
 //
 // Thread-safety: ServerConfigFromFlags reads global flags; call it once from main.
 #pragma once

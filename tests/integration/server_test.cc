@@ -616,6 +616,36 @@ TEST_F(ServerTest, MetricsPagePassesPromtool) {
 // SIGTERM drain.
 // ---------------------------------------------------------------------------------------------
 
+// --adapter_dtype reaches the registry: bfloat16 halves the device bytes of a float32 LoRA
+// adapter, which still serves; an unknown value stops the server at start-up, naming the flag.
+TEST_F(ServerTest, AdapterDtypeFlagSetsFactorStorage) {
+  auto device_bytes = [&](const std::vector<std::string>& flags) -> double {
+    StartServer(flags);
+    v1::AdapterInfo info;
+    const grpc::Status status = Upload(*adapters_, "lora-qv-r8", ReadAdapter("lora-qv-r8"), &info);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    const GoldenCase c = Golden("llama-tiny/lora-qv-r8")[0];
+    const GenerateOutcome out = Generate(*inference_, MakeGenerate("lora-qv-r8", c.prompt, 2));
+    EXPECT_TRUE(out.status.ok()) << out.status.error_message();
+    const std::string page = Metrics();
+    const std::string key = "loramux_adapter_resident_bytes{tier=\"device\"} ";
+    const size_t at = page.find(key);
+    EXPECT_NE(at, std::string::npos) << page;
+    return at == std::string::npos ? 0 : std::stod(page.substr(at + key.size()));
+  };
+  const double as_stored = device_bytes({});
+  const double narrowed = device_bytes({"--adapter_dtype=bfloat16"});
+  EXPECT_GT(as_stored, 0);
+  EXPECT_EQ(narrowed * 2, as_stored);
+
+  ServerProcess bad({"--adapter_dtype=fp8"}, 30);
+  EXPECT_FALSE(bad.ok());
+  const std::optional<int> code = bad.WaitExit(30);
+  ASSERT_TRUE(code.has_value());
+  EXPECT_NE(*code, 0);
+  EXPECT_NE(bad.Log().find("--adapter_dtype"), std::string::npos) << bad.Log();
+}
+
 TEST_F(ServerTest, SigtermDrainsAndExitsZero) {
   // One request runs at a time, so the queued ones keep the drain busy for a while; they were
   // accepted before SIGTERM and must complete too.

@@ -97,6 +97,68 @@ TEST_F(AdapterValidationTest, NonFiniteWeightsAreInvalid) {
   ExpectError(r.status(), absl::StatusCode::kInvalidArgument, "NaN or infinite");
 }
 
+// Rewrites every tensor (or only lora_A and lora_B: `factors_only`) as `dtype`, rounding to
+// nearest even as LibTorch does, into `data`.
+std::function<void(std::vector<TensorView>&, std::string&)> StoreAs(
+    DType dtype, torch::ScalarType torch_dtype, bool factors_only = false) {
+  return [=](std::vector<TensorView>& views, std::string& data) {
+    size_t offset = 0;
+    for (TensorView& v : views) {
+      if (factors_only && v.name.find("magnitude") != std::string::npos) continue;
+      const torch::Tensor narrow =
+          torch::from_blob(const_cast<uint8_t*>(v.data), {static_cast<int64_t>(v.nbytes / 4)})
+              .to(torch_dtype);
+      const size_t bytes = narrow.numel() * narrow.element_size();
+      EXPECT_LE(offset + bytes, data.capacity());  // views point into data: no reallocation
+      data.append(static_cast<const char*>(narrow.data_ptr()), bytes);
+      v.data = reinterpret_cast<const uint8_t*>(data.data()) + offset;
+      v.dtype = dtype;
+      v.nbytes = bytes;
+      offset += bytes;
+    }
+  };
+}
+
+TEST_F(AdapterValidationTest, SixteenBitFilesStaySixteenBitAndServeAsTheirWidening) {
+  const std::string prompt = "p0.";
+  auto golden = LoadGolden("cases/llama-tiny/dora-qkvo-r8.safetensors");
+  auto logits = [&](const AdapterWeights& adapter) {
+    auto run = RunBatch(*model_, {{ToVector(golden[prompt + "input_ids"]), &adapter}}, 3);
+    return torch::cat({run.prompt_logits[0], run.step_logits[0]});
+  };
+  for (auto [dtype, torch_dtype] : {std::pair{DType::kBF16, torch::kBFloat16},
+                                    std::pair{DType::kF16, torch::kFloat16}}) {
+    auto kept = LoadEdited("dora-qkvo-r8", nullptr, StoreAs(dtype, torch_dtype));
+    auto widened = LoadEdited("dora-qkvo-r8", nullptr, StoreAs(dtype, torch_dtype),
+                              AdapterLimits{256, FactorPrecision::kFloat32});
+    ASSERT_TRUE(kept.ok() && widened.ok()) << kept.status() << widened.status();
+    const ModuleAdapter* m = (*kept)->module(ModuleIndex(0, kQProj));
+    EXPECT_EQ(m->a.scalar_type(), torch_dtype);
+    EXPECT_EQ(m->b_t.scalar_type(), torch_dtype);
+    EXPECT_EQ(m->gain.scalar_type(), torch::kFloat32);
+    EXPECT_EQ((*widened)->module(ModuleIndex(0, kQProj))->a.scalar_type(), torch::kFloat32);
+    EXPECT_LT((*kept)->bytes(), (*widened)->bytes());
+    // Bit for bit the same logits, prefill and decode, and PEFT's within 16-bit rounding.
+    const torch::Tensor got = logits(**kept);
+    EXPECT_TRUE(torch::equal(got, logits(**widened))) << c10::toString(torch_dtype);
+    const torch::Tensor want = golden[prompt + "logits"];
+    const torch::Tensor prefill = got.narrow(0, 0, want.size(0));
+    EXPECT_LE((prefill - want).norm().item<double>() / want.norm().item<double>(), 2e-2);
+  }
+  // Narrowing float32 files is opt-in and rounds as the file would have been rounded.
+  auto narrowed = LoadEdited("dora-qkvo-r8", nullptr, nullptr,
+                             AdapterLimits{256, FactorPrecision::kBFloat16});
+  auto stored_bf16 = LoadEdited("dora-qkvo-r8", nullptr,
+                                StoreAs(DType::kBF16, torch::kBFloat16, /*factors_only=*/true));
+  ASSERT_TRUE(narrowed.ok() && stored_bf16.ok());
+  EXPECT_EQ((*narrowed)->module(ModuleIndex(0, kQProj))->a.scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(torch::equal(logits(**narrowed), logits(**stored_bf16)));
+  // A float32 file stays float32 by default.
+  auto plain = LoadEdited("dora-qkvo-r8", nullptr, nullptr);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ((*plain)->module(ModuleIndex(0, kQProj))->a.scalar_type(), torch::kFloat32);
+}
+
 TEST_F(AdapterValidationTest, FactorsBeyondFloat16RangeAreRefusedByAFloat16Server) {
   auto big = [](std::vector<TensorView>& views, std::string& data) {
     TensorView& v = views[0];

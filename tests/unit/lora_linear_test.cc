@@ -127,6 +127,58 @@ TEST_P(LoraLinearTest, EveryPathMatchesTheExactMaths) {
   }
 }
 
+// A copy of `adapter`'s module 0 whose factors are rounded to `storage` and kept in `keep`
+// (16-bit storage kept as is, or the same values widened to float32); gains stay float32.
+std::shared_ptr<AdapterWeights> Rounded(const AdapterWeights& adapter, torch::ScalarType storage,
+                                        torch::ScalarType keep) {
+  const ModuleAdapter& m = *adapter.module(0);
+  auto copy = std::make_unique<ModuleAdapter>(m);
+  copy->a = m.a.to(storage).to(keep);
+  copy->b_t = m.b_t.to(storage).to(keep);
+  if (m.gain.defined()) copy->gain = m.gain.clone();
+  std::vector<std::unique_ptr<ModuleAdapter>> modules;
+  modules.push_back(std::move(copy));
+  return AdapterWeights::FromModules("rounded", std::move(modules));
+}
+
+TEST(SixteenBitFactorsTest, WidenExactlyOnEveryPath) {
+  torch::manual_seed(11);
+  std::vector<std::shared_ptr<AdapterWeights>> f32 = {
+      RandomAdapter(Kind::kLora, 4, 0.5, torch::kFloat32),
+      RandomAdapter(Kind::kLora, 8, 2.0, torch::kFloat32),
+      RandomAdapter(Kind::kDoraRow, 4, 1.0, torch::kFloat32)};
+  // Values float16 handles at its edges: subnormals, the smallest normal, its largest value, -0.
+  float* a = f32[0]->module(0)->a.data_ptr<float>();
+  const float edges[] = {0x1p-24f, -0x1p-24f, 0x3ffp-24f, 0x1p-14f, 65504.0f, -0.0f, 1e-30f};
+  std::copy(std::begin(edges), std::end(edges), a);
+  LinearWeights base{torch::randn({kOut, kIn}), torch::randn({kOut})};
+  const torch::Tensor x = torch::randn({kTokens, kIn});
+  for (torch::ScalarType storage : {torch::kBFloat16, torch::kFloat16}) {
+    std::vector<std::shared_ptr<AdapterWeights>> kept, widened;
+    std::vector<AdapterSegment> kept_segments, widened_segments;
+    for (size_t i = 0; i < f32.size(); ++i) {
+      kept.push_back(Rounded(*f32[i], storage, storage));
+      widened.push_back(Rounded(*f32[i], storage, torch::kFloat32));
+      ASSERT_EQ(kept.back()->module(0)->a.scalar_type(), storage);
+      const ModuleAdapter& wide = *widened.back()->module(0);
+      ASSERT_EQ(2 * (widened.back()->bytes() - kept.back()->bytes()),  // the factors' bytes halve
+                (wide.a.numel() + wide.b_t.numel()) * 4);
+      const int64_t begin = static_cast<int64_t>(i) * 5;  // runs of 1 token and of 5 (prefill)
+      for (auto [list, out] : {std::pair{&kept, &kept_segments}, {&widened, &widened_segments}}) {
+        out->push_back({list->back().get(), 0.75, begin, begin + 1});
+        out->push_back({list->back().get(), 1.0, begin + 1, begin + 5});
+      }
+    }
+    for (DeltaPath path : {DeltaPath::kAuto, DeltaPath::kGathered, DeltaPath::kSegmentGemms}) {
+      const torch::Tensor got = AdaptedLinear(x, base, 0, kept_segments, path);
+      const torch::Tensor want = AdaptedLinear(x, base, 0, widened_segments, path);
+      EXPECT_TRUE(torch::equal(got, want))
+          << c10::toString(storage) << " " << PathName(path) << ": max difference "
+          << (got - want).abs().max().item<float>();
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Dtypes, LoraLinearTest,
                          ::testing::Values(torch::kFloat32, torch::kFloat64, torch::kBFloat16),
                          [](const auto& info) { return std::string(c10::toString(info.param)); });
