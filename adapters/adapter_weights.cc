@@ -57,6 +57,17 @@ torch::Tensor ArenaTensor(std::shared_ptr<FactorArena> arena) {
   return torch::from_blob(data, {floats}, [keep = std::move(arena)](void*) {}, torch::kFloat32);
 }
 
+// A 1-D tensor of `elements` of `options`' dtype and device. On the CPU its memory is a
+// FactorArena (huge pages when large: decode streams it), which the tensor keeps alive.
+torch::Tensor NewArena(size_t elements, const torch::TensorOptions& options) {
+  if (!options.device().is_cpu()) return torch::empty({static_cast<int64_t>(elements)}, options);
+  const size_t bytes = elements * options.dtype().itemsize();
+  auto arena = std::make_shared<FactorArena>((bytes + sizeof(float) - 1) / sizeof(float));
+  void* data = arena->data();  // before the deleter takes the arena
+  return torch::from_blob(data, {static_cast<int64_t>(elements)},
+                          [keep = std::move(arena)](void*) {}, options);
+}
+
 // A view of `arena` (1-D) of `sizes` at element `offset`, sharing (and keeping alive) its memory.
 torch::Tensor Slice(const torch::Tensor& arena, size_t offset, c10::IntArrayRef sizes) {
   char* data = static_cast<char*>(arena.data_ptr()) + offset * arena.element_size();
@@ -127,7 +138,12 @@ class AdapterBuilder {
     const torch::Tensor host = ArenaTensor(std::move(block));
     const torch::ScalarType factor_dtype = FactorDtype(plan);
     const bool in_place = model_.device().is_cpu() && factor_dtype == torch::kFloat32;
-    arena = in_place ? host : host.to(model_.device(), factor_dtype);
+    if (in_place) {
+      arena = host;
+    } else {
+      arena = NewArena(host.numel(), host.options().device(model_.device()).dtype(factor_dtype));
+      arena.copy_(host);
+    }
     if (factor_dtype == torch::kFloat16 && !torch::isfinite(arena).all().item<bool>()) {
       return Precondition("its factors exceed float16's range (±65504) and the server keeps "
                           "them in float16; use --dtype and --adapter_dtype float32 or bfloat16");
@@ -411,9 +427,7 @@ std::shared_ptr<AdapterWeights> AdapterWeights::FromModules(std::string name, Mo
       if (packed(*t)) floats += FactorArena::Aligned(t->numel());
     }
   }
-  const bool host_float = options.device().is_cpu() && options.dtype() == torch::kFloat32;
-  torch::Tensor arena = host_float ? ArenaTensor(std::make_shared<FactorArena>(floats))
-                                   : torch::empty({static_cast<int64_t>(floats)}, options);
+  torch::Tensor arena = NewArena(floats, options);
   size_t offset = 0;
   for (const auto& m : modules) {
     if (!m) continue;
