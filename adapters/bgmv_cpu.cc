@@ -33,12 +33,21 @@ LORAMUX_INLINE float FromBits(uint32_t u) {
 
 LORAMUX_INLINE float Widen(float v) { return v; }
 LORAMUX_INLINE float Widen(BFloat16Bits v) { return FromBits(static_cast<uint32_t>(v.bits) << 16); }
-// Exponent and mantissa shift into float32's places; scaling by 2^(127-15) then rebiases the
-// exponent, exactly, and turns float16 subnormals (read as float32 subnormals) into normals.
+LORAMUX_INLINE uint32_t ToBits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof(u));
+  return u;
+}
+// Normals: exponent and mantissa shift into float32's places and the exponent is rebiased by
+// 127 - 15 = 112. Subnormals (and zero): mantissa · 2^-24, exactly. No float32 subnormal appears
+// on the way, so flush-to-zero modes cannot change the result.
 LORAMUX_INLINE float Widen(Float16Bits v) {
-  const uint32_t u = (static_cast<uint32_t>(v.bits & 0x8000u) << 16) |
-                     (static_cast<uint32_t>(v.bits & 0x7fffu) << 13);
-  return FromBits(u) * 0x1p112f;
+  const int32_t magnitude = v.bits & 0x7fff;
+  const uint32_t subnormal = ToBits(static_cast<float>(magnitude) * 0x1p-24f);
+  const uint32_t normal = (static_cast<uint32_t>(magnitude) << 13) + (112u << 23);
+  const uint32_t is_subnormal = 0u - static_cast<uint32_t>(magnitude < 0x400);  // all ones or 0
+  const uint32_t sign = static_cast<uint32_t>(v.bits & 0x8000u) << 16;
+  return FromBits((subnormal & is_subnormal) | (normal & ~is_subnormal) | sign);
 }
 
 // u[k] = c · <A[k], x> for k in [0, rank).

@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include "adapters/adapter_weights.h"
+#include "adapters/bgmv_cpu.h"
 #include "adapters/lora_linear.h"
 
 namespace loramux {
@@ -176,6 +177,26 @@ TEST(SixteenBitFactorsTest, WidenExactlyOnEveryPath) {
           << c10::toString(storage) << " " << PathName(path) << ": max difference "
           << (got - want).abs().max().item<float>();
     }
+  }
+}
+
+// The kernel widens every finite 16-bit pattern exactly as LibTorch converts it: with in = rank = 1,
+// A = [1] and x = [1], the output row is B^T's row itself, widened.
+TEST(SixteenBitFactorsTest, KernelWidensEveryFiniteValueExactly) {
+  for (auto [dtype, type] : {std::pair{torch::kBFloat16, FactorType::kBFloat16},
+                             std::pair{torch::kFloat16, FactorType::kFloat16}}) {
+    const torch::Tensor patterns = torch::arange(0, 1 << 16, torch::kInt32).to(torch::kInt16);
+    const torch::Tensor all = patterns.view(dtype);  // reinterpret the bits
+    const torch::Tensor b_t = all.index({torch::isfinite(all.to(torch::kFloat32))}).contiguous();
+    const torch::Tensor a = torch::ones({1}, dtype);
+    const float x = 1.0f;
+    torch::Tensor y = torch::zeros({b_t.numel()});
+    BgmvSegment segment{a.data_ptr(), b_t.data_ptr(), type, nullptr, 1, 1.0f, 0, 1};
+    BgmvCpu(&x, y.data_ptr<float>(), nullptr, 1, b_t.numel(), {segment});
+    const torch::Tensor want = b_t.to(torch::kFloat32);
+    // Values compare equal (-0 added to the zeroed row reads +0, as it should).
+    EXPECT_EQ(torch::nonzero(y != want).size(0), 0) << c10::toString(dtype);
+    EXPECT_GT(b_t.numel(), 63000);
   }
 }
 
