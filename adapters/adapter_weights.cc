@@ -144,10 +144,6 @@ class AdapterBuilder {
       arena = NewArena(host.numel(), host.options().device(model_.device()).dtype(factor_dtype));
       arena.copy_(host);
     }
-    if (factor_dtype == torch::kFloat16 && !torch::isfinite(arena).all().item<bool>()) {
-      return Precondition("its factors exceed float16's range (±65504) and the server keeps "
-                          "them in float16; use --dtype and --adapter_dtype float32 or bfloat16");
-    }
     // DoRA gains stay in the compute dtype, whatever the factors' (float32 when they are 16-bit).
     const bool gain_in_arena = factor_dtype == model_.dtype();
     ModuleList modules(model_.config().num_layers * kNumProjections);
@@ -159,6 +155,16 @@ class AdapterBuilder {
       module->scale = p.scale;
       module->a = Slice(arena, offset, {p.rank, p.in});
       module->b_t = Slice(arena, offset + p.a_floats(), {p.rank, p.out});
+      // Finite in float32 (checked while copying), but maybe not in float16. Only the factors
+      // are checked: the arena's alignment gaps hold whatever the memory held.
+      if (factor_dtype == torch::kFloat16 &&
+          !(torch::isfinite(module->a).all().item<bool>() &&
+            torch::isfinite(module->b_t).all().item<bool>())) {
+        return Precondition(absl::StrCat(
+            "the factors of ", model_.module_paths()[p.index],
+            " exceed float16's range (±65504) and the server keeps them in float16; use "
+            "--dtype and --adapter_dtype float32 or bfloat16"));
+      }
       if (p.kind != ModuleAdapter::Kind::kLora) {
         module->gain = gain_in_arena
                            ? Slice(arena, offset + p.a_floats() + p.b_floats(), {p.gain_size()})
