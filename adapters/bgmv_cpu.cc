@@ -1,8 +1,8 @@
 #include "adapters/bgmv_cpu.h"
 
-#include <cstring>
-
 #include <ATen/Parallel.h>
+
+#include "adapters/half_float.h"
 
 namespace loramux {
 namespace {
@@ -16,39 +16,17 @@ constexpr int64_t kRowsPerPass = 4;
 // code (an out-of-line helper would be compiled once, for the SSE2 baseline).
 #define LORAMUX_INLINE inline __attribute__((always_inline))
 
-// 16-bit factors as stored. Both widen with integer ops that vectorize (GCC leaves _Float16
-// conversions scalar).
-struct BFloat16Bits {  // the upper half of a float32
+// 16-bit factors as stored (distinct types, so Widen picks the conversion).
+struct BFloat16Bits {
   uint16_t bits;
 };
-struct Float16Bits {  // IEEE binary16; finite (adapters are checked at load)
+struct Float16Bits {
   uint16_t bits;
 };
-
-LORAMUX_INLINE float FromBits(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, sizeof(f));
-  return f;
-}
 
 LORAMUX_INLINE float Widen(float v) { return v; }
-LORAMUX_INLINE float Widen(BFloat16Bits v) { return FromBits(static_cast<uint32_t>(v.bits) << 16); }
-LORAMUX_INLINE uint32_t ToBits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof(u));
-  return u;
-}
-// Normals: exponent and mantissa shift into float32's places and the exponent is rebiased by
-// 127 - 15 = 112. Subnormals (and zero): mantissa · 2^-24, exactly. No float32 subnormal appears
-// on the way, so flush-to-zero modes cannot change the result.
-LORAMUX_INLINE float Widen(Float16Bits v) {
-  const int32_t magnitude = v.bits & 0x7fff;
-  const uint32_t subnormal = ToBits(static_cast<float>(magnitude) * 0x1p-24f);
-  const uint32_t normal = (static_cast<uint32_t>(magnitude) << 13) + (112u << 23);
-  const uint32_t is_subnormal = 0u - static_cast<uint32_t>(magnitude < 0x400);  // all ones or 0
-  const uint32_t sign = static_cast<uint32_t>(v.bits & 0x8000u) << 16;
-  return FromBits((subnormal & is_subnormal) | (normal & ~is_subnormal) | sign);
-}
+LORAMUX_INLINE float Widen(BFloat16Bits v) { return BFloat16ToFloat(v.bits); }
+LORAMUX_INLINE float Widen(Float16Bits v) { return HalfToFloat(v.bits); }
 
 // u[k] = c · <A[k], x> for k in [0, rank).
 template <typename T>

@@ -13,6 +13,8 @@
 #include <new>
 #include <type_traits>
 
+#include "adapters/half_float.h"
+
 namespace loramux {
 namespace {
 
@@ -96,29 +98,6 @@ class BlockPool {
   size_t pooled_bytes_ = 0;
 };
 
-inline float FromHalf(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
-  uint32_t exponent = (h >> 10) & 0x1f, mantissa = h & 0x3ff;
-  uint32_t bits;
-  if (exponent == 0x1f) {
-    bits = sign | 0x7f800000 | (mantissa << 13);  // inf / NaN
-  } else if (exponent != 0) {
-    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
-  } else if (mantissa == 0) {
-    bits = sign;
-  } else {  // subnormal: normalise
-    exponent = 113;
-    while ((mantissa & 0x400) == 0) {
-      mantissa <<= 1;
-      --exponent;
-    }
-    bits = sign | (exponent << 23) | ((mantissa & 0x3ff) << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, sizeof(f));
-  return f;
-}
-
 // Element i of a little-endian array of T at an arbitrary address, as float (float and double
 // directly; BF16 and F16 below).
 template <typename T>
@@ -135,10 +114,7 @@ struct Load<BF16> {
   static float At(const uint8_t* p, int64_t i) {
     uint16_t h;
     std::memcpy(&h, p + i * 2, 2);
-    const uint32_t bits = static_cast<uint32_t>(h) << 16;
-    float v;
-    std::memcpy(&v, &bits, 4);
-    return v;
+    return BFloat16ToFloat(h);
   }
 };
 struct F16 {};
@@ -147,7 +123,7 @@ struct Load<F16> {
   static float At(const uint8_t* p, int64_t i) {
     uint16_t h;
     std::memcpy(&h, p + i * 2, 2);
-    return FromHalf(h);
+    return HalfToFloat(h);
   }
 };
 

@@ -9,6 +9,7 @@
 #include <torch/torch.h>
 
 #include "adapters/factor_arena.h"
+#include "adapters/half_float.h"
 
 namespace loramux {
 namespace {
@@ -38,6 +39,25 @@ std::vector<float> Copy(const TensorView& view, bool transpose, bool* finite = n
 std::vector<float> Values(const torch::Tensor& t) {
   const torch::Tensor c = t.to(torch::kFloat32).contiguous();
   return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+}
+
+// Every bfloat16 and binary16 bit pattern — zeros, subnormals, infinities — widens to the float32
+// bits LibTorch gives; NaNs stay NaNs (the hardware conversion LibTorch uses also quiets them).
+TEST(HalfFloatTest, EveryPatternWidensAsLibTorchDoes) {
+  const torch::Tensor patterns = torch::arange(0, 1 << 16, torch::kInt32).to(torch::kInt16);
+  for (auto dtype : {torch::kBFloat16, torch::kFloat16}) {
+    const torch::Tensor want = patterns.view(dtype).to(torch::kFloat32).view(torch::kInt32);
+    const int16_t* bits = patterns.data_ptr<int16_t>();
+    int64_t wrong = 0;
+    for (int64_t i = 0; i < patterns.numel(); ++i) {
+      const uint16_t h = static_cast<uint16_t>(bits[i]);
+      const float got = dtype == torch::kBFloat16 ? BFloat16ToFloat(h) : HalfToFloat(h);
+      const uint32_t want_bits = static_cast<uint32_t>(want[i].item<int32_t>());
+      wrong += std::isnan(FloatFromBits(want_bits)) ? !std::isnan(got)
+                                                    : BitsFromFloat(got) != want_bits;
+    }
+    EXPECT_EQ(wrong, 0) << c10::toString(dtype);
+  }
 }
 
 TEST(FactorArenaTest, TransposesEveryShapeExactly) {
