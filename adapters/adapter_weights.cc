@@ -50,13 +50,6 @@ struct RawModule {
   const TensorView* m = nullptr;
 };
 
-// A float32 CPU tensor over an arena's memory; the tensor keeps the arena alive.
-torch::Tensor ArenaTensor(std::shared_ptr<FactorArena> arena) {
-  float* data = arena->data();
-  const auto floats = static_cast<int64_t>(arena->size());
-  return torch::from_blob(data, {floats}, [keep = std::move(arena)](void*) {}, torch::kFloat32);
-}
-
 // A 1-D tensor of `elements` of `options`' dtype and device. On the CPU its memory is a
 // FactorArena (huge pages when large: decode streams it), which the tensor keeps alive.
 torch::Tensor NewArena(size_t elements, const torch::TensorOptions& options) {
@@ -114,8 +107,8 @@ class AdapterBuilder {
 
   // Copies every planned factor into one arena in serving layout (A [r,in], B^T [r,out], then
   // DoRA's gain), converting to float32 and checking finiteness in the same pass, then moves the
-  // arena to the model's device and dtype (in place for float32 on the CPU). Returns the modules,
-  // which view `arena`.
+  // arena to the model's device and the factor dtype (FactorDtype; in place for float32 on the
+  // CPU). Returns the modules, which view `arena`.
   absl::StatusOr<ModuleList> Pack(Plan plan, torch::Tensor& arena) const {
     if (plan.empty()) return Invalid("it adapts no module of the base model");
     // Layer by layer, projection by projection: the order a forward pass reads them.
@@ -123,19 +116,19 @@ class AdapterBuilder {
               [](const PlannedModule& x, const PlannedModule& y) { return x.index < y.index; });
     size_t floats = 0;
     for (const PlannedModule& p : plan) floats += p.floats();
-    auto block = std::make_shared<FactorArena>(floats);
+    const torch::Tensor host = NewArena(floats, torch::kFloat32);
+    float* data = host.data_ptr<float>();
     size_t offset = 0;
     for (const PlannedModule& p : plan) {
       // Serving layout is A [r,in] and B^T [r,out]: PEFT's B [out,r] and seed's A [in,r] flip.
-      if (!CopyFactor(*p.a, /*transpose=*/p.seed_layout, block->data() + offset)) {
+      if (!CopyFactor(*p.a, /*transpose=*/p.seed_layout, data + offset)) {
         return NonFinite(*p.a);
       }
-      if (!CopyFactor(*p.b, /*transpose=*/!p.seed_layout, block->data() + offset + p.a_floats())) {
+      if (!CopyFactor(*p.b, /*transpose=*/!p.seed_layout, data + offset + p.a_floats())) {
         return NonFinite(*p.b);
       }
       offset += p.floats();
     }
-    const torch::Tensor host = ArenaTensor(std::move(block));
     const torch::ScalarType factor_dtype = FactorDtype(plan);
     const bool in_place = model_.device().is_cpu() && factor_dtype == torch::kFloat32;
     if (in_place) {
