@@ -37,6 +37,7 @@ std::string BlasLibrary() {
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
   ASSIGN_OR_RETURN(torch::Device device, ParseDevice(options.device));
   ASSIGN_OR_RETURN(torch::ScalarType dtype, ParseScalarType(options.dtype));
+  RETURN_IF_ERROR(CheckMatmulSupport(device, dtype));
   ConfigureThreads(options.threads);
   auto engine = std::unique_ptr<Engine>(new Engine());
   ASSIGN_OR_RETURN(engine->model_, LlamaModel::Load(options.model_dir, device, dtype));

@@ -19,6 +19,18 @@ absl::StatusOr<torch::ScalarType> ParseScalarType(absl::string_view name) {
       absl::StrCat("unknown dtype \"", name, "\" (use float32, bfloat16 or float16)"));
 }
 
+absl::Status CheckMatmulSupport(torch::Device device, torch::ScalarType dtype) {
+  try {
+    const torch::Tensor m = torch::ones({2, 2}, torch::TensorOptions().device(device).dtype(dtype));
+    torch::mm(m, m);
+    return absl::OkStatus();
+  } catch (const c10::Error&) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "this LibTorch cannot multiply ", c10::toString(dtype), " matrices on ", device.str(),
+        "; use another --dtype (float32 or bfloat16) or --device"));
+  }
+}
+
 absl::StatusOr<torch::Device> ParseDevice(absl::string_view name) {
   try {
     torch::Device device{std::string(name)};

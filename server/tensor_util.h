@@ -16,6 +16,11 @@ absl::StatusOr<torch::ScalarType> ParseScalarType(absl::string_view name);
 // "cpu", "cuda", "cuda:N". UNAVAILABLE when LibTorch has no CUDA.
 absl::StatusOr<torch::Device> ParseDevice(absl::string_view name);
 
+// OK when this LibTorch multiplies `dtype` matrices on `device`; FAILED_PRECONDITION otherwise
+// (CPU builds before 2.x have no float16 matmul), so a server refuses to start rather than fail
+// every request.
+absl::Status CheckMatmulSupport(torch::Device device, torch::ScalarType dtype);
+
 // Sets LibTorch's intra-op thread count to `threads`, or when 0 to OMP_NUM_THREADS if set, else to
 // every online CPU. (LibTorch's default counts physical cores from cpuinfo, which reads 1 on some
 // VMs and halves throughput.) Returns the count in effect.

@@ -355,6 +355,23 @@ TEST_F(ServerTest, UploadErrorCodes) {
   EXPECT_TRUE(status.ok()) << status.error_message();
 }
 
+// --dtype=float16 either serves or refuses to start, naming the flag: never a server that accepts
+// requests and fails them all (Debian's CPU LibTorch has no float16 matmul).
+TEST_F(ServerTest, Float16EitherServesOrRefusesToStart) {
+  ServerProcess server({"--dtype=float16"}, 60);
+  if (!server.ok()) {
+    const std::optional<int> code = server.WaitExit(30);
+    ASSERT_TRUE(code.has_value());
+    EXPECT_NE(*code, 0);
+    EXPECT_THAT(server.Log(), HasSubstr("--dtype")) << server.Log();
+    return;
+  }
+  auto inference = v1::Inference::NewStub(Connect(server.address()));
+  const GoldenCase c = Golden("llama-tiny/base")[0];
+  const GenerateOutcome out = Generate(*inference, MakeGenerate("", c.prompt, 2));
+  EXPECT_TRUE(out.status.ok()) << out.status.error_message();
+}
+
 TEST_F(ServerTest, AdminRpcs) {
   StartServer();
   UploadLlamaAdapters();
