@@ -100,9 +100,19 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(JsonElement json) {
   }
   model->id_to_token_.resize(max_id + 1);
   model->has_token_.resize(max_id + 1);
+  model->bmp_char_ids_.assign(0x10000, -1);
   for (const auto& [token, id] : model->vocab_) {
     model->id_to_token_[id] = token;
     model->has_token_[id] = true;
+    if (!token.empty() && Utf8CharLength(static_cast<unsigned char>(token[0])) == token.size()) {
+      size_t pos = 0;
+      const char32_t cp = NextCodePoint(token, pos);
+      if (cp < 0x10000) {
+        model->bmp_char_ids_[cp] = id;
+      } else {
+        model->astral_char_ids_[cp] = id;
+      }
+    }
   }
 
   ASSIGN_OR_RETURN(std::optional<std::string_view> unk, OptionalStringField(json, "unk_token", kWhere));
@@ -145,6 +155,12 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(JsonElement json) {
   return model;
 }
 
+int32_t BpeModel::CharId(char32_t cp) const {
+  if (cp < 0x10000) return bmp_char_ids_[cp];
+  auto it = astral_char_ids_.find(cp);
+  return it == astral_char_ids_.end() ? -1 : it->second;
+}
+
 std::optional<int32_t> BpeModel::TokenToId(std::string_view token) const {
   auto it = vocab_.find(AsAbsl(token));
   if (it == vocab_.end()) return std::nullopt;
@@ -164,18 +180,27 @@ void BpeModel::InitialSymbols(std::string_view piece, std::vector<int32_t>& symb
     pos += Utf8CharLength(static_cast<unsigned char>(piece[pos]));
     std::string_view ch = piece.substr(start, pos - start);
     std::string_view lookup = ch;
-    if ((start != 0 && !continuing_subword_prefix_.empty()) ||
-        (pos == piece.size() && !end_of_word_suffix_.empty())) {
+    const bool decorated_char = (start != 0 && !continuing_subword_prefix_.empty()) ||
+                                (pos == piece.size() && !end_of_word_suffix_.empty());
+    if (!decorated_char) {
+      size_t cursor = start;
+      const int32_t id = CharId(NextCodePoint(piece, cursor));
+      if (id >= 0) {
+        if (pending_unk) symbols.push_back(*std::exchange(pending_unk, std::nullopt));
+        symbols.push_back(id);
+        continue;
+      }
+    } else {
       decorated.clear();
       if (start != 0) decorated += continuing_subword_prefix_;
       decorated += ch;
       if (pos == piece.size()) decorated += end_of_word_suffix_;
       lookup = decorated;
-    }
-    if (auto it = vocab_.find(AsAbsl(lookup)); it != vocab_.end()) {
-      if (pending_unk) symbols.push_back(*std::exchange(pending_unk, std::nullopt));
-      symbols.push_back(it->second);
-      continue;
+      if (auto it = vocab_.find(AsAbsl(lookup)); it != vocab_.end()) {
+        if (pending_unk) symbols.push_back(*std::exchange(pending_unk, std::nullopt));
+        symbols.push_back(it->second);
+        continue;
+      }
     }
     if (byte_fallback_) {
       bool all_bytes = true;

@@ -53,7 +53,13 @@ class BpeModel {
   void InitialSymbols(std::string_view piece, std::vector<int32_t>& symbols) const;
   void MergeAll(std::vector<int32_t>& symbols) const;
 
+  // The id of a single character when it is a token by itself, or -1 (the common lookup while
+  // encoding, kept off the string map): code points below 0x10000 in a table, others hashed.
+  int32_t CharId(char32_t cp) const;
+
   absl::flat_hash_map<std::string, int32_t> vocab_;
+  std::vector<int32_t> bmp_char_ids_;
+  absl::flat_hash_map<char32_t, int32_t> astral_char_ids_;
   std::vector<std::string> id_to_token_;  // "" for ids with no token
   std::vector<bool> has_token_;
   absl::flat_hash_map<uint64_t, Merge> merges_;

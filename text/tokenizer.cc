@@ -1,8 +1,6 @@
 #include "text/tokenizer.h"
 
 #include <algorithm>
-#include <fstream>
-#include <sstream>
 
 #include "text/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -35,10 +33,14 @@ absl::Status CheckTopLevel(JsonElement root, simdjson::dom::object object) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(std::string_view json) {
+  return FromPaddedJson(simdjson::padded_string(json));
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromPaddedJson(
+    const simdjson::padded_string& json) {
   simdjson::dom::parser parser;
   simdjson::dom::element root;
-  const simdjson::padded_string padded(json);
-  if (auto error = parser.parse(padded).get(root); error != simdjson::SUCCESS) {
+  if (auto error = parser.parse(json).get(root); error != simdjson::SUCCESS) {
     return absl::InvalidArgumentError(
         Cat("tokenizer.json is not valid JSON: ", simdjson::error_message(error)));
   }
@@ -68,11 +70,11 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(std::string_view 
 }
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(Cat("cannot read tokenizer file ", path));
-  std::ostringstream bytes;
-  bytes << in.rdbuf();
-  auto tokenizer = FromJson(bytes.str());
+  simdjson::padded_string bytes;
+  if (simdjson::padded_string::load(path).get(bytes) != simdjson::SUCCESS) {
+    return absl::NotFoundError(Cat("cannot read tokenizer file ", path));
+  }
+  auto tokenizer = FromPaddedJson(bytes);
   if (!tokenizer.ok()) {
     return absl::Status(tokenizer.status().code(),
                         Cat(path, ": ", tokenizer.status().message()));
@@ -116,18 +118,17 @@ absl::Status Tokenizer::LoadAddedTokens(JsonElement root) {
       raw_matcher_.Add(token, token.content);
     }
   }
-  // HuggingFace decides "special" by content: any id whose token is a special token's content.
-  absl::flat_hash_map<absl::string_view, bool> special_contents;
-  for (const AddedToken& token : added_tokens_) {
-    if (token.special) special_contents[AsAbsl(token.content)] = true;
-  }
+  // HuggingFace decides "special" by content: any id whose token is a special token's content
+  // (the added token's id, and a model token with the same text unless an added token owns it).
   is_special_.assign(vocab_size_, false);
-  for (int32_t id = 0; id < vocab_size_ && !special_contents.empty(); ++id) {
-    const std::string* token = TokenOf(id);
-    if (token != nullptr && special_contents.contains(AsAbsl(*token))) {
-      is_special_[id] = true;
-      special_ids_.push_back(id);
-    }
+  for (const AddedToken& token : added_tokens_) {
+    if (!token.special) continue;
+    is_special_[token.id] = true;
+    std::optional<int32_t> model_id = model_->TokenToId(token.content);
+    if (model_id && !added_by_id_.contains(*model_id)) is_special_[*model_id] = true;
+  }
+  for (int32_t id = 0; id < vocab_size_; ++id) {
+    if (is_special_[id]) special_ids_.push_back(id);
   }
   return absl::OkStatus();
 }

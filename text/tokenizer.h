@@ -61,6 +61,8 @@ class Tokenizer {
  private:
   friend class StreamDecoder;
   Tokenizer() = default;
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> FromPaddedJson(
+      const simdjson::padded_string& json);
   absl::Status LoadAddedTokens(JsonElement root);
   // The token string of `id`, or nullptr.
   const std::string* TokenOf(int32_t id) const;
