@@ -38,6 +38,8 @@ class BpeModel {
   const std::string* IdToToken(int32_t id) const;
   // One more than the largest id.
   int32_t vocab_size() const { return static_cast<int32_t>(id_to_token_.size()); }
+  // Number of tokens (HuggingFace's vocab size; less than vocab_size() if ids have gaps).
+  int32_t token_count() const { return static_cast<int32_t>(vocab_.size()); }
 
  private:
   BpeModel() = default;

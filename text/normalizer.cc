@@ -45,55 +45,24 @@ class UnicodeNormalizer final : public Normalizer {
   int options_;
 };
 
-// Rust's str::to_lowercase: per-character full lowercase mapping, with final sigma.
+// HuggingFace lowercases character by character (Rust's char::to_lowercase): full mappings
+// (U+0130 becomes "i̇") but no context, so a final capital sigma becomes σ, never ς.
 class LowercaseNormalizer final : public Normalizer {
  public:
   void Normalize(std::string& text) const override {
     std::string out;
     out.reserve(text.size());
-    std::vector<char32_t> cps;
-    for (size_t pos = 0; pos < text.size();) cps.push_back(NextCodePoint(text, pos));
-    for (size_t i = 0; i < cps.size(); ++i) {
-      const char32_t c = cps[i];
+    for (size_t pos = 0; pos < text.size();) {
+      const char32_t c = NextCodePoint(text, pos);
       if (c < 0x80) {
         out.push_back(static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c));
-      } else if (c == 0x130) {  // İ: the one unconditional multi-character lowercase mapping
+      } else if (c == 0x130) {  // the one unconditional multi-character lowercase mapping
         out.append("i\xCC\x87");
-      } else if (c == 0x3A3) {  // Σ: final form at the end of a word
-        AppendUtf8(IsFinalSigma(cps, i) ? 0x3C2 : 0x3C3, out);
       } else {
         AppendUtf8(utf8proc_tolower(c), out);
       }
     }
     text = std::move(out);
-  }
-
- private:
-  static bool IsCased(char32_t c) {
-    return utf8proc_tolower(c) != c || utf8proc_toupper(c) != c ||
-           utf8proc_category(c) == UTF8PROC_CATEGORY_LT;
-  }
-  static bool IsCaseIgnorable(char32_t c) {
-    const auto cat = utf8proc_category(c);
-    return cat == UTF8PROC_CATEGORY_MN || cat == UTF8PROC_CATEGORY_ME ||
-           cat == UTF8PROC_CATEGORY_CF || cat == UTF8PROC_CATEGORY_LM ||
-           cat == UTF8PROC_CATEGORY_SK || c == '\'' || c == 0x2019 || c == '.' || c == ':';
-  }
-  static bool IsFinalSigma(const std::vector<char32_t>& cps, size_t i) {
-    size_t j = i;
-    bool cased_before = false;
-    while (j > 0) {
-      --j;
-      if (IsCaseIgnorable(cps[j])) continue;
-      cased_before = IsCased(cps[j]);
-      break;
-    }
-    if (!cased_before) return false;
-    for (size_t k = i + 1; k < cps.size(); ++k) {
-      if (IsCaseIgnorable(cps[k])) continue;
-      return !IsCased(cps[k]);
-    }
-    return true;
   }
 };
 
@@ -125,6 +94,7 @@ class StripNormalizer final : public Normalizer {
   bool left_, right_;
 };
 
+// Removes every combining mark (general category M), as unicode-normalization's is_combining_mark.
 class StripAccentsNormalizer final : public Normalizer {
  public:
   void Normalize(std::string& text) const override {
@@ -132,7 +102,10 @@ class StripAccentsNormalizer final : public Normalizer {
     for (size_t pos = 0; pos < text.size();) {
       const size_t start = pos;
       const char32_t c = NextCodePoint(text, pos);
-      if (utf8proc_category(c) != UTF8PROC_CATEGORY_MN) out.append(text, start, pos - start);
+      const auto category = utf8proc_category(c);
+      const bool is_mark = category == UTF8PROC_CATEGORY_MN || category == UTF8PROC_CATEGORY_MC ||
+                           category == UTF8PROC_CATEGORY_ME;
+      if (!is_mark) out.append(text, start, pos - start);
     }
     text = std::move(out);
   }

@@ -96,8 +96,10 @@ void SplitBySpans(const PreToken& piece, std::vector<Span> spans, Behavior behav
   }
   for (const Span& s : kept) {
     if (s.is_match || s.end == s.begin) continue;
-    out.push_back({piece.text.substr(s.begin, s.end - s.begin),
-                   piece.at_input_start && s.begin == 0});
+    const size_t from_start = s.begin < piece.input_start_bytes
+                                  ? std::min(piece.input_start_bytes - s.begin, s.end - s.begin)
+                                  : 0;
+    out.push_back({piece.text.substr(s.begin, s.end - s.begin), from_start});
   }
 }
 
@@ -162,6 +164,7 @@ class ByteLevelPreTokenizer final : public PreTokenizer {
         PreToken prefixed = piece;
         if (add_prefix_space_ && (piece.text.empty() || piece.text[0] != ' ')) {
           prefixed.text.insert(0, " ");
+          if (prefixed.input_start_bytes > 0) ++prefixed.input_start_bytes;
         }
         if (regex_ == nullptr) {
           if (!prefixed.text.empty()) out.push_back(std::move(prefixed));
@@ -174,7 +177,10 @@ class ByteLevelPreTokenizer final : public PreTokenizer {
     for (PreToken& piece : pieces) {
       std::string mapped;
       mapped.reserve(piece.text.size() * 2);
-      for (char c : piece.text) mapped += ByteLevelChar(static_cast<unsigned char>(c));
+      for (size_t i = 0; i < piece.text.size(); ++i) {
+        mapped += ByteLevelChar(static_cast<unsigned char>(piece.text[i]));
+        if (i + 1 == piece.input_start_bytes) piece.input_start_bytes = mapped.size();
+      }
       piece.text = std::move(mapped);
     }
   }
@@ -193,18 +199,21 @@ class MetaspacePreTokenizer final : public PreTokenizer {
   }
   void PreTokenize(std::vector<PreToken>& pieces) const override {
     SplitEach(pieces, [&](const PreToken& piece, std::vector<PreToken>& out) {
-      PreToken replaced{"", piece.at_input_start};
-      for (char c : piece.text) {
-        if (c == ' ') {
+      PreToken replaced{"", 0};
+      for (size_t i = 0; i < piece.text.size(); ++i) {
+        if (piece.text[i] == ' ') {
           replaced.text += replacement_;
         } else {
-          replaced.text.push_back(c);
+          replaced.text.push_back(piece.text[i]);
         }
+        if (i + 1 == piece.input_start_bytes) replaced.input_start_bytes = replaced.text.size();
       }
       const bool starts_with_replacement = replaced.text.rfind(replacement_, 0) == 0;
       if (!starts_with_replacement &&
-          (prepend_ == Prepend::kAlways || (prepend_ == Prepend::kFirst && piece.at_input_start))) {
+          (prepend_ == Prepend::kAlways ||
+           (prepend_ == Prepend::kFirst && piece.input_start_bytes > 0))) {
         replaced.text.insert(0, replacement_);
+        if (replaced.input_start_bytes > 0) replaced.input_start_bytes += replacement_.size();
       }
       if (!split_) {
         if (!replaced.text.empty()) out.push_back(std::move(replaced));

@@ -19,8 +19,9 @@ namespace loramux::text {
 // A piece of normalized text that the model tokenizes on its own.
 struct PreToken {
   std::string text;
-  // The piece begins at offset 0 of the input (Metaspace's prepend_scheme "first" asks).
-  bool at_input_start = false;
+  // How many leading bytes of `text` stem from the input's first character (HuggingFace's
+  // "original offset 0", which Metaspace's prepend_scheme "first" asks for); 0 when none do.
+  size_t input_start_bytes = 0;
 };
 
 class PreTokenizer {

@@ -4,6 +4,7 @@
 
 #include "text/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/logging.h"
 #include "common/status_macros.h"
 #include "text/utf8.h"
 
@@ -84,7 +85,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromFile(const std::string
 
 absl::Status Tokenizer::LoadAddedTokens(JsonElement root) {
   constexpr std::string_view kWhere = "added_tokens";
-  vocab_size_ = model_->vocab_size();
+  std::vector<AddedToken> parsed;
   if (std::optional<JsonElement> list = OptionalField(root, "added_tokens")) {
     simdjson::dom::array items;
     if (list->get_array().get(items) != simdjson::SUCCESS) {
@@ -102,13 +103,10 @@ absl::Status Tokenizer::LoadAddedTokens(JsonElement root) {
       ASSIGN_OR_RETURN(token.rstrip, BoolField(item, "rstrip", kWhere, false));
       ASSIGN_OR_RETURN(token.special, BoolField(item, "special", kWhere, false));
       ASSIGN_OR_RETURN(token.normalized, BoolField(item, "normalized", kWhere, !token.special));
-      if (token.content.empty()) continue;  // HuggingFace ignores empty added tokens
-      added_by_id_[token.id] = added_tokens_.size();
-      added_by_content_[token.content] = token.id;
-      vocab_size_ = std::max(vocab_size_, token.id + 1);
-      added_tokens_.push_back(std::move(token));
+      parsed.push_back(std::move(token));
     }
   }
+  AssignAddedTokenIds(std::move(parsed));
   for (const AddedToken& token : added_tokens_) {
     if (token.normalized) {
       std::string pattern = token.content;
@@ -131,6 +129,37 @@ absl::Status Tokenizer::LoadAddedTokens(JsonElement root) {
     if (is_special_[id]) special_ids_.push_back(id);
   }
   return absl::OkStatus();
+}
+
+void Tokenizer::AssignAddedTokenIds(std::vector<AddedToken> tokens) {
+  // As HuggingFace's AddedVocabulary::add_tokens: a token takes the id its content already has
+  // (an earlier added token, or the model's vocabulary), else the next id after the model's
+  // vocabulary. The "id" in the file is only checked (HuggingFace warns on a mismatch).
+  int32_t next_id = model_->token_count();
+  vocab_size_ = model_->vocab_size();
+  for (AddedToken& token : tokens) {
+    if (token.content.empty()) continue;  // HuggingFace ignores empty added tokens
+    std::optional<int32_t> id;
+    if (auto it = added_by_content_.find(AsAbsl(token.content)); it != added_by_content_.end()) {
+      id = it->second;
+    } else {
+      id = model_->TokenToId(token.content);
+    }
+    if (!id) id = next_id++;
+    if (*id != token.id) {
+      LogWarning("tokenizer.json: added token \"%s\" has id %d in the file but gets %d, as "
+                 "HuggingFace assigns it", token.content, token.id, *id);
+    }
+    token.id = *id;
+    added_by_content_[token.content] = token.id;
+    if (auto it = added_by_id_.find(token.id); it != added_by_id_.end()) {
+      added_tokens_[it->second] = std::move(token);
+    } else {
+      added_by_id_[token.id] = added_tokens_.size();
+      added_tokens_.push_back(std::move(token));
+    }
+    vocab_size_ = std::max(vocab_size_, *id + 1);
+  }
 }
 
 const std::string* Tokenizer::TokenOf(int32_t id) const {
@@ -159,6 +188,14 @@ void Tokenizer::EncodeText(std::string_view text, bool at_input_start,
                            std::vector<int32_t>& ids) const {
   std::string normalized(text);
   if (normalizer_ != nullptr) normalizer_->Normalize(normalized);
+  // Bytes of `normalized` that stem from the input's first character (HuggingFace tracks this
+  // with alignments; normalizing that character alone gives the same length).
+  size_t input_start_bytes = 0;
+  if (at_input_start && !text.empty()) {
+    std::string first(text.substr(0, Utf8CharLength(static_cast<unsigned char>(text[0]))));
+    if (normalizer_ != nullptr) normalizer_->Normalize(first);
+    input_start_bytes = first.size();
+  }
   std::vector<PreToken> pieces;
   for (const Segment& segment : normalized_matcher_.Split(normalized)) {
     if (segment.id >= 0) {
@@ -166,8 +203,11 @@ void Tokenizer::EncodeText(std::string_view text, bool at_input_start,
       continue;
     }
     pieces.clear();
-    pieces.push_back({normalized.substr(segment.begin, segment.end - segment.begin),
-                      at_input_start && segment.begin == 0});
+    const size_t from_start =
+        segment.begin < input_start_bytes
+            ? std::min(input_start_bytes - segment.begin, segment.end - segment.begin)
+            : 0;
+    pieces.push_back({normalized.substr(segment.begin, segment.end - segment.begin), from_start});
     if (pre_tokenizer_ != nullptr) pre_tokenizer_->PreTokenize(pieces);
     for (const PreToken& piece : pieces) model_->Encode(piece.text, ids);
   }

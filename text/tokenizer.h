@@ -64,6 +64,7 @@ class Tokenizer {
   static absl::StatusOr<std::unique_ptr<Tokenizer>> FromPaddedJson(
       const simdjson::padded_string& json);
   absl::Status LoadAddedTokens(JsonElement root);
+  void AssignAddedTokenIds(std::vector<AddedToken> tokens);
   // The token string of `id`, or nullptr.
   const std::string* TokenOf(int32_t id) const;
   // Encodes text between added tokens: normalize, split normalized added tokens, pre-tokenize, BPE.

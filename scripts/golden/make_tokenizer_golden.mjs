@@ -16,6 +16,11 @@
 //   cases.jsonl   one JSON object per line:
 //     {"text", "add_special_tokens", "ids", "decoded", "decoded_skip"}  encode + decode cases
 //     {"ids", "decoded", "decoded_skip"}                                 decode-only cases (random ids)
+// Variant families (VARIANTS below) exercise features none of the real files use (Metaspace,
+// Digits, Lowercase, NFKC/NFD, StripAccents, Strip, Split behaviors and invert, lstrip/rstrip/
+// single_word/normalized added tokens, Roberta and two-sided templates): their folder holds
+// overrides.json = {"base": family, "replace": {top-level field: value}, "append_added_tokens":
+// [...]}, applied to the base family's tokenizer.json by the oracle here and by the unit test.
 // The strings come from a seeded PRNG over building blocks (English, Korean, Chinese, Japanese,
 // code, emoji with ZWJ, whitespace runs, special-token text, combining marks, RTL, digits, ...),
 // so the output is the same on every run.
@@ -82,6 +87,63 @@ const BLOCKS = {
 };
 const CATEGORY_NAMES = Object.keys(BLOCKS);
 
+const VARIANTS = {
+  llama2_metaspace: {
+    base: 'llama2',
+    replace: {
+      normalizer: { type: 'Sequence', normalizers: [
+        { type: 'NFKC' }, { type: 'Lowercase' },
+        { type: 'Replace', pattern: { Regex: '\t+' }, content: ' ' }] },
+      pre_tokenizer: { type: 'Sequence', pretokenizers: [
+        { type: 'Digits', individual_digits: true },
+        { type: 'Metaspace', replacement: '▁', prepend_scheme: 'first', split: true }] },
+      decoder: { type: 'Sequence', decoders: [
+        { type: 'Metaspace', replacement: '▁', prepend_scheme: 'first', split: true },
+        { type: 'ByteFallback' }, { type: 'Fuse' }] },
+      post_processor: {
+        type: 'TemplateProcessing',
+        single: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } },
+          { SpecialToken: { id: '</s>', type_id: 0 } }],
+        pair: [{ Sequence: { id: 'A', type_id: 0 } }, { Sequence: { id: 'B', type_id: 1 } }],
+        special_tokens: {
+          '<s>': { id: '<s>', ids: [1], tokens: ['<s>'] },
+          '</s>': { id: '</s>', ids: [2], tokens: ['</s>'] } } },
+    },
+    append_added_tokens: [
+      { id: 32000, content: '<mask>', single_word: false, lstrip: true, rstrip: false, normalized: false, special: true },
+      { id: 32001, content: '[SEP]', single_word: false, lstrip: false, rstrip: true, normalized: false, special: true },
+      { id: 21558, content: 'hello', single_word: true, lstrip: false, rstrip: false, normalized: true, special: false },
+      { id: 32002, content: 'WORLD', single_word: false, lstrip: false, rstrip: false, normalized: true, special: false },
+      { id: 32003, content: '<|im_start|>', single_word: false, lstrip: true, rstrip: true, normalized: false, special: false },
+    ],
+    blocks: ['<mask>', ' <mask> ', '[SEP]', '[SEP]  x', 'hello', 'Hello', 'helloworld', 'say hello!', 'WORLD',
+      'World', 'worlds', '  <|im_start|>  ', 'ΣΊΣΥΦΟΣ', 'ﬁ', '12345'],
+    encode: 1500, decode: 200,
+  },
+  qwen3_gpt2: {
+    base: 'qwen3',
+    replace: {
+      normalizer: { type: 'Sequence', normalizers: [
+        { type: 'NFD' }, { type: 'StripAccents' }, { type: 'NFC' },
+        { type: 'Strip', strip_left: false, strip_right: true }] },
+      pre_tokenizer: { type: 'Sequence', pretokenizers: [
+        { type: 'Split', pattern: { String: '\n' }, behavior: 'MergedWithNext', invert: false },
+        { type: 'Split', pattern: { Regex: '\\p{P}+' }, behavior: 'MergedWithPrevious', invert: false },
+        { type: 'Split', pattern: { Regex: '[a-z]+' }, behavior: 'Contiguous', invert: true },
+        { type: 'Split', pattern: { String: '--' }, behavior: 'Removed', invert: false },
+        { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true }] },
+      post_processor: { type: 'RobertaProcessing', sep: ['<|im_end|>', 151645], cls: ['<|im_start|>', 151644],
+        trim_offsets: true, add_prefix_space: true },
+    },
+    append_added_tokens: [
+      { id: 151669, content: 'café', single_word: false, lstrip: false, rstrip: false, normalized: true, special: false },
+      { id: 151670, content: '<tool>', single_word: true, lstrip: false, rstrip: false, normalized: false, special: true },
+    ],
+    blocks: ['café', 'cafe', 'CAFÉ', 'cafés', '<tool>', 'x<tool>', '<tool>y', ' <tool> ', '--', '---', 'a--b'],
+    encode: 1500, decode: 200,
+  },
+};
+
 function makeString(rand, familySpecials) {
   const pick = (arr) => arr[Math.floor(rand() * arr.length)];
   const n = 1 + Math.floor(rand() * 8);
@@ -89,7 +151,7 @@ function makeString(rand, familySpecials) {
   for (let i = 0; i < n; i++) {
     const r = rand();
     let block;
-    if (r < 0.08 && familySpecials.length) block = pick(familySpecials);
+    if (r < 0.12 && familySpecials.length) block = pick(familySpecials);
     else block = pick(BLOCKS[pick(CATEGORY_NAMES)]);
     // Repeat a block now and then: whitespace runs, digit runs, repeated emoji.
     if (rand() < 0.1) block = block.repeat(2 + Math.floor(rand() * 6));
@@ -105,6 +167,18 @@ function makeString(rand, familySpecials) {
   return s;
 }
 
+async function makeVariant(name, spec, seed) {
+  const base = JSON.parse(fs.readFileSync(path.join(outRoot, spec.base, 'tokenizer.json'), 'utf8'));
+  const overrides = { base: spec.base, replace: spec.replace, append_added_tokens: spec.append_added_tokens };
+  Object.assign(base, spec.replace);
+  base.added_tokens = base.added_tokens.concat(spec.append_added_tokens);
+  const outDir = path.join(outRoot, name);
+  fs.mkdirSync(outDir, { recursive: true });
+  fs.writeFileSync(path.join(outDir, 'overrides.json'), JSON.stringify(overrides, null, 1) + '\n');
+  const tok = Tokenizer.fromString(JSON.stringify(base));
+  await writeCases(tok, base, outDir, name, spec.encode, spec.decode, seed, spec.blocks);
+}
+
 async function makeFamily(name, [pkg, nEncode, nDecode, committed], seed) {
   const pkgDir = path.join(process.cwd(), 'node_modules', pkg);
   if (!committed && !extraRoot) return;
@@ -117,8 +191,12 @@ async function makeFamily(name, [pkg, nEncode, nDecode, committed], seed) {
   // The oracle reads the copy we commit, so the golden ids belong to exactly that file.
   const tok = Tokenizer.fromFile(path.join(outDir, 'tokenizer.json'));
   const json = JSON.parse(fs.readFileSync(path.join(outDir, 'tokenizer.json'), 'utf8'));
+  await writeCases(tok, json, outDir, name, nEncode, nDecode, seed, []);
+}
+
+async function writeCases(tok, json, outDir, name, nEncode, nDecode, seed, extraBlocks) {
   const specials = json.added_tokens.filter((t) => t.special).map((t) => t.content);
-  const familySpecials = specials.slice(0, 12);
+  const familySpecials = specials.slice(0, 12).concat(extraBlocks);
   const vocabSize = tok.getVocabSize(true);
 
   const rand = prng(seed);
@@ -161,4 +239,7 @@ async function makeFamily(name, [pkg, nEncode, nDecode, committed], seed) {
 let seed = 20261129;
 for (const [name, spec] of Object.entries(FAMILIES)) {
   await makeFamily(name, spec, seed++);
+}
+for (const [name, spec] of Object.entries(VARIANTS)) {
+  await makeVariant(name, spec, seed++);
 }
