@@ -11,6 +11,7 @@
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <random>
 #include <memory>
 #include <string>
 #include <thread>
@@ -236,6 +237,31 @@ TEST(TokenizerTest, ConcurrentEncodeIsConsistent) {
   }
   for (auto& thread : threads) thread.join();
   for (int m : mismatches) EXPECT_EQ(m, 0);
+}
+
+// Random code points (all planes, controls, combining marks, private use) through byte-level
+// tokenizers without a normalizer: decoding the ids must give the text back, byte for byte, and
+// streaming must agree. No oracle needed; this covers inputs the golden strings do not.
+TEST(TokenizerTest, RandomTextRoundTripsThroughByteLevel) {
+  const Tokenizer& tokenizer = LoadFamily(Family("llama3"));
+  std::mt19937 rng(7);
+  const std::vector<std::pair<char32_t, char32_t>> ranges = {
+      {0x00, 0x7F}, {0x80, 0x7FF}, {0x300, 0x36F}, {0x800, 0xD7FF}, {0xE000, 0xFFFD},
+      {0x10000, 0x10FFFF}, {0x1F300, 0x1FAFF}, {0x20, 0x20}, {0x0A, 0x0D}};
+  for (int i = 0; i < 300; ++i) {
+    std::string text;
+    const int length = std::uniform_int_distribution<int>(0, 40)(rng);
+    for (int j = 0; j < length; ++j) {
+      const auto& [lo, hi] = ranges[std::uniform_int_distribution<size_t>(0, ranges.size() - 1)(rng)];
+      AppendUtf8(std::uniform_int_distribution<char32_t>(lo, hi)(rng), text);
+    }
+    auto ids = tokenizer.Encode(text, false);
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    EXPECT_EQ(*tokenizer.Decode(*ids, false), text) << Quote(text);
+    bool pieces_valid = false;
+    EXPECT_EQ(StreamDecode(tokenizer, *ids, false, &pieces_valid), text) << Quote(text);
+    EXPECT_TRUE(pieces_valid);
+  }
 }
 
 TEST(TokenizerTest, InvalidUtf8IsInvalidArgument) {
