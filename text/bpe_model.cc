@@ -262,12 +262,7 @@ void BpeModel::MergeAll(std::vector<int32_t>& ids) const {
 
 void BpeModel::Encode(std::string_view piece, std::vector<int32_t>& ids) const {
   if (piece.empty()) return;
-  if (ignore_merges_) {
-    if (auto it = vocab_.find(AsAbsl(piece)); it != vocab_.end()) {
-      ids.push_back(it->second);
-      return;
-    }
-  }
+  // The cache is consulted first: most pieces (words) repeat, and a hit costs one lookup.
   const bool cacheable = piece.size() <= kMaxCachedPieceBytes;
   CacheShard& shard = cache_[absl::Hash<absl::string_view>{}(AsAbsl(piece)) % kCacheShards];
   if (cacheable) {
@@ -278,8 +273,13 @@ void BpeModel::Encode(std::string_view piece, std::vector<int32_t>& ids) const {
     }
   }
   std::vector<int32_t> word;
-  InitialSymbols(piece, word);
-  MergeAll(word);
+  auto whole = ignore_merges_ ? vocab_.find(AsAbsl(piece)) : vocab_.end();
+  if (whole != vocab_.end()) {
+    word.push_back(whole->second);
+  } else {
+    InitialSymbols(piece, word);
+    MergeAll(word);
+  }
   ids.insert(ids.end(), word.begin(), word.end());
   if (cacheable) {
     absl::MutexLock lock(&shard.mu);

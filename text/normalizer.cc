@@ -31,14 +31,15 @@ bool IsWhitespace(char32_t c) {
 class UnicodeNormalizer final : public Normalizer {
  public:
   explicit UnicodeNormalizer(int options) : options_(options) {}
-  void Normalize(std::string& text) const override {
-    if (IsAscii(text)) return;  // every form leaves ASCII unchanged
+  absl::Status Normalize(std::string& text) const override {
+    if (IsAscii(text)) return absl::OkStatus();  // every form leaves ASCII unchanged
     utf8proc_uint8_t* out = nullptr;
     const utf8proc_ssize_t n =
         utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(text.data()), text.size(), &out,
                      static_cast<utf8proc_option_t>(options_));
     if (n >= 0) text.assign(reinterpret_cast<const char*>(out), n);
     std::free(out);  // input is valid UTF-8, so utf8proc_map cannot fail
+    return absl::OkStatus();
   }
 
  private:
@@ -49,7 +50,7 @@ class UnicodeNormalizer final : public Normalizer {
 // (U+0130 becomes "i̇") but no context, so a final capital sigma becomes σ, never ς.
 class LowercaseNormalizer final : public Normalizer {
  public:
-  void Normalize(std::string& text) const override {
+  absl::Status Normalize(std::string& text) const override {
     std::string out;
     out.reserve(text.size());
     for (size_t pos = 0; pos < text.size();) {
@@ -63,13 +64,14 @@ class LowercaseNormalizer final : public Normalizer {
       }
     }
     text = std::move(out);
+    return absl::OkStatus();
   }
 };
 
 class StripNormalizer final : public Normalizer {
  public:
   StripNormalizer(bool left, bool right) : left_(left), right_(right) {}
-  void Normalize(std::string& text) const override {
+  absl::Status Normalize(std::string& text) const override {
     size_t begin = 0, end = text.size();
     if (left_) {
       while (begin < end) {
@@ -88,6 +90,7 @@ class StripNormalizer final : public Normalizer {
       }
     }
     text = text.substr(begin, end - begin);
+    return absl::OkStatus();
   }
 
  private:
@@ -97,7 +100,7 @@ class StripNormalizer final : public Normalizer {
 // Removes every combining mark (general category M), as unicode-normalization's is_combining_mark.
 class StripAccentsNormalizer final : public Normalizer {
  public:
-  void Normalize(std::string& text) const override {
+  absl::Status Normalize(std::string& text) const override {
     std::string out;
     for (size_t pos = 0; pos < text.size();) {
       const size_t start = pos;
@@ -108,14 +111,16 @@ class StripAccentsNormalizer final : public Normalizer {
       if (!is_mark) out.append(text, start, pos - start);
     }
     text = std::move(out);
+    return absl::OkStatus();
   }
 };
 
 class PrependNormalizer final : public Normalizer {
  public:
   explicit PrependNormalizer(std::string prefix) : prefix_(std::move(prefix)) {}
-  void Normalize(std::string& text) const override {
+  absl::Status Normalize(std::string& text) const override {
     if (!text.empty()) text.insert(0, prefix_);
+    return absl::OkStatus();
   }
 
  private:
@@ -126,9 +131,9 @@ class ReplaceNormalizer final : public Normalizer {
  public:
   ReplaceNormalizer(std::unique_ptr<Regex> pattern, std::string content)
       : pattern_(std::move(pattern)), content_(std::move(content)) {}
-  void Normalize(std::string& text) const override {
-    const auto matches = pattern_->FindAll(text);
-    if (matches.empty()) return;
+  absl::Status Normalize(std::string& text) const override {
+    ASSIGN_OR_RETURN(const auto matches, pattern_->FindAll(text));
+    if (matches.empty()) return absl::OkStatus();
     std::string out;
     size_t last = 0;
     for (const auto& [begin, end] : matches) {
@@ -138,6 +143,7 @@ class ReplaceNormalizer final : public Normalizer {
     }
     out.append(text, last, std::string::npos);
     text = std::move(out);
+    return absl::OkStatus();
   }
 
  private:
@@ -149,8 +155,9 @@ class SequenceNormalizer final : public Normalizer {
  public:
   explicit SequenceNormalizer(std::vector<std::unique_ptr<Normalizer>> steps)
       : steps_(std::move(steps)) {}
-  void Normalize(std::string& text) const override {
-    for (const auto& step : steps_) step->Normalize(text);
+  absl::Status Normalize(std::string& text) const override {
+    for (const auto& step : steps_) RETURN_IF_ERROR(step->Normalize(text));
+    return absl::OkStatus();
   }
 
  private:

@@ -16,8 +16,8 @@ namespace loramux::text {
 class Normalizer {
  public:
   virtual ~Normalizer() = default;
-  // `text` is valid UTF-8 on entry and on return.
-  virtual void Normalize(std::string& text) const = 0;
+  // `text` is valid UTF-8 on entry and on return. Fails only if a Replace regex gives up.
+  virtual absl::Status Normalize(std::string& text) const = 0;
 };
 
 // `json` is the "normalizer" value (not null). UNIMPLEMENTED names an unsupported type.

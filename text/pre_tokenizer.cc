@@ -103,22 +103,25 @@ void SplitBySpans(const PreToken& piece, std::vector<Span> spans, Behavior behav
   }
 }
 
+// split_one(piece, out) appends the sub-pieces of `piece` to `out` and returns a Status.
 template <typename SplitOne>
-void SplitEach(std::vector<PreToken>& pieces, SplitOne split_one) {
+absl::Status SplitEach(std::vector<PreToken>& pieces, SplitOne split_one) {
   std::vector<PreToken> out;
   out.reserve(pieces.size());
-  for (const PreToken& piece : pieces) split_one(piece, out);
+  for (const PreToken& piece : pieces) RETURN_IF_ERROR(split_one(piece, out));
   pieces = std::move(out);
+  return absl::OkStatus();
 }
 
 class SplitPreTokenizer final : public PreTokenizer {
  public:
   SplitPreTokenizer(std::unique_ptr<Regex> pattern, Behavior behavior, bool invert)
       : pattern_(std::move(pattern)), behavior_(behavior), invert_(invert) {}
-  void PreTokenize(std::vector<PreToken>& pieces) const override {
-    SplitEach(pieces, [&](const PreToken& piece, std::vector<PreToken>& out) {
-      SplitBySpans(piece, SpansFromMatches(piece.text.size(), pattern_->FindAll(piece.text)),
-                   behavior_, invert_, out);
+  absl::Status PreTokenize(std::vector<PreToken>& pieces) const override {
+    return SplitEach(pieces, [&](const PreToken& piece, std::vector<PreToken>& out) {
+      ASSIGN_OR_RETURN(const auto matches, pattern_->FindAll(piece.text));
+      SplitBySpans(piece, SpansFromMatches(piece.text.size(), matches), behavior_, invert_, out);
+      return absl::OkStatus();
     });
   }
 
@@ -131,8 +134,8 @@ class SplitPreTokenizer final : public PreTokenizer {
 class DigitsPreTokenizer final : public PreTokenizer {
  public:
   explicit DigitsPreTokenizer(bool individual) : individual_(individual) {}
-  void PreTokenize(std::vector<PreToken>& pieces) const override {
-    SplitEach(pieces, [&](const PreToken& piece, std::vector<PreToken>& out) {
+  absl::Status PreTokenize(std::vector<PreToken>& pieces) const override {
+    return SplitEach(pieces, [&](const PreToken& piece, std::vector<PreToken>& out) {
       std::vector<std::pair<size_t, size_t>> digits;  // one match per numeric character
       for (size_t pos = 0; pos < piece.text.size();) {
         const size_t start = pos;
@@ -140,6 +143,7 @@ class DigitsPreTokenizer final : public PreTokenizer {
       }
       SplitBySpans(piece, SpansFromMatches(piece.text.size(), digits),
                    individual_ ? Behavior::kIsolated : Behavior::kContiguous, false, out);
+      return absl::OkStatus();
     });
   }
 
@@ -158,9 +162,9 @@ class ByteLevelPreTokenizer final : public PreTokenizer {
  public:
   ByteLevelPreTokenizer(bool add_prefix_space, std::unique_ptr<Regex> regex)
       : add_prefix_space_(add_prefix_space), regex_(std::move(regex)) {}
-  void PreTokenize(std::vector<PreToken>& pieces) const override {
+  absl::Status PreTokenize(std::vector<PreToken>& pieces) const override {
     if (add_prefix_space_ || regex_ != nullptr) {
-      SplitEach(pieces, [&](const PreToken& piece, std::vector<PreToken>& out) {
+      RETURN_IF_ERROR(SplitEach(pieces, [&](const PreToken& piece, std::vector<PreToken>& out) {
         PreToken prefixed = piece;
         if (add_prefix_space_ && (piece.text.empty() || piece.text[0] != ' ')) {
           prefixed.text.insert(0, " ");
@@ -168,11 +172,13 @@ class ByteLevelPreTokenizer final : public PreTokenizer {
         }
         if (regex_ == nullptr) {
           if (!prefixed.text.empty()) out.push_back(std::move(prefixed));
-          return;
+          return absl::OkStatus();
         }
-        SplitBySpans(prefixed, SpansFromMatches(prefixed.text.size(), regex_->FindAll(prefixed.text)),
-                     Behavior::kIsolated, false, out);
-      });
+        ASSIGN_OR_RETURN(const auto matches, regex_->FindAll(prefixed.text));
+        SplitBySpans(prefixed, SpansFromMatches(prefixed.text.size(), matches), Behavior::kIsolated,
+                     false, out);
+        return absl::OkStatus();
+      }));
     }
     for (PreToken& piece : pieces) {
       std::string mapped;
@@ -183,6 +189,7 @@ class ByteLevelPreTokenizer final : public PreTokenizer {
       }
       piece.text = std::move(mapped);
     }
+    return absl::OkStatus();
   }
 
  private:
@@ -197,8 +204,8 @@ class MetaspacePreTokenizer final : public PreTokenizer {
       : replacement_(std::move(replacement)), prepend_(prepend), split_(split) {
     splitter_ = *Regex::Literal(replacement_);
   }
-  void PreTokenize(std::vector<PreToken>& pieces) const override {
-    SplitEach(pieces, [&](const PreToken& piece, std::vector<PreToken>& out) {
+  absl::Status PreTokenize(std::vector<PreToken>& pieces) const override {
+    return SplitEach(pieces, [&](const PreToken& piece, std::vector<PreToken>& out) {
       PreToken replaced{"", 0};
       for (size_t i = 0; i < piece.text.size(); ++i) {
         if (piece.text[i] == ' ') {
@@ -217,10 +224,12 @@ class MetaspacePreTokenizer final : public PreTokenizer {
       }
       if (!split_) {
         if (!replaced.text.empty()) out.push_back(std::move(replaced));
-        return;
+        return absl::OkStatus();
       }
-      SplitBySpans(replaced, SpansFromMatches(replaced.text.size(), splitter_->FindAll(replaced.text)),
+      ASSIGN_OR_RETURN(const auto matches, splitter_->FindAll(replaced.text));
+      SplitBySpans(replaced, SpansFromMatches(replaced.text.size(), matches),
                    Behavior::kMergedWithNext, false, out);
+      return absl::OkStatus();
     });
   }
 
@@ -235,8 +244,9 @@ class SequencePreTokenizer final : public PreTokenizer {
  public:
   explicit SequencePreTokenizer(std::vector<std::unique_ptr<PreTokenizer>> steps)
       : steps_(std::move(steps)) {}
-  void PreTokenize(std::vector<PreToken>& pieces) const override {
-    for (const auto& step : steps_) step->PreTokenize(pieces);
+  absl::Status PreTokenize(std::vector<PreToken>& pieces) const override {
+    for (const auto& step : steps_) RETURN_IF_ERROR(step->PreTokenize(pieces));
+    return absl::OkStatus();
   }
 
  private:

@@ -27,8 +27,9 @@ struct PreToken {
 class PreTokenizer {
  public:
   virtual ~PreTokenizer() = default;
-  // Replaces each piece by its sub-pieces, in order; empty pieces are dropped.
-  virtual void PreTokenize(std::vector<PreToken>& pieces) const = 0;
+  // Replaces each piece by its sub-pieces, in order; empty pieces are dropped. Fails only if a
+  // regex gives up (Regex::FindAll).
+  virtual absl::Status PreTokenize(std::vector<PreToken>& pieces) const = 0;
 };
 
 // `json` is the "pre_tokenizer" value (not null). UNIMPLEMENTED names an unsupported type.

@@ -86,7 +86,8 @@ Regex::~Regex() {
   if (code_ != nullptr) pcre2_code_free(Code(code_));
 }
 
-std::vector<std::pair<size_t, size_t>> Regex::FindAll(std::string_view subject) const {
+absl::StatusOr<std::vector<std::pair<size_t, size_t>>> Regex::FindAll(
+    std::string_view subject) const {
   std::vector<std::pair<size_t, size_t>> matches;
   if (is_literal_) {
     if (literal_.empty()) return matches;  // as HuggingFace: an empty pattern matches nothing
@@ -96,13 +97,22 @@ std::vector<std::pair<size_t, size_t>> Regex::FindAll(std::string_view subject) 
     }
     return matches;
   }
-  pcre2_match_data* data = pcre2_match_data_create_from_pattern(Code(code_), nullptr);
+  // Only the whole match is read, so one ovector pair suffices (pcre2_match returns 0 then).
+  thread_local const std::unique_ptr<pcre2_match_data, void (*)(pcre2_match_data*)> holder(
+      pcre2_match_data_create(1, nullptr), pcre2_match_data_free);
+  pcre2_match_data* data = holder.get();
   const auto* bytes = reinterpret_cast<PCRE2_SPTR>(subject.data());
   size_t start = 0;
   while (start <= subject.size()) {
     const int rc = pcre2_match(Code(code_), bytes, subject.size(), start, PCRE2_NO_UTF_CHECK, data,
                                nullptr);
-    if (rc < 0) break;  // PCRE2_ERROR_NOMATCH, or a resource limit: no further matches
+    if (rc == PCRE2_ERROR_NOMATCH) break;
+    if (rc < 0) {
+      PCRE2_UCHAR message[256];
+      pcre2_get_error_message(rc, message, sizeof(message));
+      return absl::ResourceExhaustedError(Cat("regex \"", pattern_, "\" gave up on a ", subject.size(),
+                                              "-byte text: ", reinterpret_cast<const char*>(message)));
+    }
     const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(data);
     const size_t begin = ovector[0], end = ovector[1];
     matches.emplace_back(begin, end);
@@ -113,7 +123,6 @@ std::vector<std::pair<size_t, size_t>> Regex::FindAll(std::string_view subject) 
       start = end + Utf8CharLength(static_cast<unsigned char>(subject[end]));
     }
   }
-  pcre2_match_data_free(data);
   return matches;
 }
 

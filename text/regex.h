@@ -29,8 +29,9 @@ class Regex {
   Regex& operator=(const Regex&) = delete;
 
   // Non-overlapping matches, left to right, as [begin, end) byte offsets. After an empty match
-  // the search resumes one character later. `subject` must be valid UTF-8.
-  std::vector<std::pair<size_t, size_t>> FindAll(std::string_view subject) const;
+  // the search resumes one character later. `subject` must be valid UTF-8. RESOURCE_EXHAUSTED
+  // when PCRE2 gives up (match or JIT stack limit), never a silently shorter list.
+  absl::StatusOr<std::vector<std::pair<size_t, size_t>>> FindAll(std::string_view subject) const;
 
   const std::string& pattern() const { return pattern_; }
 

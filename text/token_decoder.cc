@@ -21,7 +21,7 @@ int HexDigit(char c) {
 // keeps its own UTF-8 bytes); all bytes are then read as UTF-8, lossily, into one string.
 class ByteLevelDecoder final : public TokenDecoder {
  public:
-  void DecodeChain(std::vector<std::string>& tokens) const override {
+  absl::Status DecodeChain(std::vector<std::string>& tokens) const override {
     std::string bytes;
     for (const std::string& token : tokens) {
       const size_t mark = bytes.size();
@@ -42,13 +42,14 @@ class ByteLevelDecoder final : public TokenDecoder {
     std::string text;
     AppendUtf8Lossy(bytes, text);
     tokens.assign(1, std::move(text));
+    return absl::OkStatus();
   }
 };
 
 // Runs of "<0xNN>" tokens become their bytes as UTF-8, or one U+FFFD per byte if invalid.
 class ByteFallbackDecoder final : public TokenDecoder {
  public:
-  void DecodeChain(std::vector<std::string>& tokens) const override {
+  absl::Status DecodeChain(std::vector<std::string>& tokens) const override {
     std::vector<std::string> out;
     std::string run;
     size_t run_length = 0;
@@ -74,14 +75,16 @@ class ByteFallbackDecoder final : public TokenDecoder {
     }
     flush();
     tokens = std::move(out);
+    return absl::OkStatus();
   }
   bool HasByteFallback() const override { return true; }
 };
 
 class FuseDecoder final : public TokenDecoder {
  public:
-  void DecodeChain(std::vector<std::string>& tokens) const override {
+  absl::Status DecodeChain(std::vector<std::string>& tokens) const override {
     tokens.assign(1, absl::StrJoin(tokens, ""));
+    return absl::OkStatus();
   }
 };
 
@@ -90,7 +93,7 @@ class StripDecoder final : public TokenDecoder {
  public:
   StripDecoder(std::string content, size_t start, size_t stop)
       : content_(std::move(content)), start_(start), stop_(stop) {}
-  void DecodeChain(std::vector<std::string>& tokens) const override {
+  absl::Status DecodeChain(std::vector<std::string>& tokens) const override {
     for (std::string& token : tokens) {
       size_t begin = 0, end = token.size();
       for (size_t i = 0; i < start_ && token.compare(begin, content_.size(), content_) == 0 &&
@@ -105,6 +108,7 @@ class StripDecoder final : public TokenDecoder {
       }
       token = token.substr(begin, end - begin);
     }
+    return absl::OkStatus();
   }
 
  private:
@@ -116,9 +120,9 @@ class ReplaceDecoder final : public TokenDecoder {
  public:
   ReplaceDecoder(std::unique_ptr<Regex> pattern, std::string content)
       : pattern_(std::move(pattern)), content_(std::move(content)) {}
-  void DecodeChain(std::vector<std::string>& tokens) const override {
+  absl::Status DecodeChain(std::vector<std::string>& tokens) const override {
     for (std::string& token : tokens) {
-      const auto matches = pattern_->FindAll(token);
+      ASSIGN_OR_RETURN(const auto matches, pattern_->FindAll(token));
       if (matches.empty()) continue;
       std::string out;
       size_t last = 0;
@@ -130,6 +134,7 @@ class ReplaceDecoder final : public TokenDecoder {
       out.append(token, last, std::string::npos);
       token = std::move(out);
     }
+    return absl::OkStatus();
   }
 
  private:
@@ -143,7 +148,7 @@ class MetaspaceDecoder final : public TokenDecoder {
  public:
   MetaspaceDecoder(std::string replacement, bool strip_first)
       : replacement_(std::move(replacement)), strip_first_(strip_first) {}
-  void DecodeChain(std::vector<std::string>& tokens) const override {
+  absl::Status DecodeChain(std::vector<std::string>& tokens) const override {
     for (size_t i = 0; i < tokens.size(); ++i) {
       std::string& token = tokens[i];
       if (token.find(replacement_) == std::string::npos) continue;
@@ -158,6 +163,7 @@ class MetaspaceDecoder final : public TokenDecoder {
       }
       token = std::move(out);
     }
+    return absl::OkStatus();
   }
 
  private:
@@ -169,7 +175,7 @@ class MetaspaceDecoder final : public TokenDecoder {
 class BpeSuffixDecoder final : public TokenDecoder {
  public:
   explicit BpeSuffixDecoder(std::string suffix) : suffix_(std::move(suffix)) {}
-  void DecodeChain(std::vector<std::string>& tokens) const override {
+  absl::Status DecodeChain(std::vector<std::string>& tokens) const override {
     for (size_t i = 0; i < tokens.size(); ++i) {
       std::string& token = tokens[i];
       const std::string replacement = i + 1 == tokens.size() ? "" : " ";
@@ -184,6 +190,7 @@ class BpeSuffixDecoder final : public TokenDecoder {
       out.append(token, last, std::string::npos);
       token = std::move(out);
     }
+    return absl::OkStatus();
   }
 
  private:
@@ -194,8 +201,9 @@ class SequenceDecoder final : public TokenDecoder {
  public:
   explicit SequenceDecoder(std::vector<std::unique_ptr<TokenDecoder>> steps)
       : steps_(std::move(steps)) {}
-  void DecodeChain(std::vector<std::string>& tokens) const override {
-    for (const auto& step : steps_) step->DecodeChain(tokens);
+  absl::Status DecodeChain(std::vector<std::string>& tokens) const override {
+    for (const auto& step : steps_) RETURN_IF_ERROR(step->DecodeChain(tokens));
+    return absl::OkStatus();
   }
   bool HasByteFallback() const override {
     for (const auto& step : steps_) {

@@ -19,7 +19,8 @@ namespace loramux::text {
 class TokenDecoder {
  public:
   virtual ~TokenDecoder() = default;
-  virtual void DecodeChain(std::vector<std::string>& tokens) const = 0;
+  // Fails only if a Replace regex gives up (Regex::FindAll).
+  virtual absl::Status DecodeChain(std::vector<std::string>& tokens) const = 0;
   // True when a token of the form "<0xNN>" is held back as a byte and combined with the
   // following byte tokens (the text of a run of byte tokens is known only when the run ends).
   virtual bool HasByteFallback() const { return false; }

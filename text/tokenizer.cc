@@ -110,7 +110,7 @@ absl::Status Tokenizer::LoadAddedTokens(JsonElement root) {
   for (const AddedToken& token : added_tokens_) {
     if (token.normalized) {
       std::string pattern = token.content;
-      if (normalizer_ != nullptr) normalizer_->Normalize(pattern);
+      if (normalizer_ != nullptr) RETURN_IF_ERROR(normalizer_->Normalize(pattern));
       normalized_matcher_.Add(token, std::move(pattern));
     } else {
       raw_matcher_.Add(token, token.content);
@@ -184,16 +184,16 @@ bool Tokenizer::IsSpecial(int32_t id) const {
   return id >= 0 && id < static_cast<int32_t>(is_special_.size()) && is_special_[id];
 }
 
-void Tokenizer::EncodeText(std::string_view text, bool at_input_start,
-                           std::vector<int32_t>& ids) const {
+absl::Status Tokenizer::EncodeText(std::string_view text, bool at_input_start,
+                                   std::vector<int32_t>& ids) const {
   std::string normalized(text);
-  if (normalizer_ != nullptr) normalizer_->Normalize(normalized);
+  if (normalizer_ != nullptr) RETURN_IF_ERROR(normalizer_->Normalize(normalized));
   // Bytes of `normalized` that stem from the input's first character (HuggingFace tracks this
   // with alignments; normalizing that character alone gives the same length).
   size_t input_start_bytes = 0;
   if (at_input_start && !text.empty()) {
     std::string first(text.substr(0, Utf8CharLength(static_cast<unsigned char>(text[0]))));
-    if (normalizer_ != nullptr) normalizer_->Normalize(first);
+    if (normalizer_ != nullptr) RETURN_IF_ERROR(normalizer_->Normalize(first));
     input_start_bytes = first.size();
   }
   std::vector<PreToken> pieces;
@@ -208,9 +208,10 @@ void Tokenizer::EncodeText(std::string_view text, bool at_input_start,
             ? std::min(input_start_bytes - segment.begin, segment.end - segment.begin)
             : 0;
     pieces.push_back({normalized.substr(segment.begin, segment.end - segment.begin), from_start});
-    if (pre_tokenizer_ != nullptr) pre_tokenizer_->PreTokenize(pieces);
+    if (pre_tokenizer_ != nullptr) RETURN_IF_ERROR(pre_tokenizer_->PreTokenize(pieces));
     for (const PreToken& piece : pieces) model_->Encode(piece.text, ids);
   }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(std::string_view text,
@@ -226,16 +227,17 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(std::string_view text,
     if (segment.id >= 0) {
       ids.push_back(segment.id);
     } else {
-      EncodeText(text.substr(segment.begin, segment.end - segment.begin), segment.begin == 0, ids);
+      RETURN_IF_ERROR(EncodeText(text.substr(segment.begin, segment.end - segment.begin),
+                                 segment.begin == 0, ids));
     }
   }
   if (add_special_tokens && post_processor_) post_processor_->Apply(ids);
   return ids;
 }
 
-std::string Tokenizer::DecodeTokens(std::vector<std::string> tokens) const {
+absl::StatusOr<std::string> Tokenizer::DecodeTokens(std::vector<std::string> tokens) const {
   if (decoder_ == nullptr) return absl::StrJoin(tokens, " ");
-  decoder_->DecodeChain(tokens);
+  RETURN_IF_ERROR(decoder_->DecodeChain(tokens));
   return absl::StrJoin(tokens, "");
 }
 
@@ -261,7 +263,7 @@ absl::StatusOr<std::string> Tokenizer::Decode(absl::Span<const int32_t> ids,
 StreamDecoder::StreamDecoder(const Tokenizer& tokenizer, bool skip_special_tokens)
     : tokenizer_(tokenizer), skip_special_tokens_(skip_special_tokens) {}
 
-std::string StreamDecoder::DecodeWindow() const {
+absl::StatusOr<std::string> StreamDecoder::DecodeWindow() const {
   std::vector<std::string> tokens;
   tokens.reserve(pending_.size() + 1);
   if (context_) tokens.push_back(*tokenizer_.TokenOf(*context_));
@@ -280,7 +282,7 @@ absl::StatusOr<std::string> StreamDecoder::Step(int32_t id) {
   pending_.push_back(id);
   // A byte-fallback run renders as UTF-8 or as one U+FFFD per byte depending on how it ends.
   if (tokenizer_.decoder_has_byte_fallback() && ByteFallbackValue(*token) >= 0) return std::string();
-  std::string text = DecodeWindow();
+  ASSIGN_OR_RETURN(std::string text, DecodeWindow());
   // A trailing U+FFFD may be an incomplete character that the next token completes.
   if (text.size() >= kReplacementChar.size() &&
       std::string_view(text).substr(text.size() - kReplacementChar.size()) == kReplacementChar) {
@@ -289,17 +291,17 @@ absl::StatusOr<std::string> StreamDecoder::Step(int32_t id) {
   std::string piece = text.substr(std::min(context_text_.size(), text.size()));
   context_ = id;
   pending_.clear();
-  context_text_ = DecodeWindow();
+  ASSIGN_OR_RETURN(context_text_, DecodeWindow());
   return piece;
 }
 
-std::string StreamDecoder::Finish() {
+absl::StatusOr<std::string> StreamDecoder::Finish() {
   if (pending_.empty()) return std::string();
-  std::string text = DecodeWindow();
+  ASSIGN_OR_RETURN(std::string text, DecodeWindow());
   std::string piece = text.substr(std::min(context_text_.size(), text.size()));
   context_ = pending_.back();
   pending_.clear();
-  context_text_ = DecodeWindow();
+  ASSIGN_OR_RETURN(context_text_, DecodeWindow());
   return piece;
 }
 

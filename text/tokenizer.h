@@ -42,7 +42,8 @@ class Tokenizer {
   // As FromJson; NOT_FOUND when the file cannot be read. Errors name the path.
   static absl::StatusOr<std::unique_ptr<Tokenizer>> FromFile(const std::string& path);
 
-  // INVALID_ARGUMENT when `text` is not valid UTF-8.
+  // INVALID_ARGUMENT when `text` is not valid UTF-8; RESOURCE_EXHAUSTED if a pattern's regex
+  // gives up on it (PCRE2's match limits; not seen on any input tried, 2 MB runs included).
   absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text, bool add_special_tokens) const;
   // INVALID_ARGUMENT naming the first id that has no token (HuggingFace drops such ids silently).
   absl::StatusOr<std::string> Decode(absl::Span<const int32_t> ids, bool skip_special_tokens) const;
@@ -68,8 +69,9 @@ class Tokenizer {
   // The token string of `id`, or nullptr.
   const std::string* TokenOf(int32_t id) const;
   // Encodes text between added tokens: normalize, split normalized added tokens, pre-tokenize, BPE.
-  void EncodeText(std::string_view text, bool at_input_start, std::vector<int32_t>& ids) const;
-  std::string DecodeTokens(std::vector<std::string> tokens) const;
+  absl::Status EncodeText(std::string_view text, bool at_input_start,
+                          std::vector<int32_t>& ids) const;
+  absl::StatusOr<std::string> DecodeTokens(std::vector<std::string> tokens) const;
   bool decoder_has_byte_fallback() const { return decoder_ != nullptr && decoder_->HasByteFallback(); }
 
   std::unique_ptr<Normalizer> normalizer_;        // may be null
@@ -102,10 +104,10 @@ class StreamDecoder {
   // The text now final (maybe empty). INVALID_ARGUMENT for an id with no token (state unchanged).
   absl::StatusOr<std::string> Step(int32_t id);
   // Flushes the held-back tail (as Decode would render it: an incomplete character is U+FFFD).
-  std::string Finish();
+  absl::StatusOr<std::string> Finish();
 
  private:
-  std::string DecodeWindow() const;
+  absl::StatusOr<std::string> DecodeWindow() const;
 
   const Tokenizer& tokenizer_;
   bool skip_special_tokens_;

@@ -126,7 +126,7 @@ std::string StreamDecode(const Tokenizer& tokenizer, const std::vector<int32_t>&
     *pieces_valid &= IsValidUtf8(*piece);
     text += *piece;
   }
-  std::string tail = stream.Finish();
+  std::string tail = *stream.Finish();
   *pieces_valid &= IsValidUtf8(tail);
   return text + tail;
 }
