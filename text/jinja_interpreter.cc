@@ -53,11 +53,6 @@ std::vector<T> SliceVector(const std::vector<T>& items, const Value& a, const Va
   return out;
 }
 
-int64_t CheckedInt(bool overflow, int64_t result, const char* op) {
-  if (overflow) FailInvalid(absl::StrCat("integer overflow in '", op, "'"));
-  return result;
-}
-
 int64_t FloorDiv(int64_t a, int64_t b) {
   int64_t q = a / b;
   if ((a % b != 0) && ((a < 0) != (b < 0))) --q;
@@ -606,10 +601,15 @@ Value Interpreter::EvalBinary(const Expr& expr, Scope& scope) {
   const double y = b.number_value();
   const int64_t i = a.int_value();
   const int64_t j = b.int_value();
-  int64_t r = 0;
-  if (op == "+") return floats ? Value::Float(x + y) : Value::Int(CheckedInt(__builtin_add_overflow(i, j, &r), r, "+"));
-  if (op == "-") return floats ? Value::Float(x - y) : Value::Int(CheckedInt(__builtin_sub_overflow(i, j, &r), r, "-"));
-  if (op == "*") return floats ? Value::Float(x * y) : Value::Int(CheckedInt(__builtin_mul_overflow(i, j, &r), r, "*"));
+  if (op == "+" || op == "-" || op == "*") {
+    if (floats) return Value::Float(op == "+" ? x + y : op == "-" ? x - y : x * y);
+    int64_t r = 0;
+    const bool overflow = op == "+" ? __builtin_add_overflow(i, j, &r)
+                          : op == "-" ? __builtin_sub_overflow(i, j, &r)
+                                      : __builtin_mul_overflow(i, j, &r);
+    if (overflow) FailInvalid("integer overflow in '" + op + "'");
+    return Value::Int(r);
+  }
   if (op == "/" || op == "//" || op == "%") {
     if (y == 0) FailInvalid(op == "/" ? "division by zero" : "integer division or modulo by zero");
     if (op == "/") return Value::Float(x / y);

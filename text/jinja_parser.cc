@@ -115,7 +115,7 @@ class Parser {
       const Token& tok = Peek();
       if (tok.type == TT::kEnd) {
         if (stops.size() != 0) {
-          SyntaxError(absl::StrCat("missing {% ", *stops.begin(), " %} (a block was not closed)"));
+          SyntaxError(absl::StrCat("missing {% ", *(stops.end() - 1), " %} (a block was not closed)"));
         }
         return body;
       }
@@ -301,7 +301,7 @@ class Parser {
     s.kind = Stmt::Kind::kFilterBlock;
     ExprPtr placeholder = MakeExpr(Expr::Kind::kName, Peek().line);
     placeholder->name = "";  // the body's rendered text
-    s.expr = ParseFilterChain(std::move(placeholder));
+    s.expr = ParseFilterChain(ParseFilter(std::move(placeholder)));
     ExpectBlockEnd();
     std::string stop;
     s.body = ParseBody({"endfilter"}, &stop);
@@ -621,17 +621,21 @@ class Parser {
     return e;
   }
 
+  // `name` or `name(args)` applied to node (the `|` already read).
+  ExprPtr ParseFilter(ExprPtr node) {
+    auto e = MakeExpr(Expr::Kind::kFilter, Peek().line);
+    e->name = ExpectName();
+    while (AcceptOp(".")) e->name += "." + ExpectName();
+    if (!IsImplementedFilter(e->name)) FailNotImplemented("filter \"" + e->name + "\"");
+    e->args.push_back(std::move(node));
+    if (IsOp("(")) ParseCallArgs(*e);
+    return e;
+  }
+
   ExprPtr ParseFilterChain(ExprPtr node) {
     while (true) {
-      if (IsOp("|")) {
-        const int line = Next().line;
-        auto e = MakeExpr(Expr::Kind::kFilter, line);
-        e->name = ExpectName();
-        while (AcceptOp(".")) e->name += "." + ExpectName();
-        if (!IsImplementedFilter(e->name)) FailNotImplemented("filter \"" + e->name + "\"");
-        e->args.push_back(std::move(node));
-        if (IsOp("(")) ParseCallArgs(*e);
-        node = std::move(e);
+      if (AcceptOp("|")) {
+        node = ParseFilter(std::move(node));
       } else if (IsName("is")) {
         const int line = Next().line;
         auto e = MakeExpr(Expr::Kind::kTest, line);
