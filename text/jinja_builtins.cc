@@ -752,6 +752,19 @@ Value ListMethod(const Value& self, const std::string& name) {
   return Value();
 }
 
+// Methods that mutate a list or dict: transformers' ImmutableSandboxedEnvironment refuses them.
+bool IsMutatingMethod(const Value& self, const std::string& name) {
+  static const char* kDict[] = {"pop", "popitem", "setdefault", "update", "clear"};
+  static const char* kList[] = {"append", "extend", "insert", "pop", "remove", "reverse", "sort", "clear"};
+  auto in = [&](const auto& names) {
+    for (const char* n : names) {
+      if (name == n) return true;
+    }
+    return false;
+  };
+  return (self.is_dict() && in(kDict)) || (self.is_list() && in(kList));
+}
+
 // Python methods loramux does not implement: calling one fails naming it, never silently.
 bool IsKnownPythonMethod(const Value& self, const std::string& name) {
   static const char* kStr[] = {"casefold", "center", "encode", "expandtabs", "format_map", "index",
@@ -813,6 +826,14 @@ Value GetMethod(const Value& object, const std::string& name) {
   if (object.is_dict()) method = DictMethod(object, name);
   if (object.is_list()) method = ListMethod(object, name);
   if (!method.is_undefined()) return method;
+  if (IsMutatingMethod(object, name)) {
+    const std::string what = object.TypeName() + "." + name;
+    return Value::MakeFunction(what, [what](Interpreter&, CallArgs&) -> Value {
+      Fail(absl::StatusCode::kFailedPrecondition,
+           "chat template calls " + what + "(), which transformers' sandbox forbids (templates may not "
+           "modify lists or dicts); fix the model's chat template");
+    });
+  }
   if (IsKnownPythonMethod(object, name)) {
     const std::string what = "the " + object.TypeName() + " method \"" + name + "\"";
     return Value::MakeFunction(object.TypeName() + "." + name, [what](Interpreter&, CallArgs&) -> Value {
