@@ -282,7 +282,13 @@ void Interpreter::ExecSet(const Stmt& stmt, Scope& scope) {
 
 void Interpreter::DefineMacro(const Stmt& stmt, Scope& scope) {
   const Stmt* macro = &stmt;
-  scope.vars[stmt.text] = Value::MakeFunction(stmt.text, [macro](Interpreter& in, CallArgs& args) {
+  // A macro defined inside a loop or macro closes over the names visible there (a copy: the
+  // macro may outlive that scope); top-level names are read at call time, as Jinja2 does.
+  auto closure = std::make_shared<absl::flat_hash_map<std::string, Value>>();
+  for (const Scope* s = &scope; s != nullptr && s != &root_; s = s->parent) {
+    for (const auto& [name, value] : s->vars) closure->emplace(name, value);
+  }
+  scope.vars[stmt.text] = Value::MakeFunction(stmt.text, [macro, closure](Interpreter& in, CallArgs& args) {
     Value caller;
     for (auto it = args.keyword.begin(); it != args.keyword.end(); ++it) {
       if (it->first == "caller") {
@@ -291,11 +297,12 @@ void Interpreter::DefineMacro(const Stmt& stmt, Scope& scope) {
         break;
       }
     }
-    return in.CallMacro(*macro, args, caller);
+    return in.CallMacro(*macro, *closure, args, caller);
   });
 }
 
-Value Interpreter::CallMacro(const Stmt& macro, CallArgs& args, const Value& caller) {
+Value Interpreter::CallMacro(const Stmt& macro, const absl::flat_hash_map<std::string, Value>& closure,
+                             CallArgs& args, const Value& caller) {
   Step();
   if (++call_depth_ > limits_.max_call_depth) {
     Fail(absl::StatusCode::kResourceExhausted,
@@ -306,8 +313,11 @@ Value Interpreter::CallMacro(const Stmt& macro, CallArgs& args, const Value& cal
     FailInvalid(absl::StrCat("macro '", macro.text, "' takes not more than ", macro.params.size(),
                              " argument(s), got ", args.positional.size()));
   }
+  Scope enclosing;
+  enclosing.vars = closure;
+  enclosing.parent = &root_;
   Scope scope;
-  scope.parent = &root_;
+  scope.parent = closure.empty() ? &root_ : &enclosing;
   for (size_t i = 0; i < macro.params.size(); ++i) {
     const MacroParam& param = macro.params[i];
     if (i < args.positional.size()) {

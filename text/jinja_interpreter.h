@@ -3,7 +3,8 @@
 //  - an undefined name prints "", is falsy, iterates as empty and has length 0; using it any
 //    other way (attribute, item, call, arithmetic) fails INVALID_ARGUMENT naming it;
 //  - `for` bodies, macros and call blocks get their own scope (hence namespace());
-//  - macros see the template's top-level names, never a loop's.
+//  - macros see the template's top-level names (as they are when called) and a copy of the
+//    names around their definition (a loop variable, say).
 // Every render is bounded by RenderLimits: statements, loop iterations and calls count as steps;
 // every string and list built, and the output, are bounded in size; calls nest only so deep.
 // Thread-safety: one Interpreter per render (it owns the render's state); the tree it walks is
@@ -65,7 +66,8 @@ class Interpreter {
   Value EvalSlice(const Expr& expr, Scope& scope);
   CallArgs EvalArgs(const Expr& expr, size_t first, Scope& scope);
   Value Lookup(const std::string& name, Scope& scope) const;
-  Value CallMacro(const Stmt& macro, CallArgs& args, const Value& caller);
+  Value CallMacro(const Stmt& macro, const absl::flat_hash_map<std::string, Value>& closure, CallArgs& args,
+                  const Value& caller);
 
   void Step();
   void Emit(const std::string& text);
