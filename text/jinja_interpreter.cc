@@ -354,10 +354,17 @@ void Interpreter::ExecCallBlock(const Stmt& stmt, Scope& scope) {
   const Value callee = Eval(*call.args[0], scope);
   CallArgs args = EvalArgs(call, 1, scope);
   const Stmt* block = &stmt;
-  Scope* outer = &scope;
-  args.keyword.emplace_back("caller", Value::MakeFunction("caller", [block, outer](Interpreter& in, CallArgs& a) {
+  // The names around the call block, copied: `caller` may be stored and called after the block.
+  auto closure = std::make_shared<absl::flat_hash_map<std::string, Value>>();
+  for (const Scope* s = &scope; s != nullptr && s != &root_; s = s->parent) {
+    for (const auto& [name, value] : s->vars) closure->emplace(name, value);
+  }
+  args.keyword.emplace_back("caller", Value::MakeFunction("caller", [block, closure](Interpreter& in, CallArgs& a) {
+    Scope enclosing;
+    enclosing.vars = *closure;
+    enclosing.parent = &in.root_;
     Scope inner;
-    inner.parent = outer;
+    inner.parent = &enclosing;
     for (size_t i = 0; i < block->params.size(); ++i) {
       const MacroParam& p = block->params[i];
       if (i < a.positional.size()) {

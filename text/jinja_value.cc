@@ -197,7 +197,20 @@ std::string StringRepr(const std::string& s) {
 
 }  // namespace
 
-std::string ToPythonRepr(const Value& v) {
+namespace {
+void CheckDepth(int depth) {
+  if (depth > kMaxJsonDepth) {
+    FailInvalid(absl::StrCat("chat template value nests deeper than ", kMaxJsonDepth, " levels"));
+  }
+}
+std::string ReprAt(const Value& v, int depth);
+}  // namespace
+
+std::string ToPythonRepr(const Value& v) { return ReprAt(v, 0); }
+
+namespace {
+std::string ReprAt(const Value& v, int depth) {
+  CheckDepth(depth);
   switch (v.kind()) {
     case Value::Kind::kString:
       return StringRepr(v.str());
@@ -205,7 +218,7 @@ std::string ToPythonRepr(const Value& v) {
       std::string out = v.is_tuple() ? "(" : "[";
       for (size_t i = 0; i < v.list().size(); ++i) {
         if (i > 0) out += ", ";
-        out += ToPythonRepr(v.list()[i]);
+        out += ReprAt(v.list()[i], depth + 1);
       }
       if (v.is_tuple() && v.list().size() == 1) out += ",";
       return out + (v.is_tuple() ? ")" : "]");
@@ -216,7 +229,7 @@ std::string ToPythonRepr(const Value& v) {
       for (const auto& [k, item] : v.dict().items) {
         if (!first) out += ", ";
         first = false;
-        out += StringRepr(k) + ": " + ToPythonRepr(item);
+        out += StringRepr(k) + ": " + ReprAt(item, depth + 1);
       }
       return out + (v.is_namespace() ? "}>" : "}");
     }
@@ -224,6 +237,7 @@ std::string ToPythonRepr(const Value& v) {
       return ToPythonStr(v);
   }
 }
+}  // namespace
 
 std::string ToPythonStr(const Value& v) {
   switch (v.kind()) {
@@ -240,7 +254,17 @@ std::string ToPythonStr(const Value& v) {
   return "";
 }
 
-bool Equal(const Value& a, const Value& b) {
+namespace {
+bool EqualAt(const Value& a, const Value& b, int depth);
+bool LessAt(const Value& a, const Value& b, int depth);
+}  // namespace
+
+bool Equal(const Value& a, const Value& b) { return EqualAt(a, b, 0); }
+bool Less(const Value& a, const Value& b) { return LessAt(a, b, 0); }
+
+namespace {
+bool EqualAt(const Value& a, const Value& b, int depth) {
+  CheckDepth(depth);
   if (a.is_number() && b.is_number()) {
     if (a.is_float() || b.is_float()) return a.number_value() == b.number_value();
     return a.int_value() == b.int_value();
@@ -255,7 +279,7 @@ bool Equal(const Value& a, const Value& b) {
     case Value::Kind::kList: {
       if (a.is_tuple() != b.is_tuple() || a.list().size() != b.list().size()) return false;
       for (size_t i = 0; i < a.list().size(); ++i) {
-        if (!Equal(a.list()[i], b.list()[i])) return false;
+        if (!EqualAt(a.list()[i], b.list()[i], depth + 1)) return false;
       }
       return true;
     }
@@ -264,7 +288,7 @@ bool Equal(const Value& a, const Value& b) {
       if (a.dict().items.size() != b.dict().items.size()) return false;
       for (const auto& [k, item] : a.dict().items) {
         const Value* other = b.dict().Find(k);
-        if (other == nullptr || !Equal(item, *other)) return false;
+        if (other == nullptr || !EqualAt(item, *other, depth + 1)) return false;
       }
       return true;
     }
@@ -275,7 +299,8 @@ bool Equal(const Value& a, const Value& b) {
   }
 }
 
-bool Less(const Value& a, const Value& b) {
+bool LessAt(const Value& a, const Value& b, int depth) {
+  CheckDepth(depth);
   if (a.is_number() && b.is_number()) {
     if (a.is_float() || b.is_float()) return a.number_value() < b.number_value();
     return a.int_value() < b.int_value();
@@ -285,13 +310,14 @@ bool Less(const Value& a, const Value& b) {
     const auto& x = a.list();
     const auto& y = b.list();
     for (size_t i = 0; i < x.size() && i < y.size(); ++i) {
-      if (!Equal(x[i], y[i])) return Less(x[i], y[i]);
+      if (!EqualAt(x[i], y[i], depth + 1)) return LessAt(x[i], y[i], depth + 1);
     }
     return x.size() < y.size();
   }
   FailInvalid("chat template compares " + a.TypeName() + " with " + b.TypeName() +
               " by order, which Python does not allow");
 }
+}  // namespace
 
 namespace {
 

@@ -167,6 +167,10 @@ TEST(ChatTemplateJinjaTest, StatementsAndScopes) {
   EXPECT_EQ(MustRender("{% macro list(items) %}{% for i in items %}{{ caller(i) }}{% endfor %}{% endmacro %}"
                        "{% call(item) list([1, 2]) %}<{{ item }}>{% endcall %}"),
             "<1><2>");
+  // A stored caller outlives its call block safely.
+  EXPECT_EQ(MustRender("{% set ns = namespace() %}{% macro keep() %}{% set ns.c = caller %}{% endmacro %}"
+                       "{% for i in [7] %}{% call keep() %}[{{ 'x' }}]{% endcall %}{% endfor %}{{ ns.c() }}"),
+            "[x]");
   EXPECT_EQ(MustRender("{% macro f(n) %}{% if n > 0 %}{{ n }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(3) }}"), "321");
   EXPECT_EQ(MustRender("{% set ns = namespace(d={'a': 1}) %}{% set ns.d = ns.d.a + 1 %}{{ ns.d }}"), "2");
   EXPECT_EQ(MustRender("{% set messages = messages[1:] %}{{ messages | length }}",
@@ -264,6 +268,13 @@ TEST(ChatTemplateErrorsTest, LimitsBoundHostileTemplates) {
   ExpectStatus(RenderSource("{{ range(1000000000) | length }}"), kRE, "range()");
   ExpectStatus(RenderSource("{{ " + std::string(5000, '(') + "1" + std::string(5000, ')') + " }}"),
                absl::StatusCode::kInvalidArgument, "nests deeper");
+}
+
+TEST(ChatTemplateErrorsTest, DeepValuesAreRefused) {
+  const std::string nest = "{% set ns = namespace(x=1) %}{% for i in range(5000) %}{% set ns.x = [ns.x] %}{% endfor %}";
+  ExpectStatus(RenderSource(nest + "{{ ns.x }}"), absl::StatusCode::kInvalidArgument, "nests deeper");
+  ExpectStatus(RenderSource(nest + "{{ ns.x == ns.x }}"), absl::StatusCode::kInvalidArgument, "nests deeper");
+  ExpectStatus(RenderSource(nest + "{{ ns.x | tojson }}"), absl::StatusCode::kInvalidArgument, "nests too deeply");
 }
 
 TEST(ChatTemplateErrorsTest, DeepInputIsRefused) {
