@@ -2,12 +2,15 @@
 //
 //   loramux [--server HOST:PORT] [--token_file F] [--tls_ca_file F] COMMAND [flags] ARGS...
 //
-// Commands: upload, list, get, delete, load, unload, generate, score (see `loramux help`).
+// Commands: upload, list, get, delete, load, unload, generate, chat, score, tokenize, detokenize
+// (see `loramux help`).
 // Errors print the gRPC code name and the server's message on stderr; the exit code is 1 for a
 // failed call and 2 for bad usage.
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
+#include <iterator>
 #include <map>
 #include <set>
 #include <string>
@@ -21,6 +24,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "client/loramux_client.h"
+#include "nlohmann/json.hpp"
 
 namespace loramux {
 namespace {
@@ -41,8 +45,17 @@ Adapter administration (needs the admin token when the server sets one):
 
 Inference (needs the inference token when the server sets one):
   generate [--adapter NAME] [--scale S] [--max_new_tokens N] [--temperature T] [--top_k K]
-           [--top_p P] [--seed S] [--stop ID,ID...] [--logprobs] TOKEN...
-                      stream generated token ids to stdout; a summary goes to stderr
+           [--top_p P] [--seed S] [--stop ID,ID...] [--stop_text STR] [--logprobs]
+           (TOKEN... | --text TEXT)
+                      stream generated token ids (or, with --text, the text) to stdout; a
+                      summary goes to stderr
+  chat (--file CONVERSATION.json | [--system TEXT] --user TEXT) [--kwargs JSON] [generate's flags]
+                      render the conversation (an OpenAI-style JSON array of messages) with the
+                      model's chat template and stream the answer's text
+  tokenize [--no_special] TEXT
+  tokenize --file CONVERSATION.json [--no_generation_prompt] [--kwargs JSON]
+                      print token ids (and a conversation's rendered prompt on stderr)
+  detokenize [--keep_special] ID...   print the text of token ids
   score [--adapter NAME] [--scale S] TOKEN...
                       print log p(token i+1 | tokens <= i) for each position
 
@@ -56,7 +69,8 @@ Global flags (anywhere on the line):
 )";
 
 // Flags that take no value.
-const std::set<std::string> kBoolFlags = {"pin", "logprobs", "tls", "help"};
+const std::set<std::string> kBoolFlags = {"pin", "logprobs", "tls", "help", "no_special",
+                                          "keep_special", "no_generation_prompt"};
 const std::set<std::string> kGlobalFlags = {"server", "token_file", "tls_ca_file", "tls",
                                             "tls_server_name", "timeout_s", "help"};
 const std::map<std::string, std::set<std::string>> kCommandFlags = {
@@ -68,8 +82,13 @@ const std::map<std::string, std::set<std::string>> kCommandFlags = {
     {"unload", {}},
     {"generate",
      {"adapter", "scale", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "stop",
-      "logprobs"}},
+      "stop_text", "logprobs", "text"}},
+    {"chat",
+     {"adapter", "scale", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "stop",
+      "stop_text", "logprobs", "file", "system", "user", "kwargs"}},
     {"score", {"adapter", "scale"}},
+    {"tokenize", {"no_special", "file", "no_generation_prompt", "kwargs"}},
+    {"detokenize", {"keep_special"}},
 };
 
 struct CommandLine {
@@ -289,11 +308,8 @@ int RunList(LoramuxClient& client, const CommandLine& cl) {
   return 0;
 }
 
-int RunGenerate(LoramuxClient& client, const CommandLine& cl) {
-  v1::GenerateRequest request;
-  std::vector<int32_t> prompt;
-  if (absl::Status s = ParseTokens(cl.args, &prompt); !s.ok()) return Usage(std::string(s.message()));
-  request.mutable_prompt_token_ids()->Add(prompt.begin(), prompt.end());
+// Sampling, adapter and stop flags shared by generate and chat.
+absl::Status FillGenerateFlags(const CommandLine& cl, v1::GenerateRequest& request) {
   request.set_adapter(cl.Get("adapter"));
   request.set_logprobs(cl.Has("logprobs"));
   v1::SamplingParams* sampling = request.mutable_sampling();
@@ -317,18 +333,26 @@ int RunGenerate(LoramuxClient& client, const CommandLine& cl) {
     s.Update(ParseTokens({cl.Get("stop")}, &stop));
     request.mutable_stop_token_ids()->Add(stop.begin(), stop.end());
   }
-  if (!s.ok()) return Usage(std::string(s.message()));
+  if (cl.Has("stop_text")) request.add_stop(cl.Get("stop_text"));
   request.set_adapter_scale(scale);
   sampling->set_max_new_tokens(max_new_tokens);
   sampling->set_temperature(temperature);
   sampling->set_top_k(top_k);
   sampling->set_top_p(top_p);
   sampling->set_seed(seed);
+  return s;
+}
 
+// Streams `request`, printing the text (as_text) or the token ids, then a summary on stderr.
+int StreamGenerate(LoramuxClient& client, const v1::GenerateRequest& request, bool as_text) {
   bool first = true;
   absl::StatusOr<GenerateResult> result =
       client.Generate(request, [&](const v1::GenerateResponse& response) {
-        for (int i = 0; i < response.token_ids_size(); ++i) {
+        if (as_text) {
+          std::cout << response.text();
+          first = first && response.text().empty();
+        }
+        for (int i = 0; !as_text && i < response.token_ids_size(); ++i) {
           std::cout << (first ? "" : " ") << response.token_ids(i);
           if (request.logprobs() && i < response.logprobs_size()) {
             std::cout << ":" << response.logprobs(i);
@@ -346,6 +370,79 @@ int RunGenerate(LoramuxClient& client, const CommandLine& cl) {
             << " generated_tokens=" << result->usage.generated_tokens()
             << " adapter_version=" << (result->adapter_version.empty() ? "-" : result->adapter_version)
             << "\n";
+  return 0;
+}
+
+int RunGenerate(LoramuxClient& client, const CommandLine& cl) {
+  v1::GenerateRequest request;
+  if (cl.Has("text")) {
+    if (!cl.args.empty()) return Usage("give either --text or token ids, not both");
+    request.set_prompt_text(cl.Get("text"));
+  } else {
+    std::vector<int32_t> prompt;
+    if (absl::Status s = ParseTokens(cl.args, &prompt); !s.ok()) return Usage(std::string(s.message()));
+    request.mutable_prompt_token_ids()->Add(prompt.begin(), prompt.end());
+  }
+  if (absl::Status s = FillGenerateFlags(cl, request); !s.ok()) return Usage(std::string(s.message()));
+  return StreamGenerate(client, request, cl.Has("text"));
+}
+
+// The conversation of --file, or one built from --system and --user, as a JSON array.
+absl::StatusOr<std::string> ConversationJson(const CommandLine& cl) {
+  if (cl.Has("file")) {
+    if (cl.Has("system") || cl.Has("user")) return absl::InvalidArgumentError("give --file or --system/--user");
+    std::ifstream in(cl.Get("file"), std::ios::binary);
+    if (!in) return absl::InvalidArgumentError(absl::StrCat("cannot read --file ", cl.Get("file")));
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  if (!cl.Has("user")) return absl::InvalidArgumentError("give --file CONVERSATION.json or --user TEXT");
+  nlohmann::json messages = nlohmann::json::array();
+  if (cl.Has("system")) messages.push_back({{"role", "system"}, {"content", cl.Get("system")}});
+  messages.push_back({{"role", "user"}, {"content", cl.Get("user")}});
+  return messages.dump();
+}
+
+int RunChat(LoramuxClient& client, const CommandLine& cl) {
+  if (!cl.args.empty()) return Usage("chat takes no positional arguments");
+  v1::GenerateRequest request;
+  absl::StatusOr<std::string> conversation = ConversationJson(cl);
+  if (!conversation.ok()) return Usage(std::string(conversation.status().message()));
+  request.set_messages_json(*conversation);
+  request.set_chat_template_kwargs_json(cl.Get("kwargs"));
+  if (absl::Status s = FillGenerateFlags(cl, request); !s.ok()) return Usage(std::string(s.message()));
+  return StreamGenerate(client, request, /*as_text=*/true);
+}
+
+int RunTokenize(LoramuxClient& client, const CommandLine& cl) {
+  v1::TokenizeRequest request;
+  if (cl.Has("file")) {
+    if (!cl.args.empty()) return Usage("give either --file or TEXT");
+    absl::StatusOr<std::string> conversation = ConversationJson(cl);
+    if (!conversation.ok()) return Usage(std::string(conversation.status().message()));
+    request.set_messages_json(*conversation);
+    request.set_add_generation_prompt(!cl.Has("no_generation_prompt"));
+    request.set_chat_template_kwargs_json(cl.Get("kwargs"));
+  } else {
+    if (absl::Status s = ExpectArgs(cl, 1, "one TEXT (quote it)"); !s.ok()) return Usage(std::string(s.message()));
+    request.set_text(cl.args[0]);
+    request.set_add_special_tokens(!cl.Has("no_special"));
+  }
+  absl::StatusOr<v1::TokenizeResponse> response = client.Tokenize(request);
+  if (!response.ok()) return Failed("tokenize", response.status());
+  std::cout << absl::StrJoin(response->token_ids(), " ") << "\n";
+  if (!response->text().empty()) std::cerr << response->text() << "\n";
+  return 0;
+}
+
+int RunDetokenize(LoramuxClient& client, const CommandLine& cl) {
+  v1::DetokenizeRequest request;
+  std::vector<int32_t> ids;
+  if (absl::Status s = ParseTokens(cl.args, &ids); !s.ok()) return Usage(std::string(s.message()));
+  request.mutable_token_ids()->Add(ids.begin(), ids.end());
+  request.set_skip_special_tokens(!cl.Has("keep_special"));
+  absl::StatusOr<v1::DetokenizeResponse> response = client.Detokenize(request);
+  if (!response.ok()) return Failed("detokenize", response.status());
+  std::cout << response->text() << "\n";
   return 0;
 }
 
@@ -401,6 +498,9 @@ int Run(int argc, char** argv) {
   if (command == "upload") return RunUpload(c, cl);
   if (command == "list") return RunList(c, cl);
   if (command == "generate") return RunGenerate(c, cl);
+  if (command == "chat") return RunChat(c, cl);
+  if (command == "tokenize") return RunTokenize(c, cl);
+  if (command == "detokenize") return RunDetokenize(c, cl);
   if (command == "score") return RunScore(c, cl);
   // The single-name commands.
   if (absl::Status s = ExpectArgs(cl, 1, "one NAME"); !s.ok()) return Usage(std::string(s.message()));

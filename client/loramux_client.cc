@@ -200,6 +200,24 @@ absl::StatusOr<v1::ScoreResponse> LoramuxClient::Score(const v1::ScoreRequest& r
   return response;
 }
 
+absl::StatusOr<v1::TokenizeResponse> LoramuxClient::Tokenize(const v1::TokenizeRequest& request) {
+  grpc::ClientContext context;
+  Prepare(context, /*admin=*/false);
+  v1::TokenizeResponse response;
+  const grpc::Status status = inference_->Tokenize(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
+absl::StatusOr<v1::DetokenizeResponse> LoramuxClient::Detokenize(const v1::DetokenizeRequest& request) {
+  grpc::ClientContext context;
+  Prepare(context, /*admin=*/false);
+  v1::DetokenizeResponse response;
+  const grpc::Status status = inference_->Detokenize(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
 absl::StatusOr<v1::AdapterInfo> LoramuxClient::UploadAdapter(const UploadSpec& spec) {
   const bool from_file = !spec.weights_path.empty();
   if (from_file && !spec.weights.empty()) {

@@ -88,6 +88,8 @@ class LoramuxClient {
                                           const ResponseCallback& on_response = nullptr);
 
   absl::StatusOr<v1::ScoreResponse> Score(const v1::ScoreRequest& request);
+  absl::StatusOr<v1::TokenizeResponse> Tokenize(const v1::TokenizeRequest& request);
+  absl::StatusOr<v1::DetokenizeResponse> Detokenize(const v1::DetokenizeRequest& request);
 
   // --- Adapters --------------------------------------------------------------------------------
 

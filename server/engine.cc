@@ -46,8 +46,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   ASSIGN_OR_RETURN(engine->store_, AdapterStore::Open(options.adapter_store, store_options));
   engine->registry_ =
       std::make_unique<AdapterRegistry>(*engine->store_, *engine->model_, options.registry);
-  engine->scheduler_ =
-      std::make_unique<Scheduler>(*engine->model_, *engine->registry_, options.scheduler);
+  ASSIGN_OR_RETURN(engine->text_, TextCodec::Load(options.model_dir));
+  engine->scheduler_ = std::make_unique<Scheduler>(*engine->model_, *engine->registry_,
+                                                   options.scheduler, engine->text_->tokenizer());
   const ModelConfig& c = engine->model_->config();
   engine->description_ = absl::StrFormat(
       "%s from %s: %d layers, hidden %d, heads %d/%d, vocab %d, %.1f MB of weights on %s as %s; "

@@ -12,6 +12,7 @@
 #include "adapters/adapter_registry.h"
 #include "adapters/adapter_store.h"
 #include "server/scheduler.h"
+#include "server/text_codec.h"
 
 namespace loramux {
 
@@ -36,6 +37,8 @@ class Engine {
   Scheduler& scheduler() { return *scheduler_; }
   AdapterRegistry& registry() { return *registry_; }
   AdapterStore& store() { return *store_; }
+  // The model's tokenizer and chat template (text calls fail without tokenizer.json).
+  const TextCodec& text() const { return *text_; }
   // One line for logs: architecture, sizes, device, dtype, BLAS library.
   const std::string& description() const { return description_; }
 
@@ -44,6 +47,7 @@ class Engine {
   std::unique_ptr<LlamaModel> model_;
   std::unique_ptr<AdapterStore> store_;
   std::unique_ptr<AdapterRegistry> registry_;
+  std::unique_ptr<TextCodec> text_;
   std::unique_ptr<Scheduler> scheduler_;
   std::string description_;
 };

@@ -14,6 +14,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "server/request.h"
+#include "common/status_macros.h"
 #include "server/status_mapping.h"
 
 namespace loramux {
@@ -25,12 +26,6 @@ absl::Time DeadlineOf(const grpc::CallbackServerContext& context) {
   const auto deadline = context.deadline();
   if (deadline == std::chrono::system_clock::time_point::max()) return absl::InfiniteFuture();
   return absl::FromChrono(deadline);
-}
-
-absl::Status CheckPromptText(const std::string& prompt_text) {
-  if (prompt_text.empty()) return absl::OkStatus();
-  return absl::UnimplementedError(
-      "text prompts need the tokenizer, not served yet; send prompt_token_ids");
 }
 
 // proto3 cannot tell an unset adapter_scale from 0: 0 means 1.
@@ -48,27 +43,99 @@ SamplingParams ToSampling(const v1::SamplingParams& in) {
   return out;
 }
 
-absl::StatusOr<InferenceRequest> ToInferenceRequest(const v1::GenerateRequest& in, absl::Time deadline) {
-  if (absl::Status s = CheckPromptText(in.prompt_text()); !s.ok()) return s;
+// A conversation from the API's two spellings: ChatMessage list or an OpenAI-style JSON array.
+absl::StatusOr<nlohmann::ordered_json> ToMessages(
+    const google::protobuf::RepeatedPtrField<v1::ChatMessage>& messages, const std::string& messages_json) {
+  if (!messages_json.empty()) {
+    ASSIGN_OR_RETURN(nlohmann::ordered_json parsed,
+                     ParseClientJson(messages_json, "messages_json", nlohmann::ordered_json()));
+    if (!parsed.is_array()) return absl::InvalidArgumentError("messages_json must be a JSON array of messages");
+    return parsed;
+  }
+  nlohmann::ordered_json out = nlohmann::ordered_json::array();
+  for (const v1::ChatMessage& m : messages) out.push_back({{"role", m.role()}, {"content", m.content()}});
+  return out;
+}
+
+// The prompt given as text or a conversation (never both, nor with token ids).
+struct PromptFields {
+  bool has_token_ids;
+  const std::string& text;
+  const google::protobuf::RepeatedPtrField<v1::ChatMessage>& messages;
+  const std::string& messages_json;
+  const std::string& kwargs_json;
+};
+
+// Text and conversations become token ids here; token ids pass through. INVALID_ARGUMENT unless
+// exactly one of the prompt fields is given.
+absl::StatusOr<std::optional<EncodedPrompt>> EncodeIfText(const PromptFields& f, bool add_special_tokens,
+                                                          bool add_generation_prompt, const TextCodec& codec) {
+  const int given = int{f.has_token_ids} + int{!f.text.empty()} + int{!f.messages.empty()} +
+                    int{!f.messages_json.empty()};
+  if (given != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "give exactly one of token ids, text, messages and messages_json (got ", given, ")"));
+  }
+  if (!f.kwargs_json.empty() && f.messages.empty() && f.messages_json.empty()) {
+    return absl::InvalidArgumentError("chat_template_kwargs_json applies to a conversation only");
+  }
+  if (f.has_token_ids) return std::optional<EncodedPrompt>();
+  PromptInput input;
+  input.add_special_tokens = add_special_tokens;
+  input.add_generation_prompt = add_generation_prompt;
+  if (!f.text.empty()) {
+    input.text = f.text;
+  } else {
+    ASSIGN_OR_RETURN(input.messages, ToMessages(f.messages, f.messages_json));
+    ASSIGN_OR_RETURN(input.chat_template_kwargs,
+                     ParseClientJson(f.kwargs_json, "chat_template_kwargs_json", nlohmann::ordered_json::object()));
+    if (!input.chat_template_kwargs.is_object()) {
+      return absl::InvalidArgumentError("chat_template_kwargs_json must be a JSON object");
+    }
+  }
+  ASSIGN_OR_RETURN(EncodedPrompt encoded, codec.Encode(input));
+  return std::optional<EncodedPrompt>(std::move(encoded));
+}
+
+absl::StatusOr<InferenceRequest> ToInferenceRequest(const v1::GenerateRequest& in, absl::Time deadline,
+                                                    const TextCodec& codec) {
   InferenceRequest out;
   out.kind = InferenceRequest::Kind::kGenerate;
   out.adapter = in.adapter();
   out.adapter_scale = AdapterScale(in.adapter_scale());
-  out.tokens.assign(in.prompt_token_ids().begin(), in.prompt_token_ids().end());
+  ASSIGN_OR_RETURN(std::optional<EncodedPrompt> encoded,
+                   EncodeIfText({in.prompt_token_ids_size() > 0, in.prompt_text(), in.messages(),
+                                 in.messages_json(), in.chat_template_kwargs_json()},
+                                /*add_special_tokens=*/true, /*add_generation_prompt=*/true, codec));
+  if (encoded) {
+    out.tokens = std::move(encoded->token_ids);
+  } else {
+    out.tokens.assign(in.prompt_token_ids().begin(), in.prompt_token_ids().end());
+  }
   out.sampling = ToSampling(in.sampling());
   out.stop_token_ids.assign(in.stop_token_ids().begin(), in.stop_token_ids().end());
+  out.stop.assign(in.stop().begin(), in.stop().end());
   out.logprobs = in.logprobs();
   out.deadline = deadline;
   return out;
 }
 
-absl::StatusOr<InferenceRequest> ToInferenceRequest(const v1::ScoreRequest& in, absl::Time deadline) {
-  if (absl::Status s = CheckPromptText(in.prompt_text()); !s.ok()) return s;
+absl::StatusOr<InferenceRequest> ToInferenceRequest(const v1::ScoreRequest& in, absl::Time deadline,
+                                                    const TextCodec& codec) {
   InferenceRequest out;
   out.kind = InferenceRequest::Kind::kScore;
   out.adapter = in.adapter();
   out.adapter_scale = AdapterScale(in.adapter_scale());
-  out.tokens.assign(in.token_ids().begin(), in.token_ids().end());
+  static const google::protobuf::RepeatedPtrField<v1::ChatMessage> kNoMessages;
+  static const std::string kNone;
+  ASSIGN_OR_RETURN(std::optional<EncodedPrompt> encoded,
+                   EncodeIfText({in.token_ids_size() > 0, in.prompt_text(), kNoMessages, kNone, kNone},
+                                /*add_special_tokens=*/true, /*add_generation_prompt=*/false, codec));
+  if (encoded) {
+    out.tokens = std::move(encoded->token_ids);
+  } else {
+    out.tokens.assign(in.token_ids().begin(), in.token_ids().end());
+  }
   out.return_logits = in.return_logits();
   out.deadline = deadline;
   return out;
@@ -106,7 +173,8 @@ class GenerateStream final : public RequestObserver {
   void FinishEarly(const absl::Status& status);
 
   // RequestObserver (scheduler thread).
-  void OnTokens(const std::vector<int32_t>& tokens, const std::vector<float>& logprobs) override;
+  void OnTokens(const std::vector<int32_t>& tokens, const std::vector<float>& logprobs,
+                const std::string& text) override;
   void OnFinish(const absl::Status& status, FinishReason reason, const Usage& usage,
                 const std::string& adapter_version) override;
 
@@ -123,6 +191,7 @@ class GenerateStream final : public RequestObserver {
     grpc::Status status;
   };
   Action NextActionLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RecordTokensLocked(size_t count, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Run(const Action& action);
   void CancelInScheduler(uint64_t id) { scheduler_.Cancel(id); }
 
@@ -158,7 +227,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
       return;
     }
     absl::StatusOr<InferenceRequest> converted =
-        ToInferenceRequest(request, DeadlineOf(*context));
+        ToInferenceRequest(request, DeadlineOf(*context), deps.text);
     if (!converted.ok()) {
       stream_->FinishEarly(converted.status());
       return;
@@ -206,24 +275,29 @@ void GenerateStream::FinishEarly(const absl::Status& status) {
   Run(action);
 }
 
+void GenerateStream::RecordTokensLocked(size_t count, absl::Time now) {
+  if (!got_tokens_) {
+    metrics_.RecordTimeToFirstToken(now - start_);
+    got_tokens_ = true;
+  } else {
+    metrics_.RecordInterTokenLatency(now - last_tokens_at_, static_cast<int64_t>(count));
+  }
+  last_tokens_at_ = now;
+  metrics_.AddGeneratedTokens(static_cast<int64_t>(count));
+}
+
 void GenerateStream::OnTokens(const std::vector<int32_t>& tokens,
-                              const std::vector<float>& logprobs) {
-  if (tokens.empty()) return;
+                              const std::vector<float>& logprobs, const std::string& text) {
+  if (tokens.empty() && text.empty()) return;
   const absl::Time now = absl::Now();
   Action action;
   {
     absl::MutexLock lock(&mu_);
-    if (!got_tokens_) {
-      metrics_.RecordTimeToFirstToken(now - start_);
-      got_tokens_ = true;
-    } else {
-      metrics_.RecordInterTokenLatency(now - last_tokens_at_, static_cast<int64_t>(tokens.size()));
-    }
-    last_tokens_at_ = now;
-    metrics_.AddGeneratedTokens(static_cast<int64_t>(tokens.size()));
+    if (!tokens.empty()) RecordTokensLocked(tokens.size(), now);
     if (broken_) return;  // nobody listens; the cancel is on its way
     pending_.mutable_token_ids()->Add(tokens.begin(), tokens.end());
     pending_.mutable_logprobs()->Add(logprobs.begin(), logprobs.end());
+    pending_.mutable_text()->append(text);
     has_pending_ = true;
     action = NextActionLocked();
   }
@@ -386,7 +460,7 @@ class ScoreCall final : public grpc::ServerUnaryReactor {
       return;
     }
     absl::StatusOr<InferenceRequest> converted =
-        ToInferenceRequest(request, DeadlineOf(*context));
+        ToInferenceRequest(request, DeadlineOf(*context), deps.text);
     if (!converted.ok()) {
       observer_->FinishEarly(converted.status());
       return;
@@ -463,20 +537,71 @@ void ScoreObserver::FinishWith(grpc::Status status) {
   call->Finish(std::move(status));
 }
 
+// ---------------------------------------------------------------------------------------------
+// Tokenize, Detokenize
+// ---------------------------------------------------------------------------------------------
+
+absl::Status TokenizeInto(const TextCodec& codec, const v1::TokenizeRequest& in, v1::TokenizeResponse& out) {
+  ASSIGN_OR_RETURN(std::optional<EncodedPrompt> encoded,
+                   EncodeIfText({false, in.text(), in.messages(), in.messages_json(),
+                                 in.chat_template_kwargs_json()},
+                                in.add_special_tokens(), in.add_generation_prompt(), codec));
+  out.mutable_token_ids()->Add(encoded->token_ids.begin(), encoded->token_ids.end());
+  if (in.text().empty()) out.set_text(std::move(encoded->text));
+  return absl::OkStatus();
+}
+
+absl::Status DetokenizeInto(const TextCodec& codec, const v1::DetokenizeRequest& in,
+                            v1::DetokenizeResponse& out) {
+  ASSIGN_OR_RETURN(std::string text,
+                   codec.Decode({in.token_ids().data(), static_cast<size_t>(in.token_ids_size())},
+                                in.skip_special_tokens()));
+  out.set_text(std::move(text));
+  return absl::OkStatus();
+}
+
+// Runs a unary call that needs no scheduler to completion on the handler thread.
+template <typename Fn>
+grpc::ServerUnaryReactor* AnswerNow(const Deps& deps, Rpc rpc, grpc::CallbackServerContext* context, Fn&& fn) {
+  const absl::Time start = absl::Now();
+  absl::Status status = deps.auth.Check(*context);
+  if (status.ok()) status = fn();
+  grpc::Status reply = ToGrpcStatus(status);
+  deps.metrics.RecordRpc(rpc, reply.error_code(), absl::Now() - start);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(std::move(reply));
+  return reactor;
+}
+
 }  // namespace
 
-InferenceService::InferenceService(Scheduler& scheduler, Metrics& metrics, TokenAuth auth)
-    : scheduler_(scheduler), metrics_(metrics), auth_(std::move(auth)) {}
+grpc::ServerUnaryReactor* InferenceService::Tokenize(grpc::CallbackServerContext* context,
+                                                     const v1::TokenizeRequest* request,
+                                                     v1::TokenizeResponse* response) {
+  return AnswerNow(Deps{scheduler_, text_, metrics_, auth_}, Rpc::kTokenize, context,
+                   [&] { return TokenizeInto(text_, *request, *response); });
+}
+
+grpc::ServerUnaryReactor* InferenceService::Detokenize(grpc::CallbackServerContext* context,
+                                                       const v1::DetokenizeRequest* request,
+                                                       v1::DetokenizeResponse* response) {
+  return AnswerNow(Deps{scheduler_, text_, metrics_, auth_}, Rpc::kDetokenize, context,
+                   [&] { return DetokenizeInto(text_, *request, *response); });
+}
+
+InferenceService::InferenceService(Scheduler& scheduler, const TextCodec& text, Metrics& metrics,
+                                   TokenAuth auth)
+    : scheduler_(scheduler), text_(text), metrics_(metrics), auth_(std::move(auth)) {}
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::Generate(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
-  return new GenerateCall(Deps{scheduler_, metrics_, auth_}, context, *request);
+  return new GenerateCall(Deps{scheduler_, text_, metrics_, auth_}, context, *request);
 }
 
 grpc::ServerUnaryReactor* InferenceService::Score(grpc::CallbackServerContext* context,
                                                   const v1::ScoreRequest* request,
                                                   v1::ScoreResponse* response) {
-  return new ScoreCall(Deps{scheduler_, metrics_, auth_}, context, *request, response);
+  return new ScoreCall(Deps{scheduler_, text_, metrics_, auth_}, context, *request, response);
 }
 
 }  // namespace loramux

@@ -16,6 +16,7 @@
 #include "server/auth.h"
 #include "server/metrics.h"
 #include "server/scheduler.h"
+#include "server/text_codec.h"
 
 namespace loramux {
 
@@ -23,23 +24,33 @@ class InferenceService final : public v1::Inference::CallbackService {
  public:
   // `scheduler` and `metrics` must outlive the service and every call it started (shut the
   // grpc::Server down first).
-  InferenceService(Scheduler& scheduler, Metrics& metrics, TokenAuth auth);
+  InferenceService(Scheduler& scheduler, const TextCodec& text, Metrics& metrics, TokenAuth auth);
 
   grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
       grpc::CallbackServerContext* context, const v1::GenerateRequest* request) override;
   grpc::ServerUnaryReactor* Score(grpc::CallbackServerContext* context,
                                   const v1::ScoreRequest* request,
                                   v1::ScoreResponse* response) override;
+  // Tokenize and Detokenize run on the handler thread: the tokenizer is thread-safe and the work
+  // is bounded by the request size (and the chat template's render limits).
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
+                                     const v1::TokenizeRequest* request,
+                                     v1::TokenizeResponse* response) override;
+  grpc::ServerUnaryReactor* Detokenize(grpc::CallbackServerContext* context,
+                                       const v1::DetokenizeRequest* request,
+                                       v1::DetokenizeResponse* response) override;
 
   // The pieces every call needs; shared by the reactors.
   struct Deps {
     Scheduler& scheduler;
+    const TextCodec& text;
     Metrics& metrics;
     const TokenAuth& auth;
   };
 
  private:
   Scheduler& scheduler_;
+  const TextCodec& text_;
   Metrics& metrics_;
   const TokenAuth auth_;
 };

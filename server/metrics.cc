@@ -28,8 +28,9 @@
 namespace loramux {
 namespace {
 
-constexpr Rpc kAllRpcs[] = {Rpc::kGenerate, Rpc::kScore, Rpc::kUpload, Rpc::kList,
-                            Rpc::kGet,      Rpc::kDelete, Rpc::kLoad,  Rpc::kUnload};
+constexpr Rpc kAllRpcs[] = {Rpc::kGenerate, Rpc::kScore,  Rpc::kTokenize, Rpc::kDetokenize,
+                            Rpc::kUpload,   Rpc::kList,   Rpc::kGet,      Rpc::kDelete,
+                            Rpc::kLoad,     Rpc::kUnload};
 
 // Seconds; spans a fast unary call (~1 ms) to a long generation or a big upload (minutes).
 prometheus::Histogram::BucketBoundaries RequestBuckets() {
@@ -66,6 +67,8 @@ void AddSample(prometheus::MetricFamily& family, double value,
 const char* RpcName(Rpc rpc) {
   switch (rpc) {
     case Rpc::kGenerate: return "Generate";
+    case Rpc::kTokenize: return "Tokenize";
+    case Rpc::kDetokenize: return "Detokenize";
     case Rpc::kScore: return "Score";
     case Rpc::kUpload: return "Upload";
     case Rpc::kList: return "List";

@@ -41,7 +41,7 @@ class Family;
 namespace loramux {
 
 // The RPCs, as they appear in the `rpc` label.
-enum class Rpc { kGenerate, kScore, kUpload, kList, kGet, kDelete, kLoad, kUnload };
+enum class Rpc { kGenerate, kScore, kTokenize, kDetokenize, kUpload, kList, kGet, kDelete, kLoad, kUnload };
 const char* RpcName(Rpc rpc);
 
 class Metrics {

@@ -21,6 +21,7 @@ struct InferenceRequest {
   std::vector<int32_t> tokens;  // the prompt (generate) or the scored ids (score)
   SamplingParams sampling;      // generate only
   std::vector<int32_t> stop_token_ids;
+  std::vector<std::string> stop;  // generate: stop strings (needs a tokenizer); text ends before one
   bool logprobs = false;       // generate: per-token logprobs
   bool return_logits = false;  // score: full [len, vocab] logits
   absl::Time deadline = absl::InfiniteFuture();
@@ -44,8 +45,11 @@ struct ScoreResult {
 class RequestObserver {
  public:
   virtual ~RequestObserver() = default;
-  // Generate: new tokens (and their logprobs when asked) as they are produced.
-  virtual void OnTokens(const std::vector<int32_t>& tokens, const std::vector<float>& logprobs) {}
+  // Generate: new tokens (and their logprobs when asked) as they are produced, with the text they
+  // completed (valid UTF-8; always empty when the model has no tokenizer). The text held back at
+  // the end may come last with no tokens.
+  virtual void OnTokens(const std::vector<int32_t>& tokens, const std::vector<float>& logprobs,
+                        const std::string& text) {}
   // Score: the result, just before OnFinish.
   virtual void OnScore(ScoreResult result) {}
   // `status` is OK for a normal end (reason says why); else NOT_FOUND for an unknown adapter,

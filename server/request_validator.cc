@@ -61,6 +61,25 @@ absl::Status NormalizeSampling(SamplingParams& s, const RequestLimits& limits) {
   return absl::OkStatus();
 }
 
+absl::Status CheckStopStrings(const InferenceRequest& r, const RequestLimits& limits) {
+  if (r.stop.empty()) return absl::OkStatus();
+  if (!limits.has_tokenizer) {
+    return absl::FailedPreconditionError(
+        "stop strings need a tokenizer, and this model directory has no tokenizer.json; use stop_token_ids");
+  }
+  if (static_cast<int64_t>(r.stop.size()) > limits.max_stop_strings) {
+    return absl::InvalidArgumentError(absl::StrCat("stop has ", r.stop.size(), " strings; the limit is ",
+                                                   limits.max_stop_strings));
+  }
+  for (const std::string& stop : r.stop) {
+    if (stop.empty() || static_cast<int64_t>(stop.size()) > limits.max_stop_string_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat("a stop string has ", stop.size(),
+                                                     " bytes; use 1 to ", limits.max_stop_string_bytes));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckStopTokens(const InferenceRequest& r, const RequestLimits& limits) {
   if (static_cast<int64_t>(r.stop_token_ids.size()) > limits.max_stop_token_ids) {
     return absl::InvalidArgumentError(absl::StrCat("stop_token_ids has ", r.stop_token_ids.size(),
@@ -72,7 +91,7 @@ absl::Status CheckStopTokens(const InferenceRequest& r, const RequestLimits& lim
                                                      limits.vocab_size, ")"));
     }
   }
-  return absl::OkStatus();
+  return CheckStopStrings(r, limits);
 }
 
 absl::Status CheckScoreOutput(const InferenceRequest& r, const RequestLimits& limits) {

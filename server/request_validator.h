@@ -19,6 +19,9 @@ struct RequestLimits {
   int64_t max_stop_token_ids = 1024;
   int64_t max_score_logits_bytes = int64_t{256} << 20;  // return_logits: len * vocab * 4 bytes
   double max_abs_adapter_scale = 1000;   // |adapter_scale|; larger multiplies s past any sane use
+  bool has_tokenizer = false;            // stop strings need one
+  int64_t max_stop_strings = 16;
+  int64_t max_stop_string_bytes = 256;
 };
 
 // Temperatures below this sample greedily: dividing logits by a smaller one overflows float32

@@ -22,6 +22,7 @@
 #include "server/llama_model.h"
 #include "server/request_validator.h"
 #include "server/tensor_util.h"
+#include "server/text_stream.h"
 
 namespace loramux {
 namespace {
@@ -41,6 +42,8 @@ struct Sequence {
   std::vector<torch::Tensor> score_rows;  // Score: logits of prefilled chunks
   absl::flat_hash_set<int32_t> stops;     // EOS and the request's stop ids: O(1) per token
   absl::Status failure;                   // set when this request's own computation failed
+  std::unique_ptr<TextStream> text;       // generate with a tokenizer: the streamed text
+  bool stopped_by_text = false;           // a stop string was found
 
   bool is_score() const { return request.kind == InferenceRequest::Kind::kScore; }
   int64_t prompt_len() const { return static_cast<int64_t>(request.tokens.size()); }
@@ -53,10 +56,12 @@ struct Sequence {
 
 class Scheduler::Impl {
  public:
-  Impl(const LlamaModel& model, AdapterRegistry& registry, SchedulerOptions options)
+  Impl(const LlamaModel& model, AdapterRegistry& registry, SchedulerOptions options,
+       const text::Tokenizer* tokenizer)
       : model_(model),
         registry_(registry),
         options_(options),
+        tokenizer_(tokenizer),
         cache_(model.config(), options.kv_cache_bytes, model.device(), model.dtype()) {
     if (options_.max_prompt_tokens <= 0) options_.max_prompt_tokens = model.config().max_position_embeddings;
     limits_.vocab_size = model.config().vocab_size;
@@ -64,6 +69,7 @@ class Scheduler::Impl {
     limits_.max_new_tokens_limit = options_.max_new_tokens_limit;
     limits_.default_max_new_tokens = options_.default_max_new_tokens;
     limits_.max_score_logits_bytes = options_.max_score_logits_bytes;
+    limits_.has_tokenizer = tokenizer != nullptr;
     PublishCounts();
     thread_ = std::thread([this] { Loop(); });
   }
@@ -82,6 +88,7 @@ class Scheduler::Impl {
       seq->sampler = std::make_unique<Sampler>(request.sampling);
       seq->stops.insert(request.stop_token_ids.begin(), request.stop_token_ids.end());
       seq->stops.insert(model_.config().eos_token_ids.begin(), model_.config().eos_token_ids.end());
+      if (tokenizer_) seq->text = std::make_unique<TextStream>(*tokenizer_, request.stop);
     }
     const int64_t need = KvTokensNeeded(request);
     if (need > cache_.capacity_tokens()) {
@@ -443,7 +450,10 @@ class Scheduler::Impl {
     s.generated.push_back(t.token);
     std::vector<float> logprobs;
     if (s.request.logprobs) logprobs.push_back(t.logprob);
-    s.observer->OnTokens({t.token}, logprobs);
+    TextStream::Piece piece;
+    if (s.text) piece = s.text->Append(t.token);
+    s.stopped_by_text = piece.stopped;
+    s.observer->OnTokens({t.token}, logprobs, piece.text);
   }
 
   // Why `s` is finished after this step, if it is; Score results are delivered here.
@@ -455,12 +465,18 @@ class Scheduler::Impl {
       if (s.failure.ok()) s.observer->OnScore(std::move(result));
       return FinishReason::kLength;
     }
-    if (s.stops.contains(s.generated.back())) return FinishReason::kStop;
-    if (static_cast<int32_t>(s.generated.size()) >= s.request.sampling.max_new_tokens ||
-        s.context_len() >= model_.config().max_position_embeddings) {
-      return FinishReason::kLength;
+    std::optional<FinishReason> reason;
+    if (s.stopped_by_text || s.stops.contains(s.generated.back())) {
+      reason = FinishReason::kStop;
+    } else if (static_cast<int32_t>(s.generated.size()) >= s.request.sampling.max_new_tokens ||
+               s.context_len() >= model_.config().max_position_embeddings) {
+      reason = FinishReason::kLength;
     }
-    return std::nullopt;
+    if (reason && s.text && !s.stopped_by_text) {
+      const std::string rest = s.text->Finish();
+      if (!rest.empty()) s.observer->OnTokens({}, {}, rest);
+    }
+    return reason;
   }
 
   ScoreResult ScoreResultOf(Sequence& s) {
@@ -485,6 +501,7 @@ class Scheduler::Impl {
   const LlamaModel& model_;
   AdapterRegistry& registry_;
   SchedulerOptions options_;
+  const text::Tokenizer* tokenizer_;  // may be null
   RequestLimits limits_;
   KvCache cache_;  // scheduler thread only
 
@@ -509,8 +526,9 @@ class Scheduler::Impl {
   std::thread thread_;
 };
 
-Scheduler::Scheduler(const LlamaModel& model, AdapterRegistry& registry, SchedulerOptions options)
-    : impl_(std::make_unique<Impl>(model, registry, options)) {}
+Scheduler::Scheduler(const LlamaModel& model, AdapterRegistry& registry, SchedulerOptions options,
+                     const text::Tokenizer* tokenizer)
+    : impl_(std::make_unique<Impl>(model, registry, options, tokenizer)) {}
 Scheduler::~Scheduler() = default;
 
 absl::StatusOr<uint64_t> Scheduler::Submit(InferenceRequest request,

@@ -19,6 +19,9 @@ namespace loramux {
 
 class AdapterRegistry;
 class LlamaModel;
+namespace text {
+class Tokenizer;
+}
 
 struct SchedulerOptions {
   int64_t kv_cache_bytes = 256ll << 20;
@@ -46,8 +49,11 @@ struct SchedulerStats {
 
 class Scheduler {
  public:
-  // `model` and `registry` must outlive the scheduler. Starts the scheduler thread.
-  Scheduler(const LlamaModel& model, AdapterRegistry& registry, SchedulerOptions options);
+  // `model`, `registry` and `tokenizer` must outlive the scheduler. With a tokenizer (else null),
+  // generated tokens stream with their text and requests may give stop strings. Starts the
+  // scheduler thread.
+  Scheduler(const LlamaModel& model, AdapterRegistry& registry, SchedulerOptions options,
+            const text::Tokenizer* tokenizer = nullptr);
   ~Scheduler();  // Stop()s
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;

@@ -59,7 +59,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerConfig& config
   }
 
   server->inference_ = std::make_unique<InferenceService>(
-      e->scheduler(), *server->metrics_, TokenAuth(config.inference_token, "--inference_token_file"));
+      e->scheduler(), e->text(), *server->metrics_,
+      TokenAuth(config.inference_token, "--inference_token_file"));
   AdaptersServiceOptions adapters_options;
   adapters_options.max_chunk_bytes = config.max_chunk_bytes;
   server->adapters_ = std::make_unique<AdaptersService>(

@@ -25,7 +25,8 @@ using ::loramux::testing::LoadGolden;
 // Collects one request's results; Wait() blocks the test thread until OnFinish.
 class Collector : public RequestObserver {
  public:
-  void OnTokens(const std::vector<int32_t>& tokens, const std::vector<float>& logprobs) override {
+  void OnTokens(const std::vector<int32_t>& tokens, const std::vector<float>& logprobs,
+                const std::string& text) override {
     std::lock_guard<std::mutex> lock(mu_);
     this->tokens.insert(this->tokens.end(), tokens.begin(), tokens.end());
   }

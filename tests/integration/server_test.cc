@@ -263,8 +263,11 @@ TEST_F(ServerTest, InferenceErrorCodes) {
   v1::GenerateRequest text = MakeGenerate("", {}, 4);
   text.set_prompt_text("hello");
   const GenerateOutcome text_out = Generate(*inference_, text);
-  EXPECT_EQ(text_out.status.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_THAT(text_out.status.error_message(), HasSubstr("prompt_token_ids"));
+  EXPECT_EQ(text_out.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);  // no tokenizer.json
+  EXPECT_THAT(text_out.status.error_message(), HasSubstr("tokenizer.json"));
+  v1::GenerateRequest stop = MakeGenerate("", prompt, 4);
+  stop.add_stop("the end");
+  EXPECT_EQ(code_of(stop), grpc::StatusCode::FAILED_PRECONDITION);
 
   v1::ScoreRequest score;
   score.set_adapter("no-such-adapter");
