@@ -17,19 +17,18 @@
 //               encodeBatch call over all strings, which avoids its per-call JavaScript overhead
 #include <time.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <memory>
-#include <sstream>
-#include <thread>
-#include <algorithm>
-#include <string>
-#include <vector>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
 
 #include "text/tokenizer.h"
 
@@ -48,7 +47,8 @@ double CpuSeconds() {
 std::vector<std::string> LoadCorpus(const fs::path& root) {
   std::vector<std::string> corpus;
   std::vector<fs::path> files;
-  for (const auto& entry : fs::directory_iterator(root)) files.push_back(entry.path() / "cases.jsonl");
+  for (const auto& entry : fs::directory_iterator(root))
+    files.push_back(entry.path() / "cases.jsonl");
   std::sort(files.begin(), files.end());
   for (const fs::path& file : files) {
     std::ifstream in(file);
@@ -86,8 +86,9 @@ OracleResult RunOracle(const std::string& node_modules, const fs::path& tokenize
   if (node_modules.empty()) return result;
   const std::string script = (fs::path(LORAMUX_SOURCE_DIR) / "bench/tokenizer_oracle.mjs").string();
   // One thread, as the C++ side: rayon's idle workers would otherwise spin and count as CPU time.
-  const std::string command = "TOKENIZERS_PARALLELISM=false node '" + script + "' '" + node_modules + "' '" +
-                              tokenizer_json.string() + "' '" + corpus_json.string() + "'";
+  const std::string command = "TOKENIZERS_PARALLELISM=false node '" + script + "' '" +
+                              node_modules + "' '" + tokenizer_json.string() + "' '" +
+                              corpus_json.string() + "'";
   FILE* pipe = popen(command.c_str(), "r");
   if (pipe == nullptr) return result;
   std::string output;
@@ -121,7 +122,8 @@ int main(int argc, char** argv) {
       const fs::path path = argv[++i];
       families.emplace_back(path.parent_path().parent_path().filename().string(), path);
     } else {
-      std::fprintf(stderr, "usage: %s [--node_modules DIR] [--extra tokenizer.json ...]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--node_modules DIR] [--extra tokenizer.json ...]\n",
+                   argv[0]);
       return 2;
     }
   }
@@ -144,8 +146,8 @@ int main(int argc, char** argv) {
   const fs::path corpus_json = fs::temp_directory_path() / "loramux_tokenizer_bench_corpus.json";
   std::ofstream(corpus_json) << nlohmann::json(corpus).dump();
 
-  std::printf("corpus: %zu strings, %.2f MB of UTF-8; CPU time, one thread unless noted\n", corpus.size(),
-              bytes / 1e6);
+  std::printf("corpus: %zu strings, %.2f MB of UTF-8; CPU time, one thread unless noted\n",
+              corpus.size(), bytes / 1e6);
   std::printf("%-28s %9s %9s %9s | %9s %9s %9s %9s\n", "tokenizer.json", "load ms", "strings",
               "document", "HF load", "strings", "document", "batch*");
   for (const auto& [name, path] : families) {
@@ -162,8 +164,7 @@ int main(int argc, char** argv) {
     });
     const double doc = Rate(bytes, [&] { (void)tok.Encode(document, false); });
     const OracleResult oracle = RunOracle(node_modules, path, corpus_json);
-    const std::string label =
-        name + " (" + std::to_string(fs::file_size(path) / 1000000) + " MB)";
+    const std::string label = name + " (" + std::to_string(fs::file_size(path) / 1000000) + " MB)";
     if (oracle.ok) {
       std::printf("%-28s %9.1f %9.2f %9.2f | %9.1f %9.2f %9.2f %9.2f\n", label.c_str(), load_ms,
                   strings, doc, oracle.load_ms, oracle.strings, oracle.document, oracle.batch);

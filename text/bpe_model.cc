@@ -3,9 +3,10 @@
 #include <algorithm>
 
 #include "absl/hash/hash.h"
-#include "text/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
+#include "text/json_fields.h"
+#include "text/str_cat.h"
 #include "text/utf8.h"
 
 namespace loramux::text {
@@ -38,7 +39,7 @@ absl::StatusOr<std::pair<std::string_view, std::string_view>> MergePair(JsonElem
     const size_t space = line.find(' ');
     if (space == std::string_view::npos || line.find(' ', space + 1) != std::string_view::npos) {
       return JsonError(kWhere, Cat("merge ", index, " \"", line,
-                                            "\" must be two tokens separated by one space"));
+                                   "\" must be two tokens separated by one space"));
     }
     return std::make_pair(line.substr(0, space), line.substr(space + 1));
   }
@@ -47,8 +48,7 @@ absl::StatusOr<std::pair<std::string_view, std::string_view>> MergePair(JsonElem
   if (merge.get_array().get(pair) != simdjson::SUCCESS || pair.size() != 2 ||
       pair.at(0).get_string().get(left) != simdjson::SUCCESS ||
       pair.at(1).get_string().get(right) != simdjson::SUCCESS) {
-    return JsonError(kWhere, Cat("merge ", index,
-                                          " must be \"a b\" or [\"a\", \"b\"]"));
+    return JsonError(kWhere, Cat("merge ", index, " must be \"a b\" or [\"a\", \"b\"]"));
   }
   return std::make_pair(left, right);
 }
@@ -92,8 +92,8 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(JsonElement json) {
   for (auto field : vocab) {
     int64_t id = 0;
     if (field.value.get_int64().get(id) != simdjson::SUCCESS || id < 0 || id > INT32_MAX) {
-      return JsonError(kWhere, Cat("vocab entry \"", field.key,
-                                            "\" must map to a non-negative integer id"));
+      return JsonError(
+          kWhere, Cat("vocab entry \"", field.key, "\" must map to a non-negative integer id"));
     }
     model->vocab_[std::string(field.key)] = static_cast<int32_t>(id);
     max_id = std::max(max_id, id);
@@ -115,7 +115,8 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(JsonElement json) {
     }
   }
 
-  ASSIGN_OR_RETURN(std::optional<std::string_view> unk, OptionalStringField(json, "unk_token", kWhere));
+  ASSIGN_OR_RETURN(std::optional<std::string_view> unk,
+                   OptionalStringField(json, "unk_token", kWhere));
   if (unk) {
     std::optional<int32_t> unk_id = model->TokenToId(*unk);
     if (!unk_id) {
@@ -140,14 +141,14 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(JsonElement json) {
     std::optional<int32_t> left_id = model->TokenToId(left), right_id = model->TokenToId(right);
     if (!left_id || !right_id || right.size() < prefix_len) {
       return JsonError(kWhere, Cat("merge ", rank, " \"", left, " ", right,
-                                            "\" uses a token that is not in the vocabulary"));
+                                   "\" uses a token that is not in the vocabulary"));
     }
     merged.assign(left);
     merged.append(right.substr(prefix_len));
     std::optional<int32_t> new_id = model->TokenToId(merged);
     if (!new_id) {
-      return JsonError(kWhere, Cat("merge ", rank, " \"", left, " ", right, "\" makes \"",
-                                            merged, "\", which is not in the vocabulary"));
+      return JsonError(kWhere, Cat("merge ", rank, " \"", left, " ", right, "\" makes \"", merged,
+                                   "\", which is not in the vocabulary"));
     }
     model->merges_[PairKey(*left_id, *right_id)] = {static_cast<int32_t>(rank), *new_id};
     ++rank;
@@ -283,7 +284,8 @@ void BpeModel::Encode(std::string_view piece, std::vector<int32_t>& ids) const {
   ids.insert(ids.end(), word.begin(), word.end());
   if (cacheable) {
     absl::MutexLock lock(&shard.mu);
-    if (shard.entries.size() < kCacheEntriesPerShard) shard.entries.emplace(std::string(piece), std::move(word));
+    if (shard.entries.size() < kCacheEntriesPerShard)
+      shard.entries.emplace(std::string(piece), std::move(word));
   }
 }
 

@@ -72,13 +72,15 @@ class Tokenizer {
   absl::Status EncodeText(std::string_view text, bool at_input_start,
                           std::vector<int32_t>& ids) const;
   absl::StatusOr<std::string> DecodeTokens(std::vector<std::string> tokens) const;
-  bool decoder_has_byte_fallback() const { return decoder_ != nullptr && decoder_->HasByteFallback(); }
+  bool decoder_has_byte_fallback() const {
+    return decoder_ != nullptr && decoder_->HasByteFallback();
+  }
 
-  std::unique_ptr<Normalizer> normalizer_;        // may be null
-  std::unique_ptr<PreTokenizer> pre_tokenizer_;   // may be null
+  std::unique_ptr<Normalizer> normalizer_;       // may be null
+  std::unique_ptr<PreTokenizer> pre_tokenizer_;  // may be null
   std::unique_ptr<BpeModel> model_;
   std::optional<PostProcessor> post_processor_;
-  std::unique_ptr<TokenDecoder> decoder_;         // may be null
+  std::unique_ptr<TokenDecoder> decoder_;  // may be null
   std::vector<AddedToken> added_tokens_;
   absl::flat_hash_map<int32_t, size_t> added_by_id_;  // id -> index in added_tokens_
   absl::flat_hash_map<std::string, int32_t> added_by_content_;
