@@ -20,6 +20,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
 #include "text/json_element.h"
 
 namespace loramux::text {
@@ -47,6 +48,15 @@ class BpeModel {
     int32_t rank;
     int32_t new_id;
   };
+  struct ResolvedMerge {
+    uint64_t key;  // PairKey(left id, right id)
+    Merge merge;
+  };
+  // Fills merges_ from the "merges" list (vocab_ must be complete).
+  absl::Status LoadMerges(simdjson::dom::array merges);
+  // Resolves merges[i] (rank first_rank + i) into out[i]. Reads only; safe on several threads.
+  absl::Status ResolveMerges(absl::Span<const JsonElement> merges, size_t first_rank,
+                             absl::Span<ResolvedMerge> out) const;
   static uint64_t PairKey(int32_t left, int32_t right) {
     return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) |
            static_cast<uint32_t>(right);

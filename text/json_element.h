@@ -6,6 +6,7 @@ namespace simdjson {
 struct padded_string;
 namespace dom {
 class element;
+class array;
 }  // namespace dom
 }  // namespace simdjson
 
