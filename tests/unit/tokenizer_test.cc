@@ -82,6 +82,7 @@ std::string VariantJson(const fs::path& dir) {
   nlohmann::json json = nlohmann::json::parse(
       ReadFile(dir.parent_path() / overrides["base"].get<std::string>() / "tokenizer.json"));
   for (const auto& [key, value] : overrides["replace"].items()) json[key] = value;
+  for (const auto& [key, value] : overrides["model_fields"].items()) json["model"][key] = value;
   for (const auto& token : overrides["append_added_tokens"]) json["added_tokens"].push_back(token);
   return json.dump();
 }
