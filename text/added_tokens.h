@@ -37,7 +37,8 @@ struct Segment {
 class AddedTokenMatcher {
  public:
   AddedTokenMatcher() = default;
-  // `patterns[i]` is what token `tokens[i]` matches (its content, or its normalized content).
+  // `token` is found where `pattern` occurs (its content, or its normalized content). A later
+  // token with the same pattern replaces an earlier one.
   void Add(const AddedToken& token, std::string pattern);
 
   // Covers `text` with segments in order; text segments are non-empty.

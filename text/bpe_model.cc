@@ -1,11 +1,13 @@
 #include "text/bpe_model.h"
 
 #include <algorithm>
+#include <thread>
 
 #include "absl/hash/hash.h"
-#include "text/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
+#include "text/json_fields.h"
+#include "text/str_cat.h"
 #include "text/utf8.h"
 
 namespace loramux::text {
@@ -38,7 +40,7 @@ absl::StatusOr<std::pair<std::string_view, std::string_view>> MergePair(JsonElem
     const size_t space = line.find(' ');
     if (space == std::string_view::npos || line.find(' ', space + 1) != std::string_view::npos) {
       return JsonError(kWhere, Cat("merge ", index, " \"", line,
-                                            "\" must be two tokens separated by one space"));
+                                   "\" must be two tokens separated by one space"));
     }
     return std::make_pair(line.substr(0, space), line.substr(space + 1));
   }
@@ -47,8 +49,7 @@ absl::StatusOr<std::pair<std::string_view, std::string_view>> MergePair(JsonElem
   if (merge.get_array().get(pair) != simdjson::SUCCESS || pair.size() != 2 ||
       pair.at(0).get_string().get(left) != simdjson::SUCCESS ||
       pair.at(1).get_string().get(right) != simdjson::SUCCESS) {
-    return JsonError(kWhere, Cat("merge ", index,
-                                          " must be \"a b\" or [\"a\", \"b\"]"));
+    return JsonError(kWhere, Cat("merge ", index, " must be \"a b\" or [\"a\", \"b\"]"));
   }
   return std::make_pair(left, right);
 }
@@ -92,8 +93,8 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(JsonElement json) {
   for (auto field : vocab) {
     int64_t id = 0;
     if (field.value.get_int64().get(id) != simdjson::SUCCESS || id < 0 || id > INT32_MAX) {
-      return JsonError(kWhere, Cat("vocab entry \"", field.key,
-                                            "\" must map to a non-negative integer id"));
+      return JsonError(
+          kWhere, Cat("vocab entry \"", field.key, "\" must map to a non-negative integer id"));
     }
     model->vocab_[std::string(field.key)] = static_cast<int32_t>(id);
     max_id = std::max(max_id, id);
@@ -115,7 +116,8 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(JsonElement json) {
     }
   }
 
-  ASSIGN_OR_RETURN(std::optional<std::string_view> unk, OptionalStringField(json, "unk_token", kWhere));
+  ASSIGN_OR_RETURN(std::optional<std::string_view> unk,
+                   OptionalStringField(json, "unk_token", kWhere));
   if (unk) {
     std::optional<int32_t> unk_id = model->TokenToId(*unk);
     if (!unk_id) {
@@ -130,28 +132,7 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(JsonElement json) {
 
   // Merges: rank = position in the list.
   ASSIGN_OR_RETURN(simdjson::dom::array merges, ArrayField(json, "merges", kWhere));
-  model->merges_.reserve(merges.size());
-  const size_t prefix_len = model->continuing_subword_prefix_.size();
-  std::string merged;
-  size_t rank = 0;
-  for (JsonElement merge : merges) {
-    ASSIGN_OR_RETURN(auto pair, MergePair(merge, rank));
-    const auto [left, right] = pair;
-    std::optional<int32_t> left_id = model->TokenToId(left), right_id = model->TokenToId(right);
-    if (!left_id || !right_id || right.size() < prefix_len) {
-      return JsonError(kWhere, Cat("merge ", rank, " \"", left, " ", right,
-                                            "\" uses a token that is not in the vocabulary"));
-    }
-    merged.assign(left);
-    merged.append(right.substr(prefix_len));
-    std::optional<int32_t> new_id = model->TokenToId(merged);
-    if (!new_id) {
-      return JsonError(kWhere, Cat("merge ", rank, " \"", left, " ", right, "\" makes \"",
-                                            merged, "\", which is not in the vocabulary"));
-    }
-    model->merges_[PairKey(*left_id, *right_id)] = {static_cast<int32_t>(rank), *new_id};
-    ++rank;
-  }
+  RETURN_IF_ERROR(model->LoadMerges(merges));
   return model;
 }
 
@@ -159,6 +140,60 @@ int32_t BpeModel::CharId(char32_t cp) const {
   if (cp < 0x10000) return bmp_char_ids_[cp];
   auto it = astral_char_ids_.find(cp);
   return it == astral_char_ids_.end() ? -1 : it->second;
+}
+
+absl::Status BpeModel::ResolveMerges(absl::Span<const JsonElement> merges, size_t first_rank,
+                                     absl::Span<ResolvedMerge> out) const {
+  const size_t prefix_len = continuing_subword_prefix_.size();
+  std::string merged;
+  for (size_t i = 0; i < merges.size(); ++i) {
+    const size_t rank = first_rank + i;
+    ASSIGN_OR_RETURN(auto pair, MergePair(merges[i], rank));
+    const auto [left, right] = pair;
+    std::optional<int32_t> left_id = TokenToId(left), right_id = TokenToId(right);
+    if (!left_id || !right_id || right.size() < prefix_len) {
+      return JsonError(kWhere, Cat("merge ", rank, " \"", left, " ", right,
+                                   "\" uses a token that is not in the vocabulary"));
+    }
+    merged.assign(left);
+    merged.append(right.substr(prefix_len));
+    std::optional<int32_t> new_id = TokenToId(merged);
+    if (!new_id) {
+      return JsonError(kWhere, Cat("merge ", rank, " \"", left, " ", right, "\" makes \"", merged,
+                                   "\", which is not in the vocabulary"));
+    }
+    out[i] = {PairKey(*left_id, *right_id), {static_cast<int32_t>(rank), *new_id}};
+  }
+  return absl::OkStatus();
+}
+
+absl::Status BpeModel::LoadMerges(simdjson::dom::array merges) {
+  // Resolving a merge is three vocabulary lookups; large files (gemma3: 515k merges) spread
+  // them over threads, then insert in rank order (a repeated pair keeps its last rank, as
+  // HuggingFace's map does).
+  std::vector<JsonElement> items;
+  items.reserve(merges.size());
+  for (JsonElement merge : merges) items.push_back(merge);
+  std::vector<ResolvedMerge> resolved(items.size());
+  constexpr size_t kMergesPerThread = 64 * 1024;
+  const size_t threads = std::clamp<size_t>(items.size() / kMergesPerThread, 1,
+                                            std::max(1u, std::thread::hardware_concurrency()));
+  const size_t chunk = (items.size() + threads - 1) / threads;
+  std::vector<absl::Status> statuses(threads);
+  const auto resolve_chunk = [&](size_t t) {
+    const size_t begin = std::min(items.size(), t * chunk);
+    const size_t end = std::min(items.size(), begin + chunk);
+    statuses[t] = ResolveMerges(absl::MakeConstSpan(items).subspan(begin, end - begin), begin,
+                                absl::MakeSpan(resolved).subspan(begin, end - begin));
+  };
+  std::vector<std::thread> workers;
+  for (size_t t = 1; t < threads; ++t) workers.emplace_back(resolve_chunk, t);
+  resolve_chunk(0);
+  for (std::thread& worker : workers) worker.join();
+  for (const absl::Status& status : statuses) RETURN_IF_ERROR(status);  // the lowest rank's error
+  merges_.reserve(resolved.size());
+  for (const ResolvedMerge& merge : resolved) merges_[merge.key] = merge.merge;
+  return absl::OkStatus();
 }
 
 std::optional<int32_t> BpeModel::TokenToId(std::string_view token) const {
@@ -283,7 +318,8 @@ void BpeModel::Encode(std::string_view piece, std::vector<int32_t>& ids) const {
   ids.insert(ids.end(), word.begin(), word.end());
   if (cacheable) {
     absl::MutexLock lock(&shard.mu);
-    if (shard.entries.size() < kCacheEntriesPerShard) shard.entries.emplace(std::string(piece), std::move(word));
+    if (shard.entries.size() < kCacheEntriesPerShard)
+      shard.entries.emplace(std::string(piece), std::move(word));
   }
 }
 

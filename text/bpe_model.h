@@ -20,7 +20,8 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "text/json_fields.h"
+#include "absl/types/span.h"
+#include "text/json_element.h"
 
 namespace loramux::text {
 
@@ -47,13 +48,24 @@ class BpeModel {
     int32_t rank;
     int32_t new_id;
   };
+  struct ResolvedMerge {
+    uint64_t key;  // PairKey(left id, right id)
+    Merge merge;
+  };
+  // Fills merges_ from the "merges" list (vocab_ must be complete).
+  absl::Status LoadMerges(simdjson::dom::array merges);
+  // Resolves merges[i] (rank first_rank + i) into out[i]. Reads only; safe on several threads.
+  absl::Status ResolveMerges(absl::Span<const JsonElement> merges, size_t first_rank,
+                             absl::Span<ResolvedMerge> out) const;
   static uint64_t PairKey(int32_t left, int32_t right) {
     return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) |
            static_cast<uint32_t>(right);
   }
-  // Initial symbols of `piece`: (id, byte length) per character or fallback byte.
+  // Appends the ids of `piece` before merging: one per character, or its byte-fallback tokens,
+  // or the unk token.
   void InitialSymbols(std::string_view piece, std::vector<int32_t>& symbols) const;
-  void MergeAll(std::vector<int32_t>& symbols) const;
+  // Applies the merges to `ids` in rank order (leftmost first among equal ranks).
+  void MergeAll(std::vector<int32_t>& ids) const;
 
   // The id of a single character when it is a token by itself, or -1 (the common lookup while
   // encoding, kept off the string map): code points below 0x10000 in a table, others hashed.

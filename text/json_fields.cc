@@ -16,8 +16,7 @@ absl::Status JsonError(std::string_view where, std::string_view message) {
 
 absl::Status Unsupported(std::string_view what, std::string_view hint) {
   return absl::UnimplementedError(Cat("tokenizer.json: ", what, " is not supported",
-                                               hint.empty() ? "" : " (", hint,
-                                               hint.empty() ? "" : ")"));
+                                      hint.empty() ? "" : " (", hint, hint.empty() ? "" : ")"));
 }
 
 absl::StatusOr<std::string_view> StringField(JsonElement object, std::string_view key,

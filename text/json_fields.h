@@ -3,25 +3,24 @@
 // be a string"). Thread-safety: stateless.
 #pragma once
 
+#include <simdjson.h>
+
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
 
-#include <simdjson.h>
-
 #include "absl/status/statusor.h"
+#include "text/json_element.h"
 
 namespace loramux::text {
-
-using JsonElement = simdjson::dom::element;
 
 // The field, or std::nullopt when it is absent or null.
 std::optional<JsonElement> OptionalField(JsonElement object, std::string_view key);
 
 absl::StatusOr<std::string_view> StringField(JsonElement object, std::string_view key,
                                              std::string_view where);
-// `fallback` when absent or null.
+// std::nullopt when absent or null.
 absl::StatusOr<std::optional<std::string_view>> OptionalStringField(JsonElement object,
                                                                     std::string_view key,
                                                                     std::string_view where);

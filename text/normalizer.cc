@@ -5,10 +5,10 @@
 #include <cstdlib>
 #include <vector>
 
-#include "text/str_cat.h"
-#include "absl/strings/str_replace.h"
 #include "common/status_macros.h"
+#include "text/json_fields.h"
 #include "text/regex.h"
+#include "text/str_cat.h"
 #include "text/utf8.h"
 
 namespace loramux::text {
@@ -24,8 +24,8 @@ bool IsAscii(std::string_view s) {
 // Unicode White_Space, as Rust's char::is_whitespace.
 bool IsWhitespace(char32_t c) {
   return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
-         c == 0x205F || c == 0x3000;
+         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
+         c == 0x3000;
 }
 
 class UnicodeNormalizer final : public Normalizer {

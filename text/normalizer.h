@@ -9,7 +9,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "text/json_fields.h"
+#include "text/json_element.h"
 
 namespace loramux::text {
 

@@ -1,7 +1,8 @@
 #include "text/post_processor.h"
 
-#include "text/str_cat.h"
 #include "common/status_macros.h"
+#include "text/json_fields.h"
+#include "text/str_cat.h"
 
 namespace loramux::text {
 namespace {
@@ -28,8 +29,8 @@ absl::Status ParseTemplate(JsonElement json, std::vector<int32_t>& prefix,
     std::optional<JsonElement> entry;
     if (specials) entry = OptionalField(*specials, name);
     if (!entry) {
-      return JsonError(kWhere, Cat("special token \"", name,
-                                            "\" is used but missing from special_tokens"));
+      return JsonError(kWhere,
+                       Cat("special token \"", name, "\" is used but missing from special_tokens"));
     }
     ASSIGN_OR_RETURN(simdjson::dom::array ids, ArrayField(*entry, "ids", kWhere));
     for (JsonElement id : ids) {
@@ -45,7 +46,8 @@ absl::Status ParseTemplate(JsonElement json, std::vector<int32_t>& prefix,
 }
 
 // RobertaProcessing / BertProcessing: "cls": [token, id], "sep": [token, id].
-absl::StatusOr<int32_t> TokenPairId(JsonElement json, std::string_view key, std::string_view where) {
+absl::StatusOr<int32_t> TokenPairId(JsonElement json, std::string_view key,
+                                    std::string_view where) {
   ASSIGN_OR_RETURN(simdjson::dom::array pair, ArrayField(json, key, where));
   int64_t id = 0;
   if (pair.size() != 2 || pair.at(1).get_int64().get(id) != simdjson::SUCCESS || id < 0 ||

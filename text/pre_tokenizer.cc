@@ -5,9 +5,10 @@
 #include <array>
 #include <utility>
 
-#include "text/str_cat.h"
 #include "common/status_macros.h"
+#include "text/json_fields.h"
 #include "text/regex.h"
+#include "text/str_cat.h"
 #include "text/utf8.h"
 
 namespace loramux::text {

@@ -56,15 +56,15 @@ absl::StatusOr<std::unique_ptr<Regex>> Regex::Compile(std::string_view pattern) 
   int error_code = 0;
   PCRE2_SIZE error_offset = 0;
   const std::string translated = OnigurumaShorthands(pattern);
-  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(),
-                                   PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK, &error_code,
-                                   &error_offset, nullptr);
+  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()),
+                                   translated.size(), PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK,
+                                   &error_code, &error_offset, nullptr);
   if (code == nullptr) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(error_code, message, sizeof(message));
     return absl::InvalidArgumentError(Cat("regex pattern \"", pattern,
-                                                   "\" does not compile at offset ", error_offset,
-                                                   ": ", reinterpret_cast<const char*>(message)));
+                                          "\" does not compile at offset ", error_offset, ": ",
+                                          reinterpret_cast<const char*>(message)));
   }
   // JIT is an optimisation: without it (unsupported CPU) pcre2_match interprets the same pattern.
   pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
@@ -104,14 +104,15 @@ absl::StatusOr<std::vector<std::pair<size_t, size_t>>> Regex::FindAll(
   const auto* bytes = reinterpret_cast<PCRE2_SPTR>(subject.data());
   size_t start = 0;
   while (start <= subject.size()) {
-    const int rc = pcre2_match(Code(code_), bytes, subject.size(), start, PCRE2_NO_UTF_CHECK, data,
-                               nullptr);
+    const int rc =
+        pcre2_match(Code(code_), bytes, subject.size(), start, PCRE2_NO_UTF_CHECK, data, nullptr);
     if (rc == PCRE2_ERROR_NOMATCH) break;
     if (rc < 0) {
       PCRE2_UCHAR message[256];
       pcre2_get_error_message(rc, message, sizeof(message));
-      return absl::ResourceExhaustedError(Cat("regex \"", pattern_, "\" gave up on a ", subject.size(),
-                                              "-byte text: ", reinterpret_cast<const char*>(message)));
+      return absl::ResourceExhaustedError(
+          Cat("regex \"", pattern_, "\" gave up on a ", subject.size(),
+              "-byte text: ", reinterpret_cast<const char*>(message)));
     }
     const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(data);
     const size_t begin = ovector[0], end = ovector[1];

@@ -30,6 +30,8 @@ std::string Cat(const Args&... args) {
 namespace loramux::text {
 
 // For heterogeneous lookups in absl containers keyed by std::string.
-inline absl::string_view AsAbsl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+inline absl::string_view AsAbsl(std::string_view s) {
+  return absl::string_view(s.data(), s.size());
+}
 
 }  // namespace loramux::text

@@ -1,10 +1,11 @@
 #include "text/token_decoder.h"
 
-#include "text/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
+#include "text/json_fields.h"
 #include "text/pre_tokenizer.h"
 #include "text/regex.h"
+#include "text/str_cat.h"
 #include "text/utf8.h"
 
 namespace loramux::text {
@@ -96,9 +97,8 @@ class StripDecoder final : public TokenDecoder {
   absl::Status DecodeChain(std::vector<std::string>& tokens) const override {
     for (std::string& token : tokens) {
       size_t begin = 0, end = token.size();
-      for (size_t i = 0; i < start_ && token.compare(begin, content_.size(), content_) == 0 &&
-                         begin < end;
-           ++i) {
+      for (size_t i = 0;
+           i < start_ && token.compare(begin, content_.size(), content_) == 0 && begin < end; ++i) {
         begin += content_.size();
       }
       for (size_t i = 0; i < stop_ && end >= begin + content_.size() &&

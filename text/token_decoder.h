@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "text/json_fields.h"
+#include "text/json_element.h"
 
 namespace loramux::text {
 

@@ -2,23 +2,25 @@
 
 #include <algorithm>
 
-#include "text/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "text/json_fields.h"
+#include "text/str_cat.h"
 #include "text/utf8.h"
 
 namespace loramux::text {
 namespace {
 
 // Top-level keys a tokenizer.json may carry; an unknown one is reported, never ignored.
-constexpr std::string_view kKnownKeys[] = {"version",       "truncation",     "padding",
-                                           "added_tokens",  "normalizer",     "pre_tokenizer",
-                                           "model",         "post_processor", "decoder"};
+constexpr std::string_view kKnownKeys[] = {"version",      "truncation",     "padding",
+                                           "added_tokens", "normalizer",     "pre_tokenizer",
+                                           "model",        "post_processor", "decoder"};
 
 absl::Status CheckTopLevel(JsonElement root, simdjson::dom::object object) {
   for (auto field : object) {
-    if (std::find(std::begin(kKnownKeys), std::end(kKnownKeys), field.key) == std::end(kKnownKeys)) {
+    if (std::find(std::begin(kKnownKeys), std::end(kKnownKeys), field.key) ==
+        std::end(kKnownKeys)) {
       return Unsupported(Cat("top-level field \"", field.key, "\""));
     }
   }
@@ -77,8 +79,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromFile(const std::string
   }
   auto tokenizer = FromPaddedJson(bytes);
   if (!tokenizer.ok()) {
-    return absl::Status(tokenizer.status().code(),
-                        Cat(path, ": ", tokenizer.status().message()));
+    return absl::Status(tokenizer.status().code(), Cat(path, ": ", tokenizer.status().message()));
   }
   return tokenizer;
 }
@@ -147,8 +148,10 @@ void Tokenizer::AssignAddedTokenIds(std::vector<AddedToken> tokens) {
     }
     if (!id) id = next_id++;
     if (*id != token.id) {
-      LogWarning("tokenizer.json: added token \"%s\" has id %d in the file but gets %d, as "
-                 "HuggingFace assigns it", token.content, token.id, *id);
+      LogWarning(
+          "tokenizer.json: added token \"%s\" has id %d in the file but gets %d, as "
+          "HuggingFace assigns it",
+          token.content, token.id, *id);
     }
     token.id = *id;
     added_by_content_[token.content] = token.id;
@@ -170,7 +173,8 @@ const std::string* Tokenizer::TokenOf(int32_t id) const {
 }
 
 std::optional<int32_t> Tokenizer::TokenToId(std::string_view token) const {
-  if (auto it = added_by_content_.find(AsAbsl(token)); it != added_by_content_.end()) return it->second;
+  if (auto it = added_by_content_.find(AsAbsl(token)); it != added_by_content_.end())
+    return it->second;
   return model_->TokenToId(token);
 }
 
@@ -218,8 +222,8 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(std::string_view text,
                                                        bool add_special_tokens) const {
   size_t bad_offset = 0;
   if (!IsValidUtf8(text, &bad_offset)) {
-    return absl::InvalidArgumentError(Cat(
-        "text is not valid UTF-8 (bad byte sequence at offset ", bad_offset, ")"));
+    return absl::InvalidArgumentError(
+        Cat("text is not valid UTF-8 (bad byte sequence at offset ", bad_offset, ")"));
   }
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3 + 4);
@@ -248,9 +252,8 @@ absl::StatusOr<std::string> Tokenizer::Decode(absl::Span<const int32_t> ids,
   for (int32_t id : ids) {
     const std::string* token = TokenOf(id);
     if (token == nullptr) {
-      return absl::InvalidArgumentError(Cat("token id ", id,
-                                                     " is not in the vocabulary (size ",
-                                                     vocab_size_, ")"));
+      return absl::InvalidArgumentError(
+          Cat("token id ", id, " is not in the vocabulary (size ", vocab_size_, ")"));
     }
     if (skip_special_tokens && IsSpecial(id)) continue;
     tokens.push_back(*token);
@@ -274,14 +277,14 @@ absl::StatusOr<std::string> StreamDecoder::DecodeWindow() const {
 absl::StatusOr<std::string> StreamDecoder::Step(int32_t id) {
   const std::string* token = tokenizer_.TokenOf(id);
   if (token == nullptr) {
-    return absl::InvalidArgumentError(Cat("token id ", id,
-                                                   " is not in the vocabulary (size ",
-                                                   tokenizer_.vocab_size(), ")"));
+    return absl::InvalidArgumentError(
+        Cat("token id ", id, " is not in the vocabulary (size ", tokenizer_.vocab_size(), ")"));
   }
   if (skip_special_tokens_ && tokenizer_.IsSpecial(id)) return std::string();
   pending_.push_back(id);
   // A byte-fallback run renders as UTF-8 or as one U+FFFD per byte depending on how it ends.
-  if (tokenizer_.decoder_has_byte_fallback() && ByteFallbackValue(*token) >= 0) return std::string();
+  if (tokenizer_.decoder_has_byte_fallback() && ByteFallbackValue(*token) >= 0)
+    return std::string();
   ASSIGN_OR_RETURN(std::string text, DecodeWindow());
   // A trailing U+FFFD may be an incomplete character that the next token completes.
   if (text.size() >= kReplacementChar.size() &&

@@ -12,8 +12,14 @@
 // (Unigram/WordPiece models, BertNormalizer, Whitespace pre-tokenizer, ...) rather than tokenize
 // differently; truncation and padding must be null.
 //
-// Thread-safety: a Tokenizer is immutable after loading except for the BPE piece cache, which is
-// internally locked: Encode, Decode and the accessors may be called concurrently.
+// Thread-safety: a Tokenizer is immutable after loading except for the BPE piece cache (at most
+// 128k short pieces, sharded, each shard under its own mutex): Encode, Decode and the accessors
+// may be called concurrently.
+//
+// Differences from HuggingFace, all deliberate: an unknown top-level field or a non-null
+// truncation/padding is refused (HuggingFace ignores or applies them); Decode refuses ids with no
+// token (HuggingFace drops them). Regex patterns run on PCRE2 instead of Oniguruma, with \s and \w
+// translated to Oniguruma's meaning (regex.h).
 #pragma once
 
 #include <cstdint>
@@ -72,13 +78,15 @@ class Tokenizer {
   absl::Status EncodeText(std::string_view text, bool at_input_start,
                           std::vector<int32_t>& ids) const;
   absl::StatusOr<std::string> DecodeTokens(std::vector<std::string> tokens) const;
-  bool decoder_has_byte_fallback() const { return decoder_ != nullptr && decoder_->HasByteFallback(); }
+  bool decoder_has_byte_fallback() const {
+    return decoder_ != nullptr && decoder_->HasByteFallback();
+  }
 
-  std::unique_ptr<Normalizer> normalizer_;        // may be null
-  std::unique_ptr<PreTokenizer> pre_tokenizer_;   // may be null
+  std::unique_ptr<Normalizer> normalizer_;       // may be null
+  std::unique_ptr<PreTokenizer> pre_tokenizer_;  // may be null
   std::unique_ptr<BpeModel> model_;
   std::optional<PostProcessor> post_processor_;
-  std::unique_ptr<TokenDecoder> decoder_;         // may be null
+  std::unique_ptr<TokenDecoder> decoder_;  // may be null
   std::vector<AddedToken> added_tokens_;
   absl::flat_hash_map<int32_t, size_t> added_by_id_;  // id -> index in added_tokens_
   absl::flat_hash_map<std::string, int32_t> added_by_content_;
@@ -93,7 +101,15 @@ class Tokenizer {
 // the text that became final. Pieces are always valid UTF-8 (a character split over several
 // tokens waits for its last byte; a run of byte-fallback tokens waits for the token after it),
 // and the concatenation of all pieces and Finish() equals tokenizer.Decode(all ids) exactly.
-// Each step decodes only the previous token and the pending ones, so a step costs O(1) tokens.
+// Each step decodes only the previous token and the pending ones, so a step usually costs O(1)
+// tokens; while tokens keep ending in U+FFFD (incomplete or invalid bytes) they stay pending and
+// each step re-decodes them all.
+//
+// How: the text of the pending ids is final once the decoded window no longer ends in U+FFFD
+// (and, with ByteFallback, the last token is not a byte token); it is then read as
+// Decode([previous token] + pending) minus Decode([previous token]), which keeps decoders that
+// treat the first token specially (Metaspace, Strip after Fuse) exact. Skipped special tokens
+// are dropped before all of this, as Decode drops them.
 //
 // Thread-safety: one StreamDecoder per sequence, not shared between threads; the Tokenizer must
 // outlive it.

@@ -19,8 +19,9 @@
 // Variant families (VARIANTS below) exercise features none of the real files use (Metaspace,
 // Digits, Lowercase, NFKC/NFD, StripAccents, Strip, Split behaviors and invert, lstrip/rstrip/
 // single_word/normalized added tokens, Roberta and two-sided templates): their folder holds
-// overrides.json = {"base": family, "replace": {top-level field: value}, "append_added_tokens":
-// [...]}, applied to the base family's tokenizer.json by the oracle here and by the unit test.
+// overrides.json = {"base": family, "replace": {top-level field: value}, "model_fields": {BPE
+// field: value}, "append_added_tokens": [...]}, applied to the base family's tokenizer.json by
+// the oracle here and by the unit test.
 // The strings come from a seeded PRNG over building blocks (English, Korean, Chinese, Japanese,
 // code, emoji with ZWJ, whitespace runs, special-token text, combining marks, RTL, digits, ...),
 // so the output is the same on every run.
@@ -142,6 +143,27 @@ const VARIANTS = {
     blocks: ['café', 'cafe', 'CAFÉ', 'cafés', '<tool>', 'x<tool>', '<tool>y', ' <tool> ', '--', '---', 'a--b'],
     encode: 1500, decode: 200,
   },
+  llama2_unk: {
+    base: 'llama2',
+    model_fields: { byte_fallback: false, fuse_unk: false },
+    replace: {
+      normalizer: { type: 'Sequence', normalizers: [
+        { type: 'NFKD' }, { type: 'Replace', pattern: { Regex: ' {2,}' }, content: ' ' },
+        { type: 'Strip', strip_left: true, strip_right: false }] },
+      pre_tokenizer: { type: 'Sequence', pretokenizers: [
+        { type: 'Digits', individual_digits: false },
+        { type: 'Metaspace', replacement: '▁', prepend_scheme: 'always', split: false }] },
+      decoder: { type: 'Sequence', decoders: [
+        { type: 'Replace', pattern: { String: '▁' }, content: ' ' }, { type: 'Fuse' },
+        { type: 'Strip', content: ' ', start: 1, stop: 0 }] },  // stop > 0 panics HF on ''
+      post_processor: { type: 'Sequence', processors: [
+        { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false },
+        { type: 'BertProcessing', sep: ['</s>', 2], cls: ['<s>', 1] }] },
+    },
+    append_added_tokens: [],
+    blocks: ['1234567890', 'a1b22c333', '  spaced  out  ', '\u{1F600}\u{1F600}'],
+    encode: 1000, decode: 150,
+  },
 };
 
 function makeString(rand, familySpecials) {
@@ -169,8 +191,10 @@ function makeString(rand, familySpecials) {
 
 async function makeVariant(name, spec, seed) {
   const base = JSON.parse(fs.readFileSync(path.join(outRoot, spec.base, 'tokenizer.json'), 'utf8'));
-  const overrides = { base: spec.base, replace: spec.replace, append_added_tokens: spec.append_added_tokens };
+  const overrides = { base: spec.base, replace: spec.replace, model_fields: spec.model_fields ?? {},
+    append_added_tokens: spec.append_added_tokens };
   Object.assign(base, spec.replace);
+  Object.assign(base.model, overrides.model_fields);
   base.added_tokens = base.added_tokens.concat(spec.append_added_tokens);
   const outDir = path.join(outRoot, name);
   fs.mkdirSync(outDir, { recursive: true });

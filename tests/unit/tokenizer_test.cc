@@ -11,13 +11,12 @@
 #include <fstream>
 #include <iterator>
 #include <map>
-#include <random>
 #include <memory>
+#include <nlohmann/json.hpp>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "text/utf8.h"
 
@@ -83,6 +82,7 @@ std::string VariantJson(const fs::path& dir) {
   nlohmann::json json = nlohmann::json::parse(
       ReadFile(dir.parent_path() / overrides["base"].get<std::string>() / "tokenizer.json"));
   for (const auto& [key, value] : overrides["replace"].items()) json[key] = value;
+  for (const auto& [key, value] : overrides["model_fields"].items()) json["model"][key] = value;
   for (const auto& token : overrides["append_added_tokens"]) json["added_tokens"].push_back(token);
   return json.dump();
 }
@@ -140,8 +140,7 @@ TEST_P(GoldenTest, EncodeDecodeAndStreamMatchHuggingFace) {
   int failures = 0;
   const auto report = [&](const GoldenCase& c, const std::string& what) {
     if (++failures <= 8) {
-      ADD_FAILURE() << what << "\n  text: " << Quote(c.text)
-                    << "\n  golden ids: " << Show(c.ids);
+      ADD_FAILURE() << what << "\n  text: " << Quote(c.text) << "\n  golden ids: " << Show(c.ids);
     }
   };
   int encoded = 0;
@@ -152,8 +151,8 @@ TEST_P(GoldenTest, EncodeDecodeAndStreamMatchHuggingFace) {
       if (!ids.ok()) {
         report(c, "Encode failed: " + std::string(ids.status().message()));
       } else if (*ids != c.ids) {
-        report(c, "Encode: got " + Show(*ids) +
-                      (c.add_special_tokens ? " (add_special_tokens)" : ""));
+        report(c,
+               "Encode: got " + Show(*ids) + (c.add_special_tokens ? " (add_special_tokens)" : ""));
       }
     }
     for (bool skip : {false, true}) {
@@ -161,14 +160,12 @@ TEST_P(GoldenTest, EncodeDecodeAndStreamMatchHuggingFace) {
       auto text = tokenizer.Decode(c.ids, skip);
       if (!text.ok() || *text != want) {
         report(c, "Decode(skip=" + std::to_string(skip) + "): got " +
-                      Quote(text.ok() ? *text : text.status().ToString()) +
-                      " want " + Quote(want));
+                      Quote(text.ok() ? *text : text.status().ToString()) + " want " + Quote(want));
       }
       bool pieces_valid = false;
       const std::string streamed = StreamDecode(tokenizer, c.ids, skip, &pieces_valid);
       if (streamed != want || !pieces_valid) {
-        report(c, "StreamDecoder(skip=" + std::to_string(skip) + "): got " +
-                      Quote(streamed) +
+        report(c, "StreamDecoder(skip=" + std::to_string(skip) + "): got " + Quote(streamed) +
                       (pieces_valid ? "" : " (a piece is not valid UTF-8)") + " want " +
                       Quote(want));
       }
@@ -246,13 +243,14 @@ TEST(TokenizerTest, RandomTextRoundTripsThroughByteLevel) {
   const Tokenizer& tokenizer = LoadFamily(Family("llama3"));
   std::mt19937 rng(7);
   const std::vector<std::pair<char32_t, char32_t>> ranges = {
-      {0x00, 0x7F}, {0x80, 0x7FF}, {0x300, 0x36F}, {0x800, 0xD7FF}, {0xE000, 0xFFFD},
-      {0x10000, 0x10FFFF}, {0x1F300, 0x1FAFF}, {0x20, 0x20}, {0x0A, 0x0D}};
+      {0x00, 0x7F},        {0x80, 0x7FF},      {0x300, 0x36F}, {0x800, 0xD7FF}, {0xE000, 0xFFFD},
+      {0x10000, 0x10FFFF}, {0x1F300, 0x1FAFF}, {0x20, 0x20},   {0x0A, 0x0D}};
   for (int i = 0; i < 300; ++i) {
     std::string text;
     const int length = std::uniform_int_distribution<int>(0, 40)(rng);
     for (int j = 0; j < length; ++j) {
-      const auto& [lo, hi] = ranges[std::uniform_int_distribution<size_t>(0, ranges.size() - 1)(rng)];
+      const auto& [lo, hi] =
+          ranges[std::uniform_int_distribution<size_t>(0, ranges.size() - 1)(rng)];
       AppendUtf8(std::uniform_int_distribution<char32_t>(lo, hi)(rng), text);
     }
     auto ids = tokenizer.Encode(text, false);
@@ -297,7 +295,8 @@ std::string MinimalJson(const std::string& field = "", const std::string& value 
       {"pre_tokenizer", nullptr},
       {"post_processor", nullptr},
       {"decoder", nullptr},
-      {"model", {{"type", "BPE"}, {"vocab", {{"a", 0}, {"b", 1}, {"ab", 2}}}, {"merges", {"a b"}}}}};
+      {"model",
+       {{"type", "BPE"}, {"vocab", {{"a", 0}, {"b", 1}, {"ab", 2}}}, {"merges", {"a b"}}}}};
   if (!field.empty()) j[field] = nlohmann::json::parse(value);
   return j.dump();
 }
