@@ -296,7 +296,7 @@ const std::unordered_map<std::string, FilterFn>& Filters() {
        }},
       {"tojson", [](Interpreter&, const Value& v, CallArgs& a) {
          JsonOptions options;
-         if (BoolArg(a, 99, "ensure_ascii", false)) FailNotImplemented("tojson(ensure_ascii=true)");
+         options.ensure_ascii = BoolArg(a, 99, "ensure_ascii", false);
          const Value indent = Arg(a, 0, "indent", Value::None());
          if (indent.is_int()) options.indent = static_cast<int>(std::clamp<int64_t>(indent.int_value(), 0, 64));
          else if (!indent.is_none()) FailNotImplemented("tojson with a non-integer indent");

@@ -511,6 +511,8 @@ Value Interpreter::Eval(const Expr& expr, Scope& scope) {
     }
     case Expr::Kind::kBinary:
       return EvalBinary(expr, scope);
+    case Expr::Kind::kCompare:
+      return EvalCompareChain(expr, scope);
     case Expr::Kind::kConditional:
       if (Eval(*expr.args[1], scope).Truthy()) return Eval(*expr.args[0], scope);
       if (expr.args[2] == nullptr) return Value::Undefined("the conditional expression had no else branch");
@@ -545,20 +547,9 @@ Value Interpreter::EvalCall(const Expr& expr, Scope& scope) {
   return result;
 }
 
-Value Interpreter::EvalBinary(const Expr& expr, Scope& scope) {
-  const std::string& op = expr.name;
-  const Value a = Eval(*expr.args[0], scope);
-  if (op == "and") return a.Truthy() ? Eval(*expr.args[1], scope) : a;
-  if (op == "or") return a.Truthy() ? a : Eval(*expr.args[1], scope);
-  const Value b = Eval(*expr.args[1], scope);
-  line_ = expr.line;
-  if (op == "~") {
-    Value s = Value::String(ToPythonStr(a) + ToPythonStr(b));
-    CheckSize(s);
-    return s;
-  }
-  if (op == "==") return Value::Bool(Equal(a, b));
-  if (op == "!=") return Value::Bool(!Equal(a, b));
+bool Interpreter::Compare(const std::string& op, const Value& a, const Value& b) const {
+  if (op == "==") return Equal(a, b);
+  if (op == "!=") return !Equal(a, b);
   if (op == "in" || op == "not in") {
     bool found = false;
     if (b.is_string()) {
@@ -571,15 +562,47 @@ Value Interpreter::EvalBinary(const Expr& expr, Scope& scope) {
     } else if (!b.is_undefined()) {
       FailInvalid("argument of type '" + b.TypeName() + "' is not iterable");
     }
-    return Value::Bool(found == (op == "in"));
+    return found == (op == "in");
   }
   for (const Value* v : {&a, &b}) {
     if (v->is_undefined()) FailInvalid(UndefinedHint(*v) + " (used with operator " + op + ")");
   }
-  if (op == "<") return Value::Bool(Less(a, b));
-  if (op == ">") return Value::Bool(Less(b, a));
-  if (op == "<=") return Value::Bool(!Less(b, a));
-  if (op == ">=") return Value::Bool(!Less(a, b));
+  if (op == "<") return Less(a, b);
+  if (op == ">") return Less(b, a);
+  if (op == "<=") return !Less(b, a);
+  return !Less(a, b);  // >=
+}
+
+Value Interpreter::EvalCompareChain(const Expr& expr, Scope& scope) {
+  Value left = Eval(*expr.args[0], scope);
+  for (size_t i = 0; i < expr.ops.size(); ++i) {
+    Value right = Eval(*expr.args[i + 1], scope);
+    line_ = expr.line;
+    if (!Compare(expr.ops[i], left, right)) return Value::Bool(false);
+    left = std::move(right);
+  }
+  return Value::Bool(true);
+}
+
+Value Interpreter::EvalBinary(const Expr& expr, Scope& scope) {
+  const std::string& op = expr.name;
+  const Value a = Eval(*expr.args[0], scope);
+  if (op == "and") return a.Truthy() ? Eval(*expr.args[1], scope) : a;
+  if (op == "or") return a.Truthy() ? a : Eval(*expr.args[1], scope);
+  const Value b = Eval(*expr.args[1], scope);
+  line_ = expr.line;
+  if (op == "~") {
+    Value s = Value::String(ToPythonStr(a) + ToPythonStr(b));
+    CheckSize(s);
+    return s;
+  }
+  if (op == "==" || op == "!=" || op == "in" || op == "not in" || op == "<" || op == ">" || op == "<=" ||
+      op == ">=") {
+    return Value::Bool(Compare(op, a, b));
+  }
+  for (const Value* v : {&a, &b}) {
+    if (v->is_undefined()) FailInvalid(UndefinedHint(*v) + " (used with operator " + op + ")");
+  }
   auto type_error = [&]() -> Value {
     if (op == "%" && a.is_string()) FailNotImplemented("printf-style string formatting (str % value)");
     FailInvalid("unsupported operand type(s) for " + op + ": '" + a.TypeName() + "' and '" + b.TypeName() + "'");

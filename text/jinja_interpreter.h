@@ -62,6 +62,8 @@ class Interpreter {
 
   Value Eval(const Expr& expr, Scope& scope);
   Value EvalBinary(const Expr& expr, Scope& scope);
+  Value EvalCompareChain(const Expr& expr, Scope& scope);
+  bool Compare(const std::string& op, const Value& a, const Value& b) const;
   Value EvalCall(const Expr& expr, Scope& scope);
   Value EvalSlice(const Expr& expr, Scope& scope);
   CallArgs EvalArgs(const Expr& expr, size_t first, Scope& scope);

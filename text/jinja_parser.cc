@@ -390,12 +390,12 @@ class Parser {
     }
     return ParseCompare();
   }
-  // Chained comparisons (a < b < c) become (a < b) and (b < c) with b evaluated twice; fine for
-  // templates, whose operands have no side effects.
+  // One comparison is a kBinary; a chain (a < b < c) a kCompare, evaluated as Python does.
   ExprPtr ParseCompare() {
     const int line = Peek().line;
-    ExprPtr left = ParseMath1();
-    ExprPtr result;
+    ExprPtr first = ParseMath1();
+    auto chain = MakeExpr(Expr::Kind::kCompare, line);
+    chain->args.push_back(std::move(first));
     while (true) {
       std::string op;
       if (IsOp("==") || IsOp("!=") || IsOp("<") || IsOp(">") || IsOp("<=") || IsOp(">=")) {
@@ -410,12 +410,14 @@ class Parser {
       } else {
         break;
       }
-      ExprPtr right = ParseMath1();
-      if (result != nullptr) FailNotImplemented("chained comparisons (a < b < c)");
-      result = Binary(op, std::move(left), std::move(right), line);
-      left = nullptr;
+      chain->ops.push_back(std::move(op));
+      chain->args.push_back(ParseMath1());
     }
-    return result != nullptr ? std::move(result) : std::move(left);
+    if (chain->ops.empty()) return std::move(chain->args[0]);
+    if (chain->ops.size() == 1) {
+      return Binary(chain->ops[0], std::move(chain->args[0]), std::move(chain->args[1]), line);
+    }
+    return chain;
   }
   ExprPtr ParseMath1() {
     ExprPtr left = ParseConcat();
