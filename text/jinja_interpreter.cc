@@ -258,6 +258,9 @@ void Interpreter::ExecFor(const Stmt& stmt, Scope& scope, Flow& flow) {
       if (args.positional.empty()) FailInvalid("loop.cycle() needs at least one argument");
       return args.positional[static_cast<size_t>(i) % args.positional.size()];
     }));
+    loop.Set("changed", Value::MakeFunction("loop.changed", [](Interpreter&, CallArgs&) -> Value {
+      FailNotImplemented("loop.changed()");
+    }));
     body.vars["loop"] = Value::Namespace(std::move(loop));
     flow = ExecBody(stmt.body, body);
     if (flow == Flow::kBreak) break;

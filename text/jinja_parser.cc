@@ -278,7 +278,9 @@ class Parser {
     std::string stop;
     const int saved_loop_depth = loop_depth_;
     loop_depth_ = 0;
+    ++macro_depth_;
     s.body = ParseBody({"endmacro"}, &stop);
+    --macro_depth_;
     loop_depth_ = saved_loop_depth;
     ExpectBlockEnd();
   }
@@ -483,6 +485,9 @@ class Parser {
       } else {
         e->kind = Expr::Kind::kName;
         e->name = n;
+        if (macro_depth_ > 0 && (n == "varargs" || n == "kwargs")) {
+          FailNotImplemented("macros that take extra arguments (varargs/kwargs)");
+        }
       }
       return e;
     }
@@ -675,6 +680,7 @@ class Parser {
   size_t p_ = 0;
   int depth_ = 0;
   int loop_depth_ = 0;
+  int macro_depth_ = 0;
 };
 
 }  // namespace

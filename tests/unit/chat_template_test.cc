@@ -219,6 +219,8 @@ TEST(ChatTemplateErrorsTest, NotImplementedNamesTheConstruct) {
   ExpectStatus(RenderSource("{{ [1].append(2) }}"), kFP, "list.append(), which transformers' sandbox forbids");
   ExpectStatus(RenderSource("{{ cycler('a') }}"), kFP, "the global function \"cycler\"");
   ExpectStatus(RenderSource("{{ '%s' % 'x' }}"), kFP, "printf-style string formatting");
+  ExpectStatus(RenderSource("{% macro m() %}{{ varargs }}{% endmacro %}"), kFP, "varargs/kwargs");
+  ExpectStatus(RenderSource("{% for x in [1] %}{{ loop.changed(x) }}{% endfor %}"), kFP, "loop.changed()");
   ExpectStatus(RenderSource("{{ x | map('wordcount') | list }}", {{"x", Json::array({"a"})}}), kFP,
                "filter \"wordcount\"");
   // A filter used only in a branch never taken still fails: never a silently different prompt.
