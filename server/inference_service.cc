@@ -33,73 +33,41 @@ absl::Status CheckPromptText(const std::string& prompt_text) {
       "text prompts need the tokenizer, not served yet; send prompt_token_ids");
 }
 
-absl::StatusOr<double> AdapterScale(float scale) {
-  if (!std::isfinite(scale)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("adapter_scale must be a finite number, got ", scale, "; 0 means 1"));
-  }
-  return scale == 0.0f ? 1.0 : static_cast<double>(scale);
-}
+// proto3 cannot tell an unset adapter_scale from 0: 0 means 1.
+double AdapterScale(float scale) { return scale == 0.0f ? 1.0 : static_cast<double>(scale); }
 
-absl::StatusOr<SamplingParams> ToSampling(const v1::SamplingParams& in,
-                                          const InferenceServiceOptions& options) {
+// Copies the fields; the scheduler's validator (request_validator.h) fills defaults and checks them.
+SamplingParams ToSampling(const v1::SamplingParams& in) {
   SamplingParams out;
-  if (in.max_new_tokens() < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "sampling.max_new_tokens is ", in.max_new_tokens(), "; use a positive count or 0 for the ",
-        "server default (", options.default_max_new_tokens, ")"));
-  }
-  out.max_new_tokens =
-      in.max_new_tokens() == 0 ? options.default_max_new_tokens : in.max_new_tokens();
-  if (!std::isfinite(in.temperature()) || in.temperature() < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "sampling.temperature is ", in.temperature(), "; use 0 for greedy or a positive value"));
-  }
+  out.max_new_tokens = in.max_new_tokens();
   out.temperature = in.temperature();
-  if (in.top_k() < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("sampling.top_k is ", in.top_k(), "; use 0 (off) or a positive count"));
-  }
   out.top_k = in.top_k();
-  if (!std::isfinite(in.top_p()) || in.top_p() < 0 || in.top_p() > 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("sampling.top_p is ", in.top_p(), "; use a value in (0, 1], or 0 for off"));
-  }
-  out.top_p = in.top_p() == 0.0f ? 1.0f : in.top_p();
+  out.top_p = in.top_p();
   out.seed = in.seed();
   out.has_seed = in.has_seed() || in.seed() != 0;
   return out;
 }
 
-absl::StatusOr<InferenceRequest> ToInferenceRequest(const v1::GenerateRequest& in,
-                                                    const InferenceServiceOptions& options,
-                                                    absl::Time deadline) {
+absl::StatusOr<InferenceRequest> ToInferenceRequest(const v1::GenerateRequest& in, absl::Time deadline) {
   if (absl::Status s = CheckPromptText(in.prompt_text()); !s.ok()) return s;
   InferenceRequest out;
   out.kind = InferenceRequest::Kind::kGenerate;
   out.adapter = in.adapter();
-  absl::StatusOr<double> scale = AdapterScale(in.adapter_scale());
-  if (!scale.ok()) return scale.status();
-  out.adapter_scale = *scale;
+  out.adapter_scale = AdapterScale(in.adapter_scale());
   out.tokens.assign(in.prompt_token_ids().begin(), in.prompt_token_ids().end());
-  absl::StatusOr<SamplingParams> sampling = ToSampling(in.sampling(), options);
-  if (!sampling.ok()) return sampling.status();
-  out.sampling = *sampling;
+  out.sampling = ToSampling(in.sampling());
   out.stop_token_ids.assign(in.stop_token_ids().begin(), in.stop_token_ids().end());
   out.logprobs = in.logprobs();
   out.deadline = deadline;
   return out;
 }
 
-absl::StatusOr<InferenceRequest> ToInferenceRequest(const v1::ScoreRequest& in,
-                                                    absl::Time deadline) {
+absl::StatusOr<InferenceRequest> ToInferenceRequest(const v1::ScoreRequest& in, absl::Time deadline) {
   if (absl::Status s = CheckPromptText(in.prompt_text()); !s.ok()) return s;
   InferenceRequest out;
   out.kind = InferenceRequest::Kind::kScore;
   out.adapter = in.adapter();
-  absl::StatusOr<double> scale = AdapterScale(in.adapter_scale());
-  if (!scale.ok()) return scale.status();
-  out.adapter_scale = *scale;
+  out.adapter_scale = AdapterScale(in.adapter_scale());
   out.tokens.assign(in.token_ids().begin(), in.token_ids().end());
   out.return_logits = in.return_logits();
   out.deadline = deadline;
@@ -190,7 +158,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
       return;
     }
     absl::StatusOr<InferenceRequest> converted =
-        ToInferenceRequest(request, deps.options, DeadlineOf(*context));
+        ToInferenceRequest(request, DeadlineOf(*context));
     if (!converted.ok()) {
       stream_->FinishEarly(converted.status());
       return;
@@ -497,19 +465,18 @@ void ScoreObserver::FinishWith(grpc::Status status) {
 
 }  // namespace
 
-InferenceService::InferenceService(Scheduler& scheduler, Metrics& metrics, TokenAuth auth,
-                                   InferenceServiceOptions options)
-    : scheduler_(scheduler), metrics_(metrics), auth_(std::move(auth)), options_(options) {}
+InferenceService::InferenceService(Scheduler& scheduler, Metrics& metrics, TokenAuth auth)
+    : scheduler_(scheduler), metrics_(metrics), auth_(std::move(auth)) {}
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::Generate(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
-  return new GenerateCall(Deps{scheduler_, metrics_, auth_, options_}, context, *request);
+  return new GenerateCall(Deps{scheduler_, metrics_, auth_}, context, *request);
 }
 
 grpc::ServerUnaryReactor* InferenceService::Score(grpc::CallbackServerContext* context,
                                                   const v1::ScoreRequest* request,
                                                   v1::ScoreResponse* response) {
-  return new ScoreCall(Deps{scheduler_, metrics_, auth_, options_}, context, *request, response);
+  return new ScoreCall(Deps{scheduler_, metrics_, auth_}, context, *request, response);
 }
 
 }  // namespace loramux

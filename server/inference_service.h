@@ -19,17 +19,11 @@
 
 namespace loramux {
 
-struct InferenceServiceOptions {
-  // Used when a request leaves SamplingParams.max_new_tokens at 0.
-  int32_t default_max_new_tokens = 16;
-};
-
 class InferenceService final : public v1::Inference::CallbackService {
  public:
   // `scheduler` and `metrics` must outlive the service and every call it started (shut the
   // grpc::Server down first).
-  InferenceService(Scheduler& scheduler, Metrics& metrics, TokenAuth auth,
-                   InferenceServiceOptions options);
+  InferenceService(Scheduler& scheduler, Metrics& metrics, TokenAuth auth);
 
   grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
       grpc::CallbackServerContext* context, const v1::GenerateRequest* request) override;
@@ -42,14 +36,12 @@ class InferenceService final : public v1::Inference::CallbackService {
     Scheduler& scheduler;
     Metrics& metrics;
     const TokenAuth& auth;
-    const InferenceServiceOptions& options;
   };
 
  private:
   Scheduler& scheduler_;
   Metrics& metrics_;
   const TokenAuth auth_;
-  const InferenceServiceOptions options_;
 };
 
 }  // namespace loramux

@@ -1,7 +1,9 @@
 // Paged key/value cache with a byte budget fixed at construction.
 //
-// Storage per layer: keys and values of shape [num_blocks * block_size, num_kv_heads, head_dim]
-// on the model's device and dtype. A sequence owns a list of blocks (its block table); token
+// Storage per layer: keys and values of shape [num_blocks * block_size + 1, num_kv_heads, head_dim]
+// on the model's device and dtype. The last slot is the padding slot: all zeros and never
+// written, so a batch that pads shorter contexts reads nothing that belongs to a sequence (a
+// non-finite value another request wrote can never reach a padded position, not even as 0 x inf). A sequence owns a list of blocks (its block table); token
 // position p of a sequence lives in slot table[p / block_size] * block_size + p % block_size.
 // A sequence that cannot get blocks is told so (Reserve returns false) and waits; the process
 // never allocates beyond the budget.
@@ -35,6 +37,8 @@ class KvCache {
   int64_t bytes_per_token() const { return bytes_per_token_; }
   static int64_t BytesPerToken(const ModelConfig& config, torch::ScalarType dtype);
   int64_t capacity_tokens() const { return num_blocks_ * block_size_; }
+  // The zero slot to pad attention contexts with; no sequence owns it.
+  int64_t padding_slot() const { return num_blocks_ * block_size_; }
 
   // Blocks sequence `id` still needs to hold `total_tokens` tokens.
   int64_t BlocksNeeded(int64_t id, int64_t total_tokens) const;
@@ -55,8 +59,8 @@ class KvCache {
   int64_t block_size_;
   int64_t num_blocks_;
   int64_t bytes_per_token_;
-  std::vector<torch::Tensor> keys_;    // per layer [slots, kv_heads, head_dim]
-  std::vector<torch::Tensor> values_;  // per layer [slots, kv_heads, head_dim]
+  std::vector<torch::Tensor> keys_;    // per layer [slots + 1, kv_heads, head_dim]
+  std::vector<torch::Tensor> values_;  // per layer [slots + 1, kv_heads, head_dim]
   std::vector<int64_t> free_;          // free block ids (a stack)
   std::unordered_map<int64_t, std::vector<int64_t>> tables_;  // sequence id -> blocks
 };

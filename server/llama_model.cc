@@ -144,7 +144,7 @@ struct AttentionPlan {
   torch::Tensor write_slots;  // [T] cache slot of each packed token
   // Decode chunks (one token each), attended together.
   torch::Tensor decode_rows;   // [B] packed token index
-  torch::Tensor decode_slots;  // [B, max_ctx] context slots (padded with slot 0)
+  torch::Tensor decode_slots;  // [B, max_ctx] context slots (padded with the cache's zero slot)
   torch::Tensor decode_mask;   // [B, 1, 1, max_ctx] true where a key must be ignored
   // Prefill chunks, attended one by one.
   struct Prefill {
@@ -187,7 +187,7 @@ AttentionPlan PlanAttention(const ForwardBatch& batch, const KvCache& cache, int
     int64_t max_ctx = 0;
     for (const SequenceChunk* d : decodes) max_ctx = std::max(max_ctx, d->start_pos + 1);
     const int64_t b = static_cast<int64_t>(decodes.size());
-    std::vector<int64_t> rows, slots(b * max_ctx, 0);
+    std::vector<int64_t> rows, slots(b * max_ctx, cache.padding_slot());
     torch::Tensor mask = torch::ones({b, max_ctx}, torch::kBool);
     auto m = mask.accessor<bool, 2>();
     for (int64_t i = 0; i < b; ++i) {

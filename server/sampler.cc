@@ -26,9 +26,12 @@ SampledToken Sampler::Sample(const float* logits, int64_t vocab) {
 }
 
 int32_t Sampler::SampleFromDistribution(const float* logits, int64_t vocab) {
+  // Shift by the largest logit before dividing: every tempered value is then <= 0 (at worst -inf,
+  // probability 0), so no temperature can overflow to inf - inf = NaN.
+  const double top = *std::max_element(logits, logits + vocab);
   scratch_.resize(vocab);
   for (int64_t i = 0; i < vocab; ++i) {
-    scratch_[i] = {logits[i] / params_.temperature, static_cast<int32_t>(i)};
+    scratch_[i] = {static_cast<float>((logits[i] - top) / params_.temperature), static_cast<int32_t>(i)};
   }
   auto by_logit = [](const auto& x, const auto& y) {
     return x.first > y.first || (x.first == y.first && x.second < y.second);

@@ -6,11 +6,13 @@
 #include <deque>
 #include <mutex>
 #include <optional>
+#include <limits>
 #include <thread>
 #include <unordered_set>
 
 #include <torch/torch.h>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "adapters/adapter_registry.h"
 #include "adapters/adapter_weights.h"
@@ -18,6 +20,8 @@
 #include "common/status_macros.h"
 #include "server/kv_cache.h"
 #include "server/llama_model.h"
+#include "server/request_validator.h"
+#include "server/tensor_util.h"
 
 namespace loramux {
 namespace {
@@ -35,6 +39,8 @@ struct Sequence {
   std::vector<int32_t> generated;  // tokens produced so far
   bool running = false;            // holds KV blocks
   std::vector<torch::Tensor> score_rows;  // Score: logits of prefilled chunks
+  absl::flat_hash_set<int32_t> stops;     // EOS and the request's stop ids: O(1) per token
+  absl::Status failure;                   // set when this request's own computation failed
 
   bool is_score() const { return request.kind == InferenceRequest::Kind::kScore; }
   int64_t prompt_len() const { return static_cast<int64_t>(request.tokens.size()); }
@@ -53,6 +59,11 @@ class Scheduler::Impl {
         options_(options),
         cache_(model.config(), options.kv_cache_bytes, model.device(), model.dtype()) {
     if (options_.max_prompt_tokens <= 0) options_.max_prompt_tokens = model.config().max_position_embeddings;
+    limits_.vocab_size = model.config().vocab_size;
+    limits_.max_prompt_tokens = options_.max_prompt_tokens;
+    limits_.max_new_tokens_limit = options_.max_new_tokens_limit;
+    limits_.default_max_new_tokens = options_.default_max_new_tokens;
+    limits_.max_score_logits_bytes = options_.max_score_logits_bytes;
     PublishCounts();
     thread_ = std::thread([this] { Loop(); });
   }
@@ -60,7 +71,7 @@ class Scheduler::Impl {
   ~Impl() { Stop(); }
 
   absl::StatusOr<uint64_t> Submit(InferenceRequest request, std::shared_ptr<RequestObserver> observer) {
-    RETURN_IF_ERROR(Validate(request));
+    RETURN_IF_ERROR(NormalizeAndValidate(request, limits_));
     auto seq = std::make_unique<Sequence>();
     if (!request.adapter.empty()) {
       absl::StatusOr<StoredAdapter> stored = registry_.Resolve(request.adapter);
@@ -68,8 +79,9 @@ class Scheduler::Impl {
       seq->adapter = *stored;
     }
     if (request.kind == InferenceRequest::Kind::kGenerate) {
-      if (request.sampling.max_new_tokens <= 0) request.sampling.max_new_tokens = options_.default_max_new_tokens;
       seq->sampler = std::make_unique<Sampler>(request.sampling);
+      seq->stops.insert(request.stop_token_ids.begin(), request.stop_token_ids.end());
+      seq->stops.insert(model_.config().eos_token_ids.begin(), model_.config().eos_token_ids.end());
     }
     const int64_t need = KvTokensNeeded(request);
     if (need > cache_.capacity_tokens()) {
@@ -129,47 +141,10 @@ class Scheduler::Impl {
   int64_t vocab_size() const { return model_.config().vocab_size; }
 
  private:
-  absl::Status Validate(const InferenceRequest& r) const {
-    const int64_t vocab = model_.config().vocab_size;
-    if (r.tokens.empty()) {
-      return absl::InvalidArgumentError(r.kind == InferenceRequest::Kind::kScore
-                                            ? "token_ids is empty; give at least one token"
-                                            : "the prompt is empty; give prompt_token_ids");
-    }
-    if (static_cast<int64_t>(r.tokens.size()) > options_.max_prompt_tokens) {
-      return absl::InvalidArgumentError(absl::StrCat("the prompt has ", r.tokens.size(),
-                                                     " tokens; the limit is ", options_.max_prompt_tokens));
-    }
-    for (size_t i = 0; i < r.tokens.size(); ++i) {
-      if (r.tokens[i] < 0 || r.tokens[i] >= vocab) {
-        return absl::InvalidArgumentError(absl::StrCat("token id ", r.tokens[i], " at position ", i,
-                                                       " is outside the vocabulary [0, ", vocab, ")"));
-      }
-    }
-    for (int32_t t : r.stop_token_ids) {
-      if (t < 0 || t >= vocab) {
-        return absl::InvalidArgumentError(absl::StrCat("stop token id ", t, " is outside the vocabulary"));
-      }
-    }
-    if (!std::isfinite(r.adapter_scale)) return absl::InvalidArgumentError("adapter_scale must be finite");
-    const SamplingParams& s = r.sampling;
-    if (s.max_new_tokens < 0 || s.max_new_tokens > options_.max_new_tokens_limit) {
-      return absl::InvalidArgumentError(absl::StrCat("max_new_tokens must be in [0, ",
-                                                     options_.max_new_tokens_limit, "]"));
-    }
-    if (!(s.temperature >= 0) || !std::isfinite(s.temperature)) {
-      return absl::InvalidArgumentError("temperature must be >= 0 (0 = greedy)");
-    }
-    if (s.top_k < 0) return absl::InvalidArgumentError("top_k must be >= 0 (0 = off)");
-    if (!(s.top_p >= 0 && s.top_p <= 1)) return absl::InvalidArgumentError("top_p must be in [0, 1]");
-    return absl::OkStatus();
-  }
-
   int64_t KvTokensNeeded(const InferenceRequest& r) const {
     const int64_t prompt = static_cast<int64_t>(r.tokens.size());
     if (r.kind == InferenceRequest::Kind::kScore) return prompt;
-    const int64_t max_new = r.sampling.max_new_tokens > 0 ? r.sampling.max_new_tokens : options_.default_max_new_tokens;
-    return std::min(prompt + max_new, model_.config().max_position_embeddings);
+    return std::min<int64_t>(prompt + r.sampling.max_new_tokens, model_.config().max_position_embeddings);
   }
 
   // ---- the scheduler thread -------------------------------------------------------------------
@@ -288,6 +263,12 @@ class Scheduler::Impl {
         }
         seq->weights = lease.weights;
         seq->leased = true;
+        if (absl::Status s = CheckEffectiveScale(MaxAbsScale(*seq->weights), seq->request.adapter_scale,
+                                                 DtypeMax(model_.dtype()));
+            !s.ok()) {
+          Finish(seq, s, FinishReason::kCancelled);
+          continue;
+        }
       }
       if (!cache_.Reserve(static_cast<int64_t>(seq->id), KvTokensNeeded(seq->request))) break;
       seq->running = true;
@@ -358,52 +339,103 @@ class Scheduler::Impl {
     return batch;
   }
 
+  // Runs one forward pass over the planned chunks. A request whose computation fails (a LibTorch
+  // error, or logits that are not finite) ends alone with its error; the others go on.
   void Step() {
     if (running_.empty()) return;
     const std::vector<Planned> plan = PlanStep();
     if (plan.empty()) return;
-    const ForwardBatch batch = BuildBatch(plan);
-    absl::StatusOr<torch::Tensor> logits = model_.Forward(batch, cache_);
-    if (!logits.ok()) {
-      LogError("forward failed: %s", logits.status().ToString());
-      for (auto& seq : running_) Finish(seq, logits.status(), FinishReason::kCancelled);
-      running_.clear();
-      return;
-    }
-    const torch::Tensor host = logits->cpu().contiguous();
-    const int64_t vocab = host.size(1);
-    int64_t row = 0;
     int64_t generated = 0;
-    for (const Planned& p : plan) {
-      Sequence& s = *p.seq;
-      if (p.prefill) {
-        if (s.is_score()) {
-          s.score_rows.push_back(host.narrow(0, row, p.length));
-          row += p.length;
-        } else if (s.prefilled + p.length == s.prompt_len()) {
-          EmitToken(s, host.data_ptr<float>() + row * vocab, vocab);
-          ++generated;
-          ++row;
+    absl::StatusOr<torch::Tensor> logits = model_.Forward(BuildBatch(plan), cache_);
+    if (logits.ok()) {
+      generated += Consume(plan, *logits);
+    } else {
+      // The batch failed as a whole; find the request(s) at fault by running each chunk alone.
+      // Rewriting a chunk's KV slots with the same inputs is harmless.
+      LogWarning("forward of %d chunks failed (%s); retrying them one by one", plan.size(),
+                 logits.status().ToString());
+      for (const Planned& p : plan) {
+        absl::StatusOr<torch::Tensor> alone = model_.Forward(BuildBatch({p}), cache_);
+        if (alone.ok()) {
+          generated += Consume({p}, *alone);
         } else {
-          ++row;  // the last row of an unfinished chunk is not needed
+          p.seq->failure = alone.status();
         }
-        s.prefilled += p.length;
-      } else {
-        EmitToken(s, host.data_ptr<float>() + row * vocab, vocab);
-        ++generated;
-        ++row;
       }
     }
     for (auto& seq : running_) {
+      if (!seq->failure.ok()) {
+        Finish(seq, seq->failure, FinishReason::kCancelled);
+        continue;
+      }
       const auto reason = Done(*seq);
-      if (reason) Finish(seq, absl::OkStatus(), *reason);
+      if (reason) Finish(seq, seq->failure, *reason);  // failure: a Score whose maths failed
     }
     Compact(running_);
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.steps;
-    stats_.last_batch_tokens = static_cast<int64_t>(batch.token_ids.size());
+    stats_.last_batch_tokens = 0;
+    for (const Planned& p : plan) stats_.last_batch_tokens += p.length;
     stats_.last_batch_sequences = static_cast<int64_t>(plan.size());
     stats_.generated_tokens += generated;
+  }
+
+  // Hands each planned chunk its rows of `logits` (from a forward of exactly `plan`); returns the
+  // tokens generated. A chunk whose rows are not all finite fails its request only.
+  int64_t Consume(const std::vector<Planned>& plan, const torch::Tensor& logits) {
+    torch::Tensor host, finite;
+    absl::Status copied = CatchTorch("reading logits", [&] {
+      host = logits.cpu().contiguous();
+      finite = host.isfinite().all(1).contiguous();
+    });
+    if (!copied.ok()) {
+      for (const Planned& p : plan) p.seq->failure = copied;
+      return 0;
+    }
+    const int64_t vocab = host.size(1);
+    const bool* row_finite = finite.data_ptr<bool>();
+    int64_t row = 0, generated = 0;
+    for (const Planned& p : plan) {
+      Sequence& s = *p.seq;
+      const int64_t rows = p.prefill && s.is_score() ? p.length : 1;
+      const bool ok = std::all_of(row_finite + row, row_finite + row + rows, [](bool b) { return b; });
+      if (!ok) {
+        s.failure = NonFiniteError(s);
+      } else if (s.is_score()) {
+        s.score_rows.push_back(host.narrow(0, row, rows));
+      } else if (!p.prefill || s.prefilled + p.length == s.prompt_len()) {
+        EmitToken(s, host.data_ptr<float>() + row * vocab, vocab);
+        ++generated;
+      }  // else: the last row of an unfinished prefill chunk is not needed
+      if (p.prefill) s.prefilled += p.length;
+      row += rows;
+    }
+    return generated;
+  }
+
+  static absl::Status NonFiniteError(const Sequence& s) {
+    if (!s.adapter) return absl::InternalError("the base model's outputs for this request are not finite numbers");
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the outputs for this request are not finite numbers (NaN or infinity): adapter \"",
+        s.adapter->name, "\" at adapter_scale ", s.request.adapter_scale,
+        " drives the activations out of the serving dtype's range; lower adapter_scale"));
+  }
+
+  static double MaxAbsScale(const AdapterWeights& weights) {
+    double max = 0;
+    for (int64_t i = 0; i < weights.num_modules(); ++i) {
+      if (const ModuleAdapter* m = weights.module(i)) max = std::max(max, std::abs(m->scale));
+    }
+    return max;
+  }
+
+  static double DtypeMax(torch::ScalarType dtype) {
+    switch (dtype) {
+      case torch::kFloat16: return static_cast<double>(std::numeric_limits<c10::Half>::max());
+      case torch::kBFloat16: return static_cast<double>(std::numeric_limits<c10::BFloat16>::max());
+      case torch::kFloat64: return std::numeric_limits<double>::max();
+      default: return std::numeric_limits<float>::max();
+    }
   }
 
   void EmitToken(Sequence& s, const float* logits, int64_t vocab) {
@@ -418,16 +450,12 @@ class Scheduler::Impl {
   std::optional<FinishReason> Done(Sequence& s) {
     if (s.prefilled < s.prompt_len()) return std::nullopt;
     if (s.is_score()) {
-      s.observer->OnScore(ScoreResultOf(s));
+      ScoreResult result;
+      s.failure = CatchTorch("scoring", [&] { result = ScoreResultOf(s); });
+      if (s.failure.ok()) s.observer->OnScore(std::move(result));
       return FinishReason::kLength;
     }
-    const int32_t last = s.generated.back();
-    const auto& eos = model_.config().eos_token_ids;
-    const auto& stop = s.request.stop_token_ids;
-    if (std::find(eos.begin(), eos.end(), last) != eos.end() ||
-        std::find(stop.begin(), stop.end(), last) != stop.end()) {
-      return FinishReason::kStop;
-    }
+    if (s.stops.contains(s.generated.back())) return FinishReason::kStop;
     if (static_cast<int32_t>(s.generated.size()) >= s.request.sampling.max_new_tokens ||
         s.context_len() >= model_.config().max_position_embeddings) {
       return FinishReason::kLength;
@@ -457,6 +485,7 @@ class Scheduler::Impl {
   const LlamaModel& model_;
   AdapterRegistry& registry_;
   SchedulerOptions options_;
+  RequestLimits limits_;
   KvCache cache_;  // scheduler thread only
 
   // Scheduler-thread state.

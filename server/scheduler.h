@@ -28,6 +28,7 @@ struct SchedulerOptions {
   int64_t max_prompt_tokens = 0;     // 0 = the model's max_position_embeddings
   int32_t max_new_tokens_limit = 4096;
   int32_t default_max_new_tokens = 16;
+  int64_t max_score_logits_bytes = int64_t{256} << 20;  // Score return_logits: len * vocab * 4
 };
 
 // A snapshot for metrics and health.
@@ -51,8 +52,8 @@ class Scheduler {
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
 
-  // Validates and queues a request. INVALID_ARGUMENT for bad input (empty prompt, token ids out of
-  // the vocabulary, prompt or max_new_tokens over the limits, bad sampling values),
+  // Validates (NormalizeAndValidate, request_validator.h) and queues a request. INVALID_ARGUMENT
+  // for bad input (empty prompt, token ids out of the vocabulary, any field over its limit),
   // RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE while draining. On OK the observer
   // receives OnFinish exactly once. Returns the request id for Cancel.
   absl::StatusOr<uint64_t> Submit(InferenceRequest request,

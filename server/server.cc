@@ -58,11 +58,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerConfig& config
     LogInfo("metrics on http://%s/metrics", server->metrics_->address());
   }
 
-  InferenceServiceOptions inference_options;
-  inference_options.default_max_new_tokens = config.engine.scheduler.default_max_new_tokens;
   server->inference_ = std::make_unique<InferenceService>(
-      e->scheduler(), *server->metrics_, TokenAuth(config.inference_token, "--inference_token_file"),
-      inference_options);
+      e->scheduler(), *server->metrics_, TokenAuth(config.inference_token, "--inference_token_file"));
   AdaptersServiceOptions adapters_options;
   adapters_options.max_chunk_bytes = config.max_chunk_bytes;
   server->adapters_ = std::make_unique<AdaptersService>(

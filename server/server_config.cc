@@ -90,6 +90,9 @@ ABSL_FLAG(int32_t, default_max_new_tokens, 16,
 ABSL_FLAG(int32_t, max_new_tokens_limit, 4096, "Largest max_new_tokens a request may ask for.");
 ABSL_FLAG(int64_t, max_prompt_tokens, 0,
           "Longest prompt accepted; 0 = the model's max_position_embeddings.");
+ABSL_FLAG(ByteSizeFlag, max_score_logits_bytes, ByteSizeFlag{256ll << 20},
+          "Largest logits array a Score request may ask for with return_logits "
+          "(tokens x vocabulary x 4 bytes; e.g. 256MiB).");
 
 namespace loramux {
 namespace {
@@ -226,6 +229,7 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
   scheduler.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
   scheduler.default_max_new_tokens = absl::GetFlag(FLAGS_default_max_new_tokens);
   scheduler.max_new_tokens_limit = absl::GetFlag(FLAGS_max_new_tokens_limit);
+  scheduler.max_score_logits_bytes = absl::GetFlag(FLAGS_max_score_logits_bytes).bytes;
   for (const auto& [flag, value] : {
            std::pair<const char*, int64_t>{"max_host_adapter_bytes", engine.registry.max_host_bytes},
            {"max_device_adapter_bytes", engine.registry.max_device_bytes},
@@ -237,6 +241,7 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
            {"max_queue", scheduler.max_queue},
            {"default_max_new_tokens", scheduler.default_max_new_tokens},
            {"max_new_tokens_limit", scheduler.max_new_tokens_limit},
+           {"max_score_logits_bytes", scheduler.max_score_logits_bytes},
        }) {
     if (absl::Status s = RequirePositive(flag, value); !s.ok()) return s;
   }

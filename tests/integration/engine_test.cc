@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "absl/synchronization/notification.h"
+#include "adapters/safetensors.h"
 #include "common/sha256.h"
 #include "nlohmann/json.hpp"
 #include "server/engine.h"
@@ -70,10 +71,14 @@ class EngineTest : public ::testing::Test {
   }
 
   StoredAdapter Upload(const std::string& name) {
+    return Upload(name, ReadFile(DataPath("adapters/" + name + "/adapter_config.json")),
+                  ReadFile(DataPath("adapters/" + name + "/adapter_model.safetensors")));
+  }
+
+  StoredAdapter Upload(const std::string& name, const std::string& config_json, const std::string& weights) {
     AdapterManifest manifest;
     manifest.name = name;
-    manifest.config_json = ReadFile(DataPath("adapters/" + name + "/adapter_config.json"));
-    const std::string weights = ReadFile(DataPath("adapters/" + name + "/adapter_model.safetensors"));
+    manifest.config_json = config_json;
     manifest.size_bytes = weights.size();
     manifest.sha256 = Sha256Hex(weights);
     auto stored = engine_->store().Put(manifest, weights, engine_->registry().Validator());
@@ -137,6 +142,71 @@ TEST_F(EngineTest, ConcurrentRequestsOverAdaptersAndBaseMatchGoldenTokens) {
     EXPECT_EQ(e.c->usage.generated_tokens, 12);
   }
   EXPECT_EQ(engine_->registry().stats().loads, static_cast<int64_t>(adapters.size()));
+}
+
+// lora-qv-r8 with both factors multiplied by `factor`: finite values, so the upload is valid, but
+// at 1e20 its delta (~1e40) overflows float32 and its own activations and KV entries turn infinite.
+std::string ScaledAdapterWeights(const std::string& name, float factor) {
+  auto tensors = LoadGolden("adapters/" + name + "/adapter_model.safetensors");
+  std::vector<torch::Tensor> keep;
+  std::vector<TensorView> views;
+  for (const auto& [key, t] : tensors) {
+    keep.push_back((t * factor).contiguous());
+    TensorView v;
+    v.name = key;
+    v.dtype = DType::kF32;
+    v.shape = keep.back().sizes().vec();
+    v.data = static_cast<const uint8_t*>(keep.back().data_ptr());
+    v.nbytes = keep.back().numel() * 4;
+    views.push_back(v);
+  }
+  return SerializeSafetensors(views);
+}
+
+// Isolation findings 1 and 2: a request whose own activations overflow used to poison the KV
+// slot its batch-mates padded with (their tokens turned to garbage, even after it left) or, with
+// adapter_scale 3e38, to fail the whole batch with INTERNAL. Now it fails alone and clearly.
+TEST_F(EngineTest, HostileRequestFailsAloneAndNeverChangesOthersTokens) {
+  Upload("lora-qv-r8");
+  Upload("hostile", ReadFile(DataPath("adapters/lora-qv-r8/adapter_config.json")),
+         ScaledAdapterWeights("lora-qv-r8", 1e20f));
+  struct Expect {
+    std::shared_ptr<Collector> c;
+    std::vector<int32_t> tokens;
+  };
+  for (int round = 0; round < 2; ++round) {
+    std::vector<std::shared_ptr<Collector>> hostile;
+    std::vector<Expect> honest;
+    if (round == 0) {  // submitted first, so the attacker owns KV block 0 (the old padding slot)
+      auto [prompt, unused] = Golden("llama-tiny/base", 0);
+      hostile.push_back(Generate("hostile", {prompt.begin(), prompt.begin() + 2}, 12));
+      hostile.push_back(Generate("hostile", prompt, 12));
+    }
+    for (int p = 0; p < 3; ++p) {
+      auto [prompt, tokens] = Golden("llama-tiny/base", p);
+      honest.push_back({Generate("", prompt), tokens});
+      auto [ap, at] = Golden("llama-tiny/lora-qv-r8", p);
+      honest.push_back({Generate("lora-qv-r8", ap), at});
+    }
+    InferenceRequest huge;
+    huge.adapter = "lora-qv-r8";
+    huge.adapter_scale = 3e38;
+    huge.tokens = {1, 2, 3};
+    EXPECT_EQ(engine_->scheduler().Submit(huge, std::make_shared<Collector>()).status().code(),
+              absl::StatusCode::kInvalidArgument);
+    for (auto& c : hostile) {
+      ASSERT_TRUE(c->Wait());
+      EXPECT_EQ(c->status.code(), absl::StatusCode::kInvalidArgument) << c->status;
+      EXPECT_NE(std::string(c->status.message()).find("not finite"), std::string::npos) << c->status;
+    }
+    for (auto& e : honest) {
+      ASSERT_TRUE(e.c->Wait());
+      EXPECT_TRUE(e.c->status.ok()) << "round " << round << ": " << e.c->status;
+      EXPECT_EQ(e.c->tokens, e.tokens) << "round " << round;
+    }
+  }
+  for (int i = 0; i < 200 && engine_->scheduler().stats().kv_used_blocks > 0; ++i) absl::SleepFor(absl::Milliseconds(10));
+  EXPECT_EQ(engine_->scheduler().stats().kv_used_blocks, 0);
 }
 
 TEST_F(EngineTest, HundredRequestsForOneColdAdapterCauseOneLoad) {

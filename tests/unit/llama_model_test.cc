@@ -66,5 +66,40 @@ TEST_P(GoldenModelTest, Bfloat16StaysCloseToFloat32) {
 
 INSTANTIATE_TEST_SUITE_P(Models, GoldenModelTest, ::testing::Values("llama-tiny", "qwen2-tiny"));
 
+// Isolation finding 1: decode padded shorter contexts with cache slot 0, which belongs to another
+// sequence, and masked only the scores, so 0 x inf = NaN reached every padded batch-mate (and kept
+// reaching them after the attacker left). Padding now reads the cache's zero slot.
+TEST(KvIsolationTest, NonFiniteValuesInOneSequenceNeverReachItsBatchMates) {
+  auto model = LoadModel("llama-tiny");
+  KvCache cache(model->config(), 1 << 20, model->device(), model->dtype());
+  std::vector<int64_t> attacker, victim = {5, 9, 11};
+  for (int64_t i = 0; i < 20; ++i) attacker.push_back(i * 7 % 320);
+  // The attacker reserves first and so owns block 0 (slot 0), the old padding slot.
+  ASSERT_TRUE(cache.Reserve(0, 21));
+  ASSERT_TRUE(cache.Reserve(1, 4));
+  ForwardBatch prefill;
+  prefill.token_ids = attacker;
+  prefill.token_ids.insert(prefill.token_ids.end(), victim.begin(), victim.end());
+  prefill.chunks = {{0, 0, 0, 20, false}, {1, 0, 20, 3, false}};
+  auto first = model->Forward(prefill, cache);
+  ASSERT_TRUE(first.ok()) << first.status();
+  std::vector<int64_t> attacker_slots;
+  cache.AppendSlots(0, 0, 21, attacker_slots);
+  const torch::Tensor poisoned = torch::tensor(attacker_slots);
+  for (int64_t l = 0; l < model->config().num_layers; ++l) {
+    cache.keys(l).index_fill_(0, poisoned, std::numeric_limits<float>::infinity());
+    cache.values(l).index_fill_(0, poisoned, std::numeric_limits<float>::infinity());
+  }
+  ForwardBatch decode;
+  decode.token_ids = {first->select(0, 0).argmax().item<int64_t>(), first->select(0, 1).argmax().item<int64_t>()};
+  decode.chunks = {{0, 20, 0, 1, false}, {1, 3, 1, 1, false}};
+  auto second = model->Forward(decode, cache);
+  ASSERT_TRUE(second.ok()) << second.status();
+  const torch::Tensor victim_row = second->select(0, 1);
+  ASSERT_TRUE(victim_row.isfinite().all().item<bool>());
+  auto alone = RunBatch(*model, {TestSequence{victim}}, 2);
+  EXPECT_LE(MaxAbsDiff(victim_row, alone.step_logits[0].select(0, 1)), kLogitTolerance);
+}
+
 }  // namespace
 }  // namespace loramux

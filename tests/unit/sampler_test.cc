@@ -72,5 +72,19 @@ TEST(SamplerTest, TopKKeepsOnlyTheKMostLikely) {
   }
 }
 
+// Finding 7: a denormal temperature made every tempered logit +-inf, inf - inf = NaN, and the
+// sampler fell through to the last token. The sampler alone (below the validator) stays defined.
+TEST(SamplerTest, DenormalTemperatureStillPicksTheMostLikelyToken) {
+  auto logits = RandomLogits(320, 4);
+  logits.back() = -50.0f;  // the token a fall-through would return
+  const int32_t argmax = std::max_element(logits.begin(), logits.end()) - logits.begin();
+  for (float t : {1e-45f, 1e-38f, 1e-20f}) {
+    SamplingParams p;
+    p.temperature = t;
+    p.has_seed = true;
+    for (int32_t token : Draw(p, logits, 20)) EXPECT_EQ(token, argmax) << t;
+  }
+}
+
 }  // namespace
 }  // namespace loramux
