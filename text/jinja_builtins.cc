@@ -288,7 +288,7 @@ const std::unordered_map<std::string, FilterFn>& Filters() {
       {"length", [](Interpreter&, const Value& v, CallArgs&) {
          switch (v.kind()) {
            case Value::Kind::kUndefined: return Value::Int(0);
-           case Value::Kind::kString: return Value::Int(static_cast<int64_t>(CodePointCount(v.str())));
+           case Value::Kind::kString: return Value::Int(static_cast<int64_t>(CountCodePoints(v.str())));
            case Value::Kind::kList: return Value::Int(static_cast<int64_t>(v.list().size()));
            case Value::Kind::kDict: return Value::Int(static_cast<int64_t>(v.dict().items.size()));
            default: FailInvalid("object of type '" + v.TypeName() + "' has no len()");

@@ -469,7 +469,7 @@ Value Interpreter::Eval(const Expr& expr, Scope& scope) {
       }
       if ((object.is_list() || object.is_string()) && (key.is_int() || key.is_bool())) {
         const int64_t n = object.is_list() ? static_cast<int64_t>(object.list().size())
-                                           : static_cast<int64_t>(CodePointCount(object.str()));
+                                           : static_cast<int64_t>(CountCodePoints(object.str()));
         int64_t i = key.int_value();
         if (i < 0) i += n;
         if (i < 0 || i >= n) return Value::Undefined(ObjectName(object) + " has no element " + ToPythonStr(key));
