@@ -102,9 +102,21 @@ void Interpreter::CheckSize(size_t n) const {
   }
 }
 
-void Interpreter::CheckSize(const Value& v) const {
-  if (v.is_string()) CheckSize(v.str().size());
-  if (v.is_list()) CheckSize(v.list().size());
+void Interpreter::Account(const Value& v) {
+  size_t bytes = 0;
+  if (v.is_string()) {
+    CheckSize(v.str().size());
+    bytes = v.str().size();
+  } else if (v.is_list()) {
+    CheckSize(v.list().size());
+    bytes = v.list().size() * sizeof(Value);
+  }
+  built_bytes_ += bytes;
+  if (built_bytes_ > limits_.max_built_bytes) {
+    Fail(absl::StatusCode::kResourceExhausted,
+         absl::StrCat("chat template built more than ", limits_.max_built_bytes,
+                      " bytes of strings and lists in one render (line ", line_, ")"));
+  }
 }
 
 void Interpreter::Emit(const std::string& text) {
@@ -427,7 +439,9 @@ Value Interpreter::Eval(const Expr& expr, Scope& scope) {
     case Expr::Kind::kTuple: {
       std::vector<Value> items;
       for (const auto& e : expr.args) items.push_back(Eval(*e, scope));
-      return expr.kind == Expr::Kind::kList ? Value::List(std::move(items)) : Value::Tuple(std::move(items));
+      Value list = expr.kind == Expr::Kind::kList ? Value::List(std::move(items)) : Value::Tuple(std::move(items));
+      Account(list);
+      return list;
     }
     case Expr::Kind::kDict: {
       Dict dict;
@@ -493,7 +507,7 @@ Value Interpreter::Eval(const Expr& expr, Scope& scope) {
       CallArgs args = EvalArgs(expr, 1, scope);
       line_ = expr.line;
       Value result = ApplyFilter(*this, expr.name, input, args);
-      CheckSize(result);
+      Account(result);
       return result;
     }
     case Expr::Kind::kTest: {
@@ -531,12 +545,16 @@ Value Interpreter::EvalSlice(const Expr& expr, Scope& scope) {
     if (expr.args[i + 1] != nullptr) parts[i] = Eval(*expr.args[i + 1], scope);
   }
   if (object.is_undefined()) FailInvalid(UndefinedHint(object) + " (slicing it)");
+  Value slice;
   if (object.is_list()) {
     std::vector<Value> items = SliceVector(object.list(), parts[0], parts[1], parts[2]);
-    return object.is_tuple() ? Value::Tuple(std::move(items)) : Value::List(std::move(items));
+    slice = object.is_tuple() ? Value::Tuple(std::move(items)) : Value::List(std::move(items));
+  } else if (object.is_string()) {
+    slice = Value::String(EncodeUtf8(SliceVector(DecodeUtf8(object.str()), parts[0], parts[1], parts[2])));
   }
-  if (object.is_string()) {
-    return Value::String(EncodeUtf8(SliceVector(DecodeUtf8(object.str()), parts[0], parts[1], parts[2])));
+  if (!slice.is_undefined()) {
+    Account(slice);
+    return slice;
   }
   FailInvalid("'" + object.TypeName() + "' object is not subscriptable");
 }
@@ -546,7 +564,7 @@ Value Interpreter::EvalCall(const Expr& expr, Scope& scope) {
   CallArgs args = EvalArgs(expr, 1, scope);
   line_ = expr.line;
   Value result = Call(callee, args);
-  CheckSize(result);
+  Account(result);
   return result;
 }
 
@@ -596,7 +614,7 @@ Value Interpreter::EvalBinary(const Expr& expr, Scope& scope) {
   line_ = expr.line;
   if (op == "~") {
     Value s = Value::String(ToPythonStr(a) + ToPythonStr(b));
-    CheckSize(s);
+    Account(s);
     return s;
   }
   if (op == "==" || op == "!=" || op == "in" || op == "not in" || op == "<" || op == ">" || op == "<=" ||
@@ -613,13 +631,17 @@ Value Interpreter::EvalBinary(const Expr& expr, Scope& scope) {
   if (op == "+") {
     if (a.is_string() && b.is_string()) {
       CheckSize(a.str().size() + b.str().size());
-      return Value::String(a.str() + b.str());
+      Value sum = Value::String(a.str() + b.str());
+      Account(sum);
+      return sum;
     }
     if (a.is_list() && b.is_list() && a.is_tuple() == b.is_tuple()) {
       CheckSize(a.list().size() + b.list().size());
       std::vector<Value> items = a.list();
       items.insert(items.end(), b.list().begin(), b.list().end());
-      return a.is_tuple() ? Value::Tuple(std::move(items)) : Value::List(std::move(items));
+      Value sum = a.is_tuple() ? Value::Tuple(std::move(items)) : Value::List(std::move(items));
+      Account(sum);
+      return sum;
     }
   }
   if (op == "*" && (a.is_string() || a.is_list() || b.is_string() || b.is_list())) {
@@ -629,14 +651,18 @@ Value Interpreter::EvalBinary(const Expr& expr, Scope& scope) {
     const int64_t n = std::max<int64_t>(0, count.int_value());
     const size_t unit = seq.is_string() ? seq.str().size() : seq.list().size();
     if (unit != 0 && static_cast<uint64_t>(n) > limits_.max_output_bytes / unit) CheckSize(limits_.max_output_bytes + 1);
+    Value product;
     if (seq.is_string()) {
       std::string out;
       for (int64_t i = 0; i < n; ++i) out += seq.str();
-      return Value::String(std::move(out));
+      product = Value::String(std::move(out));
+    } else {
+      std::vector<Value> items;
+      for (int64_t i = 0; i < n; ++i) items.insert(items.end(), seq.list().begin(), seq.list().end());
+      product = seq.is_tuple() ? Value::Tuple(std::move(items)) : Value::List(std::move(items));
     }
-    std::vector<Value> items;
-    for (int64_t i = 0; i < n; ++i) items.insert(items.end(), seq.list().begin(), seq.list().end());
-    return seq.is_tuple() ? Value::Tuple(std::move(items)) : Value::List(std::move(items));
+    Account(product);
+    return product;
   }
   if (!a.is_number() || !b.is_number()) return type_error();
   const bool floats = a.is_float() || b.is_float();

@@ -267,6 +267,13 @@ TEST(ChatTemplateErrorsTest, LimitsBoundHostileTemplates) {
                             {}, small),
                kRE, "larger than");
   ExpectStatus(RenderSource("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", {}, small), kRE, "nest deeper");
+  // Many large values kept at once: bounded by what one render may build in total.
+  jinja::RenderLimits budget;
+  budget.max_built_bytes = 64u << 20;
+  ExpectStatus(RenderSource("{% set ns = namespace() %}{% for i in range(100) %}{% set ns.a = [ns.a, [0] * 1000000] %}"
+                            "{% endfor %}",
+                            {}, budget),
+               kRE, "bytes of strings and lists in one render");
   ExpectStatus(RenderSource("{{ range(1000000000) | length }}"), kRE, "range()");
   ExpectStatus(RenderSource("{{ " + std::string(5000, '(') + "1" + std::string(5000, ')') + " }}"),
                absl::StatusCode::kInvalidArgument, "nests deeper");
