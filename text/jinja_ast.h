@@ -32,6 +32,7 @@ struct Expr {
     kUnary,        // op args[0]: "not", "-", "+"
     kBinary,       // args[0] op args[1]: + - * / // % ** ~ and or in "not in" == != < > <= >=
     kConditional,  // args[0] if args[1] else args[2] (args[2] may be null)
+    kCompare,      // args[0] ops[0] args[1] ops[1] args[2] ...: a chained comparison
   };
   Kind kind;
   int line = 0;
@@ -40,6 +41,7 @@ struct Expr {
   bool negated = false;  // kTest: `is not`
   std::vector<ExprPtr> args;
   std::vector<std::pair<std::string, ExprPtr>> keyword;
+  std::vector<std::string> ops;  // kCompare
 };
 
 struct MacroParam {

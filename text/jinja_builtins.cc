@@ -288,7 +288,7 @@ const std::unordered_map<std::string, FilterFn>& Filters() {
       {"length", [](Interpreter&, const Value& v, CallArgs&) {
          switch (v.kind()) {
            case Value::Kind::kUndefined: return Value::Int(0);
-           case Value::Kind::kString: return Value::Int(static_cast<int64_t>(CodePointCount(v.str())));
+           case Value::Kind::kString: return Value::Int(static_cast<int64_t>(CountCodePoints(v.str())));
            case Value::Kind::kList: return Value::Int(static_cast<int64_t>(v.list().size()));
            case Value::Kind::kDict: return Value::Int(static_cast<int64_t>(v.dict().items.size()));
            default: FailInvalid("object of type '" + v.TypeName() + "' has no len()");
@@ -296,7 +296,7 @@ const std::unordered_map<std::string, FilterFn>& Filters() {
        }},
       {"tojson", [](Interpreter&, const Value& v, CallArgs& a) {
          JsonOptions options;
-         if (BoolArg(a, 99, "ensure_ascii", false)) FailNotImplemented("tojson(ensure_ascii=true)");
+         options.ensure_ascii = BoolArg(a, 99, "ensure_ascii", false);
          const Value indent = Arg(a, 0, "indent", Value::None());
          if (indent.is_int()) options.indent = static_cast<int>(std::clamp<int64_t>(indent.int_value(), 0, 64));
          else if (!indent.is_none()) FailNotImplemented("tojson with a non-integer indent");

@@ -102,9 +102,21 @@ void Interpreter::CheckSize(size_t n) const {
   }
 }
 
-void Interpreter::CheckSize(const Value& v) const {
-  if (v.is_string()) CheckSize(v.str().size());
-  if (v.is_list()) CheckSize(v.list().size());
+void Interpreter::Account(const Value& v) {
+  size_t bytes = 0;
+  if (v.is_string()) {
+    CheckSize(v.str().size());
+    bytes = v.str().size();
+  } else if (v.is_list()) {
+    CheckSize(v.list().size());
+    bytes = v.list().size() * sizeof(Value);
+  }
+  built_bytes_ += bytes;
+  if (built_bytes_ > limits_.max_built_bytes) {
+    Fail(absl::StatusCode::kResourceExhausted,
+         absl::StrCat("chat template built more than ", limits_.max_built_bytes,
+                      " bytes of strings and lists in one render (line ", line_, ")"));
+  }
 }
 
 void Interpreter::Emit(const std::string& text) {
@@ -257,6 +269,9 @@ void Interpreter::ExecFor(const Stmt& stmt, Scope& scope, Flow& flow) {
     loop.Set("cycle", Value::MakeFunction("loop.cycle", [i](Interpreter&, CallArgs& args) {
       if (args.positional.empty()) FailInvalid("loop.cycle() needs at least one argument");
       return args.positional[static_cast<size_t>(i) % args.positional.size()];
+    }));
+    loop.Set("changed", Value::MakeFunction("loop.changed", [](Interpreter&, CallArgs&) -> Value {
+      FailNotImplemented("loop.changed()");
     }));
     body.vars["loop"] = Value::Namespace(std::move(loop));
     flow = ExecBody(stmt.body, body);
@@ -424,7 +439,9 @@ Value Interpreter::Eval(const Expr& expr, Scope& scope) {
     case Expr::Kind::kTuple: {
       std::vector<Value> items;
       for (const auto& e : expr.args) items.push_back(Eval(*e, scope));
-      return expr.kind == Expr::Kind::kList ? Value::List(std::move(items)) : Value::Tuple(std::move(items));
+      Value list = expr.kind == Expr::Kind::kList ? Value::List(std::move(items)) : Value::Tuple(std::move(items));
+      Account(list);
+      return list;
     }
     case Expr::Kind::kDict: {
       Dict dict;
@@ -466,7 +483,7 @@ Value Interpreter::Eval(const Expr& expr, Scope& scope) {
       }
       if ((object.is_list() || object.is_string()) && (key.is_int() || key.is_bool())) {
         const int64_t n = object.is_list() ? static_cast<int64_t>(object.list().size())
-                                           : static_cast<int64_t>(CodePointCount(object.str()));
+                                           : static_cast<int64_t>(CountCodePoints(object.str()));
         int64_t i = key.int_value();
         if (i < 0) i += n;
         if (i < 0 || i >= n) return Value::Undefined(ObjectName(object) + " has no element " + ToPythonStr(key));
@@ -490,7 +507,7 @@ Value Interpreter::Eval(const Expr& expr, Scope& scope) {
       CallArgs args = EvalArgs(expr, 1, scope);
       line_ = expr.line;
       Value result = ApplyFilter(*this, expr.name, input, args);
-      CheckSize(result);
+      Account(result);
       return result;
     }
     case Expr::Kind::kTest: {
@@ -511,6 +528,8 @@ Value Interpreter::Eval(const Expr& expr, Scope& scope) {
     }
     case Expr::Kind::kBinary:
       return EvalBinary(expr, scope);
+    case Expr::Kind::kCompare:
+      return EvalCompareChain(expr, scope);
     case Expr::Kind::kConditional:
       if (Eval(*expr.args[1], scope).Truthy()) return Eval(*expr.args[0], scope);
       if (expr.args[2] == nullptr) return Value::Undefined("the conditional expression had no else branch");
@@ -526,12 +545,16 @@ Value Interpreter::EvalSlice(const Expr& expr, Scope& scope) {
     if (expr.args[i + 1] != nullptr) parts[i] = Eval(*expr.args[i + 1], scope);
   }
   if (object.is_undefined()) FailInvalid(UndefinedHint(object) + " (slicing it)");
+  Value slice;
   if (object.is_list()) {
     std::vector<Value> items = SliceVector(object.list(), parts[0], parts[1], parts[2]);
-    return object.is_tuple() ? Value::Tuple(std::move(items)) : Value::List(std::move(items));
+    slice = object.is_tuple() ? Value::Tuple(std::move(items)) : Value::List(std::move(items));
+  } else if (object.is_string()) {
+    slice = Value::String(EncodeUtf8(SliceVector(DecodeUtf8(object.str()), parts[0], parts[1], parts[2])));
   }
-  if (object.is_string()) {
-    return Value::String(EncodeUtf8(SliceVector(DecodeUtf8(object.str()), parts[0], parts[1], parts[2])));
+  if (!slice.is_undefined()) {
+    Account(slice);
+    return slice;
   }
   FailInvalid("'" + object.TypeName() + "' object is not subscriptable");
 }
@@ -541,24 +564,13 @@ Value Interpreter::EvalCall(const Expr& expr, Scope& scope) {
   CallArgs args = EvalArgs(expr, 1, scope);
   line_ = expr.line;
   Value result = Call(callee, args);
-  CheckSize(result);
+  Account(result);
   return result;
 }
 
-Value Interpreter::EvalBinary(const Expr& expr, Scope& scope) {
-  const std::string& op = expr.name;
-  const Value a = Eval(*expr.args[0], scope);
-  if (op == "and") return a.Truthy() ? Eval(*expr.args[1], scope) : a;
-  if (op == "or") return a.Truthy() ? a : Eval(*expr.args[1], scope);
-  const Value b = Eval(*expr.args[1], scope);
-  line_ = expr.line;
-  if (op == "~") {
-    Value s = Value::String(ToPythonStr(a) + ToPythonStr(b));
-    CheckSize(s);
-    return s;
-  }
-  if (op == "==") return Value::Bool(Equal(a, b));
-  if (op == "!=") return Value::Bool(!Equal(a, b));
+bool Interpreter::Compare(const std::string& op, const Value& a, const Value& b) const {
+  if (op == "==") return Equal(a, b);
+  if (op == "!=") return !Equal(a, b);
   if (op == "in" || op == "not in") {
     bool found = false;
     if (b.is_string()) {
@@ -571,15 +583,47 @@ Value Interpreter::EvalBinary(const Expr& expr, Scope& scope) {
     } else if (!b.is_undefined()) {
       FailInvalid("argument of type '" + b.TypeName() + "' is not iterable");
     }
-    return Value::Bool(found == (op == "in"));
+    return found == (op == "in");
   }
   for (const Value* v : {&a, &b}) {
     if (v->is_undefined()) FailInvalid(UndefinedHint(*v) + " (used with operator " + op + ")");
   }
-  if (op == "<") return Value::Bool(Less(a, b));
-  if (op == ">") return Value::Bool(Less(b, a));
-  if (op == "<=") return Value::Bool(!Less(b, a));
-  if (op == ">=") return Value::Bool(!Less(a, b));
+  if (op == "<") return Less(a, b);
+  if (op == ">") return Less(b, a);
+  if (op == "<=") return !Less(b, a);
+  return !Less(a, b);  // >=
+}
+
+Value Interpreter::EvalCompareChain(const Expr& expr, Scope& scope) {
+  Value left = Eval(*expr.args[0], scope);
+  for (size_t i = 0; i < expr.ops.size(); ++i) {
+    Value right = Eval(*expr.args[i + 1], scope);
+    line_ = expr.line;
+    if (!Compare(expr.ops[i], left, right)) return Value::Bool(false);
+    left = std::move(right);
+  }
+  return Value::Bool(true);
+}
+
+Value Interpreter::EvalBinary(const Expr& expr, Scope& scope) {
+  const std::string& op = expr.name;
+  const Value a = Eval(*expr.args[0], scope);
+  if (op == "and") return a.Truthy() ? Eval(*expr.args[1], scope) : a;
+  if (op == "or") return a.Truthy() ? a : Eval(*expr.args[1], scope);
+  const Value b = Eval(*expr.args[1], scope);
+  line_ = expr.line;
+  if (op == "~") {
+    Value s = Value::String(ToPythonStr(a) + ToPythonStr(b));
+    Account(s);
+    return s;
+  }
+  if (op == "==" || op == "!=" || op == "in" || op == "not in" || op == "<" || op == ">" || op == "<=" ||
+      op == ">=") {
+    return Value::Bool(Compare(op, a, b));
+  }
+  for (const Value* v : {&a, &b}) {
+    if (v->is_undefined()) FailInvalid(UndefinedHint(*v) + " (used with operator " + op + ")");
+  }
   auto type_error = [&]() -> Value {
     if (op == "%" && a.is_string()) FailNotImplemented("printf-style string formatting (str % value)");
     FailInvalid("unsupported operand type(s) for " + op + ": '" + a.TypeName() + "' and '" + b.TypeName() + "'");
@@ -587,13 +631,17 @@ Value Interpreter::EvalBinary(const Expr& expr, Scope& scope) {
   if (op == "+") {
     if (a.is_string() && b.is_string()) {
       CheckSize(a.str().size() + b.str().size());
-      return Value::String(a.str() + b.str());
+      Value sum = Value::String(a.str() + b.str());
+      Account(sum);
+      return sum;
     }
     if (a.is_list() && b.is_list() && a.is_tuple() == b.is_tuple()) {
       CheckSize(a.list().size() + b.list().size());
       std::vector<Value> items = a.list();
       items.insert(items.end(), b.list().begin(), b.list().end());
-      return a.is_tuple() ? Value::Tuple(std::move(items)) : Value::List(std::move(items));
+      Value sum = a.is_tuple() ? Value::Tuple(std::move(items)) : Value::List(std::move(items));
+      Account(sum);
+      return sum;
     }
   }
   if (op == "*" && (a.is_string() || a.is_list() || b.is_string() || b.is_list())) {
@@ -603,14 +651,18 @@ Value Interpreter::EvalBinary(const Expr& expr, Scope& scope) {
     const int64_t n = std::max<int64_t>(0, count.int_value());
     const size_t unit = seq.is_string() ? seq.str().size() : seq.list().size();
     if (unit != 0 && static_cast<uint64_t>(n) > limits_.max_output_bytes / unit) CheckSize(limits_.max_output_bytes + 1);
+    Value product;
     if (seq.is_string()) {
       std::string out;
       for (int64_t i = 0; i < n; ++i) out += seq.str();
-      return Value::String(std::move(out));
+      product = Value::String(std::move(out));
+    } else {
+      std::vector<Value> items;
+      for (int64_t i = 0; i < n; ++i) items.insert(items.end(), seq.list().begin(), seq.list().end());
+      product = seq.is_tuple() ? Value::Tuple(std::move(items)) : Value::List(std::move(items));
     }
-    std::vector<Value> items;
-    for (int64_t i = 0; i < n; ++i) items.insert(items.end(), seq.list().begin(), seq.list().end());
-    return seq.is_tuple() ? Value::Tuple(std::move(items)) : Value::List(std::move(items));
+    Account(product);
+    return product;
   }
   if (!a.is_number() || !b.is_number()) return type_error();
   const bool floats = a.is_float() || b.is_float();

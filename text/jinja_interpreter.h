@@ -25,6 +25,8 @@ struct RenderLimits {
   size_t max_output_bytes = 16u << 20;     // the output, and any one string or list built
   int max_call_depth = 64;                 // macro/caller nesting
   int64_t max_range = 100'000;             // range() length, as Jinja2's sandbox MAX_RANGE
+  size_t max_built_bytes = 512u << 20;     // all strings and lists built in one render together
+                                           // (a list item counts as sizeof(Value) bytes)
 };
 
 class Interpreter {
@@ -41,7 +43,8 @@ class Interpreter {
   bool Test(const std::string& name, const Value& input, CallArgs& args);
   // Size checks for values built by built-ins (RESOURCE_EXHAUSTED past the limit).
   void CheckSize(size_t bytes_or_items) const;
-  void CheckSize(const Value& v) const;
+  // Checks a newly built string or list (CheckSize) and counts it against max_built_bytes.
+  void Account(const Value& v);
   const RenderLimits& limits() const { return limits_; }
   int line() const { return line_; }
 
@@ -62,6 +65,8 @@ class Interpreter {
 
   Value Eval(const Expr& expr, Scope& scope);
   Value EvalBinary(const Expr& expr, Scope& scope);
+  Value EvalCompareChain(const Expr& expr, Scope& scope);
+  bool Compare(const std::string& op, const Value& a, const Value& b) const;
   Value EvalCall(const Expr& expr, Scope& scope);
   Value EvalSlice(const Expr& expr, Scope& scope);
   CallArgs EvalArgs(const Expr& expr, size_t first, Scope& scope);
@@ -76,6 +81,7 @@ class Interpreter {
   Scope root_;
   std::string* out_ = nullptr;
   int64_t steps_ = 0;
+  size_t built_bytes_ = 0;
   int call_depth_ = 0;
   int line_ = 0;
 };

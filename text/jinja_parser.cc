@@ -278,7 +278,9 @@ class Parser {
     std::string stop;
     const int saved_loop_depth = loop_depth_;
     loop_depth_ = 0;
+    ++macro_depth_;
     s.body = ParseBody({"endmacro"}, &stop);
+    --macro_depth_;
     loop_depth_ = saved_loop_depth;
     ExpectBlockEnd();
   }
@@ -390,12 +392,12 @@ class Parser {
     }
     return ParseCompare();
   }
-  // Chained comparisons (a < b < c) become (a < b) and (b < c) with b evaluated twice; fine for
-  // templates, whose operands have no side effects.
+  // One comparison is a kBinary; a chain (a < b < c) a kCompare, evaluated as Python does.
   ExprPtr ParseCompare() {
     const int line = Peek().line;
-    ExprPtr left = ParseMath1();
-    ExprPtr result;
+    ExprPtr first = ParseMath1();
+    auto chain = MakeExpr(Expr::Kind::kCompare, line);
+    chain->args.push_back(std::move(first));
     while (true) {
       std::string op;
       if (IsOp("==") || IsOp("!=") || IsOp("<") || IsOp(">") || IsOp("<=") || IsOp(">=")) {
@@ -410,12 +412,14 @@ class Parser {
       } else {
         break;
       }
-      ExprPtr right = ParseMath1();
-      if (result != nullptr) FailNotImplemented("chained comparisons (a < b < c)");
-      result = Binary(op, std::move(left), std::move(right), line);
-      left = nullptr;
+      chain->ops.push_back(std::move(op));
+      chain->args.push_back(ParseMath1());
     }
-    return result != nullptr ? std::move(result) : std::move(left);
+    if (chain->ops.empty()) return std::move(chain->args[0]);
+    if (chain->ops.size() == 1) {
+      return Binary(chain->ops[0], std::move(chain->args[0]), std::move(chain->args[1]), line);
+    }
+    return chain;
   }
   ExprPtr ParseMath1() {
     ExprPtr left = ParseConcat();
@@ -481,6 +485,9 @@ class Parser {
       } else {
         e->kind = Expr::Kind::kName;
         e->name = n;
+        if (macro_depth_ > 0 && (n == "varargs" || n == "kwargs")) {
+          FailNotImplemented("macros that take extra arguments (varargs/kwargs)");
+        }
       }
       return e;
     }
@@ -673,6 +680,7 @@ class Parser {
   size_t p_ = 0;
   int depth_ = 0;
   int loop_depth_ = 0;
+  int macro_depth_ = 0;
 };
 
 }  // namespace

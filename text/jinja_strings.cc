@@ -7,44 +7,8 @@ namespace loramux::jinja {
 std::vector<uint32_t> DecodeUtf8(std::string_view s) {
   std::vector<uint32_t> out;
   out.reserve(s.size());
-  size_t i = 0;
-  while (i < s.size()) {
-    const unsigned char c = s[i];
-    uint32_t cp = c;
-    size_t n = 1;
-    if (c >= 0xF0) {
-      cp = c & 0x07;
-      n = 4;
-    } else if (c >= 0xE0) {
-      cp = c & 0x0F;
-      n = 3;
-    } else if (c >= 0xC0) {
-      cp = c & 0x1F;
-      n = 2;
-    }
-    for (size_t k = 1; k < n && i + k < s.size(); ++k) cp = (cp << 6) | (s[i + k] & 0x3F);
-    out.push_back(cp);
-    i += n;
-  }
+  for (size_t pos = 0; pos < s.size();) out.push_back(text::NextCodePoint(s, pos));
   return out;
-}
-
-void AppendUtf8(uint32_t cp, std::string& out) {
-  if (cp < 0x80) {
-    out.push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else if (cp < 0x10000) {
-    out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else {
-    out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  }
 }
 
 std::string EncodeUtf8(const std::vector<uint32_t>& cps) {
@@ -52,25 +16,6 @@ std::string EncodeUtf8(const std::vector<uint32_t>& cps) {
   out.reserve(cps.size());
   for (uint32_t cp : cps) AppendUtf8(cp, out);
   return out;
-}
-
-size_t CodePointCount(std::string_view s) {
-  size_t n = 0;
-  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
-  return n;
-}
-
-bool IsValidUtf8(std::string_view s) {
-  const auto* p = reinterpret_cast<const utf8proc_uint8_t*>(s.data());
-  utf8proc_ssize_t left = static_cast<utf8proc_ssize_t>(s.size());
-  while (left > 0) {
-    utf8proc_int32_t cp;
-    const utf8proc_ssize_t n = utf8proc_iterate(p, left, &cp);
-    if (n <= 0) return false;
-    p += n;
-    left -= n;
-  }
-  return true;
 }
 
 bool IsPythonSpace(uint32_t cp) {
@@ -169,11 +114,11 @@ std::string PyReplace(std::string_view s, std::string_view old_part, std::string
 int64_t PyFind(std::string_view s, std::string_view sub) {
   const size_t at = s.find(sub);
   if (at == std::string_view::npos) return -1;
-  return static_cast<int64_t>(CodePointCount(s.substr(0, at)));
+  return static_cast<int64_t>(CountCodePoints(s.substr(0, at)));
 }
 
 int64_t PyCount(std::string_view s, std::string_view sub) {
-  if (sub.empty()) return static_cast<int64_t>(CodePointCount(s)) + 1;
+  if (sub.empty()) return static_cast<int64_t>(CountCodePoints(s)) + 1;
   int64_t n = 0;
   for (size_t at = s.find(sub); at != std::string_view::npos; at = s.find(sub, at + sub.size())) ++n;
   return n;

@@ -9,13 +9,17 @@
 #include <string_view>
 #include <vector>
 
+#include "text/utf8.h"
+
 namespace loramux::jinja {
 
+using text::AppendUtf8;
+using text::CountCodePoints;
+using text::IsValidUtf8;
+
+// Code points of valid UTF-8, and back.
 std::vector<uint32_t> DecodeUtf8(std::string_view s);
 std::string EncodeUtf8(const std::vector<uint32_t>& cps);
-void AppendUtf8(uint32_t cp, std::string& out);
-size_t CodePointCount(std::string_view s);
-bool IsValidUtf8(std::string_view s);
 
 // str.isspace for one code point.
 bool IsPythonSpace(uint32_t cp);

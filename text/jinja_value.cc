@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "text/jinja_strings.h"
 
 namespace loramux::jinja {
 
@@ -355,8 +356,33 @@ Value FromJsonAt(const nlohmann::ordered_json& json, int depth) {
   }
 }
 
-void AppendJsonString(const std::string& s, std::string& out) {
+void AppendUnicodeEscape(uint32_t unit, std::string& out) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "\\u%04x", unit);
+  out += buf;
+}
+
+void AppendJsonString(const std::string& s, bool ensure_ascii, std::string& out) {
   out.push_back('"');
+  if (ensure_ascii) {  // Python escapes everything outside ' '..'~' then
+    for (uint32_t cp : DecodeUtf8(s)) {
+      if (cp == '"') out += "\\\"";
+      else if (cp == '\\') out += "\\\\";
+      else if (cp == '\n') out += "\\n";
+      else if (cp == '\r') out += "\\r";
+      else if (cp == '\t') out += "\\t";
+      else if (cp == '\b') out += "\\b";
+      else if (cp == '\f') out += "\\f";
+      else if (cp >= 0x20 && cp <= 0x7e) out.push_back(static_cast<char>(cp));
+      else if (cp < 0x10000) AppendUnicodeEscape(cp, out);
+      else {
+        AppendUnicodeEscape(0xD800 + ((cp - 0x10000) >> 10), out);
+        AppendUnicodeEscape(0xDC00 + ((cp - 0x10000) & 0x3FF), out);
+      }
+    }
+    out.push_back('"');
+    return;
+  }
   for (unsigned char c : s) {
     switch (c) {
       case '"': out += "\\\""; break;
@@ -399,7 +425,7 @@ void AppendJson(const Value& v, const JsonOptions& options, int depth, std::stri
       out += std::isnan(f) ? "NaN" : std::isinf(f) ? (f > 0 ? "Infinity" : "-Infinity") : FloatRepr(f);
       return;
     }
-    case Value::Kind::kString: AppendJsonString(v.str(), out); return;
+    case Value::Kind::kString: AppendJsonString(v.str(), options.ensure_ascii, out); return;
     case Value::Kind::kList: {
       if (v.list().empty()) { out += "[]"; return; }
       out.push_back('[');
@@ -425,7 +451,7 @@ void AppendJson(const Value& v, const JsonOptions& options, int depth, std::stri
       for (size_t i = 0; i < entries.size(); ++i) {
         if (i > 0) out += item_sep;
         newline(depth + 1);
-        AppendJsonString(entries[i]->first, out);
+        AppendJsonString(entries[i]->first, options.ensure_ascii, out);
         out += key_sep;
         AppendJson(entries[i]->second, options, depth + 1, out);
       }

@@ -114,13 +114,14 @@ bool Less(const Value& a, const Value& b);
 inline constexpr int kMaxJsonDepth = 128;
 Value FromJson(const nlohmann::ordered_json& json);
 
-// transformers' tojson: json.dumps(value, ensure_ascii=False, indent=indent,
+// transformers' tojson: json.dumps(value, ensure_ascii=ensure_ascii (default False), indent=indent,
 // separators=separators, sort_keys=sort_keys). indent < 0: none. Undefined and callables fail.
 struct JsonOptions {
   int indent = -1;
   std::string item_separator;  // empty: Python's default for the indent setting
   std::string key_separator;
   bool sort_keys = false;
+  bool ensure_ascii = false;  // true: non-ASCII as \uXXXX (surrogate pairs past U+FFFF)
 };
 std::string ToJson(const Value& v, const JsonOptions& options);
 

@@ -324,6 +324,8 @@ const SNIPPETS = [
   ["{{ d.missing is defined }} {{ d['missing'] is undefined }} {{ l[5] is defined }} {{ l[-1] }}", { d: {}, l: [1, 2] }],
   ["{{ 'abc'[1] }} {{ 'añb'[-2] }} {{ 'héllo'[1:4] }} {{ [1, 2, 3, 4, 5][4:1:-2] }} {{ [1, 2][5:] }}", {}],
   ["{{ x | tojson(indent=4) }}", { x: [{ name: "f", parameters: { type: "object", properties: { a: { type: "integer" } } } }, [], {}] }],
+  ["{{ 1 < 2 < 3 }} {{ 3 > 2 > 2 }} {{ 1 == 1 != 2 }} {{ 'a' in 'abc' in ['abc', 'x'] }} {{ 1 < 2 > 0 < 5 }}", {}],
+  ["{{ s | tojson(ensure_ascii=true) }} {{ {'ключ': s} | tojson(ensure_ascii=true, indent=1) }}", { s: "é 😀 \u007f \n \"q\" 한" }],
   ["{{ s | tojson }}", { s: "control \u0001 \u001f tab\t del\u007f é 😀 </script>" }],
 ];
 const tryRender = (template, context) => {

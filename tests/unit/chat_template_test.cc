@@ -219,6 +219,8 @@ TEST(ChatTemplateErrorsTest, NotImplementedNamesTheConstruct) {
   ExpectStatus(RenderSource("{{ [1].append(2) }}"), kFP, "list.append(), which transformers' sandbox forbids");
   ExpectStatus(RenderSource("{{ cycler('a') }}"), kFP, "the global function \"cycler\"");
   ExpectStatus(RenderSource("{{ '%s' % 'x' }}"), kFP, "printf-style string formatting");
+  ExpectStatus(RenderSource("{% macro m() %}{{ varargs }}{% endmacro %}"), kFP, "varargs/kwargs");
+  ExpectStatus(RenderSource("{% for x in [1] %}{{ loop.changed(x) }}{% endfor %}"), kFP, "loop.changed()");
   ExpectStatus(RenderSource("{{ x | map('wordcount') | list }}", {{"x", Json::array({"a"})}}), kFP,
                "filter \"wordcount\"");
   // A filter used only in a branch never taken still fails: never a silently different prompt.
@@ -265,6 +267,13 @@ TEST(ChatTemplateErrorsTest, LimitsBoundHostileTemplates) {
                             {}, small),
                kRE, "larger than");
   ExpectStatus(RenderSource("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", {}, small), kRE, "nest deeper");
+  // Many large values kept at once: bounded by what one render may build in total.
+  jinja::RenderLimits budget;
+  budget.max_built_bytes = 64u << 20;
+  ExpectStatus(RenderSource("{% set ns = namespace() %}{% for i in range(100) %}{% set ns.a = [ns.a, [0] * 1000000] %}"
+                            "{% endfor %}",
+                            {}, budget),
+               kRE, "bytes of strings and lists in one render");
   ExpectStatus(RenderSource("{{ range(1000000000) | length }}"), kRE, "range()");
   ExpectStatus(RenderSource("{{ " + std::string(5000, '(') + "1" + std::string(5000, ')') + " }}"),
                absl::StatusCode::kInvalidArgument, "nests deeper");
