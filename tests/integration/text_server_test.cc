@@ -2,6 +2,7 @@
 // tokenizer.json (tests/data/tokenizers/llama2) with llama2's chat template. Generate takes text
 // and conversations, streams valid UTF-8 whose concatenation equals Detokenize of the tokens, and
 // honours stop strings; every malformed text request gets its own code.
+#include <cstdio>
 #include <random>
 #include <string>
 #include <vector>
@@ -275,6 +276,37 @@ TEST_F(TextServerTest, MalformedTextRequestsGetTheirCodes) {
   v1::TokenizeRequest nothing;
   v1::TokenizeResponse tokens;
   EXPECT_EQ(Tokenize(nothing, &tokens).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+// Runs the loramux CLI against the server; returns its stdout (stderr goes to the test log).
+std::string RunCli(const std::string& address, const std::string& args) {
+  std::string binary = kServerBinary;
+  binary = binary.substr(0, binary.rfind('/')) + "/client/loramux";
+  FILE* pipe = ::popen((binary + " --server " + address + " --timeout_s 30 " + args).c_str(), "r");
+  if (pipe == nullptr) return "";
+  std::string out;
+  char buffer[4096];
+  size_t n;
+  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) out.append(buffer, n);
+  EXPECT_EQ(::pclose(pipe), 0) << args;
+  return out;
+}
+
+TEST_F(TextServerTest, CliTokenizesDetokenizesGeneratesAndChats) {
+  EXPECT_EQ(RunCli(server_->address(), "tokenize 'Hello world'"), "1 22557 1526\n");
+  EXPECT_EQ(RunCli(server_->address(), "tokenize --no_special 'Hello world'"), "22557 1526\n");
+  EXPECT_EQ(RunCli(server_->address(), "detokenize 1 22557 1526"), "Hello world\n");
+  auto [out, text] = GenerateText(TextRequest("Once upon a time", 12));
+  ASSERT_TRUE(out.status.ok());
+  EXPECT_EQ(RunCli(server_->address(), "generate --max_new_tokens 12 --text 'Once upon a time'"),
+            text + "\n");
+  v1::GenerateRequest chat;
+  chat.set_messages_json(R"([{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Hi"}])");
+  chat.mutable_sampling()->set_max_new_tokens(8);
+  auto [chat_out, chat_text] = GenerateText(chat);
+  ASSERT_TRUE(chat_out.status.ok());
+  EXPECT_EQ(RunCli(server_->address(), "chat --max_new_tokens 8 --system 'Answer briefly.' --user Hi"),
+            chat_text + "\n");
 }
 
 }  // namespace
