@@ -316,6 +316,7 @@ absl::StatusOr<Plan> PlanPeft(const AdapterBuilder& builder, const std::string& 
           path, config.use_dora ? " lacks lora_magnitude_vector although use_dora is set"
                                 : " has lora_magnitude_vector but use_dora is not set"));
     }
+    RETURN_IF_ERROR(config.CheckScale(path));
     const int64_t rank = config.RankFor(path);
     if (rank > builder.limits().max_rank) {
       return builder.Precondition(absl::StrCat("rank ", rank, " of ", path,
@@ -449,6 +450,7 @@ void AdapterWeights::SetModules(ModuleList modules) {
   for (const auto& m : modules) {
     if (!m) continue;
     max_rank_ = std::max(max_rank_, m->rank);
+    max_abs_scale_ = std::max(max_abs_scale_, std::abs(m->scale));
     use_dora_ |= m->kind != ModuleAdapter::Kind::kLora;
     bytes_ += m->bytes();
   }
