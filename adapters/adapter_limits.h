@@ -33,7 +33,8 @@ inline constexpr size_t kMaxAdapterConfigEntries = 256;
 // The largest |s| an adapter module may carry (s = lora_alpha / r, alpha / sqrt(r) with rsLoRA,
 // or the seed format's alpha). Real adapters have |s| from about 0.1 to a few hundred. Below
 // float16's largest value (65504), so every accepted s is finite in every serving dtype (float32,
-// bfloat16, float16); a request's scale c multiplies it (bound c·s by the same figure).
+// bfloat16, float16). A request's scale c multiplies it: the request validator checks c·s
+// against the serving dtype with AdapterWeights::max_abs_scale().
 inline constexpr double kMaxAdapterScale = 1e4;
 static_assert(kMaxAdapterScale < 65504.0, "every accepted adapter scale must be finite in float16");
 
