@@ -74,22 +74,63 @@ absl::StatusOr<double> ReadAlpha(const JsonValue& field) {
   return field.present() ? field.TypeError("a positive number (a LoRA alpha)") : alpha.status();
 }
 
-// Compiles `pattern`, or says which field holds a bad one. RE2 matches in time linear in the
-// input, whatever the pattern.
-absl::StatusOr<Regex> Compile(const std::string& pattern, const JsonValue& field) {
-  auto re = std::make_shared<const RE2>(pattern, RE2::Quiet);
-  if (!re->ok()) {
-    return field.Error(absl::StrCat("holds an invalid regular expression (", re->error(), ")"));
+// Compiles a config's regexes within a budget of RE2 program instructions for all of them
+// (kMaxAdapterConfigRegexSize), so that compiling costs milliseconds whatever the keys are (1,000
+// keys like ".{1000}" once took seconds). RE2 then matches in time linear in the input.
+class RegexCompiler {
+ public:
+  // `pattern` compiled, or INVALID_ARGUMENT naming `field` when it is invalid or over budget.
+  absl::StatusOr<Regex> Compile(const std::string& pattern, const JsonValue& field) {
+    RE2::Options options(RE2::Quiet);
+    options.set_max_mem(kRegexMaxMem);  // stops the compiler early on a huge pattern
+    auto re = std::make_shared<const RE2>(pattern, options);
+    if (!re->ok()) {
+      return field.Error(absl::StrCat("holds an invalid or too complex regular expression (",
+                                      re->error(), ")"));
+    }
+    budget_ -= re->ProgramSize();
+    if (budget_ < 0) {
+      return field.Error(absl::StrCat(
+          "brings the config's regular expressions past ", kMaxAdapterConfigRegexSize,
+          " RE2 instructions in all; use fewer or simpler patterns (plain module names cost none)"));
+    }
+    return Regex(std::move(re));
   }
-  return Regex(std::move(re));
+
+ private:
+  // One pattern's compile memory: about 1,300 instructions, far beyond any module-name pattern.
+  static constexpr int64_t kRegexMaxMem = 64 << 10;
+  int64_t budget_ = kMaxAdapterConfigRegexSize;
+};
+
+// A rank_pattern / alpha_pattern key that needs no regex engine: only word characters, '-' and
+// '.', where '.' (a regex wildcard) matches any one character.
+bool IsSimpleKey(const std::string& key) {
+  return !key.empty() && std::all_of(key.begin(), key.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '_' || c == '-' || c == '.';
+  });
+}
+
+// Whether `path` full-matches (.*\.)?(KEY) for a simple key: its last key.size() characters
+// match KEY ('.' any character) and what comes before them is empty or ends with a dot.
+bool SimpleKeyMatches(absl::string_view path, absl::string_view key) {
+  if (path.size() < key.size()) return false;
+  const size_t start = path.size() - key.size();
+  if (start > 0 && path[start - 1] != '.') return false;
+  for (size_t i = 0; i < key.size(); ++i) {
+    if (key[i] != '.' && key[i] != path[start + i]) return false;
+  }
+  return true;
 }
 
 // target_modules / exclude_modules: a regex string, or a list of names.
-absl::Status ParseNameSpec(const JsonValue& field, std::vector<std::string>& list, Regex& regex) {
+absl::Status ParseNameSpec(const JsonValue& field, RegexCompiler& compiler,
+                           std::vector<std::string>& list, Regex& regex) {
   if (!field.present()) return absl::OkStatus();
   if (field.is_string()) {
     ASSIGN_OR_RETURN(const std::string pattern, field.String());
-    ASSIGN_OR_RETURN(regex, Compile(pattern, field));
+    ASSIGN_OR_RETURN(regex, compiler.Compile(pattern, field));
     return absl::OkStatus();
   }
   if (!field.is_array()) return field.TypeError("a list of module names or a regex string");
@@ -103,13 +144,16 @@ absl::Status ParseNameSpec(const JsonValue& field, std::vector<std::string>& lis
 
 // rank_pattern / alpha_pattern: an object of module pattern -> value, each value read by `read`.
 template <typename T, typename Read>
-absl::Status ParsePattern(const JsonValue& field, Read read,
+absl::Status ParsePattern(const JsonValue& field, Read read, RegexCompiler& compiler,
                           std::vector<PeftAdapterConfig::Pattern<T>>& out) {
   ASSIGN_OR_RETURN(const auto entries, field.Entries(kMaxAdapterConfigEntries));
   for (const auto& [key, value] : entries) {
     ASSIGN_OR_RETURN(T parsed, read(value));
-    ASSIGN_OR_RETURN(Regex re, Compile(absl::StrCat("(.*\\.)?(", key, ")"), value));
-    out.push_back({value.name(), std::move(re), parsed});
+    Regex re;  // simple keys are matched without one
+    if (!IsSimpleKey(key)) {
+      ASSIGN_OR_RETURN(re, compiler.Compile(absl::StrCat("(.*\\.)?(", key, ")"), value));
+    }
+    out.push_back({value.name(), key, std::move(re), parsed});
   }
   return absl::OkStatus();
 }
@@ -132,7 +176,8 @@ absl::Status ParseLayers(const JsonValue& field, std::vector<int64_t>& layers) {
 }
 
 // layers_pattern: a string or a list of strings; each names the module list holding the layers.
-absl::Status ParseLayersPattern(const JsonValue& field, std::vector<Regex>& patterns) {
+absl::Status ParseLayersPattern(const JsonValue& field, RegexCompiler& compiler,
+                                std::vector<Regex>& patterns) {
   if (!field.present()) return absl::OkStatus();
   std::vector<std::string> names;
   if (field.is_array()) {
@@ -148,15 +193,18 @@ absl::Status ParseLayersPattern(const JsonValue& field, std::vector<Regex>& patt
     if (!name->empty()) names.push_back(*std::move(name));
   }
   for (const std::string& name : names) {
-    ASSIGN_OR_RETURN(Regex re, Compile(absl::StrCat(R"(^.*\.)", name, R"(\.(\d+)\.)"), field));
+    ASSIGN_OR_RETURN(Regex re,
+                     compiler.Compile(absl::StrCat(R"(^.*\.)", name, R"(\.(\d+)\.)"), field));
     patterns.push_back(std::move(re));
   }
   return absl::OkStatus();
 }
 
 // Module `path` is named by `key`: equal, or a dotted suffix of it.
-bool NameMatches(const std::string& path, const std::string& key) {
-  return path == key || absl::EndsWith(path, absl::StrCat(".", key));
+bool NameMatches(absl::string_view path, absl::string_view key) {
+  if (path.size() == key.size()) return path == key;
+  return path.size() > key.size() && path[path.size() - key.size() - 1] == '.' &&
+         absl::EndsWith(path, key);
 }
 
 bool ListOrRegexMatches(const std::string& path, const std::vector<std::string>& list,
@@ -201,7 +249,9 @@ template <typename T>
 const PeftAdapterConfig::Pattern<T>* FindPattern(const std::vector<PeftAdapterConfig::Pattern<T>>& patterns,
                                                  const std::string& path) {
   for (const auto& pattern : patterns) {
-    if (RE2::FullMatch(path, *pattern.regex)) return &pattern;
+    const bool matches = pattern.regex ? RE2::FullMatch(path, *pattern.regex)
+                                       : SimpleKeyMatches(path, pattern.key);
+    if (matches) return &pattern;
   }
   return nullptr;
 }
@@ -220,18 +270,19 @@ absl::StatusOr<PeftAdapterConfig> PeftAdapterConfig::FromJson(absl::string_view 
   ASSIGN_OR_RETURN(c.use_rslora, j["use_rslora"].Bool(false));
   ASSIGN_OR_RETURN(c.use_dora, j["use_dora"].Bool(false));
   ASSIGN_OR_RETURN(c.fan_in_fan_out, j["fan_in_fan_out"].Bool(false));
+  RegexCompiler compiler;
   const JsonValue targets = j["target_modules"];
   if (targets.is_string() && targets.raw()->get<std::string>() == "all-linear") {
     c.target_all_linear = true;
   } else {
-    RETURN_IF_ERROR(ParseNameSpec(targets, c.target_list, c.target_regex));
+    RETURN_IF_ERROR(ParseNameSpec(targets, compiler, c.target_list, c.target_regex));
     if (!c.target_regex && c.target_list.empty()) return targets.Error("is missing or empty");
   }
-  RETURN_IF_ERROR(ParseNameSpec(j["exclude_modules"], c.exclude_list, c.exclude_regex));
-  RETURN_IF_ERROR(ParsePattern(j["rank_pattern"], ReadRank, c.rank_pattern));
-  RETURN_IF_ERROR(ParsePattern(j["alpha_pattern"], ReadAlpha, c.alpha_pattern));
+  RETURN_IF_ERROR(ParseNameSpec(j["exclude_modules"], compiler, c.exclude_list, c.exclude_regex));
+  RETURN_IF_ERROR(ParsePattern(j["rank_pattern"], ReadRank, compiler, c.rank_pattern));
+  RETURN_IF_ERROR(ParsePattern(j["alpha_pattern"], ReadAlpha, compiler, c.alpha_pattern));
   RETURN_IF_ERROR(ParseLayers(j["layers_to_transform"], c.layers_to_transform));
-  RETURN_IF_ERROR(ParseLayersPattern(j["layers_pattern"], c.layers_pattern));
+  RETURN_IF_ERROR(ParseLayersPattern(j["layers_pattern"], compiler, c.layers_pattern));
   return c;
 }
 
@@ -270,14 +321,18 @@ double PeftAdapterConfig::ScaleFor(const std::string& path) const {
   return AlphaFor(path) / (use_rslora ? std::sqrt(rank) : rank);
 }
 
-absl::Status PeftAdapterConfig::CheckScale(const std::string& path) const {
-  const double scale = ScaleFor(path);
-  if (std::abs(scale) <= kMaxAdapterScale) return absl::OkStatus();
-  const Pattern<double>* alpha = FindPattern(alpha_pattern, path);
-  const Pattern<int64_t>* rank = FindPattern(rank_pattern, path);
+absl::StatusOr<PeftAdapterConfig::ModuleScale> PeftAdapterConfig::ScaleOf(
+    const std::string& path) const {
+  const Pattern<int64_t>* rank_entry = FindPattern(rank_pattern, path);
+  const Pattern<double>* alpha_entry = FindPattern(alpha_pattern, path);
+  const int64_t rank = rank_entry ? rank_entry->value : r;
+  const double alpha = alpha_entry ? alpha_entry->value : lora_alpha;
+  const double root = static_cast<double>(rank);
+  const double scale = alpha / (use_rslora ? std::sqrt(root) : root);
+  if (std::abs(scale) <= kMaxAdapterScale) return ModuleScale{rank, scale};
   return absl::InvalidArgumentError(absl::StrCat(
-      label, ": ", alpha ? alpha->field : "\"lora_alpha\"", " = ", AlphaFor(path), " with ",
-      rank ? rank->field : "\"r\"", " = ", RankFor(path), " scales module ", path, " by s = ",
+      label, ": ", alpha_entry ? alpha_entry->field : "\"lora_alpha\"", " = ", alpha, " with ",
+      rank_entry ? rank_entry->field : "\"r\"", " = ", rank, " scales module ", path, " by s = ",
       scale, use_rslora ? " (alpha / sqrt(r), rsLoRA)" : " (alpha / r)", ", beyond ",
       kMaxAdapterScale, ", the largest adapter scale served; lower that alpha"));
 }

@@ -24,11 +24,12 @@ namespace loramux {
 // adapter_config.json as written by PEFT's save_pretrained (peft_type LORA).
 struct PeftAdapterConfig {
   using Regex = std::shared_ptr<const re2::RE2>;
-  // A rank_pattern / alpha_pattern entry: `regex` is (.*\.)?(KEY), matched against module paths.
+  // A rank_pattern / alpha_pattern entry: KEY matches a module path as the regex (.*\.)?(KEY).
   template <typename T>
   struct Pattern {
     std::string field;  // as messages name it: "rank_pattern"["q_proj"]
-    Regex regex;
+    std::string key;
+    Regex regex;        // null for keys of word characters, '-' and '.': matched without RE2
     T value;
   };
 
@@ -57,7 +58,8 @@ struct PeftAdapterConfig {
   // is not a positive number, an invalid regex) and for a config beyond kMaxAdapterConfigBytes or
   // a list or pattern beyond kMaxAdapterConfigEntries (adapter_limits.h); UNIMPLEMENTED for PEFT
   // features loramux does not serve yet (modules_to_save, lora_bias, non-LORA peft_type, ...),
-  // naming them. Costs O(config bytes); every regex is compiled here, once.
+  // naming them; INVALID_ARGUMENT too when its regexes exceed kMaxAdapterConfigRegexSize RE2
+  // instructions in all. Every regex is compiled here, once.
   static absl::StatusOr<PeftAdapterConfig> FromJson(absl::string_view json, absl::string_view label);
 
   // Whether PEFT would inject an adapter into `module_path`.
@@ -67,9 +69,14 @@ struct PeftAdapterConfig {
   double AlphaFor(const std::string& module_path) const;
   // s = alpha / r, or alpha / sqrt(r) with use_rslora.
   double ScaleFor(const std::string& module_path) const;
-  // OK when |ScaleFor(module_path)| <= kMaxAdapterScale; otherwise INVALID_ARGUMENT naming the
-  // module and the alpha and rank fields that give its scale.
-  absl::Status CheckScale(const std::string& module_path) const;
+  // Rank and scale s of `module_path`, found with one pass over each pattern list (what loading
+  // uses); INVALID_ARGUMENT naming the module and the alpha and rank fields that give its scale
+  // when |s| > kMaxAdapterScale (e.g. lora_alpha 1e38).
+  struct ModuleScale {
+    int64_t rank = 0;
+    double scale = 0;
+  };
+  absl::StatusOr<ModuleScale> ScaleOf(const std::string& module_path) const;
 };
 
 // The seed convention (the original from-scratch LoRALayer / LinearWithLoRA / LinearWithDoRA):

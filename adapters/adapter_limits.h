@@ -29,6 +29,9 @@ inline constexpr size_t kMaxAdapterConfigBytes = 64 * 1024;
 // Entries of each list or pattern object: target_modules, exclude_modules, rank_pattern,
 // alpha_pattern, layers_to_transform, layers_pattern.
 inline constexpr size_t kMaxAdapterConfigEntries = 256;
+// RE2 program instructions of all the config's regexes together (a module-name regex takes tens;
+// plain names in rank_pattern/alpha_pattern and target lists take none): bounds compile time.
+inline constexpr int64_t kMaxAdapterConfigRegexSize = 65536;
 
 // The largest |s| an adapter module may carry (s = lora_alpha / r, alpha / sqrt(r) with rsLoRA,
 // or the seed format's alpha). Real adapters have |s| from about 0.1 to a few hundred. Below

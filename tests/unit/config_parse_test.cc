@@ -132,19 +132,19 @@ TEST(ConfigParseTest, ScaleBeyondTheBoundNamesTheModuleAndTheFields) {
       Peft(absl::StrCat(kTargets, R"(, "rank_pattern": {"v_proj": 2}, "alpha_pattern": {"v_proj": 1e38})")),
       "adapter_config.json");
   ASSERT_TRUE(config.ok()) << config.status();
-  EXPECT_TRUE(config->CheckScale("model.layers.0.self_attn.q_proj").ok());  // 16 / 8
-  ExpectInvalid(config->CheckScale("model.layers.0.self_attn.v_proj"),
+  EXPECT_TRUE(config->ScaleOf("model.layers.0.self_attn.q_proj").ok());  // 16 / 8
+  ExpectInvalid(config->ScaleOf("model.layers.0.self_attn.v_proj").status(),
                 R"("alpha_pattern"["v_proj"] = 1e+38 with "rank_pattern"["v_proj"] = 2 scales module )"
                 "model.layers.0.self_attn.v_proj by s = 5e+37");
   // rsLoRA divides by sqrt(r): 1e5 / sqrt(16) = 25000 is beyond; 1e4 / sqrt(1) is at the bound.
   auto rslora = PeftAdapterConfig::FromJson(
       Peft(kTargets, R"("r": 16, "lora_alpha": 1e5, "use_rslora": true)"), "adapter_config.json");
   ASSERT_TRUE(rslora.ok()) << rslora.status();
-  ExpectInvalid(rslora->CheckScale("model.layers.3.self_attn.q_proj"),
+  ExpectInvalid(rslora->ScaleOf("model.layers.3.self_attn.q_proj").status(),
                 R"("lora_alpha" = 100000 with "r" = 16 scales module model.layers.3.self_attn.q_proj by s = 25000 (alpha / sqrt(r), rsLoRA))");
   auto at_bound = PeftAdapterConfig::FromJson(Peft(kTargets, R"("r": 1, "lora_alpha": 10000)"), "c");
   ASSERT_TRUE(at_bound.ok());
-  EXPECT_TRUE(at_bound->CheckScale("model.layers.0.self_attn.q_proj").ok());
+  EXPECT_TRUE(at_bound->ScaleOf("model.layers.0.self_attn.q_proj").status().ok());
 }
 
 TEST(ConfigParseTest, SeedAlphaIsAFiniteNumberWithinTheScaleBound) {
@@ -221,7 +221,7 @@ TEST(ConfigParseTest, ConfigJustUnderEveryLimitIsAcceptedAndMatchesInFileOrder) 
       const std::string path = absl::StrCat("model.layers.", layer, ".", proj);
       if (!config->Targets(path)) continue;
       ++targeted;
-      EXPECT_TRUE(config->CheckScale(path).ok()) << path;
+      EXPECT_TRUE(config->ScaleOf(path).ok()) << path;
       EXPECT_EQ(config->RankFor(path), layer == 7 ? 2 : 8) << path;
       EXPECT_DOUBLE_EQ(config->ScaleFor(path), 64.0 / (layer == 7 ? 2 : 8)) << path;
     }
@@ -252,6 +252,46 @@ TEST(ConfigParseTest, ConfigBeyondEachLimitIsRefusedNamingTheLimit) {
   ExpectInvalid(ParsePeft(padded), "exceed the limit of 65536 bytes");
   const std::string seed = absl::StrCat(R"({"alpha": 1, "notes": ")", std::string(kMaxAdapterConfigBytes, 'x'), "\"}");
   ExpectInvalid(ParseSeed(seed), absl::StrCat("seed config: ", seed.size(), " bytes exceed the limit of 65536 bytes"));
+}
+
+TEST(ConfigParseTest, RegexesBeyondTheCompileBudgetAreRefused) {
+  // Each key alone is a valid regex; together they pass kMaxAdapterConfigRegexSize.
+  ExpectInvalid(ParsePeft(Peft(absl::StrCat(kTargets, R"(, "rank_pattern": )", Keys(".{300}", kMaxAdapterConfigEntries, "4")))),
+                absl::StrCat("past ", kMaxAdapterConfigRegexSize, " RE2 instructions in all"));
+  ExpectInvalid(ParsePeft(Peft(R"x("target_modules": "((((.{1000}){1000}){1000}){1000})")x")),
+                R"("target_modules" holds an invalid or too complex regular expression)");
+}
+
+TEST(ConfigParseTest, PlainPatternKeysMatchAsTheirRegexDoes) {
+  // Keys of word characters, '-' and '.' are matched without RE2; '.' stays a wildcard and the
+  // part before the key must end with a dot, as in (.*\.)?(KEY). The same key in a group forces
+  // RE2: both must agree on every path.
+  const std::vector<std::string> keys = {"q_proj", "self_attn.q_proj", "layers.1.self_attn.q_proj",
+                                         "model.layers.1.self_attn.q_proj", "1.self_attn.q_proj",
+                                         "proj", "a-b"};
+  const std::vector<std::string> paths = {
+      "model.layers.1.self_attn.q_proj", "model.layers.11.self_attn.q_proj",
+      "model.layersX1.self_attn.q_proj", "model.xlayers.1.self_attn.q_proj", "q_proj",
+      "self_attn.q_proj", "model.layers.1.self_attn.qq_proj", "x.a-b", "xa-b", "model.layers.1.mlp.proj"};
+  for (const std::string& key : keys) {
+    auto plain = PeftAdapterConfig::FromJson(
+        Peft(absl::StrCat(kTargets, R"(, "rank_pattern": {")", key, R"(": 2})")), "c");
+    auto regex = PeftAdapterConfig::FromJson(
+        Peft(absl::StrCat(kTargets, R"x(, "rank_pattern": {"()x", key, R"x()": 2})x")), "c");
+    ASSERT_TRUE(plain.ok() && regex.ok()) << plain.status() << regex.status();
+    ASSERT_EQ(plain->rank_pattern[0].regex, nullptr) << key;
+    ASSERT_NE(regex->rank_pattern[0].regex, nullptr) << key;
+    for (const std::string& path : paths) {
+      EXPECT_EQ(plain->RankFor(path), regex->RankFor(path)) << key << " on " << path;
+    }
+  }
+  auto config = PeftAdapterConfig::FromJson(
+      Peft(absl::StrCat(kTargets, R"(, "rank_pattern": {"layers.1.self_attn.q_proj": 2})")), "c");
+  ASSERT_TRUE(config.ok());
+  EXPECT_EQ(config->RankFor("model.layers.1.self_attn.q_proj"), 2);
+  EXPECT_EQ(config->RankFor("model.layersX1.self_attn.q_proj"), 2);  // '.' is a wildcard
+  EXPECT_EQ(config->RankFor("model.layers.11.self_attn.q_proj"), 8);
+  EXPECT_EQ(config->RankFor("model.xlayers.1.self_attn.q_proj"), 8);  // no dot before the key
 }
 
 TEST(ConfigParseTest, DeeplyNestedJsonIsRefusedWithoutCrashing) {
