@@ -316,7 +316,8 @@ absl::StatusOr<Plan> PlanPeft(const AdapterBuilder& builder, const std::string& 
           path, config.use_dora ? " lacks lora_magnitude_vector although use_dora is set"
                                 : " has lora_magnitude_vector but use_dora is not set"));
     }
-    const int64_t rank = config.RankFor(path);
+    ASSIGN_OR_RETURN(const PeftAdapterConfig::ModuleScale scale, config.ScaleOf(path));
+    const int64_t rank = scale.rank;
     if (rank > builder.limits().max_rank) {
       return builder.Precondition(absl::StrCat("rank ", rank, " of ", path,
                                                " exceeds the server's maximum ",
@@ -327,7 +328,7 @@ absl::StatusOr<Plan> PlanPeft(const AdapterBuilder& builder, const std::string& 
     RETURN_IF_ERROR(builder.CheckFactor(*r.b, "lora_B", path, {shape[0], rank}));
     if (r.m) RETURN_IF_ERROR(builder.CheckFactor(*r.m, "lora_magnitude_vector", path, {shape[0]}));
     plan.push_back({index, r.m ? ModuleAdapter::Kind::kDoraRow : ModuleAdapter::Kind::kLora,
-                    config.ScaleFor(path), rank, shape[1], shape[0], r.a, r.b, r.m,
+                    scale.scale, rank, shape[1], shape[0], r.a, r.b, r.m,
                     /*seed_layout=*/false});
   }
   return plan;
@@ -449,6 +450,7 @@ void AdapterWeights::SetModules(ModuleList modules) {
   for (const auto& m : modules) {
     if (!m) continue;
     max_rank_ = std::max(max_rank_, m->rank);
+    max_abs_scale_ = std::max(max_abs_scale_, std::abs(m->scale));
     use_dora_ |= m->kind != ModuleAdapter::Kind::kLora;
     bytes_ += m->bytes();
   }

@@ -59,7 +59,8 @@ struct ModuleAdapter {
 class AdapterWeights {
  public:
   // Loads and validates `adapter` (PEFT or seed) against `model`: every module exists, every shape
-  // fits, rank <= limits.max_rank, all values finite. FAILED_PRECONDITION for adapters that do not
+  // fits, rank <= limits.max_rank, every module's |s| <= kMaxAdapterScale (so finite in every
+  // serving dtype), all values finite. FAILED_PRECONDITION for adapters that do not
   // fit the base, INVALID_ARGUMENT for malformed ones, UNIMPLEMENTED for unsupported PEFT
   // features; messages name the adapter, tensor, shape found and shape expected.
   static absl::StatusOr<std::shared_ptr<const AdapterWeights>> Load(
@@ -81,6 +82,9 @@ class AdapterWeights {
   const std::string& name() const { return name_; }
   const std::string& version() const { return version_; }
   int64_t max_rank() const { return max_rank_; }
+  // The largest |s| of any module (0 with none). Loaded adapters keep it <= kMaxAdapterScale
+  // (adapter_limits.h); a request scale c is safe to serve when |c| * max_abs_scale() is too.
+  double max_abs_scale() const { return max_abs_scale_; }
   bool use_dora() const { return use_dora_; }
   int64_t bytes() const { return bytes_; }
   std::vector<std::string> target_kinds() const;  // e.g. {"q_proj", "v_proj"}
@@ -98,6 +102,7 @@ class AdapterWeights {
   torch::Tensor arena_;  // 1-D, model dtype, on the model's device: every module's A and B^T
   std::vector<std::unique_ptr<ModuleAdapter>> modules_;
   int64_t max_rank_ = 0;
+  double max_abs_scale_ = 0;
   bool use_dora_ = false;
   int64_t bytes_ = 0;
 };

@@ -1,91 +1,76 @@
 #include "server/model_config.h"
 
 #include <fstream>
+#include <optional>
 #include <sstream>
 
-#include <nlohmann/json.hpp>
-
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
+#include "common/json_value.h"
 #include "common/status_macros.h"
 
 namespace loramux {
 namespace {
 
-using Json = nlohmann::json;
+// config.json files are a few kilobytes; anything far larger is not one.
+constexpr size_t kMaxConfigBytes = 1 << 20;
+constexpr size_t kMaxListItems = 1024;  // architectures, eos_token_id
 
-absl::Status FieldError(absl::string_view label, absl::string_view field, absl::string_view what) {
-  return absl::InvalidArgumentError(absl::StrCat(label, ": field \"", field, "\" ", what));
-}
-
-// Reads an integer field; `required` fields must be present and positive.
-absl::StatusOr<int64_t> IntField(const Json& j, absl::string_view label, const char* field,
-                                 int64_t fallback, bool required) {
-  auto it = j.find(field);
-  if (it == j.end() || it->is_null()) {
-    if (required) return FieldError(label, field, "is missing");
-    return fallback;
-  }
-  if (!it->is_number_integer()) return FieldError(label, field, "must be an integer");
-  const int64_t value = it->get<int64_t>();
-  if (value <= 0) return FieldError(label, field, absl::StrCat("must be positive, got ", value));
+// An integer field that must be positive when present; absent gives `fallback` (or "is missing").
+absl::StatusOr<int64_t> PositiveInt(const JsonValue& field,
+                                    std::optional<int64_t> fallback = std::nullopt) {
+  ASSIGN_OR_RETURN(const int64_t value, field.Int(fallback));
+  if (field.present() && value <= 0) return field.TypeError("a positive integer");
   return value;
 }
 
-absl::StatusOr<double> DoubleField(const Json& j, absl::string_view label, const char* field,
-                                   double fallback) {
-  auto it = j.find(field);
-  if (it == j.end() || it->is_null()) return fallback;
-  if (!it->is_number()) return FieldError(label, field, "must be a number");
-  return it->get<double>();
+// A number field that must be positive when present.
+absl::StatusOr<double> PositiveNumber(const JsonValue& field, double fallback) {
+  ASSIGN_OR_RETURN(const double value, field.Number(fallback));
+  if (field.present() && value <= 0) return field.TypeError("a positive number");
+  return value;
 }
 
-bool BoolField(const Json& j, const char* field, bool fallback) {
-  auto it = j.find(field);
-  return (it != j.end() && it->is_boolean()) ? it->get<bool>() : fallback;
-}
-
-absl::StatusOr<RopeScaling> ParseRopeScaling(const Json& j, absl::string_view label) {
+absl::StatusOr<RopeScaling> ParseRopeScaling(const JsonValue& field, absl::string_view label) {
   RopeScaling scaling;
-  auto it = j.find("rope_scaling");
-  if (it == j.end() || it->is_null()) return scaling;
-  if (!it->is_object()) return FieldError(label, "rope_scaling", "must be an object or null");
-  std::string type = it->value("rope_type", it->value("type", std::string()));
-  ASSIGN_OR_RETURN(scaling.factor, DoubleField(*it, label, "factor", 1.0));
-  if (scaling.factor <= 0) return FieldError(label, "rope_scaling.factor", "must be positive");
+  if (!field.present()) return scaling;
+  if (!field.is_object()) return field.TypeError("an object or null");
+  ASSIGN_OR_RETURN(const std::string legacy_type, field["type"].String(""));
+  ASSIGN_OR_RETURN(const std::string type, field["rope_type"].String(legacy_type));
+  ASSIGN_OR_RETURN(scaling.factor, PositiveNumber(field["factor"], 1.0));
   if (type == "linear") {
     scaling.type = RopeScaling::Type::kLinear;
   } else if (type == "llama3") {
     scaling.type = RopeScaling::Type::kLlama3;
-    ASSIGN_OR_RETURN(scaling.low_freq_factor, DoubleField(*it, label, "low_freq_factor", 1.0));
-    ASSIGN_OR_RETURN(scaling.high_freq_factor, DoubleField(*it, label, "high_freq_factor", 4.0));
+    ASSIGN_OR_RETURN(scaling.low_freq_factor, field["low_freq_factor"].Number(1.0));
+    ASSIGN_OR_RETURN(scaling.high_freq_factor, field["high_freq_factor"].Number(4.0));
     ASSIGN_OR_RETURN(scaling.original_max_position_embeddings,
-                     IntField(*it, label, "original_max_position_embeddings", 8192, false));
+                     PositiveInt(field["original_max_position_embeddings"], 8192));
     if (scaling.high_freq_factor <= scaling.low_freq_factor) {
-      return FieldError(label, "rope_scaling", "needs high_freq_factor > low_freq_factor");
+      return field.Error("needs high_freq_factor > low_freq_factor");
     }
   } else if (type == "default" || type.empty()) {
     scaling.type = RopeScaling::Type::kNone;
   } else {
     return absl::UnimplementedError(absl::StrCat(
-        label, ": rope_scaling type \"", type, "\" is not supported (supported: linear, llama3)"));
+        label, ": ", field.name(), " type \"", type, "\" is not supported (supported: linear, llama3)"));
   }
   return scaling;
 }
 
-absl::StatusOr<std::vector<int64_t>> ParseEos(const Json& j, absl::string_view label) {
+// eos_token_id: an integer or a list of integers.
+absl::StatusOr<std::vector<int64_t>> ParseEos(const JsonValue& field) {
   std::vector<int64_t> ids;
-  auto it = j.find("eos_token_id");
-  if (it == j.end() || it->is_null()) return ids;
-  if (it->is_number_integer()) {
-    ids.push_back(it->get<int64_t>());
-  } else if (it->is_array()) {
-    for (const auto& v : *it) {
-      if (!v.is_number_integer()) return FieldError(label, "eos_token_id", "must hold integers");
-      ids.push_back(v.get<int64_t>());
-    }
-  } else {
-    return FieldError(label, "eos_token_id", "must be an integer or a list of integers");
+  if (!field.present()) return ids;
+  if (!field.is_array()) {
+    absl::StatusOr<int64_t> id = field.Int();
+    if (!id.ok()) return field.TypeError("an integer or a list of integers");
+    ids.push_back(*id);
+    return ids;
+  }
+  ASSIGN_OR_RETURN(const std::vector<JsonValue> items, field.Items(kMaxListItems));
+  for (const JsonValue& item : items) {
+    ASSIGN_OR_RETURN(const int64_t id, item.Int());
+    ids.push_back(id);
   }
   return ids;
 }
@@ -93,16 +78,13 @@ absl::StatusOr<std::vector<int64_t>> ParseEos(const Json& j, absl::string_view l
 }  // namespace
 
 absl::StatusOr<ModelConfig> ModelConfig::FromJson(absl::string_view text, absl::string_view label) {
-  Json j = Json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat(label, ": not a JSON object"));
-  }
+  ASSIGN_OR_RETURN(const Json doc, JsonValue::ParseObject(text, label, kMaxConfigBytes));
+  const JsonValue j(doc, std::string(label));
   ModelConfig c;
-  auto arch = j.find("architectures");
-  if (arch == j.end() || !arch->is_array() || arch->empty() || !(*arch)[0].is_string()) {
-    return FieldError(label, "architectures", "must be a non-empty list of strings");
-  }
-  c.architecture = (*arch)[0].get<std::string>();
+  const JsonValue architectures = j["architectures"];
+  ASSIGN_OR_RETURN(const std::vector<JsonValue> names, architectures.Items(kMaxListItems));
+  if (names.empty()) return architectures.TypeError("a non-empty list of strings");
+  ASSIGN_OR_RETURN(c.architecture, names[0].String());
   const bool is_llama = c.architecture == "LlamaForCausalLM";
   const bool is_mistral = c.architecture == "MistralForCausalLM";
   const bool is_qwen2 = c.architecture == "Qwen2ForCausalLM";
@@ -111,47 +93,43 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(absl::string_view text, absl::
         label, ": architecture \"", c.architecture,
         "\" is not supported (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)"));
   }
-  const std::string act = j.value("hidden_act", std::string("silu"));
+  ASSIGN_OR_RETURN(const std::string act, j["hidden_act"].String("silu"));
   if (act != "silu") {
     return absl::UnimplementedError(
         absl::StrCat(label, ": hidden_act \"", act, "\" is not supported (only silu)"));
   }
-  ASSIGN_OR_RETURN(c.vocab_size, IntField(j, label, "vocab_size", 0, true));
-  ASSIGN_OR_RETURN(c.hidden_size, IntField(j, label, "hidden_size", 0, true));
-  ASSIGN_OR_RETURN(c.intermediate_size, IntField(j, label, "intermediate_size", 0, true));
-  ASSIGN_OR_RETURN(c.num_layers, IntField(j, label, "num_hidden_layers", 0, true));
-  ASSIGN_OR_RETURN(c.num_heads, IntField(j, label, "num_attention_heads", 0, true));
-  ASSIGN_OR_RETURN(c.num_kv_heads, IntField(j, label, "num_key_value_heads", c.num_heads, false));
-  ASSIGN_OR_RETURN(c.head_dim, IntField(j, label, "head_dim", 0, false));
+  ASSIGN_OR_RETURN(c.vocab_size, PositiveInt(j["vocab_size"]));
+  ASSIGN_OR_RETURN(c.hidden_size, PositiveInt(j["hidden_size"]));
+  ASSIGN_OR_RETURN(c.intermediate_size, PositiveInt(j["intermediate_size"]));
+  ASSIGN_OR_RETURN(c.num_layers, PositiveInt(j["num_hidden_layers"]));
+  ASSIGN_OR_RETURN(c.num_heads, PositiveInt(j["num_attention_heads"]));
+  ASSIGN_OR_RETURN(c.num_kv_heads, PositiveInt(j["num_key_value_heads"], c.num_heads));
+  ASSIGN_OR_RETURN(c.head_dim, PositiveInt(j["head_dim"], 0));
   if (c.head_dim == 0) {  // absent: hidden_size split evenly over the heads
     if (c.hidden_size % c.num_heads != 0) {
-      return FieldError(label, "hidden_size", "must be a multiple of num_attention_heads");
+      return j["hidden_size"].Error("must be a multiple of num_attention_heads");
     }
     c.head_dim = c.hidden_size / c.num_heads;
   }
-  if (c.head_dim % 2 != 0) return FieldError(label, "head_dim", "must be even for RoPE");
+  if (c.head_dim % 2 != 0) return j["head_dim"].Error("must be even for RoPE");
   if (c.num_heads % c.num_kv_heads != 0) {
-    return FieldError(label, "num_key_value_heads", "must divide num_attention_heads");
+    return j["num_key_value_heads"].Error("must divide num_attention_heads");
   }
-  ASSIGN_OR_RETURN(c.max_position_embeddings,
-                   IntField(j, label, "max_position_embeddings", 2048, false));
-  ASSIGN_OR_RETURN(c.rms_norm_eps, DoubleField(j, label, "rms_norm_eps", 1e-6));
-  ASSIGN_OR_RETURN(c.rope_theta, DoubleField(j, label, "rope_theta", 10000.0));
-  if (c.rms_norm_eps <= 0 || c.rope_theta <= 0) {
-    return FieldError(label, "rms_norm_eps/rope_theta", "must be positive");
+  ASSIGN_OR_RETURN(c.max_position_embeddings, PositiveInt(j["max_position_embeddings"], 2048));
+  ASSIGN_OR_RETURN(c.rms_norm_eps, PositiveNumber(j["rms_norm_eps"], 1e-6));
+  ASSIGN_OR_RETURN(c.rope_theta, PositiveNumber(j["rope_theta"], 10000.0));
+  ASSIGN_OR_RETURN(c.rope_scaling, ParseRopeScaling(j["rope_scaling"], label));
+  ASSIGN_OR_RETURN(c.tie_word_embeddings, j["tie_word_embeddings"].Bool(false));
+  ASSIGN_OR_RETURN(const bool attention_bias, j["attention_bias"].Bool(false));
+  c.qkv_bias = is_qwen2 || attention_bias;
+  c.o_bias = !is_qwen2 && attention_bias;
+  ASSIGN_OR_RETURN(c.mlp_bias, j["mlp_bias"].Bool(false));
+  ASSIGN_OR_RETURN(const bool qwen2_sliding, j["use_sliding_window"].Bool(false));
+  if (is_mistral || (is_qwen2 && qwen2_sliding)) {
+    ASSIGN_OR_RETURN(c.sliding_window, PositiveInt(j["sliding_window"], 0));
   }
-  ASSIGN_OR_RETURN(c.rope_scaling, ParseRopeScaling(j, label));
-  c.tie_word_embeddings = BoolField(j, "tie_word_embeddings", false);
-  c.qkv_bias = is_qwen2 || BoolField(j, "attention_bias", false);
-  c.o_bias = !is_qwen2 && BoolField(j, "attention_bias", false);
-  c.mlp_bias = BoolField(j, "mlp_bias", false);
-  const bool sliding = is_mistral || (is_qwen2 && BoolField(j, "use_sliding_window", false));
-  if (sliding) {
-    ASSIGN_OR_RETURN(c.sliding_window, IntField(j, label, "sliding_window", 0, false));
-  }
-  auto bos = j.find("bos_token_id");
-  if (bos != j.end() && bos->is_number_integer()) c.bos_token_id = bos->get<int64_t>();
-  ASSIGN_OR_RETURN(c.eos_token_ids, ParseEos(j, label));
+  ASSIGN_OR_RETURN(c.bos_token_id, j["bos_token_id"].Int(-1));
+  ASSIGN_OR_RETURN(c.eos_token_ids, ParseEos(j["eos_token_id"]));
   return c;
 }
 

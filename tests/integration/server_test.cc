@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -23,6 +24,7 @@
 #include <vector>
 
 #include <grpcpp/grpcpp.h>
+#include <nlohmann/json.hpp>
 
 #include "adapters/safetensors.h"
 #include "common/sha256.h"
@@ -356,6 +358,44 @@ TEST_F(ServerTest, UploadErrorCodes) {
   // The good one still goes through.
   status = Upload(*adapters_, "good", good, &info);
   EXPECT_TRUE(status.ok()) << status.error_message();
+}
+
+// Issue 12, findings 3, 8 and 10: hostile adapter configs are refused at upload with
+// INVALID_ARGUMENT naming the field (and the module, for a scale), and the store keeps none of them.
+TEST_F(ServerTest, UploadRefusesHostileConfigsNamingTheField) {
+  StartServer();
+  const AdapterFiles good = ReadAdapter("lora-qv-r8");
+  auto edited = [&](const std::function<void(nlohmann::json&)>& edit) {
+    nlohmann::json config = nlohmann::json::parse(good.config);
+    edit(config);
+    return AdapterFiles{config.dump(), good.weights};
+  };
+  const std::vector<std::pair<std::string, std::pair<AdapterFiles, std::string>>> cases = {
+      {"mistyped", {edited([](auto& c) { c["use_dora"] = "yes"; }),
+                    R"("use_dora" must be a boolean (true or false), got string "yes")"}},
+      {"huge-alpha", {edited([](auto& c) { c["lora_alpha"] = 1e38; }),
+                      R"("lora_alpha" = 1e+38 with "r" = 8 scales module model.layers.0.self_attn.q_proj)"}},
+      {"half-rank", {edited([](auto& c) { c["rank_pattern"] = {{"q_proj", 0.5}}; }),
+                     R"("rank_pattern"["q_proj"] must be a positive integer)"}},
+      {"many-keys", {edited([](auto& c) {
+                       for (int i = 0; i < 257; ++i) c["rank_pattern"]["k" + std::to_string(i)] = 4;
+                     }),
+                     R"("rank_pattern" has 257 entries; at most 256 are accepted)"}},
+      {"big-config", {edited([](auto& c) { c["notes"] = std::string(70000, 'x'); }),
+                      "exceed the limit of 65536 bytes"}},
+  };
+  v1::AdapterInfo info;
+  for (const auto& [name, files_and_needle] : cases) {
+    const grpc::Status status = Upload(*adapters_, name, files_and_needle.first, &info);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << name << ": " << status.error_message();
+    EXPECT_THAT(status.error_message(), HasSubstr(files_and_needle.second)) << name;
+    grpc::ClientContext context;
+    context.set_deadline(In(10));
+    v1::GetAdapterRequest get;
+    get.set_name(name);
+    EXPECT_EQ(adapters_->Get(&context, get, &info).error_code(), grpc::StatusCode::NOT_FOUND) << name;
+  }
+  EXPECT_TRUE(Upload(*adapters_, "good", good, &info).ok());
 }
 
 // --dtype=float16 either serves or refuses to start, naming the flag: never a server that accepts

@@ -12,6 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "adapters/adapter_config.h"
+#include "adapters/adapter_limits.h"
 #include "adapters/adapter_weights.h"
 #include "adapters/factor_arena.h"
 #include "adapters/safetensors.h"
@@ -372,6 +373,59 @@ TEST_F(AdapterValidationTest, PatternKeysMatchAsDottedSuffixRegex) {
   EXPECT_DOUBLE_EQ((*r)->module(ModuleIndex(1, kOProj))->scale, 32.0);
   EXPECT_DOUBLE_EQ((*r)->module(ModuleIndex(0, kOProj))->scale, 16.0);
   EXPECT_DOUBLE_EQ((*r)->module(ModuleIndex(0, kQProj))->scale, 1.0);
+}
+
+// Issue 12, finding 3: a rank below 1 or a scale s beyond kMaxAdapterScale is refused at load (and
+// so at upload, which validates by loading), naming the field and the module, not served as NaN.
+TEST_F(AdapterValidationTest, FractionalRankIsRefusedNotTruncatedToZero) {
+  // rank_pattern 0.5 used to truncate to rank 0: with zero-size factors, s = alpha / 0 = inf.
+  auto rank_zero = [](std::vector<TensorView>& views, std::string&) {
+    for (TensorView& v : views) {
+      if (v.name.find("o_proj.lora_A") != std::string::npos) v.shape = {0, v.shape[1]};
+      if (v.name.find("o_proj.lora_B") != std::string::npos) v.shape = {v.shape[0], 0};
+      if (v.name.find("o_proj") != std::string::npos) v.nbytes = 0;
+    }
+  };
+  for (const double rank : {0.5, 0.0, -1.0}) {
+    auto r = LoadEdited("lora-pattern", [&](auto& c) { c["rank_pattern"] = {{"o_proj", rank}}; },
+                        rank_zero);
+    ExpectError(r.status(), absl::StatusCode::kInvalidArgument,
+                "\"rank_pattern\"[\"o_proj\"] must be a positive integer");
+  }
+}
+
+TEST_F(AdapterValidationTest, ScaleBeyondTheBoundIsRefusedNamingFieldAndModule) {
+  for (const double alpha : {1e38, 1e300}) {
+    ExpectError(LoadEdited("lora-qv-r8", [&](auto& c) { c["lora_alpha"] = alpha; }).status(),
+                absl::StatusCode::kInvalidArgument,
+                absl::StrCat("\"lora_alpha\" = ", alpha, " with \"r\" = 8 scales module "
+                             "model.layers.0.self_attn.q_proj by s = ", alpha / 8));
+  }
+  ExpectError(LoadEdited("lora-qv-r8", [](auto& c) { c["alpha_pattern"] = {{"v_proj", 1e38}}; }).status(),
+              absl::StatusCode::kInvalidArgument,
+              "\"alpha_pattern\"[\"v_proj\"] = 1e+38 with \"r\" = 8 scales module "
+              "model.layers.0.self_attn.v_proj");
+  ExpectError(LoadEdited("lora-all-r4-rslora", [](auto& c) { c["lora_alpha"] = 1e5; }).status(),
+              absl::StatusCode::kInvalidArgument, "by s = 50000 (alpha / sqrt(r), rsLoRA)");
+  // Float16 serving takes every accepted scale: kMaxAdapterScale is below its largest value.
+  model_ = ::loramux::testing::LoadModel("llama-tiny", torch::kFloat16);
+  auto at_bound = LoadEdited("lora-qv-r8", [](auto& c) { c["lora_alpha"] = 8 * kMaxAdapterScale; });
+  ASSERT_TRUE(at_bound.ok()) << at_bound.status();
+  EXPECT_DOUBLE_EQ((*at_bound)->max_abs_scale(), kMaxAdapterScale);
+}
+
+TEST_F(AdapterValidationTest, MistypedConfigFieldIsInvalidArgumentNotInternal) {
+  ExpectError(LoadEdited("lora-qv-r8", [](auto& c) { c["use_dora"] = "yes"; }).status(),
+              absl::StatusCode::kInvalidArgument,
+              "adapter \"lora-qv-r8\": adapter_config.json: \"use_dora\" must be a boolean");
+  ExpectError(LoadEdited("lora-qv-r8", [](auto& c) { c["peft_type"] = 5; }).status(),
+              absl::StatusCode::kInvalidArgument, "\"peft_type\" must be a string, got number 5");
+}
+
+TEST_F(AdapterValidationTest, MaxAbsScaleIsTheLargestModuleScale) {
+  auto r = LoadEdited("lora-pattern", nullptr);  // o_proj 32 / 2 = 16, the others 8 / 8
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_DOUBLE_EQ((*r)->max_abs_scale(), 16.0);
 }
 
 }  // namespace
