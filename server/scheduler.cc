@@ -270,7 +270,7 @@ class Scheduler::Impl {
         }
         seq->weights = lease.weights;
         seq->leased = true;
-        if (absl::Status s = CheckEffectiveScale(MaxAbsScale(*seq->weights), seq->request.adapter_scale,
+        if (absl::Status s = CheckEffectiveScale(seq->weights->max_abs_scale(), seq->request.adapter_scale,
                                                  DtypeMax(model_.dtype()));
             !s.ok()) {
           Finish(seq, s, FinishReason::kCancelled);
@@ -426,14 +426,6 @@ class Scheduler::Impl {
         "the outputs for this request are not finite numbers (NaN or infinity): adapter \"",
         s.adapter->name, "\" at adapter_scale ", s.request.adapter_scale,
         " drives the activations out of the serving dtype's range; lower adapter_scale"));
-  }
-
-  static double MaxAbsScale(const AdapterWeights& weights) {
-    double max = 0;
-    for (int64_t i = 0; i < weights.num_modules(); ++i) {
-      if (const ModuleAdapter* m = weights.module(i)) max = std::max(max, std::abs(m->scale));
-    }
-    return max;
   }
 
   static double DtypeMax(torch::ScalarType dtype) {
