@@ -498,7 +498,7 @@ absl::StatusOr<ScopedFd> AdapterStore::LockNameDir(const std::string& name_dir, 
 
 absl::StatusOr<std::string> AdapterStore::AcquireStagingArea() {
   RetryRemovals();
-  absl::MutexLock lock(&mu_);
+  absl::MutexLock lock(&staging_mu_);
   if (staging_users_ == 0) {
     const std::string tmp_dir = absl::StrCat(root_, "/", kTmpDir);
     for (int attempt = 0; attempt < kAttempts && !staging_lock_.valid(); ++attempt) {
@@ -524,7 +524,7 @@ absl::StatusOr<std::string> AdapterStore::AcquireStagingArea() {
 }
 
 void AdapterStore::ReleaseStagingArea() {
-  absl::MutexLock lock(&mu_);
+  absl::MutexLock lock(&staging_mu_);
   if (--staging_users_ > 0) return;
   // Nothing of this process is staged any more: the area goes, then its lock.
   std::error_code ec;
@@ -545,14 +545,14 @@ void AdapterStore::RemoveStaged(const std::string& path) {
   if (!ec) return;
   LogWarning("adapter store: could not remove %s (%s); retrying later, and the next start-up "
              "removes it", path, ec.message());
-  absl::MutexLock lock(&mu_);
+  absl::MutexLock lock(&staging_mu_);
   pending_removals_.push_back(path);
 }
 
 void AdapterStore::RetryRemovals() {
   std::vector<std::string> paths;
   {
-    absl::MutexLock lock(&mu_);
+    absl::MutexLock lock(&staging_mu_);
     paths.swap(pending_removals_);
   }
   for (const std::string& path : paths) RemoveStaged(path);
@@ -560,7 +560,7 @@ void AdapterStore::RetryRemovals() {
 
 AdapterStore::~AdapterStore() {
   RetryRemovals();
-  absl::MutexLock lock(&mu_);
+  absl::MutexLock lock(&staging_mu_);
   if (!staging_area_.empty()) {  // uploads outlived the store (a misuse); leave nothing behind
     RemoveTreeQuietly(staging_area_);
     ::unlink((staging_area_ + kLockSuffix).c_str());

@@ -174,10 +174,12 @@ class AdapterStore {
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<const CachedPointer>> current_cache_
       ABSL_GUARDED_BY(mu_);
-  int staging_users_ ABSL_GUARDED_BY(mu_) = 0;
-  std::string staging_area_ ABSL_GUARDED_BY(mu_);
-  ScopedFd staging_lock_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::string> pending_removals_ ABSL_GUARDED_BY(mu_);
+  // Apart from mu_, so that file-system work on the staging area never delays Current().
+  absl::Mutex staging_mu_;
+  int staging_users_ ABSL_GUARDED_BY(staging_mu_) = 0;
+  std::string staging_area_ ABSL_GUARDED_BY(staging_mu_);
+  ScopedFd staging_lock_ ABSL_GUARDED_BY(staging_mu_);
+  std::vector<std::string> pending_removals_ ABSL_GUARDED_BY(staging_mu_);
 };
 
 }  // namespace loramux
