@@ -9,7 +9,7 @@ RUN ./scripts/build.sh
 FROM debian:12
 RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends \
       libtorch1.13 libopenblas0-openmp libgrpc++1.51 libprotobuf32 libprometheus-cpp-core1.0 \
-      libre2-9 ca-certificates && rm -rf /var/lib/apt/lists/*
+      libre2-9 libcpp-httplib0.11 ca-certificates && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/build/loramux_server /usr/local/bin/loramux_server
 COPY --from=build /src/tests/data/llama-tiny /opt/loramux/models/llama-tiny
 EXPOSE 50051 9090

@@ -1,5 +1,7 @@
 #include "adapters/adapter_registry.h"
 
+#include <unistd.h>
+
 
 #include <nlohmann/json.hpp>
 
@@ -94,8 +96,14 @@ AdapterRegistry::Lease AdapterRegistry::Acquire(const StoredAdapter& adapter,
     return {entry.weights, absl::OkStatus()};
   }
   if (!entry.loading && !entry.load_status.ok()) {
-    // A failed load answers every request for a second, so waiters all see it; then retry.
-    if (absl::Now() - entry.failed_at < absl::Seconds(1)) return {nullptr, entry.load_status};
+    // A failed load answers every request for a second, so waiters all see it; then retry. A
+    // load that found the version deleted is retried at once when the request holds a version
+    // published since (a delete, then an upload of the same weights).
+    const bool republished = absl::IsNotFound(entry.load_status) &&
+                             ::access(adapter.weights_path.c_str(), F_OK) == 0;
+    if (!republished && absl::Now() - entry.failed_at < absl::Seconds(1)) {
+      return {nullptr, entry.load_status};
+    }
     entry.load_status = absl::OkStatus();
   }
   ++stats_.misses;

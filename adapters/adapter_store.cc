@@ -53,6 +53,7 @@ constexpr char kManifestFile[] = "MANIFEST.json";
 constexpr char kConfigFile[] = "adapter_config.json";
 constexpr char kWeightsFile[] = "adapter_model.safetensors";
 constexpr char kLockSuffix[] = ".lock";
+constexpr char kDeletedPrefix[] = "deleted-";  // a deleted name's tree, in the staging area
 
 // Abseil here is built with its own string_view, distinct from std::string_view.
 absl::string_view Sv(std::string_view s) { return absl::string_view(s.data(), s.size()); }
@@ -62,6 +63,11 @@ std::string Quoted(std::string_view s) {
   constexpr size_t kMaxShown = 80;
   std::string shown = absl::CHexEscape(Sv(s.substr(0, kMaxShown)));
   return absl::StrCat("\"", shown, s.size() > kMaxShown ? "...\"" : "\"");
+}
+
+bool FileExists(const std::string& path) {
+  struct stat st;
+  return ::lstat(path.c_str(), &st) == 0;
 }
 
 bool IsHex(std::string_view s) {
@@ -129,14 +135,27 @@ absl::StatusOr<StoredAdapter> LoadVersion(const std::string& name_dir, absl::str
   if (!manifest.ok()) return CorruptVersion(name, version, manifest.status().message());
   StoredAdapter adapter;
   RETURN_IF_ERROR(ParseManifest(*manifest, name, version, &adapter));
+  // A Delete moves the whole name away at once: a file missing after the manifest was read means
+  // the version went meanwhile (NOT_FOUND) unless the manifest is still there (then it is corrupt).
+  auto missing = [&](absl::string_view what) -> absl::Status {
+    if (!FileExists(dir + "/" + kManifestFile)) {
+      return absl::NotFoundError(absl::StrCat("adapter \"", name, "\" version ", version,
+                                              " was deleted; upload it again"));
+    }
+    return CorruptVersion(name, version, what);
+  };
   absl::StatusOr<std::string> config = ReadSmallFile(dir + "/" + kConfigFile, kMaxConfigBytes);
+  if (absl::IsNotFound(config.status())) return missing(config.status().message());
   if (!config.ok()) return CorruptVersion(name, version, config.status().message());
   adapter.config_json = *std::move(config);
   adapter.weights_path = dir + "/" + kWeightsFile;
   struct stat st;
-  if (::stat(adapter.weights_path.c_str(), &st) != 0 ||
-      static_cast<uint64_t>(st.st_size) != adapter.size_bytes) {
-    return CorruptVersion(name, version, "the weights file is missing or has the wrong size");
+  if (::stat(adapter.weights_path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return missing("the weights file is missing");
+    return CorruptVersion(name, version, PosixError(errno, adapter.weights_path).message());
+  }
+  if (static_cast<uint64_t>(st.st_size) != adapter.size_bytes) {
+    return CorruptVersion(name, version, "the weights file has the wrong size");
   }
   return adapter;
 }
@@ -198,17 +217,13 @@ struct AdapterStore::CachedPointer {
 
 // ---- uploads -----------------------------------------------------------------------------------
 
-// Owns tmp/<token>/ (weights being streamed) and tmp/<token>.lock (held for the upload's life).
+// Owns one staging dir tmp/<owner>/<token>/ (weights being streamed) and a use of the store's
+// staging area. Holds no file descriptor between calls: each Append opens, appends and closes,
+// so an upload whose client went quiet costs a directory, not a descriptor.
 class AdapterStore::StagedUpload final : public AdapterStore::Upload {
  public:
-  StagedUpload(AdapterStore* store, AdapterManifest manifest, std::string staging_dir,
-               std::string lock_path, ScopedFd lock_fd, ScopedFd weights_fd)
-      : store_(store),
-        manifest_(std::move(manifest)),
-        staging_dir_(std::move(staging_dir)),
-        lock_path_(std::move(lock_path)),
-        lock_fd_(std::move(lock_fd)),
-        weights_fd_(std::move(weights_fd)) {}
+  StagedUpload(AdapterStore* store, AdapterManifest manifest, std::string staging_dir)
+      : store_(store), manifest_(std::move(manifest)), staging_dir_(std::move(staging_dir)) {}
   ~StagedUpload() override { Discard(); }
 
   absl::Status Append(std::string_view chunk) override;
@@ -220,31 +235,25 @@ class AdapterStore::StagedUpload final : public AdapterStore::Upload {
     Discard();
     return status;
   }
-  // Removes whatever is still staged, then the lock. Idempotent.
+  // Removes whatever is still staged and gives up the staging area. Idempotent.
   void Discard();
   std::string WeightsPath() const { return staging_dir_ + "/" + kWeightsFile; }
   std::string Label() const { return absl::StrCat("adapter \"", manifest_.name, "\""); }
 
   AdapterStore* const store_;
   const AdapterManifest manifest_;
-  std::string staging_dir_;
-  std::string lock_path_;
-  ScopedFd lock_fd_;
-  ScopedFd weights_fd_;
+  const std::string staging_dir_;
   Sha256 hasher_;
   uint64_t received_ = 0;
   bool finished_ = false;
 };
 
 void AdapterStore::StagedUpload::Discard() {
-  weights_fd_.Reset();
-  if (!finished_) {
-    // After a successful publish the staging dir has been renamed away; this is then a no-op.
-    RemoveTreeQuietly(staging_dir_);
-    ::unlink(lock_path_.c_str());
-    lock_fd_.Reset();
-  }
+  if (finished_) return;
   finished_ = true;
+  // After a successful publish the staging dir has been renamed away; this is then a no-op.
+  store_->RemoveStaged(staging_dir_);
+  store_->ReleaseStagingArea();
 }
 
 absl::Status AdapterStore::StagedUpload::Append(std::string_view chunk) {
@@ -264,7 +273,10 @@ absl::Status AdapterStore::StagedUpload::Append(std::string_view chunk) {
                      "; declare the exact size of adapter_model.safetensors")));
   }
   hasher_.Update(chunk);
-  absl::Status written = WriteAll(weights_fd_.get(), chunk, WeightsPath());
+  const std::string path = WeightsPath();
+  ScopedFd fd(::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC));
+  if (!fd.valid()) return Fail(PosixError(errno, absl::StrCat(Label(), ": opening ", path)));
+  absl::Status written = WriteAll(fd.get(), chunk, path);
   if (!written.ok()) return Fail(written);
   received_ += chunk.size();
   return absl::OkStatus();
@@ -294,8 +306,11 @@ absl::StatusOr<StoredAdapter> AdapterStore::StagedUpload::Finish(
         Label(), ": the received weights have sha256 ", digest, " but the manifest declares ",
         manifest_.sha256, "; the bytes were corrupted in transit or the digest is wrong"));
   }
-  RETURN_IF_ERROR(FsyncFd(weights_fd_.get(), WeightsPath()));
-  weights_fd_.Reset();
+  {
+    ScopedFd fd(::open(WeightsPath().c_str(), O_WRONLY | O_CLOEXEC));
+    if (!fd.valid()) return PosixError(errno, absl::StrCat(Label(), ": opening ", WeightsPath()));
+    RETURN_IF_ERROR(FsyncFd(fd.get(), WeightsPath()));
+  }
   if (validator) {
     absl::Status valid;
     try {
@@ -339,29 +354,20 @@ absl::StatusOr<std::unique_ptr<AdapterStore::Upload>> AdapterStore::BeginUpload(
         absl::StrCat(label, ": config_json has ", manifest.config_json.size(),
                      " bytes; send adapter_config.json (1 byte to 1 MiB)"));
   }
-  const std::string tmp_dir = absl::StrCat(root_, "/", kTmpDir);
-  for (int attempt = 0; attempt < kAttempts; ++attempt) {
-    const std::string staging_dir = absl::StrCat(tmp_dir, "/", UniqueToken());
-    const std::string lock_path = staging_dir + kLockSuffix;
-    ASSIGN_OR_RETURN(ScopedFd lock_fd, CreateLockedFile(lock_path));
-    if (!lock_fd.valid()) continue;
-    const std::string weights_path = staging_dir + "/" + kWeightsFile;
-    ScopedFd weights_fd;
-    if (::mkdir(staging_dir.c_str(), 0755) == 0) {
-      weights_fd.Reset(::open(weights_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
-    }
-    if (!weights_fd.valid()) {
-      absl::Status error = PosixError(errno, absl::StrCat(label, ": creating ", weights_path));
-      RemoveTreeQuietly(staging_dir);
-      ::unlink(lock_path.c_str());
-      return error;
-    }
-    return std::unique_ptr<Upload>(new StagedUpload(this, std::move(manifest), staging_dir,
-                                                    lock_path, std::move(lock_fd),
-                                                    std::move(weights_fd)));
+  ASSIGN_OR_RETURN(std::string area, AcquireStagingArea());
+  const std::string staging_dir = absl::StrCat(area, "/", UniqueToken());
+  const std::string weights_path = staging_dir + "/" + kWeightsFile;
+  ScopedFd weights_fd;
+  if (::mkdir(staging_dir.c_str(), 0755) == 0) {
+    weights_fd.Reset(::open(weights_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
   }
-  return absl::InternalError(absl::StrCat(label, ": could not create a staging area under ",
-                                          tmp_dir, " after ", kAttempts, " attempts"));
+  if (!weights_fd.valid()) {
+    absl::Status error = PosixError(errno, absl::StrCat(label, ": creating ", weights_path));
+    RemoveStaged(staging_dir);
+    ReleaseStagingArea();
+    return error;
+  }
+  return std::unique_ptr<Upload>(new StagedUpload(this, std::move(manifest), staging_dir));
 }
 
 absl::StatusOr<StoredAdapter> AdapterStore::Put(const AdapterManifest& manifest,
@@ -419,36 +425,31 @@ absl::StatusOr<StoredAdapter> AdapterStore::Publish(const AdapterManifest& manif
   const std::string name_dir = NameDir(manifest.name);
   const std::string versions_dir = absl::StrCat(name_dir, "/", kVersionsDir);
   const std::string version_dir = absl::StrCat(versions_dir, "/", manifest.sha256);
-  bool created_name_dir = false, created_versions_dir = false, placed = false;
-  absl::Status status;
-  for (int attempt = 0; attempt < kAttempts; ++attempt) {
-    bool created = false;
-    status = EnsureDir(name_dir, &created);
-    created_name_dir |= created;
-    if (status.ok()) status = EnsureDir(versions_dir, &created);
-    created_versions_dir |= created;
-    if (absl::IsNotFound(status)) continue;  // a concurrent Delete removed a parent
-    if (!status.ok()) break;
+  // Held until the new version is current and read back: a Delete of this name waits for it
+  // (and then removes it), or went first (and this publish creates the name again).
+  absl::StatusOr<ScopedFd> name_lock = LockNameDir(name_dir, /*create=*/true);
+  bool created_versions_dir = false, placed = false;
+  absl::Status status = name_lock.status();
+  if (status.ok()) status = EnsureDir(versions_dir, &created_versions_dir);
+  if (status.ok()) {
     if (::rename(staging_dir.c_str(), version_dir.c_str()) == 0) {
       placed = true;
       status = FsyncDir(versions_dir);
-      break;
+    } else {
+      const int err = errno;
+      status = PosixError(err, absl::StrCat("renaming ", staging_dir, " to ", version_dir));
+      if (err == EEXIST || err == ENOTEMPTY) {
+        status = CheckSameVersion(name_dir, manifest);  // the staging copy is discarded later
+      }
     }
-    const int err = errno;
-    status = PosixError(err, absl::StrCat("renaming ", staging_dir, " to ", version_dir));
-    if (err == EEXIST || err == ENOTEMPTY) {
-      status = CheckSameVersion(name_dir, manifest);  // the staging copy is discarded later
-      break;
-    }
-    if (err != ENOENT) break;
   }
   bool renamed = false;
   if (status.ok()) status = WriteCurrent(name_dir, manifest.sha256, &renamed);
-  if (!status.ok() && !renamed) {
+  if (name_lock.ok() && !status.ok() && !renamed) {
     // Undo exactly what this call added, so that a failed upload leaves the store unchanged.
     if (placed) RemoveTreeQuietly(version_dir);
     if (created_versions_dir) ::rmdir(versions_dir.c_str());
-    if (created_name_dir) ::rmdir(name_dir.c_str());
+    if (!FileExists(absl::StrCat(name_dir, "/", kCurrentFile))) ::rmdir(name_dir.c_str());
   }
   const std::string label = absl::StrCat("adapter \"", manifest.name, "\"");
   if (!status.ok() && !absl::StartsWith(status.message(), label)) {
@@ -458,6 +459,112 @@ absl::StatusOr<StoredAdapter> AdapterStore::Publish(const AdapterManifest& manif
   }
   if (!status.ok()) return status;
   return LoadVersion(name_dir, manifest.name, manifest.sha256);
+}
+
+// ---- per-name lock, staging area ---------------------------------------------------------------
+
+absl::StatusOr<ScopedFd> AdapterStore::LockNameDir(const std::string& name_dir, bool create) {
+  for (int attempt = 0; attempt < kAttempts; ++attempt) {
+    if (create) {
+      bool created = false;
+      absl::Status made = EnsureDir(name_dir, &created);
+      if (absl::IsNotFound(made)) continue;  // moved away by a Delete between mkdir and stat
+      RETURN_IF_ERROR(made);
+    }
+    ScopedFd fd(::open(name_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!fd.valid()) {
+      if (errno == ENOENT) {
+        if (create) continue;  // removed between mkdir and open
+        return absl::NotFoundError(absl::StrCat(name_dir, " does not exist"));
+      }
+      return PosixError(errno, absl::StrCat("opening ", name_dir));
+    }
+    int rc;
+    do {
+      rc = ::flock(fd.get(), LOCK_EX);
+    } while (rc != 0 && errno == EINTR);
+    if (rc != 0) return PosixError(errno, absl::StrCat("locking ", name_dir));
+    // A Delete (or a cleaner) may have moved the directory away while we waited.
+    struct stat by_fd, by_path;
+    if (::fstat(fd.get(), &by_fd) == 0 && ::stat(name_dir.c_str(), &by_path) == 0 &&
+        by_fd.st_ino == by_path.st_ino && by_fd.st_dev == by_path.st_dev) {
+      return fd;
+    }
+    if (!create) return absl::NotFoundError(absl::StrCat(name_dir, " was removed"));
+  }
+  return absl::UnavailableError(absl::StrCat(
+      name_dir, " kept being removed while this call waited for it; retry"));
+}
+
+absl::StatusOr<std::string> AdapterStore::AcquireStagingArea() {
+  RetryRemovals();
+  absl::MutexLock lock(&staging_mu_);
+  if (staging_users_ == 0) {
+    const std::string tmp_dir = absl::StrCat(root_, "/", kTmpDir);
+    for (int attempt = 0; attempt < kAttempts && !staging_lock_.valid(); ++attempt) {
+      const std::string area = absl::StrCat(tmp_dir, "/", UniqueToken());
+      // The lock comes before the directory (and goes after it), as Open()'s cleanup expects.
+      ASSIGN_OR_RETURN(ScopedFd lock_fd, CreateLockedFile(area + kLockSuffix));
+      if (!lock_fd.valid()) continue;
+      if (::mkdir(area.c_str(), 0755) != 0) {
+        absl::Status error = PosixError(errno, absl::StrCat("creating ", area));
+        ::unlink((area + kLockSuffix).c_str());
+        return error;
+      }
+      staging_lock_ = std::move(lock_fd);
+      staging_area_ = area;
+    }
+    if (!staging_lock_.valid()) {
+      return absl::InternalError(
+          absl::StrCat("could not create a staging area under ", tmp_dir, "; check the store"));
+    }
+  }
+  ++staging_users_;
+  return staging_area_;
+}
+
+void AdapterStore::ReleaseStagingArea() {
+  absl::MutexLock lock(&staging_mu_);
+  if (--staging_users_ > 0) return;
+  // Nothing of this process is staged any more: the area goes, then its lock.
+  std::error_code ec;
+  std::filesystem::remove_all(staging_area_, ec);
+  if (ec) {
+    LogWarning("adapter store: could not remove the staging area %s (%s); retrying later, and "
+               "the next start-up removes it", staging_area_, ec.message());
+    pending_removals_.push_back(staging_area_);
+  }
+  ::unlink((staging_area_ + kLockSuffix).c_str());
+  staging_lock_.Reset();
+  staging_area_.clear();
+}
+
+void AdapterStore::RemoveStaged(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::remove_all(path, ec);
+  if (!ec) return;
+  LogWarning("adapter store: could not remove %s (%s); retrying later, and the next start-up "
+             "removes it", path, ec.message());
+  absl::MutexLock lock(&staging_mu_);
+  pending_removals_.push_back(path);
+}
+
+void AdapterStore::RetryRemovals() {
+  std::vector<std::string> paths;
+  {
+    absl::MutexLock lock(&staging_mu_);
+    paths.swap(pending_removals_);
+  }
+  for (const std::string& path : paths) RemoveStaged(path);
+}
+
+AdapterStore::~AdapterStore() {
+  RetryRemovals();
+  absl::MutexLock lock(&staging_mu_);
+  if (!staging_area_.empty()) {  // uploads outlived the store (a misuse); leave nothing behind
+    RemoveTreeQuietly(staging_area_);
+    ::unlink((staging_area_ + kLockSuffix).c_str());
+  }
 }
 
 // ---- reading -----------------------------------------------------------------------------------
@@ -566,20 +673,34 @@ absl::StatusOr<StoredAdapter> AdapterStore::Resolve(std::string_view name,
 absl::Status AdapterStore::Delete(std::string_view name) {
   RETURN_IF_ERROR(ValidateAdapterName(name));
   const std::string name_dir = NameDir(name);
-  const std::string current = absl::StrCat(name_dir, "/", kCurrentFile);
-  // The pointer goes first and durably, so no reader can be sent to a half-removed version.
-  if (::unlink(current.c_str()) != 0) {
-    const int err = errno;
+  std::string removed;
+  {
+    absl::StatusOr<ScopedFd> name_lock = LockNameDir(name_dir, /*create=*/false);
+    if (absl::IsNotFound(name_lock.status())) {
+      ForgetCurrent(name);
+      return NameNotFound(Sv(name));
+    }
+    RETURN_IF_ERROR(name_lock.status());
+    if (!FileExists(absl::StrCat(name_dir, "/", kCurrentFile))) {
+      ForgetCurrent(name);
+      return NameNotFound(Sv(name));  // never published, or a publish that failed
+    }
+    // The whole name leaves adapters/ in one rename: a reader sees every file of a version or
+    // none, never a half-removed one. The tree is removed from the staging area afterwards.
+    ASSIGN_OR_RETURN(std::string area, AcquireStagingArea());
+    removed = absl::StrCat(area, "/", kDeletedPrefix, UniqueToken());
+    if (::rename(name_dir.c_str(), removed.c_str()) != 0) {
+      absl::Status error = PosixError(errno, absl::StrCat("adapter \"", Sv(name), "\": moving ",
+                                                          name_dir, " to ", removed));
+      ReleaseStagingArea();
+      return error;
+    }
     ForgetCurrent(name);
-    if (err == ENOENT || err == ENOTDIR) return NameNotFound(Sv(name));
-    return PosixError(err, absl::StrCat("adapter \"", Sv(name), "\": removing ", current));
+    absl::Status synced = FsyncDir(absl::StrCat(root_, "/", kAdaptersDir));
+    if (!synced.ok()) LogWarning("adapter store: %s", synced.ToString());
   }
-  ForgetCurrent(name);
-  RETURN_IF_ERROR(FsyncDir(name_dir));
-  // The name is no longer served; leftovers (e.g. a concurrent upload racing us) are harmless.
-  RemoveTreeQuietly(name_dir);
-  absl::Status synced = FsyncDir(absl::StrCat(root_, "/", kAdaptersDir));
-  if (!synced.ok()) LogWarning("adapter store: %s", synced.ToString());
+  RemoveStaged(removed);
+  ReleaseStagingArea();
   return absl::OkStatus();
 }
 
@@ -684,8 +805,13 @@ void CleanNameDir(const std::string& name_dir) {
     ScopedFd lock = LockIfAbandoned(path);
     if (lock.valid()) ::unlink(path.c_str());
   }
-  // rmdir only removes empty directories, so a concurrent upload loses nothing (it retries).
-  if (!has_current && ::rmdir(absl::StrCat(name_dir, "/", kVersionsDir).c_str()) == 0) {
+  if (has_current) return;
+  // A publish holds the name dir's lock from before it creates versions/ until CURRENT exists;
+  // skip a name that is locked. rmdir only removes empty directories, and a publisher that finds
+  // its directory gone creates it again.
+  ScopedFd lock(::open(name_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!lock.valid() || ::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) return;
+  if (::rmdir(absl::StrCat(name_dir, "/", kVersionsDir).c_str()) == 0 || errno == ENOENT) {
     ::rmdir(name_dir.c_str());
   }
 }

@@ -5,12 +5,32 @@
 //   adapters/<name>/versions/<sha256>/MANIFEST.json          {name, format, size_bytes, sha256, created_unix}
 //   adapters/<name>/versions/<sha256>/adapter_config.json    the config JSON as uploaded
 //   adapters/<name>/versions/<sha256>/adapter_model.safetensors   the weights (the hashed bytes)
-//   tmp/                                        staging; emptied at Open()
+//   tmp/<token>.lock, tmp/<token>/              a process's staging area while it uploads or
+//                                               deletes (flock'ed lock file); leftovers of dead
+//                                               processes are removed at Open()
 //
 // A version is immutable and named by the sha256 of its weights file. Publishing is atomic:
 // files are staged in tmp/, fsync'ed, the staging dir renamed into versions/, the parent fsync'ed,
 // then CURRENT is replaced by rename of an fsync'ed temp file and the name dir fsync'ed. After a
 // crash at any instant the store holds only complete versions; Open() removes leftovers.
+//
+// Uploads and deletes of one name (semantics, also across processes sharing the root): publish
+// and delete take an exclusive flock on the name's directory, so they are ordered.
+//   - Delete removes the name with every version published before it: the name dir leaves
+//     adapters/ in one rename (into the staging area, removed from there afterwards), so a reader
+//     sees a whole version or none. NOT_FOUND when the name has no CURRENT.
+//   - An upload that publishes after a delete creates the name again; a valid upload never fails
+//     because of a concurrent delete or upload of the same name.
+//   - A reader (Current, Resolve, the registry loading weights) racing a delete gets a version
+//     that existed, complete, or NOT_FOUND; never DATA_LOSS or INTERNAL. DATA_LOSS means a
+//     version's files were damaged outside the store's protocol.
+// Readers take no lock. Name locks are flocks on directories: local file systems (and NFS only
+// where its flock emulation covers directories).
+//
+// An upload in progress holds no file descriptor (its chunks are appended by open/write/close);
+// the process's staging area holds one lock fd while any upload or delete is under way. A staged
+// tree that cannot be removed (EMFILE, EIO) is logged and retried at the next upload, and Open()
+// of any process sharing the root removes it once its owner is gone.
 //
 // Several processes may share one root. Current() notices a new CURRENT written by another
 // process with one stat() of that file (inode/mtime/size), so a request never scans the directory.
@@ -29,6 +49,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/durable_file.h"
 
 namespace loramux {
 
@@ -74,6 +95,7 @@ class AdapterStore {
   // in another process sharing the root, is kept.
   static absl::StatusOr<std::unique_ptr<AdapterStore>> Open(const std::string& root,
                                                             AdapterStoreOptions options = {});
+  ~AdapterStore();
 
   // An upload in progress. Destroying it without a successful Commit removes every staged byte.
   // It must not outlive the AdapterStore that began it. After any failed Append or any Commit the
@@ -105,7 +127,7 @@ class AdapterStore {
   // name's versions/ directory.
   absl::StatusOr<StoredAdapter> Resolve(std::string_view name, std::string_view version_prefix);
 
-  // Removes `name` (its pointer first, then its versions). NOT_FOUND if absent.
+  // Removes `name` with all its versions (see the semantics above). NOT_FOUND if absent.
   absl::Status Delete(std::string_view name);
 
   struct Page {
@@ -128,6 +150,16 @@ class AdapterStore {
   class StagedUpload;
 
   std::string NameDir(std::string_view name) const;
+  // Exclusive flock on adapters/<name>/ (created first when `create`), held by the returned fd.
+  // NOT_FOUND when it does not exist (or was moved away while we waited) and !create.
+  absl::StatusOr<ScopedFd> LockNameDir(const std::string& name_dir, bool create);
+  // This process's staging area tmp/<token>/, created with its lock by the first user and removed
+  // by the last: every Acquire is paired with one Release.
+  absl::StatusOr<std::string> AcquireStagingArea();
+  void ReleaseStagingArea();
+  // Removes a staged tree; on failure logs it and keeps it for RetryRemovals.
+  void RemoveStaged(const std::string& path);
+  void RetryRemovals();
   absl::Status CleanLeftovers();
   // Reads CURRENT and its version afresh and caches the result.
   absl::StatusOr<StoredAdapter> ReloadCurrent(std::string_view name, const std::string& path);
@@ -142,6 +174,12 @@ class AdapterStore {
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<const CachedPointer>> current_cache_
       ABSL_GUARDED_BY(mu_);
+  // Apart from mu_, so that file-system work on the staging area never delays Current().
+  absl::Mutex staging_mu_;
+  int staging_users_ ABSL_GUARDED_BY(staging_mu_) = 0;
+  std::string staging_area_ ABSL_GUARDED_BY(staging_mu_);
+  ScopedFd staging_lock_ ABSL_GUARDED_BY(staging_mu_);
+  std::vector<std::string> pending_removals_ ABSL_GUARDED_BY(staging_mu_);
 };
 
 }  // namespace loramux

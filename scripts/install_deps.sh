@@ -11,7 +11,7 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   libtorch-dev libopenblas0-openmp \
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
   libabsl-dev prometheus-cpp-dev libssl-dev \
-  libgtest-dev libgmock-dev nlohmann-json3-dev libre2-dev \
+  libgtest-dev libgmock-dev nlohmann-json3-dev libre2-dev libcpp-httplib-dev \
   libsimdjson-dev libpcre2-dev libutf8proc-dev \
   prometheus openssl python3 >/dev/null
 # libopenblas0-openmp must own the libblas.so.3 alternative: Debian's LibTorch multiplies

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -60,6 +61,64 @@ class AdaptersService::WorkerPool {
   std::deque<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> workers_;
+};
+
+// An Upload call as the tracker sees it.
+class TrackedUpload {
+ public:
+  virtual ~TrackedUpload() = default;
+  // Ends the call with DEADLINE_EXCEEDED when it has waited for the client since before `cutoff`.
+  virtual void ExpireIfIdleSince(absl::Time cutoff) = 0;
+};
+
+// Admission (at most max_concurrent_uploads calls at once) and a watchdog that ends calls whose
+// client has been silent for upload_idle_timeout. Lock order: the tracker's mutex, then a call's.
+class AdaptersService::UploadTracker {
+ public:
+  UploadTracker(int max_uploads, absl::Duration idle_timeout)
+      : max_uploads_(std::max(1, max_uploads)), idle_timeout_(idle_timeout) {
+    watchdog_ = std::thread([this] { Watch(); });
+  }
+  ~UploadTracker() {
+    {
+      absl::MutexLock lock(&mu_);
+      stopping_ = true;
+    }
+    watchdog_.join();
+  }
+  int max_uploads() const { return max_uploads_; }
+  absl::Duration idle_timeout() const { return idle_timeout_; }
+
+  // False when max_uploads calls are in progress already.
+  bool Admit(TrackedUpload* call) {
+    absl::MutexLock lock(&mu_);
+    if (static_cast<int>(calls_.size()) >= max_uploads_) return false;
+    calls_.insert(call);
+    return true;
+  }
+  // After this the watchdog no longer touches `call`.
+  void Leave(TrackedUpload* call) {
+    absl::MutexLock lock(&mu_);
+    calls_.erase(call);
+  }
+
+ private:
+  void Watch() {
+    const absl::Duration period =
+        std::clamp(idle_timeout_ / 4, absl::Milliseconds(10), absl::Seconds(1));
+    absl::MutexLock lock(&mu_);
+    while (!mu_.AwaitWithTimeout(absl::Condition(&stopping_), period)) {
+      const absl::Time cutoff = absl::Now() - idle_timeout_;
+      for (TrackedUpload* call : calls_) call->ExpireIfIdleSince(cutoff);
+    }
+  }
+
+  const int max_uploads_;
+  const absl::Duration idle_timeout_;
+  absl::Mutex mu_;
+  absl::flat_hash_set<TrackedUpload*> calls_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread watchdog_;
 };
 
 namespace {
@@ -116,50 +175,95 @@ void FinishUnary(grpc::ServerUnaryReactor* reactor, Metrics& metrics, Rpc rpc, a
   reactor->Finish(grpc_status);
 }
 
-// One Upload call: manifest, then chunks, committed when the client half-closes.
-class UploadCall final : public grpc::ServerReadReactor<v1::UploadRequest> {
+// One Upload call: manifest, then chunks, committed when the client half-closes. Admitted by the
+// tracker (RESOURCE_EXHAUSTED when full) and ended by its watchdog when the client goes silent.
+// mu_ orders the gRPC callbacks, the commit's end and the watchdog; gRPC never runs OnReadDone
+// or OnDone inline in StartRead or Finish, so both may be called with mu_ held.
+class UploadCall final : public grpc::ServerReadReactor<v1::UploadRequest>, public TrackedUpload {
  public:
   UploadCall(AdapterRegistry& registry, Metrics& metrics, AdaptersService::WorkerPool& pool,
-             const TokenAuth& auth, const AdaptersServiceOptions& options,
-             grpc::CallbackServerContext* context, v1::AdapterInfo* response)
+             AdaptersService::UploadTracker& tracker, const TokenAuth& auth,
+             const AdaptersServiceOptions& options, grpc::CallbackServerContext* context,
+             v1::AdapterInfo* response)
       : registry_(registry),
         metrics_(metrics),
         pool_(pool),
+        tracker_(tracker),
         options_(options),
         context_(context),
         response_(response),
-        start_(absl::Now()) {
-    if (absl::Status auth_status = auth.Check(*context); !auth_status.ok()) {
-      FinishWith(auth_status);
+        start_(absl::Now()),
+        last_activity_(start_) {  // before Admit: the watchdog may look from then on
+    absl::Status status = auth.Check(*context);
+    if (status.ok()) {
+      admitted_ = tracker_.Admit(this);
+      if (!admitted_) {
+        status = absl::ResourceExhaustedError(absl::StrCat(
+            "the server is receiving ", tracker_.max_uploads(),
+            " uploads already, the most it takes at once (--max_concurrent_uploads=",
+            tracker_.max_uploads(), "); retry when one has finished"));
+      }
+    }
+    absl::MutexLock lock(&mu_);
+    if (finished_) return;  // the watchdog came first (a stalled machine); nothing to read
+    if (!status.ok()) {
+      FinishLocked(status);
       return;
     }
     StartRead(&request_);
   }
 
   void OnReadDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    if (finished_) return;  // ended by the watchdog meanwhile; OnDone follows
+    last_activity_ = absl::Now();
     if (!ok) {
       // The client half-closed (or went away): publish what arrived.
       if (upload_ == nullptr) {
-        FinishWith(absl::InvalidArgumentError(
+        FinishLocked(absl::InvalidArgumentError(
             "the upload ended before its manifest; send an UploadManifest as the first message, "
             "then the weights in chunks"));
         return;
       }
       if (context_->IsCancelled()) {
-        FinishWith(absl::CancelledError("the upload was cancelled"));
+        FinishLocked(absl::CancelledError("the upload was cancelled"));
         return;
       }
-      pool_.Run([this] { FinishWith(Commit()); });
+      committing_ = true;  // the client is done: no longer subject to the idle timeout
+      pool_.Run([this] {
+        absl::Status status = Commit();
+        {
+          absl::MutexLock lock(&mu_);
+          finished_ = true;
+        }
+        // Outside mu_: OnDone may run (and delete `this`) as soon as Finish is called.
+        Respond(status);
+      });
       return;
     }
     if (absl::Status status = Handle(request_); !status.ok()) {
-      FinishWith(status);  // stop reading; the rest of the stream is dropped
+      FinishLocked(status);  // stop reading; the rest of the stream is dropped
       return;
     }
     StartRead(&request_);
   }
 
-  void OnDone() override { delete this; }
+  void ExpireIfIdleSince(absl::Time cutoff) override {
+    absl::MutexLock lock(&mu_);
+    if (finished_ || committing_ || last_activity_ >= cutoff) return;
+    const std::string what = name_.empty() ? std::string("an upload")
+                                           : absl::StrCat("the upload of \"", name_, "\"");
+    upload_.reset();  // removes the staged bytes now
+    FinishLocked(absl::DeadlineExceededError(absl::StrCat(
+        what, " received nothing for ", absl::FormatDuration(tracker_.idle_timeout()),
+        " (--upload_idle_timeout) and was ended; its staged bytes were discarded. Send the ",
+        "chunks without long pauses, then half-close the stream")));
+  }
+
+  void OnDone() override {
+    if (admitted_) tracker_.Leave(this);
+    delete this;
+  }
 
  private:
   absl::Status Handle(const v1::UploadRequest& request) {
@@ -205,19 +309,31 @@ class UploadCall final : public grpc::ServerReadReactor<v1::UploadRequest> {
     return absl::OkStatus();
   }
 
-  void FinishWith(const absl::Status& status) {
+  // For gRPC's callbacks and the watchdog, which hold mu_ here: OnDone (which deletes `this`)
+  // cannot run before OnReadDone has returned, nor before the watchdog lets the tracker go.
+  void FinishLocked(const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    finished_ = true;
+    Respond(status);
+  }
+  void Respond(const absl::Status& status) {
     grpc::Status grpc_status = ToGrpcStatus(status);
     metrics_.RecordRpc(Rpc::kUpload, grpc_status.error_code(), absl::Now() - start_);
-    Finish(grpc_status);  // `this` may be deleted from here on
+    Finish(grpc_status);
   }
 
   AdapterRegistry& registry_;
   Metrics& metrics_;
   AdaptersService::WorkerPool& pool_;
+  AdaptersService::UploadTracker& tracker_;
   const AdaptersServiceOptions& options_;
   grpc::CallbackServerContext* const context_;
   v1::AdapterInfo* const response_;
   const absl::Time start_;
+  bool admitted_ = false;  // set in the constructor only
+  absl::Mutex mu_;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool committing_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time last_activity_ ABSL_GUARDED_BY(mu_);
   v1::UploadRequest request_;
   std::string name_;
   std::unique_ptr<AdapterStore::Upload> upload_;
@@ -231,13 +347,15 @@ AdaptersService::AdaptersService(AdapterRegistry& registry, Metrics& metrics, To
       metrics_(metrics),
       auth_(std::move(auth)),
       options_(options),
-      pool_(std::make_unique<WorkerPool>(options.blocking_threads)) {}
+      pool_(std::make_unique<WorkerPool>(options.blocking_threads)),
+      uploads_(std::make_unique<UploadTracker>(options.max_concurrent_uploads,
+                                               options.upload_idle_timeout)) {}
 
 AdaptersService::~AdaptersService() = default;
 
 grpc::ServerReadReactor<v1::UploadRequest>* AdaptersService::Upload(
     grpc::CallbackServerContext* context, v1::AdapterInfo* response) {
-  return new UploadCall(registry_, metrics_, *pool_, auth_, options_, context, response);
+  return new UploadCall(registry_, metrics_, *pool_, *uploads_, auth_, options_, context, response);
 }
 
 grpc::ServerUnaryReactor* AdaptersService::List(grpc::CallbackServerContext* context,
@@ -288,9 +406,14 @@ grpc::ServerUnaryReactor* AdaptersService::Delete(grpc::CallbackServerContext* c
                                                   v1::DeleteAdapterResponse* response) {
   const absl::Time start = absl::Now();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::Status status = auth_.Check(*context);
-  if (status.ok()) status = registry_.Delete(request->name());
-  FinishUnary(reactor, metrics_, Rpc::kDelete, start, status);
+  if (absl::Status status = auth_.Check(*context); !status.ok()) {
+    FinishUnary(reactor, metrics_, Rpc::kDelete, start, status);
+    return reactor;
+  }
+  // Deleting takes the name's lock (it waits for a publish of the name) and syncs the disk.
+  pool_->Run([this, reactor, start, name = request->name()] {
+    FinishUnary(reactor, metrics_, Rpc::kDelete, start, registry_.Delete(name));
+  });
   return reactor;
 }
 

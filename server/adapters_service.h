@@ -9,8 +9,14 @@
 // upload INVALID_ARGUMENT, digest mismatch DATA_LOSS, over --max_upload_bytes RESOURCE_EXHAUSTED,
 // adapter that does not fit the base FAILED_PRECONDITION.
 //
+// Resource bounds: at most max_concurrent_uploads Upload calls run at once (more are
+// RESOURCE_EXHAUSTED at once, naming --max_concurrent_uploads); a call whose client sends nothing
+// for upload_idle_timeout is ended with DEADLINE_EXCEEDED and its staged bytes removed. A call
+// waiting for its client holds no file descriptor (the store appends each chunk by open/close).
+//
 // Calls that may take long (publishing an upload: hashing, fsync, validation; Load: reading and
-// moving weights to the device) run on a small pool of service threads, never on gRPC's threads.
+// moving weights to the device; Delete: waiting for the name's lock, fsync) run on a small pool
+// of service threads, never on gRPC's threads.
 //
 // Thread-safety: calls run concurrently; the registry and store are thread-safe.
 #pragma once
@@ -18,6 +24,7 @@
 #include <cstddef>
 #include <memory>
 
+#include "absl/time/time.h"
 #include "adapters/adapter_registry.h"
 #include "loramux/v1/loramux.grpc.pb.h"
 #include "server/auth.h"
@@ -27,7 +34,9 @@ namespace loramux {
 
 struct AdaptersServiceOptions {
   size_t max_chunk_bytes = 1 << 20;  // larger chunks are INVALID_ARGUMENT
-  int blocking_threads = 2;          // threads for uploads' commits and Load
+  int blocking_threads = 2;          // threads for uploads' commits, Load and Delete
+  int max_concurrent_uploads = 16;   // Upload calls past this are RESOURCE_EXHAUSTED
+  absl::Duration upload_idle_timeout = absl::Seconds(60);  // silent this long: DEADLINE_EXCEEDED
 };
 
 class AdaptersService final : public v1::Adapters::CallbackService {
@@ -57,7 +66,8 @@ class AdaptersService final : public v1::Adapters::CallbackService {
                                    const v1::UnloadAdapterRequest* request,
                                    v1::AdapterInfo* response) override;
 
-  class WorkerPool;  // see adapters_service.cc
+  class WorkerPool;     // see adapters_service.cc
+  class UploadTracker;  // likewise
 
  private:
   AdapterRegistry& registry_;
@@ -65,6 +75,7 @@ class AdaptersService final : public v1::Adapters::CallbackService {
   const TokenAuth auth_;
   const AdaptersServiceOptions options_;
   std::unique_ptr<WorkerPool> pool_;
+  std::unique_ptr<UploadTracker> uploads_;
 };
 
 }  // namespace loramux

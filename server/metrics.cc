@@ -1,15 +1,5 @@
 #include "server/metrics.h"
 
-#include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -19,10 +9,7 @@
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 
-#include "absl/strings/numbers.h"
-#include "absl/strings/match.h"
-#include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
+#include "common/http_endpoint.h"
 #include "server/status_mapping.h"
 
 namespace loramux {
@@ -145,134 +132,6 @@ class Metrics::EngineCollector final : public prometheus::Collectable {
   std::function<RegistryStats()> registry_stats_;
 };
 
-// A minimal HTTP/1.x endpoint for scrapes: one thread accepts a connection at a time, reads the
-// request head (bounded size and time), answers GET/HEAD /metrics with the page and closes.
-class Metrics::HttpEndpoint {
- public:
-  static absl::StatusOr<std::unique_ptr<HttpEndpoint>> Listen(std::string host, int port,
-                                                              std::function<std::string()> render) {
-    const std::string flag_value = absl::StrCat(host, ":", port);
-    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-      host = host.substr(1, host.size() - 2);
-    }
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    addrinfo* found = nullptr;
-    if (int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), std::to_string(port).c_str(),
-                             &hints, &found);
-        rc != 0) {
-      return absl::InvalidArgumentError(absl::StrCat("--metrics_listen=", flag_value,
-                                                     ": cannot resolve the host (",
-                                                     gai_strerror(rc), ")"));
-    }
-    int fd = -1;
-    std::string error = "no address";
-    for (addrinfo* a = found; a != nullptr && fd < 0; a = a->ai_next) {
-      fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
-      if (fd < 0) continue;
-      const int one = 1;
-      setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-      if (bind(fd, a->ai_addr, a->ai_addrlen) != 0 || listen(fd, 64) != 0) {
-        error = std::strerror(errno);
-        close(fd);
-        fd = -1;
-      }
-    }
-    freeaddrinfo(found);
-    if (fd < 0) {
-      return absl::UnavailableError(absl::StrCat(
-          "--metrics_listen=", flag_value, ": cannot listen (", error,
-          "); is the port in use? pick another one, or port 0 for any free port"));
-    }
-    sockaddr_storage bound{};
-    socklen_t bound_size = sizeof(bound);
-    getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &bound_size);
-    const int bound_port =
-        ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
-                                          : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
-    return std::unique_ptr<HttpEndpoint>(new HttpEndpoint(fd, bound_port, std::move(render)));
-  }
-
-  ~HttpEndpoint() {
-    const char byte = 0;
-    (void)!write(wake_[1], &byte, 1);
-    thread_.join();
-    close(wake_[0]);
-    close(wake_[1]);
-    close(listen_fd_);
-  }
-
-  int port() const { return port_; }
-
- private:
-  HttpEndpoint(int listen_fd, int port, std::function<std::string()> render)
-      : listen_fd_(listen_fd), port_(port), render_(std::move(render)) {
-    if (pipe2(wake_, O_CLOEXEC) != 0) wake_[0] = wake_[1] = -1;
-    thread_ = std::thread([this] { Loop(); });
-  }
-
-  void Loop() {
-    while (true) {
-      pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_[0], POLLIN, 0}};
-      if (poll(fds, 2, -1) < 0) {
-        if (errno == EINTR) continue;
-        return;
-      }
-      if (fds[1].revents != 0) return;
-      if ((fds[0].revents & POLLIN) == 0) continue;
-      const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-      if (fd < 0) continue;
-      Answer(fd);
-      close(fd);
-    }
-  }
-
-  void Answer(int fd) {
-    const timeval timeout{5, 0};  // a stuck scraper cannot hold the endpoint for long
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
-    std::string head;
-    char buffer[2048];
-    while (head.find("\r\n\r\n") == std::string::npos && head.find("\n\n") == std::string::npos &&
-           head.size() < 16384) {
-      const ssize_t n = recv(fd, buffer, sizeof(buffer), 0);
-      if (n <= 0) return;
-      head.append(buffer, static_cast<size_t>(n));
-    }
-    const absl::string_view line = absl::string_view(head).substr(0, head.find_first_of("\r\n"));
-    const std::vector<absl::string_view> parts = absl::StrSplit(line, ' ', absl::SkipEmpty());
-    std::string status = "200 OK", type = "text/plain; version=0.0.4; charset=utf-8", body;
-    const bool head_only = !parts.empty() && parts[0] == "HEAD";
-    if (parts.size() < 2 || (parts[0] != "GET" && !head_only)) {
-      status = "405 Method Not Allowed";
-      body = "use GET /metrics\n";
-    } else if (parts[1] != "/metrics" && !absl::StartsWith(parts[1], "/metrics?")) {
-      status = "404 Not Found";
-      body = "the metrics are at /metrics\n";
-    } else {
-      body = render_();
-    }
-    if (status[0] != '2') type = "text/plain; charset=utf-8";
-    std::string reply = absl::StrCat("HTTP/1.1 ", status, "\r\nContent-Type: ", type,
-                                     "\r\nContent-Length: ", body.size(),
-                                     "\r\nConnection: close\r\n\r\n");
-    if (!head_only) reply += body;
-    for (size_t sent = 0; sent < reply.size();) {
-      const ssize_t n = send(fd, reply.data() + sent, reply.size() - sent, MSG_NOSIGNAL);
-      if (n <= 0) return;
-      sent += static_cast<size_t>(n);
-    }
-  }
-
-  const int listen_fd_;
-  const int port_;
-  int wake_[2] = {-1, -1};
-  std::function<std::string()> render_;
-  std::thread thread_;
-};
-
 Metrics::Metrics(std::function<SchedulerStats()> scheduler_stats,
                  std::function<RegistryStats()> registry_stats)
     : registry_(std::make_shared<prometheus::Registry>()),
@@ -315,20 +174,17 @@ Metrics::Metrics(std::function<SchedulerStats()> scheduler_stats,
 Metrics::~Metrics() { StopServing(); }
 
 absl::Status Metrics::Serve(const std::string& listen) {
-  const size_t colon = listen.rfind(':');
-  int port = -1;
-  if (colon == std::string::npos || colon == 0 ||
-      !absl::SimpleAtoi(absl::string_view(listen).substr(colon + 1), &port) || port < 0 ||
-      port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--metrics_listen=", listen, ": expected HOST:PORT such as 127.0.0.1:9090 (port 0 picks a ",
-        "free port; an empty value turns metrics off)"));
-  }
+  HttpRoute page{"GET", "/metrics", [this](const HttpRequest&) {
+                   HttpResponse response;
+                   response.content_type = "text/plain; version=0.0.4; charset=utf-8";
+                   response.body = Render();
+                   return response;
+                 }};
   absl::StatusOr<std::unique_ptr<HttpEndpoint>> http =
-      HttpEndpoint::Listen(listen.substr(0, colon), port, [this] { return Render(); });
+      HttpEndpoint::Listen(listen, "--metrics_listen", {std::move(page)});
   if (!http.ok()) return http.status();
   http_ = *std::move(http);
-  address_ = absl::StrCat(listen.substr(0, colon), ":", http_->port());
+  address_ = http_->address();
   return absl::OkStatus();
 }
 

@@ -1,20 +1,22 @@
 // Prometheus metrics for the server, served over HTTP at /metrics.
 //
 // The metrics are prometheus-cpp's (Registry, Counter, Histogram, TextSerializer), but the page is
-// served by a small HTTP endpoint of our own rather than prometheus-cpp's civetweb Exposer:
-// Debian's civetweb starts its threads with a fixed 100 KiB stack, less than the static TLS that
-// LibTorch, OpenBLAS and glog need together, so pthread_create fails (EINVAL) in this process.
+// served by common/http_endpoint (cpp-httplib: a thread pool, per-read and per-write timeouts)
+// rather than prometheus-cpp's civetweb Exposer: Debian's civetweb starts its threads with a fixed
+// 100 KiB stack, less than the static TLS that LibTorch, OpenBLAS and glog need together, so
+// pthread_create fails (EINVAL) in this process. A slow or silent client holds one of the
+// endpoint's threads, never the endpoint, so it cannot stall scrapes.
 //
 // Request-path metrics (RPC counts and latency, time to first token, inter-token latency, tokens)
 // are recorded by the services as calls end. Engine state (queue, running requests, batch size,
 // KV cache blocks, adapter cache counters and resident bytes) is read from the engine's stats on
 // every scrape, so the page is never stale and no background thread is needed.
 //
-// Every label is bounded: `rpc` is one of the eight RPC names, `code` one of the 17 gRPC codes,
+// Every label is bounded: `rpc` is one of the ten RPC names, `code` one of the 17 gRPC codes,
 // `tier` host/device. Adapter names never become labels (there may be thousands).
 //
-// Thread-safety: all methods are thread-safe. The stats callbacks run on the exposer's HTTP
-// threads and must be thread-safe too.
+// Thread-safety: all methods are thread-safe. The stats callbacks run on the endpoint's HTTP
+// threads, possibly several at once, and must be thread-safe too.
 #pragma once
 
 #include <array>
@@ -39,6 +41,8 @@ class Family;
 }  // namespace prometheus
 
 namespace loramux {
+
+class HttpEndpoint;
 
 // The RPCs, as they appear in the `rpc` label.
 enum class Rpc { kGenerate, kScore, kTokenize, kDetokenize, kUpload, kList, kGet, kDelete, kLoad, kUnload };
@@ -74,7 +78,6 @@ class Metrics {
 
  private:
   class EngineCollector;
-  class HttpEndpoint;
 
   std::shared_ptr<prometheus::Registry> registry_;
   std::shared_ptr<EngineCollector> engine_collector_;

@@ -63,6 +63,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerConfig& config
       TokenAuth(config.inference_token, "--inference_token_file"));
   AdaptersServiceOptions adapters_options;
   adapters_options.max_chunk_bytes = config.max_chunk_bytes;
+  adapters_options.max_concurrent_uploads = config.max_concurrent_uploads;
+  adapters_options.upload_idle_timeout = config.upload_idle_timeout;
   server->adapters_ = std::make_unique<AdaptersService>(
       e->registry(), *server->metrics_, TokenAuth(config.admin_token, "--admin_token_file"),
       adapters_options);

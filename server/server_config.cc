@@ -88,6 +88,12 @@ ABSL_FLAG(std::string, adapter_dtype, "auto",
 ABSL_FLAG(int32_t, default_max_new_tokens, 16,
           "Tokens generated when a request leaves max_new_tokens at 0.");
 ABSL_FLAG(int32_t, max_new_tokens_limit, 4096, "Largest max_new_tokens a request may ask for.");
+ABSL_FLAG(int32_t, max_concurrent_uploads, 16,
+          "Adapters.Upload calls in progress at once; more get RESOURCE_EXHAUSTED. Each one holds "
+          "a staging directory but no file descriptor while it waits for the client.");
+ABSL_FLAG(absl::Duration, upload_idle_timeout, absl::Seconds(60),
+          "An Upload that sends no message for this long (e.g. 30s, 2m) is ended with "
+          "DEADLINE_EXCEEDED and its staged bytes are removed.");
 ABSL_FLAG(int64_t, max_prompt_tokens, 0,
           "Longest prompt accepted; 0 = the model's max_position_embeddings.");
 ABSL_FLAG(ByteSizeFlag, max_score_logits_bytes, ByteSizeFlag{256ll << 20},
@@ -254,6 +260,19 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
     return absl::InvalidArgumentError(absl::StrCat(
         "--default_max_new_tokens=", scheduler.default_max_new_tokens,
         " is over --max_new_tokens_limit=", scheduler.max_new_tokens_limit, "; lower it"));
+  }
+
+  config.max_concurrent_uploads = absl::GetFlag(FLAGS_max_concurrent_uploads);
+  if (absl::Status s = RequirePositive("max_concurrent_uploads", config.max_concurrent_uploads);
+      !s.ok()) {
+    return s;
+  }
+  config.upload_idle_timeout = absl::GetFlag(FLAGS_upload_idle_timeout);
+  if (config.upload_idle_timeout <= absl::ZeroDuration() ||
+      config.upload_idle_timeout == absl::InfiniteDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--upload_idle_timeout=", absl::FormatDuration(config.upload_idle_timeout),
+        ": use a positive, finite duration such as 30s or 2m"));
   }
 
   const double drain_s = absl::GetFlag(FLAGS_drain_timeout_s);

@@ -5,7 +5,8 @@
 // --admin_token_file --inference_token_file --tls_cert_file --tls_key_file
 // --max_host_adapter_bytes --max_device_adapter_bytes --kv_cache_bytes --max_batch_tokens
 // --max_running_requests --max_queue, and --drain_timeout_s --max_upload_bytes --max_rank
-// --adapter_dtype --default_max_new_tokens --max_new_tokens_limit --max_prompt_tokens. Byte sizes
+// --adapter_dtype --default_max_new_tokens --max_new_tokens_limit --max_prompt_tokens
+// --max_concurrent_uploads --upload_idle_timeout. Byte sizes
 // accept a plain count or a suffix: 512MiB, 2GiB, 100MB, 1G (K/M/G/T are binary).
 //
 // Thread-safety: ServerConfigFromFlags reads global flags; call it once from main.
@@ -30,6 +31,8 @@ struct ServerConfig {
   absl::Duration drain_timeout = absl::Seconds(30);
   int max_receive_message_bytes = 4 << 20;
   size_t max_chunk_bytes = 1 << 20;
+  int max_concurrent_uploads = 16;                    // more Upload calls: RESOURCE_EXHAUSTED
+  absl::Duration upload_idle_timeout = absl::Seconds(60);  // no message for this long: aborted
 };
 
 // The model served when --model_dir is empty: the tiny Llama under the source tree's test data,
