@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""Writes the fuzzers' seed corpora under tests/fuzz/corpus/<target>/: a few valid inputs taken
+from tests/data and small hand-made valid and near-valid ones. Deterministic; run it again after
+changing it and commit the result (scripts/fuzz.sh only reads these)."""
+import json
+import pathlib
+import shutil
+import struct
+
+HERE = pathlib.Path(__file__).resolve().parent
+DATA = HERE.parent / "data"
+CORPUS = HERE / "corpus"
+
+
+def safetensors(header, data=b"", pad=True):
+    text = header if isinstance(header, bytes) else json.dumps(header, separators=(",", ":")).encode()
+    if pad:
+        text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + data
+
+
+def write(target, name, content):
+    folder = CORPUS / target
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+
+
+def tensor(dtype, shape, begin, end):
+    return {"dtype": dtype, "shape": shape, "data_offsets": [begin, end]}
+
+
+def safetensors_seeds():
+    # Two real adapters (small ones) as they are on disk.
+    for adapter in ("qwen-dora-r4", "lora-qv-r8"):
+        write("safetensors", f"{adapter}.safetensors",
+              (DATA / "adapters" / adapter / "adapter_model.safetensors").read_bytes())
+    write("safetensors", "every-dtype.safetensors", safetensors(
+        {"__metadata__": {"format": "pt", "note": "caf\u00e9 \\\" \u0001"},
+         "f64": tensor("F64", [1], 0, 8), "f32": tensor("F32", [2], 8, 16),
+         "f16": tensor("F16", [2, 1], 16, 20), "bf16": tensor("BF16", [1, 2], 20, 24),
+         "i64": tensor("I64", [1], 24, 32), "i32": tensor("I32", [1], 32, 36),
+         "i16": tensor("I16", [1], 36, 38), "i8": tensor("I8", [1], 38, 39),
+         "u8": tensor("U8", [1], 39, 40), "bool": tensor("BOOL", [], 40, 41)},
+        bytes(range(41))))
+    write("safetensors", "empty-and-scalar.safetensors", safetensors(
+        {"empty": tensor("F32", [0, 4096], 0, 0), "scalar": tensor("F32", [], 0, 4),
+         "a.lora_A.weight": tensor("BF16", [2, 2], 4, 12)}, bytes(12)))
+    write("safetensors", "no-tensors.safetensors", safetensors({}))
+    write("safetensors", "escaped-names.safetensors", safetensors(
+        b'{"a\\u00e9\\ud83d\\ude00\\n":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},'
+        b'"\\/x\\t":{"shape":[1], "data_offsets" : [1,2], "dtype":"I8", "extra":[{"x":null},true]}}',
+        b"\x01\x02"))
+    # Near-valid: each breaks one rule.
+    write("safetensors", "truncated-data.safetensors", safetensors(
+        {"w": tensor("F32", [4], 0, 16)}, bytes(8)))
+    write("safetensors", "overlap.safetensors", safetensors(
+        {"a": tensor("U8", [4], 0, 4), "b": tensor("U8", [4], 2, 6)}, bytes(6)))
+    write("safetensors", "shape-mismatch.safetensors", safetensors(
+        {"a": tensor("F32", [3], 0, 16)}, bytes(16)))
+    write("safetensors", "unpadded-header.safetensors", safetensors(
+        {"a": tensor("U8", [1], 0, 1)}, b"\x00", pad=False))
+    write("safetensors", "huge-header-length.safetensors",
+          struct.pack("<Q", 1 << 40) + b'{"a":1}')
+    write("safetensors", "deep.safetensors", safetensors(b"[" * 12 + b"]" * 12))
+
+
+def header_seeds():
+    for path in sorted((CORPUS / "safetensors").iterdir()):
+        raw = path.read_bytes()
+        if len(raw) < 8:
+            continue
+        (n,) = struct.unpack("<Q", raw[:8])
+        if n <= len(raw) - 8:
+            write("safetensors_header", path.stem + ".json", raw[8:8 + n])
+    write("safetensors_header", "numbers.json",
+          '{"t":{"dtype":"F32","shape":[0,-0,1.5,1e3,9223372036854775807,9223372036854775808,'
+          '18446744073709551616],"data_offsets":[0,0]}}')
+    write("safetensors_header", "duplicates.json",
+          '{"t":{"dtype":"F32","dtype":"U8","shape":[],"data_offsets":[0,0]},"t":{},'
+          '"__metadata__":{"k":"v","k":"w"},"__metadata__":null}')
+    write("safetensors_header", "scalars.json", ' [true, false, null, "s", -1.25E-3, {}] \r\n\t')
+
+
+def config_seeds():
+    for adapter in sorted((DATA / "adapters").iterdir()):
+        write("adapter_config", f"{adapter.name}.json", (adapter / "adapter_config.json").read_bytes())
+    write("adapter_config", "regex-targets.json", json.dumps({
+        "peft_type": "LORA", "r": 4, "lora_alpha": 16, "use_rslora": True,
+        "target_modules": r".*\.layers\.(0|1)\.self_attn\.(q|v)_proj",
+        "exclude_modules": ["model.layers.1.self_attn.v_proj"]}))
+    write("adapter_config", "layers.json", json.dumps({
+        "r": 8, "lora_alpha": 8, "target_modules": "all-linear", "layers_to_transform": [0, 7],
+        "layers_pattern": ["layers"], "rank_pattern": {"model.layers.7.mlp.up_proj": 2,
+                                                        "q_proj": 4},
+        "alpha_pattern": {r"layers\.0\..*": 1.5}}))
+    # Probe paths after a NUL (see adapter_config_fuzzer.cc).
+    write("adapter_config", "with-paths.bin",
+          json.dumps({"r": 2, "lora_alpha": 4, "target_modules": ["q_proj", "mlp.down_proj"],
+                      "layers_to_transform": 3}) +
+          "\0model.layers.3.mlp.down_proj\nmodel.layers.3.self_attn.q_proj\nx.q_proj\nq_proj")
+    write("adapter_config", "unsupported.json", json.dumps({
+        "r": 8, "lora_alpha": 8, "target_modules": ["q_proj"], "modules_to_save": ["lm_head"]}))
+
+    write("seed_config", "alpha.json", '{"alpha": 2.0}')
+    write("seed_config", "alpha-int.json", '{"alpha": 16, "rank": 4}')
+    write("seed_config", "alpha-duplicate.json", '{"alpha": 1, "alpha": -0.5e-3}')
+    write("seed_config", "alpha-string.json", '{"alpha": "2"}')
+
+    for model in ("llama-tiny", "qwen2-tiny"):
+        write("model_config", f"{model}.json", (DATA / model / "config.json").read_bytes())
+    base = json.loads((DATA / "llama-tiny" / "config.json").read_text())
+    write("model_config", "mistral-sliding.json", json.dumps(dict(
+        base, architectures=["MistralForCausalLM"], sliding_window=4096, head_dim=16,
+        num_key_value_heads=2, eos_token_id=[2, 32000])))
+    write("model_config", "llama3-rope.json", json.dumps(dict(
+        base, rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                            "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+        attention_bias=True, mlp_bias=True, tie_word_embeddings=True, bos_token_id=1)))
+    write("model_config", "linear-rope.json", json.dumps(dict(
+        base, rope_scaling={"type": "linear", "factor": 2}, rope_theta=500000.0,
+        rms_norm_eps=1e-5)))
+    write("model_config", "qwen2-window.json", json.dumps(dict(
+        base, architectures=["Qwen2ForCausalLM"], use_sliding_window=True, sliding_window=128)))
+
+
+def main():
+    if CORPUS.exists():
+        shutil.rmtree(CORPUS)
+    safetensors_seeds()
+    header_seeds()
+    config_seeds()
+
+
+if __name__ == "__main__":
+    main()
