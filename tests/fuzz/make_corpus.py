@@ -123,12 +123,38 @@ def config_seeds():
         base, architectures=["Qwen2ForCausalLM"], use_sliding_window=True, sliding_window=128)))
 
 
+def finding_seeds():
+    """Inputs of past findings, replayed first on every run (tests/fuzz/README.md)."""
+    # Found by adapter_config_fuzzer on main at 0fea873 (issue 12): an uncaught nlohmann
+    # type_error (any mistyped string field: bias, peft_type), rank_pattern truncating 0.5 to
+    # rank 0, and a float-to-int64 conversion of 1e300 that is undefined behaviour.
+    lora = {"r": 8, "lora_alpha": 8, "target_modules": ["q_proj"]}
+    write("adapter_config", "finding-bias-object.json", json.dumps(dict(lora, bias={})))
+    write("adapter_config", "finding-peft-type-number.json", json.dumps(dict(lora, peft_type=5)))
+    write("adapter_config", "finding-use-dora-string.json", json.dumps(dict(lora, use_dora="yes")))
+    write("adapter_config", "finding-rank-pattern-half.json",
+          json.dumps(dict(lora, rank_pattern={"q_proj": 0.5})))
+    write("adapter_config", "finding-rank-pattern-1e300.json",
+          json.dumps(dict(lora, rank_pattern={"q_proj": 1e300})))
+    # Found by model_config_fuzzer: hidden_act of another type (or null) threw nlohmann type_error.
+    base = json.loads((DATA / "llama-tiny" / "config.json").read_text())
+    write("model_config", "finding-hidden-act-number.json", json.dumps(dict(base, hidden_act=320)))
+    write("model_config", "finding-hidden-act-null.json", json.dumps(dict(base, hidden_act=None)))
+    write("model_config", "finding-rope-type-object.json",
+          json.dumps(dict(base, rope_scaling={"type": {}, "factor": 2})))
+    # Where the header scanner and nlohmann differ on purpose (safetensors_header_fuzzer.cc).
+    write("safetensors_header", "finding-number-overflow.json", "1e309028")
+    write("safetensors_header", "finding-bom.json", b"\xef\xbb\xbf{}")
+    write("safetensors_header", "finding-nul-after-value.json", b"{}\x00\x00")
+
+
 def main():
     if CORPUS.exists():
         shutil.rmtree(CORPUS)
     safetensors_seeds()
     header_seeds()
     config_seeds()
+    finding_seeds()
 
 
 if __name__ == "__main__":
