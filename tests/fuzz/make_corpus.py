@@ -123,6 +123,48 @@ def config_seeds():
         base, architectures=["Qwen2ForCausalLM"], use_sliding_window=True, sliding_window=128)))
 
 
+def text_seeds():
+    # tokenize: selector byte (0 llama3, 1 qwen3, 2 llama2), then text from the golden cases.
+    for selector, family in enumerate(("llama3", "qwen3", "llama2")):
+        lines = [l for l in (DATA / "tokenizers" / family / "cases.jsonl").read_text().split("\n") if l]
+        for i, line in enumerate(lines[:: max(1, len(lines) // 6)][:6]):
+            text = json.loads(line)["text"].encode()[:512]
+            write("tokenize", f"{family}-{i}.bin", bytes([selector]) + text)
+    write("tokenize", "special-tokens.bin",
+          b"\x00<|begin_of_text|>hi<|eot_id|> \xf0\x9f\x98\x80\r\n\t  x")
+    write("tokenize", "invalid-utf8.bin", b"\x01ab\xc3\x28\xed\xa0\x80")
+    write("tokenize", "byte-fallback.bin", "\x02\u2581\u00a0\U0001F600 \u0301e\u0301".encode())
+
+    # chat_template: the real templates and a sample of the Jinja snippets.
+    for folder in sorted((DATA / "chat_templates").iterdir()):
+        config = folder / "tokenizer_config.json"
+        if not config.exists():
+            continue
+        source = json.loads(config.read_text())["chat_template"]
+        if isinstance(source, list):
+            source = next(t["template"] for t in source if t["name"] == "default")
+        write("chat_template", f"{folder.name}.jinja", source)
+    snippets = json.loads((DATA / "chat_templates" / "snippets.json").read_text())
+    for i, snippet in enumerate(snippets[::8]):
+        write("chat_template", f"snippet-{i:02d}.jinja", snippet["template"])
+
+    # chat_render: selector byte (template index, then add_generation_prompt), messages, NUL, kwargs.
+    names = ["qwen3", "llama3_1", "llama3_1_tools", "llama2", "gemma3", "deepseek_v3"]
+    for t, name in enumerate(names):
+        cases = json.loads((DATA / "chat_templates" / name / "cases.json").read_text())
+        for i, case in enumerate(cases[:: max(1, len(cases) // 3)][:3]):
+            selector = t + len(names) * int(bool(case["add_generation_prompt"]))
+            body = json.dumps(case["messages"], ensure_ascii=False).encode()
+            if case.get("kwargs"):
+                body += b"\0" + json.dumps(case["kwargs"], ensure_ascii=False).encode()
+            write("chat_render", f"{name}-{i}.bin", bytes([selector]) + body)
+
+    # request: FuzzedDataProvider bytes; a few fixed patterns to start from.
+    write("request", "zeros.bin", bytes(64))
+    write("request", "ones.bin", b"\x01" * 96)
+    write("request", "mixed.bin", bytes(range(256)))
+
+
 def finding_seeds():
     """Inputs of past findings, replayed first on every run (tests/fuzz/README.md)."""
     # Found by adapter_config_fuzzer on main at 0fea873 (issue 12): an uncaught nlohmann
@@ -154,6 +196,7 @@ def main():
     safetensors_seeds()
     header_seeds()
     config_seeds()
+    text_seeds()
     finding_seeds()
 
 
