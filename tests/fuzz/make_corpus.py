@@ -159,6 +159,10 @@ def text_seeds():
                 body += b"\0" + json.dumps(case["kwargs"], ensure_ascii=False).encode()
             write("chat_render", f"{name}-{i}.bin", bytes([selector]) + body)
 
+    # upload_stream: FuzzedDataProvider bytes as well.
+    write("upload_stream", "zeros.bin", bytes(128))
+    write("upload_stream", "ramp.bin", bytes(range(256)) * 4)
+
     # request: FuzzedDataProvider bytes; a few fixed patterns to start from.
     write("request", "zeros.bin", bytes(64))
     write("request", "ones.bin", b"\x01" * 96)
