@@ -13,10 +13,7 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   libabsl-dev prometheus-cpp-dev libssl-dev \
   libgtest-dev libgmock-dev nlohmann-json3-dev libre2-dev \
   libsimdjson-dev libpcre2-dev libutf8proc-dev \
-  prometheus openssl python3 \
-  clang-14 libclang-rt-14-dev llvm-14 >/dev/null
-# clang-14 with libclang-rt-14-dev (libFuzzer, ASan, UBSan runtimes) and llvm-14 (llvm-symbolizer
-# for readable sanitizer stacks) build and run the fuzzers: scripts/fuzz.sh.
+  prometheus openssl python3 >/dev/null
 # libopenblas0-openmp must own the libblas.so.3 alternative: Debian's LibTorch multiplies
 # through it, and the reference BLAS is ~60x slower (see DESIGN.md).
 for lib in libblas.so.3 liblapack.so.3; do
@@ -24,3 +21,6 @@ for lib in libblas.so.3 liblapack.so.3; do
   cand=$(update-alternatives --list "$alt" 2>/dev/null | grep openblas-openmp | head -n1 || true)
   if [ -n "$cand" ]; then $SUDO update-alternatives --set "$alt" "$cand" >/dev/null; fi
 done
+# The fuzzers (scripts/fuzz.sh): clang-14, its libFuzzer/ASan/UBSan runtimes (libclang-rt-14-dev)
+# and llvm-symbolizer (llvm-14) for readable sanitizer stacks.
+$SUDO apt-get install -y -qq --no-install-recommends clang-14 libclang-rt-14-dev llvm-14 >/dev/null
