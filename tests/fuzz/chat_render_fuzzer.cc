@@ -29,24 +29,30 @@ jinja::RenderLimits Limits() {
   return limits;
 }
 
-const ChatTemplate& Pick(size_t i) {
-  static std::optional<ChatTemplate> loaded[kCount];
-  if (!loaded[i]) {
+std::optional<ChatTemplate> loaded[kCount];
+
+// Once, before the first input.
+void LoadAll() {
+  for (size_t i = 0; i < kCount; ++i) {
     auto chat = ChatTemplate::FromModelDir(
         std::string(LORAMUX_TEST_DATA) + "/chat_templates/" + kTemplates[i], Limits());
     FUZZ_CHECK(chat.ok(), "cannot load ", kTemplates[i], ": ", chat.status().ToString());
     loaded[i] = std::move(*chat);
   }
-  return *loaded[i];
 }
 
 }  // namespace
 }  // namespace loramux
 
+extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
+  loramux::LoadAll();
+  return 0;
+}
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace loramux;
   if (size == 0) return 0;
-  const ChatTemplate& chat = Pick(data[0] % kCount);
+  const ChatTemplate& chat = *loaded[data[0] % kCount];
   const bool add_generation_prompt = (data[0] / kCount) % 2 == 1;
   const std::string_view rest(reinterpret_cast<const char*>(data + 1), size - 1);
   const size_t nul = rest.find('\0');

@@ -26,17 +26,16 @@ struct Loaded {
   bool lossless;  // Decode(Encode(text)) == text
 };
 
-Loaded& Pick(uint8_t selector) {
-  static Loaded loaded[] = {{"llama3", nullptr, true}, {"qwen3", nullptr, false},
-                            {"llama2", nullptr, false}};
-  Loaded& l = loaded[selector % 3];
-  if (l.tokenizer == nullptr) {
+Loaded loaded[] = {{"llama3", nullptr, true}, {"qwen3", nullptr, false}, {"llama2", nullptr, false}};
+
+// Loading takes seconds under the sanitizers: done once, before the first input (and its timeout).
+void LoadAll() {
+  for (Loaded& l : loaded) {
     auto t = Tokenizer::FromFile(std::string(LORAMUX_TEST_DATA) + "/tokenizers/" + l.name +
                                  "/tokenizer.json");
     FUZZ_CHECK(t.ok(), "cannot load the ", l.name, " tokenizer: ", t.status().ToString());
     l.tokenizer = std::move(*t);
   }
-  return l;
 }
 
 void CheckStream(const Tokenizer& tokenizer, const std::vector<int32_t>& ids, bool skip_special,
@@ -58,10 +57,15 @@ void CheckStream(const Tokenizer& tokenizer, const std::vector<int32_t>& ids, bo
 }  // namespace
 }  // namespace loramux::text
 
+extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
+  loramux::text::LoadAll();
+  return 0;
+}
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace loramux::text;
   if (size == 0) return 0;
-  Loaded& l = Pick(data[0]);
+  Loaded& l = loaded[data[0] % 3];
   const Tokenizer& tokenizer = *l.tokenizer;
   const std::string_view text(reinterpret_cast<const char*>(data + 1), size - 1);
   const bool valid = IsValidUtf8(text);
