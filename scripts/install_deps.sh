@@ -21,3 +21,6 @@ for lib in libblas.so.3 liblapack.so.3; do
   cand=$(update-alternatives --list "$alt" 2>/dev/null | grep openblas-openmp | head -n1 || true)
   if [ -n "$cand" ]; then $SUDO update-alternatives --set "$alt" "$cand" >/dev/null; fi
 done
+# The fuzzers (scripts/fuzz.sh): clang-14, its libFuzzer/ASan/UBSan runtimes (libclang-rt-14-dev)
+# and llvm-symbolizer (llvm-14) for readable sanitizer stacks.
+$SUDO apt-get install -y -qq --no-install-recommends clang-14 libclang-rt-14-dev llvm-14 >/dev/null
