@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "adapters/adapter_limits.h"
 #include "common/durable_file.h"
 #include "common/logging.h"
 #include "common/sha256.h"
@@ -34,7 +35,7 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr size_t kMaxNameLength = 128;
-constexpr size_t kMaxConfigBytes = 1 << 20;
+constexpr size_t kMaxConfigBytes = kMaxAdapterConfigBytes;  // refused before any weight byte streams
 constexpr size_t kMaxManifestBytes = 64 << 10;
 constexpr size_t kMaxCurrentBytes = 256;
 constexpr size_t kHashBufferBytes = 1 << 20;
@@ -352,7 +353,8 @@ absl::StatusOr<std::unique_ptr<AdapterStore::Upload>> AdapterStore::BeginUpload(
   if (manifest.config_json.empty() || manifest.config_json.size() > kMaxConfigBytes) {
     return absl::InvalidArgumentError(
         absl::StrCat(label, ": config_json has ", manifest.config_json.size(),
-                     " bytes; send adapter_config.json (1 byte to 1 MiB)"));
+                     " bytes; adapter_config.json must be non-empty and may not exceed the limit of ",
+                     kMaxConfigBytes, " bytes"));
   }
   ASSIGN_OR_RETURN(std::string area, AcquireStagingArea());
   const std::string staging_dir = absl::StrCat(area, "/", UniqueToken());

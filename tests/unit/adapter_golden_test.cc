@@ -256,6 +256,14 @@ void WriteTensors(const std::string& path, const std::map<std::string, torch::Te
   std::ofstream(path, std::ios::binary) << SerializeSafetensors(views);
 }
 
+// A temporary folder of this process alone: tests of other processes (ctest -j, other checkouts)
+// write files of the same names.
+std::string ProcessTempDir() {
+  const std::string dir = ::testing::TempDir() + "/adapter_golden_" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
 // Writes a seed-format adapter (LoRA, or DoRA over input columns) on q/v of every layer of
 // `model` into `dir` and returns its store entry.
 StoredAdapter WriteRandomSeedAdapter(const LlamaModel& model, bool dora, const std::string& dir,
@@ -298,7 +306,7 @@ std::shared_ptr<const AdapterWeights> RandomSeedAdapter(const LlamaModel& model,
 
 TEST(MixedBatchTest, SeedPeftLoraDoraAndBaseTogetherEqualEachAlone) {
   auto model = LoadModel("llama-tiny");
-  const std::string dir = ::testing::TempDir();
+  const std::string dir = ProcessTempDir();
   auto seed_lora = RandomSeedAdapter(*model, false, dir, 1);
   auto seed_dora = RandomSeedAdapter(*model, true, dir, 2);
   auto peft_dora = LoadAdapter(*model, "dora-mlp-r4");
@@ -344,7 +352,7 @@ TEST(BaseUntouchedTest, MemoryGrowsByAdapterBytesNotBaseBytes) {
   c.head_dim = 64;
   c.max_position_embeddings = 64;
   auto model = LlamaModel::Random(c, torch::kCPU, torch::kFloat32, 3);
-  const std::string dir = ::testing::TempDir();
+  const std::string dir = ProcessTempDir();
   std::vector<StoredAdapter> stored;  // written before measuring: only the loads are measured
   for (int i = 0; i < 12; ++i) stored.push_back(WriteRandomSeedAdapter(*model, i % 2 == 1, dir, 10 + i));
   LoadStored(stored[1], *model);  // one-time allocations (thread pools, BLAS buffers) happen here
