@@ -28,6 +28,10 @@ struct AdapterRegistry::Entry {
   std::vector<std::function<void()>> waiters;
   absl::Status load_status;  // of the last finished load
   absl::Time failed_at;
+  // A load that requests waited for stays resident until then or until one takes it: evicting
+  // it at once (the device tier over budget with adapters in use) made them load it again and
+  // again, starving them.
+  absl::Time keep_until = absl::InfinitePast();
 
   int64_t host_bytes() const { return host ? static_cast<int64_t>(stored.size_bytes) : 0; }
   int64_t device_bytes() const;
@@ -36,6 +40,10 @@ struct AdapterRegistry::Entry {
 int64_t AdapterRegistry::Entry::device_bytes() const { return weights ? weights->bytes() : 0; }
 
 namespace {
+
+// How long a fresh load is kept for the requests that waited for it (they take it within a
+// scheduler step; a waiter that went away meanwhile holds it no longer than this).
+constexpr absl::Duration kFreshLoadGrace = absl::Seconds(1);
 
 // Maps a stored weight file into memory (the HOST tier: its pages are the file's bytes, read once
 // by the first copy to the device), optionally re-hashing it against its version first.
@@ -93,6 +101,7 @@ AdapterRegistry::Lease AdapterRegistry::Acquire(const StoredAdapter& adapter,
   if (entry.weights) {
     ++stats_.hits;
     ++entry.users;
+    entry.keep_until = absl::InfinitePast();  // taken: evictable again once released
     return {entry.weights, absl::OkStatus()};
   }
   if (!entry.loading && !entry.load_status.ok()) {
@@ -155,6 +164,7 @@ void AdapterRegistry::LoaderLoop() {
       ++stats_.loads;
       if (weights.ok()) {
         SetDeviceLocked(*entry, *weights);
+        if (!entry->waiters.empty()) entry->keep_until = absl::Now() + kFreshLoadGrace;
         if (static_cast<int64_t>(entry->stored.size_bytes) <= options_.max_host_bytes) {
           SetHostLocked(*entry, host);
         }
@@ -209,11 +219,13 @@ void AdapterRegistry::ForgetIfIdleLocked(const std::string& id) {
 
 void AdapterRegistry::EvictLocked() {
   // Least recently used evictable entry holding a tier, or null.
-  auto victim = [this](bool device_tier) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> Entry* {
+  const absl::Time now = absl::Now();
+  auto victim = [this, now](bool device_tier) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> Entry* {
     Entry* best = nullptr;
     for (const auto& [id, e] : entries_) {
       const bool holds = device_tier ? e->weights != nullptr : e->host != nullptr;
-      const bool evictable = device_tier ? (e->users == 0 && !e->pinned) : !e->loading;
+      const bool evictable =
+          device_tier ? (e->users == 0 && !e->pinned && e->keep_until <= now) : !e->loading;
       if (holds && evictable && (!best || e->last_used < best->last_used)) best = e.get();
     }
     return best;

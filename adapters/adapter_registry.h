@@ -3,7 +3,8 @@
 //
 // Tiers: STORED (files in the store) -> HOST (the weight file mapped into memory) -> DEVICE
 // (AdapterWeights on the model's device, ready to serve). Each tier has a byte budget; the least
-// recently used adapter that no running request uses and nobody pinned is evicted first.
+// recently used adapter that no running request uses and nobody pinned is evicted first. A load
+// that requests waited for is kept for them (up to 1 s) even when the tier is over budget.
 // Loads run on a background thread and are single-flight: many requests for one cold adapter
 // cause one load, and requests for resident adapters keep flowing meanwhile.
 //

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -467,4 +468,53 @@ double MetricValue(const std::string& page, const std::string& series) {
   }
   return std::nan("");
 }
+// ---------------------------------------------------------------------------------------------
+// Process and store inspection.
+// ---------------------------------------------------------------------------------------------
+
+int64_t ResidentBytes(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::atoll(line.c_str() + 6) * 1024;  // "N kB"
+  }
+  return -1;
+}
+
+std::vector<std::string> VerifyStore(const std::string& root, int* versions_checked) {
+  std::vector<std::string> problems;
+  int checked = 0;
+  std::error_code ec;
+  const fs::path adapters = fs::path(root) / "adapters";
+  for (const auto& name_dir : fs::directory_iterator(adapters, ec)) {
+    const std::string name = name_dir.path().filename().string();
+    std::error_code versions_ec;
+    for (const auto& version_dir :
+         fs::directory_iterator(name_dir.path() / "versions", versions_ec)) {
+      ++checked;
+      const fs::path dir = version_dir.path();
+      for (const char* file : {"MANIFEST.json", "adapter_config.json", "adapter_model.safetensors"}) {
+        if (!fs::is_regular_file(dir / file)) problems.push_back(dir.string() + ": no " + file);
+      }
+      const std::string digest = Sha256Hex(ReadFile((dir / "adapter_model.safetensors").string()));
+      if (digest != dir.filename().string()) {
+        problems.push_back(dir.string() + ": the weights hash to " + digest);
+      }
+    }
+    if (versions_ec) problems.push_back(name + ": cannot list versions/: " + versions_ec.message());
+    std::string current = ReadFile((name_dir.path() / "CURRENT").string());
+    while (!current.empty() && std::isspace(static_cast<unsigned char>(current.back()))) {
+      current.pop_back();
+    }
+    if (current.empty()) {
+      problems.push_back(name + ": no CURRENT (or an empty one)");
+    } else if (!fs::is_directory(name_dir.path() / "versions" / current)) {
+      problems.push_back(name + ": CURRENT names " + current + ", which is not a version");
+    }
+  }
+  if (ec) problems.push_back("listing " + adapters.string() + ": " + ec.message());
+  if (versions_checked != nullptr) *versions_checked = checked;
+  return problems;
+}
+
 }  // namespace loramux::testing

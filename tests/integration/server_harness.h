@@ -187,4 +187,19 @@ std::string HttpGet(const std::string& host_port, const std::string& path);
 // The value of the sample line starting with `series` ("name" or "name{labels}"), or NaN.
 double MetricValue(const std::string& page, const std::string& series);
 
+// ---------------------------------------------------------------------------------------------
+// Process and store inspection (for soak-style tests).
+// ---------------------------------------------------------------------------------------------
+
+// The resident set size of process `pid` in bytes (VmRSS in /proc/PID/status), or -1 when the
+// process is gone or a zombie (no VmRSS line). Thread-safe.
+int64_t ResidentBytes(pid_t pid);
+
+// Checks an adapter store root (adapters/<name>/CURRENT, adapters/<name>/versions/<sha256>/):
+// every version directory holds MANIFEST.json, adapter_config.json and adapter_model.safetensors
+// whose sha256 is the directory's name, and every CURRENT names an existing version. Returns one
+// line per problem (empty: the store verifies). `versions_checked`, when given, gets the count of
+// version directories read.
+std::vector<std::string> VerifyStore(const std::string& root, int* versions_checked = nullptr);
+
 }  // namespace loramux::testing
