@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -123,10 +124,20 @@ ServerProcess::ServerProcess(const std::vector<std::string>& flags, double start
 }
 
 ServerProcess::~ServerProcess() {
-  if (pid_ > 0 && !exit_code_.has_value()) {
-    kill(pid_, SIGKILL);
-    int status = 0;
-    waitpid(pid_, &status, 0);
+  if (pid_ > 0 && !Exited()) {
+    kill(pid_, SIGTERM);  // drain, then exit through main (and LeakSanitizer's check)
+    if (!WaitExit(5).has_value()) {
+      kill(pid_, SIGTERM);  // a second signal ends the drain at once
+      if (!WaitExit(20).has_value()) {
+        kill(pid_, SIGKILL);
+        int status = 0;
+        waitpid(pid_, &status, 0);
+      }
+    }
+  }
+  if (pid_ > 0) {
+    const std::string report = SanitizerReport(Log());
+    EXPECT_EQ(report, "") << "loramux_server (pid " << pid_ << ") reported a sanitizer finding";
   }
   if (stdout_fd_ >= 0) close(stdout_fd_);
   if (!dir_.empty()) {
@@ -156,6 +167,17 @@ bool ServerProcess::Exited() {
   if (waitpid(pid_, &status, WNOHANG) != pid_) return false;
   exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return true;
+}
+
+std::string SanitizerReport(const std::string& log) {
+  static const char* const kMarkers[] = {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                                         "runtime error:", "WARNING: ThreadSanitizer"};
+  size_t first = std::string::npos;
+  for (const char* marker : kMarkers) first = std::min(first, log.find(marker));
+  if (first == std::string::npos) return "";
+  const size_t line = log.rfind('\n', first);
+  const size_t from = line == std::string::npos ? 0 : line + 1;
+  return log.substr(from, 8192);
 }
 
 std::shared_ptr<grpc::Channel> Connect(
