@@ -9,10 +9,12 @@
 // Bounded: a fixed number of requests per thread, each wait has a timeout.
 #include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <mutex>
 #include <random>
 #include <string>
+#include <iterator>
 #include <thread>
 #include <vector>
 
@@ -24,13 +26,18 @@
 #include "common/sha256.h"
 #include "nlohmann/json.hpp"
 #include "server/engine.h"
-#include "tests/test_util.h"
 
 namespace loramux {
 namespace {
 
-using ::loramux::testing::DataPath;
-using ::loramux::testing::ReadFile;
+// Torch-free on purpose (engine.h is), so the TSan build compiles no LibTorch header here.
+std::string DataPath(const std::string& relative) {
+  return std::string(LORAMUX_TEST_DATA) + "/" + relative;
+}
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
 
 const std::vector<std::string> kAdapters = {"lora-qv-r8", "dora-qkvo-r8", "lora-all-r4-rslora",
                                             "lora-pattern", "dora-mlp-r4"};
