@@ -123,16 +123,30 @@ ServerProcess::ServerProcess(const std::vector<std::string>& flags, double start
   }
 }
 
+// In the ASan build (scripts/test_sanitized.sh) a server still running at the end of a test is
+// stopped through its exit path, so that LeakSanitizer checks it; elsewhere it is killed, which
+// saves the ~3 s a graceful exit takes.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kGracefulStop = true;
+#else
+constexpr bool kGracefulStop = false;
+#endif
+
 ServerProcess::~ServerProcess() {
   if (pid_ > 0 && !Exited()) {
-    kill(pid_, SIGTERM);  // drain, then exit through main (and LeakSanitizer's check)
-    if (!WaitExit(5).has_value()) {
-      kill(pid_, SIGTERM);  // a second signal ends the drain at once
-      if (!WaitExit(20).has_value()) {
-        kill(pid_, SIGKILL);
-        int status = 0;
-        waitpid(pid_, &status, 0);
+    bool exited = false;
+    if (kGracefulStop) {
+      kill(pid_, SIGTERM);  // drain, then exit through main
+      exited = WaitExit(5).has_value();
+      if (!exited) {
+        kill(pid_, SIGTERM);  // a second signal ends the drain at once
+        exited = WaitExit(20).has_value();
       }
+    }
+    if (!exited) {
+      kill(pid_, SIGKILL);
+      int status = 0;
+      waitpid(pid_, &status, 0);
     }
   }
   if (pid_ > 0) {

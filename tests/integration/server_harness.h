@@ -50,9 +50,10 @@ bool HaveCommand(const std::string& name);
 // The server as a child process.
 // ---------------------------------------------------------------------------------------------
 
-// One loramux_server process. The destructor stops it if still running (SIGTERM; a second
-// SIGTERM after 5 s; SIGKILL after 20 s more), so that its exit path runs, and adds a test failure
-// when its log holds a sanitizer report (see SanitizerReport). The child gets SIGKILL when the
+// One loramux_server process. The destructor kills it (SIGKILL) if still running, or in the
+// ASan build stops it through its exit path (SIGTERM; a second one after 5 s; SIGKILL after 20 s
+// more) so that LeakSanitizer checks it; then it adds a test failure when the server's log holds
+// a sanitizer report (see SanitizerReport). The child gets SIGKILL when the
 // test process dies (PR_SET_PDEATHSIG). Its temporary dir (log, default store) is removed by the
 // destructor.
 class ServerProcess {
