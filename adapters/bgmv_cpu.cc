@@ -109,8 +109,14 @@ LORAMUX_INLINE void SegmentDeltaOf(const float* x, float* y, const float* bias, 
 
 // Cloned per ISA and picked at load time: the project builds for baseline x86-64 (SSE2), which
 // would leave most of an AVX2/AVX-512 unit idle; x86-64-v3 also brings F16C for float16 factors.
+// Not under ThreadSanitizer: the clones' ifunc resolver runs while the dynamic loader relocates
+// the program, before the TSan runtime starts, and its instrumented code crashes there.
+#if defined(__SANITIZE_THREAD__)
+#define LORAMUX_ISA_CLONES
+#else
 #define LORAMUX_ISA_CLONES \
   __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#endif
 
 LORAMUX_ISA_CLONES void SegmentDeltaF32(const float* x, float* y, const float* bias, int64_t in,
                                         int64_t out, const BgmvSegment& s) {

@@ -132,6 +132,7 @@ CliResult RunCli(const std::string& scratch_dir, const std::vector<std::string>&
   }
   result.exit_code = code.value_or(-1);
   result.err = ReadFile(err_path);
+  EXPECT_EQ(::loramux::testing::SanitizerReport(result.err), "") << "the CLI reported a finding";
   return result;
 }
 

@@ -50,9 +50,12 @@ bool HaveCommand(const std::string& name);
 // The server as a child process.
 // ---------------------------------------------------------------------------------------------
 
-// One loramux_server process. Killed (SIGKILL) and reaped by the destructor if still running;
-// the child also gets SIGKILL when the test process dies (PR_SET_PDEATHSIG). Its temporary dir
-// (log, default store) is removed by the destructor.
+// One loramux_server process. The destructor kills it (SIGKILL) if still running, or in the
+// ASan build stops it through its exit path (SIGTERM; a second one after 5 s; SIGKILL after 20 s
+// more) so that LeakSanitizer checks it; then it adds a test failure when the server's log holds
+// a sanitizer report (see SanitizerReport). The child gets SIGKILL when the
+// test process dies (PR_SET_PDEATHSIG). Its temporary dir (log, default store) is removed by the
+// destructor.
 class ServerProcess {
  public:
   // Starts loramux_server with the test defaults (127.0.0.1:0 for gRPC and metrics, a store in
@@ -86,6 +89,12 @@ class ServerProcess {
   std::string metrics_address_;
   std::optional<int> exit_code_;
 };
+
+// The first AddressSanitizer, LeakSanitizer, UndefinedBehaviorSanitizer or ThreadSanitizer
+// report in a child's log (with up to 8 KiB that follow it), or "" when there is none. The
+// sanitized builds (scripts/test_sanitized.sh) stop a child at its first report, so a report
+// means the child found a bug: tests fail on a non-empty result.
+std::string SanitizerReport(const std::string& log);
 
 // A channel to `address`, after waiting (up to 10 s) for it to connect. Receives up to 64 MiB.
 std::shared_ptr<grpc::Channel> Connect(

@@ -28,6 +28,14 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr int kRounds = 25;
+// The kill windows are stretched by this factor in the ASan build (scripts/test_sanitized.sh),
+// where a writer takes 120-160 ms to start and ack its first upload instead of a few ms, so that
+// writers still finish uploads between kills.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr int kSlowdown = 5;
+#else
+constexpr int kSlowdown = 1;
+#endif
 constexpr char kWriter[] = LORAMUX_BINARY_DIR "/tests/store_crash_writer";
 
 using Acked = std::map<std::string, std::set<std::string>>;  // name -> versions
@@ -167,8 +175,8 @@ TEST(StoreCrashTest, KilledWriterLeavesOnlyCompleteVersions) {
   ASSERT_NE(::mkdtemp(root.data()), nullptr);
 
   std::mt19937 rng(std::random_device{}());
-  std::uniform_int_distribution<int> stagger_ms(0, 40);
-  std::uniform_int_distribution<int> run_ms(20, 200);
+  std::uniform_int_distribution<int> stagger_ms(0, 40 * kSlowdown);
+  std::uniform_int_distribution<int> run_ms(20 * kSlowdown, 200 * kSlowdown);
   Acked acked;
   int acks = 0, rounds_with_leftovers = 0, current_tmp_leftovers = 0;
   const auto start = std::chrono::steady_clock::now();
