@@ -51,7 +51,8 @@ const absl::Duration kWait = absl::Seconds(300);  // per request; generous for s
 // One request's results. The scheduler thread writes; the test thread reads after Wait().
 class Collector : public RequestObserver {
  public:
-  void OnTokens(const std::vector<int32_t>& new_tokens, const std::vector<float>&) override {
+  void OnTokens(const std::vector<int32_t>& new_tokens, const std::vector<float>&,
+                const std::string&) override {
     tokens.insert(tokens.end(), new_tokens.begin(), new_tokens.end());
   }
   void OnScore(ScoreResult result) override { score = std::move(result); }
