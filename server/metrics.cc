@@ -1,5 +1,7 @@
 #include "server/metrics.h"
 
+#include <iterator>
+
 #include <utility>
 #include <vector>
 
@@ -18,6 +20,7 @@ namespace {
 constexpr Rpc kAllRpcs[] = {Rpc::kGenerate, Rpc::kScore,  Rpc::kTokenize, Rpc::kDetokenize,
                             Rpc::kUpload,   Rpc::kList,   Rpc::kGet,      Rpc::kDelete,
                             Rpc::kLoad,     Rpc::kUnload};
+static_assert(std::size(kAllRpcs) == kNumRpcs, "every Rpc has a request-latency histogram");
 
 // Seconds; spans a fast unary call (~1 ms) to a long generation or a big upload (minutes).
 prometheus::Histogram::BucketBoundaries RequestBuckets() {

@@ -12,7 +12,7 @@
 // KV cache blocks, adapter cache counters and resident bytes) is read from the engine's stats on
 // every scrape, so the page is never stale and no background thread is needed.
 //
-// Every label is bounded: `rpc` is one of the ten RPC names, `code` one of the 17 gRPC codes,
+// Every label is bounded: `rpc` is one of the kNumRpcs RPC names, `code` one of the 17 gRPC codes,
 // `tier` host/device. Adapter names never become labels (there may be thousands).
 //
 // Thread-safety: all methods are thread-safe. The stats callbacks run on the endpoint's HTTP
@@ -46,6 +46,7 @@ class HttpEndpoint;
 
 // The RPCs, as they appear in the `rpc` label.
 enum class Rpc { kGenerate, kScore, kTokenize, kDetokenize, kUpload, kList, kGet, kDelete, kLoad, kUnload };
+inline constexpr size_t kNumRpcs = static_cast<size_t>(Rpc::kUnload) + 1;
 const char* RpcName(Rpc rpc);
 
 class Metrics {
@@ -82,7 +83,7 @@ class Metrics {
   std::shared_ptr<prometheus::Registry> registry_;
   std::shared_ptr<EngineCollector> engine_collector_;
   prometheus::Family<prometheus::Counter>* requests_ = nullptr;
-  std::array<prometheus::Histogram*, 8> request_seconds_{};  // by Rpc
+  std::array<prometheus::Histogram*, kNumRpcs> request_seconds_{};  // by Rpc
   prometheus::Histogram* ttft_ = nullptr;
   prometheus::Histogram* inter_token_ = nullptr;
   prometheus::Counter* generated_tokens_ = nullptr;

@@ -60,7 +60,9 @@ const std::string& RequireString(const Value& v, std::string_view what) {
   return v.str();
 }
 
-std::vector<Value> Items(const Value& v) {
+}  // namespace
+
+std::vector<Value> Iterate(const Value& v) {
   switch (v.kind()) {
     case Value::Kind::kUndefined: return {};
     case Value::Kind::kList: return v.list();
@@ -81,6 +83,8 @@ std::vector<Value> Items(const Value& v) {
     default: FailInvalid("'" + v.TypeName() + "' object is not iterable");
   }
 }
+
+namespace {
 
 // Jinja2's environment.getitem for `attribute=` paths: "a.b.0".
 Value GetAttrPath(const Value& item, const std::string& path) {
@@ -207,7 +211,7 @@ Value SelectOrReject(Interpreter& in, const Value& input, CallArgs& args, bool s
   CallArgs test_args;
   for (size_t i = test_pos + 1; i < args.positional.size(); ++i) test_args.positional.push_back(args.positional[i]);
   std::vector<Value> out;
-  for (const Value& item : Items(input)) {
+  for (const Value& item : Iterate(input)) {
     const Value subject = by_attribute ? GetAttrPath(item, attribute) : item;
     CallArgs call_args = test_args;
     const bool passed = test.has_value() ? in.Test(*test, subject, call_args) : subject.Truthy();
@@ -221,7 +225,7 @@ Value MapFilter(Interpreter& in, const Value& input, CallArgs& args) {
   if (args.positional.empty()) {
     const std::string attribute = StringArg(args, 99, "attribute");
     const Value* fallback = FindArg(args, 99, "default");
-    for (const Value& item : Items(input)) {
+    for (const Value& item : Iterate(input)) {
       Value v = GetAttrPath(item, attribute);
       out.push_back(v.is_undefined() && fallback != nullptr ? *fallback : v);
     }
@@ -232,7 +236,7 @@ Value MapFilter(Interpreter& in, const Value& input, CallArgs& args) {
   CallArgs rest;
   rest.positional.assign(args.positional.begin() + 1, args.positional.end());
   rest.keyword = args.keyword;
-  for (const Value& item : Items(input)) {
+  for (const Value& item : Iterate(input)) {
     CallArgs call_args = rest;
     out.push_back(in.Filter(filter, item, call_args));
   }
@@ -243,7 +247,7 @@ Value SortFilter(const Value& input, CallArgs& args) {
   const bool reverse = BoolArg(args, 0, "reverse", false);
   const bool case_sensitive = BoolArg(args, 1, "case_sensitive", false);
   const std::optional<std::string> attribute = OptionalStringArg(args, 2, "attribute");
-  std::vector<Value> items = Items(input);
+  std::vector<Value> items = Iterate(input);
   std::vector<std::pair<Value, Value>> keyed;
   for (Value& item : items) {
     Value key = attribute.has_value() ? GetAttrPath(item, *attribute) : item;
@@ -268,7 +272,7 @@ Value DictItems(const Value& input) {
 Value MinMax(const Value& input, CallArgs& args, bool want_max) {
   const bool case_sensitive = BoolArg(args, 0, "case_sensitive", false);
   const std::optional<std::string> attribute = OptionalStringArg(args, 1, "attribute");
-  std::vector<Value> items = Items(input);
+  std::vector<Value> items = Iterate(input);
   if (items.empty()) return Value::Undefined("no " + std::string(want_max ? "max" : "min") + " of an empty sequence");
   size_t best = 0;
   auto key = [&](size_t i) {
@@ -316,7 +320,7 @@ const std::unordered_map<std::string, FilterFn>& Filters() {
          const std::optional<std::string> attribute = OptionalStringArg(a, 1, "attribute");
          std::string out;
          bool first = true;
-         for (const Value& item : Items(v)) {
+         for (const Value& item : Iterate(v)) {
            if (!first) out += separator;
            first = false;
            out += ToPythonStr(attribute.has_value() ? GetAttrPath(item, *attribute) : item);
@@ -325,11 +329,11 @@ const std::unordered_map<std::string, FilterFn>& Filters() {
          return Value::String(std::move(out));
        }},
       {"first", [](Interpreter&, const Value& v, CallArgs&) {
-         std::vector<Value> items = Items(v);
+         std::vector<Value> items = Iterate(v);
          return items.empty() ? Value::Undefined("no first item of an empty sequence") : items.front();
        }},
       {"last", [](Interpreter&, const Value& v, CallArgs&) {
-         std::vector<Value> items = Items(v);
+         std::vector<Value> items = Iterate(v);
          return items.empty() ? Value::Undefined("no last item of an empty sequence") : items.back();
        }},
       {"default", [](Interpreter&, const Value& v, CallArgs& a) {
@@ -341,7 +345,7 @@ const std::unordered_map<std::string, FilterFn>& Filters() {
       {"lower", [](Interpreter&, const Value& v, CallArgs&) { return Value::String(PyLower(ToPythonStr(v))); }},
       {"capitalize", [](Interpreter&, const Value& v, CallArgs&) { return Value::String(PyCapitalize(ToPythonStr(v))); }},
       {"title", [](Interpreter&, const Value& v, CallArgs&) { return Value::String(PyTitle(ToPythonStr(v))); }},
-      {"list", [](Interpreter&, const Value& v, CallArgs&) { return Value::List(Items(v)); }},
+      {"list", [](Interpreter&, const Value& v, CallArgs&) { return Value::List(Iterate(v)); }},
       {"map", MapFilter},
       {"select", [](Interpreter& in, const Value& v, CallArgs& a) { return SelectOrReject(in, v, a, true, false); }},
       {"reject", [](Interpreter& in, const Value& v, CallArgs& a) { return SelectOrReject(in, v, a, false, false); }},
@@ -381,7 +385,7 @@ const std::unordered_map<std::string, FilterFn>& Filters() {
          const std::optional<std::string> attribute = OptionalStringArg(a, 1, "attribute");
          std::vector<Value> out;
          std::vector<Value> seen;
-         for (const Value& item : Items(v)) {
+         for (const Value& item : Iterate(v)) {
            Value key = SortKey(attribute.has_value() ? GetAttrPath(item, *attribute) : item, case_sensitive);
            bool duplicate = false;
            for (const Value& s : seen) duplicate = duplicate || Equal(s, key);
@@ -433,7 +437,7 @@ const std::unordered_map<std::string, FilterFn>& Filters() {
       {"sum", [](Interpreter& in, const Value& v, CallArgs& a) {
          const std::optional<std::string> attribute = OptionalStringArg(a, 0, "attribute");
          Value total = Arg(a, 1, "start", Value::Int(0));
-         for (const Value& item : Items(v)) {
+         for (const Value& item : Iterate(v)) {
            const Value x = attribute.has_value() ? GetAttrPath(item, *attribute) : item;
            if (!x.is_number() || !total.is_number()) FailInvalid("sum needs numbers, got " + x.TypeName());
            if (x.is_float() || total.is_float()) {
@@ -454,7 +458,7 @@ const std::unordered_map<std::string, FilterFn>& Filters() {
            std::reverse(cps.begin(), cps.end());
            return Value::String(EncodeUtf8(cps));
          }
-         std::vector<Value> items = Items(v);
+         std::vector<Value> items = Iterate(v);
          std::reverse(items.begin(), items.end());
          return Value::List(std::move(items));
        }},
@@ -520,7 +524,7 @@ const std::unordered_map<std::string, TestFn>& Tests() {
          if (seq == nullptr) FailInvalid("the in test needs a sequence");
          if (seq->is_string()) return v.is_string() && seq->str().find(v.str()) != std::string::npos;
          if (seq->kind() == Value::Kind::kDict) return v.is_string() && seq->dict().Find(v.str()) != nullptr;
-         for (const Value& item : Items(*seq)) {
+         for (const Value& item : Iterate(*seq)) {
            if (Equal(item, v)) return true;
          }
          return false;
@@ -663,7 +667,7 @@ Value StringMethod(const Value& self, const std::string& name) {
       if (items == nullptr) FailInvalid("str.join needs an iterable");
       std::string out;
       bool first = true;
-      for (const Value& item : Items(*items)) {
+      for (const Value& item : Iterate(*items)) {
         if (!first) out += s.str();
         first = false;
         out += RequireString(item, "str.join");

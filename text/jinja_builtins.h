@@ -7,6 +7,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "text/jinja_value.h"
 
@@ -22,6 +23,10 @@ bool ApplyTest(Interpreter& in, const std::string& name, const Value& input, Cal
 
 // obj.name on a str, dict, list or namespace's built-in methods: a bound function, or undefined.
 Value GetMethod(const Value& object, const std::string& name);
+
+// What a for loop or an iterating filter walks: a list's items, a dict's keys, a string's
+// characters; undefined is empty. Anything else fails INVALID_ARGUMENT ("... is not iterable").
+std::vector<Value> Iterate(const Value& v);
 
 // range, dict, namespace, raise_exception, strftime_now; Jinja2 globals loramux lacks (cycler,
 // joiner, lipsum) as functions that fail FAILED_PRECONDITION; otherwise undefined.

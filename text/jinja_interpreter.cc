@@ -192,31 +192,6 @@ Interpreter::Flow Interpreter::Exec(const Stmt& stmt, Scope& scope) {
 
 namespace {
 
-std::vector<Value> Iterate(const Value& v) {
-  switch (v.kind()) {
-    case Value::Kind::kUndefined:
-      return {};
-    case Value::Kind::kList:
-      return v.list();
-    case Value::Kind::kDict: {
-      std::vector<Value> keys;
-      for (const auto& [k, item] : v.dict().items) keys.push_back(Value::String(k));
-      return keys;
-    }
-    case Value::Kind::kString: {
-      std::vector<Value> chars;
-      for (uint32_t cp : DecodeUtf8(v.str())) {
-        std::string c;
-        AppendUtf8(cp, c);
-        chars.push_back(Value::String(std::move(c)));
-      }
-      return chars;
-    }
-    default:
-      FailInvalid("'" + v.TypeName() + "' object is not iterable");
-  }
-}
-
 template <typename Map>
 void Bind(const std::vector<std::string>& targets, const Value& item, Map& vars) {
   if (targets.size() == 1) {

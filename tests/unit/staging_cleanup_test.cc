@@ -36,6 +36,11 @@ AdapterManifest ManifestFor(const std::string& name, const std::string& weights)
 }
 
 TEST(StagingCleanupTest, ARemovalThatFailsIsRetried) {
+#if defined(__SANITIZE_ADDRESS__)
+  // The sanitized build pairs ASan with UBSan, whose vptr check probes memory through a pipe: at a
+  // 3-descriptor limit it cannot, and reports the store's valid Upload object as invalid.
+  GTEST_SKIP() << "needs a 3-descriptor limit, under which UBSan's vptr check cannot run";
+#endif
   std::string root = (fs::temp_directory_path() / "staging_cleanup_test.XXXXXX").string();
   ASSERT_NE(::mkdtemp(root.data()), nullptr);
   {
