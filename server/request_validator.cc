@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 
 namespace loramux {
 namespace {
@@ -110,10 +111,10 @@ absl::Status CheckScoreOutput(const InferenceRequest& r, const RequestLimits& li
 }  // namespace
 
 absl::Status NormalizeAndValidate(InferenceRequest& r, const RequestLimits& limits) {
-  if (absl::Status s = CheckTokens(r, limits); !s.ok()) return s;
-  if (absl::Status s = CheckAdapterScale(r.adapter_scale, limits); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckTokens(r, limits));
+  RETURN_IF_ERROR(CheckAdapterScale(r.adapter_scale, limits));
   if (!IsGenerate(r)) return CheckScoreOutput(r, limits);
-  if (absl::Status s = NormalizeSampling(r.sampling, limits); !s.ok()) return s;
+  RETURN_IF_ERROR(NormalizeSampling(r.sampling, limits));
   return CheckStopTokens(r, limits);
 }
 
