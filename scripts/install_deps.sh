@@ -24,3 +24,8 @@ done
 # The fuzzers (scripts/fuzz.sh): clang-14, its libFuzzer/ASan/UBSan runtimes (libclang-rt-14-dev)
 # and llvm-symbolizer (llvm-14) for readable sanitizer stacks.
 $SUDO apt-get install -y -qq --no-install-recommends clang-14 libclang-rt-14-dev llvm-14 >/dev/null
+# The OpenAI-compatible HTTP front's end-to-end test (tests/integration/openai_http_test.cc)
+# speaks through curl and the official `openai` npm SDK, pinned by tests/openai/package-lock.json.
+$SUDO apt-get install -y -qq --no-install-recommends curl >/dev/null
+if ! command -v npm >/dev/null; then $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; fi
+(cd "$(dirname "$0")/../tests/openai" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)

@@ -146,6 +146,9 @@ class Scheduler::Impl {
   }
 
   int64_t vocab_size() const { return model_.config().vocab_size; }
+  int64_t max_context_tokens() const {
+    return std::min<int64_t>(model_.config().max_position_embeddings, cache_.capacity_tokens());
+  }
 
  private:
   int64_t KvTokensNeeded(const InferenceRequest& r) const {
@@ -533,5 +536,6 @@ bool Scheduler::Idle() const { return impl_->Idle(); }
 void Scheduler::Stop() { impl_->Stop(); }
 SchedulerStats Scheduler::stats() const { return impl_->stats(); }
 int64_t Scheduler::vocab_size() const { return impl_->vocab_size(); }
+int64_t Scheduler::max_context_tokens() const { return impl_->max_context_tokens(); }
 
 }  // namespace loramux

@@ -70,6 +70,8 @@ class ServerProcess {
   bool ok() const { return !address_.empty(); }
   const std::string& address() const { return address_; }  // "127.0.0.1:PORT"
   const std::string& metrics_address() const { return metrics_address_; }
+  // The HTTP front's "127.0.0.1:PORT" (given --http_listen), else "".
+  const std::string& http_address() const { return http_address_; }
   const std::string& dir() const { return dir_; }
   pid_t pid() const { return pid_; }
   std::string Log() const;  // its stderr so far
@@ -87,6 +89,7 @@ class ServerProcess {
   int stdout_fd_ = -1;
   std::string address_;
   std::string metrics_address_;
+  std::string http_address_;
   std::optional<int> exit_code_;
 };
 
@@ -124,6 +127,16 @@ struct AdapterFiles {
 
 // tests/data/adapters/<name>/.
 AdapterFiles ReadAdapter(const std::string& name);
+
+// A random one-layer Llama (hidden 32, 4 heads, 2 KV heads, tied embeddings, BOS 1, EOS 2) with
+// `vocab` tokens: config.json and model.safetensors in `dir`. Seeded: the same files every time.
+void WriteRandomLlama(const std::string& dir, int vocab, int max_position_embeddings = 512);
+// WriteRandomLlama with llama2's vocabulary, tokenizer.json and chat template: a model that
+// serves text and conversations.
+void WriteChatLlama(const std::string& dir, int max_position_embeddings = 512);
+// A PEFT LoRA adapter (rank 4, alpha 8, q_proj and v_proj) for WriteRandomLlama's model, with
+// factors drawn from `seed` large enough to change its greedy tokens.
+AdapterFiles RandomLlamaLora(uint32_t seed);
 
 // Rewrites a safetensors file, letting `edit` change any tensor (shape and data). Adds a test
 // failure and returns "" when `bytes` do not parse.
