@@ -54,6 +54,7 @@ std::string BaseName(std::string path) {
 struct Progress {
   std::vector<int32_t> token_ids;
   std::vector<float> logprobs;
+  std::vector<std::vector<std::pair<int32_t, float>>> top;  // per token, with top_logprobs
   std::string text;
   bool finished = false;
   absl::Status status;  // when finished
@@ -75,6 +76,10 @@ class Generation final : public RequestObserver {
     pending_.token_ids.insert(pending_.token_ids.end(), tokens.begin(), tokens.end());
     pending_.logprobs.insert(pending_.logprobs.end(), logprobs.begin(), logprobs.end());
     pending_.text += text;
+  }
+  void OnTopLogprobs(const std::vector<std::pair<int32_t, float>>& top) override {
+    absl::MutexLock lock(&mu_);
+    pending_.top.push_back(top);
   }
   void OnFinish(const absl::Status& status, FinishReason reason, const Usage& usage,
                 const std::string& adapter_version) override {
@@ -256,18 +261,25 @@ class HttpFront::Handlers {
     return id;
   }
 
+  // A token's text for logprobs ("token_id:N" without a tokenizer, as vLLM writes it).
+  std::string TokenText(int32_t id) const {
+    if (!engine_.text().has_tokenizer()) return absl::StrCat("token_id:", id);
+    absl::StatusOr<std::string> text = engine_.text().Decode({&id, 1}, /*skip_special_tokens=*/false);
+    return text.ok() ? *text : absl::StrCat("token_id:", id);
+  }
+
   // Token texts and logprobs of what a generation produced.
   CompletionPiece ToPiece(const OpenAiRequest& request, Progress& progress) const {
     CompletionPiece piece;
     piece.text = std::move(progress.text);
     piece.token_ids = progress.token_ids;
-    if (request.logprobs) {
-      for (size_t i = 0; i < progress.token_ids.size() && i < progress.logprobs.size(); ++i) {
-        absl::StatusOr<std::string> token = engine_.text().has_tokenizer()
-                                                ? engine_.text().Decode({&progress.token_ids[i], 1}, false)
-                                                : absl::StatusOr<std::string>(absl::StrCat("token_id:", progress.token_ids[i]));
-        piece.logprobs.push_back({token.ok() ? *token : std::string(), progress.logprobs[i]});
+    if (!request.logprobs) return piece;
+    for (size_t i = 0; i < progress.token_ids.size() && i < progress.logprobs.size(); ++i) {
+      TokenLogprob t{TokenText(progress.token_ids[i]), progress.logprobs[i], {}};
+      if (i < progress.top.size()) {
+        for (const auto& [id, logprob] : progress.top[i]) t.top.emplace_back(TokenText(id), logprob);
       }
+      piece.logprobs.push_back(std::move(t));
     }
     return piece;
   }

@@ -14,19 +14,20 @@ namespace loramux {
 namespace {
 
 constexpr char kParamPayload[] = "type.loramux/openai.param";
-constexpr size_t kMaxBodyItems = 1 << 20;  // prompt ids, stop lists, messages (the body is bounded too)
+constexpr size_t kMaxBodyItems = 1 << 20;
+constexpr int64_t kMaxTopLogprobs = 20;  // prompt ids, stop lists, messages (the body is bounded too)
 
 // Fields every endpoint reads, and each endpoint's own.
 const absl::flat_hash_set<std::string>& KnownFields(OpenAiEndpoint endpoint) {
   static const auto* completions = new absl::flat_hash_set<std::string>{
       "model", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "seed", "stop",
       "n", "stream", "stream_options", "user", "presence_penalty", "frequency_penalty", "logit_bias",
-      "stop_token_ids", "adapter_scale", "return_token_ids",
+      "stop_token_ids", "ignore_eos", "adapter_scale", "return_token_ids",
       "prompt", "logprobs", "echo", "suffix", "best_of", "add_special_tokens"};
   static const auto* chat = new absl::flat_hash_set<std::string>{
       "model", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "seed", "stop",
       "n", "stream", "stream_options", "user", "presence_penalty", "frequency_penalty", "logit_bias",
-      "stop_token_ids", "adapter_scale", "return_token_ids",
+      "stop_token_ids", "ignore_eos", "adapter_scale", "return_token_ids",
       "messages", "logprobs", "top_logprobs", "tools", "tool_choice", "functions", "function_call",
       "response_format", "parallel_tool_calls", "chat_template_kwargs", "add_generation_prompt"};
   return endpoint == OpenAiEndpoint::kCompletions ? *completions : *chat;
@@ -184,21 +185,21 @@ absl::Status ReadMessages(const JsonValue& root, OpenAiRequest& out) {
   return absl::OkStatus();
 }
 
+// Chat: "logprobs": bool and "top_logprobs": 0..20 (needs logprobs). Completions: "logprobs":
+// the number of alternatives, 0..20 (OpenAI allows 5; vLLM 20).
 absl::Status ReadLogprobs(const JsonValue& root, OpenAiRequest& out) {
+  int64_t top = 0;
   if (out.endpoint == OpenAiEndpoint::kChatCompletions) {
     ASSIGN_OR_RETURN(out.logprobs, Tagged(root["logprobs"].Bool(false), "logprobs"));
-    ASSIGN_OR_RETURN(int64_t top, Tagged(root["top_logprobs"].Int(0), "top_logprobs"));
-    if (top != 0) {
-      return Refuse("top_logprobs", "alternatives are not served; logprobs: true gives the chosen tokens'");
-    }
-    return absl::OkStatus();
+    ASSIGN_OR_RETURN(top, Tagged(root["top_logprobs"].Int(0), "top_logprobs"));
+    if (top != 0 && !out.logprobs) return Refuse("top_logprobs", "needs \"logprobs\": true");
+  } else if (root["logprobs"].present()) {
+    ASSIGN_OR_RETURN(top, Tagged(root["logprobs"].Int(), "logprobs"));
+    out.logprobs = true;
   }
-  if (!root["logprobs"].present()) return absl::OkStatus();
-  ASSIGN_OR_RETURN(int64_t top, Tagged(root["logprobs"].Int(), "logprobs"));
-  if (top != 0) {
-    return Refuse("logprobs", "alternatives are not served; logprobs: 0 gives the chosen tokens'");
-  }
-  out.logprobs = true;
+  const char* field = out.endpoint == OpenAiEndpoint::kChatCompletions ? "top_logprobs" : "logprobs";
+  if (top < 0 || top > kMaxTopLogprobs) return Refuse(field, absl::StrCat("must be in [0, ", kMaxTopLogprobs, "]"));
+  out.top_logprobs = static_cast<int32_t>(top);
   return absl::OkStatus();
 }
 
@@ -271,37 +272,52 @@ Json Fingerprint(const ResponseHeader& header) {
   return header.system_fingerprint.empty() ? Json() : Json(header.system_fingerprint);
 }
 
+// A token's UTF-8 bytes, as OpenAI lists them.
+Json Bytes(const std::string& token) {
+  Json bytes = Json::array();
+  for (unsigned char c : token) bytes.push_back(static_cast<int>(c));
+  return bytes;
+}
+
 // Chat logprobs: {"content": [{"token", "logprob", "bytes", "top_logprobs"}...]}.
 Json ChatLogprobs(const std::vector<TokenLogprob>& logprobs) {
   Json content = Json::array();
   for (const TokenLogprob& t : logprobs) {
-    Json bytes = Json::array();
-    for (unsigned char c : t.token) bytes.push_back(static_cast<int>(c));
-    content.push_back({{"token", t.token}, {"logprob", t.logprob}, {"bytes", std::move(bytes)},
-                       {"top_logprobs", Json::array()}});
+    Json top = Json::array();
+    for (const auto& [token, logprob] : t.top) {
+      top.push_back({{"token", token}, {"logprob", logprob}, {"bytes", Bytes(token)}});
+    }
+    content.push_back({{"token", t.token}, {"logprob", t.logprob}, {"bytes", Bytes(t.token)},
+                       {"top_logprobs", std::move(top)}});
   }
   return {{"content", std::move(content)}};
 }
 
 // Completions logprobs: {"tokens", "token_logprobs", "top_logprobs", "text_offset"}; offsets
 // count from `offset`, the text already sent.
-Json CompletionLogprobs(const std::vector<TokenLogprob>& logprobs, size_t offset) {
-  Json tokens = Json::array(), values = Json::array(), offsets = Json::array();
+Json CompletionLogprobs(const std::vector<TokenLogprob>& logprobs, size_t offset, bool with_top) {
+  Json tokens = Json::array(), values = Json::array(), offsets = Json::array(), tops = Json::array();
   for (const TokenLogprob& t : logprobs) {
     tokens.push_back(t.token);
     values.push_back(t.logprob);
     offsets.push_back(offset);
     offset += t.token.size();
+    Json top = Json::object();
+    for (const auto& [token, logprob] : t.top) {
+      if (!top.contains(token)) top[token] = logprob;  // two ids with one text: the likelier
+    }
+    tops.push_back(std::move(top));
   }
   return {{"tokens", std::move(tokens)}, {"token_logprobs", std::move(values)},
-          {"top_logprobs", nullptr}, {"text_offset", std::move(offsets)}};
+          {"top_logprobs", with_top ? std::move(tops) : Json()}, {"text_offset", std::move(offsets)}};
 }
 
 bool IsChat(const OpenAiRequest& request) { return request.endpoint == OpenAiEndpoint::kChatCompletions; }
 
 Json Logprobs(const OpenAiRequest& request, const CompletionPiece& piece) {
   if (!request.logprobs) return nullptr;
-  return IsChat(request) ? ChatLogprobs(piece.logprobs) : CompletionLogprobs(piece.logprobs, 0);
+  return IsChat(request) ? ChatLogprobs(piece.logprobs)
+                         : CompletionLogprobs(piece.logprobs, 0, request.top_logprobs > 0);
 }
 
 Json ChunkShell(const OpenAiRequest& request, const ResponseHeader& header) {
@@ -353,9 +369,11 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint, absl::
   if (root["stop_token_ids"].present()) {
     ASSIGN_OR_RETURN(out.engine.stop_token_ids, ReadTokenIds(root["stop_token_ids"], "stop_token_ids"));
   }
+  ASSIGN_OR_RETURN(out.engine.ignore_eos, Tagged(root["ignore_eos"].Bool(false), "ignore_eos"));
   ASSIGN_OR_RETURN(out.engine.adapter_scale, Tagged(root["adapter_scale"].Number(1.0), "adapter_scale"));
   RETURN_IF_ERROR(ReadLogprobs(root, out));
   out.engine.logprobs = out.logprobs;
+  out.engine.top_logprobs = out.top_logprobs;
   RETURN_IF_ERROR(ReadStreamOptions(root, out));
   ASSIGN_OR_RETURN(out.return_token_ids, Tagged(root["return_token_ids"].Bool(false), "return_token_ids"));
   if (root["user"].present() && !root["user"].is_string()) return Refuse("user", "must be a string");

@@ -7,8 +7,9 @@
 // field that asks for what loramux does not do (tools, response_format other than text, n > 1,
 // penalties, logit_bias, echo, suffix, best_of > 1, image parts) is refused saying so, never
 // ignored; an unknown field is refused as "unrecognized" (OpenAI does the same). JSON null means
-// "not given". Extensions, as vLLM names them: top_k, stop_token_ids, chat_template_kwargs,
-// add_generation_prompt, add_special_tokens, return_token_ids; and loramux's adapter_scale.
+// "not given". Extensions, as vLLM names them: top_k, stop_token_ids, ignore_eos,
+// chat_template_kwargs, add_generation_prompt, add_special_tokens, return_token_ids; and
+// loramux's adapter_scale.
 //
 // Thread-safety: pure functions.
 #pragma once
@@ -16,6 +17,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -42,6 +44,7 @@ struct OpenAiRequest {
   bool stream = false;
   bool include_usage = false;     // stream_options.include_usage
   bool logprobs = false;          // per-token logprobs in the response
+  int32_t top_logprobs = 0;       // and this many alternatives at each (engine.top_logprobs)
   bool return_token_ids = false;  // prompt_token_ids and choices[].token_ids in the response
 };
 
@@ -58,6 +61,7 @@ int32_t DefaultMaxTokens(const OpenAiRequest& request, int32_t server_default, i
 struct TokenLogprob {
   std::string token;  // its text (special tokens included)
   float logprob = 0.0f;
+  std::vector<std::pair<std::string, float>> top;  // the likeliest tokens there, when asked
 };
 
 // Generated output: a stream chunk's worth, or (accumulated) the whole completion.

@@ -87,7 +87,9 @@ class Scheduler::Impl {
     if (request.kind == InferenceRequest::Kind::kGenerate) {
       seq->sampler = std::make_unique<Sampler>(request.sampling);
       seq->stops.insert(request.stop_token_ids.begin(), request.stop_token_ids.end());
-      seq->stops.insert(model_.config().eos_token_ids.begin(), model_.config().eos_token_ids.end());
+      if (!request.ignore_eos) {
+        seq->stops.insert(model_.config().eos_token_ids.begin(), model_.config().eos_token_ids.end());
+      }
       if (tokenizer_) seq->text = std::make_unique<TextStream>(*tokenizer_, request.stop);
     }
     const int64_t need = KvTokensNeeded(request);
@@ -445,6 +447,7 @@ class Scheduler::Impl {
     s.generated.push_back(t.token);
     std::vector<float> logprobs;
     if (s.request.logprobs) logprobs.push_back(t.logprob);
+    if (s.request.top_logprobs > 0) s.observer->OnTopLogprobs(TopLogProbs(logits, vocab, s.request.top_logprobs));
     TextStream::Piece piece;
     if (s.text) piece = s.text->Append(t.token);
     s.stopped_by_text = piece.stopped;

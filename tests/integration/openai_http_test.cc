@@ -216,6 +216,34 @@ TEST_F(OpenAiHttpTest, GreedyAnswersEqualGrpcForBaseAndAdaptersInParallel) {
   EXPECT_NE(seen[4], seen[8]);
 }
 
+// logprobs equal gRPC's; top_logprobs list the likeliest first, the greedy choice among them.
+TEST_F(OpenAiHttpTest, LogprobsEqualGrpcsAndTopLogprobsLeadWithTheGreedyToken) {
+  Json chat = Request("alpha", true, "Name a colour", 6, false);
+  chat["logprobs"] = true;
+  chat["top_logprobs"] = 3;
+  Json completion = Request("alpha", false, "Name a colour", 6, true);
+  completion["logprobs"] = 2;
+  const Json sdk = Sdk(*server_, "generate", {{"requests", {chat, completion}}});
+  v1::GenerateRequest request = MakeGenerate("alpha", {}, 6);
+  v1::ChatMessage* m = request.add_messages();
+  m->set_role("user");
+  m->set_content("Name a colour");
+  request.set_logprobs(true);
+  const GenerateOutcome grpc_out = Generate(*stub_, request, 30, kInferenceToken);
+  ASSERT_TRUE(grpc_out.status.ok()) << grpc_out.status.error_message();
+  const Json& content = sdk["results"][0]["logprobs"]["content"];
+  ASSERT_EQ(content.size(), grpc_out.logprobs.size()) << sdk.dump(2);
+  for (size_t i = 0; i < content.size(); ++i) {
+    EXPECT_EQ(content[i]["logprob"].get<float>(), grpc_out.logprobs[i]);
+    const Json& top = content[i]["top_logprobs"];
+    ASSERT_EQ(top.size(), 3u);
+    EXPECT_EQ(top[0]["token"], content[i]["token"]);
+    EXPECT_EQ(top[0]["logprob"], content[i]["logprob"]);
+    EXPECT_GE(top[0]["logprob"].get<double>(), top[1]["logprob"].get<double>());
+    EXPECT_GE(top[1]["logprob"].get<double>(), top[2]["logprob"].get<double>());
+  }
+}
+
 TEST_F(OpenAiHttpTest, StopStringsEndTheTextBeforeThem) {
   const std::string prompt = "Once upon a time";
   const auto [full, text] = OverGrpc(kBase, false, prompt, 24);
@@ -322,8 +350,9 @@ TEST_F(OpenAiHttpTest, LoadAndUnloadLoraAdapterByPath) {
 TEST_F(OpenAiHttpTest, ClientThatDisconnectsMidStreamIsCancelled) {
   const std::string series = R"(loramux_requests_total{code="CANCELLED",rpc="openai.chat.completions"})";
   const double before = std::max(0.0, Metric(*server_, series));
-  const Json sdk = Sdk(*server_, "disconnect", {{"request", Request(kBase, true, "Tell me a long story", 4000, true)},
-                                                {"chunks", 4}});
+  Json request = Request(kBase, true, "Tell me a long story", 4000, true);
+  request["ignore_eos"] = true;  // it would run for seconds if not cancelled
+  const Json sdk = Sdk(*server_, "disconnect", {{"request", request}, {"chunks", 4}});
   EXPECT_EQ(sdk["chunks"], 4);
   double running = -1;
   for (int i = 0; i < 100; ++i) {
@@ -335,47 +364,54 @@ TEST_F(OpenAiHttpTest, ClientThatDisconnectsMidStreamIsCancelled) {
   EXPECT_EQ(Metric(*server_, series), before + 1) << "the stream was not cancelled";
 }
 
-// A full queue is 429 with Retry-After; a draining server is 503, and /health says so.
+// A full queue is 429 with Retry-After; a draining server is 503, and /health says so. One long
+// request runs and one waits (seen on /metrics) before the others come, so the queue is full.
 TEST(OpenAiHttpLimitsTest, FullQueueIs429AndDrainingIs503) {
   const std::string dir = MakeTempDir();
   WriteChatLlama(dir, 8192);
-  ServerProcess server({"--model_dir=" + dir, "--http_listen=127.0.0.1:0", "--max_queue=1",
-                        "--max_running_requests=1", "--drain_timeout_s=60"});
+  ServerProcess server({"--model_dir=" + dir, "--http_listen=127.0.0.1:0", "--max_queue=1", "--max_running_requests=1",
+                        "--drain_timeout_s=120"});
   ASSERT_TRUE(server.ok()) << server.Log();
-  int refused = 0;
-  const std::string base = std::filesystem::path(dir).filename();
-  const Json flood = Sdk(server, "flood", {{"count", 8},
-                                            {"request", {{"endpoint", "completions"}, {"model", base}, {"prompt", "hi"},
-                                                         {"max_tokens", 1500}, {"temperature", 0}}}});
+  const std::string base = std::filesystem::path(dir).filename();  // the default model id
+  const std::string long_request = Json{{"model", base}, {"prompt", "hi"}, {"max_tokens", 3000},
+                                        {"temperature", 0}, {"ignore_eos", true}}.dump();
+  auto wait_for = [&](const std::string& gauge) {
+    for (int i = 0; i < 500 && Metric(server, gauge) != 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    EXPECT_EQ(Metric(server, gauge), 1) << gauge;
+  };
+  std::vector<std::thread> runners;
+  for (const char* gauge : {"loramux_running_requests", "loramux_queue_depth"}) {
+    runners.emplace_back([&] {
+      const HttpReply reply = Curl(server.http_address(), "POST", "/v1/completions", long_request);
+      EXPECT_EQ(reply.status, 200) << reply.body;
+    });
+    wait_for(gauge);  // the first runs, the second waits
+  }
+  const Json flood = Sdk(server, "flood", {{"count", 4},
+                                           {"request", {{"endpoint", "completions"}, {"model", base}, {"prompt", "hi"},
+                                                        {"max_tokens", 4}}}});
+  EXPECT_EQ(flood["results"].size(), 4u) << flood.dump();
   for (const Json& r : flood["results"]) {
-    if (r["ok"] == true) continue;
-    EXPECT_EQ(r["error"]["status"], 429) << r.dump();
+    if (r.value("ok", true)) {
+      ADD_FAILURE() << "not refused: " << r.dump();
+      continue;
+    }
+    EXPECT_EQ(r["error"]["status"], 429);
     EXPECT_EQ(r["error"]["retry_after"], "1");
     EXPECT_EQ(r["error"]["class"], "RateLimitError");
-    ++refused;
   }
-  EXPECT_GE(refused, 5) << flood.dump();  // one runs, one waits
 
-  // A long request runs while the server drains.
-  std::thread runner([&] {
-    const HttpReply long_run = Curl(server.http_address(), "POST", "/v1/completions",
-                                    Json{{"model", base}, {"prompt", "hi"}, {"max_tokens", 3000}, {"temperature", 0}}.dump());
-    EXPECT_EQ(long_run.status, 200) << long_run.body;
-  });
-  for (int i = 0; i < 100 && Metric(server, "loramux_running_requests") != 1; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  server.Signal(SIGTERM);
-  for (int i = 0; i < 100 && Curl(server.http_address(), "GET", "/health").status != 503; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  server.Signal(SIGTERM);  // the two long requests finish; nothing new starts
+  for (int i = 0; i < 200 && Curl(server.http_address(), "GET", "/health").status != 503; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   EXPECT_EQ(Curl(server.http_address(), "GET", "/health").status, 503);
-  const HttpReply refused_late = Curl(server.http_address(), "POST", "/v1/completions",
-                                      Json{{"model", base}, {"prompt", "hi"}, {"max_tokens", 2}}.dump());
-  EXPECT_EQ(refused_late.status, 503) << refused_late.body;
-  EXPECT_EQ(refused_late.json()["error"]["type"], "service_unavailable_error");
-  runner.join();
-  EXPECT_EQ(server.WaitExit(60), 0);
+  const HttpReply refused = Curl(server.http_address(), "POST", "/v1/completions",
+                                 Json{{"model", base}, {"prompt", "hi"}, {"max_tokens", 2}}.dump());
+  EXPECT_EQ(refused.status, 503) << refused.body;
+  EXPECT_EQ(refused.json()["error"]["type"], "service_unavailable_error");
+  for (std::thread& t : runners) t.join();
+  EXPECT_EQ(server.WaitExit(120), 0);
   std::filesystem::remove_all(dir);
 }
 

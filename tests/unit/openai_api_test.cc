@@ -36,7 +36,7 @@ TEST(OpenAiParseTest, CompletionFieldsBecomeTheEngineRequest) {
   const OpenAiRequest r = ParseOk(kCompletions, R"({"model": "sql", "prompt": "SELECT", "max_tokens": 7,
       "temperature": 0.5, "top_p": 0.9, "top_k": 40, "seed": 11, "stop": ["\n", ";"], "n": 1,
       "stream": true, "stream_options": {"include_usage": true}, "user": "u1", "logprobs": 0,
-      "stop_token_ids": [5], "adapter_scale": 0.5, "return_token_ids": true})");
+      "stop_token_ids": [5], "ignore_eos": true, "adapter_scale": 0.5, "return_token_ids": true})");
   EXPECT_EQ(r.model, "sql");
   ASSERT_TRUE(r.text_prompt.has_value());
   EXPECT_EQ(r.text_prompt->text, "SELECT");
@@ -50,6 +50,7 @@ TEST(OpenAiParseTest, CompletionFieldsBecomeTheEngineRequest) {
   EXPECT_EQ(r.engine.sampling.seed, 11u);
   EXPECT_THAT(r.engine.stop, ElementsAre("\n", ";"));
   EXPECT_THAT(r.engine.stop_token_ids, ElementsAre(5));
+  EXPECT_TRUE(r.engine.ignore_eos);
   EXPECT_DOUBLE_EQ(r.engine.adapter_scale, 0.5);
   EXPECT_TRUE(r.stream);
   EXPECT_TRUE(r.include_usage);
@@ -99,6 +100,9 @@ TEST(OpenAiParseTest, ChatMessagesGoToTheTemplate) {
   EXPECT_EQ(r.text_prompt->chat_template_kwargs["enable_thinking"], false);
   EXPECT_EQ(r.engine.sampling.max_new_tokens, 9);
   EXPECT_TRUE(r.logprobs);
+  EXPECT_EQ(ParseOk(kChat, R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "logprobs": true,
+                              "top_logprobs": 5})").engine.top_logprobs, 5);
+  EXPECT_EQ(ParseOk(kCompletions, R"({"model": "m", "prompt": "x", "logprobs": 3})").engine.top_logprobs, 3);
   // Without max_tokens a reply may fill the context, within the server's limit.
   const OpenAiRequest open = ParseOk(kChat, R"({"model": "m", "messages": [{"role": "user", "content": "x"}]})");
   EXPECT_EQ(DefaultMaxTokens(open, 16, 512, 500, 4096), 12);
@@ -115,7 +119,8 @@ TEST(OpenAiParseTest, WhatLoramuxCannotHonourIsRefusedNeverIgnored) {
   ExpectRefused(kChat, chat + R"("presence_penalty": 0.5})", "presence_penalty");
   ExpectRefused(kChat, chat + R"("frequency_penalty": 1})", "frequency_penalty");
   ExpectRefused(kChat, chat + R"("logit_bias": {"5": 10}})", "logit_bias");
-  ExpectRefused(kChat, chat + R"("top_logprobs": 3})", "top_logprobs");
+  ExpectRefused(kChat, chat + R"("top_logprobs": 3})", "top_logprobs", "logprobs");
+  ExpectRefused(kChat, chat + R"("logprobs": true, "top_logprobs": 21})", "top_logprobs", "[0, 20]");
   ExpectRefused(kChat, chat + R"("frobnicate": true})", "frobnicate", "unrecognized");
   ExpectRefused(kChat, chat + R"("stream_options": {"include_usage": true}})", "stream_options", "stream");
   ExpectRefused(kChat, R"({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url",
@@ -129,7 +134,7 @@ TEST(OpenAiParseTest, WhatLoramuxCannotHonourIsRefusedNeverIgnored) {
   ExpectRefused(kCompletions, completion + R"("echo": true})", "echo");
   ExpectRefused(kCompletions, completion + R"("suffix": "end"})", "suffix");
   ExpectRefused(kCompletions, completion + R"("best_of": 3})", "best_of");
-  ExpectRefused(kCompletions, completion + R"("logprobs": 2})", "logprobs", "alternatives");
+  ExpectRefused(kCompletions, completion + R"("logprobs": 21})", "logprobs", "[0, 20]");
   ExpectRefused(kCompletions, completion + R"("messages": []})", "messages", "unrecognized");
 }
 
@@ -164,13 +169,23 @@ TEST(OpenAiResponseTest, WholeCompletionInOpenAisShape) {
   CompletionPiece out;
   out.text = "ab";
   out.token_ids = {7, 8};
-  out.logprobs = {{"a", -0.5f}, {"b", -1.0f}};
+  out.logprobs = {{"a", -0.5f, {}}, {"b", -1.0f, {}}};
   const Json j = CompletionResponse(r, Header(), {1, 2}, out, FinishReason::kLength, Usage{2, 2});
   EXPECT_EQ(j, Json::parse(R"({"id": "cmpl-1", "object": "text_completion", "created": 1700000000,
       "model": "sql", "system_fingerprint": "sql@ab12",
       "choices": [{"index": 0, "text": "ab", "logprobs": {"tokens": ["a", "b"], "token_logprobs": [-0.5, -1.0],
                    "top_logprobs": null, "text_offset": [0, 1]}, "finish_reason": "length"}],
       "usage": {"prompt_tokens": 2, "completion_tokens": 2, "total_tokens": 4}})"))
+      << j.dump(2);
+}
+
+TEST(OpenAiResponseTest, CompletionTopLogprobsAreTextToLogprobMaps) {
+  const OpenAiRequest r = ParseOk(kCompletions, R"({"model": "sql", "prompt": "x", "logprobs": 2})");
+  CompletionPiece out;
+  out.text = "a";
+  out.logprobs = {{"a", -0.125f, {{"a", -0.125f}, {"b", -2.5f}}}};
+  const Json j = CompletionResponse(r, Header(), {}, out, FinishReason::kLength, Usage{1, 1});
+  EXPECT_EQ(j["choices"][0]["logprobs"]["top_logprobs"], Json::parse(R"([{"a": -0.125, "b": -2.5}])"))
       << j.dump(2);
 }
 
@@ -202,12 +217,13 @@ TEST(OpenAiResponseTest, ChatStreamChunks) {
   EXPECT_TRUE(first["usage"].is_null() && first.contains("usage"));
   CompletionPiece piece;
   piece.text = "é";
-  piece.logprobs = {{"é", -0.25f}};
+  piece.logprobs = {{"é", -0.25f, {{"é", -0.25f}, {"e", -2.0f}}}};
   const Json middle = ChoiceChunk(r, Header(), piece, std::nullopt);
   EXPECT_EQ(middle["choices"][0]["delta"], Json::parse(R"({"content": "é"})"));
   EXPECT_TRUE(middle["choices"][0]["finish_reason"].is_null());
   EXPECT_EQ(middle["choices"][0]["logprobs"]["content"][0],
-            Json::parse(R"({"token": "é", "logprob": -0.25, "bytes": [195, 169], "top_logprobs": []})"));
+            Json::parse(R"({"token": "é", "logprob": -0.25, "bytes": [195, 169], "top_logprobs": [
+                {"token": "é", "logprob": -0.25, "bytes": [195, 169]}, {"token": "e", "logprob": -2.0, "bytes": [101]}]})"));
   const Json last = ChoiceChunk(r, Header(), CompletionPiece(), FinishReason::kStop);
   EXPECT_EQ(last["choices"][0]["delta"], Json::object());
   EXPECT_EQ(last["choices"][0]["finish_reason"], "stop");
