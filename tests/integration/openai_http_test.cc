@@ -27,57 +27,15 @@ constexpr char kInferenceToken[] = "inference-secret";
 constexpr char kAdminToken[] = "admin-secret";
 constexpr char kBase[] = "tiny-llama";
 
-// Runs a shell command (bounded by `timeout`), returning its stdout.
-std::string Run(const std::string& command) {
-  std::string out;
-  FILE* pipe = popen(("timeout 120 " + command).c_str(), "r");
-  if (pipe == nullptr) return out;
-  char buffer[4096];
-  size_t n;
-  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) out.append(buffer, n);
-  pclose(pipe);
-  return out;
-}
-
-std::string Quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
 // One scenario of sdk_check.mjs against `server`.
 Json Sdk(const ServerProcess& server, const std::string& scenario, const Json& args,
          const std::string& api_key = kInferenceToken) {
-  const std::string out = Run("node " + kSdkScript + " " + scenario + " http://" + server.http_address() + "/v1 " +
-                              Quote(api_key) + " " + Quote(args.dump()));
+  const std::string out = RunCommand("node " + kSdkScript + " " + scenario + " http://" + server.http_address() + "/v1 " +
+                                     ShellQuote(api_key) + " " + ShellQuote(args.dump()));
   Json j = Json::parse(out, nullptr, /*allow_exceptions=*/false);
   EXPECT_FALSE(j.is_discarded()) << "sdk_check.mjs printed: " << out;
   EXPECT_FALSE(j.contains("fatal")) << j.dump(2);
   return j;
-}
-
-struct HttpReply {
-  int status = 0;
-  std::string headers;
-  std::string body;
-  Json json() const { return Json::parse(body, nullptr, false); }
-};
-
-// curl METHOD http://server/path with `body` (JSON) and an optional bearer token.
-HttpReply Curl(const std::string& address, const std::string& method, const std::string& path,
-               const std::string& body = "", const std::string& token = "", const std::string& dir = "") {
-  const std::string tmp = dir.empty() ? MakeTempDir() : dir;
-  WriteFile(tmp + "/body", body);
-  std::string command = "curl -sS -m 60 -X " + method + " -o " + tmp + "/out -D " + tmp + "/headers -w '%{http_code}'";
-  if (!body.empty()) command += " -H 'Content-Type: application/json' --data-binary @" + tmp + "/body";
-  if (!token.empty()) command += " -H " + Quote("Authorization: Bearer " + token);
-  command += " http://" + address + path;
-  HttpReply reply;
-  reply.status = std::atoi(Run(command).c_str());
-  reply.headers = ReadFile(tmp + "/headers");
-  reply.body = ReadFile(tmp + "/out");
-  if (dir.empty()) std::filesystem::remove_all(tmp);
-  return reply;
 }
 
 double Metric(const ServerProcess& server, const std::string& series) {
@@ -172,7 +130,7 @@ TEST_F(OpenAiHttpTest, ModelsListTheBaseAndEveryAdapter) {
   EXPECT_EQ(sdk["ids"], Json::parse(R"(["tiny-llama", "alpha", "beta"])")) << sdk.dump();
   EXPECT_EQ(sdk["parents"]["alpha"], kBase);
   EXPECT_TRUE(sdk["parents"][kBase].is_null());
-  const HttpReply raw = Curl(server_->http_address(), "GET", "/v1/models", "", kInferenceToken);
+  const HttpReply raw = Curl("http://" + server_->http_address(), "GET", "/v1/models", "", kInferenceToken);
   EXPECT_EQ(raw.status, 200);
   EXPECT_THAT(raw.headers, HasSubstr("application/json"));
   EXPECT_EQ(raw.json()["data"][1]["object"], "model");
@@ -300,7 +258,7 @@ TEST_F(OpenAiHttpTest, EveryErrorHasOpenAisShapeAndStatus) {
   EXPECT_EQ(auth["status"], 401);
   EXPECT_EQ(auth["class"], "AuthenticationError");
 
-  const std::string http = server_->http_address();
+  const std::string http = "http://" + server_->http_address();
   const HttpReply not_json = Curl(http, "POST", "/v1/completions", "{\"model\": ", kInferenceToken);
   EXPECT_EQ(not_json.status, 400);
   EXPECT_EQ(not_json.json()["error"]["type"], "invalid_request_error") << not_json.body;
@@ -319,7 +277,7 @@ TEST_F(OpenAiHttpTest, EveryErrorHasOpenAisShapeAndStatus) {
 
 // vLLM's load/unload routes: an adapter directory on the server's disk becomes a model, and goes.
 TEST_F(OpenAiHttpTest, LoadAndUnloadLoraAdapterByPath) {
-  const std::string http = server_->http_address();
+  const std::string http = "http://" + server_->http_address();
   const std::string adapter_dir = *dir_ + "/gamma";
   std::filesystem::create_directories(adapter_dir);
   const AdapterFiles files = RandomLlamaLora(13);
@@ -382,7 +340,7 @@ TEST(OpenAiHttpLimitsTest, FullQueueIs429AndDrainingIs503) {
   std::vector<std::thread> runners;
   for (const char* gauge : {"loramux_running_requests", "loramux_queue_depth"}) {
     runners.emplace_back([&] {
-      const HttpReply reply = Curl(server.http_address(), "POST", "/v1/completions", long_request);
+      const HttpReply reply = Curl("http://" + server.http_address(), "POST", "/v1/completions", long_request);
       EXPECT_EQ(reply.status, 200) << reply.body;
     });
     wait_for(gauge);  // the first runs, the second waits
@@ -402,11 +360,11 @@ TEST(OpenAiHttpLimitsTest, FullQueueIs429AndDrainingIs503) {
   }
 
   server.Signal(SIGTERM);  // the two long requests finish; nothing new starts
-  for (int i = 0; i < 200 && Curl(server.http_address(), "GET", "/health").status != 503; ++i) {
+  for (int i = 0; i < 200 && Curl("http://" + server.http_address(), "GET", "/health").status != 503; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  EXPECT_EQ(Curl(server.http_address(), "GET", "/health").status, 503);
-  const HttpReply refused = Curl(server.http_address(), "POST", "/v1/completions",
+  EXPECT_EQ(Curl("http://" + server.http_address(), "GET", "/health").status, 503);
+  const HttpReply refused = Curl("http://" + server.http_address(), "POST", "/v1/completions",
                                  Json{{"model", base}, {"prompt", "hi"}, {"max_tokens", 2}}.dump());
   EXPECT_EQ(refused.status, 503) << refused.body;
   EXPECT_EQ(refused.json()["error"]["type"], "service_unavailable_error");

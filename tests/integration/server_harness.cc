@@ -555,6 +555,39 @@ std::string ReflectionListServices(const std::shared_ptr<grpc::Channel>& channel
 }
 
 // GET http://host:port/path with HTTP/1.0; returns the body ("" on failure).
+std::string RunCommand(const std::string& command) {
+  std::string out;
+  FILE* pipe = popen(("timeout 120 " + command).c_str(), "r");
+  if (pipe == nullptr) return out;
+  char buffer[4096];
+  size_t n;
+  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) out.append(buffer, n);
+  pclose(pipe);
+  return out;
+}
+
+std::string ShellQuote(const std::string& s) {
+  std::string quoted = "'";
+  for (char c : s) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return quoted + "'";
+}
+
+HttpReply Curl(const std::string& origin, const std::string& method, const std::string& path,
+               const std::string& body, const std::string& token, const std::string& curl_args) {
+  const std::string dir = MakeTempDir();
+  WriteFile(dir + "/body", body);
+  std::string command = "curl -sS -m 60 -X " + method + " -o " + dir + "/out -D " + dir + "/headers -w '%{http_code}' " +
+                        curl_args;
+  if (!body.empty()) command += " -H 'Content-Type: application/json' --data-binary @" + dir + "/body";
+  if (!token.empty()) command += " -H " + ShellQuote("Authorization: Bearer " + token);
+  HttpReply reply;
+  reply.status = std::atoi(RunCommand(command + " " + ShellQuote(origin + path)).c_str());
+  reply.headers = ReadFile(dir + "/headers");
+  reply.body = ReadFile(dir + "/out");
+  fs::remove_all(dir);
+  return reply;
+}
+
 std::string HttpGet(const std::string& host_port, const std::string& path) {
   const size_t colon = host_port.rfind(':');
   const int port = std::atoi(host_port.substr(colon + 1).c_str());

@@ -203,6 +203,23 @@ int CheckHealth(const std::shared_ptr<grpc::Channel>& channel, const std::string
 // One ServerReflectionInfo exchange asking for list_services; returns the raw response bytes.
 std::string ReflectionListServices(const std::shared_ptr<grpc::Channel>& channel);
 
+// Runs a shell command under `timeout 120`, returning its stdout.
+std::string RunCommand(const std::string& command);
+// `s` quoted for the shell.
+std::string ShellQuote(const std::string& s);
+
+struct HttpReply {
+  int status = 0;  // 0 when curl could not connect
+  std::string headers;
+  std::string body;
+  nlohmann::json json() const { return nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false); }
+};
+
+// curl METHOD ORIGIN/path (ORIGIN "http://host:port" or "https://...") with an optional JSON
+// `body`, bearer `token` and further curl arguments (e.g. "--cacert FILE"); 60 s at most.
+HttpReply Curl(const std::string& origin, const std::string& method, const std::string& path,
+               const std::string& body = "", const std::string& token = "", const std::string& curl_args = "");
+
 // GET http://host:port/path with HTTP/1.0 (5 s socket timeouts); returns the body ("" on failure).
 std::string HttpGet(const std::string& host_port, const std::string& path);
 
