@@ -3,6 +3,7 @@
 #include <httplib.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <chrono>
@@ -77,6 +78,16 @@ class HttpEndpoint::Impl {
         std::max<time_t>(1, static_cast<time_t>(absl::ToInt64Seconds(options.keep_alive_timeout))));
     server_->set_keep_alive_max_count(static_cast<size_t>(std::max(1, options.keep_alive_max_requests)));
     server_->set_payload_max_length(options.max_body_bytes);
+    // Streamed events are small writes: without this, Nagle's algorithm holds each one back until
+    // the client's delayed ACK (tens of milliseconds per token).
+    server_->set_tcp_nodelay(true);
+    // Only SO_REUSEADDR (not SO_REUSEPORT: a second server on a taken port must fail), and the
+    // listening socket is remembered so that Bind can widen cpp-httplib's backlog of 5.
+    server_->set_socket_options([this](int fd) {
+      const int yes = 1;
+      setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+      listen_fd_ = fd;
+    });
     auto dispatch = [this](const httplib::Request& in, httplib::Response& out) {
       Dispatch(in, out);
     };
@@ -93,10 +104,13 @@ class HttpEndpoint::Impl {
     if (thread_.joinable()) thread_.join();
   }
 
-  // Binds (port 0: any free port); returns the port, or -1.
+  // Binds (port 0: any free port); returns the port, or -1. The backlog then becomes SOMAXCONN
+  // (listen() again on a listening socket updates it): with cpp-httplib's 5, a burst of clients
+  // connecting at once overflowed the queue, and each dropped SYN cost its client a second.
   int Bind(const std::string& host, int port) {
-    if (port == 0) return server_->bind_to_any_port(host);
-    return server_->bind_to_port(host, port) ? port : -1;
+    const int bound = port == 0 ? server_->bind_to_any_port(host) : server_->bind_to_port(host, port) ? port : -1;
+    if (bound > 0 && listen_fd_ >= 0) ::listen(listen_fd_, SOMAXCONN);
+    return bound;
   }
 
   // Serves on a thread of its own until destruction. Returns once the accept loop runs, so that
@@ -160,6 +174,7 @@ class HttpEndpoint::Impl {
 
   const std::vector<HttpRoute> routes_;
   std::unique_ptr<httplib::Server> server_;
+  int listen_fd_ = -1;  // owned by server_
   std::thread thread_;
 };
 

@@ -394,6 +394,9 @@ absl::StatusOr<std::unique_ptr<HttpFront>> HttpFront::Start(Engine& engine, Metr
   endpoint.read_timeout = options.read_timeout;
   endpoint.write_timeout = options.write_timeout;
   endpoint.max_body_bytes = options.max_body_bytes;
+  // Clients (SDKs, load balancers) keep their connections: recycling one every 100 requests made
+  // all of them reconnect at once, past the listen backlog (SYN retried after 1 s).
+  endpoint.keep_alive_max_requests = 1 << 20;
   endpoint.tls_cert_pem = options.tls_cert_pem;
   endpoint.tls_key_pem = options.tls_key_pem;
   ASSIGN_OR_RETURN(front->endpoint_,
