@@ -26,6 +26,7 @@
 #include "common/sha256.h"
 #include "nlohmann/json.hpp"
 #include "server/engine.h"
+#include "tests/status_matchers.h"
 
 namespace loramux {
 namespace {
@@ -230,7 +231,7 @@ TEST_F(EngineRaceTest, EverythingAtOnceGivesQuietResults) {
       ASSERT_TRUE(c->Wait());
       EXPECT_TRUE(c->status.ok()) << c->status;
       ASSERT_TRUE(expired->Wait());
-      EXPECT_EQ(expired->status.code(), absl::StatusCode::kDeadlineExceeded) << expired->status;
+      EXPECT_THAT(expired->status, StatusIs(absl::StatusCode::kDeadlineExceeded)) << expired->status;
     }
   });
 

@@ -13,6 +13,7 @@
 #include "nlohmann/json.hpp"
 #include "server/engine.h"
 #include "tests/test_util.h"
+#include "tests/status_matchers.h"
 
 namespace loramux {
 namespace {
@@ -193,11 +194,10 @@ TEST_F(EngineTest, HostileRequestFailsAloneAndNeverChangesOthersTokens) {
     huge.adapter = "lora-qv-r8";
     huge.adapter_scale = 3e38;
     huge.tokens = {1, 2, 3};
-    EXPECT_EQ(engine_->scheduler().Submit(huge, std::make_shared<Collector>()).status().code(),
-              absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(engine_->scheduler().Submit(huge, std::make_shared<Collector>()).status(), StatusIs(absl::StatusCode::kInvalidArgument));
     for (auto& c : hostile) {
       ASSERT_TRUE(c->Wait());
-      EXPECT_EQ(c->status.code(), absl::StatusCode::kInvalidArgument) << c->status;
+      EXPECT_THAT(c->status, StatusIs(absl::StatusCode::kInvalidArgument)) << c->status;
       EXPECT_NE(std::string(c->status.message()).find("not finite"), std::string::npos) << c->status;
     }
     for (auto& e : honest) {
@@ -268,17 +268,16 @@ TEST_F(EngineTest, HotSwapServesNewVersionToNewRequests) {
 }
 
 TEST_F(EngineTest, ErrorsHaveTheRightCodes) {
-  EXPECT_EQ(engine_->scheduler().Submit({}, std::make_shared<Collector>()).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(engine_->scheduler().Submit({}, std::make_shared<Collector>()).status(), StatusIs(absl::StatusCode::kInvalidArgument));
   auto unknown = Generate("nope", {1, 2, 3});
   ASSERT_TRUE(unknown->Wait());
-  EXPECT_EQ(unknown->status.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(unknown->status, StatusIs(absl::StatusCode::kNotFound));
   auto oov = Generate("", {1, 320});
   ASSERT_TRUE(oov->Wait());
-  EXPECT_EQ(oov->status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(oov->status, StatusIs(absl::StatusCode::kInvalidArgument));
   auto huge = Generate("", {1, 2}, 100000);
   ASSERT_TRUE(huge->Wait());
-  EXPECT_EQ(huge->status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(huge->status, StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
 TEST_F(EngineTest, CancelAndDeadlineStopRequestsAndFreeTheCache) {
@@ -288,7 +287,7 @@ TEST_F(EngineTest, CancelAndDeadlineStopRequestsAndFreeTheCache) {
   EXPECT_EQ(running->reason, FinishReason::kCancelled);
   auto late = Generate("", {5, 6, 7}, 400, absl::Milliseconds(1));
   ASSERT_TRUE(late->Wait());
-  EXPECT_EQ(late->status.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(late->status, StatusIs(absl::StatusCode::kDeadlineExceeded));
   InferenceRequest score;
   score.kind = InferenceRequest::Kind::kScore;
   score.tokens = {5, 6, 7};
@@ -296,7 +295,7 @@ TEST_F(EngineTest, CancelAndDeadlineStopRequestsAndFreeTheCache) {
   auto expired = std::make_shared<Collector>();
   ASSERT_TRUE(engine_->scheduler().Submit(score, expired).ok());
   ASSERT_TRUE(expired->Wait());
-  EXPECT_EQ(expired->status.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(expired->status, StatusIs(absl::StatusCode::kDeadlineExceeded));
   for (int i = 0; i < 100 && !engine_->scheduler().Idle(); ++i) absl::SleepFor(absl::Milliseconds(10));
   EXPECT_EQ(engine_->scheduler().stats().kv_used_blocks, 0);
   // The server still serves.
@@ -332,7 +331,7 @@ TEST_F(SmallKvCacheTest, RequestsThatDoNotFitWaitForBlocks) {
   // A request that could never fit is refused up front rather than waiting forever.
   auto too_big = Generate("", {1, 2, 3}, 200);
   ASSERT_TRUE(too_big->Wait());
-  EXPECT_EQ(too_big->status.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(too_big->status, StatusIs(absl::StatusCode::kResourceExhausted));
 }
 
 }  // namespace

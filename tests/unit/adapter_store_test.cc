@@ -19,6 +19,7 @@
 #include "common/sha256.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/status_matchers.h"
 
 namespace loramux {
 namespace {
@@ -142,9 +143,9 @@ TEST_F(AdapterStoreTest, SeedFormatAndUpperCaseDigestAreKept) {
 }
 
 TEST_F(AdapterStoreTest, CurrentOfUnknownNameIsNotFound) {
-  EXPECT_EQ(store_->Current("nope").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(store_->Current("nope").status(), StatusIs(absl::StatusCode::kNotFound));
   EXPECT_THAT(std::string(store_->Current("nope").status().message()), HasSubstr("\"nope\""));
-  EXPECT_EQ(store_->Current("../etc").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(store_->Current("../etc").status(), StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
 TEST_F(AdapterStoreTest, ResolveByFullDigestAndPrefix) {
@@ -170,13 +171,11 @@ TEST_F(AdapterStoreTest, ResolveByFullDigestAndPrefix) {
       break;
     }
   }
-  EXPECT_EQ(store_->Resolve("chat", missing).status().code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(store_->Resolve("chat", std::string(64, 'f')).status().code(),
-            absl::StatusCode::kNotFound);
-  EXPECT_EQ(store_->Resolve("other", v1.version.substr(0, 8)).status().code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_THAT(store_->Resolve("chat", missing).status(), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(store_->Resolve("chat", std::string(64, 'f')).status(), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(store_->Resolve("other", v1.version.substr(0, 8)).status(), StatusIs(absl::StatusCode::kNotFound));
   for (const std::string& bad : std::vector<std::string>{"xyz", "", "../0", std::string(65, 'a')}) {
-    EXPECT_EQ(store_->Resolve("chat", bad).status().code(), absl::StatusCode::kInvalidArgument)
+    EXPECT_THAT(store_->Resolve("chat", bad).status(), StatusIs(absl::StatusCode::kInvalidArgument))
         << bad;
   }
 }
@@ -190,7 +189,7 @@ TEST_F(AdapterStoreTest, AmbiguousPrefixIsInvalidArgument) {
   for (const auto& [digit, count] : first_digit_count) {
     auto resolved = store_->Resolve("many", std::string(1, digit));
     if (count > 1) {
-      EXPECT_EQ(resolved.status().code(), absl::StatusCode::kInvalidArgument);
+      EXPECT_THAT(resolved.status(), StatusIs(absl::StatusCode::kInvalidArgument));
       EXPECT_THAT(std::string(resolved.status().message()), HasSubstr("ambiguous"));
     } else {
       EXPECT_TRUE(resolved.ok()) << resolved.status();
@@ -206,7 +205,7 @@ TEST_F(AdapterStoreTest, TruncatedUploadIsInvalidArgumentAndChangesNothing) {
   ASSERT_TRUE(upload.ok()) << upload.status();
   ASSERT_TRUE((*upload)->Append(std::string_view(weights).substr(0, 1000)).ok());
   auto committed = (*upload)->Commit(nullptr);
-  EXPECT_EQ(committed.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(committed.status(), StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(std::string(committed.status().message()),
               HasSubstr("truncated upload: got 1000 of 4000 bytes"));
   EXPECT_EQ(Snapshot(root_), before);
@@ -219,7 +218,7 @@ TEST_F(AdapterStoreTest, DigestMismatchIsDataLossAndChangesNothing) {
   std::string corrupted = weights;
   corrupted[17] ^= 1;
   auto committed = store_->Put(m, corrupted);
-  EXPECT_EQ(committed.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(committed.status(), StatusIs(absl::StatusCode::kDataLoss));
   const std::string message(committed.status().message());
   EXPECT_THAT(message, HasSubstr(m.sha256));
   EXPECT_THAT(message, HasSubstr(Sha256Hex(corrupted)));
@@ -234,7 +233,7 @@ TEST_F(AdapterStoreTest, OverLimitIsResourceExhaustedAndChangesNothing) {
   const auto before = Snapshot(root_);
   const std::string weights = RandomBytes(2048, 8);
   auto upload = store_->BeginUpload(ManifestFor("big", weights));
-  EXPECT_EQ(upload.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(upload.status(), StatusIs(absl::StatusCode::kResourceExhausted));
   EXPECT_EQ(Snapshot(root_), before);
 }
 
@@ -245,9 +244,9 @@ TEST_F(AdapterStoreTest, InvalidManifestsAreInvalidArgumentAndChangeNothing) {
       "", "../x", "a/b", ".hidden", ".", "..", "-rf", "a b", "a\nb", std::string(129, 'a')};
   for (const std::string& name : bad_names) {
     auto upload = store_->BeginUpload(ManifestFor(name, weights));
-    EXPECT_EQ(upload.status().code(), absl::StatusCode::kInvalidArgument) << name;
-    EXPECT_EQ(store_->Current(name).status().code(), absl::StatusCode::kInvalidArgument) << name;
-    EXPECT_EQ(store_->Delete(name).code(), absl::StatusCode::kInvalidArgument) << name;
+    EXPECT_THAT(upload.status(), StatusIs(absl::StatusCode::kInvalidArgument)) << name;
+    EXPECT_THAT(store_->Current(name).status(), StatusIs(absl::StatusCode::kInvalidArgument)) << name;
+    EXPECT_THAT(store_->Delete(name), StatusIs(absl::StatusCode::kInvalidArgument)) << name;
   }
   EXPECT_TRUE(ValidateAdapterName(std::string(128, 'a')).ok());
   EXPECT_TRUE(ValidateAdapterName("Llama-3.1_sql.v2").ok());
@@ -262,7 +261,7 @@ TEST_F(AdapterStoreTest, InvalidManifestsAreInvalidArgumentAndChangeNothing) {
   AdapterManifest huge_config = ManifestFor("ok", weights, std::string((1 << 20) + 1, ' '));
   for (const AdapterManifest& m :
        {bad_digest, short_digest, empty_size, empty_config, huge_config}) {
-    EXPECT_EQ(store_->BeginUpload(m).status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(store_->BeginUpload(m).status(), StatusIs(absl::StatusCode::kInvalidArgument));
   }
   EXPECT_EQ(Snapshot(root_), before);
 }
@@ -293,10 +292,10 @@ TEST_F(AdapterStoreTest, BytesBeyondDeclaredSizeAreInvalidArgument) {
   ASSERT_TRUE(upload.ok());
   ASSERT_TRUE((*upload)->Append(weights).ok());
   absl::Status extra = (*upload)->Append("x");
-  EXPECT_EQ(extra.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(extra, StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(std::string(extra.message()), HasSubstr("size_bytes=1000"));
   // The failed upload is over and already cleaned, before it is even destroyed.
-  EXPECT_EQ((*upload)->Commit(nullptr).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT((*upload)->Commit(nullptr).status(), StatusIs(absl::StatusCode::kFailedPrecondition));
   EXPECT_EQ(Snapshot(root_), before);
 }
 
@@ -322,7 +321,7 @@ TEST_F(AdapterStoreTest, ChunkedUploadMatchesOneShot) {
   auto committed = (*upload)->Commit(nullptr);
   ASSERT_TRUE(committed.ok()) << committed.status();
   EXPECT_EQ(ReadFile(committed->weights_path), weights);
-  EXPECT_EQ((*upload)->Append("x").code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT((*upload)->Append("x"), StatusIs(absl::StatusCode::kFailedPrecondition));
 }
 
 TEST_F(AdapterStoreTest, HotSwapKeepsOldVersionResolvable) {
@@ -351,7 +350,7 @@ TEST_F(AdapterStoreTest, ReuploadOfSameVersionIsIdempotentButConfigConflictIsAlr
 
   const auto before = Snapshot(root_);
   auto conflict = store_->Put(ManifestFor("sql", w1, R"({"r": 2})"), w1);
-  EXPECT_EQ(conflict.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(conflict.status(), StatusIs(absl::StatusCode::kAlreadyExists));
   EXPECT_EQ(Snapshot(root_), before);
   EXPECT_EQ(store_->Current("sql")->version, v1.version);
   (void)v2;
@@ -392,14 +391,14 @@ TEST_F(AdapterStoreTest, ConcurrentUploadsOfOneNameBothSucceed) {
 
 TEST_F(AdapterStoreTest, SecondInstanceSeesChangesWithoutReopening) {
   std::unique_ptr<AdapterStore> other = OpenStore();  // as another server process would
-  EXPECT_EQ(other->Current("sql").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(other->Current("sql").status(), StatusIs(absl::StatusCode::kNotFound));
   const StoredAdapter v1 = MustPut("sql", RandomBytes(500, 19));
   EXPECT_EQ(other->Current("sql")->version, v1.version);
   EXPECT_EQ(other->Current("sql")->version, v1.version);  // from its cache
   const StoredAdapter v2 = MustPut("sql", RandomBytes(500, 20));
   EXPECT_EQ(other->Current("sql")->version, v2.version);
   ASSERT_TRUE(store_->Delete("sql").ok());
-  EXPECT_EQ(other->Current("sql").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(other->Current("sql").status(), StatusIs(absl::StatusCode::kNotFound));
   const StoredAdapter v3 = MustPut("sql", RandomBytes(500, 21));
   EXPECT_EQ(other->Current("sql")->version, v3.version);
 }
@@ -409,9 +408,9 @@ TEST_F(AdapterStoreTest, DeleteRemovesTheName) {
   MustPut("keep", RandomBytes(500, 23));
   ASSERT_TRUE(store_->Current("sql").ok());
   ASSERT_TRUE(store_->Delete("sql").ok());
-  EXPECT_EQ(store_->Current("sql").status().code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(store_->Resolve("sql", v1.version).status().code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(store_->Delete("sql").code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(store_->Current("sql").status(), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(store_->Resolve("sql", v1.version).status(), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(store_->Delete("sql"), StatusIs(absl::StatusCode::kNotFound));
   EXPECT_FALSE(fs::exists(root_ + "/adapters/sql"));
   auto page = store_->List("", 0);
   ASSERT_TRUE(page.ok());
@@ -437,14 +436,14 @@ TEST_F(AdapterStoreTest, ListPagesInNameOrder) {
   } while (!token.empty());
   EXPECT_EQ(page_sizes, (std::vector<size_t>{100, 100, 50}));
   EXPECT_EQ(listed, names);
-  EXPECT_EQ(store_->List("../x", 10).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(store_->List("../x", 10).status(), StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
 TEST_F(AdapterStoreTest, DanglingCurrentMeansAbsent) {
   MustPut("good", RandomBytes(50, 24));
   fs::create_directories(root_ + "/adapters/ghost");
   WriteFile(root_ + "/adapters/ghost/CURRENT", std::string(64, 'a') + "\n");
-  EXPECT_EQ(store_->Current("ghost").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(store_->Current("ghost").status(), StatusIs(absl::StatusCode::kNotFound));
   auto page = store_->List("", 10);
   ASSERT_TRUE(page.ok());
   ASSERT_EQ(page->adapters.size(), 1u);
@@ -489,7 +488,7 @@ TEST_F(AdapterStoreTest, VerifyDetectsTamperedWeights) {
   ::chmod(stored.weights_path.c_str(), 0644);
   WriteFile(stored.weights_path, tampered);
   absl::Status verified = store_->Verify(stored);
-  EXPECT_EQ(verified.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(verified, StatusIs(absl::StatusCode::kDataLoss));
   EXPECT_THAT(std::string(verified.message()), HasSubstr(Sha256Hex(tampered)));
 }
 

@@ -4,6 +4,7 @@
 // cannot render.
 #include "text/chat_template.h"
 #include "text/jinja_builtins.h"
+#include "tests/status_matchers.h"
 
 #include <fstream>
 #include <sstream>
@@ -59,7 +60,7 @@ TEST_P(GoldenTemplateTest, EveryCaseRendersExactly) {
     absl::StatusOr<std::string> out = t->Render(c["messages"], c["add_generation_prompt"].get<bool>(), c["kwargs"]);
     if (c.contains("expected_error")) {
       ASSERT_FALSE(out.ok());
-      EXPECT_EQ(out.status().code(), absl::StatusCode::kInvalidArgument);
+      EXPECT_THAT(out.status(), StatusIs(absl::StatusCode::kInvalidArgument));
       EXPECT_EQ(out.status().message(),
                 std::string(jinja::kRaisedPrefix) + c["expected_error"].get<std::string>());
     } else {
@@ -191,7 +192,7 @@ TEST(ChatTemplateJinjaTest, UndefinedValues) {
                              "{{ d.missing.deeper }}", "{{ -nope }}", "{{ nope < 1 }}"}) {
     absl::StatusOr<std::string> out = RenderSource(source, {{"d", Json::object()}});
     ASSERT_FALSE(out.ok()) << source;
-    EXPECT_EQ(out.status().code(), absl::StatusCode::kInvalidArgument) << source;
+    EXPECT_THAT(out.status(), StatusIs(absl::StatusCode::kInvalidArgument)) << source;
     EXPECT_THAT(out.status().message(), HasSubstr("line 1")) << source;
   }
   absl::StatusOr<std::string> out = RenderSource("\n\n{{ nope.attr }}");
@@ -306,20 +307,18 @@ TEST(ChatTemplateLoadTest, TokenizerConfigShapes) {
   // Request extras override the special tokens, as in transformers.
   EXPECT_EQ(*t->RenderJson("[]", false, R"({"eos_token": "E"})"), "<s>|E|False|<pad>");
 
-  EXPECT_EQ(ChatTemplate::FromTokenizerConfig(R"({"bos_token": "<s>"})").status().code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(ChatTemplate::FromTokenizerConfig(R"({"chat_template": [{"name": "rag", "template": "x"}]})").status().code(),
-            absl::StatusCode::kNotFound);
-  EXPECT_EQ(ChatTemplate::FromTokenizerConfig("{not json").status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(ChatTemplate::FromTokenizerConfig(R"({"chat_template": 3})").status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(ChatTemplate::FromTokenizerConfig(R"({"chat_template": "x", "bos_token": 5})").status().code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(ChatTemplate::FromModelDir(kData + "/no-such-model").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(ChatTemplate::FromTokenizerConfig(R"({"bos_token": "<s>"})").status(), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(ChatTemplate::FromTokenizerConfig(R"({"chat_template": [{"name": "rag", "template": "x"}]})").status(), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(ChatTemplate::FromTokenizerConfig("{not json").status(), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(ChatTemplate::FromTokenizerConfig(R"({"chat_template": 3})").status(), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(ChatTemplate::FromTokenizerConfig(R"({"chat_template": "x", "bos_token": 5})").status(), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(ChatTemplate::FromModelDir(kData + "/no-such-model").status(), StatusIs(absl::StatusCode::kNotFound));
 
   absl::StatusOr<ChatTemplate> plain = ChatTemplate::FromSource("{{ messages | length }}", {});
   ASSERT_TRUE(plain.ok());
-  EXPECT_EQ(plain->RenderJson("{", false, "").status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(plain->RenderJson("{}", false, "").status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(plain->RenderJson("[]", false, "[1]").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(plain->RenderJson("{", false, "").status(), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(plain->RenderJson("{}", false, "").status(), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(plain->RenderJson("[]", false, "[1]").status(), StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_EQ(*plain->RenderJson(R"([{"role": "user"}])", false, ""), "1");
 }
 

@@ -14,6 +14,7 @@
 #include "adapters/adapter_config.h"
 #include "adapters/adapter_limits.h"
 #include "server/model_config.h"
+#include "tests/status_matchers.h"
 
 namespace loramux {
 namespace {
@@ -47,7 +48,7 @@ std::string Peft(const std::string& extra, const std::string& base_fields =
 constexpr char kTargets[] = R"("target_modules": ["q_proj", "v_proj"])";
 
 void ExpectInvalid(const absl::Status& s, const std::string& needle) {
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kInvalidArgument)) << s;
   EXPECT_NE(s.message().find(needle), absl::string_view::npos)
       << "missing \"" << needle << "\" in " << s;
 }

@@ -8,6 +8,7 @@
 
 #include "adapters/safetensors.h"
 #include "tests/test_util.h"
+#include "tests/status_matchers.h"
 
 namespace loramux {
 namespace {
@@ -55,14 +56,14 @@ class ModelLoadErrorsTest : public ::testing::Test {
 TEST_F(ModelLoadErrorsTest, MissingConfig) {
   Write("", weights_);
   const absl::Status s = Load();
-  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kNotFound)) << s;
   EXPECT_NE(s.message().find("config.json"), absl::string_view::npos) << s;
 }
 
 TEST_F(ModelLoadErrorsTest, MissingWeights) {
   Write(config_, "");
   const absl::Status s = Load();
-  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kNotFound)) << s;
   EXPECT_NE(s.message().find("model.safetensors"), absl::string_view::npos) << s;
 }
 
@@ -71,25 +72,25 @@ TEST_F(ModelLoadErrorsTest, UnsupportedArchitecture) {
   config.replace(config.find("LlamaForCausalLM"), 16, "GPT2LMHeadModel");
   Write(config, weights_);
   const absl::Status s = Load();
-  EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented) << s;
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kUnimplemented)) << s;
   EXPECT_NE(s.message().find("GPT2LMHeadModel"), absl::string_view::npos) << s;
 }
 
 TEST_F(ModelLoadErrorsTest, MalformedConfig) {
   Write("{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": -4", weights_);
-  EXPECT_EQ(Load().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Load(), StatusIs(absl::StatusCode::kInvalidArgument));
   std::string config = config_;
   config.replace(config.find("\"hidden_size\": 64"), 17, "\"hidden_size\": \"big\"");
   Write(config, weights_);
   const absl::Status s = Load();
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kInvalidArgument)) << s;
   EXPECT_NE(s.message().find("hidden_size"), absl::string_view::npos) << s;
 }
 
 TEST_F(ModelLoadErrorsTest, MissingTensor) {
   Write(config_, RewriteTensor("model.layers.1.mlp.up_proj.weight", "model.layers.1.mlp.upp.weight", {}));
   const absl::Status s = Load();
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kInvalidArgument)) << s;
   EXPECT_NE(s.message().find("model.layers.1.mlp.up_proj.weight"), absl::string_view::npos) << s;
 }
 
@@ -98,7 +99,7 @@ TEST_F(ModelLoadErrorsTest, WrongShape) {
   Write(config_, RewriteTensor("model.layers.0.self_attn.q_proj.weight",
                                "model.layers.0.self_attn.q_proj.weight", {32, 128}));
   const absl::Status s = Load();
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kInvalidArgument)) << s;
   EXPECT_NE(s.message().find("[32,128]"), absl::string_view::npos) << s;
   EXPECT_NE(s.message().find("[64,64]"), absl::string_view::npos) << s;
 }
@@ -113,7 +114,7 @@ TEST_F(ModelLoadErrorsTest, TruncatedAndCorruptWeights) {
   for (size_t i = 0; i < corrupt.size(); ++i) {
     Write(config_, corrupt[i]);
     const absl::Status s = Load();
-    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << i << ": " << s;
+    EXPECT_THAT(s, StatusIs(absl::StatusCode::kInvalidArgument)) << i << ": " << s;
     EXPECT_NE(s.message().find("model.safetensors"), absl::string_view::npos) << s;
   }
 }
@@ -152,7 +153,7 @@ TEST(RopeScalingTest, Llama3AndLinearScalingParse) {
   auto unknown = ModelConfig::FromJson(R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 8,
       "hidden_size": 8, "intermediate_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
       "rope_scaling": {"type": "yarn", "factor": 4.0}})", "c");
-  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(unknown.status(), StatusIs(absl::StatusCode::kUnimplemented));
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 // engine's request, what is refused (and named as `param`), and the exact response shapes the
 // SDKs parse.
 #include "server/openai_api.h"
+#include "tests/status_matchers.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -23,7 +24,7 @@ void ExpectRefused(OpenAiEndpoint endpoint, const std::string& body, const std::
                    const std::string& says = "") {
   absl::StatusOr<OpenAiRequest> r = ParseOpenAiRequest(endpoint, body);
   ASSERT_FALSE(r.ok()) << body;
-  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+  EXPECT_THAT(r.status(), StatusIs(absl::StatusCode::kInvalidArgument)) << r.status();
   EXPECT_EQ(ErrorParam(r.status()), param) << r.status();
   EXPECT_THAT(r.status().message(), HasSubstr(says));
   EXPECT_EQ(HttpStatusFor(r.status().code()), 400);
@@ -157,7 +158,7 @@ TEST(OpenAiParseTest, WrongTypesAndRangesNameTheField) {
   // Not JSON, or not an object: the body itself.
   for (const char* body : {"", "{", "[1]", "null", "{\"model\": \"m\",}"}) {
     absl::StatusOr<OpenAiRequest> r = ParseOpenAiRequest(kCompletions, body);
-    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << body;
+    EXPECT_THAT(r.status(), StatusIs(absl::StatusCode::kInvalidArgument)) << body;
   }
   EXPECT_EQ(ParseOk(kCompletions, base + R"("top_k": -1})").engine.sampling.top_k, 0);  // vLLM's "off"
 }

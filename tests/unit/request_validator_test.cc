@@ -1,5 +1,6 @@
 // The one request validator: defaults filled, every field bounded, errors that name the field.
 #include "server/request_validator.h"
+#include "tests/status_matchers.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -28,7 +29,7 @@ InferenceRequest Generate() {
 
 void ExpectInvalid(InferenceRequest r, const std::string& message_part) {
   const absl::Status s = NormalizeAndValidate(r, Limits());
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kInvalidArgument)) << s;
   EXPECT_THAT(std::string(s.message()), HasSubstr(message_part));
 }
 
@@ -120,8 +121,8 @@ TEST(RequestValidatorTest, AdapterScaleIsFiniteAndBounded) {
 
 TEST(RequestValidatorTest, EffectiveScaleMustBeFiniteInTheServingDtype) {
   EXPECT_TRUE(CheckEffectiveScale(2.0, 1000, 65504).ok());
-  EXPECT_EQ(CheckEffectiveScale(100.0, 1000, 65504).code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(CheckEffectiveScale(1e300, 1000, 3.4e38).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(CheckEffectiveScale(100.0, 1000, 65504), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(CheckEffectiveScale(1e300, 1000, 3.4e38), StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_TRUE(CheckEffectiveScale(1e30, -1000, 3.4e38).ok());
 }
 

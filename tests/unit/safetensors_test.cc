@@ -19,6 +19,7 @@
 #include "absl/status/status.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/status_matchers.h"
 
 namespace loramux {
 namespace {
@@ -156,7 +157,7 @@ TEST(DTypeTest, UnknownNameIsInvalidArgument) {
   for (const char* name : {"F8_E4M3", "f32", "", "FLOAT", "U16"}) {
     auto parsed = ParseDType(name);
     ASSERT_FALSE(parsed.ok()) << name;
-    EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(parsed.status(), StatusIs(absl::StatusCode::kInvalidArgument));
     EXPECT_THAT(Message(parsed.status()), HasSubstr("unknown dtype"));
   }
 }
@@ -465,7 +466,7 @@ TEST_P(CorruptTest, IsInvalidArgumentWithHelpfulMessage) {
   const CorruptCase& c = GetParam();
   auto file = SafetensorsFile::FromBytes(c.bytes, kLabel);
   ASSERT_FALSE(file.ok()) << "accepted corrupt input " << c.name;
-  EXPECT_EQ(file.status().code(), absl::StatusCode::kInvalidArgument) << file.status();
+  EXPECT_THAT(file.status(), StatusIs(absl::StatusCode::kInvalidArgument)) << file.status();
   const std::string message = Message(file.status());
   EXPECT_THAT(message, testing::StartsWith(std::string(kLabel) + ": "));
   for (const std::string& part : c.message_parts) EXPECT_THAT(message, HasSubstr(part));
@@ -486,7 +487,7 @@ TEST(SafetensorsFileTest, ErrorMessagesStaySmallForHugeHeaders) {
               4),
       kLabel);
   ASSERT_FALSE(file.ok());
-  EXPECT_EQ(file.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(file.status(), StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(Message(file.status()), HasSubstr("is not a non-negative integer"));
   EXPECT_LT(file.status().message().size(), 1000u);
 }
@@ -505,7 +506,7 @@ void ExpectRejected(const std::string& bytes, const std::vector<std::string>& me
                     const std::string& what) {
   auto file = SafetensorsFile::FromBytes(bytes, kLabel);
   ASSERT_FALSE(file.ok()) << "accepted " << what;
-  EXPECT_EQ(file.status().code(), absl::StatusCode::kInvalidArgument) << what;
+  EXPECT_THAT(file.status(), StatusIs(absl::StatusCode::kInvalidArgument)) << what;
   const std::string message = Message(file.status());
   EXPECT_THAT(message, testing::StartsWith(std::string(kLabel) + ": ")) << what;
   for (const std::string& part : message_parts) EXPECT_THAT(message, HasSubstr(part)) << what;
@@ -795,7 +796,7 @@ TEST(SafetensorsOpenTest, MissingFileIsNotFound) {
   const std::string path = testing::TempDir() + "no_such_dir/adapter.safetensors";
   auto file = SafetensorsFile::Open(path);
   ASSERT_FALSE(file.ok());
-  EXPECT_EQ(file.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(file.status(), StatusIs(absl::StatusCode::kNotFound));
   EXPECT_THAT(Message(file.status()), HasSubstr(path));
 }
 
@@ -804,7 +805,7 @@ TEST(SafetensorsOpenTest, DirectoryIsInvalidArgument) {
   ASSERT_TRUE(dir.ok());
   auto file = SafetensorsFile::Open(dir.File(""));
   ASSERT_FALSE(file.ok());
-  EXPECT_EQ(file.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(file.status(), StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(Message(file.status()), HasSubstr("not a regular file"));
 }
 
@@ -838,7 +839,7 @@ TEST(SafetensorsOpenTest, CorruptFilesOnDiskAreInvalidArgumentAndUnmapped) {
     WriteFileBytes(path, bytes);
     auto file = SafetensorsFile::Open(path);
     ASSERT_FALSE(file.ok()) << name;
-    EXPECT_EQ(file.status().code(), absl::StatusCode::kInvalidArgument) << file.status();
+    EXPECT_THAT(file.status(), StatusIs(absl::StatusCode::kInvalidArgument)) << file.status();
     EXPECT_THAT(Message(file.status()), testing::StartsWith(path + ": "));
     EXPECT_EQ(MappingsOf(path), 0) << "failed Open leaked its mapping of " << name;
   }
@@ -891,7 +892,7 @@ TEST(SafetensorsRobustnessTest, RandomHeaderDamageNeverCrashes) {
     }
     auto file = SafetensorsFile::FromBytes(bytes, "fuzz");
     if (!file.ok()) {
-      ASSERT_EQ(file.status().code(), absl::StatusCode::kInvalidArgument)
+      ASSERT_THAT(file.status(), StatusIs(absl::StatusCode::kInvalidArgument))
           << "iteration " << iter << ": " << file.status();
       continue;
     }

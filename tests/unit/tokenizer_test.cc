@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "text/utf8.h"
+#include "tests/status_matchers.h"
 
 namespace loramux::text {
 namespace {
@@ -267,7 +268,7 @@ TEST(TokenizerTest, InvalidUtf8IsInvalidArgument) {
   for (std::string bad : {std::string("abc\xFF"), std::string("\xC3"), std::string("a\xED\xA0\x80"),
                           std::string("\xF0\x9F\x98")}) {
     auto ids = tokenizer.Encode(bad, false);
-    EXPECT_EQ(ids.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(ids.status(), StatusIs(absl::StatusCode::kInvalidArgument)) << bad;
     EXPECT_NE(ids.status().message().find("not valid UTF-8"), std::string::npos);
   }
 }
@@ -275,11 +276,11 @@ TEST(TokenizerTest, InvalidUtf8IsInvalidArgument) {
 TEST(TokenizerTest, UnknownIdInDecodeIsInvalidArgument) {
   const Tokenizer& tokenizer = LoadFamily(Family("llama2"));
   auto text = tokenizer.Decode({1, 32000}, false);
-  EXPECT_EQ(text.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(text.status(), StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_NE(text.status().message().find("token id 32000"), std::string::npos);
-  EXPECT_EQ(tokenizer.Decode({-5}, true).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(tokenizer.Decode({-5}, true).status(), StatusIs(absl::StatusCode::kInvalidArgument));
   StreamDecoder stream(tokenizer, false);
-  EXPECT_EQ(stream.Step(99999).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(stream.Step(99999).status(), StatusIs(absl::StatusCode::kInvalidArgument));
   const int32_t hello = *tokenizer.TokenToId("Hello");
   EXPECT_EQ(*stream.Step(hello), "Hello");  // still usable after the error
 }
@@ -327,7 +328,7 @@ TEST(TokenizerTest, UnsupportedFeaturesAreNamed) {
   };
   for (const Case& c : cases) {
     auto tokenizer = Tokenizer::FromJson(MinimalJson(c.field, c.value));
-    EXPECT_EQ(tokenizer.status().code(), absl::StatusCode::kUnimplemented) << c.value;
+    EXPECT_THAT(tokenizer.status(), StatusIs(absl::StatusCode::kUnimplemented)) << c.value;
     EXPECT_NE(tokenizer.status().message().find(c.expected), std::string::npos)
         << tokenizer.status();
     EXPECT_NE(tokenizer.status().message().find("is not supported"), std::string::npos);
@@ -352,12 +353,11 @@ TEST(TokenizerTest, MalformedFilesAreInvalidArgument) {
   };
   for (const std::string& json : bad) {
     auto tokenizer = Tokenizer::FromJson(json);
-    EXPECT_EQ(tokenizer.status().code(), absl::StatusCode::kInvalidArgument) << json;
+    EXPECT_THAT(tokenizer.status(), StatusIs(absl::StatusCode::kInvalidArgument)) << json;
     EXPECT_NE(tokenizer.status().message().find("tokenizer.json"), std::string::npos)
         << tokenizer.status();
   }
-  EXPECT_EQ(Tokenizer::FromFile("/nonexistent/tokenizer.json").status().code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_THAT(Tokenizer::FromFile("/nonexistent/tokenizer.json").status(), StatusIs(absl::StatusCode::kNotFound));
 }
 
 }  // namespace
