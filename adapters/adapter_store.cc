@@ -39,8 +39,6 @@ constexpr size_t kMaxConfigBytes = kMaxAdapterConfigBytes;  // refused before an
 constexpr size_t kMaxManifestBytes = 64 << 10;
 constexpr size_t kMaxCurrentBytes = 256;
 constexpr size_t kHashBufferBytes = 1 << 20;
-constexpr int kDefaultPageSize = 100;
-constexpr int kMaxPageSize = 1000;
 // Retries for races with a concurrent Delete/Open removing a directory we are about to use, or
 // with a cleaner grabbing a freshly created temp file.
 constexpr int kAttempts = 5;
@@ -712,8 +710,8 @@ absl::StatusOr<AdapterStore::Page> AdapterStore::List(std::string_view page_toke
         absl::StrCat("page token ", Quoted(page_token),
                      " was not issued by this server; start from an empty token"));
   }
-  if (page_size <= 0) page_size = kDefaultPageSize;
-  page_size = std::min(page_size, kMaxPageSize);
+  if (page_size <= 0) page_size = kDefaultListPageSize;
+  page_size = std::min(page_size, kMaxListPageSize);
   ASSIGN_OR_RETURN(std::vector<std::string> entries,
                    ListDir(absl::StrCat(root_, "/", kAdaptersDir)));
   std::vector<std::string> names;

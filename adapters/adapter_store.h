@@ -85,6 +85,10 @@ struct AdapterStoreOptions {
   uint64_t max_adapter_bytes = 1ull << 30;  // uploads declaring more get RESOURCE_EXHAUSTED
 };
 
+// List pages: page_size <= 0 gives the default; larger than the maximum is cut to it.
+inline constexpr int kDefaultListPageSize = 100;
+inline constexpr int kMaxListPageSize = 1000;
+
 // INVALID_ARGUMENT unless name matches [A-Za-z0-9][A-Za-z0-9._-]{0,127}.
 absl::Status ValidateAdapterName(std::string_view name);
 
@@ -134,7 +138,7 @@ class AdapterStore {
     std::vector<StoredAdapter> adapters;  // current versions, sorted by name
     std::string next_page_token;          // empty at the end
   };
-  // page_size <= 0 means 100; at most 1000 are returned. Scans adapters/. The token is opaque (the last name of the previous page).
+  // page_size <= 0 means kDefaultListPageSize; at most kMaxListPageSize are returned. Scans adapters/. The token is opaque (the last name of the previous page).
   absl::StatusOr<Page> List(std::string_view page_token, int page_size);
 
   // Re-hashes the weights of `adapter`; DATA_LOSS when they no longer match its version.

@@ -125,8 +125,6 @@ class AdaptersService::UploadTracker {
 
 namespace {
 
-constexpr int kDefaultPageSize = 100;
-constexpr int kMaxPageSize = 1000;
 
 v1::AdapterFormat ToProto(AdapterFormat format) {
   return format == AdapterFormat::kSeed ? v1::SEED : v1::PEFT;
@@ -356,10 +354,9 @@ grpc::ServerReadReactor<v1::UploadRequest>* AdaptersService::Upload(
 absl::Status AdaptersService::ListInto(const v1::ListAdaptersRequest& request, v1::ListAdaptersResponse& response) {
   if (request.page_size() < 0) {
     return absl::InvalidArgumentError(absl::StrCat("page_size is ", request.page_size(), "; use 0 for the default (",
-                                                   kDefaultPageSize, ") or a positive count up to ", kMaxPageSize));
+                                                   kDefaultListPageSize, ") or a positive count up to ", kMaxListPageSize));
   }
-  const int page_size = request.page_size() == 0 ? kDefaultPageSize : std::min(request.page_size(), kMaxPageSize);
-  ASSIGN_OR_RETURN(AdapterStore::Page page, registry_.store().List(request.page_token(), page_size));
+  ASSIGN_OR_RETURN(AdapterStore::Page page, registry_.store().List(request.page_token(), request.page_size()));
   for (const StoredAdapter& stored : page.adapters) ToProto(registry_.StatusOf(stored), response.add_adapters());
   response.set_next_page_token(page.next_page_token);
   return absl::OkStatus();

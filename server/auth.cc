@@ -1,11 +1,10 @@
 #include "server/auth.h"
 
 #include <algorithm>
-#include <fstream>
-#include <sstream>
 #include <utility>
 
 #include "absl/strings/ascii.h"
+#include "common/durable_file.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
@@ -26,15 +25,12 @@ bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
 }  // namespace
 
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path, const std::string& flag) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(flag, "=", path, ": cannot open the token file; check the path and its ",
-                     "permissions"));
+  absl::StatusOr<std::string> text = ReadSmallFile(path, 64 << 10);
+  if (!text.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, "=", path, ": cannot read the token file (",
+                                                   text.status().message(), "); check the path and its permissions"));
   }
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  std::string token(absl::StripAsciiWhitespace(buffer.str()));
+  std::string token(absl::StripAsciiWhitespace(*text));
   if (token.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat(flag, "=", path, ": the token file is empty; write the token into it"));

@@ -2,13 +2,12 @@
 
 #include <sys/stat.h>
 
-#include <fstream>
 #include <set>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "common/durable_file.h"
 #include "common/status_macros.h"
 
 namespace loramux {
@@ -21,10 +20,7 @@ bool FileExists(const std::string& path) {
 
 // The shard file names listed by an index, in first-seen order.
 absl::StatusOr<std::vector<std::string>> ReadShardNames(const std::string& index_path) {
-  std::ifstream in(index_path);
-  std::stringstream text;
-  text << in.rdbuf();
-  const std::string body = text.str();
+  ASSIGN_OR_RETURN(const std::string body, ReadSmallFile(index_path, 64 << 20));
   auto j = nlohmann::json::parse(body.begin(), body.end(), nullptr, false);
   if (j.is_discarded() || !j.is_object() || !j.contains("weight_map") ||
       !j["weight_map"].is_object()) {

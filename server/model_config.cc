@@ -1,11 +1,10 @@
 #include "server/model_config.h"
 
-#include <fstream>
 #include <optional>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "common/json_value.h"
+#include "common/durable_file.h"
 #include "common/status_macros.h"
 
 namespace loramux {
@@ -135,14 +134,12 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(absl::string_view text, absl::
 
 absl::StatusOr<ModelConfig> ModelConfig::FromDirectory(const std::string& model_dir) {
   const std::string path = model_dir + "/config.json";
-  std::ifstream in(path);
-  if (!in) {
-    return absl::NotFoundError(absl::StrCat(
-        path, ": cannot read the model config (is --model_dir a HuggingFace model directory?)"));
+  absl::StatusOr<std::string> text = ReadSmallFile(path, kMaxConfigBytes + 1);  // FromJson names the limit
+  if (!text.ok()) {
+    return absl::NotFoundError(absl::StrCat(path, ": cannot read the model config (", text.status().message(),
+                                            "; is --model_dir a HuggingFace model directory?)"));
   }
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return FromJson(buffer.str(), path);
+  return FromJson(*text, path);
 }
 
 }  // namespace loramux

@@ -134,13 +134,6 @@ void Server::BeginDrain() {
 
 bool Server::Idle() const { return engine_ == nullptr || engine_->scheduler().Idle(); }
 
-void Server::Drain(absl::Duration timeout) {
-  BeginDrain();
-  const absl::Time deadline = absl::Now() + timeout;
-  while (!Idle() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(20));
-  Shutdown();
-}
-
 void Server::Shutdown(absl::Duration grace) {
   if (shut_down_) return;
   BeginDrain();

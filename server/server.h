@@ -48,8 +48,6 @@ class Server {
   void BeginDrain();
   // True when no request is queued or running.
   bool Idle() const;
-  // BeginDrain, wait up to `timeout` for Idle, then Shutdown.
-  void Drain(absl::Duration timeout);
   // Ends what still runs (UNAVAILABLE), flushes replies for up to `grace`, stops listening and
   // stops metrics. Idempotent.
   void Shutdown(absl::Duration grace = absl::Seconds(5));

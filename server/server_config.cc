@@ -3,9 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <fstream>
 #include <limits>
-#include <sstream>
 #include <string>
 #include <utility>
 
@@ -14,6 +12,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "common/durable_file.h"
 #include "server/auth.h"
 
 #ifndef LORAMUX_SOURCE_DIR
@@ -114,18 +113,15 @@ ABSL_FLAG(int32_t, http_threads, 128,
 namespace loramux {
 namespace {
 
+// A certificate or key file (PEM, at most 1 MiB).
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path, const std::string& flag) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(flag, "=", path, ": cannot open the file; check the path and permissions"));
+  absl::StatusOr<std::string> text = ReadSmallFile(path, 1 << 20);
+  if (!text.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, "=", path, ": ", text.status().message(),
+                                                   "; check the path and permissions"));
   }
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  if (buffer.str().empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(flag, "=", path, ": the file is empty"));
-  }
-  return buffer.str();
+  if (text->empty()) return absl::InvalidArgumentError(absl::StrCat(flag, "=", path, ": the file is empty"));
+  return text;
 }
 
 absl::Status RequirePositive(const char* flag, int64_t value) {

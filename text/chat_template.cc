@@ -1,9 +1,8 @@
 #include "text/chat_template.h"
 
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/durable_file.h"
 #include "text/jinja_error.h"
 #include "text/jinja_parser.h"
 #include "text/jinja_strings.h"
@@ -97,11 +96,10 @@ absl::StatusOr<ChatTemplate> ChatTemplate::FromTokenizerConfig(std::string_view 
 absl::StatusOr<ChatTemplate> ChatTemplate::FromModelDir(const std::string& model_dir,
                                                         const jinja::RenderLimits& limits) {
   const std::string path = model_dir + "/tokenizer_config.json";
-  std::ifstream file(path, std::ios::binary);
-  if (!file) return absl::NotFoundError(absl::StrCat("cannot open ", path));
-  std::stringstream text;
-  text << file.rdbuf();
-  absl::StatusOr<ChatTemplate> t = FromTokenizerConfig(text.str(), limits);
+  absl::StatusOr<std::string> text = ReadSmallFile(path, 16 << 20);
+  if (absl::IsNotFound(text.status())) return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  if (!text.ok()) return text.status();
+  absl::StatusOr<ChatTemplate> t = FromTokenizerConfig(*text, limits);
   if (!t.ok()) return absl::Status(t.status().code(), absl::StrCat(path, ": ", t.status().message()));
   return t;
 }
