@@ -62,7 +62,7 @@ absl::StatusOr<std::shared_ptr<const SafetensorsFile>> MapWeights(AdapterStore& 
 
 }  // namespace
 
-AdapterRegistry::AdapterRegistry(AdapterStore& store, const LlamaModel& model,
+AdapterRegistry::AdapterRegistry(AdapterStore& store, const BaseModules& model,
                                  AdapterRegistryOptions options)
     : store_(store), model_(model), options_(options) {
   for (int i = 0; i < std::max(1, options_.loader_threads); ++i) {
@@ -347,7 +347,7 @@ absl::Status AdapterRegistry::Delete(const std::string& name) {
 }
 
 AdapterValidator AdapterRegistry::Validator() const {
-  const LlamaModel* model = &model_;
+  const BaseModules* model = &model_;
   const AdapterLimits& limits = options_.limits;
   return [model, limits](const AdapterManifest& manifest, const std::string& weights_path) {
     return AdapterWeights::Validate(manifest, weights_path, *model, limits);

@@ -31,7 +31,7 @@
 namespace loramux {
 
 class AdapterWeights;
-class LlamaModel;
+class BaseModules;
 class SafetensorsFile;
 
 enum class Residency { kStored, kHost, kDevice };
@@ -71,7 +71,7 @@ struct AdapterKey {
 
 class AdapterRegistry {
  public:
-  AdapterRegistry(AdapterStore& store, const LlamaModel& model, AdapterRegistryOptions options);
+  AdapterRegistry(AdapterStore& store, const BaseModules& model, AdapterRegistryOptions options);
   ~AdapterRegistry();
 
   // "name" -> current version; "name@prefix" -> that version. NOT_FOUND / INVALID_ARGUMENT.
@@ -121,7 +121,7 @@ class AdapterRegistry {
   void ForgetIfIdleLocked(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   AdapterStore& store_;
-  const LlamaModel& model_;
+  const BaseModules& model_;
   const AdapterRegistryOptions options_;
 
   mutable absl::Mutex mu_;

@@ -12,10 +12,10 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "adapters/adapter_config.h"
+#include "adapters/base_modules.h"
 #include "adapters/factor_arena.h"
 #include "adapters/safetensors.h"
 #include "common/status_macros.h"
-#include "server/llama_model.h"
 #include "server/tensor_util.h"
 
 namespace loramux {
@@ -72,7 +72,7 @@ constexpr char kPeftPrefix[] = "base_model.model.";
 // Context shared by the loading steps: names for error messages and the base's module table.
 class AdapterBuilder {
  public:
-  AdapterBuilder(std::string name, const LlamaModel& model, const AdapterLimits& limits)
+  AdapterBuilder(std::string name, const BaseModules& model, const AdapterLimits& limits)
       : name_(std::move(name)), model_(model), limits_(limits) {}
 
   absl::Status Precondition(absl::string_view what) const {
@@ -139,7 +139,7 @@ class AdapterBuilder {
     }
     // DoRA gains stay in the compute dtype, whatever the factors' (float32 when they are 16-bit).
     const bool gain_in_arena = factor_dtype == model_.dtype();
-    ModuleList modules(model_.config().num_layers * kNumProjections);
+    ModuleList modules(model_.num_layers() * kNumProjections);
     offset = 0;
     for (const PlannedModule& p : plan) {
       auto module = std::make_unique<ModuleAdapter>();
@@ -184,9 +184,7 @@ class AdapterBuilder {
   absl::Status AddDora(const PlannedModule& p, const torch::Tensor& a, const torch::Tensor& b_t,
                        ModuleAdapter& module) const {
     const torch::Device device = model_.device();
-    const torch::Tensor w = model_.linear(p.index / kNumProjections,
-                                          static_cast<Projection>(p.index % kNumProjections))
-                                .weight.to(torch::kFloat64);
+    const torch::Tensor w = model_.module_weight(p.index).to(torch::kFloat64);
     const torch::Tensor a64 = a.to(device, torch::kFloat64);
     const torch::Tensor bs = b_t.t().to(device, torch::kFloat64) * p.scale;  // [out, r]
     if (p.kind == ModuleAdapter::Kind::kDoraRow) {
@@ -211,7 +209,7 @@ class AdapterBuilder {
   }
 
  public:
-  const LlamaModel& model() const { return model_; }
+  const BaseModules& model() const { return model_; }
   // The dtype the factors are kept in: the model's, except on a float32 CPU server, where
   // limits_.factors decides (kAsStored keeps a file stored wholly in bfloat16 or in float16 so).
   torch::ScalarType FactorDtype(const Plan& plan) const {
@@ -235,13 +233,12 @@ class AdapterBuilder {
 
  private:
   std::string name_;
-  const LlamaModel& model_;
+  const BaseModules& model_;
   const AdapterLimits& limits_;
 };
 
-std::vector<int64_t> BaseShape(const LlamaModel& model, int64_t index) {
-  const torch::Tensor& w =
-      model.linear(index / kNumProjections, static_cast<Projection>(index % kNumProjections)).weight;
+std::vector<int64_t> BaseShape(const BaseModules& model, int64_t index) {
+  const torch::Tensor& w = model.module_weight(index);
   return {w.size(0), w.size(1)};
 }
 
@@ -473,14 +470,14 @@ absl::Status RefusePickle(const StoredAdapter& adapter) {
 }
 
 absl::StatusOr<std::shared_ptr<const AdapterWeights>> AdapterWeights::Load(
-    const StoredAdapter& adapter, const LlamaModel& model, const AdapterLimits& limits) {
+    const StoredAdapter& adapter, const BaseModules& model, const AdapterLimits& limits) {
   RETURN_IF_ERROR(RefusePickle(adapter));
   ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(adapter.weights_path));
   return FromFile(adapter, *file, model, limits);
 }
 
 absl::StatusOr<std::shared_ptr<const AdapterWeights>> AdapterWeights::FromFile(
-    const StoredAdapter& adapter, const SafetensorsFile& file, const LlamaModel& model,
+    const StoredAdapter& adapter, const SafetensorsFile& file, const BaseModules& model,
     const AdapterLimits& limits) {
   AdapterBuilder builder(adapter.name, model, limits);
   torch::Tensor arena;
@@ -495,7 +492,7 @@ absl::StatusOr<std::shared_ptr<const AdapterWeights>> AdapterWeights::FromFile(
 }
 
 absl::Status AdapterWeights::Validate(const AdapterManifest& manifest,
-                                      const std::string& weights_path, const LlamaModel& model,
+                                      const std::string& weights_path, const BaseModules& model,
                                       const AdapterLimits& limits) {
   StoredAdapter staged;
   staged.name = manifest.name;

@@ -32,7 +32,7 @@
 
 namespace loramux {
 
-class LlamaModel;
+class BaseModules;
 class SafetensorsFile;
 
 struct ModuleAdapter {
@@ -64,16 +64,16 @@ class AdapterWeights {
   // fit the base, INVALID_ARGUMENT for malformed ones, UNIMPLEMENTED for unsupported PEFT
   // features; messages name the adapter, tensor, shape found and shape expected.
   static absl::StatusOr<std::shared_ptr<const AdapterWeights>> Load(
-      const StoredAdapter& adapter, const LlamaModel& model, const AdapterLimits& limits);
+      const StoredAdapter& adapter, const BaseModules& model, const AdapterLimits& limits);
 
   // Same, from weights already in memory (the registry's host tier).
   static absl::StatusOr<std::shared_ptr<const AdapterWeights>> FromFile(
-      const StoredAdapter& adapter, const SafetensorsFile& file, const LlamaModel& model,
+      const StoredAdapter& adapter, const SafetensorsFile& file, const BaseModules& model,
       const AdapterLimits& limits);
 
   // Checks without keeping anything (upload validation); same errors as Load.
   static absl::Status Validate(const AdapterManifest& manifest, const std::string& weights_path,
-                               const LlamaModel& model, const AdapterLimits& limits);
+                               const BaseModules& model, const AdapterLimits& limits);
 
   // Module `index` = layer * kNumProjections + projection; nullptr when not adapted.
   const ModuleAdapter* module(int64_t index) const { return modules_[index].get(); }

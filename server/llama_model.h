@@ -22,24 +22,12 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "adapters/base_modules.h"
 #include "adapters/lora_linear.h"
 #include "server/kv_cache.h"
 #include "server/model_config.h"
 
 namespace loramux {
-
-enum Projection : int64_t { kQProj, kKProj, kVProj, kOProj, kGateProj, kUpProj, kDownProj };
-constexpr int64_t kNumProjections = 7;
-// Sub-module path inside a decoder layer, e.g. "self_attn.q_proj".
-extern const std::array<const char*, kNumProjections> kProjectionPaths;
-// Short PEFT-style names, e.g. "q_proj".
-extern const std::array<const char*, kNumProjections> kProjectionNames;
-
-// "model.layers.<layer>.<projection path>".
-std::string ModulePath(int64_t layer, Projection projection);
-inline int64_t ModuleIndex(int64_t layer, Projection projection) {
-  return layer * kNumProjections + projection;
-}
 
 struct LayerWeights {
   torch::Tensor input_norm;  // [hidden]
@@ -71,7 +59,7 @@ struct ForwardBatch {
   std::vector<AdapterSegment> adapters;  // token ranges served by adapters
 };
 
-class LlamaModel {
+class LlamaModel final : public BaseModules {
  public:
   // Loads config.json and the safetensors weights from a HuggingFace directory.
   static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(const std::string& model_dir,
@@ -91,15 +79,20 @@ class LlamaModel {
   const LinearWeights& linear(int64_t layer, Projection p) const {
     return weights_.layers[layer].proj[p];
   }
-  torch::Device device() const { return device_; }
-  torch::ScalarType dtype() const { return dtype_; }
+  torch::Device device() const override { return device_; }
+  torch::ScalarType dtype() const override { return dtype_; }
   // Bytes held by the weights.
   int64_t weight_bytes() const;
 
   // The served linear modules by index (layer * kNumProjections + projection): their paths,
   // "model.layers.<layer>.<projection path>", and the reverse lookup (-1 when not a module).
-  const std::vector<std::string>& module_paths() const { return module_paths_; }
-  int64_t ModuleIndexOf(const std::string& path) const;
+  const std::vector<std::string>& module_paths() const override { return module_paths_; }
+  int64_t ModuleIndexOf(const std::string& path) const override;
+  // BaseModules: what adapters see of the model.
+  int64_t num_layers() const override { return config_.num_layers; }
+  const torch::Tensor& module_weight(int64_t index) const override {
+    return linear(index / kNumProjections, static_cast<Projection>(index % kNumProjections)).weight;
+  }
 
  private:
   LlamaModel(ModelConfig config, ModelWeights weights, torch::Device device,
