@@ -14,6 +14,7 @@
 #include <grpcpp/support/channel_arguments.h>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/sha256.h"
@@ -160,6 +161,15 @@ void LoramuxClient::Prepare(grpc::ClientContext& context, bool admin,
 }
 
 namespace {
+// UNAVAILABLE, or a stream reset on the way: a proxy (nginx) that lost its backend mid-call
+// resets the HTTP/2 stream, which gRPC reports as INTERNAL "Received RST_STREAM ..."; no server
+// gave a verdict on the call.
+bool IsRetryable(const absl::Status& status) {
+  return status.code() == absl::StatusCode::kUnavailable ||
+         (status.code() == absl::StatusCode::kInternal &&
+          absl::StartsWith(status.message(), "Received RST_STREAM"));
+}
+
 template <typename T>
 const absl::Status& StatusOf(const absl::StatusOr<T>& result) { return result.status(); }
 }  // namespace
@@ -169,8 +179,7 @@ auto LoramuxClient::Retrying(const Call& call) const -> decltype(call()) {
   absl::Duration backoff = options_.initial_backoff;
   for (int attempt = 1;; ++attempt) {
     auto result = call();
-    if (StatusOf(result).code() != absl::StatusCode::kUnavailable ||
-        attempt >= options_.max_attempts) {
+    if (!IsRetryable(StatusOf(result)) || attempt >= options_.max_attempts) {
       return result;
     }
     // Up to 25% jitter, so clients that failed together do not come back together.
@@ -200,9 +209,10 @@ absl::StatusOr<GenerateResult> LoramuxClient::Generate(const v1::GenerateRequest
   return Retrying([&]() -> absl::StatusOr<GenerateResult> {
     absl::StatusOr<GenerateResult> result = GenerateOnce(request, on_response, &delivered);
     // Tokens already handed to the caller cannot be taken back: no retry after the first one.
-    if (!result.ok() && delivered && result.status().code() == absl::StatusCode::kUnavailable) {
-      return absl::UnavailableError(absl::StrCat(
-          result.status().message(), " (not retried: the stream had already produced output)"));
+    if (!result.ok() && delivered && IsRetryable(result.status())) {
+      return absl::Status(result.status().code(),
+                          absl::StrCat(result.status().message(),
+                                       " (not retried: the stream had already produced output)"));
     }
     return result;
   });

@@ -7,8 +7,10 @@
 //
 // Retries: calls that are safe to repeat (Score, Tokenize, Detokenize, List, Get, Load, Unload,
 // health, Upload — the store is content-addressed, so the same bytes publish the same version —
-// and Generate until its first message reached the caller) are retried on UNAVAILABLE up to
-// `max_attempts` in all, with exponential backoff and jitter. Delete is never retried.
+// and Generate until its first message reached the caller) are retried up to `max_attempts` in
+// all, with exponential backoff and jitter, when they fail UNAVAILABLE or their stream was reset
+// on the way (INTERNAL "Received RST_STREAM ...": a proxy lost its backend mid-call, so no server
+// gave a verdict). Delete is never retried.
 // Load-balancer affinity: every call that names an adapter carries its name (without @version)
 // as `x-loramux-adapter` metadata (deploy/nginx.conf hashes on it).
 //
