@@ -5,6 +5,7 @@
 #     -t loramux:latest .
 #   podman run --runtime runc --network host -v loramux-store:/var/lib/loramux/store \
 #     -v /path/to/model:/models/base:ro loramux:latest --model_dir=/models/base
+# (without --model_dir: the built-in demo model, tests/data/llama-tiny).
 #
 # The build-time volume on /ccache is optional: with the host's compiler cache the build stage
 # mostly hits it (build.sh sets CCACHE_BASEDIR, so /src and the host's checkout share entries).
@@ -45,14 +46,22 @@ COPY --from=build /src/tests/data/llama-tiny /opt/loramux/models/llama-tiny
 USER loramux
 WORKDIR /var/lib/loramux
 VOLUME ["/var/lib/loramux/store", "/models"]
-# gRPC (Inference, Adapters, grpc.health.v1, reflection) and Prometheus /metrics.
+# Where the server listens: gRPC (Inference, Adapters, grpc.health.v1, reflection) and
+# Prometheus /metrics. The HEALTHCHECK follows LORAMUX_GRPC_PORT; with `--network host` pick
+# free ports (and LORAMUX_HOST=127.0.0.1 to stay on loopback).
+ENV LORAMUX_HOST=0.0.0.0 LORAMUX_GRPC_PORT=50051 LORAMUX_METRICS_PORT=9090
 EXPOSE 50051 9090
 # gRPC health (grpc.health.v1.Health/Check), not a TCP poke: NOT_SERVING while draining.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
-  CMD ["/usr/local/bin/loramux", "health", "--server", "127.0.0.1:50051", "--timeout_s", "4"]
+  CMD /usr/local/bin/loramux health --server "127.0.0.1:${LORAMUX_GRPC_PORT}" --timeout_s 4 --retries 0
 # SIGTERM drains running streams for --drain_timeout_s (30 s; give the orchestrator's grace
 # period a few seconds more, e.g. `podman stop -t 40`, terminationGracePeriodSeconds: 40).
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["/usr/local/bin/loramux_server", "--listen=0.0.0.0:50051", "--metrics_listen=0.0.0.0:9090", \
-            "--adapter_store=/var/lib/loramux/store", "--drain_timeout_s=30"]
-CMD ["--model_dir=/opt/loramux/models/llama-tiny"]
+# The shell only expands the addresses and then becomes the server (exec: it gets the signals).
+# Arguments are more flags, which win over these: --model_dir=/models/... for a mounted model
+# (the built-in demo model otherwise), --flagfile=..., --admin_token_file=...
+ENTRYPOINT ["/bin/sh", "-c", "exec /usr/local/bin/loramux_server \
+  --listen=${LORAMUX_HOST}:${LORAMUX_GRPC_PORT} --metrics_listen=${LORAMUX_HOST}:${LORAMUX_METRICS_PORT} \
+  --adapter_store=/var/lib/loramux/store --drain_timeout_s=30 \
+  --model_dir=/opt/loramux/models/llama-tiny \"$@\"", "loramux_server"]
+CMD []
