@@ -49,6 +49,9 @@ if ! $PODMAN build --isolation chroot --format docker -v "$ccache_dir:/ccache" -
   exit 1
 fi
 build_seconds=$(($(date +%s) - start))
+# Drop the build stage's finished layers (GBs each build); the layers they grew from (the
+# installed packages) stay as the next build's cache.
+$PODMAN image prune -f >/dev/null
 size_bytes=$($PODMAN image inspect --format '{{.Size}}' "$IMAGE")
 echo "image built in ${build_seconds} s; size $((size_bytes / 1024 / 1024)) MiB" \
      "($(grep -E '^ +(Hits|Misses):' "$BUILD_DIR/container_build.log" | tr -s ' ' | tr '\n' ';'))"
