@@ -5,4 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/build.sh
 cd build
-ctest --output-on-failure --timeout 600 -j 2 -LE '^(deploy|container)$' "$@"
+# Arguments go to ctest; a label exclusion of your own (-LE) replaces the default one.
+exclude=(-LE '^(deploy|container)$')
+for arg in "$@"; do
+  case "$arg" in -LE|--label-exclude|-LE*|--label-exclude=*) exclude=() ;; esac
+done
+ctest --output-on-failure --timeout 600 -j 2 "${exclude[@]}" "$@"
