@@ -24,6 +24,7 @@ import argparse
 import ctypes
 import json
 import os
+import pty
 import re
 import select
 import shutil
@@ -272,6 +273,31 @@ class NginxScaleOutTest(unittest.TestCase):
         out = self.cli("--server", self.nginx.address, "--json", "health")
         self.assertEqual(json.loads(out.stdout), {"status": "SERVING"})
         self.assertEqual(self.lb.health(), "SERVING")
+
+    def test_1_upload_progress_on_a_terminal(self):
+        # stdout a terminal (a pseudo-terminal here): `upload` draws its bar with bytes/s.
+        main, secondary = pty.openpty()
+        cli = subprocess.run([os.path.join(ARGS.build_dir, "client", "loramux"), "--server",
+                              self.nginx.address, "upload", "progress",
+                              os.path.join(DATA, "adapters", "dora-qkvo-r8")],
+                             stdout=secondary, stderr=subprocess.PIPE, timeout=120, check=False)
+        os.close(secondary)
+        out = b""
+        while select.select([main], [], [], 0.5)[0]:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # EIO: the terminal's other side is closed and drained
+                break
+            if not chunk:
+                break
+            out += chunk
+        os.close(main)
+        text = out.decode(errors="replace")
+        self.assertEqual(cli.returncode, 0, cli.stderr)
+        self.assertRegex(text, r"\rupload progress \[#+\] 100% [0-9.]+ MiB of [0-9.]+ MiB, "
+                               r"[0-9.]+ MiB/s")
+        self.assertIn("uploaded progress@", text)
+        self.lb.delete("progress")
 
     # --- 2 -----------------------------------------------------------------------------------
     def test_2_read_your_writes(self):
