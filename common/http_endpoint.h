@@ -6,6 +6,10 @@
 // the endpoint; every read and write on a connection has a timeout, keep-alive connections are
 // closed when idle, and request bodies are bounded.
 //
+// A response is a whole body, or a stream written piece by piece (chunked transfer encoding; used
+// for Server-Sent Events): each piece goes to the socket as it is written, and a write that fails
+// (the client is gone) tells the stream to stop.
+//
 // Routes are fixed when the endpoint starts: an exact path and method each (the query string is
 // not part of the path). HEAD is answered by the GET handler without the body. Another method on
 // a known path is 405, an unknown path 404, each with a short text body saying what exists.
@@ -19,6 +23,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -29,14 +34,24 @@ namespace loramux {
 struct HttpRequest {
   std::string method;  // "GET", "POST", ...
   std::string path;    // without the query string
-  std::multimap<std::string, std::string> headers;
+  std::multimap<std::string, std::string> headers;  // names in lower case
   std::string body;
+
+  // The first value of header `name` (lower case), or nullptr.
+  const std::string* Header(const std::string& name) const;
 };
+
+// Writes one piece of a streamed body; false once the client is gone (stop writing then).
+using HttpWrite = std::function<bool(const std::string& piece)>;
 
 struct HttpResponse {
   int status = 200;
   std::string content_type = "text/plain; charset=utf-8";
   std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;  // extra headers, e.g. Retry-After
+  // When set, the body is this stream instead of `body`: called once, on the connection's thread,
+  // after the status and headers are sent; it returns when the body is complete or a write failed.
+  std::function<void(const HttpWrite& write)> stream;
 };
 
 struct HttpRoute {
@@ -52,13 +67,15 @@ struct HttpEndpointOptions {
   absl::Duration keep_alive_timeout = absl::Seconds(5);
   int keep_alive_max_requests = 100;
   size_t max_body_bytes = 1 << 20;
+  std::string tls_cert_pem;  // both set: HTTPS with this certificate chain and key
+  std::string tls_key_pem;
 };
 
 class HttpEndpoint {
  public:
   // Listens on `host_port` ("127.0.0.1:9090", "[::]:0"; port 0 picks a free port) and serves
   // `routes`. `flag` names the setting in errors (e.g. "--metrics_listen"): INVALID_ARGUMENT for a
-  // malformed address, UNAVAILABLE when it cannot be bound.
+  // malformed address or unreadable TLS material, UNAVAILABLE when it cannot be bound.
   static absl::StatusOr<std::unique_ptr<HttpEndpoint>> Listen(const std::string& host_port,
                                                               const std::string& flag,
                                                               std::vector<HttpRoute> routes,

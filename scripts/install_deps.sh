@@ -30,6 +30,11 @@ $SUDO apt-get install -y -qq --no-install-recommends prometheus openssl python3 
 # The fuzzers (scripts/fuzz.sh): clang-14, its libFuzzer/ASan/UBSan runtimes (libclang-rt-14-dev)
 # and llvm-symbolizer (llvm-14) for readable sanitizer stacks.
 $SUDO apt-get install -y -qq --no-install-recommends clang-14 libclang-rt-14-dev llvm-14 >/dev/null
+# The OpenAI-compatible HTTP front's end-to-end test (tests/integration/openai_http_test.cc)
+# speaks through curl and the official `openai` npm SDK, pinned by tests/openai/package-lock.json.
+$SUDO apt-get install -y -qq --no-install-recommends curl >/dev/null
+if ! command -v npm >/dev/null; then $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; fi
+(cd "$(dirname "$0")/../tests/openai" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 # The deployment checks (scripts/test_deploy.sh, scripts/test_container.sh): Debian's container
 # engine (podman, buildah, runc; debootstrap makes the base image), nginx as the gRPC load
 # balancer, the Python client's grpcio and stub generator, python3-kubernetes to check the
@@ -41,4 +46,4 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
   trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
 fi
 $SUDO apt-get install -y -qq --no-install-recommends podman buildah runc debootstrap \
-  nginx-light python3-grpcio python3-grpc-tools python3-protobuf python3-kubernetes >/dev/null
+  nginx-light python3-grpcio python3-protobuf python3-kubernetes >/dev/null

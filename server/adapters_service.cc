@@ -15,7 +15,9 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "adapters/adapter_store.h"
+#include "common/status_macros.h"
 #include "server/status_mapping.h"
+#include "server/unary_call.h"
 
 namespace loramux {
 
@@ -168,13 +170,6 @@ absl::StatusOr<AdapterManifest> FromProto(const v1::UploadManifest& in) {
 }
 
 // Records the call's metrics and finishes a unary reactor.
-void FinishUnary(grpc::ServerUnaryReactor* reactor, Metrics& metrics, Rpc rpc, absl::Time start,
-                 const absl::Status& status) {
-  grpc::Status grpc_status = ToGrpcStatus(status);
-  metrics.RecordRpc(rpc, grpc_status.error_code(), absl::Now() - start);
-  reactor->Finish(grpc_status);
-}
-
 // One Upload call: manifest, then chunks, committed when the client half-closes. Admitted by the
 // tracker (RESOURCE_EXHAUSTED when full) and ended by its watchdog when the client goes silent.
 // mu_ orders the gRPC callbacks, the commit's end and the watchdog; gRPC never runs OnReadDone
@@ -358,96 +353,60 @@ grpc::ServerReadReactor<v1::UploadRequest>* AdaptersService::Upload(
   return new UploadCall(registry_, metrics_, *pool_, *uploads_, auth_, options_, context, response);
 }
 
+absl::Status AdaptersService::ListInto(const v1::ListAdaptersRequest& request, v1::ListAdaptersResponse& response) {
+  if (request.page_size() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("page_size is ", request.page_size(), "; use 0 for the default (",
+                                                   kDefaultPageSize, ") or a positive count up to ", kMaxPageSize));
+  }
+  const int page_size = request.page_size() == 0 ? kDefaultPageSize : std::min(request.page_size(), kMaxPageSize);
+  ASSIGN_OR_RETURN(AdapterStore::Page page, registry_.store().List(request.page_token(), page_size));
+  for (const StoredAdapter& stored : page.adapters) ToProto(registry_.StatusOf(stored), response.add_adapters());
+  response.set_next_page_token(page.next_page_token);
+  return absl::OkStatus();
+}
+
+// Fills `response` from an AdapterStatus, or passes the error on.
+absl::Status AdaptersService::Reply(const absl::StatusOr<AdapterStatus>& status, v1::AdapterInfo* response) {
+  if (status.ok()) ToProto(*status, response);
+  return status.status();
+}
+
 grpc::ServerUnaryReactor* AdaptersService::List(grpc::CallbackServerContext* context,
                                                 const v1::ListAdaptersRequest* request,
                                                 v1::ListAdaptersResponse* response) {
-  const absl::Time start = absl::Now();
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::Status status = auth_.Check(*context);
-  if (status.ok() && request->page_size() < 0) {
-    status = absl::InvalidArgumentError(absl::StrCat(
-        "page_size is ", request->page_size(), "; use 0 for the default (", kDefaultPageSize,
-        ") or a positive count up to ", kMaxPageSize));
-  }
-  if (status.ok()) {
-    const int page_size = request->page_size() == 0 ? kDefaultPageSize
-                                                    : std::min(request->page_size(), kMaxPageSize);
-    absl::StatusOr<AdapterStore::Page> page =
-        registry_.store().List(request->page_token(), page_size);
-    if (page.ok()) {
-      for (const StoredAdapter& stored : page->adapters) {
-        ToProto(registry_.StatusOf(stored), response->add_adapters());
-      }
-      response->set_next_page_token(page->next_page_token);
-    }
-    status = page.status();
-  }
-  FinishUnary(reactor, metrics_, Rpc::kList, start, status);
-  return reactor;
+  return AnswerUnary({context, metrics_, Rpc::kList, auth_}, [&] { return ListInto(*request, *response); });
 }
 
 grpc::ServerUnaryReactor* AdaptersService::Get(grpc::CallbackServerContext* context,
                                                const v1::GetAdapterRequest* request,
                                                v1::AdapterInfo* response) {
-  const absl::Time start = absl::Now();
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::Status status = auth_.Check(*context);
-  if (status.ok()) {
-    absl::StatusOr<AdapterStatus> described = registry_.Describe(request->name());
-    if (described.ok()) ToProto(*described, response);
-    status = described.status();
-  }
-  FinishUnary(reactor, metrics_, Rpc::kGet, start, status);
-  return reactor;
+  return AnswerUnary({context, metrics_, Rpc::kGet, auth_},
+                     [&] { return Reply(registry_.Describe(request->name()), response); });
 }
 
 grpc::ServerUnaryReactor* AdaptersService::Delete(grpc::CallbackServerContext* context,
                                                   const v1::DeleteAdapterRequest* request,
                                                   v1::DeleteAdapterResponse* response) {
-  const absl::Time start = absl::Now();
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (absl::Status status = auth_.Check(*context); !status.ok()) {
-    FinishUnary(reactor, metrics_, Rpc::kDelete, start, status);
-    return reactor;
-  }
   // Deleting takes the name's lock (it waits for a publish of the name) and syncs the disk.
-  pool_->Run([this, reactor, start, name = request->name()] {
-    FinishUnary(reactor, metrics_, Rpc::kDelete, start, registry_.Delete(name));
-  });
-  return reactor;
+  return AnswerUnaryOn([this](auto task) { pool_->Run(std::move(task)); }, {context, metrics_, Rpc::kDelete, auth_},
+                       [this, name = request->name()] { return registry_.Delete(name); });
 }
 
 grpc::ServerUnaryReactor* AdaptersService::Load(grpc::CallbackServerContext* context,
                                                 const v1::LoadAdapterRequest* request,
                                                 v1::AdapterInfo* response) {
-  const absl::Time start = absl::Now();
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (absl::Status status = auth_.Check(*context); !status.ok()) {
-    FinishUnary(reactor, metrics_, Rpc::kLoad, start, status);
-    return reactor;
-  }
   // Loading blocks until the weights are resident: keep it off gRPC's threads.
-  pool_->Run([this, reactor, start, name = request->name(), pin = request->pin(), response] {
-    absl::StatusOr<AdapterStatus> loaded = registry_.Load(name, pin);
-    if (loaded.ok()) ToProto(*loaded, response);
-    FinishUnary(reactor, metrics_, Rpc::kLoad, start, loaded.status());
-  });
-  return reactor;
+  return AnswerUnaryOn([this](auto task) { pool_->Run(std::move(task)); }, {context, metrics_, Rpc::kLoad, auth_},
+                       [this, name = request->name(), pin = request->pin(), response] {
+                         return Reply(registry_.Load(name, pin), response);
+                       });
 }
 
 grpc::ServerUnaryReactor* AdaptersService::Unload(grpc::CallbackServerContext* context,
                                                   const v1::UnloadAdapterRequest* request,
                                                   v1::AdapterInfo* response) {
-  const absl::Time start = absl::Now();
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::Status status = auth_.Check(*context);
-  if (status.ok()) {
-    absl::StatusOr<AdapterStatus> unloaded = registry_.Unload(request->name());
-    if (unloaded.ok()) ToProto(*unloaded, response);
-    status = unloaded.status();
-  }
-  FinishUnary(reactor, metrics_, Rpc::kUnload, start, status);
-  return reactor;
+  return AnswerUnary({context, metrics_, Rpc::kUnload, auth_},
+                     [&] { return Reply(registry_.Unload(request->name()), response); });
 }
 
 }  // namespace loramux

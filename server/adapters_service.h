@@ -70,6 +70,9 @@ class AdaptersService final : public v1::Adapters::CallbackService {
   class UploadTracker;  // likewise
 
  private:
+  absl::Status ListInto(const v1::ListAdaptersRequest& request, v1::ListAdaptersResponse& response);
+  static absl::Status Reply(const absl::StatusOr<AdapterStatus>& status, v1::AdapterInfo* response);
+
   AdapterRegistry& registry_;
   Metrics& metrics_;
   const TokenAuth auth_;

@@ -53,16 +53,22 @@ absl::Status TokenAuth::Check(const grpc::ServerContextBase& context) const {
   if (!enabled()) return absl::OkStatus();
   const auto& metadata = context.client_metadata();
   auto it = metadata.find("authorization");
-  if (it == metadata.end()) {
+  if (it == metadata.end()) return CheckHeader(nullptr);
+  const std::string value(it->second.data(), it->second.size());
+  return CheckHeader(&value);
+}
+
+absl::Status TokenAuth::CheckHeader(const std::string* authorization) const {
+  if (!enabled()) return absl::OkStatus();
+  if (authorization == nullptr) {
     return absl::UnauthenticatedError(absl::StrCat(
-        "missing `authorization` metadata; send `authorization: Bearer <token>` with the token "
-        "the server reads from ",
+        "missing `authorization`; send `authorization: Bearer <token>` with the token the server "
+        "reads from ",
         flag_));
   }
-  const absl::string_view value(it->second.data(), it->second.size());
+  const absl::string_view value(*authorization);
   if (!absl::StartsWith(value, kBearer)) {
-    return absl::UnauthenticatedError(
-        "the `authorization` metadata must have the form `Bearer <token>`");
+    return absl::UnauthenticatedError("`authorization` must have the form `Bearer <token>`");
   }
   if (!ConstantTimeEquals(value.substr(kBearer.size()), token_)) {
     return absl::UnauthenticatedError(

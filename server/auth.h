@@ -1,7 +1,7 @@
-// Bearer-token checks for the gRPC services.
+// Bearer-token checks for the gRPC services and the HTTP front.
 //
 // A TokenAuth holds one shared secret (read from a file given by a flag); a call passes when its
-// metadata carries `authorization: Bearer <token>`. A TokenAuth without a token lets every call
+// metadata (gRPC) or headers (HTTP) carry `authorization: Bearer <token>`. A TokenAuth without a token lets every call
 // through (the flag was not given). Health is never guarded; see server.cc for which service uses
 // which token.
 //
@@ -29,6 +29,8 @@ class TokenAuth {
   bool enabled() const { return !token_.empty(); }
   // OK, or UNAUTHENTICATED saying what was wrong (missing header, wrong scheme, wrong token).
   absl::Status Check(const grpc::ServerContextBase& context) const;
+  // The same check on the value of an `authorization` header (nullptr when there is none).
+  absl::Status CheckHeader(const std::string* authorization) const;
 
  private:
   std::string token_;

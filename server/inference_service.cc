@@ -16,6 +16,7 @@
 #include "server/request.h"
 #include "common/status_macros.h"
 #include "server/status_mapping.h"
+#include "server/unary_call.h"
 
 namespace loramux {
 namespace {
@@ -560,33 +561,20 @@ absl::Status DetokenizeInto(const TextCodec& codec, const v1::DetokenizeRequest&
   return absl::OkStatus();
 }
 
-// Runs a unary call that needs no scheduler to completion on the handler thread.
-template <typename Fn>
-grpc::ServerUnaryReactor* AnswerNow(const Deps& deps, Rpc rpc, grpc::CallbackServerContext* context, Fn&& fn) {
-  const absl::Time start = absl::Now();
-  absl::Status status = deps.auth.Check(*context);
-  if (status.ok()) status = fn();
-  grpc::Status reply = ToGrpcStatus(status);
-  deps.metrics.RecordRpc(rpc, reply.error_code(), absl::Now() - start);
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(std::move(reply));
-  return reactor;
-}
-
 }  // namespace
 
 grpc::ServerUnaryReactor* InferenceService::Tokenize(grpc::CallbackServerContext* context,
                                                      const v1::TokenizeRequest* request,
                                                      v1::TokenizeResponse* response) {
-  return AnswerNow(Deps{scheduler_, text_, metrics_, auth_}, Rpc::kTokenize, context,
-                   [&] { return TokenizeInto(text_, *request, *response); });
+  return AnswerUnary({context, metrics_, Rpc::kTokenize, auth_},
+                     [&] { return TokenizeInto(text_, *request, *response); });
 }
 
 grpc::ServerUnaryReactor* InferenceService::Detokenize(grpc::CallbackServerContext* context,
                                                        const v1::DetokenizeRequest* request,
                                                        v1::DetokenizeResponse* response) {
-  return AnswerNow(Deps{scheduler_, text_, metrics_, auth_}, Rpc::kDetokenize, context,
-                   [&] { return DetokenizeInto(text_, *request, *response); });
+  return AnswerUnary({context, metrics_, Rpc::kDetokenize, auth_},
+                     [&] { return DetokenizeInto(text_, *request, *response); });
 }
 
 InferenceService::InferenceService(Scheduler& scheduler, const TextCodec& text, Metrics& metrics,

@@ -19,7 +19,8 @@ namespace {
 
 constexpr Rpc kAllRpcs[] = {Rpc::kGenerate, Rpc::kScore,  Rpc::kTokenize, Rpc::kDetokenize,
                             Rpc::kUpload,   Rpc::kList,   Rpc::kGet,      Rpc::kDelete,
-                            Rpc::kLoad,     Rpc::kUnload};
+                            Rpc::kLoad,     Rpc::kUnload, Rpc::kOpenAiCompletions,
+                            Rpc::kOpenAiChatCompletions};
 static_assert(std::size(kAllRpcs) == kNumRpcs, "every Rpc has a request-latency histogram");
 
 // Seconds; spans a fast unary call (~1 ms) to a long generation or a big upload (minutes).
@@ -66,6 +67,8 @@ const char* RpcName(Rpc rpc) {
     case Rpc::kDelete: return "Delete";
     case Rpc::kLoad: return "Load";
     case Rpc::kUnload: return "Unload";
+    case Rpc::kOpenAiCompletions: return "openai.completions";
+    case Rpc::kOpenAiChatCompletions: return "openai.chat.completions";
   }
   return "unknown";
 }

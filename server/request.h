@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -21,8 +22,10 @@ struct InferenceRequest {
   std::vector<int32_t> tokens;  // the prompt (generate) or the scored ids (score)
   SamplingParams sampling;      // generate only
   std::vector<int32_t> stop_token_ids;
+  bool ignore_eos = false;        // generate: the model's EOS does not end it (benchmarks)
   std::vector<std::string> stop;  // generate: stop strings (needs a tokenizer); text ends before one
   bool logprobs = false;       // generate: per-token logprobs
+  int32_t top_logprobs = 0;    // generate: also the likeliest tokens at each step (<= 20)
   bool return_logits = false;  // score: full [len, vocab] logits
   absl::Time deadline = absl::InfiniteFuture();
 };
@@ -50,6 +53,9 @@ class RequestObserver {
   // the end may come last with no tokens.
   virtual void OnTokens(const std::vector<int32_t>& tokens, const std::vector<float>& logprobs,
                         const std::string& text) {}
+  // Generate with top_logprobs > 0: the likeliest tokens and their logprobs at the step that
+  // chose the token the next OnTokens delivers; called just before it.
+  virtual void OnTopLogprobs(const std::vector<std::pair<int32_t, float>>& top) {}
   // Score: the result, just before OnFinish.
   virtual void OnScore(ScoreResult result) {}
   // `status` is OK for a normal end (reason says why); else NOT_FOUND for an unknown adapter,

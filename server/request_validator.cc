@@ -115,6 +115,10 @@ absl::Status NormalizeAndValidate(InferenceRequest& r, const RequestLimits& limi
   RETURN_IF_ERROR(CheckAdapterScale(r.adapter_scale, limits));
   if (!IsGenerate(r)) return CheckScoreOutput(r, limits);
   RETURN_IF_ERROR(NormalizeSampling(r.sampling, limits));
+  if (r.top_logprobs < 0 || r.top_logprobs > limits.max_top_logprobs) {
+    return absl::InvalidArgumentError(absl::StrCat("top_logprobs is ", r.top_logprobs, "; use a value in [0, ",
+                                                   limits.max_top_logprobs, "]"));
+  }
   return CheckStopTokens(r, limits);
 }
 

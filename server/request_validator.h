@@ -17,6 +17,7 @@ struct RequestLimits {
   int32_t max_new_tokens_limit = 4096;
   int32_t default_max_new_tokens = 16;   // used when max_new_tokens is 0
   int64_t max_stop_token_ids = 1024;
+  int32_t max_top_logprobs = 20;         // alternatives per generated token
   int64_t max_score_logits_bytes = int64_t{256} << 20;  // return_logits: len * vocab * 4 bytes
   double max_abs_adapter_scale = 1000;   // |adapter_scale|; larger multiplies s past any sane use
   bool has_tokenizer = false;            // stop strings need one

@@ -12,6 +12,22 @@ float LogProb(const float* logits, int64_t vocab, int64_t token) {
   return static_cast<float>(logits[token] - max - std::log(sum));
 }
 
+std::vector<std::pair<int32_t, float>> TopLogProbs(const float* logits, int64_t vocab, int n) {
+  const double max = *std::max_element(logits, logits + vocab);
+  double sum = 0;
+  for (int64_t i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(logits[i]) - max);
+  const double log_sum = std::log(sum);
+  std::vector<int32_t> ids(static_cast<size_t>(vocab));
+  for (int64_t i = 0; i < vocab; ++i) ids[static_cast<size_t>(i)] = static_cast<int32_t>(i);
+  const size_t k = std::min(static_cast<size_t>(std::max(n, 0)), ids.size());
+  std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(k), ids.end(),
+                    [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
+  std::vector<std::pair<int32_t, float>> top;
+  top.reserve(k);
+  for (size_t i = 0; i < k; ++i) top.emplace_back(ids[i], static_cast<float>(logits[ids[i]] - max - log_sum));
+  return top;
+}
+
 Sampler::Sampler(const SamplingParams& params)
     : params_(params), rng_(params.has_seed ? params.seed : std::random_device{}()) {}
 

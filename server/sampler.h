@@ -42,4 +42,7 @@ class Sampler {
 // log softmax(logits)[token], computed in double.
 float LogProb(const float* logits, int64_t vocab, int64_t token);
 
+// The `n` likeliest tokens with their log softmax, likeliest first (ties: lower id first).
+std::vector<std::pair<int32_t, float>> TopLogProbs(const float* logits, int64_t vocab, int n);
+
 }  // namespace loramux

@@ -2,9 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
-#include <condition_variable>
 #include <deque>
-#include <mutex>
 #include <optional>
 #include <limits>
 #include <thread>
@@ -14,10 +12,12 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "adapters/adapter_registry.h"
 #include "adapters/adapter_weights.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "server/batch_planner.h"
 #include "server/kv_cache.h"
 #include "server/llama_model.h"
 #include "server/request_validator.h"
@@ -87,7 +87,9 @@ class Scheduler::Impl {
     if (request.kind == InferenceRequest::Kind::kGenerate) {
       seq->sampler = std::make_unique<Sampler>(request.sampling);
       seq->stops.insert(request.stop_token_ids.begin(), request.stop_token_ids.end());
-      seq->stops.insert(model_.config().eos_token_ids.begin(), model_.config().eos_token_ids.end());
+      if (!request.ignore_eos) {
+        seq->stops.insert(model_.config().eos_token_ids.begin(), model_.config().eos_token_ids.end());
+      }
       if (tokenizer_) seq->text = std::make_unique<TextStream>(*tokenizer_, request.stop);
     }
     const int64_t need = KvTokensNeeded(request);
@@ -98,7 +100,7 @@ class Scheduler::Impl {
     }
     seq->request = std::move(request);
     seq->observer = std::move(observer);
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (draining_ || stopped_) return absl::UnavailableError("the server is shutting down");
     if (static_cast<int64_t>(inbox_.size()) + waiting_count_ >= options_.max_queue) {
       return absl::ResourceExhaustedError(absl::StrCat(
@@ -107,38 +109,35 @@ class Scheduler::Impl {
     seq->id = next_id_++;
     const uint64_t id = seq->id;
     inbox_.push_back(std::move(seq));
-    wake_.notify_one();
     return id;
   }
 
   void Cancel(uint64_t id) {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     cancelled_.insert(id);
-    wake_.notify_one();
   }
 
   void StartDrain() {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     draining_ = true;
   }
 
   bool Idle() const {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     return inbox_.empty() && waiting_count_ == 0 && running_count_ == 0;
   }
 
   void Stop() {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      absl::MutexLock lock(&mu_);
       if (stopped_) return;
       stopped_ = true;
-      wake_.notify_one();
     }
     if (thread_.joinable()) thread_.join();
   }
 
   SchedulerStats stats() const {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     SchedulerStats s = stats_;
     s.queued = static_cast<int64_t>(inbox_.size()) + waiting_count_;
     s.running = running_count_;
@@ -146,6 +145,9 @@ class Scheduler::Impl {
   }
 
   int64_t vocab_size() const { return model_.config().vocab_size; }
+  int64_t max_context_tokens() const {
+    return std::min<int64_t>(model_.config().max_position_embeddings, cache_.capacity_tokens());
+  }
 
  private:
   int64_t KvTokensNeeded(const InferenceRequest& r) const {
@@ -160,13 +162,11 @@ class Scheduler::Impl {
     while (true) {
       std::vector<uint64_t> cancelled;
       {
-        std::unique_lock<std::mutex> lock(mu_);
-        const bool busy = !running_.empty();
-        if (!busy) {
+        absl::MutexLock lock(&mu_);
+        if (running_.empty()) {
           // Wake for new work, cancellations, adapter loads, and to check waiting deadlines.
-          wake_.wait_for(lock, std::chrono::milliseconds(waiting_.empty() ? 200 : 10), [&] {
-            return stopped_ || !inbox_.empty() || !cancelled_.empty() || adapter_ready_;
-          });
+          mu_.AwaitWithTimeout(absl::Condition(this, &Impl::HasNewsLocked),
+                               absl::Milliseconds(waiting_.empty() ? 200 : 10));
         }
         if (adapter_ready_) loading_.clear();  // retry every adapter that was loading
         adapter_ready_ = false;
@@ -188,7 +188,7 @@ class Scheduler::Impl {
   }
 
   void PublishCounts() {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     waiting_count_ = static_cast<int64_t>(waiting_.size());
     running_count_ = static_cast<int64_t>(running_.size());
     stats_.kv_used_blocks = cache_.used_blocks();
@@ -241,7 +241,7 @@ class Scheduler::Impl {
     }
     std::deque<std::unique_ptr<Sequence>> inbox;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      absl::MutexLock lock(&mu_);
       inbox.swap(inbox_);
     }
     for (auto& seq : inbox) Finish(seq, status, FinishReason::kCancelled);
@@ -256,9 +256,8 @@ class Scheduler::Impl {
         const std::string key = AdapterKey{seq->adapter->name, seq->adapter->version}.id();
         if (loading_.count(key)) continue;  // asked already; wait for the loader's wake-up
         AdapterRegistry::Lease lease = registry_.Acquire(*seq->adapter, [this] {
-          std::lock_guard<std::mutex> lock(mu_);
+          absl::MutexLock lock(&mu_);
           adapter_ready_ = true;
-          wake_.notify_one();
         });
         if (!lease.status.ok()) {
           Finish(seq, lease.status, FinishReason::kCancelled);
@@ -290,28 +289,18 @@ class Scheduler::Impl {
     bool prefill;
   };
 
-  // Packs one step: a decode token for each generating sequence, then prefill chunks within the
-  // token budget. Sequences are ordered by adapter so each adapter's tokens form one segment.
-  std::vector<Planned> PlanStep() {
+  // The next step's chunks (batch_planner.h): decode tokens, then prefill within the budget,
+  // grouped by adapter.
+  std::vector<Planned> PlanNextStep() const {
+    std::vector<PlannerEntry> entries;
+    entries.reserve(running_.size());
+    for (const auto& seq : running_) {
+      entries.push_back({seq->prompt_len(), seq->prefilled, seq->weights.get(), seq->request.adapter_scale});
+    }
     std::vector<Planned> plan;
-    int64_t budget = options_.max_batch_tokens;
-    for (auto& seq : running_) {
-      if (seq->prefilled == seq->prompt_len()) {
-        plan.push_back({seq.get(), 1, false});
-        --budget;
-      }
+    for (const PlannedChunk& c : PlanStep(entries, options_.max_batch_tokens)) {
+      plan.push_back({running_[c.entry].get(), c.length, c.prefill});
     }
-    for (auto& seq : running_) {
-      if (seq->prefilled < seq->prompt_len() && budget > 0) {
-        const int64_t chunk = std::min(seq->prompt_len() - seq->prefilled, budget);
-        plan.push_back({seq.get(), chunk, true});
-        budget -= chunk;
-      }
-    }
-    std::stable_sort(plan.begin(), plan.end(), [](const Planned& a, const Planned& b) {
-      return std::make_pair(a.seq->weights.get(), a.seq->request.adapter_scale) <
-             std::make_pair(b.seq->weights.get(), b.seq->request.adapter_scale);
-    });
     return plan;
   }
 
@@ -350,7 +339,7 @@ class Scheduler::Impl {
   // error, or logits that are not finite) ends alone with its error; the others go on.
   void Step() {
     if (running_.empty()) return;
-    const std::vector<Planned> plan = PlanStep();
+    const std::vector<Planned> plan = PlanNextStep();
     if (plan.empty()) return;
     int64_t generated = 0;
     absl::StatusOr<torch::Tensor> logits = model_.Forward(BuildBatch(plan), cache_);
@@ -379,7 +368,7 @@ class Scheduler::Impl {
       if (reason) Finish(seq, seq->failure, *reason);  // failure: a Score whose maths failed
     }
     Compact(running_);
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     ++stats_.steps;
     stats_.last_batch_tokens = 0;
     for (const Planned& p : plan) stats_.last_batch_tokens += p.length;
@@ -442,6 +431,7 @@ class Scheduler::Impl {
     s.generated.push_back(t.token);
     std::vector<float> logprobs;
     if (s.request.logprobs) logprobs.push_back(t.logprob);
+    if (s.request.top_logprobs > 0) s.observer->OnTopLogprobs(TopLogProbs(logits, vocab, s.request.top_logprobs));
     TextStream::Piece piece;
     if (s.text) piece = s.text->Append(t.token);
     s.stopped_by_text = piece.stopped;
@@ -502,18 +492,21 @@ class Scheduler::Impl {
   std::vector<std::unique_ptr<Sequence>> running_;
   std::unordered_set<std::string> loading_;  // adapter versions asked for and not yet resident
 
-  // Shared with handlers.
-  mutable std::mutex mu_;
-  std::condition_variable wake_;
-  std::deque<std::unique_ptr<Sequence>> inbox_;
-  std::unordered_set<uint64_t> cancelled_;
-  bool adapter_ready_ = false;
-  bool draining_ = false;
-  bool stopped_ = false;
-  uint64_t next_id_ = 1;
-  int64_t waiting_count_ = 0;
-  int64_t running_count_ = 0;
-  SchedulerStats stats_;
+  // Shared with handlers (and the loader thread's wake-up). absl::Mutex re-checks the scheduler
+  // thread's wait condition whenever it is released, so no notify is needed.
+  bool HasNewsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return stopped_ || !inbox_.empty() || !cancelled_.empty() || adapter_ready_;
+  }
+  mutable absl::Mutex mu_;
+  std::deque<std::unique_ptr<Sequence>> inbox_ ABSL_GUARDED_BY(mu_);
+  std::unordered_set<uint64_t> cancelled_ ABSL_GUARDED_BY(mu_);
+  bool adapter_ready_ ABSL_GUARDED_BY(mu_) = false;
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  int64_t waiting_count_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t running_count_ ABSL_GUARDED_BY(mu_) = 0;
+  SchedulerStats stats_ ABSL_GUARDED_BY(mu_);
 
   std::thread thread_;
 };
@@ -533,5 +526,6 @@ bool Scheduler::Idle() const { return impl_->Idle(); }
 void Scheduler::Stop() { impl_->Stop(); }
 SchedulerStats Scheduler::stats() const { return impl_->stats(); }
 int64_t Scheduler::vocab_size() const { return impl_->vocab_size(); }
+int64_t Scheduler::max_context_tokens() const { return impl_->max_context_tokens(); }
 
 }  // namespace loramux

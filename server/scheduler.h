@@ -76,6 +76,9 @@ class Scheduler {
 
   SchedulerStats stats() const;
   int64_t vocab_size() const;
+  // The longest context a request may reach (prompt + generated): the model's
+  // max_position_embeddings, or the whole KV cache when that holds less.
+  int64_t max_context_tokens() const;
 
  private:
   class Impl;

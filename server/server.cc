@@ -19,6 +19,7 @@
 #include "common/logging.h"
 #include "server/adapters_service.h"
 #include "server/auth.h"
+#include "server/http_front.h"
 #include "server/inference_service.h"
 #include "server/metrics.h"
 
@@ -85,6 +86,28 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerConfig& config
         "an address of this machine? pick another, or port 0 for any free port"));
   }
   server->address_ = absl::StrCat(config.listen.substr(0, config.listen.rfind(':')), ":", port);
+  if (!config.http_listen.empty()) {
+    HttpFrontOptions http;
+    http.listen = config.http_listen;
+    http.served_model_name = config.served_model_name;
+    http.model_dir = config.engine.model_dir;
+    http.max_body_bytes = static_cast<size_t>(config.max_http_body_bytes);
+    http.threads = config.http_threads;
+    http.default_max_tokens = config.engine.scheduler.default_max_new_tokens;
+    http.max_tokens_limit = config.engine.scheduler.max_new_tokens_limit;
+    http.tls_cert_pem = config.tls_cert_pem;
+    http.tls_key_pem = config.tls_key_pem;
+    absl::StatusOr<std::unique_ptr<HttpFront>> front = HttpFront::Start(
+        *e, *server->metrics_, TokenAuth(config.inference_token, "--inference_token_file"),
+        TokenAuth(config.admin_token, "--admin_token_file"), std::move(http));
+    if (!front.ok()) {
+      server->server_->Shutdown();
+      return front.status();
+    }
+    server->http_ = *std::move(front);
+    LogInfo("OpenAI-compatible HTTP API on %s://%s/v1", config.tls_cert_pem.empty() ? "http" : "https",
+            server->http_->address());
+  }
   SetServing(*server->server_, true);
   LogInfo("serving on %s (%s; Adapters %s; Inference %s)", server->address_,
           config.tls_cert_pem.empty() ? "plaintext" : "TLS",
@@ -99,10 +122,13 @@ std::string Server::metrics_address() const {
   return metrics_ == nullptr ? std::string() : metrics_->address();
 }
 
+std::string Server::http_address() const { return http_ == nullptr ? std::string() : http_->address(); }
+
 void Server::BeginDrain() {
   if (draining_ || shut_down_) return;
   draining_ = true;
   if (server_ != nullptr) SetServing(*server_, false);
+  if (http_ != nullptr) http_->SetServing(false);
   if (engine_ != nullptr) engine_->scheduler().StartDrain();
 }
 
@@ -130,6 +156,7 @@ void Server::Shutdown(absl::Duration grace) {
   }
   // Replies already produced are flushed for up to `grace`; then remaining calls are cancelled.
   if (server_ != nullptr) server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoSeconds(grace));
+  http_.reset();  // its streams ended with the scheduler
   if (metrics_ != nullptr) metrics_->StopServing();
 }
 
@@ -147,6 +174,7 @@ int RunServer(const ServerConfig& config) {
     LogError("cannot start: %s", server.status().ToString());
     return 1;
   }
+  if (!(*server)->http_address().empty()) std::cout << "http listening on " << (*server)->http_address() << "\n";
   std::cout << "listening on " << (*server)->address() << std::endl;  // flushes
 
   int signal_number = 0;

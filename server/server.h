@@ -1,10 +1,11 @@
 // The loramux gRPC server: the engine, the Inference and Adapters services, the standard
-// grpc.health.v1.Health service, server reflection, optional TLS, and the Prometheus endpoint.
+// grpc.health.v1.Health service, server reflection, optional TLS, the Prometheus endpoint, and
+// the OpenAI-compatible HTTP front (http_front.h) when --http_listen is set.
 //
 // Lifecycle: Start() -> serving (health SERVING) -> BeginDrain() (health NOT_SERVING, new
 // Generate/Score refused with UNAVAILABLE, running requests go on) -> Shutdown() (the rest are
 // ended, in-flight replies flushed, listeners closed). RunServer() drives this from a process:
-// it prints `listening on HOST:PORT` once ready and drains on SIGTERM or SIGINT.
+// it prints `http listening on HOST:PORT` (with the HTTP front) and `listening on HOST:PORT` once ready and drains on SIGTERM or SIGINT.
 //
 // Thread-safety: Start/BeginDrain/Shutdown are for one controlling thread; Idle() is safe from any.
 #pragma once
@@ -22,6 +23,7 @@
 namespace loramux {
 
 class AdaptersService;
+class HttpFront;
 class InferenceService;
 class Metrics;
 
@@ -38,6 +40,8 @@ class Server {
   const std::string& address() const { return address_; }
   // "HOST:PORT" of /metrics, or "" when metrics are off.
   std::string metrics_address() const;
+  // "HOST:PORT" of the HTTP front, or "" when it is off.
+  std::string http_address() const;
   Engine& engine() { return *engine_; }
 
   // Health turns NOT_SERVING and the scheduler refuses new requests (UNAVAILABLE).
@@ -59,6 +63,7 @@ class Server {
   std::unique_ptr<InferenceService> inference_;
   std::unique_ptr<AdaptersService> adapters_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<HttpFront> http_;
   std::string address_;
   bool draining_ = false;
   bool shut_down_ = false;

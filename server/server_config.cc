@@ -100,6 +100,17 @@ ABSL_FLAG(ByteSizeFlag, max_score_logits_bytes, ByteSizeFlag{256ll << 20},
           "Largest logits array a Score request may ask for with return_logits "
           "(tokens x vocabulary x 4 bytes; e.g. 256MiB).");
 
+ABSL_FLAG(std::string, http_listen, "",
+          "OpenAI-compatible HTTP API address HOST:PORT (/v1/completions, /v1/chat/completions, "
+          "/v1/models, /health, /metrics); empty turns it off; port 0 picks a free port (printed "
+          "as `http listening on`). Uses the same tokens and TLS files as gRPC.");
+ABSL_FLAG(std::string, served_model_name, "",
+          "The base model's id on the HTTP API (`model`); empty: the model directory's name.");
+ABSL_FLAG(ByteSizeFlag, max_http_body_bytes, ByteSizeFlag{8ll << 20},
+          "Largest HTTP request body accepted (larger get 413).");
+ABSL_FLAG(int32_t, http_threads, 128,
+          "HTTP requests served at once (each holds a thread while it generates); more wait.");
+
 namespace loramux {
 namespace {
 
@@ -192,6 +203,15 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
   if (!config.metrics_listen.empty()) {
     if (absl::Status s = CheckHostPort("metrics_listen", config.metrics_listen); !s.ok()) return s;
   }
+  config.http_listen = absl::GetFlag(FLAGS_http_listen);
+  if (!config.http_listen.empty()) {
+    if (absl::Status s = CheckHostPort("http_listen", config.http_listen); !s.ok()) return s;
+  }
+  config.served_model_name = absl::GetFlag(FLAGS_served_model_name);
+  config.max_http_body_bytes = absl::GetFlag(FLAGS_max_http_body_bytes).bytes;
+  if (absl::Status s = RequirePositive("max_http_body_bytes", config.max_http_body_bytes); !s.ok()) return s;
+  config.http_threads = absl::GetFlag(FLAGS_http_threads);
+  if (absl::Status s = RequirePositive("http_threads", config.http_threads); !s.ok()) return s;
 
   if (const std::string path = absl::GetFlag(FLAGS_admin_token_file); !path.empty()) {
     absl::StatusOr<std::string> token = ReadTokenFile(path, "--admin_token_file");

@@ -6,7 +6,8 @@
 // --max_host_adapter_bytes --max_device_adapter_bytes --kv_cache_bytes --max_batch_tokens
 // --max_running_requests --max_queue, and --drain_timeout_s --max_upload_bytes --max_rank
 // --adapter_dtype --default_max_new_tokens --max_new_tokens_limit --max_prompt_tokens
-// --max_concurrent_uploads --upload_idle_timeout. Byte sizes
+// --max_concurrent_uploads --upload_idle_timeout, and the HTTP front's --http_listen
+// --served_model_name --max_http_body_bytes --http_threads. Byte sizes
 // accept a plain count or a suffix: 512MiB, 2GiB, 100MB, 1G (K/M/G/T are binary).
 //
 // Thread-safety: ServerConfigFromFlags reads global flags; call it once from main.
@@ -33,6 +34,10 @@ struct ServerConfig {
   size_t max_chunk_bytes = 1 << 20;
   int max_concurrent_uploads = 16;                    // more Upload calls: RESOURCE_EXHAUSTED
   absl::Duration upload_idle_timeout = absl::Seconds(60);  // no message for this long: aborted
+  std::string http_listen;          // the OpenAI-compatible HTTP front; "" = off
+  std::string served_model_name;    // the base model's id there; "" = the model directory's name
+  int64_t max_http_body_bytes = 8 << 20;
+  int http_threads = 128;           // HTTP requests served at once
 };
 
 // The model served when --model_dir is empty: the tiny Llama under the source tree's test data,

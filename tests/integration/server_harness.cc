@@ -19,6 +19,8 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <list>
+#include <random>
 #include <sstream>
 #include <thread>
 
@@ -107,10 +109,16 @@ ServerProcess::ServerProcess(const std::vector<std::string>& flags, double start
       const ssize_t n = read(stdout_fd_, buffer, sizeof(buffer));
       if (n <= 0) break;  // the server exited
       seen.append(buffer, static_cast<size_t>(n));
-      const size_t at = seen.find("listening on ");
-      const size_t end = at == std::string::npos ? at : seen.find('\n', at);
+      // "listening on HOST:PORT" at the start of a line (not "http listening on").
+      const size_t at = seen.rfind('\n' + std::string("listening on "));
+      const size_t start = seen.rfind("listening on ", 0) == 0 ? 0 : at == std::string::npos ? at : at + 1;
+      const size_t end = start == std::string::npos ? start : seen.find('\n', start);
       if (end != std::string::npos) {
-        address_ = seen.substr(at + 13, end - at - 13);
+        address_ = seen.substr(start + 13, end - start - 13);
+        const size_t http_at = seen.find("http listening on ");
+        if (http_at != std::string::npos) {
+          http_address_ = seen.substr(http_at + 18, seen.find('\n', http_at) - http_at - 18);
+        }
         break;
       }
     }
@@ -233,6 +241,85 @@ AdapterFiles ReadAdapter(const std::string& name) {
 }
 
 // Rewrites a safetensors file, letting `edit` change any tensor (shape and data).
+namespace {
+
+// Tensors of a safetensors file being built: each tensor's data is kept until serialisation.
+class TensorWriter {
+ public:
+  explicit TensorWriter(uint32_t seed, float stddev) : rng_(seed), normal_(0.0f, stddev) {}
+  void Add(const std::string& name, std::vector<int64_t> shape, bool ones = false) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    data_.emplace_back(static_cast<size_t>(n));
+    for (float& v : data_.back()) v = ones ? 1.0f : normal_(rng_);
+    TensorView view;
+    view.name = name;
+    view.dtype = DType::kF32;
+    view.shape = std::move(shape);
+    view.data = reinterpret_cast<const uint8_t*>(data_.back().data());
+    view.nbytes = static_cast<size_t>(n) * 4;
+    views_.push_back(view);
+  }
+  std::string Serialize() const { return SerializeSafetensors(views_); }
+
+ private:
+  std::mt19937 rng_;
+  std::normal_distribution<float> normal_;
+  std::list<std::vector<float>> data_;  // stable addresses
+  std::vector<TensorView> views_;
+};
+
+constexpr int kHidden = 32, kInter = 64, kHeads = 4, kKvHeads = 2, kHeadDim = 8;
+
+}  // namespace
+
+void WriteRandomLlama(const std::string& dir, int vocab, int max_position_embeddings) {
+  WriteFile(dir + "/config.json",
+            nlohmann::json{{"architectures", {"LlamaForCausalLM"}}, {"vocab_size", vocab},
+                           {"hidden_size", kHidden}, {"intermediate_size", kInter},
+                           {"num_hidden_layers", 1}, {"num_attention_heads", kHeads},
+                           {"num_key_value_heads", kKvHeads},
+                           {"max_position_embeddings", max_position_embeddings},
+                           {"rms_norm_eps", 1e-6}, {"tie_word_embeddings", true},
+                           {"bos_token_id", 1}, {"eos_token_id", 2}}
+                .dump());
+  TensorWriter w(7, 0.5f);
+  w.Add("model.embed_tokens.weight", {vocab, kHidden});
+  w.Add("model.norm.weight", {kHidden}, true);
+  const std::string l = "model.layers.0.";
+  w.Add(l + "input_layernorm.weight", {kHidden}, true);
+  w.Add(l + "post_attention_layernorm.weight", {kHidden}, true);
+  w.Add(l + "self_attn.q_proj.weight", {kHeads * kHeadDim, kHidden});
+  w.Add(l + "self_attn.k_proj.weight", {kKvHeads * kHeadDim, kHidden});
+  w.Add(l + "self_attn.v_proj.weight", {kKvHeads * kHeadDim, kHidden});
+  w.Add(l + "self_attn.o_proj.weight", {kHidden, kHeads * kHeadDim});
+  w.Add(l + "mlp.gate_proj.weight", {kInter, kHidden});
+  w.Add(l + "mlp.up_proj.weight", {kInter, kHidden});
+  w.Add(l + "mlp.down_proj.weight", {kHidden, kInter});
+  WriteFile(dir + "/model.safetensors", w.Serialize());
+}
+
+void WriteChatLlama(const std::string& dir, int max_position_embeddings) {
+  WriteRandomLlama(dir, 32000, max_position_embeddings);
+  WriteFile(dir + "/tokenizer.json", ReadFile(std::string(kData) + "/tokenizers/llama2/tokenizer.json"));
+  WriteFile(dir + "/tokenizer_config.json",
+            ReadFile(std::string(kData) + "/chat_templates/llama2/tokenizer_config.json"));
+}
+
+AdapterFiles RandomLlamaLora(uint32_t seed) {
+  AdapterFiles files;
+  files.config = R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"],
+                     "lora_dropout": 0.0, "bias": "none", "task_type": "CAUSAL_LM"})";
+  TensorWriter w(seed, 1.0f);
+  const std::string p = "base_model.model.model.layers.0.self_attn.";
+  w.Add(p + "q_proj.lora_A.weight", {4, kHidden});
+  w.Add(p + "q_proj.lora_B.weight", {kHeads * kHeadDim, 4});
+  w.Add(p + "v_proj.lora_A.weight", {4, kHidden});
+  w.Add(p + "v_proj.lora_B.weight", {kKvHeads * kHeadDim, 4});
+  files.weights = w.Serialize();
+  return files;
+}
+
 std::string RewriteSafetensors(
     const std::string& bytes,
     const std::function<void(TensorView& view, std::vector<uint8_t>& data)>& edit) {
@@ -468,6 +555,39 @@ std::string ReflectionListServices(const std::shared_ptr<grpc::Channel>& channel
 }
 
 // GET http://host:port/path with HTTP/1.0; returns the body ("" on failure).
+std::string RunCommand(const std::string& command) {
+  std::string out;
+  FILE* pipe = popen(("timeout 120 " + command).c_str(), "r");
+  if (pipe == nullptr) return out;
+  char buffer[4096];
+  size_t n;
+  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) out.append(buffer, n);
+  pclose(pipe);
+  return out;
+}
+
+std::string ShellQuote(const std::string& s) {
+  std::string quoted = "'";
+  for (char c : s) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return quoted + "'";
+}
+
+HttpReply Curl(const std::string& origin, const std::string& method, const std::string& path,
+               const std::string& body, const std::string& token, const std::string& curl_args) {
+  const std::string dir = MakeTempDir();
+  WriteFile(dir + "/body", body);
+  std::string command = "curl -sS -m 60 -X " + method + " -o " + dir + "/out -D " + dir + "/headers -w '%{http_code}' " +
+                        curl_args;
+  if (!body.empty()) command += " -H 'Content-Type: application/json' --data-binary @" + dir + "/body";
+  if (!token.empty()) command += " -H " + ShellQuote("Authorization: Bearer " + token);
+  HttpReply reply;
+  reply.status = std::atoi(RunCommand(command + " " + ShellQuote(origin + path)).c_str());
+  reply.headers = ReadFile(dir + "/headers");
+  reply.body = ReadFile(dir + "/out");
+  fs::remove_all(dir);
+  return reply;
+}
+
 std::string HttpGet(const std::string& host_port, const std::string& path) {
   const size_t colon = host_port.rfind(':');
   const int port = std::atoi(host_port.substr(colon + 1).c_str());

@@ -70,6 +70,8 @@ class ServerProcess {
   bool ok() const { return !address_.empty(); }
   const std::string& address() const { return address_; }  // "127.0.0.1:PORT"
   const std::string& metrics_address() const { return metrics_address_; }
+  // The HTTP front's "127.0.0.1:PORT" (given --http_listen), else "".
+  const std::string& http_address() const { return http_address_; }
   const std::string& dir() const { return dir_; }
   pid_t pid() const { return pid_; }
   std::string Log() const;  // its stderr so far
@@ -87,6 +89,7 @@ class ServerProcess {
   int stdout_fd_ = -1;
   std::string address_;
   std::string metrics_address_;
+  std::string http_address_;
   std::optional<int> exit_code_;
 };
 
@@ -124,6 +127,16 @@ struct AdapterFiles {
 
 // tests/data/adapters/<name>/.
 AdapterFiles ReadAdapter(const std::string& name);
+
+// A random one-layer Llama (hidden 32, 4 heads, 2 KV heads, tied embeddings, BOS 1, EOS 2) with
+// `vocab` tokens: config.json and model.safetensors in `dir`. Seeded: the same files every time.
+void WriteRandomLlama(const std::string& dir, int vocab, int max_position_embeddings = 512);
+// WriteRandomLlama with llama2's vocabulary, tokenizer.json and chat template: a model that
+// serves text and conversations.
+void WriteChatLlama(const std::string& dir, int max_position_embeddings = 512);
+// A PEFT LoRA adapter (rank 4, alpha 8, q_proj and v_proj) for WriteRandomLlama's model, with
+// factors drawn from `seed` large enough to change its greedy tokens.
+AdapterFiles RandomLlamaLora(uint32_t seed);
 
 // Rewrites a safetensors file, letting `edit` change any tensor (shape and data). Adds a test
 // failure and returns "" when `bytes` do not parse.
@@ -189,6 +202,23 @@ int CheckHealth(const std::shared_ptr<grpc::Channel>& channel, const std::string
 
 // One ServerReflectionInfo exchange asking for list_services; returns the raw response bytes.
 std::string ReflectionListServices(const std::shared_ptr<grpc::Channel>& channel);
+
+// Runs a shell command under `timeout 120`, returning its stdout.
+std::string RunCommand(const std::string& command);
+// `s` quoted for the shell.
+std::string ShellQuote(const std::string& s);
+
+struct HttpReply {
+  int status = 0;  // 0 when curl could not connect
+  std::string headers;
+  std::string body;
+  nlohmann::json json() const { return nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false); }
+};
+
+// curl METHOD ORIGIN/path (ORIGIN "http://host:port" or "https://...") with an optional JSON
+// `body`, bearer `token` and further curl arguments (e.g. "--cacert FILE"); 60 s at most.
+HttpReply Curl(const std::string& origin, const std::string& method, const std::string& path,
+               const std::string& body = "", const std::string& token = "", const std::string& curl_args = "");
 
 // GET http://host:port/path with HTTP/1.0 (5 s socket timeouts); returns the body ("" on failure).
 std::string HttpGet(const std::string& host_port, const std::string& path);

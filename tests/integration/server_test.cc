@@ -594,8 +594,8 @@ TEST_F(ServerTest, ServesTls) {
       "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout " + key + " -out " + cert +
       " >/dev/null 2>&1";
   ASSERT_EQ(std::system(command.c_str()), 0) << command;
-  server_ = std::make_unique<ServerProcess>(
-      std::vector<std::string>{"--tls_cert_file=" + cert, "--tls_key_file=" + key});
+  server_ = std::make_unique<ServerProcess>(std::vector<std::string>{
+      "--tls_cert_file=" + cert, "--tls_key_file=" + key, "--http_listen=127.0.0.1:0"});
   ASSERT_TRUE(server_->ok()) << server_->Log();
 
   grpc::SslCredentialsOptions ssl;
@@ -614,6 +614,19 @@ TEST_F(ServerTest, ServesTls) {
   auto plain = v1::Inference::NewStub(
       grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials()));
   EXPECT_FALSE(Generate(*plain, MakeGenerate("", c.prompt, 2), /*timeout_s=*/3).status.ok());
+
+  // The HTTP front serves HTTPS with the same certificate; token ids in, token ids out (this
+  // model has no tokenizer, so the text is empty).
+  if (!HaveCommand("curl")) return;
+  const std::string https = "https://localhost:" + server_->http_address().substr(server_->http_address().rfind(':') + 1);
+  const std::string resolve = "--resolve localhost:" + https.substr(https.rfind(':') + 1) + ":127.0.0.1";
+  nlohmann::json body = {{"model", "llama-tiny"}, {"prompt", c.prompt}, {"max_tokens", kGoldenSteps},
+                         {"temperature", 0}, {"return_token_ids", true}};
+  const HttpReply reply = Curl(https, "POST", "/v1/completions", body.dump(), "", "--cacert " + cert + " " + resolve);
+  ASSERT_EQ(reply.status, 200) << reply.body;
+  EXPECT_EQ(reply.json()["choices"][0]["token_ids"].get<std::vector<int32_t>>(), c.tokens);
+  EXPECT_EQ(reply.json()["choices"][0]["text"], "");
+  EXPECT_EQ(Curl("http://" + server_->http_address(), "GET", "/health").status, 0);  // no plaintext
   std::error_code ignored;
   fs::remove_all(dir, ignored);
 }

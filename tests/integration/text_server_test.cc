@@ -3,61 +3,18 @@
 // and conversations, streams valid UTF-8 whose concatenation equals Detokenize of the tokens, and
 // honours stop strings; every malformed text request gets its own code.
 #include <cstdio>
-#include <random>
 #include <string>
 #include <vector>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "adapters/safetensors.h"
 #include "tests/integration/server_harness.h"
 
 namespace loramux::testing {
 namespace {
 
 using ::testing::HasSubstr;
-
-// Writes config.json and model.safetensors of a one-layer Llama with `vocab` tokens.
-void WriteRandomLlama(const std::string& dir, int vocab) {
-  const int hidden = 32, inter = 64, heads = 4, kv_heads = 2, head_dim = 8;
-  WriteFile(dir + "/config.json", R"({"architectures": ["LlamaForCausalLM"], "vocab_size": )" +
-                                      std::to_string(vocab) + R"(, "hidden_size": 32,
-    "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,
-    "num_key_value_heads": 2, "max_position_embeddings": 512, "rms_norm_eps": 1e-6,
-    "tie_word_embeddings": true, "bos_token_id": 1, "eos_token_id": 2})");
-  std::mt19937 rng(7);
-  std::normal_distribution<float> normal(0.0f, 0.5f);
-  std::vector<std::vector<float>> data;
-  std::vector<TensorView> views;
-  auto add = [&](const std::string& name, std::vector<int64_t> shape, bool ones = false) {
-    int64_t n = 1;
-    for (int64_t d : shape) n *= d;
-    data.emplace_back(n);
-    for (float& v : data.back()) v = ones ? 1.0f : normal(rng);
-    TensorView view;
-    view.name = name;
-    view.dtype = DType::kF32;
-    view.shape = std::move(shape);
-    view.data = reinterpret_cast<const uint8_t*>(data.back().data());
-    view.nbytes = n * 4;
-    views.push_back(view);
-  };
-  data.reserve(16);
-  add("model.embed_tokens.weight", {vocab, hidden});
-  add("model.norm.weight", {hidden}, true);
-  const std::string l = "model.layers.0.";
-  add(l + "input_layernorm.weight", {hidden}, true);
-  add(l + "post_attention_layernorm.weight", {hidden}, true);
-  add(l + "self_attn.q_proj.weight", {heads * head_dim, hidden});
-  add(l + "self_attn.k_proj.weight", {kv_heads * head_dim, hidden});
-  add(l + "self_attn.v_proj.weight", {kv_heads * head_dim, hidden});
-  add(l + "self_attn.o_proj.weight", {hidden, heads * head_dim});
-  add(l + "mlp.gate_proj.weight", {inter, hidden});
-  add(l + "mlp.up_proj.weight", {inter, hidden});
-  add(l + "mlp.down_proj.weight", {hidden, inter});
-  WriteFile(dir + "/model.safetensors", SerializeSafetensors(views));
-}
 
 bool IsValidUtf8(const std::string& s) {
   for (size_t i = 0; i < s.size();) {
@@ -76,11 +33,7 @@ class TextServerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     model_dir_ = new std::string(MakeTempDir());
-    WriteRandomLlama(*model_dir_, 32000);
-    WriteFile(*model_dir_ + "/tokenizer.json",
-              ReadFile(std::string(kData) + "/tokenizers/llama2/tokenizer.json"));
-    WriteFile(*model_dir_ + "/tokenizer_config.json",
-              ReadFile(std::string(kData) + "/chat_templates/llama2/tokenizer_config.json"));
+    WriteChatLlama(*model_dir_);
     server_ = new ServerProcess({"--model_dir=" + *model_dir_});
   }
   static void TearDownTestSuite() {

@@ -86,5 +86,23 @@ TEST(SamplerTest, DenormalTemperatureStillPicksTheMostLikelyToken) {
   }
 }
 
+// top_logprobs: the likeliest tokens, likeliest first, each with the same logprob LogProb gives.
+TEST(SamplerTest, TopLogProbsAreTheLikeliestInOrder) {
+  auto logits = RandomLogits(320, 9);
+  logits[17] = logits[18] = 40.0f;  // a tie: the lower id first
+  const auto top = TopLogProbs(logits.data(), 320, 5);
+  ASSERT_EQ(top.size(), 5u);
+  EXPECT_EQ(top[0].first, 17);
+  EXPECT_EQ(top[1].first, 18);
+  for (size_t i = 0; i < top.size(); ++i) {
+    EXPECT_FLOAT_EQ(top[i].second, LogProb(logits.data(), 320, top[i].first));
+    if (i > 0) EXPECT_GE(top[i - 1].second, top[i].second);
+  }
+  std::vector<float> sorted = logits;
+  std::sort(sorted.rbegin(), sorted.rend());
+  EXPECT_EQ(logits[top[4].first], sorted[4]);
+  EXPECT_EQ(TopLogProbs(logits.data(), 3, 20).size(), 3u);  // never more than the vocabulary
+}
+
 }  // namespace
 }  // namespace loramux
