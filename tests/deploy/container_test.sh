@@ -99,7 +99,9 @@ server_uid=$($PODMAN exec "$NAME" sh -c 'stat -c %u /proc/1')
 if [ "$server_uid" != "$uid" ]; then fail "the server process (pid 1) runs as uid $server_uid"; fi
 store_owner=$($PODMAN exec "$NAME" stat -c %U /var/lib/loramux/store)
 if [ "$store_owner" != loramux ]; then fail "the store volume is owned by $store_owner"; fi
-if ! $PODMAN logs "$NAME" 2>&1 | grep -q "from /models/base"; then
+# (Logs read whole before grep: `grep -q` exiting early would fail the pipe under pipefail.)
+logs=$($PODMAN logs "$NAME" 2>&1)
+if ! grep -q "from /models/base" <<<"$logs"; then
   fail "the server did not load the mounted model /models/base"
 fi
 health=$("$CLI" --server "127.0.0.1:$port" --json health)
@@ -129,7 +131,8 @@ fi
 $PODMAN stop -t 40 "$NAME" >/dev/null 2>&1
 exit_code=$($PODMAN inspect --format '{{.State.ExitCode}}' "$NAME")
 if [ "$exit_code" != 0 ]; then fail "the server exited $exit_code on SIGTERM (want a clean drain)"; fi
-if ! $PODMAN logs "$NAME" 2>&1 | grep -q draining; then fail "no drain in the server's log"; fi
+logs=$($PODMAN logs "$NAME" 2>&1)
+if ! grep -q draining <<<"$logs"; then fail "no drain in the server's log"; fi
 $PODMAN rm "$NAME" >/dev/null 2>&1
 start_container
 again=$(generate)
