@@ -273,6 +273,17 @@ class NginxScaleOutTest(unittest.TestCase):
         out = self.cli("--server", self.nginx.address, "--json", "health")
         self.assertEqual(json.loads(out.stdout), {"status": "SERVING"})
         self.assertEqual(self.lb.health(), "SERVING")
+        # The Python CLI on the same library: health, and exit 3 when nothing answers.
+        python_cli = [sys.executable, os.path.join(REPO, "client", "python", "loramux_cli.py"),
+                      "--stubs_dir", ARGS.stubs_dir]
+        out = subprocess.run(python_cli + ["--server", self.nginx.address, "health"],
+                             capture_output=True, text=True, timeout=60, check=False)
+        self.assertEqual((out.returncode, out.stdout), (0, "SERVING\n"), out.stderr)
+        out = subprocess.run(python_cli + ["--server", "127.0.0.1:%d" % free_port(),
+                                           "--retries", "1", "list"],
+                             capture_output=True, text=True, timeout=60, check=False)
+        self.assertEqual(out.returncode, 3, out.stderr)
+        self.assertIn("UNAVAILABLE", out.stderr)
 
     def test_1_upload_progress_on_a_terminal(self):
         # stdout a terminal (a pseudo-terminal here): `upload` draws its bar with bytes/s.
