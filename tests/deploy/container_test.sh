@@ -5,7 +5,8 @@
 #     build-time volume) and prints the build time and the image size;
 #   - the runtime stage holds no compiler, headers or -dev packages;
 #   - runs it with a mounted model (tests/data/llama-tiny at /models/base, read-only) and a named
-#     store volume: the server runs as the non-root user owning the store, the image's
+#     store volume and a read-only root filesystem: the server runs as the non-root user owning
+#     the store, the image's
 #     HEALTHCHECK (`loramux health`, gRPC) passes, /metrics answers;
 #   - from outside the container, the CLI uploads an adapter and generates through it: the
 #     golden tokens;
@@ -40,17 +41,23 @@ fi
 
 # --- build ----------------------------------------------------------------------------------
 ccache_dir=$(ccache --get-config cache_dir 2>/dev/null || echo "$HOME/.cache/ccache")
+: >"$BUILD_DIR/container_build.log"
 mkdir -p "$ccache_dir"
 start=$(date +%s)
-if ! $PODMAN build --isolation chroot --format docker -v "$ccache_dir:/ccache" -t "$IMAGE" \
-     "$REPO" >"$BUILD_DIR/container_build.log" 2>&1; then
-  tail -n 40 "$BUILD_DIR/container_build.log" >&2
-  echo "container_test: podman build failed (log: $BUILD_DIR/container_build.log)" >&2
-  exit 1
-fi
+# The build stage is tagged too (loramux-build:cache), so that pruning the previous builds'
+# leftovers below keeps its layers (the installed packages) as the next build's cache; the second
+# command finds every build-stage step cached.
+for target in "--target build -t localhost/loramux-build:cache" "-t $IMAGE"; do
+  # shellcheck disable=SC2086
+  if ! $PODMAN build --isolation chroot --format docker -v "$ccache_dir:/ccache" $target \
+       "$REPO" >>"$BUILD_DIR/container_build.log" 2>&1; then
+    tail -n 40 "$BUILD_DIR/container_build.log" >&2
+    echo "container_test: podman build failed (log: $BUILD_DIR/container_build.log)" >&2
+    exit 1
+  fi
+done
 build_seconds=$(($(date +%s) - start))
-# Drop the build stage's finished layers (GBs each build); the layers they grew from (the
-# installed packages) stay as the next build's cache.
+# Drop the previous builds' leftovers (GBs each).
 $PODMAN image prune -f >/dev/null
 size_bytes=$($PODMAN image inspect --format '{{.Size}}' "$IMAGE")
 echo "image built in ${build_seconds} s; size $((size_bytes / 1024 / 1024)) MiB" \
@@ -77,7 +84,9 @@ $PODMAN volume create "$VOLUME" >/dev/null
 start_container() {
   # (podman logs "unable to get systemd connection" for the health timers on machines without
   # systemd; the check below runs the HEALTHCHECK itself.)
-  $PODMAN run -d "${RUN_FLAGS[@]}" --name "$NAME" -v "$VOLUME:/var/lib/loramux/store" \
+  # --read-only as in the Kubernetes Deployment (readOnlyRootFilesystem; podman mounts a tmpfs
+  # on /tmp as the manifest's emptyDir does).
+  $PODMAN run -d "${RUN_FLAGS[@]}" --read-only --name "$NAME" -v "$VOLUME:/var/lib/loramux/store" \
     -v "$REPO/tests/data/llama-tiny:/models/base:ro" -e LORAMUX_HOST=127.0.0.1 \
     -e "LORAMUX_GRPC_PORT=$port" -e "LORAMUX_METRICS_PORT=$metrics_port" \
     "$IMAGE" --model_dir=/models/base >/dev/null 2>"$BUILD_DIR/container_run.err"
