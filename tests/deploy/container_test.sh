@@ -29,7 +29,7 @@ failures=0
 
 fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
 cleanup() {
-  $PODMAN rm -f -t 0 "$NAME" >/dev/null 2>&1 || true
+  $PODMAN rm -f -v -t 0 "$NAME" >/dev/null 2>&1 || true
   $PODMAN volume rm -f "$VOLUME" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -142,7 +142,7 @@ exit_code=$($PODMAN inspect --format '{{.State.ExitCode}}' "$NAME")
 if [ "$exit_code" != 0 ]; then fail "the server exited $exit_code on SIGTERM (want a clean drain)"; fi
 logs=$($PODMAN logs "$NAME" 2>&1)
 if ! grep -q draining <<<"$logs"; then fail "no drain in the server's log"; fi
-$PODMAN rm "$NAME" >/dev/null 2>&1
+$PODMAN rm -v "$NAME" >/dev/null 2>&1  # -v: and its anonymous /models volume
 start_container
 again=$(generate)
 if [ "$again" != "$first" ]; then fail "after the restart: got '$again', want '$first'"; fi
