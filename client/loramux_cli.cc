@@ -2,16 +2,22 @@
 //
 //   loramux [--server HOST:PORT] [--token_file F] [--tls_ca_file F] COMMAND [flags] ARGS...
 //
-// Commands: upload, list, get, delete, load, unload, generate, chat, score, tokenize, detokenize
-// (see `loramux help`).
-// Errors print the gRPC code name and the server's message on stderr; the exit code is 1 for a
-// failed call and 2 for bad usage.
+// Commands: health, upload, list, get, delete, load, unload, generate, chat, score, tokenize,
+// detokenize (see `loramux help`). `--json` prints each result as one JSON object (the proto3
+// JSON mapping of the reply, field names as in the .proto) for scripts.
+// Errors print the gRPC code name and the server's message on stderr (with --json, as
+// {"error":{"code","message"}}). Exit codes: 0 done, 1 the server refused or failed the call
+// (or `health` found it not serving), 2 bad usage, 3 the server is unreachable (UNAVAILABLE
+// after the retries).
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <iterator>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <type_traits>
@@ -20,10 +26,13 @@
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/loramux_client.h"
+#include "google/protobuf/util/json_util.h"
 #include "nlohmann/json.hpp"
 
 namespace loramux {
@@ -31,12 +40,19 @@ namespace {
 
 constexpr int kExitFailed = 1;
 constexpr int kExitUsage = 2;
+constexpr int kExitUnreachable = 3;
 
 constexpr char kUsage[] = R"(usage: loramux [global flags] COMMAND [flags] ARGS...
+
+Health:
+  health [--service NAME]
+                      gRPC health check: prints SERVING (exit 0), NOT_SERVING (exit 1, e.g.
+                      while the server drains) or nothing reachable (exit 3)
 
 Adapter administration (needs the admin token when the server sets one):
   upload NAME DIR [--format peft|seed] [--config FILE] [--weights FILE]
                       upload DIR/adapter_config.json + DIR/adapter_model.safetensors as NAME
+                      (a progress bar with bytes/s when stdout is a terminal)
   list                list every stored adapter
   get NAME[@VERSION]  show one adapter
   delete NAME         delete an adapter (all versions)
@@ -66,14 +82,22 @@ Global flags (anywhere on the line):
   --tls               use TLS with the system roots
   --tls_server_name N the name to check in the server certificate
   --timeout_s S       deadline of each call in seconds (default 600; 0 = none)
+  --retries N         retry calls that are safe to repeat up to N times when the server is
+                      UNAVAILABLE, with exponential backoff (default 3; 0 = none)
+  --json              print each result as one JSON object on stdout (errors as JSON on stderr)
+
+Exit codes: 0 done; 1 the server refused or failed the call; 2 bad usage; 3 the server could not
+be reached (UNAVAILABLE after the retries).
 )";
 
 // Flags that take no value.
 const std::set<std::string> kBoolFlags = {"pin", "logprobs", "tls", "help", "no_special",
-                                          "keep_special", "no_generation_prompt"};
+                                          "keep_special", "no_generation_prompt", "json"};
 const std::set<std::string> kGlobalFlags = {"server", "token_file", "tls_ca_file", "tls",
-                                            "tls_server_name", "timeout_s", "help"};
+                                            "tls_server_name", "timeout_s", "retries", "json",
+                                            "help"};
 const std::map<std::string, std::set<std::string>> kCommandFlags = {
+    {"health", {"service"}},
     {"upload", {"format", "config", "weights"}},
     {"list", {}},
     {"get", {}},
@@ -102,20 +126,78 @@ struct CommandLine {
   }
 };
 
+// Set once from --json before any command runs.
+bool g_json = false;
+
+// {"error":{"code":"NOT_FOUND","message":"..."}} on stderr.
+void PrintJsonError(const std::string& code, const std::string& message) {
+  std::cerr << nlohmann::json{{"error", {{"code", code}, {"message", message}}}}.dump() << "\n";
+}
+
 int Usage(const std::string& message) {
-  std::cerr << "loramux: " << message << "\n(run `loramux help` for usage)\n";
+  if (g_json) {
+    PrintJsonError("USAGE", message);
+  } else {
+    std::cerr << "loramux: " << message << "\n(run `loramux help` for usage)\n";
+  }
   return kExitUsage;
 }
 
 int Failed(const std::string& what, const absl::Status& status) {
-  std::cerr << "loramux: " << what << " failed: " << absl::StatusCodeToString(status.code())
-            << ": " << status.message() << "\n";
-  if (status.code() == absl::StatusCode::kUnavailable) {
-    std::cerr << "(is a loramux server listening at --server? if it serves TLS, pass "
-                 "--tls_ca_file or --tls)\n";
+  const bool unreachable = status.code() == absl::StatusCode::kUnavailable;
+  if (g_json) {
+    PrintJsonError(absl::StatusCodeToString(status.code()),
+                   absl::StrCat(what, " failed: ", status.message()));
+  } else {
+    std::cerr << "loramux: " << what << " failed: " << absl::StatusCodeToString(status.code())
+              << ": " << status.message() << "\n";
+    if (unreachable) {
+      std::cerr << "(is a loramux server listening at --server? if it serves TLS, pass "
+                   "--tls_ca_file or --tls)\n";
+    }
   }
-  return kExitFailed;
+  return unreachable ? kExitUnreachable : kExitFailed;
 }
+
+// One reply as JSON on stdout (proto3 JSON mapping, .proto field names, defaults printed).
+void PrintJson(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;
+  std::string json;
+  if (!google::protobuf::util::MessageToJsonString(message, &json, options).ok()) {
+    json = nlohmann::json{{"error", "cannot print the reply as JSON"}}.dump();
+  }
+  std::cout << json << "\n";
+}
+
+// Draws "upload NAME [#####.....]  42% 1.2 MiB of 3.0 MiB, 5.1 MiB/s" in place on stdout.
+class ProgressBar {
+ public:
+  explicit ProgressBar(std::string label) : label_(std::move(label)), start_(absl::Now()) {}
+  void Update(uint64_t sent, uint64_t total) {
+    constexpr int kWidth = 30;
+    const double fraction = total == 0 ? 1.0 : static_cast<double>(sent) / total;
+    const int filled = static_cast<int>(fraction * kWidth);
+    const double seconds = std::max(1e-3, absl::ToDoubleSeconds(absl::Now() - start_));
+    std::cout << "\r" << label_ << " [" << std::string(filled, '#')
+              << std::string(kWidth - filled, '.') << "] "
+              << static_cast<int>(fraction * 100) << "% " << Mib(sent) << " of " << Mib(total)
+              << ", " << Mib(static_cast<uint64_t>(sent / seconds)) << "/s   " << std::flush;
+    drawn_ = true;
+  }
+  ~ProgressBar() {
+    if (drawn_) std::cout << "\n";
+  }
+
+ private:
+  static std::string Mib(uint64_t bytes) {
+    return absl::StrFormat("%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+  }
+  std::string label_;
+  absl::Time start_;
+  bool drawn_ = false;
+};
 
 // Splits argv into command, positional args and --flags (`--name=value`, `--name value`, or a
 // bare `--name` for boolean flags). `--` ends the flags. Unknown flags are usage errors.
@@ -247,10 +329,20 @@ absl::StatusOr<ClientOptions> OptionsFrom(const CommandLine& cl) {
   }
   options.tls = options.tls || cl.Has("tls");
   options.tls_server_name = cl.Get("tls_server_name");
+  int retries = 3;
+  if (cl.Has("retries")) {
+    if (absl::Status s = ParseNumber("--retries", cl.Get("retries"), &retries); !s.ok()) return s;
+    if (retries < 0 || retries > 100) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--retries must be between 0 and 100, got ", retries));
+    }
+  }
+  options.max_attempts = retries + 1;
   return options;
 }
 
 void PrintAdapter(const v1::AdapterInfo& info) {
+  if (g_json) return PrintJson(info);
   std::cout << "name:           " << info.name() << "\n"
             << "version:        " << info.version() << "\n"
             << "format:         " << FormatName(info.format()) << "\n"
@@ -280,9 +372,15 @@ int RunUpload(LoramuxClient& client, const CommandLine& cl) {
   absl::StatusOr<std::string> config = ReadSecretFile(config_path, "adapter config", false);
   if (!config.ok()) return Failed("upload", config.status());
   spec.config_json = *config;
+  std::optional<ProgressBar> bar;
+  if (!g_json && isatty(STDOUT_FILENO)) {
+    bar.emplace("upload " + spec.name);
+    spec.on_progress = [&bar](uint64_t sent, uint64_t total) { bar->Update(sent, total); };
+  }
   absl::StatusOr<v1::AdapterInfo> info = client.UploadAdapter(spec);
+  bar.reset();
   if (!info.ok()) return Failed(absl::StrCat("upload of \"", spec.name, "\""), info.status());
-  std::cout << "uploaded " << info->name() << "@" << info->version() << "\n";
+  if (!g_json) std::cout << "uploaded " << info->name() << "@" << info->version() << "\n";
   PrintAdapter(*info);
   return 0;
 }
@@ -291,6 +389,12 @@ int RunList(LoramuxClient& client, const CommandLine& cl) {
   if (absl::Status s = ExpectArgs(cl, 0, "no arguments"); !s.ok()) return Usage(std::string(s.message()));
   absl::StatusOr<std::vector<v1::AdapterInfo>> adapters = client.ListAdapters();
   if (!adapters.ok()) return Failed("list", adapters.status());
+  if (g_json) {
+    v1::ListAdaptersResponse all;
+    for (const v1::AdapterInfo& info : *adapters) *all.add_adapters() = info;
+    PrintJson(all);
+    return 0;
+  }
   size_t width = 4;
   for (const v1::AdapterInfo& info : *adapters) width = std::max(width, info.name().size());
   auto pad = [](const std::string& s, size_t n) { return s + std::string(n > s.size() ? n - s.size() : 0, ' '); };
@@ -344,7 +448,25 @@ absl::Status FillGenerateFlags(const CommandLine& cl, v1::GenerateRequest& reque
 }
 
 // Streams `request`, printing the text (as_text) or the token ids, then a summary on stderr.
+// With --json, the whole stream as one GenerateResponse: every token, logprob and piece of text,
+// and the last message's finish reason, usage and adapter version. Collected without a callback,
+// so a stream that fails UNAVAILABLE is retried whole.
+int CollectGenerate(LoramuxClient& client, const v1::GenerateRequest& request) {
+  absl::StatusOr<GenerateResult> result = client.Generate(request);
+  if (!result.ok()) return Failed("generate", result.status());
+  v1::GenerateResponse all;
+  all.mutable_token_ids()->Add(result->token_ids.begin(), result->token_ids.end());
+  all.mutable_logprobs()->Add(result->logprobs.begin(), result->logprobs.end());
+  all.set_text(result->text);
+  all.set_finish_reason(result->finish_reason);
+  *all.mutable_usage() = result->usage;
+  all.set_adapter_version(result->adapter_version);
+  PrintJson(all);
+  return 0;
+}
+
 int StreamGenerate(LoramuxClient& client, const v1::GenerateRequest& request, bool as_text) {
+  if (g_json) return CollectGenerate(client, request);
   bool first = true;
   absl::StatusOr<GenerateResult> result =
       client.Generate(request, [&](const v1::GenerateResponse& response) {
@@ -429,6 +551,10 @@ int RunTokenize(LoramuxClient& client, const CommandLine& cl) {
   }
   absl::StatusOr<v1::TokenizeResponse> response = client.Tokenize(request);
   if (!response.ok()) return Failed("tokenize", response.status());
+  if (g_json) {
+    PrintJson(*response);
+    return 0;
+  }
   std::cout << absl::StrJoin(response->token_ids(), " ") << "\n";
   if (!response->text().empty()) std::cerr << response->text() << "\n";
   return 0;
@@ -442,6 +568,10 @@ int RunDetokenize(LoramuxClient& client, const CommandLine& cl) {
   request.set_skip_special_tokens(!cl.Has("keep_special"));
   absl::StatusOr<v1::DetokenizeResponse> response = client.Detokenize(request);
   if (!response.ok()) return Failed("detokenize", response.status());
+  if (g_json) {
+    PrintJson(*response);
+    return 0;
+  }
   std::cout << response->text() << "\n";
   return 0;
 }
@@ -461,6 +591,10 @@ int RunScore(LoramuxClient& client, const CommandLine& cl) {
   }
   absl::StatusOr<v1::ScoreResponse> response = client.Score(request);
   if (!response.ok()) return Failed("score", response.status());
+  if (g_json) {
+    PrintJson(*response);
+    return 0;
+  }
   double total = 0;
   std::cout << "position\ttoken\tlogprob\n";
   for (int i = 0; i < response->token_logprobs_size(); ++i) {
@@ -475,11 +609,23 @@ int RunScore(LoramuxClient& client, const CommandLine& cl) {
   return 0;
 }
 
+int RunHealth(LoramuxClient& client, const CommandLine& cl) {
+  if (absl::Status s = ExpectArgs(cl, 0, "no arguments"); !s.ok()) return Usage(std::string(s.message()));
+  absl::StatusOr<std::string> serving = client.CheckHealth(cl.Get("service"));
+  if (!serving.ok()) return Failed("health check", serving.status());
+  if (g_json) {
+    std::cout << nlohmann::json{{"status", *serving}}.dump() << "\n";
+  } else {
+    std::cout << *serving << "\n";
+  }
+  return *serving == "SERVING" ? 0 : kExitFailed;
+}
+
 int Run(int argc, char** argv) {
   CommandLine cl;
-  if (absl::Status s = ParseCommandLine(argc, argv, &cl); !s.ok()) {
-    return Usage(std::string(s.message()));
-  }
+  absl::Status parsed = ParseCommandLine(argc, argv, &cl);
+  g_json = cl.Has("json");
+  if (!parsed.ok()) return Usage(std::string(parsed.message()));
   if (cl.command.empty() || cl.command == "help" || cl.Has("help")) {
     if (cl.command.empty() && !cl.Has("help")) {
       std::cerr << kUsage;
@@ -495,6 +641,7 @@ int Run(int argc, char** argv) {
   LoramuxClient& c = **client;
 
   const std::string& command = cl.command;
+  if (command == "health") return RunHealth(c, cl);
   if (command == "upload") return RunUpload(c, cl);
   if (command == "list") return RunList(c, cl);
   if (command == "generate") return RunGenerate(c, cl);
@@ -514,7 +661,11 @@ int Run(int argc, char** argv) {
   if (command == "delete") {
     absl::Status status = c.DeleteAdapter(name);
     if (!status.ok()) return Failed(absl::StrCat("delete \"", name, "\""), status);
-    std::cout << "deleted " << name << "\n";
+    if (g_json) {
+      std::cout << nlohmann::json{{"deleted", name}}.dump() << "\n";
+    } else {
+      std::cout << "deleted " << name << "\n";
+    }
     return 0;
   }
   if (command == "load") {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <utility>
 
@@ -13,7 +14,9 @@
 #include <grpcpp/support/channel_arguments.h>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "common/sha256.h"
 
 namespace loramux {
@@ -134,7 +137,8 @@ LoramuxClient::LoramuxClient(ClientOptions options, std::shared_ptr<grpc::Channe
     : options_(std::move(options)),
       channel_(std::move(channel)),
       inference_(v1::Inference::NewStub(channel_)),
-      adapters_(v1::Adapters::NewStub(channel_)) {}
+      adapters_(v1::Adapters::NewStub(channel_)),
+      health_(grpc::health::v1::Health::NewStub(channel_)) {}
 
 bool LoramuxClient::WaitForConnected(absl::Duration timeout) {
   return channel_->WaitForConnected(std::chrono::system_clock::now() +
@@ -145,24 +149,80 @@ bool LoramuxClient::WaitForConnected(absl::Duration timeout) {
 // the replica that has it resident (deploy/nginx.conf hashes on it).
 constexpr char kAdapterHeader[] = "x-loramux-adapter";
 
-static void AddAdapterHeader(grpc::ClientContext& context, const std::string& adapter) {
-  if (!adapter.empty()) context.AddMetadata(kAdapterHeader, adapter.substr(0, adapter.find('@')));
-}
-
-void LoramuxClient::Prepare(grpc::ClientContext& context, bool admin) const {
+void LoramuxClient::Prepare(grpc::ClientContext& context, bool admin,
+                            const std::string& adapter) const {
   if (options_.timeout != absl::InfiniteDuration()) {
     context.set_deadline(std::chrono::system_clock::now() +
                          absl::ToChronoMilliseconds(options_.timeout));
   }
   const std::string& token = admin ? options_.admin_token : options_.inference_token;
   if (!token.empty()) context.AddMetadata("authorization", absl::StrCat("Bearer ", token));
+  if (!adapter.empty()) context.AddMetadata(kAdapterHeader, adapter.substr(0, adapter.find('@')));
+}
+
+namespace {
+// UNAVAILABLE, or a stream reset on the way: a proxy (nginx) that lost its backend mid-call
+// resets the HTTP/2 stream, which gRPC reports as INTERNAL "Received RST_STREAM ..."; no server
+// gave a verdict on the call.
+bool IsRetryable(const absl::Status& status) {
+  return status.code() == absl::StatusCode::kUnavailable ||
+         (status.code() == absl::StatusCode::kInternal &&
+          absl::StartsWith(status.message(), "Received RST_STREAM"));
+}
+
+template <typename T>
+const absl::Status& StatusOf(const absl::StatusOr<T>& result) { return result.status(); }
+}  // namespace
+
+template <typename Call>
+auto LoramuxClient::Retrying(const Call& call) const -> decltype(call()) {
+  absl::Duration backoff = options_.initial_backoff;
+  for (int attempt = 1;; ++attempt) {
+    auto result = call();
+    if (!IsRetryable(StatusOf(result)) || attempt >= options_.max_attempts) {
+      return result;
+    }
+    // Up to 25% jitter, so clients that failed together do not come back together.
+    static thread_local std::mt19937 random(std::random_device{}());
+    std::uniform_real_distribution<double> jitter(1.0, 1.25);
+    absl::SleepFor(backoff * jitter(random));
+    backoff = std::min(backoff * 2, options_.max_backoff);
+  }
+}
+
+absl::StatusOr<std::string> LoramuxClient::CheckHealth(const std::string& service) {
+  return Retrying([&]() -> absl::StatusOr<std::string> {
+    grpc::ClientContext context;
+    Prepare(context, /*admin=*/false);
+    grpc::health::v1::HealthCheckRequest request;
+    request.set_service(service);
+    grpc::health::v1::HealthCheckResponse response;
+    const grpc::Status status = health_->Check(&context, request, &response);
+    if (!status.ok()) return FromGrpcStatus(status);
+    return grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status());
+  });
 }
 
 absl::StatusOr<GenerateResult> LoramuxClient::Generate(const v1::GenerateRequest& request,
                                                        const ResponseCallback& on_response) {
+  bool delivered = false;
+  return Retrying([&]() -> absl::StatusOr<GenerateResult> {
+    absl::StatusOr<GenerateResult> result = GenerateOnce(request, on_response, &delivered);
+    // Tokens already handed to the caller cannot be taken back: no retry after the first one.
+    if (!result.ok() && delivered && IsRetryable(result.status())) {
+      return absl::Status(result.status().code(),
+                          absl::StrCat(result.status().message(),
+                                       " (not retried: the stream had already produced output)"));
+    }
+    return result;
+  });
+}
+
+absl::StatusOr<GenerateResult> LoramuxClient::GenerateOnce(const v1::GenerateRequest& request,
+                                                           const ResponseCallback& on_response,
+                                                           bool* delivered) {
   grpc::ClientContext context;
-  Prepare(context, /*admin=*/false);
-  AddAdapterHeader(context, request.adapter());
+  Prepare(context, /*admin=*/false, request.adapter());
   std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader =
       inference_->Generate(&context, request);
   GenerateResult result;
@@ -171,6 +231,7 @@ absl::StatusOr<GenerateResult> LoramuxClient::Generate(const v1::GenerateRequest
   while (reader->Read(&response)) {
     result.token_ids.insert(result.token_ids.end(), response.token_ids().begin(),
                             response.token_ids().end());
+    result.text += response.text();
     result.logprobs.insert(result.logprobs.end(), response.logprobs().begin(),
                            response.logprobs().end());
     if (response.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
@@ -178,10 +239,13 @@ absl::StatusOr<GenerateResult> LoramuxClient::Generate(const v1::GenerateRequest
       result.usage = response.usage();
     }
     if (!response.adapter_version().empty()) result.adapter_version = response.adapter_version();
-    if (on_response && !on_response(response)) {
-      context.TryCancel();
-      cancelled = true;
-      break;
+    if (on_response) {
+      *delivered = true;
+      if (!on_response(response)) {
+        context.TryCancel();
+        cancelled = true;
+        break;
+      }
     }
   }
   const grpc::Status status = reader->Finish();
@@ -191,31 +255,36 @@ absl::StatusOr<GenerateResult> LoramuxClient::Generate(const v1::GenerateRequest
 }
 
 absl::StatusOr<v1::ScoreResponse> LoramuxClient::Score(const v1::ScoreRequest& request) {
-  grpc::ClientContext context;
-  Prepare(context, /*admin=*/false);
-  AddAdapterHeader(context, request.adapter());
-  v1::ScoreResponse response;
-  const grpc::Status status = inference_->Score(&context, request, &response);
-  if (!status.ok()) return FromGrpcStatus(status);
-  return response;
+  return Retrying([&]() -> absl::StatusOr<v1::ScoreResponse> {
+    grpc::ClientContext context;
+    Prepare(context, /*admin=*/false, request.adapter());
+    v1::ScoreResponse response;
+    const grpc::Status status = inference_->Score(&context, request, &response);
+    if (!status.ok()) return FromGrpcStatus(status);
+    return response;
+  });
 }
 
 absl::StatusOr<v1::TokenizeResponse> LoramuxClient::Tokenize(const v1::TokenizeRequest& request) {
-  grpc::ClientContext context;
-  Prepare(context, /*admin=*/false);
-  v1::TokenizeResponse response;
-  const grpc::Status status = inference_->Tokenize(&context, request, &response);
-  if (!status.ok()) return FromGrpcStatus(status);
-  return response;
+  return Retrying([&]() -> absl::StatusOr<v1::TokenizeResponse> {
+    grpc::ClientContext context;
+    Prepare(context, /*admin=*/false);
+    v1::TokenizeResponse response;
+    const grpc::Status status = inference_->Tokenize(&context, request, &response);
+    if (!status.ok()) return FromGrpcStatus(status);
+    return response;
+  });
 }
 
 absl::StatusOr<v1::DetokenizeResponse> LoramuxClient::Detokenize(const v1::DetokenizeRequest& request) {
-  grpc::ClientContext context;
-  Prepare(context, /*admin=*/false);
-  v1::DetokenizeResponse response;
-  const grpc::Status status = inference_->Detokenize(&context, request, &response);
-  if (!status.ok()) return FromGrpcStatus(status);
-  return response;
+  return Retrying([&]() -> absl::StatusOr<v1::DetokenizeResponse> {
+    grpc::ClientContext context;
+    Prepare(context, /*admin=*/false);
+    v1::DetokenizeResponse response;
+    const grpc::Status status = inference_->Detokenize(&context, request, &response);
+    if (!status.ok()) return FromGrpcStatus(status);
+    return response;
+  });
 }
 
 absl::StatusOr<v1::AdapterInfo> LoramuxClient::UploadAdapter(const UploadSpec& spec) {
@@ -239,15 +308,28 @@ absl::StatusOr<v1::AdapterInfo> LoramuxClient::UploadAdapter(const UploadSpec& s
     manifest->set_size_bytes(spec.weights.size());
     manifest->set_sha256(Sha256Hex(spec.weights));
   }
+  return Retrying([&]() { return UploadOnce(spec, manifest_message); });
+}
 
+absl::StatusOr<v1::AdapterInfo> LoramuxClient::UploadOnce(const UploadSpec& spec,
+                                                          const v1::UploadRequest& manifest) {
+  const bool from_file = !spec.weights_path.empty();
+  const uint64_t total = manifest.manifest().size_bytes();
+  uint64_t sent = 0;
   grpc::ClientContext context;
-  Prepare(context, /*admin=*/true);
+  Prepare(context, /*admin=*/true, spec.name);
   v1::AdapterInfo info;
   std::unique_ptr<grpc::ClientWriter<v1::UploadRequest>> writer =
       adapters_->Upload(&context, &info);
   // A failed Write means the server ended the call early; Finish() then says why.
-  bool open = writer->Write(manifest_message);
+  bool open = writer->Write(manifest);
   v1::UploadRequest chunk;
+  auto send = [&](const char* data, size_t n) {
+    chunk.set_chunk(data, n);
+    open = writer->Write(chunk);
+    sent += n;
+    if (open && spec.on_progress) spec.on_progress(sent, total);
+  };
   absl::Status local = absl::OkStatus();
   if (from_file) {
     std::ifstream in(spec.weights_path, std::ios::binary);
@@ -260,16 +342,14 @@ absl::StatusOr<v1::AdapterInfo> LoramuxClient::UploadAdapter(const UploadSpec& s
       in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
       const std::streamsize n = in.gcount();
       if (n <= 0) break;
-      chunk.set_chunk(buffer.data(), static_cast<size_t>(n));
-      open = writer->Write(chunk);
+      send(buffer.data(), static_cast<size_t>(n));
     }
     if (local.ok() && in.bad()) {
       local = absl::DataLossError(absl::StrCat("error reading \"", spec.weights_path, "\""));
     }
   } else {
     for (size_t at = 0; open && at < spec.weights.size(); at += kChunkBytes) {
-      chunk.set_chunk(spec.weights.substr(at, kChunkBytes));
-      open = writer->Write(chunk);
+      send(spec.weights.data() + at, std::min(kChunkBytes, spec.weights.size() - at));
     }
   }
   if (!local.ok()) {
@@ -285,39 +365,45 @@ absl::StatusOr<v1::AdapterInfo> LoramuxClient::UploadAdapter(const UploadSpec& s
 }
 
 absl::StatusOr<std::vector<v1::AdapterInfo>> LoramuxClient::ListAdapters(int page_size) {
-  std::vector<v1::AdapterInfo> all;
-  std::string token;
-  // Bounded: a server that kept returning the same token must not loop us forever.
-  for (int page = 0; page < 1000000; ++page) {
-    grpc::ClientContext context;
-    Prepare(context, /*admin=*/true);
-    v1::ListAdaptersRequest request;
-    request.set_page_size(page_size);
-    request.set_page_token(token);
-    v1::ListAdaptersResponse response;
-    const grpc::Status status = adapters_->List(&context, request, &response);
-    if (!status.ok()) return FromGrpcStatus(status);
-    for (v1::AdapterInfo& info : *response.mutable_adapters()) all.push_back(std::move(info));
-    if (response.next_page_token().empty() || response.next_page_token() == token) break;
-    token = response.next_page_token();
-  }
-  return all;
+  return Retrying([&]() -> absl::StatusOr<std::vector<v1::AdapterInfo>> {
+    std::vector<v1::AdapterInfo> all;
+    std::string token;
+    // Bounded: a server that kept returning the same token must not loop us forever.
+    for (int page = 0; page < 1000000; ++page) {
+      grpc::ClientContext context;
+      Prepare(context, /*admin=*/true);
+      v1::ListAdaptersRequest request;
+      request.set_page_size(page_size);
+      request.set_page_token(token);
+      v1::ListAdaptersResponse response;
+      const grpc::Status status = adapters_->List(&context, request, &response);
+      if (!status.ok()) return FromGrpcStatus(status);
+      for (v1::AdapterInfo& info : *response.mutable_adapters()) all.push_back(std::move(info));
+      if (response.next_page_token().empty() || response.next_page_token() == token) break;
+      token = response.next_page_token();
+    }
+    return all;
+  });
 }
 
 absl::StatusOr<v1::AdapterInfo> LoramuxClient::GetAdapter(const std::string& name) {
-  grpc::ClientContext context;
-  Prepare(context, /*admin=*/true);
-  v1::GetAdapterRequest request;
-  request.set_name(name);
-  v1::AdapterInfo info;
-  const grpc::Status status = adapters_->Get(&context, request, &info);
-  if (!status.ok()) return FromGrpcStatus(status);
-  return info;
+  return Retrying([&]() -> absl::StatusOr<v1::AdapterInfo> {
+    grpc::ClientContext context;
+    Prepare(context, /*admin=*/true, name);
+    v1::GetAdapterRequest request;
+    request.set_name(name);
+    v1::AdapterInfo info;
+    const grpc::Status status = adapters_->Get(&context, request, &info);
+    if (!status.ok()) return FromGrpcStatus(status);
+    return info;
+  });
 }
 
 absl::Status LoramuxClient::DeleteAdapter(const std::string& name) {
+  // Not retried: a delete that took effect before the connection broke would come back
+  // NOT_FOUND the second time.
   grpc::ClientContext context;
-  Prepare(context, /*admin=*/true);
+  Prepare(context, /*admin=*/true, name);
   v1::DeleteAdapterRequest request;
   request.set_name(name);
   v1::DeleteAdapterResponse response;
@@ -325,26 +411,30 @@ absl::Status LoramuxClient::DeleteAdapter(const std::string& name) {
 }
 
 absl::StatusOr<v1::AdapterInfo> LoramuxClient::LoadAdapter(const std::string& name, bool pin) {
-  grpc::ClientContext context;
-  Prepare(context, /*admin=*/true);
-  v1::LoadAdapterRequest request;
-  request.set_name(name);
-  request.set_pin(pin);
-  v1::AdapterInfo info;
-  const grpc::Status status = adapters_->Load(&context, request, &info);
-  if (!status.ok()) return FromGrpcStatus(status);
-  return info;
+  return Retrying([&]() -> absl::StatusOr<v1::AdapterInfo> {
+    grpc::ClientContext context;
+    Prepare(context, /*admin=*/true, name);
+    v1::LoadAdapterRequest request;
+    request.set_name(name);
+    request.set_pin(pin);
+    v1::AdapterInfo info;
+    const grpc::Status status = adapters_->Load(&context, request, &info);
+    if (!status.ok()) return FromGrpcStatus(status);
+    return info;
+  });
 }
 
 absl::StatusOr<v1::AdapterInfo> LoramuxClient::UnloadAdapter(const std::string& name) {
-  grpc::ClientContext context;
-  Prepare(context, /*admin=*/true);
-  v1::UnloadAdapterRequest request;
-  request.set_name(name);
-  v1::AdapterInfo info;
-  const grpc::Status status = adapters_->Unload(&context, request, &info);
-  if (!status.ok()) return FromGrpcStatus(status);
-  return info;
+  return Retrying([&]() -> absl::StatusOr<v1::AdapterInfo> {
+    grpc::ClientContext context;
+    Prepare(context, /*admin=*/true, name);
+    v1::UnloadAdapterRequest request;
+    request.set_name(name);
+    v1::AdapterInfo info;
+    const grpc::Status status = adapters_->Unload(&context, request, &info);
+    if (!status.ok()) return FromGrpcStatus(status);
+    return info;
+  });
 }
 
 }  // namespace loramux

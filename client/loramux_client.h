@@ -5,6 +5,15 @@
 // absl::StatusOr; a failed RPC keeps its gRPC code and message (absl and gRPC share the numeric
 // codes), so `absl::StatusCodeToString(status.code())` prints "NOT_FOUND", "UNAUTHENTICATED", ...
 //
+// Retries: calls that are safe to repeat (Score, Tokenize, Detokenize, List, Get, Load, Unload,
+// health, Upload — the store is content-addressed, so the same bytes publish the same version —
+// and Generate until its first message reached the caller) are retried up to `max_attempts` in
+// all, with exponential backoff and jitter, when they fail UNAVAILABLE or their stream was reset
+// on the way (INTERNAL "Received RST_STREAM ...": a proxy lost its backend mid-call, so no server
+// gave a verdict). Delete is never retried.
+// Load-balancer affinity: every call that names an adapter carries its name (without @version)
+// as `x-loramux-adapter` metadata (deploy/nginx.conf hashes on it).
+//
 // Auth: when a token is set, each call of the matching service carries
 // `authorization: Bearer <token>` (admin token for Adapters, inference token for Inference).
 // TLS: set `tls` (and optionally a PEM root certificate; empty means the system roots).
@@ -24,6 +33,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "loramux/v1/loramux.grpc.pb.h"
 
 namespace loramux {
@@ -40,6 +50,11 @@ struct ClientOptions {
   absl::Duration timeout = absl::InfiniteDuration();
   // Largest reply accepted (Score with return_logits is [len, vocab] floats).
   int max_receive_message_bytes = 256 << 20;
+  // Attempts per retryable call on UNAVAILABLE (1 = no retry); the waits between them start at
+  // initial_backoff and double up to max_backoff, each with up to 25% random jitter.
+  int max_attempts = 1;
+  absl::Duration initial_backoff = absl::Milliseconds(200);
+  absl::Duration max_backoff = absl::Seconds(5);
   // Distinct channel_id values force separate TCP connections to the same target (load tests).
   int channel_id = 0;
 };
@@ -52,6 +67,7 @@ absl::StatusOr<std::string> ReadSecretFile(const std::string& path, const std::s
 // A whole Generate stream collected.
 struct GenerateResult {
   std::vector<int32_t> token_ids;
+  std::string text;             // the messages' text, concatenated (needs a tokenizer)
   std::vector<float> logprobs;  // one per token when the request asked for logprobs
   v1::FinishReason finish_reason = v1::FINISH_REASON_UNSPECIFIED;
   v1::Usage usage;
@@ -65,6 +81,8 @@ struct UploadSpec {
   std::string config_json;
   std::string weights;       // the bytes, when weights_path is ""
   std::string weights_path;  // a file, streamed from disk without holding it in memory
+  // Called on the calling thread after each chunk is written: bytes sent so far of `total`.
+  std::function<void(uint64_t sent, uint64_t total)> on_progress;
 };
 
 class LoramuxClient {
@@ -76,6 +94,11 @@ class LoramuxClient {
   // True once the channel is connected, false when `timeout` passes first.
   bool WaitForConnected(absl::Duration timeout);
 
+  // grpc.health.v1.Health/Check of `service` ("" = the whole server): "SERVING", "NOT_SERVING"
+  // (e.g. while draining), "UNKNOWN" or "SERVICE_UNKNOWN"; an error status when the call failed
+  // (UNAVAILABLE: nothing answered; NOT_FOUND: no such service).
+  absl::StatusOr<std::string> CheckHealth(const std::string& service = "");
+
   // --- Inference -------------------------------------------------------------------------------
 
   // Called for each streamed message, on the calling thread; return false to cancel the stream
@@ -83,7 +106,8 @@ class LoramuxClient {
   using ResponseCallback = std::function<bool(const v1::GenerateResponse&)>;
 
   // Runs one Generate stream, calling `on_response` (may be empty) for each message, and returns
-  // all tokens with the final message's finish reason, usage and adapter version.
+  // all tokens with the final message's finish reason, usage and adapter version. A stream that
+  // fails UNAVAILABLE before any message reached `on_response` is retried (see max_attempts).
   absl::StatusOr<GenerateResult> Generate(const v1::GenerateRequest& request,
                                           const ResponseCallback& on_response = nullptr);
 
@@ -110,13 +134,24 @@ class LoramuxClient {
 
  private:
   LoramuxClient(ClientOptions options, std::shared_ptr<grpc::Channel> channel);
-  // Sets the deadline and the bearer token (admin or inference) on a fresh context.
-  void Prepare(grpc::ClientContext& context, bool admin) const;
+  // Sets the deadline, the bearer token (admin or inference) and, when `adapter` is not empty,
+  // the affinity header on a fresh context.
+  void Prepare(grpc::ClientContext& context, bool admin, const std::string& adapter = "") const;
+  // Runs `call` (returning absl::Status or absl::StatusOr) until it does not fail UNAVAILABLE,
+  // at most options_.max_attempts times, sleeping the backoff in between.
+  template <typename Call>
+  auto Retrying(const Call& call) const -> decltype(call());
+  absl::StatusOr<GenerateResult> GenerateOnce(const v1::GenerateRequest& request,
+                                              const ResponseCallback& on_response,
+                                              bool* delivered);
+  absl::StatusOr<v1::AdapterInfo> UploadOnce(const UploadSpec& spec,
+                                             const v1::UploadRequest& manifest);
 
   const ClientOptions options_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Inference::Stub> inference_;
   std::unique_ptr<v1::Adapters::Stub> adapters_;
+  std::unique_ptr<grpc::health::v1::Health::Stub> health_;
 };
 
 // grpc::Status -> absl::Status with the same code and message.

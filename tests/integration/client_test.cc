@@ -22,7 +22,13 @@
 #include <thread>
 #include <vector>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "client/loramux_client.h"
+#include "nlohmann/json.hpp"
 #include "tests/integration/server_harness.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -342,6 +348,116 @@ TEST_F(ClientTest, CliUploadFromDirectory) {
   EXPECT_THAT(get.out, HasSubstr("rank:           8"));
   CliResult remove = Cli({"delete", "cli-lora"});
   EXPECT_EQ(remove.exit_code, 0) << remove.err;
+}
+
+// Issue 10: `health`, --json on every command, exit codes 1 (server said no), 2 (usage) and
+// 3 (nothing reachable).
+TEST_F(ClientTest, CliHealthJsonAndExitCodes) {
+  CliResult health = Cli({"health"});
+  EXPECT_EQ(health.exit_code, 0) << health.err;
+  EXPECT_EQ(health.out, "SERVING\n");
+  CliResult json_health = Cli({"--json", "health"});
+  EXPECT_EQ(json_health.exit_code, 0) << json_health.err;
+  EXPECT_EQ(nlohmann::json::parse(json_health.out), nlohmann::json({{"status", "SERVING"}}));
+
+  CliResult upload = Cli({"--json", "upload", "json-lora", AdapterDir("lora-qv-r8")});
+  ASSERT_EQ(upload.exit_code, 0) << upload.err;
+  const nlohmann::json info = nlohmann::json::parse(upload.out);  // one object, nothing else
+  EXPECT_EQ(info["name"], "json-lora");
+  EXPECT_EQ(info["rank"], 8);
+  EXPECT_EQ(info["version"].get<std::string>().size(), 64u);
+  CliResult generate = Cli({"--json", "generate", "--adapter", "json-lora", "--max_new_tokens",
+                            absl::StrCat(kLoraQvGolden.size()), absl::StrJoin(kPrompt, ",")});
+  ASSERT_EQ(generate.exit_code, 0) << generate.err;
+  const nlohmann::json generated = nlohmann::json::parse(generate.out);
+  EXPECT_EQ(generated["token_ids"].get<std::vector<int32_t>>(), kLoraQvGolden);
+  EXPECT_EQ(generated["finish_reason"], "FINISH_REASON_LENGTH");
+  EXPECT_EQ(generated["adapter_version"], info["version"]);
+  CliResult list = Cli({"--json", "list"});
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  bool listed = false;
+  const nlohmann::json adapters = nlohmann::json::parse(list.out)["adapters"];
+  for (const auto& adapter : adapters) {
+    listed = listed || adapter["name"] == "json-lora";
+  }
+  EXPECT_TRUE(listed) << list.out;
+  CliResult score = Cli({"--json", "score", "--adapter", "json-lora", "109,277,235"});
+  ASSERT_EQ(score.exit_code, 0) << score.err;
+  EXPECT_EQ(nlohmann::json::parse(score.out)["token_logprobs"].size(), 2u);
+  CliResult removed = Cli({"--json", "delete", "json-lora"});
+  EXPECT_EQ(removed.exit_code, 0) << removed.err;
+  EXPECT_EQ(nlohmann::json::parse(removed.out), nlohmann::json({{"deleted", "json-lora"}}));
+
+  // The server said no: 1, and with --json the error as JSON on stderr.
+  CliResult missing = Cli({"--json", "get", "json-lora"});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_EQ(missing.out, "");
+  EXPECT_EQ(nlohmann::json::parse(missing.err)["error"]["code"], "NOT_FOUND") << missing.err;
+  // Bad usage: 2.
+  EXPECT_EQ(Cli({"--retries=-1", "list"}).exit_code, 2);
+  EXPECT_EQ(Cli({"health", "extra"}).exit_code, 2);
+  CliResult usage = Cli({"--json", "generate", "not-a-token"});
+  EXPECT_EQ(usage.exit_code, 2);
+  EXPECT_EQ(nlohmann::json::parse(usage.err)["error"]["code"], "USAGE") << usage.err;
+  // Nothing listening (a port bound but never listened on): 3, after the retries.
+  const int sock = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(bind(sock, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(getsockname(sock, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const std::string dead = absl::StrCat("--server=127.0.0.1:", ntohs(addr.sin_port));
+  for (const char* command : {"health", "list"}) {
+    CliResult unreachable = Cli({dead, "--retries=2", command});
+    EXPECT_EQ(unreachable.exit_code, 3) << command << ": " << unreachable.err;
+    EXPECT_THAT(unreachable.err, HasSubstr("UNAVAILABLE"));
+  }
+  close(sock);
+}
+
+// A client with retries rides out a server that is not up yet; without them the same call fails
+// UNAVAILABLE at once.
+TEST(ClientRetryTest, RetriesUnavailableUntilTheServerIsUp) {
+  const int sock = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(bind(sock, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(getsockname(sock, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const std::string address = absl::StrCat("127.0.0.1:", ntohs(addr.sin_port));
+  close(sock);  // free again for the server below (the kernel does not hand it out at once)
+
+  ClientOptions options;
+  options.target = address;
+  options.timeout = absl::Seconds(30);
+  options.max_attempts = 1;
+  auto once = LoramuxClient::Connect(options);
+  ASSERT_TRUE(once.ok());
+  EXPECT_EQ((*once)->ListAdapters().status().code(), absl::StatusCode::kUnavailable);
+
+  options.max_attempts = 200;  // bounded: 200 x at most 0.5 s
+  options.initial_backoff = absl::Milliseconds(50);
+  options.max_backoff = absl::Milliseconds(500);
+  auto retrying = LoramuxClient::Connect(options);
+  ASSERT_TRUE(retrying.ok());
+  // The calls run on their own thread while this one starts the server (the server must be
+  // started here: it gets SIGKILL when the thread that forked it ends).
+  absl::StatusOr<std::string> health = absl::UnknownError("not run");
+  absl::StatusOr<std::vector<v1::AdapterInfo>> listed = absl::UnknownError("not run");
+  std::thread calls([&] {
+    health = (*retrying)->CheckHealth();
+    listed = (*retrying)->ListAdapters();
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto server = std::make_unique<ServerProcess>(
+      std::vector<std::string>{"--listen=" + address, "--metrics_listen=", "--drain_timeout_s=5"});
+  calls.join();
+  ASSERT_TRUE(server->ok()) << server->Log();
+  ASSERT_TRUE(health.ok()) << health.status();
+  EXPECT_EQ(*health, "SERVING");
+  EXPECT_TRUE(listed.ok()) << listed.status();
 }
 
 }  // namespace
