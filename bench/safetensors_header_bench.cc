@@ -86,8 +86,8 @@ void Bench(const std::string& name, const std::string& bytes) {
               load.median, load.min, dom.median);
 }
 
-// `count` tensors named like a large Llama checkpoint's, 2-D F16 of 1 KiB each (the data is
-// small so that copies stay cheap; the header text is what is measured).
+// `count` tensors named like a large Llama checkpoint's, 2-D BF16 of 16 bytes each (the data is
+// small so that copies and frees stay cheap; the header text is what is measured).
 std::string SyntheticModel(int count) {
   static const char* const kProjections[] = {
       "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
@@ -97,9 +97,9 @@ std::string SyntheticModel(int count) {
   for (int i = 0; i < count; ++i) {
     TensorView v;
     v.name = absl::StrCat("model.layers.", i / 9, ".", kProjections[i % 9], ".weight");
-    v.dtype = DType::kF16;
-    v.shape = {16, 32};
-    v.nbytes = 1024;
+    v.dtype = DType::kBF16;
+    v.shape = {2, 4};
+    v.nbytes = 16;
     views.push_back(std::move(v));
   }
   return loramux::SerializeSafetensors(views, {{"format", "pt"}});
