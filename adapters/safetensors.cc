@@ -33,6 +33,8 @@ constexpr uint64_t kMaxHeaderBytes = uint64_t{100} << 20;
 // A valid header nests three deep ({name: {shape: [...]}}); the cap bounds the parser's work on
 // an adversarial "[[[[..." header.
 constexpr int kMaxJsonDepth = 8;
+// Headers up to this size are parsed with a per-thread parser kept between files.
+constexpr size_t kReusedParserBytes = size_t{64} << 10;
 
 struct DTypeInfo {
   DType dtype;
@@ -143,8 +145,10 @@ class HeaderParser {
       return Error(absl::StrCat("header is not well-formed JSON (NUL byte at header offset ",
                                 static_cast<const char*>(nul) - text.data(), ")"));
     }
-    // simdjson counts the top-level value as a level of its own.
-    simdjson::error_code error = json->allocate(text.size(), kMaxJsonDepth + 1);
+    // simdjson counts the top-level value as a level of its own. (Set once: allocate() replaces
+    // the buffers, while parse() only grows them.)
+    simdjson::error_code error = simdjson::SUCCESS;
+    if (json->max_depth() != kMaxJsonDepth + 1) error = json->allocate(text.size(), kMaxJsonDepth + 1);
     if (error == simdjson::SUCCESS) error = json->parse(text.data(), text.size()).get(*top);
     switch (error) {
       case simdjson::SUCCESS:
@@ -413,7 +417,12 @@ absl::Status SafetensorsFile::Parse(const uint8_t* bytes, size_t size) {
   // The parser and the table allocate; bad_alloc is the exception to expect, the rest is a
   // backstop.
   try {
-    simdjson::dom::parser json(kMaxHeaderBytes);
+    // simdjson's parser keeps its buffers (about 14 bytes per header byte) for the next parse:
+    // each thread reuses one for adapter-sized headers; a larger header gets its own.
+    thread_local simdjson::dom::parser reused(kReusedParserBytes);
+    std::optional<simdjson::dom::parser> own;
+    simdjson::dom::parser& json =
+        header_len <= kReusedParserBytes ? reused : own.emplace(kMaxHeaderBytes);
     simdjson::dom::element top;
     RETURN_IF_ERROR(parser.ParseJson(header, &json, &top));
     simdjson::dom::object object;

@@ -8,6 +8,7 @@
 // naming the file and the tensor; never a crash.
 //
 // Thread-safety: a SafetensorsFile is immutable after Open/FromBytes; concurrent reads are safe.
+// Each thread that parses keeps a JSON parser for small headers (under 1 MB of buffers).
 // Ownership: TensorView::data points into the file's mapping (or owned buffer) and lives as long
 // as the SafetensorsFile.
 #pragma once
