@@ -93,7 +93,8 @@ absl::string_view TypeName(JsonValue value) {
 
 // Appends the elements of `array` to `*out` while they are JSON integers from 0 to INT64_MAX
 // (simdjson reads "-0" as 0). Returns the first element that is not, if any.
-std::optional<JsonValue> ReadNonNegativeInts(simdjson::dom::array array, std::vector<int64_t>* out) {
+std::optional<JsonValue> ReadNonNegativeInts(simdjson::dom::array array,
+                                             std::vector<int64_t>* out) {
   out->reserve(array.size());
   for (JsonValue element : array) {
     int64_t v = 0;
@@ -148,7 +149,9 @@ class HeaderParser {
     // simdjson counts the top-level value as a level of its own. (Set once: allocate() replaces
     // the buffers, while parse() only grows them.)
     simdjson::error_code error = simdjson::SUCCESS;
-    if (json->max_depth() != kMaxJsonDepth + 1) error = json->allocate(text.size(), kMaxJsonDepth + 1);
+    if (json->max_depth() != kMaxJsonDepth + 1) {
+      error = json->allocate(text.size(), kMaxJsonDepth + 1);
+    }
     if (error == simdjson::SUCCESS) error = json->parse(text.data(), text.size()).get(*top);
     switch (error) {
       case simdjson::SUCCESS:

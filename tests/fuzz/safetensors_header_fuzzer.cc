@@ -103,7 +103,8 @@ std::string MakeFile(std::string_view header, uint64_t data_bytes) {
 
 // Refused as JSON, not for what the JSON says (a message may quote any name from the header).
 bool IsSyntaxRefusal(const absl::Status& status) {
-  return absl::StartsWith(status.message(), absl::StrCat(kLabel, ": header is not well-formed JSON"));
+  return absl::StartsWith(status.message(),
+                          absl::StrCat(kLabel, ": header is not well-formed JSON"));
 }
 bool IsJsonRefusal(const absl::Status& status) {
   return IsSyntaxRefusal(status) ||
