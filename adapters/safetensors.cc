@@ -9,32 +9,32 @@
 #include <cerrno>
 #include <cstring>
 #include <new>
+#include <optional>
 #include <tuple>
 #include <utility>
 
 #include <nlohmann/json.hpp>
+#include <simdjson.h>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "adapters/safetensors_header.h"
 #include "common/status_macros.h"
 
 namespace loramux {
 namespace {
 
-using json = nlohmann::json;  // for writing only; the header is read by safetensors_header
-using safetensors_header::JsonType;
-using safetensors_header::ScannedHeader;
-using safetensors_header::ScannedInts;
-using safetensors_header::ScannedTensor;
+using json = nlohmann::json;  // for writing only; the header is read with simdjson
+using JsonValue = simdjson::dom::element;
 
 // Same cap as the reference implementation: a real header is a few KiB to a few MiB.
 constexpr uint64_t kMaxHeaderBytes = uint64_t{100} << 20;
-// A valid header nests three deep ({name: {shape: [...]}}). The cap bounds the scanner's
-// recursion on an adversarial "[[[[..." header.
+// A valid header nests three deep ({name: {shape: [...]}}); the cap bounds the parser's work on
+// an adversarial "[[[[..." header.
 constexpr int kMaxJsonDepth = 8;
+// Headers up to this size are parsed with a per-thread parser kept between files.
+constexpr size_t kReusedParserBytes = size_t{64} << 10;
 
 struct DTypeInfo {
   DType dtype;
@@ -70,12 +70,38 @@ std::string Clip(std::string s) {
   if (s.size() > kMaxShown) s.replace(kMaxShown, std::string::npos, "...");
   return s;
 }
-// A scanned JSON value as an error message quotes it: compact, clipped.
-std::string Show(std::string_view json_text) {
-  return Clip(safetensors_header::CompactJson(json_text, kMaxShown));
+// A JSON value as an error message quotes it: compact (as simdjson writes it), clipped.
+std::string Show(JsonValue value) { return Clip(simdjson::minify(value)); }
+
+// nlohmann's spelling, as the messages have always used.
+absl::string_view TypeName(JsonValue value) {
+  switch (value.type()) {
+    case simdjson::dom::element_type::ARRAY:
+      return "array";
+    case simdjson::dom::element_type::OBJECT:
+      return "object";
+    case simdjson::dom::element_type::STRING:
+      return "string";
+    case simdjson::dom::element_type::BOOL:
+      return "boolean";
+    case simdjson::dom::element_type::NULL_VALUE:
+      return "null";
+    default:
+      return "number";
+  }
 }
-absl::string_view TypeName(JsonType type) {
-  return AbslView(safetensors_header::JsonTypeName(type));
+
+// Appends the elements of `array` to `*out` while they are JSON integers from 0 to INT64_MAX
+// (simdjson reads "-0" as 0). Returns the first element that is not, if any.
+std::optional<JsonValue> ReadNonNegativeInts(simdjson::dom::array array,
+                                             std::vector<int64_t>* out) {
+  out->reserve(array.size());
+  for (JsonValue element : array) {
+    int64_t v = 0;
+    if (element.get_int64().get(v) != simdjson::SUCCESS || v < 0) return element;
+    out->push_back(v);
+  }
+  return std::nullopt;
 }
 
 std::string ShapeString(const std::vector<int64_t>& shape) {
@@ -87,6 +113,13 @@ struct Entry {
   TensorView view;
   uint64_t begin = 0;
   uint64_t end = 0;
+};
+
+// The fields of a tensor entry that safetensors defines; others are ignored.
+struct EntryFields {
+  std::optional<JsonValue> dtype;
+  std::optional<JsonValue> shape;
+  std::optional<JsonValue> data_offsets;
 };
 
 class HeaderParser {
@@ -101,70 +134,112 @@ class HeaderParser {
     return Error(absl::StrCat("tensor \"", Clip(name), "\": ", what));
   }
 
-  // "__metadata__", when present, must be an object of string to string with unique keys.
-  absl::Status ParseMetadata(const ScannedHeader& header,
-                             std::map<std::string, std::string>* metadata) const {
-    if (header.metadata_count == 0) return absl::OkStatus();
-    if (header.metadata_count > 1) return Error("the header has more than one \"__metadata__\"");
-    if (header.metadata.type != JsonType::kObject) {
-      return Error(absl::StrCat("\"__metadata__\" must be an object of string to string, got ",
-                                TypeName(header.metadata.type)));
+  // Parses `text` into `*top`, using `*json` (which parses a padded copy: simdjson reads past the
+  // end of its input). Every syntax error anywhere is reported here, before any safetensors-level
+  // check: RFC 8259 (whitespace, escapes, surrogate pairs, UTF-8, number grammar, no trailing
+  // data), nesting at most kMaxJsonDepth deep, and integers within 64 bits.
+  absl::Status ParseJson(std::string_view text, simdjson::dom::parser* json,
+                         simdjson::dom::element* top) const {
+    // JSON never allows a raw NUL; say so plainly, as it is the usual sign of a zero-filled or
+    // corrupt header.
+    if (const void* nul = std::memchr(text.data(), '\0', text.size())) {
+      return Error(absl::StrCat("header is not well-formed JSON (NUL byte at header offset ",
+                                static_cast<const char*>(nul) - text.data(), ")"));
     }
-    for (const auto& item : header.metadata_items) {
-      if (item.value.type != JsonType::kString) {
-        return Error(absl::StrCat("\"__metadata__\" value for \"", Clip(item.key),
-                                  "\" must be a string, got ", TypeName(item.value.type)));
-      }
-      if (!metadata->emplace(item.key, item.string_value).second) {
+    // simdjson counts the top-level value as a level of its own. (Set once: allocate() replaces
+    // the buffers, while parse() only grows them.)
+    simdjson::error_code error = simdjson::SUCCESS;
+    if (json->max_depth() != kMaxJsonDepth + 1) {
+      error = json->allocate(text.size(), kMaxJsonDepth + 1);
+    }
+    if (error == simdjson::SUCCESS) error = json->parse(text.data(), text.size()).get(*top);
+    switch (error) {
+      case simdjson::SUCCESS:
+        return absl::OkStatus();
+      case simdjson::DEPTH_ERROR:
+        return Error(absl::StrCat("header JSON nests deeper than ", kMaxJsonDepth, " levels"));
+      case simdjson::MEMALLOC:
+        return absl::ResourceExhaustedError(
+            absl::StrCat(label_, ": out of memory parsing header"));
+      case simdjson::NUMBER_ERROR:
+        return Error("header is not well-formed JSON (a number that is not RFC 8259 JSON, an "
+                     "integer outside [-2^63, 2^64) or a number beyond double's range)");
+      default:
         return Error(
-            absl::StrCat("\"__metadata__\" has the key \"", Clip(item.key), "\" more than once"));
+            absl::StrCat("header is not well-formed JSON (", simdjson::error_message(error), ")"));
+    }
+  }
+
+  // "__metadata__" must be an object of string to string with unique keys.
+  absl::Status ParseMetadata(JsonValue value, std::map<std::string, std::string>* metadata) const {
+    simdjson::dom::object object;
+    if (value.get_object().get(object) != simdjson::SUCCESS) {
+      return Error(absl::StrCat("\"__metadata__\" must be an object of string to string, got ",
+                                TypeName(value)));
+    }
+    for (const auto [key, item] : object) {
+      std::string_view text;
+      if (item.get_string().get(text) != simdjson::SUCCESS) {
+        return Error(absl::StrCat("\"__metadata__\" value for \"", Clip(std::string(key)),
+                                  "\" must be a string, got ", TypeName(item)));
+      }
+      if (!metadata->emplace(key, text).second) {
+        return Error(absl::StrCat("\"__metadata__\" has the key \"", Clip(std::string(key)),
+                                  "\" more than once"));
       }
     }
     return absl::OkStatus();
   }
 
-  // Checks one tensor entry (whose name is already in entry->view); `ints` holds the scanned
-  // shape and offset values.
-  absl::Status ParseEntry(const ScannedTensor& t, const std::vector<int64_t>& ints,
-                          Entry* entry) const {
+  // Checks one tensor entry (whose name is already in entry->view).
+  absl::Status ParseEntry(JsonValue value, Entry* entry) const {
     const std::string& name = entry->view.name;
-    if (t.entry.type != JsonType::kObject) {
-      return TensorError(name,
-                         absl::StrCat("entry must be an object, got ", TypeName(t.entry.type)));
+    simdjson::dom::object object;
+    if (value.get_object().get(object) != simdjson::SUCCESS) {
+      return TensorError(name, absl::StrCat("entry must be an object, got ", TypeName(value)));
     }
-    if (!t.duplicate_key.empty()) {
-      return TensorError(name, absl::StrCat("entry has the key \"", AbslView(t.duplicate_key),
-                                            "\" more than once"));
+    EntryFields fields;
+    for (const auto [key, field] : object) {
+      std::optional<JsonValue>* slot = key == "dtype"          ? &fields.dtype
+                                       : key == "shape"        ? &fields.shape
+                                       : key == "data_offsets" ? &fields.data_offsets
+                                                               : nullptr;
+      if (slot == nullptr) continue;  // unknown keys are ignored
+      if (slot->has_value()) {
+        return TensorError(name, absl::StrCat("entry has the key \"", AbslView(key),
+                                              "\" more than once"));
+      }
+      *slot = field;
     }
 
-    if (!t.dtype.present() || t.dtype.type != JsonType::kString) {
+    std::string_view dtype_name;
+    if (!fields.dtype || fields.dtype->get_string().get(dtype_name) != simdjson::SUCCESS) {
       return TensorError(name, "missing or non-string \"dtype\"");
     }
-    auto dtype = ParseDType(t.dtype_name);
+    auto dtype = ParseDType(dtype_name);
     if (!dtype.ok()) return TensorError(name, Clip(std::string(dtype.status().message())));
     entry->view.dtype = *dtype;
 
-    const ScannedInts& shape = t.shape;
-    if (!shape.value.present() || shape.value.type != JsonType::kArray) {
+    simdjson::dom::array array;
+    if (!fields.shape || fields.shape->get_array().get(array) != simdjson::SUCCESS) {
       return TensorError(name, "missing or non-array \"shape\"");
     }
-    if (!shape.first_bad.empty()) {
-      return TensorError(name, absl::StrCat("shape entry ", Show(shape.first_bad),
+    if (auto bad = ReadNonNegativeInts(array, &entry->view.shape)) {
+      return TensorError(name, absl::StrCat("shape entry ", Show(*bad),
                                             " is not a non-negative integer (in shape ",
-                                            Show(shape.value.text), ")"));
+                                            Show(*fields.shape), ")"));
     }
-    entry->view.shape.assign(ints.begin() + shape.first, ints.begin() + shape.first + shape.count);
 
-    const ScannedInts& offsets = t.data_offsets;
-    if (!offsets.value.present() || offsets.value.type != JsonType::kArray || offsets.count != 2 ||
-        !offsets.first_bad.empty()) {
-      std::string found = offsets.value.present() ? Show(offsets.value.text) : "nothing";
+    std::vector<int64_t> offsets;
+    if (!fields.data_offsets || fields.data_offsets->get_array().get(array) != simdjson::SUCCESS ||
+        ReadNonNegativeInts(array, &offsets) || offsets.size() != 2) {
+      std::string found = fields.data_offsets ? Show(*fields.data_offsets) : "nothing";
       return TensorError(name, absl::StrCat("\"data_offsets\" must be [begin,end] of non-negative "
                                             "integers, got ",
                                             found));
     }
-    entry->begin = static_cast<uint64_t>(ints[offsets.first]);
-    entry->end = static_cast<uint64_t>(ints[offsets.first + 1]);
+    entry->begin = static_cast<uint64_t>(offsets[0]);
+    entry->end = static_cast<uint64_t>(offsets[1]);
     if (entry->end < entry->begin) {
       return TensorError(name, absl::StrCat("data_offsets [", entry->begin, ",", entry->end,
                                             "] end before begin"));
@@ -338,42 +413,46 @@ absl::Status SafetensorsFile::Parse(const uint8_t* bytes, size_t size) {
     return error(absl::StrCat("header length ", header_len, " exceeds the ", size - 8,
                               " bytes after the length prefix (truncated file?)"));
   }
-  const char* first = reinterpret_cast<const char*>(bytes + 8);
+  const std::string_view header(reinterpret_cast<const char*>(bytes + 8), header_len);
   const uint8_t* data = bytes + 8 + header_len;
   HeaderParser parser(label_, size - 8 - header_len);
 
-  // The scanner allocates; bad_alloc is the exception to expect, the rest is a backstop.
+  // The parser and the table allocate; bad_alloc is the exception to expect, the rest is a
+  // backstop.
   try {
-    // JSON never allows a raw NUL; say so plainly, as it is the usual sign of a zero-filled or
-    // corrupt header.
-    if (const void* nul = std::memchr(first, '\0', header_len)) {
-      return error(absl::StrCat("header is not well-formed JSON (NUL byte at header offset ",
-                                static_cast<const char*>(nul) - first, ")"));
+    // simdjson's parser keeps its buffers (about 14 bytes per header byte) for the next parse:
+    // each thread reuses one for adapter-sized headers; a larger header gets its own.
+    thread_local simdjson::dom::parser reused(kReusedParserBytes);
+    std::optional<simdjson::dom::parser> own;
+    simdjson::dom::parser& json =
+        header_len <= kReusedParserBytes ? reused : own.emplace(kMaxHeaderBytes);
+    simdjson::dom::element top;
+    RETURN_IF_ERROR(parser.ParseJson(header, &json, &top));
+    simdjson::dom::object object;
+    if (top.get_object().get(object) != simdjson::SUCCESS) {
+      return error(absl::StrCat("header must be a JSON object, got ", TypeName(top)));
     }
-    ScannedHeader header;
-    if (absl::Status scanned = safetensors_header::ScanHeader(std::string_view(first, header_len),
-                                                              kMaxJsonDepth, &header);
-        !scanned.ok()) {
-      return error(scanned.message());
-    }
-    if (header.top.type != JsonType::kObject) {
-      return error(absl::StrCat("header must be a JSON object, got ", TypeName(header.top.type)));
-    }
-    RETURN_IF_ERROR(parser.ParseMetadata(header, &metadata_));
-    const size_t n = header.tensors.size();
+    bool has_metadata = false;
     std::vector<Entry> entries;
-    entries.reserve(n);  // no reallocation below: `names` points into the entries
+    entries.reserve(object.size());  // no reallocation below: `names` points into the entries
     absl::flat_hash_set<absl::string_view> names;
-    names.reserve(n);
-    for (ScannedTensor& t : header.tensors) {
+    names.reserve(object.size());
+    for (const auto [key, value] : object) {
+      if (key == "__metadata__") {
+        if (has_metadata) return error("the header has more than one \"__metadata__\"");
+        has_metadata = true;
+        RETURN_IF_ERROR(parser.ParseMetadata(value, &metadata_));
+        continue;
+      }
       Entry& entry = entries.emplace_back();
-      entry.view.name = std::move(t.name);
+      entry.view.name = key;
       if (!names.insert(AbslView(entry.view.name)).second) {
         return parser.TensorError(entry.view.name,
                                   "duplicate tensor name (the header lists it more than once)");
       }
-      RETURN_IF_ERROR(parser.ParseEntry(t, header.ints, &entry));
+      RETURN_IF_ERROR(parser.ParseEntry(value, &entry));
     }
+    const size_t n = entries.size();
     const std::vector<size_t> order = HeaderParser::FileOrder(entries);
     RETURN_IF_ERROR(parser.CheckNoOverlap(entries, order));
     tensors_.reserve(n);  // final: index_ points into the names

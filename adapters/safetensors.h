@@ -1,13 +1,15 @@
 // Reader and writer for the safetensors format (8-byte little-endian header length, a JSON header
 // of {name: {dtype, shape, data_offsets}} plus optional "__metadata__", then raw little-endian data).
 //
-// Everything in the header is validated before any tensor is handed out: strict JSON (RFC 8259,
-// UTF-8; see adapters/safetensors_header.h), header length sane, tensor names unique, known
-// dtypes, offsets in bounds, in order and non-overlapping, shape x dtype size equal to the byte
-// span. A corrupt or truncated file gives an INVALID_ARGUMENT (or NOT_FOUND for a missing file)
-// naming the file and the tensor; never a crash.
+// Everything in the header is validated before any tensor is handed out: header length sane;
+// strict JSON (RFC 8259, UTF-8, read by simdjson; at most 8 levels deep; integers within 64 bits);
+// tensor names, entry keys and metadata keys unique; known dtypes; offsets in bounds, in order and
+// non-overlapping; shape x dtype size equal to the byte span. A corrupt or truncated file gives
+// an INVALID_ARGUMENT (or NOT_FOUND for a missing file) naming the file and the tensor; never a
+// crash.
 //
 // Thread-safety: a SafetensorsFile is immutable after Open/FromBytes; concurrent reads are safe.
+// Each thread that parses keeps a JSON parser for small headers (under 1 MB of buffers).
 // Ownership: TensorView::data points into the file's mapping (or owned buffer) and lives as long
 // as the SafetensorsFile.
 #pragma once

@@ -188,7 +188,7 @@ def finding_seeds():
     write("model_config", "finding-hidden-act-null.json", json.dumps(dict(base, hidden_act=None)))
     write("model_config", "finding-rope-type-object.json",
           json.dumps(dict(base, rope_scaling={"type": {}, "factor": 2})))
-    # Where the header scanner and nlohmann differ on purpose (safetensors_header_fuzzer.cc).
+    # Where the header reader and nlohmann differ on purpose (safetensors_header_fuzzer.cc).
     write("safetensors_header", "finding-number-overflow.json", "1e309028")
     write("safetensors_header", "finding-bom.json", b"\xef\xbb\xbf{}")
     write("safetensors_header", "finding-nul-after-value.json", b"{}\x00\x00")

@@ -1,151 +1,145 @@
-// Fuzzes the safetensors header scanner (adapters/safetensors_header.h) on its own, with
-// nlohmann::json, an independent RFC 8259 parser, as the reference:
-//  - the scanner accepts exactly what nlohmann accepts (up to the scanner's depth cap);
-//  - what it records agrees with nlohmann's reading: tensor names (decoded escapes and UTF-8) in
-//    header order, dtype strings, shape/data_offsets integers, metadata keys and values;
-//  - every recorded span lies inside the text, every ints range inside `ints`;
-//  - CompactJson keeps the meaning of a value and its size bound.
+// Fuzzes how SafetensorsFile reads the header's JSON (simdjson's DOM): the input is the header,
+// which the target wraps in a file (length prefix, then a zeroed data section large enough for
+// the offsets nlohmann reads). nlohmann::json, an independent RFC 8259 parser, is the reference:
+//  - a header nlohmann refuses is refused as "not well-formed JSON" (or too deep);
+//  - a header nlohmann accepts is not refused as JSON, but for simdjson's nesting cap (8 levels)
+//    and its refusal of integers beyond 64 bits (RFC 8259 leaves the range to the parser);
+//  - an accepted file holds exactly what nlohmann reads: every tensor by name (decoded escapes and
+//    UTF-8) with its dtype, shape and data offsets, and the metadata.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <limits>
+#include <map>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
-#include "adapters/safetensors_header.h"
+#include "absl/strings/str_cat.h"
+#include "adapters/safetensors.h"
 #include "tests/fuzz/fuzz_check.h"
 
 namespace loramux {
 namespace {
 
 using Json = nlohmann::ordered_json;
-using safetensors_header::JsonSpan;
-using safetensors_header::JsonType;
-using safetensors_header::ScannedHeader;
-using safetensors_header::ScannedInts;
 
-constexpr int kMaxDepth = 8;  // as SafetensorsFile uses
+constexpr char kLabel[] = "header.safetensors";
+constexpr uint64_t kMaxDataBytes = 1 << 20;
 
-bool Inside(std::string_view span, std::string_view text) {
-  return span.empty() ||
-         (span.data() >= text.data() && span.data() + span.size() <= text.data() + text.size());
-}
+enum class Reference { kAccepts, kRejects, kNumberBeyondRange };
 
-Json Parse(std::string_view text) { return Json::parse(text.begin(), text.end()); }
-
-JsonType TypeOf(const Json& j) {
-  if (j.is_null()) return JsonType::kNull;
-  if (j.is_boolean()) return JsonType::kBoolean;
-  if (j.is_number()) return JsonType::kNumber;
-  if (j.is_string()) return JsonType::kString;
-  if (j.is_array()) return JsonType::kArray;
-  return JsonType::kObject;
-}
-
-void CheckSpan(const JsonSpan& span, std::string_view text, const char* what) {
-  FUZZ_CHECK(Inside(span.text, text), what, " span lies outside the header");
-  if (!span.present()) return;
-  const Json j = Parse(span.text);
-  FUZZ_CHECK(TypeOf(j) == span.type, what, " recorded as ",
-             std::string(safetensors_header::JsonTypeName(span.type)), " but is ", j.type_name());
-}
-
-void CheckInts(const ScannedInts& ints, const ScannedHeader& header, std::string_view text,
-               const char* what) {
-  CheckSpan(ints.value, text, what);
-  FUZZ_CHECK(Inside(ints.first_bad, text), what, " first_bad outside the header");
-  if (!ints.value.present() || ints.value.type != JsonType::kArray) return;
-  FUZZ_CHECK(ints.first <= header.ints.size() && ints.count <= header.ints.size() - ints.first,
-             what, " range [", ints.first, ", +", ints.count, ") outside ints");
-  const Json array = Parse(ints.value.text);
-  FUZZ_CHECK(array.size() == ints.count, what, " has ", array.size(), " elements, recorded ",
-             ints.count);
-  bool any_bad = false;
-  for (size_t i = 0; i < ints.count; ++i) {
-    const Json& e = array[i];
-    // The scanner keeps digit-only integers that fit int64; nlohmann reads those as unsigned.
-    const bool good = e.is_number_unsigned() &&
-                      e.get<uint64_t>() <= uint64_t{std::numeric_limits<int64_t>::max()};
-    const int64_t expected = good ? static_cast<int64_t>(e.get<uint64_t>()) : -1;
-    FUZZ_CHECK(header.ints[ints.first + i] == expected, what, " element ", i, " recorded as ",
-               header.ints[ints.first + i], ", expected ", expected);
-    any_bad = any_bad || !good;
+// nlohmann's verdict, noting the numbers RFC 8259 lets a parser refuse: beyond double's range
+// (nlohmann refuses them too) and integers beyond 64 bits (nlohmann reads them as doubles).
+class Verdict : public nlohmann::json_sax<Json> {
+ public:
+  bool number_float(number_float_t, const string_t& text) override {
+    if (text.find_first_of(".eE") == string_t::npos) beyond_range_ = true;  // a big integer
+    return true;
   }
-  FUZZ_CHECK(any_bad == !ints.first_bad.empty(), what, " first_bad disagrees with the elements");
-}
+  bool parse_error(std::size_t, const std::string&,
+                   const nlohmann::detail::exception& error) override {
+    beyond_range_ = beyond_range_ || error.id == 406;  // "number overflow"
+    return false;
+  }
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool string(string_t&) override { return true; }
+  bool binary(binary_t&) override { return true; }
+  bool start_object(std::size_t) override { return true; }
+  bool key(string_t&) override { return true; }
+  bool end_object() override { return true; }
+  bool start_array(std::size_t) override { return true; }
+  bool end_array() override { return true; }
 
-void CheckAgainstReference(const ScannedHeader& header, std::string_view text) {
-  CheckSpan(header.top, text, "top");
-  FUZZ_CHECK(header.top.present(), "an accepted header has no top value");
-  if (header.top.type != JsonType::kObject) {
-    FUZZ_CHECK(header.tensors.empty() && header.metadata_count == 0, "a non-object has tensors");
-    return;
-  }
-  const Json top = Parse(text);
-  // nlohmann keeps the last of duplicate keys, in the position of the first: compare only
-  // headers without duplicates, where the two readings must be identical.
-  size_t metadata_seen = 0;
-  std::vector<std::string> names;
-  for (const auto& [key, value] : top.items()) {
-    if (key == "__metadata__") {
-      ++metadata_seen;
-    } else {
-      names.push_back(key);
-    }
-  }
-  const bool unique =
-      names.size() == header.tensors.size() && metadata_seen == static_cast<size_t>(header.metadata_count);
-  for (size_t i = 0; i < header.tensors.size(); ++i) {
-    const auto& t = header.tensors[i];
-    CheckSpan(t.entry, text, "entry");
-    CheckSpan(t.dtype, text, "dtype");
-    CheckInts(t.shape, header, text, "shape");
-    CheckInts(t.data_offsets, header, text, "data_offsets");
-    if (t.dtype.present() && t.dtype.type == JsonType::kString) {
-      FUZZ_CHECK(Parse(t.dtype.text).get<std::string>() == t.dtype_name, "dtype of \"", t.name,
-                 "\" decoded wrongly");
-    }
-    if (unique) {
-      FUZZ_CHECK(names[i] == t.name, "tensor ", i, " is \"", t.name, "\", nlohmann reads \"",
-                 names[i], "\"");
-    }
-  }
-  CheckSpan(header.metadata, text, "__metadata__");
-  if (unique && header.metadata_count == 1 && header.metadata.type == JsonType::kObject) {
-    const Json& metadata = top["__metadata__"];
-    FUZZ_CHECK(metadata.size() <= header.metadata_items.size(), "metadata items missing");
-    for (const auto& item : header.metadata_items) {
-      CheckSpan(item.value, text, "metadata value");
-      FUZZ_CHECK(metadata.contains(item.key), "metadata key \"", item.key, "\" decoded wrongly");
-      if (item.value.type == JsonType::kString) {
-        FUZZ_CHECK(Parse(item.value.text).get<std::string>() == item.string_value,
-                   "metadata value of \"", item.key, "\" decoded wrongly");
-      }
-    }
-  }
-}
+  bool beyond_range() const { return beyond_range_; }
 
-enum class Reference { kAccepts, kRejects, kNumberOverflow };
+ private:
+  bool beyond_range_ = false;
+};
 
-// nlohmann's verdict on `text`. Three differences from RFC 8259 are not the scanner's to share:
-// nlohmann stops at a NUL byte as at the end of input (JSON text never holds one), skips a leading
-// UTF-8 byte order mark (which JSON text must not carry, and the reference safetensors reader
-// refuses), and refuses a number beyond double's range, which RFC 8259 leaves to the
-// implementation.
+// Two differences from RFC 8259 are not the header reader's to share: nlohmann stops at a NUL
+// byte as at the end of input (JSON text never holds one) and skips a leading UTF-8 byte order
+// mark (which JSON text must not carry, and the reference safetensors reader refuses).
 Reference ReadReference(std::string_view text) {
   if (text.find('\0') != std::string_view::npos) return Reference::kRejects;
   if (absl::StartsWith(absl::string_view(text.data(), text.size()), "\xEF\xBB\xBF")) {
     return Reference::kRejects;
   }
-  try {
-    (void)Json::parse(text.begin(), text.end());
-    return Reference::kAccepts;
-  } catch (const Json::exception& e) {  // parse_error, or out_of_range for an overflow
-    return absl::StrContains(e.what(), "number overflow") ? Reference::kNumberOverflow
-                                                          : Reference::kRejects;
+  Verdict verdict;
+  const bool accepted = Json::sax_parse(text.begin(), text.end(), &verdict);
+  if (verdict.beyond_range()) return Reference::kNumberBeyondRange;
+  return accepted ? Reference::kAccepts : Reference::kRejects;
+}
+
+// The furthest data offset nlohmann reads in `header`, capped: the data section to give it.
+uint64_t DataBytes(const Json& header) {
+  uint64_t bytes = 64;
+  if (!header.is_object()) return bytes;
+  for (const auto& [name, entry] : header.items()) {
+    if (!entry.is_object() || !entry.contains("data_offsets")) continue;
+    const Json& offsets = entry["data_offsets"];
+    if (!offsets.is_array()) continue;
+    for (const Json& offset : offsets) {
+      if (offset.is_number_unsigned() && offset.get<uint64_t>() <= kMaxDataBytes) {
+        bytes = std::max(bytes, offset.get<uint64_t>());
+      }
+    }
   }
+  return bytes;
+}
+
+std::string MakeFile(std::string_view header, uint64_t data_bytes) {
+  std::string file;
+  for (int i = 0; i < 8; ++i) file.push_back(static_cast<char>((header.size() >> (8 * i)) & 0xff));
+  file.append(header);
+  file.append(data_bytes, '\0');
+  return file;
+}
+
+// Refused as JSON, not for what the JSON says (a message may quote any name from the header).
+bool IsSyntaxRefusal(const absl::Status& status) {
+  return absl::StartsWith(status.message(),
+                          absl::StrCat(kLabel, ": header is not well-formed JSON"));
+}
+bool IsJsonRefusal(const absl::Status& status) {
+  return IsSyntaxRefusal(status) ||
+         absl::StartsWith(status.message(), absl::StrCat(kLabel, ": header JSON nests deeper"));
+}
+
+// `file` was read from a header that nlohmann reads as `header`, with its data section at
+// `data_section`; they must agree.
+void CheckAgainstReference(const SafetensorsFile& file, const Json& header,
+                           const uint8_t* data_section) {
+  FUZZ_CHECK(header.is_object(), "accepted a header that is a ", header.type_name());
+  // nlohmann keeps one of duplicate keys; the reader refuses duplicates, so counts agree.
+  size_t tensors = 0;
+  std::map<std::string, std::string> metadata;
+  for (const auto& [name, entry] : header.items()) {
+    if (name == "__metadata__") {
+      metadata = entry.get<std::map<std::string, std::string>>();
+      continue;
+    }
+    ++tensors;
+    const TensorView* t = file.Find(name);
+    FUZZ_CHECK(t != nullptr, "nlohmann reads tensor \"", name, "\", the file has none");
+    FUZZ_CHECK(DTypeName(t->dtype) == entry.at("dtype").get<std::string>(), "dtype of \"", name,
+               "\" differs");
+    FUZZ_CHECK(t->shape == entry.at("shape").get<std::vector<int64_t>>(), "shape of \"", name,
+               "\" differs");
+    const auto offsets = entry.at("data_offsets").get<std::vector<uint64_t>>();
+    FUZZ_CHECK(offsets.size() == 2 && t->nbytes == offsets[1] - offsets[0], "data_offsets of \"",
+               name, "\" differ");
+    FUZZ_CHECK(t->data == data_section + offsets[0], "tensor \"", name,
+               "\" is not at its data offset");
+  }
+  FUZZ_CHECK(file.tensors().size() == tensors, "the file has ", file.tensors().size(),
+             " tensors, nlohmann reads ", tensors);
+  FUZZ_CHECK(file.metadata() == metadata, "metadata differs from nlohmann's reading");
 }
 
 }  // namespace
@@ -154,24 +148,31 @@ Reference ReadReference(std::string_view text) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace loramux;
   const std::string_view text(reinterpret_cast<const char*>(data), size);
-  ScannedHeader header;
-  const absl::Status scanned = safetensors_header::ScanHeader(text, kMaxDepth, &header);
+  if (text.size() < 2) return 0;  // "header length N is too small", whatever the JSON
   const Reference reference = ReadReference(text);
-  if (reference == Reference::kNumberOverflow) return 0;  // either reading is right
-  const bool reference_accepts = reference == Reference::kAccepts;
-  if (!scanned.ok()) {
-    FUZZ_CHECK(scanned.code() == absl::StatusCode::kInvalidArgument, scanned.ToString());
-    FUZZ_CHECK(!reference_accepts || absl::StrContains(scanned.message(), "nests deeper"),
-               "rejects JSON that nlohmann accepts: ", scanned.message());
+  Json header;
+  if (reference == Reference::kAccepts) header = Json::parse(text.begin(), text.end());
+  // The file is over 64 bytes, so its characters are on the heap and stay put when FromBytes
+  // takes the string.
+  std::string bytes = MakeFile(text, DataBytes(header));
+  const uint8_t* data_section = reinterpret_cast<const uint8_t*>(bytes.data()) + 8 + text.size();
+  auto file = SafetensorsFile::FromBytes(std::move(bytes), kLabel);
+  if (!file.ok()) {
+    const absl::Status& s = file.status();
+    FUZZ_CHECK(fuzz::IsInputError(s, kLabel, {absl::StatusCode::kInvalidArgument,
+                                              absl::StatusCode::kResourceExhausted}),
+               "unexpected refusal: ", s.ToString());
+    if (reference == Reference::kRejects) {
+      FUZZ_CHECK(IsJsonRefusal(s), "JSON nlohmann refuses refused for another reason: ",
+                 s.message());
+    }
+    if (reference == Reference::kAccepts) {
+      FUZZ_CHECK(!IsSyntaxRefusal(s),
+                 "refuses JSON that nlohmann accepts: ", s.message());
+    }
     return 0;
   }
-  FUZZ_CHECK(reference_accepts, "accepts what nlohmann rejects");
-  CheckAgainstReference(header, text);
-
-  const std::string compact = safetensors_header::CompactJson(header.top.text, text.size());
-  FUZZ_CHECK(Json::parse(compact) == Json::parse(text.begin(), text.end()),
-             "CompactJson changed the value: ", compact.substr(0, 200));
-  const std::string clipped = safetensors_header::CompactJson(header.top.text, 16);
-  FUZZ_CHECK(clipped.size() <= 18, "CompactJson(.., 16) gave ", clipped.size(), " bytes");
+  FUZZ_CHECK(reference != Reference::kRejects, "accepts a header nlohmann refuses");
+  if (reference == Reference::kAccepts) CheckAgainstReference(**file, header, data_section);
   return 0;
 }

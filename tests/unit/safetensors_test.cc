@@ -493,7 +493,7 @@ TEST(SafetensorsFileTest, ErrorMessagesStaySmallForHugeHeaders) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The header's JSON: strict RFC 8259, checked by the hand-written scanner.
+// The header's JSON: strict RFC 8259, checked by simdjson.
 
 // A file whose header is `{<name_json>:<entry_json>}` (a one-byte U8 tensor by default).
 std::string NamedTensorFile(const std::string& name_json,
@@ -591,7 +591,7 @@ TEST(HeaderJsonTest, InvalidUtf8AndBadEscapesAreRejected) {
     ExpectRejected(RawFile(R"({"__metadata__":{"k":)" + quoted + "}}"), {"not well-formed JSON"},
                    "metadata value");
   }
-  ExpectRejected(NamedTensorFile("\"\xff\""), {"invalid UTF-8", "header offset 2"}, "offset");
+  ExpectRejected(NamedTensorFile("\"\xff\""), {"not valid UTF-8"}, "named");
 }
 
 TEST(HeaderJsonTest, DuplicateNamesAndKeysAreRejected) {
@@ -642,21 +642,37 @@ TEST(HeaderJsonTest, NestingIsCappedAtEightLevels) {
 }
 
 TEST(HeaderJsonTest, NumbersThatAreNotPlainNonNegativeIntegersAreRejected) {
-  // Well-formed JSON numbers, but not what a shape or an offset may be.
-  for (const std::string number :
-       {"1.0", "1e3", "1E3", "1e+0", "10e-1", "-0", "-1", "0.0", "-0.0", "1.5",
-        "9223372036854775808", "18446744073709551616", "123456789012345678901234567890"}) {
+  // Well-formed JSON numbers, but not what a shape or an offset may be; messages quote them as
+  // simdjson writes them.
+  for (const auto& [number, shown] : std::vector<std::pair<std::string, std::string>>{
+           {"1.0", "1.0"}, {"1e3", "1000.0"}, {"1E3", "1000.0"}, {"1e+0", "1.0"},
+           {"10e-1", "1.0"}, {"-1", "-1"}, {"0.0", "0.0"}, {"-0.0", "-0.0"}, {"1.5", "1.5"},
+           {"9223372036854775808", "9223372036854775808"},
+           {"18446744073709551615", "18446744073709551615"}}) {
     SCOPED_TRACE(number);
     ExpectRejected(
         NamedTensorFile(R"("t")", R"({"dtype":"U8","shape":[)" + number +
                                       R"(],"data_offsets":[0,1]})"),
-        {"tensor \"t\"", "shape entry " + number + " is not a non-negative integer"}, "shape");
+        {"tensor \"t\"", "shape entry " + shown + " is not a non-negative integer"}, "shape");
     ExpectRejected(
         NamedTensorFile(R"("t")", R"({"dtype":"U8","shape":[1],"data_offsets":[0,)" + number +
                                       "]}"),
-        {"tensor \"t\"", "\"data_offsets\" must be [begin,end]", "got [0," + number + "]"},
+        {"tensor \"t\"", "\"data_offsets\" must be [begin,end]", "got [0," + shown + "]"},
         "offset");
   }
+  // Integers beyond 64 bits: RFC 8259 lets a parser refuse them, and simdjson does.
+  for (const std::string number :
+       {"18446744073709551616", "123456789012345678901234567890", "-9223372036854775809"}) {
+    SCOPED_TRACE(number);
+    ExpectRejected(NamedTensorFile(R"("t")", R"({"dtype":"U8","shape":[)" + number +
+                                                 R"(],"data_offsets":[0,1]})"),
+                   {"header is not well-formed JSON", "integer outside [-2^63, 2^64)"}, "shape");
+  }
+  // "-0" is the integer 0 as simdjson (and nlohmann) read it.
+  auto zero = SafetensorsFile::FromBytes(
+      NamedTensorFile(R"("t")", R"({"dtype":"U8","shape":[-0],"data_offsets":[-0,0]})"), "zero");
+  ASSERT_TRUE(zero.ok()) << zero.status();
+  EXPECT_THAT((*zero)->tensors()[0].shape, ElementsAre(0));
   // Not JSON numbers at all.
   for (const std::string number :
        {"01", "00", "-01", "+1", ".5", "1.", "1.e3", "1e", "1e+", "-", "0x10", "NaN", "Infinity",
@@ -682,8 +698,6 @@ TEST(HeaderJsonTest, TrailingGarbageIsRejected) {
     SCOPED_TRACE(testing::PrintToString(header));
     ExpectRejected(RawFile(header), {"header is not well-formed JSON"}, "trailing");
   }
-  ExpectRejected(RawFile("{}  x"), {"unexpected data after the top-level value",
-                                    "header offset 4"}, "offset");
 }
 
 TEST(HeaderJsonTest, OtherSyntaxErrorsAreRejected) {
@@ -725,7 +739,7 @@ TEST(HeaderJsonTest, ErrorsQuoteValuesCompactly) {
                  {"got [0]"}, "compact offsets");
 }
 
-// The header the scanner reads and nlohmann's reading of it must agree on every valid header.
+// simdjson's reading of the header and nlohmann's must agree on every valid header.
 void ExpectSameAsNlohmann(const std::string& bytes, const std::string& what) {
   SCOPED_TRACE(what);
   uint64_t header_len = 0;
