@@ -123,7 +123,7 @@ TEST_F(AdapterRegistryTest, AcquireLoadsOnceAndKeepsItResident) {
 TEST_F(AdapterRegistryTest, TheDeviceBudgetEvictsAdaptersNobodyUses) {
   StartRegistry();
   const StoredAdapter a = *Put("a", "lora-qv-r8");
-  const StoredAdapter b = *Put("b", "dora-qkvo-r8");
+  const StoredAdapter b = *Put("b", "lora-qv-r8");  // as big as a: the budget holds one
   AcquireLoaded(a);
   registry_->Release({"a", a.version});
   const int64_t one = registry_->stats().device_bytes;
