@@ -235,9 +235,16 @@ class HttpFront::Handlers {
     return model;
   }
 
-  // Parses, encodes and submits; returns the request id, with `generation` observing it.
-  absl::StatusOr<uint64_t> Submit(OpenAiRequest& request, const std::shared_ptr<Generation>& generation) {
+  // Encodes and submits; returns the request id, with `generation` observing it, and the version
+  // of the adapter `model` names now (for system_fingerprint; "" for the base).
+  absl::StatusOr<uint64_t> Submit(OpenAiRequest& request, const std::shared_ptr<Generation>& generation,
+                                  std::string& version) {
     ASSIGN_OR_RETURN(request.engine.adapter, AdapterOf(request.model));
+    if (!request.engine.adapter.empty()) {
+      absl::StatusOr<StoredAdapter> stored = engine_.registry().Resolve(request.engine.adapter);
+      if (!stored.ok()) return WithParam(stored.status(), "model");
+      version = stored->version;
+    }
     if (request.text_prompt) {
       absl::StatusOr<EncodedPrompt> encoded = engine_.text().Encode(*request.text_prompt);
       if (!encoded.ok()) {
@@ -295,7 +302,8 @@ class HttpFront::Handlers {
     absl::StatusOr<OpenAiRequest> request = ParseOpenAiRequest(endpoint, http.body);
     if (!request.ok()) return fail(request.status());
     auto generation = std::make_shared<Generation>();
-    absl::StatusOr<uint64_t> id = Submit(*request, generation);
+    std::string version;
+    absl::StatusOr<uint64_t> id = Submit(*request, generation, version);
     if (!id.ok()) return fail(id.status());
 
     // The status line waits for the first news, so an adapter that fails to load is a real error
@@ -304,7 +312,7 @@ class HttpFront::Handlers {
     while (first.empty()) first = generation->Take(kPoll);
     if (first.finished && !first.status.ok()) return fail(first.status);
     ResponseHeader header{RandomId(endpoint == OpenAiEndpoint::kChatCompletions ? "chatcmpl-" : "cmpl-"),
-                          absl::ToUnixSeconds(absl::Now()), request->model, first.adapter_version};
+                          absl::ToUnixSeconds(absl::Now()), request->model, version};
     if (!request->stream) return Whole(*request, header, std::move(first), *generation, rpc, start);
     HttpResponse response;
     response.content_type = "text/event-stream";

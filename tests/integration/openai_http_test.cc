@@ -167,6 +167,8 @@ TEST_F(OpenAiHttpTest, GreedyAnswersEqualGrpcForBaseAndAdaptersInParallel) {
     EXPECT_EQ(got["object"], chat ? (req["stream"] ? "chat.completion.chunk" : "chat.completion") : "text_completion");
     if (chat) EXPECT_EQ(got["role"], "assistant");
     if (req["stream"]) EXPECT_GE(got["chunks"].get<int>(), 3);  // role, tokens..., usage
+    // system_fingerprint: the served version, as gRPC reports it (null for the base).
+    EXPECT_EQ(got["fingerprint"], grpc_out.last.adapter_version().empty() ? Json() : Json(grpc_out.last.adapter_version()));
     seen.push_back(grpc_out.tokens);
   }
   // The adapters change the answers (else this test would prove nothing about routing).

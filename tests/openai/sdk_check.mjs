@@ -28,11 +28,12 @@ async function run(req) {
     };
   }
   const stream = await api.create(body);
-  let text = '', finish_reason = null, usage = null, chunks = 0, role = null, object = null;
+  let text = '', finish_reason = null, usage = null, chunks = 0, role = null, object = null, fingerprint = null;
   const token_ids = [];
   for await (const chunk of stream) {
     ++chunks;
     object = chunk.object;
+    fingerprint = chunk.system_fingerprint ?? fingerprint;
     if (chunk.usage) usage = chunk.usage;
     for (const choice of chunk.choices) {
       if (endpoint === 'chat') {
@@ -45,7 +46,8 @@ async function run(req) {
       if (choice.finish_reason) finish_reason = choice.finish_reason;
     }
   }
-  return { object, text, role, finish_reason, usage, chunks, token_ids: body.return_token_ids ? token_ids : null };
+  return { object, text, role, finish_reason, usage, chunks, fingerprint,
+           token_ids: body.return_token_ids ? token_ids : null };
 }
 
 // The SDK's view of a refused request.
