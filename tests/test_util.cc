@@ -12,13 +12,6 @@ std::string DataPath(const std::string& relative) {
   return std::string(LORAMUX_TEST_DATA) + "/" + relative;
 }
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 std::vector<int64_t> ToVector(const torch::Tensor& t) {
   const torch::Tensor c = t.to(torch::kInt64).contiguous();
   return {c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel()};

@@ -9,11 +9,11 @@
 
 #include "server/kv_cache.h"
 #include "server/llama_model.h"
+#include "tests/test_files.h"  // ReadFile, WriteFile, MakeTempDir
 
 namespace loramux::testing {
 
 std::string DataPath(const std::string& relative);  // under tests/data
-std::string ReadFile(const std::string& path);       // whole file, binary
 std::vector<int64_t> ToVector(const torch::Tensor& t);  // integer tensor -> ids
 
 // All tensors of a golden safetensors file, as CPU tensors of their stored dtype.

@@ -32,6 +32,7 @@
 #include "tests/integration/server_harness.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/test_files.h"
 
 namespace loramux {
 namespace {
@@ -41,6 +42,8 @@ using Clock = std::chrono::steady_clock;
 using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
 
+using ::loramux::testing::MakeTempDir;
+using ::loramux::testing::ReadFile;
 constexpr char kCliBinary[] = LORAMUX_BINARY_DIR "/client/loramux";
 constexpr char kData[] = LORAMUX_TEST_DATA;
 
@@ -48,21 +51,6 @@ const std::vector<int32_t> kPrompt = {109, 277, 235, 177, 125};
 // Greedy, 12 steps, llama-tiny + lora-qv-r8 (HF transformers + PEFT; tests/data/cases).
 const std::vector<int32_t> kLoraQvGolden = {185, 295, 304, 274, 123, 300,
                                             268, 238, 189, 295, 273, 161};
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
-
-std::string MakeTempDir() {
-  const char* base = std::getenv("TMPDIR");
-  std::string pattern = std::string(base != nullptr && *base ? base : "/tmp") +
-                        "/loramux-client-test-XXXXXX";
-  if (mkdtemp(pattern.data()) == nullptr) return "";
-  return pattern;
-}
 
 // Forks and execs `args` with stdout on a pipe and stderr on `stderr_path` (or inherited when
 // empty). Returns the pid and the read end of the pipe, or pid -1.

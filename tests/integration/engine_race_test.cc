@@ -27,19 +27,16 @@
 #include "nlohmann/json.hpp"
 #include "server/engine.h"
 #include "tests/status_matchers.h"
+#include "tests/test_files.h"
 
 namespace loramux {
 namespace {
 
+using ::loramux::testing::ReadFile;
 // Torch-free on purpose (engine.h is), so the TSan build compiles no LibTorch header here.
 std::string DataPath(const std::string& relative) {
   return std::string(LORAMUX_TEST_DATA) + "/" + relative;
 }
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
 const std::vector<std::string> kAdapters = {"lora-qv-r8", "dora-qkvo-r8", "lora-all-r4-rslora",
                                             "lora-pattern", "dora-mlp-r4"};
 constexpr int kGeneratorThreads = 4;

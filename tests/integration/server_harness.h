@@ -24,6 +24,7 @@
 
 #include "adapters/safetensors.h"
 #include "loramux/v1/loramux.grpc.pb.h"
+#include "tests/test_files.h"  // ReadFile, WriteFile, MakeTempDir
 
 namespace loramux::testing {
 
@@ -38,11 +39,6 @@ inline constexpr const char* kLlamaAdapters[] = {"lora-qv-r8", "lora-all-r4-rslo
 // `seconds` from now, as a gRPC deadline.
 std::chrono::system_clock::time_point In(double seconds);
 
-// Whole-file I/O; ReadFile returns "" for a missing file.
-std::string ReadFile(const std::string& path);
-void WriteFile(const std::string& path, const std::string& content);
-// A fresh directory under $TMPDIR (or /tmp); "" on failure. The caller removes it.
-std::string MakeTempDir();
 // True when `name` is on the PATH.
 bool HaveCommand(const std::string& name);
 

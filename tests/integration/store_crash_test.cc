@@ -21,12 +21,14 @@
 #include "adapters/adapter_store.h"
 #include "common/sha256.h"
 #include "gtest/gtest.h"
+#include "tests/test_files.h"
 
 namespace loramux {
 namespace {
 
 namespace fs = std::filesystem;
 
+using ::loramux::testing::ReadFile;
 constexpr int kRounds = 25;
 // The kill windows are stretched by this factor in the ASan build (scripts/test_sanitized.sh),
 // where a writer takes 120-160 ms to start and ack its first upload instead of a few ms, so that
@@ -39,13 +41,6 @@ constexpr int kSlowdown = 1;
 constexpr char kWriter[] = LORAMUX_BINARY_DIR "/tests/store_crash_writer";
 
 using Acked = std::map<std::string, std::set<std::string>>;  // name -> versions
-
-std::string ReadFile(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 struct Writer {
   pid_t pid = -1;

@@ -20,6 +20,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/status_matchers.h"
+#include "tests/test_files.h"
 
 namespace loramux {
 namespace {
@@ -27,6 +28,8 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
+using ::loramux::testing::ReadFile;
+using ::loramux::testing::WriteFile;
 constexpr char kConfig[] = R"({"r": 8, "lora_alpha": 16, "target_modules": ["q_proj"]})";
 
 std::string RandomBytes(size_t n, uint64_t seed) {
@@ -44,18 +47,6 @@ AdapterManifest ManifestFor(const std::string& name, const std::string& weights,
   m.size_bytes = weights.size();
   m.sha256 = Sha256Hex(weights);
   return m;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void WriteFile(const std::string& path, const std::string& data) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << data;
 }
 
 // Every path under `root` with its kind, and for files their size and digest: two snapshots are

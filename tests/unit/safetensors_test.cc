@@ -20,6 +20,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/status_matchers.h"
+#include "tests/test_files.h"
 
 namespace loramux {
 namespace {
@@ -27,6 +28,8 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
+using ::loramux::testing::ReadFile;
+using ::loramux::testing::WriteFile;
 const char kLlamaTiny[] = LORAMUX_TEST_DATA "/llama-tiny/model.safetensors";
 const char kLabel[] = "bad.safetensors";
 
@@ -43,17 +46,6 @@ std::string LengthPrefix(uint64_t n) {
 // A file with a hand-written header (unpadded) followed by `data_size` zero bytes.
 std::string RawFile(const std::string& header, size_t data_size = 0) {
   return LengthPrefix(header.size()) + header + std::string(data_size, '\0');
-}
-
-std::string ReadFileBytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-void WriteFileBytes(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  ASSERT_TRUE(out.good()) << path;
 }
 
 float FloatAt(const TensorView& t, size_t i) {
@@ -123,7 +115,7 @@ int MappingsOf(const std::string& path) {
 class TempDir {
  public:
   TempDir() {
-    std::string tmpl = testing::TempDir() + "safetensors_test_XXXXXX";
+    std::string tmpl = ::testing::TempDir() + "safetensors_test_XXXXXX";
     path_ = mkdtemp(tmpl.data()) ? tmpl : "";
   }
   ~TempDir() {
@@ -221,7 +213,7 @@ TEST(SafetensorsFileTest, ReadsLlamaTiny) {
 TEST(SafetensorsFileTest, OpenAndFromBytesAgree) {
   auto mapped = SafetensorsFile::Open(kLlamaTiny);
   ASSERT_TRUE(mapped.ok()) << mapped.status();
-  auto owned = SafetensorsFile::FromBytes(ReadFileBytes(kLlamaTiny), "upload");
+  auto owned = SafetensorsFile::FromBytes(ReadFile(kLlamaTiny), "upload");
   ASSERT_TRUE(owned.ok()) << owned.status();
   EXPECT_EQ((*owned)->label(), "upload");
   ASSERT_EQ((*mapped)->tensors().size(), (*owned)->tensors().size());
@@ -460,7 +452,7 @@ std::vector<CorruptCase> CorruptCases() {
   return cases;
 }
 
-class CorruptTest : public testing::TestWithParam<CorruptCase> {};
+class CorruptTest : public ::testing::TestWithParam<CorruptCase> {};
 
 TEST_P(CorruptTest, IsInvalidArgumentWithHelpfulMessage) {
   const CorruptCase& c = GetParam();
@@ -468,12 +460,12 @@ TEST_P(CorruptTest, IsInvalidArgumentWithHelpfulMessage) {
   ASSERT_FALSE(file.ok()) << "accepted corrupt input " << c.name;
   EXPECT_THAT(file.status(), StatusIs(absl::StatusCode::kInvalidArgument)) << file.status();
   const std::string message = Message(file.status());
-  EXPECT_THAT(message, testing::StartsWith(std::string(kLabel) + ": "));
+  EXPECT_THAT(message, ::testing::StartsWith(std::string(kLabel) + ": "));
   for (const std::string& part : c.message_parts) EXPECT_THAT(message, HasSubstr(part));
 }
 
-INSTANTIATE_TEST_SUITE_P(Corruptions, CorruptTest, testing::ValuesIn(CorruptCases()),
-                         [](const testing::TestParamInfo<CorruptCase>& info) {
+INSTANTIATE_TEST_SUITE_P(Corruptions, CorruptTest, ::testing::ValuesIn(CorruptCases()),
+                         [](const ::testing::TestParamInfo<CorruptCase>& info) {
                            return info.param.name;
                          });
 
@@ -508,7 +500,7 @@ void ExpectRejected(const std::string& bytes, const std::vector<std::string>& me
   ASSERT_FALSE(file.ok()) << "accepted " << what;
   EXPECT_THAT(file.status(), StatusIs(absl::StatusCode::kInvalidArgument)) << what;
   const std::string message = Message(file.status());
-  EXPECT_THAT(message, testing::StartsWith(std::string(kLabel) + ": ")) << what;
+  EXPECT_THAT(message, ::testing::StartsWith(std::string(kLabel) + ": ")) << what;
   for (const std::string& part : message_parts) EXPECT_THAT(message, HasSubstr(part)) << what;
 }
 
@@ -582,7 +574,7 @@ TEST(HeaderJsonTest, InvalidUtf8AndBadEscapesAreRejected) {
   };
   for (const std::string& bad : bad_strings) {
     const std::string quoted = "\"" + bad + "\"";
-    SCOPED_TRACE(testing::PrintToString(bad));
+    SCOPED_TRACE(::testing::PrintToString(bad));
     ExpectRejected(NamedTensorFile(quoted), {"header is not well-formed JSON"}, "name");
     ExpectRejected(
         NamedTensorFile(R"("t")", R"({"dtype":"U8","shape":[1],"data_offsets":[0,1],"x":)" +
@@ -695,7 +687,7 @@ TEST(HeaderJsonTest, TrailingGarbageIsRejected) {
   for (const std::string header :
        {"{} x", "{}}", "{},", "{}{}", "{}\"\"", "{} 0", "{}\n]", "{} null", "{}\x80", "{}/**/",
         "[] []", "\"s\" x", "1 2", "{} \f"}) {
-    SCOPED_TRACE(testing::PrintToString(header));
+    SCOPED_TRACE(::testing::PrintToString(header));
     ExpectRejected(RawFile(header), {"header is not well-formed JSON"}, "trailing");
   }
 }
@@ -706,7 +698,7 @@ TEST(HeaderJsonTest, OtherSyntaxErrorsAreRejected) {
         "{t:1}", "{\"t\":[1,]}", "{\"t\":[,1]}", "{\"t\":[1 2]}", "{\"t\":tru}", "{\"t\":nul}",
         "{\"t\":True}", "{\"t\":\"unterminated}", "{\"t\":1 /* c */}", "// c\n{}",
         "\xEF\xBB\xBF{}", "{\"a\":1\"b\":2}", "{1:2}", "{\"t\":[}", "{\"t\":{]}"}) {
-    SCOPED_TRACE(testing::PrintToString(header));
+    SCOPED_TRACE(::testing::PrintToString(header));
     ExpectRejected(RawFile(header), {"header is not well-formed JSON"}, "syntax");
   }
 }
@@ -725,7 +717,7 @@ TEST(HeaderJsonTest, WhitespaceIsAcceptedEverywhereJsonAllowsIt) {
 
   // Only space, tab, LF and CR are JSON whitespace.
   for (const std::string space : {"\f", "\v", "\xC2\xA0", "\x1c"}) {
-    SCOPED_TRACE(testing::PrintToString(space));
+    SCOPED_TRACE(::testing::PrintToString(space));
     ExpectRejected(RawFile("{" + space + "}"), {"header is not well-formed JSON"}, "odd space");
   }
 }
@@ -780,7 +772,7 @@ TEST(HeaderJsonTest, AgreesWithNlohmannOnValidHeaders) {
                        "serialized with metadata");
   ExpectSameAsNlohmann(SerializeOwned(awkward, {{"q\"", "\xF0\x9F\x98\x80\n"}}), "awkward");
   ExpectSameAsNlohmann(SerializeSafetensors({}), "empty");
-  ExpectSameAsNlohmann(ReadFileBytes(kLlamaTiny), "llama-tiny");
+  ExpectSameAsNlohmann(ReadFile(kLlamaTiny), "llama-tiny");
 
   // A LoRA-adapter-sized header, as in production.
   std::vector<OwnedTensor> lora;
@@ -807,7 +799,7 @@ TEST(HeaderJsonTest, AgreesWithNlohmannOnValidHeaders) {
 // Files on disk
 
 TEST(SafetensorsOpenTest, MissingFileIsNotFound) {
-  const std::string path = testing::TempDir() + "no_such_dir/adapter.safetensors";
+  const std::string path = ::testing::TempDir() + "no_such_dir/adapter.safetensors";
   auto file = SafetensorsFile::Open(path);
   ASSERT_FALSE(file.ok());
   EXPECT_THAT(file.status(), StatusIs(absl::StatusCode::kNotFound));
@@ -828,7 +820,7 @@ TEST(SafetensorsOpenTest, ReadsWrittenFile) {
   ASSERT_TRUE(dir.ok());
   const std::string path = dir.File("adapter.safetensors");
   const std::vector<OwnedTensor> tensors = SampleTensors();
-  WriteFileBytes(path, SerializeOwned(tensors, {{"format", "pt"}}));
+  ASSERT_TRUE(WriteFile(path, SerializeOwned(tensors, {{"format", "pt"}})));
   auto file = SafetensorsFile::Open(path);
   ASSERT_TRUE(file.ok()) << file.status();
   ASSERT_EQ((*file)->tensors().size(), tensors.size());
@@ -850,11 +842,11 @@ TEST(SafetensorsOpenTest, CorruptFilesOnDiskAreInvalidArgumentAndUnmapped) {
   };
   for (const auto& [name, bytes] : files) {
     const std::string path = dir.File(name);
-    WriteFileBytes(path, bytes);
+    ASSERT_TRUE(WriteFile(path, bytes));
     auto file = SafetensorsFile::Open(path);
     ASSERT_FALSE(file.ok()) << name;
     EXPECT_THAT(file.status(), StatusIs(absl::StatusCode::kInvalidArgument)) << file.status();
-    EXPECT_THAT(Message(file.status()), testing::StartsWith(path + ": "));
+    EXPECT_THAT(Message(file.status()), ::testing::StartsWith(path + ": "));
     EXPECT_EQ(MappingsOf(path), 0) << "failed Open leaked its mapping of " << name;
   }
 }

@@ -20,12 +20,14 @@
 
 #include "text/utf8.h"
 #include "tests/status_matchers.h"
+#include "tests/test_files.h"
 
 namespace loramux::text {
 namespace {
 
 namespace fs = std::filesystem;
 
+using ::loramux::testing::ReadFile;
 struct GoldenCase {
   bool has_text = false;
   std::string text;
@@ -69,11 +71,6 @@ std::vector<fs::path> FamilyDirs() {
   }
   std::sort(dirs.begin(), dirs.end());
   return dirs;
-}
-
-std::string ReadFile(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 // A variant family's tokenizer.json: its base family's file with overrides.json applied (see
