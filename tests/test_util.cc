@@ -1,5 +1,6 @@
 #include "tests/test_util.h"
 
+#include <cctype>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -7,6 +8,20 @@
 #include "adapters/safetensors.h"
 
 namespace loramux::testing {
+
+std::vector<std::string> TestDevices() {
+  std::vector<std::string> devices = {"cpu"};
+  if (torch::cuda::is_available()) devices.push_back("cuda:0");
+  return devices;
+}
+
+std::string DeviceName(const ::testing::TestParamInfo<std::string>& info) {
+  std::string name;
+  for (char c : info.param) {
+    if (std::isalnum(static_cast<unsigned char>(c))) name += c;
+  }
+  return name;
+}
 
 std::string DataPath(const std::string& relative) {
   return std::string(LORAMUX_TEST_DATA) + "/" + relative;

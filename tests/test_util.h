@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include "server/kv_cache.h"
@@ -14,6 +15,12 @@
 namespace loramux::testing {
 
 std::string DataPath(const std::string& relative);  // under tests/data
+// The devices the engine's tests run on: "cpu", and "cuda:0" where LibTorch sees a GPU. Tests
+// parameterised over it (INSTANTIATE_TEST_SUITE_P(..., ValuesIn(TestDevices()), DeviceName))
+// run unchanged on a CUDA build.
+std::vector<std::string> TestDevices();
+// A test-name suffix for a device ("cpu", "cuda0").
+std::string DeviceName(const ::testing::TestParamInfo<std::string>& info);
 std::vector<int64_t> ToVector(const torch::Tensor& t);  // integer tensor -> ids
 
 // All tensors of a golden safetensors file, as CPU tensors of their stored dtype.

@@ -22,6 +22,8 @@ using ::loramux::testing::DataPath;
 using ::loramux::testing::ReadFile;
 using ::loramux::testing::ToVector;
 using ::loramux::testing::LoadGolden;
+using ::loramux::testing::DeviceName;
+using ::loramux::testing::TestDevices;
 
 // Collects one request's results; Wait() blocks the test thread until OnFinish.
 class Collector : public RequestObserver {
@@ -51,13 +53,15 @@ class Collector : public RequestObserver {
   absl::Notification done;
 };
 
-class EngineTest : public ::testing::Test {
+// Every test runs on each device of TestDevices() (the CPU; also a GPU where LibTorch sees one).
+class EngineTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     store_dir_ = ::testing::TempDir() + "/engine_store_" + std::to_string(::getpid());
     std::filesystem::remove_all(store_dir_);
     EngineOptions options;
     options.model_dir = DataPath("llama-tiny");
+    options.device = GetParam();
     options.adapter_store = store_dir_;
     options.scheduler.kv_cache_bytes = kv_cache_bytes_;
     options.scheduler.max_running_requests = 16;
@@ -118,7 +122,7 @@ class EngineTest : public ::testing::Test {
   uint64_t last_id_ = 0;
 };
 
-TEST_F(EngineTest, ConcurrentRequestsOverAdaptersAndBaseMatchGoldenTokens) {
+TEST_P(EngineTest, ConcurrentRequestsOverAdaptersAndBaseMatchGoldenTokens) {
   const std::vector<std::string> adapters = {"lora-qv-r8", "dora-qkvo-r8", "lora-all-r4-rslora",
                                              "lora-pattern", "dora-mlp-r4"};
   for (const auto& a : adapters) Upload(a);
@@ -168,7 +172,7 @@ std::string ScaledAdapterWeights(const std::string& name, float factor) {
 // Isolation findings 1 and 2: a request whose own activations overflow used to poison the KV
 // slot its batch-mates padded with (their tokens turned to garbage, even after it left) or, with
 // adapter_scale 3e38, to fail the whole batch with INTERNAL. Now it fails alone and clearly.
-TEST_F(EngineTest, HostileRequestFailsAloneAndNeverChangesOthersTokens) {
+TEST_P(EngineTest, HostileRequestFailsAloneAndNeverChangesOthersTokens) {
   Upload("lora-qv-r8");
   Upload("hostile", ReadFile(DataPath("adapters/lora-qv-r8/adapter_config.json")),
          ScaledAdapterWeights("lora-qv-r8", 1e20f));
@@ -210,7 +214,7 @@ TEST_F(EngineTest, HostileRequestFailsAloneAndNeverChangesOthersTokens) {
   EXPECT_EQ(engine_->scheduler().stats().kv_used_blocks, 0);
 }
 
-TEST_F(EngineTest, HundredRequestsForOneColdAdapterCauseOneLoad) {
+TEST_P(EngineTest, HundredRequestsForOneColdAdapterCauseOneLoad) {
   Upload("dora-qkvo-r8");
   auto [prompt, tokens] = Golden("llama-tiny/dora-qkvo-r8", 1);
   std::vector<std::shared_ptr<Collector>> runs;
@@ -226,7 +230,7 @@ TEST_F(EngineTest, HundredRequestsForOneColdAdapterCauseOneLoad) {
   EXPECT_EQ(stats.device_count, 1);
 }
 
-TEST_F(EngineTest, ScoreMatchesGoldenLogits) {
+TEST_P(EngineTest, ScoreMatchesGoldenLogits) {
   Upload("dora-qkvo-r8");
   auto golden = LoadGolden("cases/llama-tiny/dora-qkvo-r8.safetensors");
   auto [prompt, tokens] = Golden("llama-tiny/dora-qkvo-r8", 2);
@@ -249,7 +253,7 @@ TEST_F(EngineTest, ScoreMatchesGoldenLogits) {
   }
 }
 
-TEST_F(EngineTest, HotSwapServesNewVersionToNewRequests) {
+TEST_P(EngineTest, HotSwapServesNewVersionToNewRequests) {
   // Upload lora-qv-r8's weights under "task", then lora-pattern's under the same name.
   AdapterManifest m;
   m.name = "task";
@@ -267,7 +271,7 @@ TEST_F(EngineTest, HotSwapServesNewVersionToNewRequests) {
   }
 }
 
-TEST_F(EngineTest, ErrorsHaveTheRightCodes) {
+TEST_P(EngineTest, ErrorsHaveTheRightCodes) {
   EXPECT_THAT(engine_->scheduler().Submit({}, std::make_shared<Collector>()).status(), StatusIs(absl::StatusCode::kInvalidArgument));
   auto unknown = Generate("nope", {1, 2, 3});
   ASSERT_TRUE(unknown->Wait());
@@ -280,7 +284,7 @@ TEST_F(EngineTest, ErrorsHaveTheRightCodes) {
   EXPECT_THAT(huge->status, StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
-TEST_F(EngineTest, CancelAndDeadlineStopRequestsAndFreeTheCache) {
+TEST_P(EngineTest, CancelAndDeadlineStopRequestsAndFreeTheCache) {
   auto running = Generate("", {5, 6, 7}, 400);
   engine_->scheduler().Cancel(last_id_);
   ASSERT_TRUE(running->Wait());
@@ -315,7 +319,7 @@ class SmallKvCacheTest : public EngineTest {
   }
 };
 
-TEST_F(SmallKvCacheTest, RequestsThatDoNotFitWaitForBlocks) {
+TEST_P(SmallKvCacheTest, RequestsThatDoNotFitWaitForBlocks) {
   EXPECT_EQ(engine_->scheduler().stats().kv_total_blocks, 5);
   std::vector<std::pair<std::shared_ptr<Collector>, std::vector<int32_t>>> runs;
   for (int i = 0; i < 8; ++i) {
@@ -333,6 +337,9 @@ TEST_F(SmallKvCacheTest, RequestsThatDoNotFitWaitForBlocks) {
   ASSERT_TRUE(too_big->Wait());
   EXPECT_THAT(too_big->status, StatusIs(absl::StatusCode::kResourceExhausted));
 }
+
+INSTANTIATE_TEST_SUITE_P(Devices, EngineTest, ::testing::ValuesIn(TestDevices()), DeviceName);
+INSTANTIATE_TEST_SUITE_P(Devices, SmallKvCacheTest, ::testing::ValuesIn(TestDevices()), DeviceName);
 
 }  // namespace
 }  // namespace loramux
