@@ -12,6 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "adapters/adapter_config.h"
+#include "adapters/adapter_plan.h"
 #include "adapters/base_modules.h"
 #include "adapters/factor_arena.h"
 #include "adapters/safetensors.h"
@@ -21,34 +22,7 @@
 namespace loramux {
 namespace {
 
-// One module to adapt, validated against the base: views into the weight file's bytes.
-struct PlannedModule {
-  int64_t index = 0;
-  ModuleAdapter::Kind kind = ModuleAdapter::Kind::kLora;
-  double scale = 1.0;
-  int64_t rank = 0, in = 0, out = 0;
-  const TensorView* a = nullptr;  // PEFT [r, in]; seed [in, r]
-  const TensorView* b = nullptr;  // PEFT [out, r]; seed [r, out]
-  const TensorView* m = nullptr;  // DoRA: PEFT [out]; seed [1, in] or [in]
-  bool seed_layout = false;
-
-  // Floats of A, of B^T and of DoRA's gain in the arena, each padded to a cache line.
-  size_t a_floats() const { return FactorArena::Aligned(rank * in); }
-  size_t b_floats() const { return FactorArena::Aligned(rank * out); }
-  int64_t gain_size() const {
-    return kind == ModuleAdapter::Kind::kLora ? 0 : kind == ModuleAdapter::Kind::kDoraRow ? out : in;
-  }
-  size_t floats() const { return a_floats() + b_floats() + FactorArena::Aligned(gain_size()); }
-};
-using Plan = std::vector<PlannedModule>;
 using ModuleList = std::vector<std::unique_ptr<ModuleAdapter>>;
-
-// The raw tensors of one module as named in the file.
-struct RawModule {
-  const TensorView* a = nullptr;
-  const TensorView* b = nullptr;
-  const TensorView* m = nullptr;
-};
 
 // A 1-D tensor of `elements` of `options`' dtype and device. On the CPU its memory is a
 // FactorArena (huge pages when large: decode streams it), which the tensor keeps alive.
@@ -67,8 +41,6 @@ torch::Tensor Slice(const torch::Tensor& arena, size_t offset, c10::IntArrayRef 
   return torch::from_blob(data, sizes, [keep = arena](void*) {}, arena.options());
 }
 
-constexpr char kPeftPrefix[] = "base_model.model.";
-
 // Context shared by the loading steps: names for error messages and the base's module table.
 class AdapterBuilder {
  public:
@@ -82,34 +54,11 @@ class AdapterBuilder {
     return absl::InvalidArgumentError(absl::StrCat("adapter \"", name_, "\": ", what));
   }
 
-  absl::StatusOr<int64_t> IndexOf(const std::string& path) const {
-    const int64_t index = model_.ModuleIndexOf(path);
-    if (index < 0) {
-      return Precondition(absl::StrCat(
-          "module \"", path, "\" does not exist in the base model or is not a served linear "
-          "projection (hint: maybe the adapter was trained for another base model?)"));
-    }
-    return index;
-  }
-
-  // A factor must be floating point and of the expected shape.
-  absl::Status CheckFactor(const TensorView& view, const std::string& role,
-                           const std::string& path, std::vector<int64_t> expected) const {
-    if (!IsFloatingDType(view.dtype)) {
-      return Invalid(absl::StrCat("tensor \"", view.name, "\" has dtype ",
-                                  std::string(DTypeName(view.dtype)),
-                                  "; expected a floating point type (F32, F16, BF16, F64)"));
-    }
-    if (view.shape == expected) return absl::OkStatus();
-    return Precondition(absl::StrCat(role, " for ", path, " has shape ", ShapeString(view.shape),
-                                     ", base expects ", ShapeString(expected)));
-  }
-
   // Copies every planned factor into one arena in serving layout (A [r,in], B^T [r,out], then
   // DoRA's gain), converting to float32 and checking finiteness in the same pass, then moves the
   // arena to the model's device and the factor dtype (FactorDtype; in place for float32 on the
   // CPU). Returns the modules, which view `arena`.
-  absl::StatusOr<ModuleList> Pack(Plan plan, torch::Tensor& arena) const {
+  absl::StatusOr<ModuleList> Pack(AdapterPlan plan, torch::Tensor& arena) const {
     if (plan.empty()) return Invalid("it adapts no module of the base model");
     // Layer by layer, projection by projection: the order a forward pass reads them.
     std::sort(plan.begin(), plan.end(),
@@ -212,7 +161,7 @@ class AdapterBuilder {
   const BaseModules& model() const { return model_; }
   // The dtype the factors are kept in: the model's, except on a float32 CPU server, where
   // limits_.factors decides (kAsStored keeps a file stored wholly in bfloat16 or in float16 so).
-  torch::ScalarType FactorDtype(const Plan& plan) const {
+  torch::ScalarType FactorDtype(const AdapterPlan& plan) const {
     if (!model_.device().is_cpu() || model_.dtype() != torch::kFloat32) return model_.dtype();
     switch (limits_.factors) {
       case FactorPrecision::kFloat32: return torch::kFloat32;
@@ -237,144 +186,6 @@ class AdapterBuilder {
   const AdapterLimits& limits_;
 };
 
-std::vector<int64_t> BaseShape(const BaseModules& model, int64_t index) {
-  const torch::Tensor& w = model.module_weight(index);
-  return {w.size(0), w.size(1)};
-}
-
-// Splits a PEFT tensor key into module path and role ("lora_A", "lora_B", "m").
-absl::Status ParsePeftKey(const AdapterBuilder& builder, const std::string& key,
-                          std::string& path, std::string& role) {
-  if (!absl::StartsWith(key, kPeftPrefix)) {
-    return builder.Invalid(absl::StrCat("tensor \"", key, "\" does not start with \"", kPeftPrefix,
-                                        "\" (is this a PEFT adapter_model.safetensors?)"));
-  }
-  const std::string rest = key.substr(sizeof(kPeftPrefix) - 1);
-  struct Suffix {
-    const char* text;
-    const char* role;
-  };
-  static const Suffix kSuffixes[] = {{".lora_A.weight", "lora_A"},
-                                     {".lora_B.weight", "lora_B"},
-                                     {".lora_magnitude_vector.weight", "m"},
-                                     {".lora_magnitude_vector", "m"}};
-  for (const Suffix& s : kSuffixes) {
-    if (absl::EndsWith(rest, s.text)) {
-      path = rest.substr(0, rest.size() - strlen(s.text));
-      role = s.role;
-      return absl::OkStatus();
-    }
-  }
-  if (absl::StrContains(rest, "lora_embedding_")) {
-    return absl::UnimplementedError(absl::StrCat("adapter \"", builder.name(), "\": tensor \"", key,
-                                                 "\" is an embedding adapter, which is not served yet"));
-  }
-  if (absl::StrContains(rest, ".lora_B.bias") || absl::StrContains(rest, ".lora_A.bias")) {
-    return absl::UnimplementedError(absl::StrCat("adapter \"", builder.name(), "\": tensor \"", key,
-                                                 "\" is a LoRA bias (lora_bias), not served yet"));
-  }
-  return absl::UnimplementedError(absl::StrCat(
-      "adapter \"", builder.name(), "\": tensor \"", key,
-      "\" is not a LoRA factor (modules_to_save and other PEFT extras are not served)"));
-}
-
-absl::StatusOr<Plan> PlanPeft(const AdapterBuilder& builder, const std::string& config_json,
-                                    const SafetensorsFile& file) {
-  ASSIGN_OR_RETURN(PeftAdapterConfig config,
-                   PeftAdapterConfig::FromJson(config_json, absl::StrCat("adapter \"", builder.name(),
-                                                                         "\": adapter_config.json")));
-  std::map<std::string, RawModule> raw;
-  for (const TensorView& view : file.tensors()) {
-    std::string path, role;
-    RETURN_IF_ERROR(ParsePeftKey(builder, view.name, path, role));
-    RawModule& r = raw[path];
-    (role == "lora_A" ? r.a : role == "lora_B" ? r.b : r.m) = &view;
-  }
-  for (const auto& [path, r] : raw) {
-    RETURN_IF_ERROR(builder.IndexOf(path).status());
-    if (!config.Targets(path)) {
-      return builder.Invalid(absl::StrCat("the weights hold factors for ", path,
-                                          ", which adapter_config.json does not target"));
-    }
-  }
-  Plan plan;
-  const std::vector<std::string>& paths = builder.model().module_paths();
-  for (int64_t index = 0; index < static_cast<int64_t>(paths.size()); ++index) {
-    const std::string& path = paths[index];
-    if (!config.Targets(path)) continue;
-    auto it = raw.find(path);
-    if (it == raw.end() || it->second.a == nullptr || it->second.b == nullptr) {
-      return builder.Invalid(absl::StrCat("adapter_config.json targets ", path,
-                                          " but the weights lack its lora_A/lora_B"));
-    }
-    const RawModule& r = it->second;
-    if (config.use_dora != (r.m != nullptr)) {
-      return builder.Invalid(absl::StrCat(
-          path, config.use_dora ? " lacks lora_magnitude_vector although use_dora is set"
-                                : " has lora_magnitude_vector but use_dora is not set"));
-    }
-    ASSIGN_OR_RETURN(const PeftAdapterConfig::ModuleScale scale, config.ScaleOf(path));
-    const int64_t rank = scale.rank;
-    if (rank > builder.limits().max_rank) {
-      return builder.Precondition(absl::StrCat("rank ", rank, " of ", path,
-                                               " exceeds the server's maximum ",
-                                               builder.limits().max_rank));
-    }
-    const auto shape = BaseShape(builder.model(), index);
-    RETURN_IF_ERROR(builder.CheckFactor(*r.a, "lora_A", path, {rank, shape[1]}));
-    RETURN_IF_ERROR(builder.CheckFactor(*r.b, "lora_B", path, {shape[0], rank}));
-    if (r.m) RETURN_IF_ERROR(builder.CheckFactor(*r.m, "lora_magnitude_vector", path, {shape[0]}));
-    plan.push_back({index, r.m ? ModuleAdapter::Kind::kDoraRow : ModuleAdapter::Kind::kLora,
-                    scale.scale, rank, shape[1], shape[0], r.a, r.b, r.m,
-                    /*seed_layout=*/false});
-  }
-  return plan;
-}
-
-absl::StatusOr<Plan> PlanSeed(const AdapterBuilder& builder, const std::string& config_json,
-                                    const SafetensorsFile& file) {
-  ASSIGN_OR_RETURN(SeedAdapterConfig config,
-                   SeedAdapterConfig::FromJson(config_json, absl::StrCat("adapter \"", builder.name(),
-                                                                         "\": seed config")));
-  std::map<std::string, RawModule> raw;
-  for (const TensorView& view : file.tensors()) {
-    const size_t dot = view.name.rfind('.');
-    const std::string role = dot == std::string::npos ? "" : view.name.substr(dot + 1);
-    if (role != "A" && role != "B" && role != "m") {
-      return builder.Invalid(absl::StrCat("seed tensor \"", view.name,
-                                          "\" must be named <module path>.A, .B or .m"));
-    }
-    RawModule& r = raw[view.name.substr(0, dot)];
-    (role == "A" ? r.a : role == "B" ? r.b : r.m) = &view;
-  }
-  if (raw.empty()) return builder.Invalid("the seed weights hold no tensors");
-  Plan plan;
-  for (const auto& [path, r] : raw) {
-    ASSIGN_OR_RETURN(const int64_t index, builder.IndexOf(path));
-    if (r.a == nullptr || r.b == nullptr) {
-      return builder.Invalid(absl::StrCat(path, " needs both .A and .B"));
-    }
-    if (r.a->shape.size() != 2) return builder.Invalid(absl::StrCat(path, ".A must be 2-D [in, r]"));
-    const int64_t rank = r.a->shape[1];
-    if (rank <= 0 || rank > builder.limits().max_rank) {
-      return builder.Precondition(absl::StrCat("rank ", rank, " of ", path,
-                                               " is outside 1..", builder.limits().max_rank));
-    }
-    const auto shape = BaseShape(builder.model(), index);
-    RETURN_IF_ERROR(builder.CheckFactor(*r.a, "A", path, {shape[1], rank}));
-    RETURN_IF_ERROR(builder.CheckFactor(*r.b, "B", path, {rank, shape[0]}));
-    if (r.m) {
-      const bool flat = r.m->shape.size() == 1;  // [in] or [1, in]
-      RETURN_IF_ERROR(builder.CheckFactor(*r.m, "m", path,
-                                          flat ? std::vector<int64_t>{shape[1]}
-                                               : std::vector<int64_t>{1, shape[1]}));
-    }
-    plan.push_back({index, r.m ? ModuleAdapter::Kind::kDoraCol : ModuleAdapter::Kind::kLora,
-                    config.alpha, rank, shape[1], shape[0], r.a, r.b, r.m, /*seed_layout=*/true});
-  }
-  return plan;
-}
-
 // Plans, validates and packs the modules of a PEFT or seed adapter into `arena`.
 absl::StatusOr<ModuleList> LoadModules(const AdapterBuilder& builder, AdapterFormat format,
                                        const std::string& config_json,
@@ -382,9 +193,8 @@ absl::StatusOr<ModuleList> LoadModules(const AdapterBuilder& builder, AdapterFor
   torch::NoGradGuard no_grad;
   absl::StatusOr<ModuleList> modules = absl::InternalError("unset");
   RETURN_IF_ERROR(CatchTorch(absl::StrCat("adapter \"", builder.name(), "\""), [&] {
-    absl::StatusOr<Plan> plan = format == AdapterFormat::kPeft
-                                    ? PlanPeft(builder, config_json, file)
-                                    : PlanSeed(builder, config_json, file);
+    absl::StatusOr<AdapterPlan> plan =
+        PlanAdapter(builder.name(), format, config_json, file, builder.model(), builder.limits());
     modules = plan.ok() ? builder.Pack(*std::move(plan), arena) : plan.status();
   }));
   return modules;

@@ -28,6 +28,7 @@
 
 #include "absl/status/statusor.h"
 #include "adapters/adapter_limits.h"
+#include "adapters/adapter_plan.h"
 #include "adapters/adapter_store.h"
 
 namespace loramux {
@@ -36,7 +37,7 @@ class BaseModules;
 class SafetensorsFile;
 
 struct ModuleAdapter {
-  enum class Kind { kLora, kDoraRow, kDoraCol };
+  using Kind = FactorKind;  // adapter_plan.h
   Kind kind = Kind::kLora;
   int64_t rank = 0;
   double scale = 1.0;  // s, applied with the request scale c as c·s at serving time

@@ -2,9 +2,7 @@
 // (paths and indices), each module's weight (for shapes and DoRA's norms), the number of layers,
 // the device and the dtype. The model implements it (server/llama_model.h); the adapter code
 // (weights, registry) sees only this, so it builds and is tested without a model.
-//
-// Module indices: layer * kNumProjections + projection, over the seven projections of a Llama-
-// family decoder layer.
+// It extends the torch-free ModuleTable (module_table.h) that adapter planning uses.
 //
 // Thread-safety: implementations are immutable once built; every method may be called from any
 // thread.
@@ -17,28 +15,16 @@
 
 #include <torch/types.h>
 
+#include "adapters/module_table.h"
+
 namespace loramux {
 
-enum Projection : int64_t { kQProj, kKProj, kVProj, kOProj, kGateProj, kUpProj, kDownProj };
-constexpr int64_t kNumProjections = 7;
-// Sub-module path inside a decoder layer, e.g. "self_attn.q_proj".
-extern const std::array<const char*, kNumProjections> kProjectionPaths;
-// Short PEFT-style names, e.g. "q_proj".
-extern const std::array<const char*, kNumProjections> kProjectionNames;
-
-// "model.layers.<layer>.<projection path>".
-std::string ModulePath(int64_t layer, Projection projection);
-inline int64_t ModuleIndex(int64_t layer, Projection projection) { return layer * kNumProjections + projection; }
-
-class BaseModules {
+class BaseModules : public ModuleTable {
  public:
-  virtual ~BaseModules() = default;
-
-  virtual int64_t num_layers() const = 0;
-  // Every module's path by index ("model.layers.<layer>.<projection path>"), and the reverse
-  // lookup (-1 when `path` is not a module).
-  virtual const std::vector<std::string>& module_paths() const = 0;
-  virtual int64_t ModuleIndexOf(const std::string& path) const = 0;
+  std::array<int64_t, 2> module_shape(int64_t index) const final {
+    const torch::Tensor& w = module_weight(index);
+    return {w.size(0), w.size(1)};
+  }
   // Module `index`'s weight [out, in], on device() in dtype().
   virtual const torch::Tensor& module_weight(int64_t index) const = 0;
   virtual torch::Device device() const = 0;

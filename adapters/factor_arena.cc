@@ -240,11 +240,6 @@ FactorArena::~FactorArena() {
   else std::free(data_);
 }
 
-bool IsFloatingDType(DType dtype) {
-  return dtype == DType::kF32 || dtype == DType::kF16 || dtype == DType::kBF16 ||
-         dtype == DType::kF64;
-}
-
 bool CopyFactor(const TensorView& view, bool transpose, float* dst) {
   int64_t rows = 1, cols = view.numel();
   if (transpose) {

@@ -42,8 +42,6 @@ class FactorArena {
   size_t mapped_bytes_ = 0;  // > 0 when data_ is a pooled block of that many bytes
 };
 
-// Whether `dtype` is one CopyFactor converts.
-bool IsFloatingDType(DType dtype);
 
 // Writes the numel() values of `view` to dst as float32 (row-major); with `transpose` the 2-D
 // view [rows, cols] is written as [cols, rows]. Returns false when a value is NaN or infinite

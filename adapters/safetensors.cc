@@ -500,4 +500,8 @@ std::string SerializeSafetensors(const std::vector<TensorView>& tensors,
   return out;
 }
 
+bool IsFloatingDType(DType dtype) {
+  return dtype == DType::kF32 || dtype == DType::kF16 || dtype == DType::kBF16 || dtype == DType::kF64;
+}
+
 }  // namespace loramux

@@ -34,6 +34,8 @@ enum class DType { kF64, kF32, kF16, kBF16, kI64, kI32, kI16, kI8, kU8, kBool };
 size_t DTypeSize(DType dtype);
 // Safetensors spelling: "F32", "BF16", ...
 std::string_view DTypeName(DType dtype);
+// Whether `dtype` is a floating point type (F32, F16, BF16, F64: the ones CopyFactor converts).
+bool IsFloatingDType(DType dtype);
 absl::StatusOr<DType> ParseDType(std::string_view name);
 
 struct TensorView {

@@ -1,4 +1,4 @@
-#include "adapters/base_modules.h"
+#include "adapters/module_table.h"
 
 #include "absl/strings/str_cat.h"
 
