@@ -78,8 +78,7 @@ class OpenAiHttpTest : public ::testing::Test {
   // The same request over gRPC: greedy, `max_tokens`, a text prompt or one user message.
   std::pair<GenerateOutcome, std::string> OverGrpc(const std::string& adapter, bool chat, const std::string& prompt,
                                                    int max_tokens, const std::string& stop = "") {
-    v1::GenerateRequest request;
-    request.set_adapter(adapter == kBase ? "" : adapter);
+    v1::GenerateRequest request = MakeGenerate(adapter == kBase ? "" : adapter, {}, max_tokens);
     if (chat) {
       v1::ChatMessage* m = request.add_messages();
       m->set_role("user");
@@ -87,22 +86,9 @@ class OpenAiHttpTest : public ::testing::Test {
     } else {
       request.set_prompt_text(prompt);
     }
-    request.mutable_sampling()->set_max_new_tokens(max_tokens);
     if (!stop.empty()) request.add_stop(stop);
-    grpc::ClientContext context;
-    context.set_deadline(In(60));
-    Authorize(context, kInferenceToken);
-    auto reader = stub_->Generate(&context, request);
-    GenerateOutcome out;
-    std::string text;
-    v1::GenerateResponse message;
-    while (reader->Read(&message)) {
-      text += message.text();
-      out.tokens.insert(out.tokens.end(), message.token_ids().begin(), message.token_ids().end());
-      out.last = message;
-    }
-    out.status = reader->Finish();
-    return {out, text};
+    GenerateOutcome out = Generate(*stub_, request, 60, kInferenceToken);
+    return {out, out.text};
   }
 
   static Json Request(const std::string& model, bool chat, const std::string& prompt, int max_tokens, bool stream) {

@@ -346,6 +346,7 @@ GenerateOutcome Generate(v1::Inference::Stub& stub, const v1::GenerateRequest& r
     out.tokens.insert(out.tokens.end(), response.token_ids().begin(), response.token_ids().end());
     out.logprobs.insert(out.logprobs.end(), response.logprobs().begin(),
                         response.logprobs().end());
+    out.text += response.text();
     ++out.messages;
     out.last = response;
   }

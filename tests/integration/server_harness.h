@@ -154,6 +154,7 @@ struct GenerateOutcome {
   grpc::Status status;
   std::vector<int32_t> tokens;   // all messages' tokens, in order
   std::vector<float> logprobs;   // likewise
+  std::string text;              // likewise (empty without a tokenizer)
   int messages = 0;
   v1::GenerateResponse last;     // the last message read
 };
