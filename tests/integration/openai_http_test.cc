@@ -38,6 +38,13 @@ Json Sdk(const ServerProcess& server, const std::string& scenario, const Json& a
   return j;
 }
 
+// What these tests need besides the server: node with the SDK (scripts/install_deps.sh), curl.
+void ExpectClients() {
+  ASSERT_TRUE(HaveCommand("node") && HaveCommand("curl")) << "node and curl are needed";
+  ASSERT_TRUE(std::filesystem::exists(std::string(kData) + "/../openai/node_modules/openai"))
+      << "the openai SDK is missing: run scripts/install_deps.sh (npm ci in tests/openai)";
+}
+
 double Metric(const ServerProcess& server, const std::string& series) {
   return MetricValue(HttpGet(server.metrics_address(), "/metrics"), series);
 }
@@ -69,9 +76,7 @@ class OpenAiHttpTest : public ::testing::Test {
   void SetUp() override {
     ASSERT_TRUE(server_->ok()) << server_->Log();
     ASSERT_FALSE(server_->http_address().empty()) << "no `http listening on` line";
-    ASSERT_TRUE(HaveCommand("node") && HaveCommand("curl")) << "node and curl are needed";
-    ASSERT_TRUE(std::filesystem::exists(std::string(kData) + "/../openai/node_modules/openai"))
-        << "the openai SDK is missing: run scripts/install_deps.sh (npm ci in tests/openai)";
+    ASSERT_NO_FATAL_FAILURE(ExpectClients());
     stub_ = v1::Inference::NewStub(Connect(server_->address()));
   }
 
@@ -313,6 +318,7 @@ TEST_F(OpenAiHttpTest, ClientThatDisconnectsMidStreamIsCancelled) {
 // A full queue is 429 with Retry-After; a draining server is 503, and /health says so. One long
 // request runs and one waits (seen on /metrics) before the others come, so the queue is full.
 TEST(OpenAiHttpLimitsTest, FullQueueIs429AndDrainingIs503) {
+  ASSERT_NO_FATAL_FAILURE(ExpectClients());  // before any thread starts
   const std::string dir = MakeTempDir();
   WriteChatLlama(dir, 8192);
   ServerProcess server({"--model_dir=" + dir, "--http_listen=127.0.0.1:0", "--max_queue=1", "--max_running_requests=1",
