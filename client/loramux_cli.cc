@@ -3,7 +3,7 @@
 //   loramux [--server HOST:PORT] [--token_file F] [--tls_ca_file F] COMMAND [flags] ARGS...
 //
 // Commands: health, upload, list, get, delete, load, unload, generate, chat, score, tokenize,
-// detokenize (see `loramux help`). `--json` prints each result as one JSON object (the proto3
+// detokenize; train and merge (handed to loramux_train) (see `loramux help`). `--json` prints each result as one JSON object (the proto3
 // JSON mapping of the reply, field names as in the .proto) for scripts.
 // Errors print the gRPC code name and the server's message on stderr (with --json, as
 // {"error":{"code","message"}}). Exit codes: 0 done, 1 the server refused or failed the call
@@ -12,7 +12,9 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -48,6 +50,14 @@ Health:
   health [--service NAME]
                       gRPC health check: prints SERVING (exit 0), NOT_SERVING (exit 1, e.g.
                       while the server drains) or nothing reachable (exit 3)
+
+Training (runs the loramux_train program built beside this one; `loramux train --help`):
+  train --model_dir DIR --data FILE.jsonl --out DIR [--rank R] [--alpha A] [--dora] [--rslora]
+        [--targets q_proj,v_proj|all-linear] [--epochs N] [--max_steps N] [--lr X]
+        [--batch_size B] [--seed S] [--upload NAME --server HOST:PORT]
+                      fine-tune a LoRA / DoRA adapter (PEFT directory); last line `loss: X`
+  merge --model_dir DIR --adapter DIR --out DIR
+                      write base + adapter merged into a HuggingFace checkpoint
 
 Adapter administration (needs the admin token when the server sets one):
   upload NAME DIR [--format peft|seed] [--config FILE] [--weights FILE]
@@ -621,7 +631,30 @@ int RunHealth(LoramuxClient& client, const CommandLine& cl) {
   return *serving == "SERVING" ? 0 : kExitFailed;
 }
 
+// `train` and `merge` run on LibTorch, which this client does not link: they are handed to the
+// loramux_train program built beside it (build/train/loramux_train, or the same directory).
+int ExecTrainer(int argc, char** argv) {
+  char self[4096];
+  const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  std::string dir = n > 0 ? std::string(self, n) : std::string(argv[0]);
+  dir = dir.substr(0, dir.find_last_of('/') + 1);
+  for (const std::string& candidate : {dir + "loramux_train", dir + "../train/loramux_train"}) {
+    if (access(candidate.c_str(), X_OK) != 0) continue;
+    std::vector<char*> args = {const_cast<char*>(candidate.c_str())};
+    for (int i = 1; i <= argc; ++i) args.push_back(argv[i]);  // argv[argc] is the null pointer
+    execv(candidate.c_str(), args.data());
+    std::cerr << "loramux: cannot run " << candidate << ": " << std::strerror(errno) << "\n";
+    return kExitFailed;
+  }
+  std::cerr << "loramux: " << argv[1] << " needs the loramux_train program beside this one (build it: "
+            << "cmake --build build --target loramux_train_cli)\n";
+  return kExitFailed;
+}
+
 int Run(int argc, char** argv) {
+  if (argc > 1 && (std::string(argv[1]) == "train" || std::string(argv[1]) == "merge")) {
+    return ExecTrainer(argc, argv);
+  }
   CommandLine cl;
   absl::Status parsed = ParseCommandLine(argc, argv, &cl);
   g_json = cl.Has("json");
