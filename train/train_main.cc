@@ -18,6 +18,8 @@
 #include "absl/strings/str_split.h"
 #include "adapters/module_table.h"
 #include "server/tensor_util.h"
+#include "common/durable_file.h"
+#include "train/greedy_eval.h"
 #include "train/merge.h"
 #include "train/trainer.h"
 
@@ -209,12 +211,66 @@ int RunMerge() {
 }  // namespace
 }  // namespace loramux
 
+namespace loramux {
+namespace {
+
+// `evaluate`: greedy exact-match accuracy of --model_dir (plus --adapter when given) on --data.
+int RunEvaluate() {
+  const std::string dir = absl::GetFlag(FLAGS_model_dir), adapter = absl::GetFlag(FLAGS_adapter);
+  ConfigureThreads(absl::GetFlag(FLAGS_threads));
+  auto base = LlamaModel::Load(dir, torch::kCPU, torch::kFloat32);
+  if (!base.ok()) return Fail(base.status());
+  auto codec = TextCodec::Load(dir);
+  if (!codec.ok()) return Fail(codec.status());
+  auto examples = ReadTrainData(absl::GetFlag(FLAGS_data), (*base)->config(), **codec,
+                                (*base)->config().max_position_embeddings);
+  if (!examples.ok()) return Fail(examples.status());
+  std::unique_ptr<TrainableModel> model;
+  if (adapter.empty()) {
+    model = TrainableModel::ForFullFineTune(**base, torch::kFloat32);
+  } else {
+    auto text = ReadSmallFile(adapter + "/adapter_config.json", 16 << 20);
+    if (!text.ok()) return Fail(text.status());
+    auto config = PeftAdapterConfig::FromJson(*text, adapter);
+    if (!config.ok()) return Fail(config.status());
+    auto adapted = TrainableModel::ForAdapter(**base, *config, torch::kFloat32, 0);
+    if (!adapted.ok()) return Fail(adapted.status());
+    model = std::move(*adapted);
+    auto file = SafetensorsFile::Open(adapter + "/adapter_model.safetensors");
+    if (!file.ok()) return Fail(file.status());
+    if (absl::Status s = model->LoadTensors(**file); !s.ok()) return Fail(s);
+  }
+  const GreedyEval eval = EvaluateGreedy(*model, *examples, (*base)->config().eos_token_ids);
+  std::cout << "exact: " << eval.correct << "/" << eval.total << "\n";
+  return 0;
+}
+
+// `init`: a checkpoint of random weights (normal(0, 0.02) as HuggingFace initialises, unit
+// norms) for --model_dir's config.json, written to --out with its tokenizer files: the start of a
+// base pretrained with `train --full` (the demo's).
+int RunInit() {
+  const std::string dir = absl::GetFlag(FLAGS_model_dir), out = absl::GetFlag(FLAGS_out);
+  if (dir.empty() || out.empty()) return Fail(absl::InvalidArgumentError("init needs --model_dir (with config.json) and --out"));
+  auto config = ModelConfig::FromDirectory(dir);
+  if (!config.ok()) return Fail(config.status());
+  auto base = LlamaModel::Random(*config, torch::kCPU, torch::kFloat32, absl::GetFlag(FLAGS_seed));
+  auto model = TrainableModel::ForFullFineTune(*base, torch::kFloat32);
+  if (absl::Status s = WriteCheckpointDirectory(out, dir, model->NamedTensors(), torch::kFloat32); !s.ok()) return Fail(s);
+  std::cout << "wrote random weights to " << out << "\n";
+  return 0;
+}
+
+}  // namespace
+}  // namespace loramux
+
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(loramux::kUsage);
   const std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   const std::string command = positional.size() == 2 ? positional[1] : "";
   if (command == "train") return loramux::RunTrain();
   if (command == "merge") return loramux::RunMerge();
+  if (command == "init") return loramux::RunInit();
+  if (command == "evaluate") return loramux::RunEvaluate();
   std::cerr << loramux::kUsage << "\n";
   return 2;
 }
