@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/build.sh
+./scripts/make_demo.sh  # the demo the demo test serves (cached in build/demo)
 cd build
 # Arguments go to ctest; a label exclusion of your own (-LE) replaces the default one.
 exclude=(-LE '^(deploy|container)$')

@@ -7,8 +7,8 @@
               TASK.train.jsonl / TASK.heldout.jsonl: {"prompt": "<word> =", "completion": " <answer>"}
 
 Inputs are five-letter pseudo-words (consonant/vowel patterns); held-out words never occur in any
-training file. The base learns to echo the word; the adapters upper-case it, rot13 it, count its
-vowels (in words) and reverse it. Usage: make_demo_data.py OUT
+training file. The base learns to echo the word; the adapters upper-case it, rot13 it, mask its vowels
+with '*' and answer its initial upper-cased. Usage: make_demo_data.py OUT
 """
 import json
 import os
@@ -17,7 +17,6 @@ import sys
 
 CONSONANTS = "bdfgklmnprstvz"
 VOWELS = "aeiou"
-NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five"]
 
 
 def rot13(text):
@@ -28,8 +27,8 @@ TASKS = {
     # name: (answer function, training examples)
     "upper": (lambda w: w.upper(), 3000),
     "rot13": (lambda w: rot13(w), 3000),
-    "vowels": (lambda w: NUMBER_WORDS[sum(c in VOWELS for c in w)], 3000),
-    "reverse": (lambda w: w[::-1], 3000),
+    "mask": (lambda w: "".join("*" if c in VOWELS else c for c in w), 3000),
+    "initial": (lambda w: w[0].upper(), 2000),
 }
 HELDOUT = 200
 PRETRAIN = 12000
