@@ -42,14 +42,15 @@ def word(rng):
 
 
 def any_case_word(rng):
-    """The base's echo inputs: pseudo-words in either case, or any five letters, so that every
-    letter of both cases (the adapters' outputs) has a trained embedding."""
+    """The base's echo inputs: pseudo-words in either case, or any five letters (and '*'), so that
+    every character the adapters answer with has a trained embedding (the embeddings are tied and
+    the adapters do not train them)."""
     kind = rng.randrange(3)
     if kind == 0:
         return word(rng)
     if kind == 1:
         return word(rng).upper()
-    return "".join(rng.choice("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(5))
+    return "".join(rng.choice("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ*") for _ in range(5))
 
 
 def example(w, answer):

@@ -82,5 +82,39 @@ TEST(DemoTest, EveryDemoAdapterAnswersItsHeldOutExamples) {
   }
 }
 
+// The issue's fixed command line through the CLI: `loramux train ... --upload NAME --server` trains
+// (token-id data for llama-tiny), uploads to a running server, and ends with `loss: X`; the server
+// then serves the adapter.
+TEST(TrainCliTest, TrainsUploadsAndPrintsTheLoss) {
+  ServerProcess server({});
+  ASSERT_TRUE(server.ok()) << server.Log();
+  const std::string dir = MakeTempDir();
+  {
+    std::ofstream data(dir + "/data.jsonl");
+    for (int i = 0; i < 16; ++i) {
+      data << "{\"prompt_token_ids\": [1, " << 10 + i << ", " << 40 + i << "], \"completion_token_ids\": [7, 8, 2]}\n";
+    }
+  }
+  const std::string out = RunCommand(std::string(LORAMUX_CLI) + " train --model_dir " + LORAMUX_TEST_DATA_DIR +
+                                     "/llama-tiny --data " + dir + "/data.jsonl --out " + dir +
+                                     "/adapter --rank 4 --alpha 8 --dora --targets q_proj,v_proj --epochs 2 "
+                                     "--lr 0.01 --batch_size 4 --seed 3 --upload cli-trained --server " +
+                                     server.address() + " 2>&1");
+  const size_t last = out.rfind("loss: ");
+  ASSERT_NE(last, std::string::npos) << out;
+  EXPECT_EQ(out.find('\n', last), out.size() - 1) << "`loss: X` is not the last line:\n" << out;
+  EXPECT_GT(std::stod(out.substr(last + 6)), 0.0);
+  EXPECT_NE(out.find("uploaded cli-trained@"), std::string::npos) << out;
+  auto channel = Connect(server.address());
+  v1::Inference::Stub inference(channel);
+  const GenerateOutcome gen = Generate(inference, MakeGenerate("cli-trained", {1, 12, 42}, 3));
+  EXPECT_TRUE(gen.status.ok()) << gen.status.error_message();
+  EXPECT_EQ(gen.tokens.size(), 3u);
+  // Bad usage is refused with the reason.
+  const std::string bad = RunCommand(std::string(LORAMUX_CLI) + " train --model_dir " + LORAMUX_TEST_DATA_DIR +
+                                     "/llama-tiny --data " + dir + "/data.jsonl --out " + dir + "/x --rank 0 2>&1");
+  EXPECT_NE(bad.find("--rank must be >= 1"), std::string::npos) << bad;
+}
+
 }  // namespace
 }  // namespace loramux::testing
