@@ -33,6 +33,6 @@ PROMPT="lomid ="
 echo "demo: one prompt, answered by the base and by each adapter (greedy, per request):"
 for adapter in "" upper rot13 mask initial; do
   printf '  %-8s %s' "${adapter:-(base)}" "$PROMPT"
-  "${CLI[@]}" generate --text "$PROMPT" ${adapter:+--adapter "$adapter"} --temperature 0 --max_new_tokens 8
+  "${CLI[@]}" generate --text "$PROMPT" ${adapter:+--adapter "$adapter"} --temperature 0 --max_new_tokens 8 2>/dev/null
 done
 wait "$SERVER_PID"
