@@ -252,6 +252,7 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& o, std::ostream& out) {
   int64_t order_epoch = -1;
   int64_t tokens_done = 0;
   double seconds = 0;
+  absl::Status diverged;
   absl::Status status = CatchTorch("training", [&] {
     for (int64_t step = start; step < total; ++step) {
       const auto began = Clock::now();
@@ -280,6 +281,12 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& o, std::ostream& out) {
       if (o.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(model->parameters(), o.max_grad_norm);
       optimizer.step();
       result.final_loss = loss_sum / static_cast<double>(completion);
+      if (!std::isfinite(result.final_loss)) {
+        diverged = absl::FailedPreconditionError(absl::StrFormat(
+            "the training loss became %f at step %d; lower --lr (now %g) or --max_grad_norm", result.final_loss,
+            step + 1, o.lr));
+        return;
+      }
       seconds += std::chrono::duration<double>(Clock::now() - began).count();
       const int64_t done = step + 1 - start;
       const double eta = seconds / static_cast<double>(done) * static_cast<double>(total - step - 1);
@@ -314,6 +321,7 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& o, std::ostream& out) {
     }
   });
   RETURN_IF_ERROR(status);
+  RETURN_IF_ERROR(diverged);
   if (start >= total) result.steps = total;
   if (result.stopped_early) {
     out << "stopped after step " << result.steps << " of " << total << "; continue with --resume\n";

@@ -60,7 +60,8 @@ struct TrainResult {
 };
 
 // Trains and writes options.out. INVALID_ARGUMENT for bad options or data (naming them),
-// NOT_FOUND for a missing model or data file, FAILED_PRECONDITION for a checkpoint of another run;
+// NOT_FOUND for a missing model or data file, FAILED_PRECONDITION for a checkpoint of another run
+// or a loss that became NaN or infinite (naming the step and --lr);
 // INTERNAL when LibTorch fails. Progress goes to `progress`.
 absl::StatusOr<TrainResult> Train(const TrainOptions& options, std::ostream& progress);
 
