@@ -18,7 +18,7 @@
 #include "adapters/adapter_store.h"
 #include "adapters/factor_arena.h"
 #include "adapters/module_table.h"
-#include "adapters/safetensors.h"
+#include "formats/safetensors.h"
 
 namespace loramux {
 

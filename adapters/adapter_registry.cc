@@ -9,9 +9,10 @@
 #include "absl/synchronization/notification.h"
 #include "adapters/adapter_config.h"
 #include "adapters/adapter_weights.h"
-#include "adapters/safetensors.h"
+#include "formats/safetensors.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "common/thread_pool.h"
 
 namespace loramux {
 
@@ -64,18 +65,17 @@ absl::StatusOr<std::shared_ptr<const SafetensorsFile>> MapWeights(AdapterStore& 
 
 AdapterRegistry::AdapterRegistry(AdapterStore& store, const BaseModules& model,
                                  AdapterRegistryOptions options)
-    : store_(store), model_(model), options_(options) {
-  for (int i = 0; i < std::max(1, options_.loader_threads); ++i) {
-    loaders_.emplace_back([this] { LoaderLoop(); });
-  }
-}
+    : store_(store),
+      model_(model),
+      options_(options),
+      loaders_(std::make_unique<ThreadPool>(options_.loader_threads)) {}
 
 AdapterRegistry::~AdapterRegistry() {
   {
     absl::MutexLock lock(&mu_);
-    stopping_ = true;
+    stopping_ = true;  // loads still queued end at once
   }
-  for (std::thread& t : loaders_) t.join();
+  loaders_.reset();
 }
 
 absl::StatusOr<StoredAdapter> AdapterRegistry::Resolve(const std::string& ref) {
@@ -123,64 +123,54 @@ AdapterRegistry::Lease AdapterRegistry::Acquire(const StoredAdapter& adapter,
 
 void AdapterRegistry::StartLoadLocked(const std::shared_ptr<Entry>& entry) {
   entry->loading = true;
-  load_queue_.push_back(entry);
+  loaders_->Run([this, entry] { LoadEntry(entry); });
 }
 
-void AdapterRegistry::LoaderLoop() {
-  while (true) {
-    std::shared_ptr<Entry> entry;
-    std::shared_ptr<const SafetensorsFile> host;
-    {
-      absl::MutexLock lock(&mu_);
-      mu_.Await(absl::Condition(
-          +[](AdapterRegistry* r) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-            return r->stopping_ || !r->load_queue_.empty();
-          },
-          this));
-      if (stopping_) return;
-      entry = load_queue_.front();
-      load_queue_.pop_front();
-      host = entry->host;
-    }
-    absl::StatusOr<std::shared_ptr<const AdapterWeights>> weights = absl::InternalError("unset");
-    if (!host) {
-      auto read = MapWeights(store_, entry->stored, options_.verify_on_load);
-      if (read.ok()) host = *read;
-      else weights = read.status();
-    }
-    if (host) {
-      weights = AdapterWeights::FromFile(entry->stored, *host, model_,
-                                         options_.limits);
-    }
-    if (weights.ok() && (*weights)->bytes() > options_.max_device_bytes) {
-      weights = absl::ResourceExhaustedError(absl::StrCat(
-          "adapter \"", entry->stored.name, "\" needs ", (*weights)->bytes(),
-          " bytes of device memory, more than --max_device_adapter_bytes=", options_.max_device_bytes));
-    }
-    std::vector<std::function<void()>> waiters;
-    {
-      absl::MutexLock lock(&mu_);
-      entry->loading = false;
-      ++stats_.loads;
-      if (weights.ok()) {
-        SetDeviceLocked(*entry, *weights);
-        if (!entry->waiters.empty()) entry->keep_until = absl::Now() + kFreshLoadGrace;
-        if (static_cast<int64_t>(entry->stored.size_bytes) <= options_.max_host_bytes) {
-          SetHostLocked(*entry, host);
-        }
-        entry->load_status = absl::OkStatus();
-      } else {
-        ++stats_.load_failures;
-        entry->load_status = weights.status();
-        entry->failed_at = absl::Now();
-        LogWarning("loading adapter %s failed: %s", entry->key.id(), weights.status().ToString());
-      }
-      TouchLocked(*entry);
-      EvictLocked();
-      waiters.swap(entry->waiters);
-    }
-    for (auto& waiter : waiters) waiter();
+void AdapterRegistry::LoadEntry(const std::shared_ptr<Entry>& entry) {
+  std::shared_ptr<const SafetensorsFile> host;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    host = entry->host;
   }
+  absl::StatusOr<std::shared_ptr<const AdapterWeights>> weights = absl::InternalError("unset");
+  if (!host) {
+    auto read = MapWeights(store_, entry->stored, options_.verify_on_load);
+    if (read.ok()) host = *read;
+    else weights = read.status();
+  }
+  if (host) {
+    weights = AdapterWeights::FromFile(entry->stored, *host, model_,
+                                       options_.limits);
+  }
+  if (weights.ok() && (*weights)->bytes() > options_.max_device_bytes) {
+    weights = absl::ResourceExhaustedError(absl::StrCat(
+        "adapter \"", entry->stored.name, "\" needs ", (*weights)->bytes(),
+        " bytes of device memory, more than --max_device_adapter_bytes=", options_.max_device_bytes));
+  }
+  std::vector<std::function<void()>> waiters;
+  {
+    absl::MutexLock lock(&mu_);
+    entry->loading = false;
+    ++stats_.loads;
+    if (weights.ok()) {
+      SetDeviceLocked(*entry, *weights);
+      if (!entry->waiters.empty()) entry->keep_until = absl::Now() + kFreshLoadGrace;
+      if (static_cast<int64_t>(entry->stored.size_bytes) <= options_.max_host_bytes) {
+        SetHostLocked(*entry, host);
+      }
+      entry->load_status = absl::OkStatus();
+    } else {
+      ++stats_.load_failures;
+      entry->load_status = weights.status();
+      entry->failed_at = absl::Now();
+      LogWarning("loading adapter %s failed: %s", entry->key.id(), weights.status().ToString());
+    }
+    TouchLocked(*entry);
+    EvictLocked();
+    waiters.swap(entry->waiters);
+  }
+  for (auto& waiter : waiters) waiter();
 }
 
 void AdapterRegistry::Release(const AdapterKey& key) {

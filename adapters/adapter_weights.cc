@@ -15,9 +15,9 @@
 #include "adapters/adapter_plan.h"
 #include "adapters/base_modules.h"
 #include "adapters/factor_arena.h"
-#include "adapters/safetensors.h"
+#include "formats/safetensors.h"
 #include "common/status_macros.h"
-#include "server/tensor_util.h"
+#include "tensor/tensor_util.h"
 
 namespace loramux {
 namespace {

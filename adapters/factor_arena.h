@@ -16,7 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "adapters/safetensors.h"
+#include "formats/safetensors.h"
 
 namespace loramux {
 

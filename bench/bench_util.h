@@ -11,10 +11,10 @@
 #include <torch/torch.h>
 
 #include "adapters/adapter_weights.h"
-#include "server/engine.h"
-#include "server/kv_cache.h"
-#include "server/llama_model.h"
-#include "server/tensor_util.h"
+#include "engine/engine.h"
+#include "model/kv_cache.h"
+#include "model/llama_model.h"
+#include "tensor/tensor_util.h"
 
 namespace loramux::bench {
 

@@ -13,7 +13,7 @@
 #include "absl/synchronization/notification.h"
 #include "adapters/adapter_registry.h"
 #include "adapters/adapter_store.h"
-#include "adapters/safetensors.h"
+#include "formats/safetensors.h"
 #include "bench/bench_util.h"
 #include "common/sha256.h"
 

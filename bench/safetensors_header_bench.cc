@@ -14,7 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
-#include "adapters/safetensors.h"
+#include "formats/safetensors.h"
 
 namespace {
 

@@ -19,8 +19,8 @@
 #include <vector>
 
 #include "absl/synchronization/notification.h"
-#include "server/engine.h"
-#include "server/request.h"
+#include "engine/engine.h"
+#include "engine/request.h"
 
 using namespace loramux;
 

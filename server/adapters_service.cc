@@ -1,8 +1,6 @@
 #include "server/adapters_service.h"
 
 #include <algorithm>
-#include <deque>
-#include <functional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -16,54 +14,11 @@
 #include "absl/time/time.h"
 #include "adapters/adapter_store.h"
 #include "common/status_macros.h"
+#include "common/thread_pool.h"
 #include "server/status_mapping.h"
 #include "server/unary_call.h"
 
 namespace loramux {
-
-// A few threads for calls that block on disk or device work. Tasks queued before destruction
-// still run (each one finishes a gRPC call).
-class AdaptersService::WorkerPool {
- public:
-  explicit WorkerPool(int threads) {
-    for (int i = 0; i < std::max(1, threads); ++i) workers_.emplace_back([this] { Loop(); });
-  }
-  ~WorkerPool() {
-    {
-      absl::MutexLock lock(&mu_);
-      stopping_ = true;
-    }
-    for (std::thread& worker : workers_) worker.join();
-  }
-  void Run(std::function<void()> task) {
-    absl::MutexLock lock(&mu_);
-    tasks_.push_back(std::move(task));
-  }
-
- private:
-  void Loop() {
-    while (true) {
-      std::function<void()> task;
-      {
-        absl::MutexLock lock(&mu_);
-        mu_.Await(absl::Condition(
-            +[](WorkerPool* pool) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pool->mu_) {
-              return pool->stopping_ || !pool->tasks_.empty();
-            },
-            this));
-        if (tasks_.empty()) return;  // stopping, and nothing left to do
-        task = std::move(tasks_.front());
-        tasks_.pop_front();
-      }
-      task();
-    }
-  }
-
-  absl::Mutex mu_;
-  std::deque<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  std::vector<std::thread> workers_;
-};
 
 // An Upload call as the tracker sees it.
 class TrackedUpload {
@@ -174,7 +129,7 @@ absl::StatusOr<AdapterManifest> FromProto(const v1::UploadManifest& in) {
 // or OnDone inline in StartRead or Finish, so both may be called with mu_ held.
 class UploadCall final : public grpc::ServerReadReactor<v1::UploadRequest>, public TrackedUpload {
  public:
-  UploadCall(AdapterRegistry& registry, Metrics& metrics, AdaptersService::WorkerPool& pool,
+  UploadCall(AdapterRegistry& registry, Metrics& metrics, ThreadPool& pool,
              AdaptersService::UploadTracker& tracker, const TokenAuth& auth,
              const AdaptersServiceOptions& options, grpc::CallbackServerContext* context,
              v1::AdapterInfo* response)
@@ -316,7 +271,7 @@ class UploadCall final : public grpc::ServerReadReactor<v1::UploadRequest>, publ
 
   AdapterRegistry& registry_;
   Metrics& metrics_;
-  AdaptersService::WorkerPool& pool_;
+  ThreadPool& pool_;
   AdaptersService::UploadTracker& tracker_;
   const AdaptersServiceOptions& options_;
   grpc::CallbackServerContext* const context_;
@@ -340,7 +295,7 @@ AdaptersService::AdaptersService(AdapterRegistry& registry, Metrics& metrics, To
       metrics_(metrics),
       auth_(std::move(auth)),
       options_(options),
-      pool_(std::make_unique<WorkerPool>(options.blocking_threads)),
+      pool_(std::make_unique<ThreadPool>(options.blocking_threads)),
       uploads_(std::make_unique<UploadTracker>(options.max_concurrent_uploads,
                                                options.upload_idle_timeout)) {}
 

@@ -32,7 +32,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/auth.h"
-#include "server/engine.h"
+#include "engine/engine.h"
 #include "server/metrics.h"
 
 namespace loramux {

@@ -13,7 +13,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "server/request.h"
+#include "engine/request.h"
 #include "common/status_macros.h"
 #include "server/status_mapping.h"
 #include "server/unary_call.h"

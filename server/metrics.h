@@ -30,7 +30,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "adapters/adapter_registry.h"
-#include "server/scheduler.h"
+#include "engine/scheduler.h"
 
 namespace prometheus {
 class Counter;

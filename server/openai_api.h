@@ -24,8 +24,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "common/json_value.h"
-#include "server/request.h"
-#include "server/text_codec.h"
+#include "engine/request.h"
+#include "engine/text_codec.h"
 
 namespace loramux {
 

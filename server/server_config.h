@@ -17,7 +17,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "server/engine.h"
+#include "engine/engine.h"
 
 namespace loramux {
 

@@ -5,7 +5,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "adapters/safetensors.h"
+#include "formats/safetensors.h"
 
 namespace loramux::testing {
 

@@ -8,8 +8,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "server/kv_cache.h"
-#include "server/llama_model.h"
+#include "model/kv_cache.h"
+#include "model/llama_model.h"
 #include "tests/test_files.h"  // ReadFile, WriteFile, MakeTempDir
 
 namespace loramux::testing {

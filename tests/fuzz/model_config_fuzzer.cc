@@ -1,4 +1,4 @@
-// Fuzzes ModelConfig::FromJson (server/model_config.h): a base model's HuggingFace config.json,
+// Fuzzes ModelConfig::FromJson (formats/model_config.h): a base model's HuggingFace config.json,
 // which comes with whatever model directory an operator points the server at.
 //
 // Checked beyond "no crash, no UB, no leak, no uncaught exception": a refusal is INVALID_ARGUMENT
@@ -9,7 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "server/model_config.h"
+#include "formats/model_config.h"
 #include "tests/fuzz/fuzz_check.h"
 
 namespace loramux {

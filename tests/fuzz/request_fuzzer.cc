@@ -1,4 +1,4 @@
-// Fuzzes request validation (server/request_validator.h): every field of an InferenceRequest, as
+// Fuzzes request validation (engine/request_validator.h): every field of an InferenceRequest, as
 // any front end (gRPC, HTTP) may fill it from a client's message, against a server's limits.
 //
 // Checked beyond "no crash, no UB": a refusal is INVALID_ARGUMENT; an accepted request satisfies
@@ -13,7 +13,7 @@
 #include <cstring>
 #include <limits>
 
-#include "server/request_validator.h"
+#include "engine/request_validator.h"
 #include "tests/fuzz/fuzz_check.h"
 
 namespace loramux {

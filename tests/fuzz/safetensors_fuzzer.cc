@@ -16,7 +16,7 @@
 #include <string>
 
 #include "absl/strings/str_join.h"
-#include "adapters/safetensors.h"
+#include "formats/safetensors.h"
 #include "tests/fuzz/fuzz_check.h"
 
 namespace loramux {

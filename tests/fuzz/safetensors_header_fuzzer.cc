@@ -18,7 +18,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "adapters/safetensors.h"
+#include "formats/safetensors.h"
 #include "tests/fuzz/fuzz_check.h"
 
 namespace loramux {

@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "adapters/adapter_store.h"
-#include "adapters/safetensors.h"
+#include "formats/safetensors.h"
 #include "common/sha256.h"
 #include "tests/fuzz/fuzz_check.h"
 

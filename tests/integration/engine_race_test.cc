@@ -25,7 +25,7 @@
 #include "absl/time/clock.h"
 #include "common/sha256.h"
 #include "nlohmann/json.hpp"
-#include "server/engine.h"
+#include "engine/engine.h"
 #include "tests/status_matchers.h"
 #include "tests/test_files.h"
 

@@ -8,10 +8,10 @@
 #include <unistd.h>
 
 #include "absl/synchronization/notification.h"
-#include "adapters/safetensors.h"
+#include "formats/safetensors.h"
 #include "common/sha256.h"
 #include "nlohmann/json.hpp"
-#include "server/engine.h"
+#include "engine/engine.h"
 #include "tests/test_util.h"
 #include "tests/status_matchers.h"
 

@@ -321,11 +321,13 @@ TEST(OpenAiHttpLimitsTest, FullQueueIs429AndDrainingIs503) {
   ASSERT_NO_FATAL_FAILURE(ExpectClients());  // before any thread starts
   const std::string dir = MakeTempDir();
   WriteChatLlama(dir, 8192);
-  ServerProcess server({"--model_dir=" + dir, "--http_listen=127.0.0.1:0", "--max_queue=1", "--max_running_requests=1",
+  ServerProcess server({"--model_dir=" + dir, "--http_listen=127.0.0.1:0", "--max_queue=1", "--max_running_requests=1", "--max_new_tokens_limit=8000",
                         "--drain_timeout_s=120"});
   ASSERT_TRUE(server.ok()) << server.Log();
   const std::string base = std::filesystem::path(dir).filename();  // the default model id
-  const std::string long_request = Json{{"model", base}, {"prompt", "hi"}, {"max_tokens", 3000},
+  // ~1 ms a token here: long enough that the first still runs when the second arrives on a busy
+  // machine (at 3,000 tokens the first had once ended before the second was queued).
+  const std::string long_request = Json{{"model", base}, {"prompt", "hi"}, {"max_tokens", 8000},
                                         {"temperature", 0}, {"ignore_eos", true}}.dump();
   auto wait_for = [&](const std::string& gauge) {
     for (int i = 0; i < 500 && Metric(server, gauge) != 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));

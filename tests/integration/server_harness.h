@@ -22,7 +22,7 @@
 #include <grpcpp/grpcpp.h>
 #include <nlohmann/json.hpp>
 
-#include "adapters/safetensors.h"
+#include "formats/safetensors.h"
 #include "loramux/v1/loramux.grpc.pb.h"
 #include "tests/test_files.h"  // ReadFile, WriteFile, MakeTempDir
 

@@ -12,7 +12,7 @@
 #include "absl/synchronization/notification.h"
 #include "adapters/adapter_registry.h"
 #include "common/sha256.h"
-#include "server/engine.h"
+#include "engine/engine.h"
 #include "tests/test_util.h"
 
 namespace loramux {

@@ -14,8 +14,8 @@ extern "C" size_t __sanitizer_get_current_allocated_bytes();
 
 #include "adapters/adapter_config.h"
 #include "adapters/adapter_weights.h"
-#include "adapters/safetensors.h"
-#include "server/tensor_util.h"
+#include "formats/safetensors.h"
+#include "tensor/tensor_util.h"
 #include "tests/test_util.h"
 
 namespace loramux {

@@ -15,7 +15,7 @@
 #include "adapters/adapter_limits.h"
 #include "adapters/adapter_weights.h"
 #include "adapters/factor_arena.h"
-#include "adapters/safetensors.h"
+#include "formats/safetensors.h"
 #include "nlohmann/json.hpp"
 #include "tests/test_util.h"
 

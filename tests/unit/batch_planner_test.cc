@@ -1,5 +1,5 @@
 // The batch planner alone, without a model: what one forward step holds.
-#include "server/batch_planner.h"
+#include "engine/batch_planner.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

@@ -13,7 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "adapters/adapter_config.h"
 #include "adapters/adapter_limits.h"
-#include "server/model_config.h"
+#include "formats/model_config.h"
 #include "tests/status_matchers.h"
 
 namespace loramux {

@@ -1,6 +1,6 @@
 // The paged KV cache's bookkeeping, without a model: budgets, reservations, slots, the padding
 // slot, and the blocks a released sequence gives back.
-#include "server/kv_cache.h"
+#include "model/kv_cache.h"
 
 #include <set>
 

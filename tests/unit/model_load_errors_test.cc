@@ -6,7 +6,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
-#include "adapters/safetensors.h"
+#include "formats/safetensors.h"
 #include "tests/test_util.h"
 #include "tests/status_matchers.h"
 

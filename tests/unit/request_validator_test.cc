@@ -1,5 +1,5 @@
 // The one request validator: defaults filled, every field bounded, errors that name the field.
-#include "server/request_validator.h"
+#include "engine/request_validator.h"
 #include "tests/status_matchers.h"
 
 #include <gmock/gmock.h>

@@ -1,4 +1,4 @@
-#include "adapters/safetensors.h"
+#include "formats/safetensors.h"
 
 #include <unistd.h>
 

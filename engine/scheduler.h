@@ -13,7 +13,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "server/request.h"
+#include "engine/request.h"
 
 namespace loramux {
 

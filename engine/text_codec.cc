@@ -1,4 +1,4 @@
-#include "server/text_codec.h"
+#include "engine/text_codec.h"
 
 #include <filesystem>
 

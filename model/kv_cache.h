@@ -17,7 +17,7 @@
 
 #include <torch/types.h>
 
-#include "server/model_config.h"
+#include "formats/model_config.h"
 
 namespace loramux {
 

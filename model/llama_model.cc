@@ -1,4 +1,4 @@
-#include "server/llama_model.h"
+#include "model/llama_model.h"
 
 #include <cmath>
 
@@ -6,8 +6,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
-#include "server/checkpoint.h"
-#include "server/tensor_util.h"
+#include "formats/checkpoint.h"
+#include "tensor/tensor_util.h"
 
 namespace loramux {
 

@@ -24,8 +24,8 @@
 #include "absl/status/statusor.h"
 #include "adapters/base_modules.h"
 #include "adapters/lora_linear.h"
-#include "server/kv_cache.h"
-#include "server/model_config.h"
+#include "model/kv_cache.h"
+#include "formats/model_config.h"
 
 namespace loramux {
 

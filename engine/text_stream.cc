@@ -1,4 +1,4 @@
-#include "server/text_stream.h"
+#include "engine/text_stream.h"
 
 #include <algorithm>
 #include <utility>

@@ -1,4 +1,4 @@
-#include "server/model_config.h"
+#include "formats/model_config.h"
 
 #include <optional>
 

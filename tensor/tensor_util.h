@@ -7,7 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "adapters/safetensors.h"
+#include "formats/safetensors.h"
 
 namespace loramux {
 

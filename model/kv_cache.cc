@@ -1,4 +1,4 @@
-#include "server/kv_cache.h"
+#include "model/kv_cache.h"
 
 #include <algorithm>
 

@@ -7,7 +7,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
-#include "server/request.h"
+#include "engine/request.h"
 
 namespace loramux {
 

@@ -1,4 +1,4 @@
-#include "server/scheduler.h"
+#include "engine/scheduler.h"
 
 #include <algorithm>
 #include <cmath>
@@ -17,12 +17,12 @@
 #include "adapters/adapter_weights.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
-#include "server/batch_planner.h"
-#include "server/kv_cache.h"
-#include "server/llama_model.h"
-#include "server/request_validator.h"
-#include "server/tensor_util.h"
-#include "server/text_stream.h"
+#include "engine/batch_planner.h"
+#include "model/kv_cache.h"
+#include "model/llama_model.h"
+#include "engine/request_validator.h"
+#include "tensor/tensor_util.h"
+#include "engine/text_stream.h"
 
 namespace loramux {
 namespace {

@@ -1,4 +1,4 @@
-#include "server/batch_planner.h"
+#include "engine/batch_planner.h"
 
 #include <algorithm>
 #include <utility>

@@ -11,8 +11,8 @@
 #include "absl/status/statusor.h"
 #include "adapters/adapter_registry.h"
 #include "adapters/adapter_store.h"
-#include "server/scheduler.h"
-#include "server/text_codec.h"
+#include "engine/scheduler.h"
+#include "engine/text_codec.h"
 
 namespace loramux {
 

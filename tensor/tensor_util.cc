@@ -1,4 +1,4 @@
-#include "server/tensor_util.h"
+#include "tensor/tensor_util.h"
 
 #include <cstdlib>
 #include <cstring>

@@ -10,7 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
-#include "server/sampler.h"
+#include "engine/sampler.h"
 
 namespace loramux {
 

@@ -1,4 +1,4 @@
-#include "server/checkpoint.h"
+#include "formats/checkpoint.h"
 
 #include <sys/stat.h>
 

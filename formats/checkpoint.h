@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "adapters/safetensors.h"
+#include "formats/safetensors.h"
 
 namespace loramux {
 

@@ -1,4 +1,4 @@
-#include "server/request_validator.h"
+#include "engine/request_validator.h"
 
 #include <cmath>
 

@@ -1,4 +1,4 @@
-#include "server/engine.h"
+#include "engine/engine.h"
 
 #include <dlfcn.h>
 #include <link.h>
@@ -12,8 +12,8 @@
 #include "absl/strings/str_format.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
-#include "server/llama_model.h"
-#include "server/tensor_util.h"
+#include "model/llama_model.h"
+#include "tensor/tensor_util.h"
 
 namespace loramux {
 
