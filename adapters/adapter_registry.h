@@ -129,7 +129,7 @@ class AdapterRegistry {
   int64_t tick_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   RegistryStats stats_ ABSL_GUARDED_BY(mu_);  // counters; the tier totals live here too
-  std::unique_ptr<ThreadPool> loaders_;  // last: joined before the state above goes
+  std::unique_ptr<ThreadPool> loaders_;       // last: joined before the state above goes
 };
 
 }  // namespace loramux

@@ -50,10 +50,14 @@ bool FusedKernelApplies(const torch::Tensor& x, const torch::Tensor& y) {
 std::optional<FactorType> KernelFactorType(const ModuleAdapter& m) {
   if (m.rank > kBgmvMaxRank) return std::nullopt;
   switch (m.a.scalar_type()) {
-    case torch::kFloat32: return FactorType::kFloat32;
-    case torch::kBFloat16: return FactorType::kBFloat16;
-    case torch::kFloat16: return FactorType::kFloat16;
-    default: return std::nullopt;
+    case torch::kFloat32:
+      return FactorType::kFloat32;
+    case torch::kBFloat16:
+      return FactorType::kBFloat16;
+    case torch::kFloat16:
+      return FactorType::kFloat16;
+    default:
+      return std::nullopt;
   }
 }
 
@@ -69,8 +73,9 @@ void AddFusedCpu(const torch::Tensor& x, torch::Tensor& y, const LinearWeights& 
   std::vector<torch::Tensor> gains;  // keeps DoRA gains at non-unit scales alive for the kernel
   for (const ModuleRun& run : runs) {
     const ModuleAdapter& m = *run.module;
-    BgmvSegment s{m.a.data_ptr(), m.b_t.data_ptr(), *KernelFactorType(m), nullptr, m.rank,
-                  static_cast<float>(run.scale * m.scale), run.begin, run.end};
+    BgmvSegment s{m.a.data_ptr(), m.b_t.data_ptr(), *KernelFactorType(m),
+                  nullptr,        m.rank,           static_cast<float>(run.scale * m.scale),
+                  run.begin,      run.end};
     if (m.kind == ModuleAdapter::Kind::kDoraRow) {
       // At scale 1 the gain precomputed at load, contiguous; otherwise computed now.
       if (run.scale != 1.0) gains.push_back(m.GainAt(run.scale).contiguous());
@@ -84,9 +89,8 @@ void AddFusedCpu(const torch::Tensor& x, torch::Tensor& y, const LinearWeights& 
 
 }  // namespace
 
-torch::Tensor AdaptedLinear(const torch::Tensor& x, const LinearWeights& base,
-                            int64_t module_index, const std::vector<AdapterSegment>& segments,
-                            DeltaPath path) {
+torch::Tensor AdaptedLinear(const torch::Tensor& x, const LinearWeights& base, int64_t module_index,
+                            const std::vector<AdapterSegment>& segments, DeltaPath path) {
   torch::Tensor y = torch::linear(x, base.weight, base.bias);
   AddAdapterDeltas(x, y, base, module_index, segments, path);
   return y;
@@ -126,7 +130,8 @@ void AddAdapterDeltas(const torch::Tensor& x, torch::Tensor& y, const LinearWeig
   }
   for (const ModuleRun& run : batched) {
     const int64_t len = run.end - run.begin;
-    AddDelta(*run.module, run.scale, base, x.narrow(0, run.begin, len), y.narrow(0, run.begin, len));
+    AddDelta(*run.module, run.scale, base, x.narrow(0, run.begin, len),
+             y.narrow(0, run.begin, len));
   }
 }
 

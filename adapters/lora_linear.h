@@ -37,8 +37,8 @@ struct AdapterSegment {
 enum class DeltaPath { kAuto, kSegmentGemms, kGathered };
 
 // y = x W^T + b, plus each segment's adapter delta for module `module_index`.
-torch::Tensor AdaptedLinear(const torch::Tensor& x, const LinearWeights& base,
-                            int64_t module_index, const std::vector<AdapterSegment>& segments,
+torch::Tensor AdaptedLinear(const torch::Tensor& x, const LinearWeights& base, int64_t module_index,
+                            const std::vector<AdapterSegment>& segments,
                             DeltaPath path = DeltaPath::kAuto);
 
 // The side path alone: adds each segment's delta to y [T, out], which holds x W^T + b for inputs

@@ -30,7 +30,8 @@ class DecodeRunner {
       : model_(model),
         adapters_(std::move(adapters)),
         cache_(model.config(),
-               kBatch * (context + max_steps + 16) * KvCache::BytesPerToken(model.config(), model.dtype()),
+               kBatch * (context + max_steps + 16) *
+                   KvCache::BytesPerToken(model.config(), model.dtype()),
                model.device(), model.dtype()),
         pos_(context - 1) {
     for (int64_t i = 0; i < kBatch; ++i) cache_.Reserve(i, context + max_steps + 1);
@@ -80,7 +81,8 @@ double MergeSwitch(const LlamaModel& model, const AdapterWeights& adapter) {
   torch::NoGradGuard guard;
   std::vector<torch::Tensor> weights;
   for (int64_t l = 0; l < model.config().num_layers; ++l) {
-    for (int64_t p = 0; p < kNumProjections; ++p) weights.push_back(model.linear(l, static_cast<Projection>(p)).weight.clone());
+    for (int64_t p = 0; p < kNumProjections; ++p)
+      weights.push_back(model.linear(l, static_cast<Projection>(p)).weight.clone());
   }
   const auto start = std::chrono::steady_clock::now();
   for (size_t i = 0; i < weights.size(); ++i) {
@@ -109,7 +111,8 @@ double FactorBytes(const std::vector<const AdapterWeights*>& rows) {
 // one decode step computes them through `path` (no base GEMMs), and the bytes of factors it reads
 // per second. A 1 GiB write between rounds evicts the factors from the caches (this host's L3
 // is large enough to keep them, which the base weights streaming through a real step prevent).
-std::pair<double, double> DeltaOnly(const LlamaModel& model, const std::vector<const AdapterWeights*>& rows,
+std::pair<double, double> DeltaOnly(const LlamaModel& model,
+                                    const std::vector<const AdapterWeights*>& rows,
                                     DeltaPath path = DeltaPath::kAuto) {
   torch::NoGradGuard guard;
   std::vector<AdapterSegment> segments;
@@ -128,7 +131,8 @@ std::pair<double, double> DeltaOnly(const LlamaModel& model, const std::vector<c
     const auto start = std::chrono::steady_clock::now();
     for (size_t i = 0; i < inputs.size(); ++i) {
       torch::Tensor y = torch::zeros({kBatch, inputs[i].second.weight.size(0)});
-      AddAdapterDeltas(inputs[i].first, y, inputs[i].second, static_cast<int64_t>(i), segments, path);
+      AddAdapterDeltas(inputs[i].first, y, inputs[i].second, static_cast<int64_t>(i), segments,
+                       path);
     }
     best = std::min(best, Seconds(start));
   }
@@ -138,11 +142,11 @@ std::pair<double, double> DeltaOnly(const LlamaModel& model, const std::vector<c
 // The (a)..(e) table for one model size; the switch cost too when `show_switch`.
 void RunModel(int64_t layers, int64_t hidden, int64_t steps, int64_t context, bool show_switch) {
   auto model = LlamaModel::Random(BenchConfig(layers, hidden), torch::kCPU, torch::kFloat32, 1);
-  std::printf("\n## hidden %lld: %lld layers, %.0fM parameters; context %lld; median of %lld steps, "
-              "cases taking turns in blocks of 5\n",
-              static_cast<long long>(hidden), static_cast<long long>(layers),
-              ParameterCount(*model) / 1e6, static_cast<long long>(context),
-              static_cast<long long>(std::max<int64_t>(1, steps / 5) * 5));
+  std::printf(
+      "\n## hidden %lld: %lld layers, %.0fM parameters; context %lld; median of %lld steps, "
+      "cases taking turns in blocks of 5\n",
+      static_cast<long long>(hidden), static_cast<long long>(layers), ParameterCount(*model) / 1e6,
+      static_cast<long long>(context), static_cast<long long>(std::max<int64_t>(1, steps / 5) * 5));
   std::vector<std::shared_ptr<AdapterWeights>> lora, dora, mixed, lora16, dora16;
   const int64_t mixed_ranks[] = {4, 8, 16, 32, 64};
   for (int i = 0; i < kBatch; ++i) {
@@ -179,7 +183,8 @@ void RunModel(int64_t layers, int64_t hidden, int64_t steps, int64_t context, bo
   const int64_t rounds = std::max<int64_t>(1, steps / kBlock);
   std::vector<std::unique_ptr<DecodeRunner>> runners;
   for (const Case& c : cases) {
-    runners.push_back(std::make_unique<DecodeRunner>(*model, c.rows, context, rounds * (kBlock + 1)));
+    runners.push_back(
+        std::make_unique<DecodeRunner>(*model, c.rows, context, rounds * (kBlock + 1)));
   }
   std::vector<std::vector<double>> times(cases.size());
   for (int64_t r = 0; r < rounds; ++r) {
@@ -196,19 +201,24 @@ void RunModel(int64_t layers, int64_t hidden, int64_t steps, int64_t context, bo
                 100 * best[0] / best[i]);
   }
   const auto [delta_s, delta_gbs] = DeltaOnly(*model, rows(lora));
-  const auto [same_s, same_gbs] = DeltaOnly(*model, std::vector<const AdapterWeights*>(kBatch, lora[0].get()));
+  const auto [same_s, same_gbs] =
+      DeltaOnly(*model, std::vector<const AdapterWeights*>(kBatch, lora[0].get()));
   const double factor_bytes = FactorBytes(rows(lora));
-  std::printf("# (c) reads %.0f MB of adapter factors per step, %.0f%% of the base's %.0f MB of weights\n",
-              factor_bytes / 1e6, 100 * factor_bytes / model->weight_bytes(), model->weight_bytes() / 1e6);
+  std::printf(
+      "# (c) reads %.0f MB of adapter factors per step, %.0f%% of the base's %.0f MB of weights\n",
+      factor_bytes / 1e6, 100 * factor_bytes / model->weight_bytes(), model->weight_bytes() / 1e6);
   const double dora_s = DeltaOnly(*model, rows(dora)).first;
   const auto [lora16_s, lora16_gbs] = DeltaOnly(*model, rows(lora16));
-  std::printf("# the (c) deltas alone, without base GEMMs: %.1f ms per step (factors at %.1f GB/s); "
-              "with one adapter for all rows (factors hot in cache): %.1f ms; the (d) deltas: %.1f ms; "
-              "(c) in bfloat16: %.1f ms (%.0f MB at %.1f GB/s)\n",
-              delta_s * 1e3, delta_gbs, same_s * 1e3, dora_s * 1e3, lora16_s * 1e3,
-              FactorBytes(rows(lora16)) / 1e6, lora16_gbs);
+  std::printf(
+      "# the (c) deltas alone, without base GEMMs: %.1f ms per step (factors at %.1f GB/s); "
+      "with one adapter for all rows (factors hot in cache): %.1f ms; the (d) deltas: %.1f ms; "
+      "(c) in bfloat16: %.1f ms (%.0f MB at %.1f GB/s)\n",
+      delta_s * 1e3, delta_gbs, same_s * 1e3, dora_s * 1e3, lora16_s * 1e3,
+      FactorBytes(rows(lora16)) / 1e6, lora16_gbs);
   if (!show_switch) return;
-  std::printf("\n| (c) side path alone, by implementation | ms per step | factors GB/s |\n|---|---:|---:|\n");
+  std::printf(
+      "\n| (c) side path alone, by implementation | ms per step | factors GB/s "
+      "|\n|---|---:|---:|\n");
   const std::pair<const char*, DeltaPath> paths[] = {
       {"fused CPU kernel (decode on CPU float32)", DeltaPath::kAuto},
       {"gathered batched GEMMs (decode on GPUs)", DeltaPath::kGathered},
@@ -221,7 +231,8 @@ void RunModel(int64_t layers, int64_t hidden, int64_t steps, int64_t context, bo
   std::printf("\n| adapter switch | ms |\n|---|---:|\n");
   std::printf("| merge-based: merge rank-16 into %lld weights + unmerge | %.1f |\n",
               static_cast<long long>(layers * kNumProjections), merge * 1e3);
-  std::printf("| loramux: per-token segments, base untouched | 0.0 (no work: a pointer per segment) |\n");
+  std::printf(
+      "| loramux: per-token segments, base untouched | 0.0 (no work: a pointer per segment) |\n");
 }
 
 }  // namespace

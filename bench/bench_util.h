@@ -2,9 +2,9 @@
 #pragma once
 
 #include <chrono>
-#include <optional>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 

@@ -5,7 +5,8 @@
 
 namespace loramux {
 
-std::vector<PlannedChunk> PlanStep(absl::Span<const PlannerEntry> entries, int64_t max_batch_tokens) {
+std::vector<PlannedChunk> PlanStep(absl::Span<const PlannerEntry> entries,
+                                   int64_t max_batch_tokens) {
   std::vector<PlannedChunk> plan;
   int64_t budget = max_batch_tokens;
   for (size_t i = 0; i < entries.size(); ++i) {

@@ -54,8 +54,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
       "%s from %s: %d layers, hidden %d, heads %d/%d, vocab %d, %.1f MB of weights on %s as %s; "
       "BLAS: %s; threads: %d",
       c.architecture, options.model_dir, c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads,
-      c.vocab_size, engine->model_->weight_bytes() / 1e6, device.str(), options.dtype, BlasLibrary(),
-      at::get_num_threads());
+      c.vocab_size, engine->model_->weight_bytes() / 1e6, device.str(), options.dtype,
+      BlasLibrary(), at::get_num_threads());
   return engine;
 }
 

@@ -17,13 +17,14 @@ namespace loramux {
 struct InferenceRequest {
   enum class Kind { kGenerate, kScore };
   Kind kind = Kind::kGenerate;
-  std::string adapter;        // "" = base model; "name" or "name@version" (digest or prefix)
-  double adapter_scale = 1.0; // multiplies the adapter's scale s
+  std::string adapter;          // "" = base model; "name" or "name@version" (digest or prefix)
+  double adapter_scale = 1.0;   // multiplies the adapter's scale s
   std::vector<int32_t> tokens;  // the prompt (generate) or the scored ids (score)
   SamplingParams sampling;      // generate only
   std::vector<int32_t> stop_token_ids;
-  bool ignore_eos = false;        // generate: the model's EOS does not end it (benchmarks)
-  std::vector<std::string> stop;  // generate: stop strings (needs a tokenizer); text ends before one
+  bool ignore_eos = false;  // generate: the model's EOS does not end it (benchmarks)
+  std::vector<std::string>
+      stop;                    // generate: stop strings (needs a tokenizer); text ends before one
   bool logprobs = false;       // generate: per-token logprobs
   int32_t top_logprobs = 0;    // generate: also the likeliest tokens at each step (<= 20)
   bool return_logits = false;  // score: full [len, vocab] logits

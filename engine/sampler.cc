@@ -21,10 +21,13 @@ std::vector<std::pair<int32_t, float>> TopLogProbs(const float* logits, int64_t 
   for (int64_t i = 0; i < vocab; ++i) ids[static_cast<size_t>(i)] = static_cast<int32_t>(i);
   const size_t k = std::min(static_cast<size_t>(std::max(n, 0)), ids.size());
   std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(k), ids.end(),
-                    [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
+                    [&](int32_t a, int32_t b) {
+                      return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+                    });
   std::vector<std::pair<int32_t, float>> top;
   top.reserve(k);
-  for (size_t i = 0; i < k; ++i) top.emplace_back(ids[i], static_cast<float>(logits[ids[i]] - max - log_sum));
+  for (size_t i = 0; i < k; ++i)
+    top.emplace_back(ids[i], static_cast<float>(logits[ids[i]] - max - log_sum));
   return top;
 }
 
@@ -47,7 +50,8 @@ int32_t Sampler::SampleFromDistribution(const float* logits, int64_t vocab) {
   const double top = *std::max_element(logits, logits + vocab);
   scratch_.resize(vocab);
   for (int64_t i = 0; i < vocab; ++i) {
-    scratch_[i] = {static_cast<float>((logits[i] - top) / params_.temperature), static_cast<int32_t>(i)};
+    scratch_[i] = {static_cast<float>((logits[i] - top) / params_.temperature),
+                   static_cast<int32_t>(i)};
   }
   auto by_logit = [](const auto& x, const auto& y) {
     return x.first > y.first || (x.first == y.first && x.second < y.second);
@@ -60,9 +64,10 @@ int32_t Sampler::SampleFromDistribution(const float* logits, int64_t vocab) {
     std::partial_sort(scratch_.begin(), scratch_.begin() + sorted, scratch_.end(), by_logit);
   }
   std::vector<double> probs(keep);
-  const double max = std::max_element(scratch_.begin(), scratch_.begin() + keep,
-                                      [](const auto& x, const auto& y) { return x.first < y.first; })
-                         ->first;
+  const double max =
+      std::max_element(scratch_.begin(), scratch_.begin() + keep, [](const auto& x, const auto& y) {
+        return x.first < y.first;
+      })->first;
   double total = 0;
   for (int64_t i = 0; i < keep; ++i) total += probs[i] = std::exp(scratch_[i].first - max);
   if (use_top_p) {

@@ -16,7 +16,7 @@ struct SamplingParams {
   int32_t top_k = 0;         // 0 = off
   float top_p = 1.0f;        // >= 1 (or 0) = off
   uint64_t seed = 0;
-  bool has_seed = false;     // false: seeded from std::random_device
+  bool has_seed = false;  // false: seeded from std::random_device
 };
 
 struct SampledToken {

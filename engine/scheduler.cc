@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <deque>
-#include <optional>
 #include <limits>
+#include <optional>
 #include <thread>
 #include <unordered_set>
 
@@ -18,11 +18,11 @@
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "engine/batch_planner.h"
+#include "engine/request_validator.h"
+#include "engine/text_stream.h"
 #include "model/kv_cache.h"
 #include "model/llama_model.h"
-#include "engine/request_validator.h"
 #include "tensor/tensor_util.h"
-#include "engine/text_stream.h"
 
 namespace loramux {
 namespace {
@@ -36,9 +36,9 @@ struct Sequence {
   std::shared_ptr<const AdapterWeights> weights;
   bool leased = false;
   std::unique_ptr<Sampler> sampler;
-  int64_t prefilled = 0;           // prompt tokens already in the KV cache
-  std::vector<int32_t> generated;  // tokens produced so far
-  bool running = false;            // holds KV blocks
+  int64_t prefilled = 0;                  // prompt tokens already in the KV cache
+  std::vector<int32_t> generated;         // tokens produced so far
+  bool running = false;                   // holds KV blocks
   std::vector<torch::Tensor> score_rows;  // Score: logits of prefilled chunks
   absl::flat_hash_set<int32_t> stops;     // EOS and the request's stop ids: O(1) per token
   absl::Status failure;                   // set when this request's own computation failed
@@ -63,7 +63,8 @@ class Scheduler::Impl {
         options_(options),
         tokenizer_(tokenizer),
         cache_(model.config(), options.kv_cache_bytes, model.device(), model.dtype()) {
-    if (options_.max_prompt_tokens <= 0) options_.max_prompt_tokens = model.config().max_position_embeddings;
+    if (options_.max_prompt_tokens <= 0)
+      options_.max_prompt_tokens = model.config().max_position_embeddings;
     limits_.vocab_size = model.config().vocab_size;
     limits_.max_prompt_tokens = options_.max_prompt_tokens;
     limits_.max_new_tokens_limit = options_.max_new_tokens_limit;
@@ -76,7 +77,8 @@ class Scheduler::Impl {
 
   ~Impl() { Stop(); }
 
-  absl::StatusOr<uint64_t> Submit(InferenceRequest request, std::shared_ptr<RequestObserver> observer) {
+  absl::StatusOr<uint64_t> Submit(InferenceRequest request,
+                                  std::shared_ptr<RequestObserver> observer) {
     RETURN_IF_ERROR(NormalizeAndValidate(request, limits_));
     auto seq = std::make_unique<Sequence>();
     if (!request.adapter.empty()) {
@@ -88,7 +90,8 @@ class Scheduler::Impl {
       seq->sampler = std::make_unique<Sampler>(request.sampling);
       seq->stops.insert(request.stop_token_ids.begin(), request.stop_token_ids.end());
       if (!request.ignore_eos) {
-        seq->stops.insert(model_.config().eos_token_ids.begin(), model_.config().eos_token_ids.end());
+        seq->stops.insert(model_.config().eos_token_ids.begin(),
+                          model_.config().eos_token_ids.end());
       }
       if (tokenizer_) seq->text = std::make_unique<TextStream>(*tokenizer_, request.stop);
     }
@@ -153,7 +156,8 @@ class Scheduler::Impl {
   int64_t KvTokensNeeded(const InferenceRequest& r) const {
     const int64_t prompt = static_cast<int64_t>(r.tokens.size());
     if (r.kind == InferenceRequest::Kind::kScore) return prompt;
-    return std::min<int64_t>(prompt + r.sampling.max_new_tokens, model_.config().max_position_embeddings);
+    return std::min<int64_t>(prompt + r.sampling.max_new_tokens,
+                             model_.config().max_position_embeddings);
   }
 
   // ---- the scheduler thread -------------------------------------------------------------------
@@ -227,7 +231,8 @@ class Scheduler::Impl {
     for (auto* list : {&waiting_, &running_}) {
       for (auto& seq : *list) {
         if (seq && seq->request.deadline < now) {
-          Finish(seq, absl::DeadlineExceededError("the request's deadline passed"), FinishReason::kCancelled);
+          Finish(seq, absl::DeadlineExceededError("the request's deadline passed"),
+                 FinishReason::kCancelled);
         }
       }
       Compact(*list);
@@ -269,8 +274,9 @@ class Scheduler::Impl {
         }
         seq->weights = lease.weights;
         seq->leased = true;
-        if (absl::Status s = CheckEffectiveScale(seq->weights->max_abs_scale(), seq->request.adapter_scale,
-                                                 DtypeMax(model_.dtype()));
+        if (absl::Status s =
+                CheckEffectiveScale(seq->weights->max_abs_scale(), seq->request.adapter_scale,
+                                    DtypeMax(model_.dtype()));
             !s.ok()) {
           Finish(seq, s, FinishReason::kCancelled);
           continue;
@@ -285,7 +291,7 @@ class Scheduler::Impl {
 
   struct Planned {
     Sequence* seq;
-    int64_t length;     // tokens in this step
+    int64_t length;  // tokens in this step
     bool prefill;
   };
 
@@ -295,7 +301,8 @@ class Scheduler::Impl {
     std::vector<PlannerEntry> entries;
     entries.reserve(running_.size());
     for (const auto& seq : running_) {
-      entries.push_back({seq->prompt_len(), seq->prefilled, seq->weights.get(), seq->request.adapter_scale});
+      entries.push_back(
+          {seq->prompt_len(), seq->prefilled, seq->weights.get(), seq->request.adapter_scale});
     }
     std::vector<Planned> plan;
     for (const PlannedChunk& c : PlanStep(entries, options_.max_batch_tokens)) {
@@ -325,7 +332,8 @@ class Scheduler::Impl {
       if (s.weights) {
         const int64_t end = chunk.offset + chunk.length;
         if (!batch.adapters.empty() && batch.adapters.back().adapter == s.weights.get() &&
-            batch.adapters.back().scale == s.request.adapter_scale && batch.adapters.back().end == chunk.offset) {
+            batch.adapters.back().scale == s.request.adapter_scale &&
+            batch.adapters.back().end == chunk.offset) {
           batch.adapters.back().end = end;
         } else {
           batch.adapters.push_back({s.weights.get(), s.request.adapter_scale, chunk.offset, end});
@@ -394,7 +402,8 @@ class Scheduler::Impl {
     for (const Planned& p : plan) {
       Sequence& s = *p.seq;
       const int64_t rows = p.prefill && s.is_score() ? p.length : 1;
-      const bool ok = std::all_of(row_finite + row, row_finite + row + rows, [](bool b) { return b; });
+      const bool ok =
+          std::all_of(row_finite + row, row_finite + row + rows, [](bool b) { return b; });
       if (!ok) {
         s.failure = NonFiniteError(s);
       } else if (s.is_score()) {
@@ -410,7 +419,9 @@ class Scheduler::Impl {
   }
 
   static absl::Status NonFiniteError(const Sequence& s) {
-    if (!s.adapter) return absl::InternalError("the base model's outputs for this request are not finite numbers");
+    if (!s.adapter)
+      return absl::InternalError(
+          "the base model's outputs for this request are not finite numbers");
     return absl::InvalidArgumentError(absl::StrCat(
         "the outputs for this request are not finite numbers (NaN or infinity): adapter \"",
         s.adapter->name, "\" at adapter_scale ", s.request.adapter_scale,
@@ -419,10 +430,14 @@ class Scheduler::Impl {
 
   static double DtypeMax(torch::ScalarType dtype) {
     switch (dtype) {
-      case torch::kFloat16: return static_cast<double>(std::numeric_limits<c10::Half>::max());
-      case torch::kBFloat16: return static_cast<double>(std::numeric_limits<c10::BFloat16>::max());
-      case torch::kFloat64: return std::numeric_limits<double>::max();
-      default: return std::numeric_limits<float>::max();
+      case torch::kFloat16:
+        return static_cast<double>(std::numeric_limits<c10::Half>::max());
+      case torch::kBFloat16:
+        return static_cast<double>(std::numeric_limits<c10::BFloat16>::max());
+      case torch::kFloat64:
+        return std::numeric_limits<double>::max();
+      default:
+        return std::numeric_limits<float>::max();
     }
   }
 
@@ -431,7 +446,8 @@ class Scheduler::Impl {
     s.generated.push_back(t.token);
     std::vector<float> logprobs;
     if (s.request.logprobs) logprobs.push_back(t.logprob);
-    if (s.request.top_logprobs > 0) s.observer->OnTopLogprobs(TopLogProbs(logits, vocab, s.request.top_logprobs));
+    if (s.request.top_logprobs > 0)
+      s.observer->OnTopLogprobs(TopLogProbs(logits, vocab, s.request.top_logprobs));
     TextStream::Piece piece;
     if (s.text) piece = s.text->Append(t.token);
     s.stopped_by_text = piece.stopped;
@@ -468,11 +484,15 @@ class Scheduler::Impl {
     result.vocab_size = static_cast<int32_t>(logits.size(1));
     const int64_t len = logits.size(0);
     if (len > 1) {
-      const torch::Tensor logp = torch::log_softmax(logits.narrow(0, 0, len - 1).to(torch::kFloat64), -1);
+      const torch::Tensor logp =
+          torch::log_softmax(logits.narrow(0, 0, len - 1).to(torch::kFloat64), -1);
       std::vector<int64_t> next(s.request.tokens.begin() + 1, s.request.tokens.end());
-      const torch::Tensor picked =
-          logp.gather(1, torch::tensor(next).unsqueeze(1)).squeeze(1).to(torch::kFloat32).contiguous();
-      result.token_logprobs.assign(picked.data_ptr<float>(), picked.data_ptr<float>() + picked.numel());
+      const torch::Tensor picked = logp.gather(1, torch::tensor(next).unsqueeze(1))
+                                       .squeeze(1)
+                                       .to(torch::kFloat32)
+                                       .contiguous();
+      result.token_logprobs.assign(picked.data_ptr<float>(),
+                                   picked.data_ptr<float>() + picked.numel());
     }
     if (s.request.return_logits) {
       result.logits.assign(logits.data_ptr<float>(), logits.data_ptr<float>() + logits.numel());

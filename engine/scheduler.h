@@ -25,10 +25,10 @@ class Tokenizer;
 
 struct SchedulerOptions {
   int64_t kv_cache_bytes = 256ll << 20;
-  int64_t max_batch_tokens = 2048;   // tokens per forward step (prefill chunks are split)
+  int64_t max_batch_tokens = 2048;  // tokens per forward step (prefill chunks are split)
   int64_t max_running_requests = 64;
-  int64_t max_queue = 1024;          // waiting requests beyond this get RESOURCE_EXHAUSTED
-  int64_t max_prompt_tokens = 0;     // 0 = the model's max_position_embeddings
+  int64_t max_queue = 1024;       // waiting requests beyond this get RESOURCE_EXHAUSTED
+  int64_t max_prompt_tokens = 0;  // 0 = the model's max_position_embeddings
   int32_t max_new_tokens_limit = 4096;
   int32_t default_max_new_tokens = 16;
   int64_t max_score_logits_bytes = int64_t{256} << 20;  // Score return_logits: len * vocab * 4

@@ -12,8 +12,8 @@ absl::StatusOr<std::unique_ptr<TextCodec>> TextCodec::Load(const std::string& mo
   std::unique_ptr<TextCodec> codec(new TextCodec());
   const std::string tokenizer_path = model_dir + "/tokenizer.json";
   if (!std::filesystem::exists(tokenizer_path)) {
-    codec->chat_template_status_ = absl::FailedPreconditionError(
-        "the model directory has no tokenizer.json: send token ids");
+    codec->chat_template_status_ =
+        absl::FailedPreconditionError("the model directory has no tokenizer.json: send token ids");
     return codec;
   }
   ASSIGN_OR_RETURN(codec->tokenizer_, text::Tokenizer::FromFile(tokenizer_path));
@@ -42,8 +42,9 @@ absl::StatusOr<EncodedPrompt> TextCodec::Encode(const PromptInput& prompt) const
   EncodedPrompt out;
   if (prompt.messages) {
     RETURN_IF_ERROR(chat_template_status_);
-    ASSIGN_OR_RETURN(out.text, chat_template_->Render(*prompt.messages, prompt.add_generation_prompt,
-                                                      prompt.chat_template_kwargs));
+    ASSIGN_OR_RETURN(out.text,
+                     chat_template_->Render(*prompt.messages, prompt.add_generation_prompt,
+                                            prompt.chat_template_kwargs));
     ASSIGN_OR_RETURN(out.token_ids, tokenizer_->Encode(out.text, /*add_special_tokens=*/false));
     return out;
   }
@@ -61,7 +62,8 @@ absl::StatusOr<std::string> TextCodec::Decode(absl::Span<const int32_t> ids,
 absl::StatusOr<nlohmann::ordered_json> ParseClientJson(const std::string& json, const char* field,
                                                        nlohmann::ordered_json if_empty) {
   if (json.empty()) return if_empty;
-  nlohmann::ordered_json value = nlohmann::ordered_json::parse(json, nullptr, /*allow_exceptions=*/false);
+  nlohmann::ordered_json value =
+      nlohmann::ordered_json::parse(json, nullptr, /*allow_exceptions=*/false);
   if (value.is_discarded()) {
     return absl::InvalidArgumentError(absl::StrCat(field, " is not valid JSON"));
   }

@@ -30,9 +30,9 @@ namespace loramux {
 // A prompt as a client sends it: text, or a conversation.
 struct PromptInput {
   std::optional<std::string> text;
-  bool add_special_tokens = true;          // text: the post-processor's BOS/EOS
+  bool add_special_tokens = true;                  // text: the post-processor's BOS/EOS
   std::optional<nlohmann::ordered_json> messages;  // an OpenAI-style array of message objects
-  bool add_generation_prompt = true;       // conversation
+  bool add_generation_prompt = true;               // conversation
   nlohmann::ordered_json chat_template_kwargs = nlohmann::ordered_json::object();
 };
 

@@ -57,16 +57,17 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
   } else if (FileExists(index)) {
     ASSIGN_OR_RETURN(files, ReadShardNames(index));
   } else {
-    return absl::NotFoundError(absl::StrCat(
-        model_dir, ": no model.safetensors or model.safetensors.index.json (only safetensors "
-                   "checkpoints are supported)"));
+    return absl::NotFoundError(
+        absl::StrCat(model_dir,
+                     ": no model.safetensors or model.safetensors.index.json (only safetensors "
+                     "checkpoints are supported)"));
   }
   for (const std::string& file : files) {
     ASSIGN_OR_RETURN(auto shard, SafetensorsFile::Open(model_dir + "/" + file));
     for (const TensorView& view : shard->tensors()) {
       if (!checkpoint->tensors_.emplace(view.name, &view).second) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            model_dir, ": tensor \"", view.name, "\" appears in more than one shard"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(model_dir, ": tensor \"", view.name, "\" appears in more than one shard"));
       }
     }
     checkpoint->files_.push_back(std::move(shard));

@@ -3,8 +3,8 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
-#include "common/json_value.h"
 #include "common/durable_file.h"
+#include "common/json_value.h"
 #include "common/status_macros.h"
 
 namespace loramux {
@@ -50,8 +50,9 @@ absl::StatusOr<RopeScaling> ParseRopeScaling(const JsonValue& field, absl::strin
   } else if (type == "default" || type.empty()) {
     scaling.type = RopeScaling::Type::kNone;
   } else {
-    return absl::UnimplementedError(absl::StrCat(
-        label, ": ", field.name(), " type \"", type, "\" is not supported (supported: linear, llama3)"));
+    return absl::UnimplementedError(
+        absl::StrCat(label, ": ", field.name(), " type \"", type,
+                     "\" is not supported (supported: linear, llama3)"));
   }
   return scaling;
 }
@@ -134,9 +135,11 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(absl::string_view text, absl::
 
 absl::StatusOr<ModelConfig> ModelConfig::FromDirectory(const std::string& model_dir) {
   const std::string path = model_dir + "/config.json";
-  absl::StatusOr<std::string> text = ReadSmallFile(path, kMaxConfigBytes + 1);  // FromJson names the limit
+  absl::StatusOr<std::string> text =
+      ReadSmallFile(path, kMaxConfigBytes + 1);  // FromJson names the limit
   if (!text.ok()) {
-    return absl::NotFoundError(absl::StrCat(path, ": cannot read the model config (", text.status().message(),
+    return absl::NotFoundError(absl::StrCat(path, ": cannot read the model config (",
+                                            text.status().message(),
                                             "; is --model_dir a HuggingFace model directory?)"));
   }
   return FromJson(*text, path);

@@ -16,8 +16,8 @@ struct RopeScaling {
   enum class Type { kNone, kLinear, kLlama3 };
   Type type = Type::kNone;
   double factor = 1.0;
-  double low_freq_factor = 1.0;                  // llama3 only
-  double high_freq_factor = 4.0;                 // llama3 only
+  double low_freq_factor = 1.0;                     // llama3 only
+  double high_freq_factor = 4.0;                    // llama3 only
   int64_t original_max_position_embeddings = 8192;  // llama3 only
 };
 
@@ -35,10 +35,10 @@ struct ModelConfig {
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
   bool tie_word_embeddings = false;
-  bool qkv_bias = false;          // Qwen2: q/k/v projections carry a bias
-  bool o_bias = false;            // Llama `attention_bias: true` also biases o_proj
+  bool qkv_bias = false;  // Qwen2: q/k/v projections carry a bias
+  bool o_bias = false;    // Llama `attention_bias: true` also biases o_proj
   bool mlp_bias = false;
-  int64_t sliding_window = 0;     // 0 = full attention (Mistral may set one)
+  int64_t sliding_window = 0;  // 0 = full attention (Mistral may set one)
   int64_t bos_token_id = -1;
   std::vector<int64_t> eos_token_ids;
 

@@ -13,8 +13,8 @@
 #include <tuple>
 #include <utility>
 
-#include <nlohmann/json.hpp>
 #include <simdjson.h>
+#include <nlohmann/json.hpp>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
@@ -159,11 +159,11 @@ class HeaderParser {
       case simdjson::DEPTH_ERROR:
         return Error(absl::StrCat("header JSON nests deeper than ", kMaxJsonDepth, " levels"));
       case simdjson::MEMALLOC:
-        return absl::ResourceExhaustedError(
-            absl::StrCat(label_, ": out of memory parsing header"));
+        return absl::ResourceExhaustedError(absl::StrCat(label_, ": out of memory parsing header"));
       case simdjson::NUMBER_ERROR:
-        return Error("header is not well-formed JSON (a number that is not RFC 8259 JSON, an "
-                     "integer outside [-2^63, 2^64) or a number beyond double's range)");
+        return Error(
+            "header is not well-formed JSON (a number that is not RFC 8259 JSON, an "
+            "integer outside [-2^63, 2^64) or a number beyond double's range)");
       default:
         return Error(
             absl::StrCat("header is not well-formed JSON (", simdjson::error_message(error), ")"));
@@ -206,8 +206,8 @@ class HeaderParser {
                                                                : nullptr;
       if (slot == nullptr) continue;  // unknown keys are ignored
       if (slot->has_value()) {
-        return TensorError(name, absl::StrCat("entry has the key \"", AbslView(key),
-                                              "\" more than once"));
+        return TensorError(
+            name, absl::StrCat("entry has the key \"", AbslView(key), "\" more than once"));
       }
       *slot = field;
     }
@@ -273,8 +273,8 @@ class HeaderParser {
                          absl::StrCat(what(), " overflows 64 bits; data_offsets span ", v.nbytes));
     }
     if (needed != v.nbytes) {
-      return TensorError(
-          v.name, absl::StrCat(what(), " needs ", needed, " bytes but data_offsets span ", v.nbytes));
+      return TensorError(v.name, absl::StrCat(what(), " needs ", needed,
+                                              " bytes but data_offsets span ", v.nbytes));
     }
     return absl::OkStatus();
   }
@@ -501,7 +501,8 @@ std::string SerializeSafetensors(const std::vector<TensorView>& tensors,
 }
 
 bool IsFloatingDType(DType dtype) {
-  return dtype == DType::kF32 || dtype == DType::kF16 || dtype == DType::kBF16 || dtype == DType::kF64;
+  return dtype == DType::kF32 || dtype == DType::kF16 || dtype == DType::kBF16 ||
+         dtype == DType::kF64;
 }
 
 }  // namespace loramux

@@ -1,5 +1,6 @@
 // Reader and writer for the safetensors format (8-byte little-endian header length, a JSON header
-// of {name: {dtype, shape, data_offsets}} plus optional "__metadata__", then raw little-endian data).
+// of {name: {dtype, shape, data_offsets}} plus optional "__metadata__", then raw little-endian
+// data).
 //
 // Everything in the header is validated before any tensor is handed out: header length sane;
 // strict JSON (RFC 8259, UTF-8, read by simdjson; at most 8 levels deep; integers within 64 bits);

@@ -16,8 +16,8 @@ KvCache::KvCache(const ModelConfig& config, int64_t budget_bytes, torch::Device 
   num_blocks_ = std::max<int64_t>(1, budget_bytes / (bytes_per_token_ * block_size_));
   const auto options = torch::TensorOptions().device(device).dtype(dtype);
   for (int64_t layer = 0; layer < config.num_layers; ++layer) {
-    keys_.push_back(
-        torch::zeros({num_blocks_ * block_size_ + 1, config.num_kv_heads, config.head_dim}, options));
+    keys_.push_back(torch::zeros(
+        {num_blocks_ * block_size_ + 1, config.num_kv_heads, config.head_dim}, options));
     values_.push_back(torch::zeros_like(keys_.back()));
   }
   free_.reserve(num_blocks_);

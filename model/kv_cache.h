@@ -3,10 +3,10 @@
 // Storage per layer: keys and values of shape [num_blocks * block_size + 1, num_kv_heads, head_dim]
 // on the model's device and dtype. The last slot is the padding slot: all zeros and never
 // written, so a batch that pads shorter contexts reads nothing that belongs to a sequence (a
-// non-finite value another request wrote can never reach a padded position, not even as 0 x inf). A sequence owns a list of blocks (its block table); token
-// position p of a sequence lives in slot table[p / block_size] * block_size + p % block_size.
-// A sequence that cannot get blocks is told so (Reserve returns false) and waits; the process
-// never allocates beyond the budget.
+// non-finite value another request wrote can never reach a padded position, not even as 0 x inf). A
+// sequence owns a list of blocks (its block table); token position p of a sequence lives in slot
+// table[p / block_size] * block_size + p % block_size. A sequence that cannot get blocks is told so
+// (Reserve returns false) and waits; the process never allocates beyond the budget.
 //
 // Thread-safety: not thread-safe; owned and used by the scheduler thread only.
 #pragma once

@@ -39,14 +39,14 @@ class WeightLoader {
   absl::StatusOr<torch::Tensor> Get(const std::string& name, std::vector<int64_t> shape) {
     const TensorView* view = checkpoint_.Find(name);
     if (view == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          checkpoint_.dir(), ": tensor \"", name,
-          "\" is missing (does config.json match the weights?)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(checkpoint_.dir(), ": tensor \"", name,
+                       "\" is missing (does config.json match the weights?)"));
     }
     if (view->shape != shape) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          checkpoint_.dir(), ": tensor \"", name, "\" has shape ", ShapeString(view->shape),
-          ", config.json implies ", ShapeString(shape)));
+      return absl::InvalidArgumentError(absl::StrCat(checkpoint_.dir(), ": tensor \"", name,
+                                                     "\" has shape ", ShapeString(view->shape),
+                                                     ", config.json implies ", ShapeString(shape)));
     }
     return ToTorch(*view, device_, dtype_);
   }
@@ -72,7 +72,8 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelConfig& c, const Checkpoint&
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const std::string prefix = absl::StrCat("model.layers.", l, ".");
     LayerWeights layer;
-    ASSIGN_OR_RETURN(layer.input_norm, loader.Get(prefix + "input_layernorm.weight", {c.hidden_size}));
+    ASSIGN_OR_RETURN(layer.input_norm,
+                     loader.Get(prefix + "input_layernorm.weight", {c.hidden_size}));
     ASSIGN_OR_RETURN(layer.post_norm,
                      loader.Get(prefix + "post_attention_layernorm.weight", {c.hidden_size}));
     for (int64_t p = 0; p < kNumProjections; ++p) {
@@ -91,9 +92,9 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelConfig& c, const Checkpoint&
 // HF's rotary tables (float32), with linear or llama3 frequency scaling.
 std::pair<torch::Tensor, torch::Tensor> RopeTables(const ModelConfig& c, torch::Device device) {
   torch::Tensor inv_freq =
-      1.0 / torch::pow(c.rope_theta, torch::arange(0, c.head_dim, 2, torch::kInt64)
-                                             .to(torch::kFloat32) /
-                                         static_cast<double>(c.head_dim));
+      1.0 /
+      torch::pow(c.rope_theta, torch::arange(0, c.head_dim, 2, torch::kInt64).to(torch::kFloat32) /
+                                   static_cast<double>(c.head_dim));
   const RopeScaling& s = c.rope_scaling;
   if (s.type == RopeScaling::Type::kLinear) {
     inv_freq = inv_freq / s.factor;
@@ -122,10 +123,12 @@ torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight, doubl
 }
 
 // x [T, heads, hd]; cos/sin [T, hd] float32.
-torch::Tensor ApplyRope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+torch::Tensor ApplyRope(const torch::Tensor& x, const torch::Tensor& cos,
+                        const torch::Tensor& sin) {
   const int64_t half = x.size(-1) / 2;
   const torch::Tensor xf = x.to(torch::kFloat32);
-  const torch::Tensor rotated = torch::cat({-xf.narrow(-1, half, half), xf.narrow(-1, 0, half)}, -1);
+  const torch::Tensor rotated =
+      torch::cat({-xf.narrow(-1, half, half), xf.narrow(-1, 0, half)}, -1);
   return (xf * cos.unsqueeze(1) + rotated * sin.unsqueeze(1)).to(x.scalar_type());
 }
 
@@ -233,9 +236,8 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
   ASSIGN_OR_RETURN(auto checkpoint, Checkpoint::Open(model_dir));
   torch::NoGradGuard no_grad;
   absl::StatusOr<ModelWeights> weights = absl::InternalError("unset");
-  RETURN_IF_ERROR(CatchTorch(model_dir, [&] {
-    weights = LoadWeights(config, *checkpoint, device, dtype);
-  }));
+  RETURN_IF_ERROR(
+      CatchTorch(model_dir, [&] { weights = LoadWeights(config, *checkpoint, device, dtype); }));
   RETURN_IF_ERROR(weights.status());
   return std::unique_ptr<LlamaModel>(
       new LlamaModel(std::move(config), *std::move(weights), device, dtype));
@@ -268,7 +270,9 @@ std::unique_ptr<LlamaModel> LlamaModel::Random(const ModelConfig& c, torch::Devi
 }
 
 int64_t LlamaModel::weight_bytes() const {
-  auto bytes = [](const torch::Tensor& t) { return t.defined() ? t.numel() * t.element_size() : 0; };
+  auto bytes = [](const torch::Tensor& t) {
+    return t.defined() ? t.numel() * t.element_size() : 0;
+  };
   int64_t total = bytes(weights_.embed) + bytes(weights_.final_norm);
   if (!weights_.lm_head.is_same(weights_.embed)) total += bytes(weights_.lm_head);
   for (const LayerWeights& layer : weights_.layers) {
@@ -278,8 +282,7 @@ int64_t LlamaModel::weight_bytes() const {
   return total;
 }
 
-absl::StatusOr<torch::Tensor> LlamaModel::Forward(const ForwardBatch& batch,
-                                                  KvCache& cache) const {
+absl::StatusOr<torch::Tensor> LlamaModel::Forward(const ForwardBatch& batch, KvCache& cache) const {
   torch::Tensor logits;
   RETURN_IF_ERROR(CatchTorch("model forward", [&] { logits = ForwardImpl(batch, cache); }));
   return logits;

@@ -24,8 +24,8 @@
 #include "absl/status/statusor.h"
 #include "adapters/base_modules.h"
 #include "adapters/lora_linear.h"
-#include "model/kv_cache.h"
 #include "formats/model_config.h"
+#include "model/kv_cache.h"
 
 namespace loramux {
 
@@ -38,7 +38,7 @@ struct LayerWeights {
 };
 
 struct ModelWeights {
-  torch::Tensor embed;       // [vocab, hidden]
+  torch::Tensor embed;  // [vocab, hidden]
   std::vector<LayerWeights> layers;
   torch::Tensor final_norm;  // [hidden]
   torch::Tensor lm_head;     // [vocab, hidden]; the embedding itself when tied
@@ -46,11 +46,11 @@ struct ModelWeights {
 
 // One sequence's slice of a packed batch.
 struct SequenceChunk {
-  int64_t cache_id = 0;    // KvCache sequence; positions [start_pos, start_pos + length) reserved
-  int64_t start_pos = 0;   // tokens of this sequence already in the cache
-  int64_t offset = 0;      // first token in the packed batch
-  int64_t length = 0;      // tokens in this chunk (1 for a decode step)
-  bool all_logits = false; // logits for every token (scoring); else only for the last
+  int64_t cache_id = 0;     // KvCache sequence; positions [start_pos, start_pos + length) reserved
+  int64_t start_pos = 0;    // tokens of this sequence already in the cache
+  int64_t offset = 0;       // first token in the packed batch
+  int64_t length = 0;       // tokens in this chunk (1 for a decode step)
+  bool all_logits = false;  // logits for every token (scoring); else only for the last
 };
 
 struct ForwardBatch {

@@ -80,16 +80,18 @@ class AdaptersService::UploadTracker {
 
 namespace {
 
-
 v1::AdapterFormat ToProto(AdapterFormat format) {
   return format == AdapterFormat::kSeed ? v1::SEED : v1::PEFT;
 }
 
 v1::Residency ToProto(Residency residency) {
   switch (residency) {
-    case Residency::kStored: return v1::STORED;
-    case Residency::kHost: return v1::HOST;
-    case Residency::kDevice: return v1::DEVICE;
+    case Residency::kStored:
+      return v1::STORED;
+    case Residency::kHost:
+      return v1::HOST;
+    case Residency::kDevice:
+      return v1::DEVICE;
   }
   return v1::STORED;
 }
@@ -110,8 +112,12 @@ absl::StatusOr<AdapterManifest> FromProto(const v1::UploadManifest& in) {
   AdapterManifest out;
   out.name = in.name();
   switch (in.format()) {
-    case v1::PEFT: out.format = AdapterFormat::kPeft; break;
-    case v1::SEED: out.format = AdapterFormat::kSeed; break;
+    case v1::PEFT:
+      out.format = AdapterFormat::kPeft;
+      break;
+    case v1::SEED:
+      out.format = AdapterFormat::kSeed;
+      break;
     default:
       return absl::InvalidArgumentError(absl::StrCat(
           "manifest.format ", static_cast<int>(in.format()), " is unknown; use PEFT or SEED"));
@@ -146,10 +152,10 @@ class UploadCall final : public grpc::ServerReadReactor<v1::UploadRequest>, publ
     if (status.ok()) {
       admitted_ = tracker_.Admit(this);
       if (!admitted_) {
-        status = absl::ResourceExhaustedError(absl::StrCat(
-            "the server is receiving ", tracker_.max_uploads(),
-            " uploads already, the most it takes at once (--max_concurrent_uploads=",
-            tracker_.max_uploads(), "); retry when one has finished"));
+        status = absl::ResourceExhaustedError(
+            absl::StrCat("the server is receiving ", tracker_.max_uploads(),
+                         " uploads already, the most it takes at once (--max_concurrent_uploads=",
+                         tracker_.max_uploads(), "); retry when one has finished"));
       }
     }
     absl::MutexLock lock(&mu_);
@@ -199,8 +205,8 @@ class UploadCall final : public grpc::ServerReadReactor<v1::UploadRequest>, publ
   void ExpireIfIdleSince(absl::Time cutoff) override {
     absl::MutexLock lock(&mu_);
     if (finished_ || committing_ || last_activity_ >= cutoff) return;
-    const std::string what = name_.empty() ? std::string("an upload")
-                                           : absl::StrCat("the upload of \"", name_, "\"");
+    const std::string what =
+        name_.empty() ? std::string("an upload") : absl::StrCat("the upload of \"", name_, "\"");
     upload_.reset();  // removes the staged bytes now
     FinishLocked(absl::DeadlineExceededError(absl::StrCat(
         what, " received nothing for ", absl::FormatDuration(tracker_.idle_timeout()),
@@ -306,19 +312,24 @@ grpc::ServerReadReactor<v1::UploadRequest>* AdaptersService::Upload(
   return new UploadCall(registry_, metrics_, *pool_, *uploads_, auth_, options_, context, response);
 }
 
-absl::Status AdaptersService::ListInto(const v1::ListAdaptersRequest& request, v1::ListAdaptersResponse& response) {
+absl::Status AdaptersService::ListInto(const v1::ListAdaptersRequest& request,
+                                       v1::ListAdaptersResponse& response) {
   if (request.page_size() < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("page_size is ", request.page_size(), "; use 0 for the default (",
-                                                   kDefaultListPageSize, ") or a positive count up to ", kMaxListPageSize));
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size is ", request.page_size(), "; use 0 for the default (",
+                     kDefaultListPageSize, ") or a positive count up to ", kMaxListPageSize));
   }
-  ASSIGN_OR_RETURN(AdapterStore::Page page, registry_.store().List(request.page_token(), request.page_size()));
-  for (const StoredAdapter& stored : page.adapters) ToProto(registry_.StatusOf(stored), response.add_adapters());
+  ASSIGN_OR_RETURN(AdapterStore::Page page,
+                   registry_.store().List(request.page_token(), request.page_size()));
+  for (const StoredAdapter& stored : page.adapters)
+    ToProto(registry_.StatusOf(stored), response.add_adapters());
   response.set_next_page_token(page.next_page_token);
   return absl::OkStatus();
 }
 
 // Fills `response` from an AdapterStatus, or passes the error on.
-absl::Status AdaptersService::Reply(const absl::StatusOr<AdapterStatus>& status, v1::AdapterInfo* response) {
+absl::Status AdaptersService::Reply(const absl::StatusOr<AdapterStatus>& status,
+                                    v1::AdapterInfo* response) {
   if (status.ok()) ToProto(*status, response);
   return status.status();
 }
@@ -326,7 +337,8 @@ absl::Status AdaptersService::Reply(const absl::StatusOr<AdapterStatus>& status,
 grpc::ServerUnaryReactor* AdaptersService::List(grpc::CallbackServerContext* context,
                                                 const v1::ListAdaptersRequest* request,
                                                 v1::ListAdaptersResponse* response) {
-  return AnswerUnary({context, metrics_, Rpc::kList, auth_}, [&] { return ListInto(*request, *response); });
+  return AnswerUnary({context, metrics_, Rpc::kList, auth_},
+                     [&] { return ListInto(*request, *response); });
 }
 
 grpc::ServerUnaryReactor* AdaptersService::Get(grpc::CallbackServerContext* context,
@@ -340,7 +352,8 @@ grpc::ServerUnaryReactor* AdaptersService::Delete(grpc::CallbackServerContext* c
                                                   const v1::DeleteAdapterRequest* request,
                                                   v1::DeleteAdapterResponse* response) {
   // Deleting takes the name's lock (it waits for a publish of the name) and syncs the disk.
-  return AnswerUnaryOn([this](auto task) { pool_->Run(std::move(task)); }, {context, metrics_, Rpc::kDelete, auth_},
+  return AnswerUnaryOn([this](auto task) { pool_->Run(std::move(task)); },
+                       {context, metrics_, Rpc::kDelete, auth_},
                        [this, name = request->name()] { return registry_.Delete(name); });
 }
 
@@ -348,7 +361,8 @@ grpc::ServerUnaryReactor* AdaptersService::Load(grpc::CallbackServerContext* con
                                                 const v1::LoadAdapterRequest* request,
                                                 v1::AdapterInfo* response) {
   // Loading blocks until the weights are resident: keep it off gRPC's threads.
-  return AnswerUnaryOn([this](auto task) { pool_->Run(std::move(task)); }, {context, metrics_, Rpc::kLoad, auth_},
+  return AnswerUnaryOn([this](auto task) { pool_->Run(std::move(task)); },
+                       {context, metrics_, Rpc::kLoad, auth_},
                        [this, name = request->name(), pin = request->pin(), response] {
                          return Reply(registry_.Load(name, pin), response);
                        });

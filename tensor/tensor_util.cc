@@ -25,9 +25,9 @@ absl::Status CheckMatmulSupport(torch::Device device, torch::ScalarType dtype) {
     torch::mm(m, m);
     return absl::OkStatus();
   } catch (const c10::Error&) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "this LibTorch cannot multiply ", c10::toString(dtype), " matrices on ", device.str(),
-        "; use another --dtype (float32 or bfloat16) or --device"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("this LibTorch cannot multiply ", c10::toString(dtype), " matrices on ",
+                     device.str(), "; use another --dtype (float32 or bfloat16) or --device"));
   }
 }
 
@@ -49,14 +49,22 @@ absl::StatusOr<torch::Tensor> ToTorch(const TensorView& view, torch::Device devi
                                       torch::ScalarType dtype) {
   torch::ScalarType source;
   switch (view.dtype) {
-    case DType::kF64: source = torch::kFloat64; break;
-    case DType::kF32: source = torch::kFloat32; break;
-    case DType::kF16: source = torch::kFloat16; break;
-    case DType::kBF16: source = torch::kBFloat16; break;
+    case DType::kF64:
+      source = torch::kFloat64;
+      break;
+    case DType::kF32:
+      source = torch::kFloat32;
+      break;
+    case DType::kF16:
+      source = torch::kFloat16;
+      break;
+    case DType::kBF16:
+      source = torch::kBFloat16;
+      break;
     default:
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tensor \"", view.name, "\" has dtype ", std::string(DTypeName(view.dtype)),
-          "; expected a floating point type (F32, F16, BF16, F64)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor \"", view.name, "\" has dtype ", std::string(DTypeName(view.dtype)),
+                       "; expected a floating point type (F32, F16, BF16, F64)"));
   }
   // Copy into an aligned, owned CPU tensor first: the mapping may be unaligned.
   torch::Tensor host = torch::empty(view.shape, torch::TensorOptions().dtype(source));

@@ -38,7 +38,7 @@ struct TestSequence {
 
 struct TestRun {
   std::vector<torch::Tensor> prompt_logits;  // per sequence [L, vocab]
-  std::vector<torch::Tensor> step_logits;    // per sequence [steps, vocab]; step 0 = last prompt row
+  std::vector<torch::Tensor> step_logits;  // per sequence [steps, vocab]; step 0 = last prompt row
   std::vector<std::vector<int64_t>> tokens;  // per sequence, greedy tokens
 };
 

@@ -1,9 +1,9 @@
 #include "text/jinja_value.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <algorithm>
 
 #include "absl/strings/str_cat.h"
 #include "text/jinja_strings.h"
@@ -116,15 +116,24 @@ bool Value::Truthy() const {
 
 std::string Value::TypeName() const {
   switch (kind_) {
-    case Kind::kUndefined: return "undefined";
-    case Kind::kNone: return "NoneType";
-    case Kind::kBool: return "bool";
-    case Kind::kInt: return "int";
-    case Kind::kFloat: return "float";
-    case Kind::kString: return "str";
-    case Kind::kList: return tuple_ ? "tuple" : "list";
-    case Kind::kDict: return namespace_ ? "Namespace" : "dict";
-    case Kind::kFunction: return "function";
+    case Kind::kUndefined:
+      return "undefined";
+    case Kind::kNone:
+      return "NoneType";
+    case Kind::kBool:
+      return "bool";
+    case Kind::kInt:
+      return "int";
+    case Kind::kFloat:
+      return "float";
+    case Kind::kString:
+      return "str";
+    case Kind::kList:
+      return tuple_ ? "tuple" : "list";
+    case Kind::kDict:
+      return namespace_ ? "Namespace" : "dict";
+    case Kind::kFunction:
+      return "function";
   }
   return "?";
 }
@@ -242,15 +251,23 @@ std::string ReprAt(const Value& v, int depth) {
 
 std::string ToPythonStr(const Value& v) {
   switch (v.kind()) {
-    case Value::Kind::kUndefined: return "";
-    case Value::Kind::kNone: return "None";
-    case Value::Kind::kBool: return v.bool_value() ? "True" : "False";
-    case Value::Kind::kInt: return std::to_string(v.int_value());
-    case Value::Kind::kFloat: return FloatRepr(v.number_value());
-    case Value::Kind::kString: return v.str();
+    case Value::Kind::kUndefined:
+      return "";
+    case Value::Kind::kNone:
+      return "None";
+    case Value::Kind::kBool:
+      return v.bool_value() ? "True" : "False";
+    case Value::Kind::kInt:
+      return std::to_string(v.int_value());
+    case Value::Kind::kFloat:
+      return FloatRepr(v.number_value());
+    case Value::Kind::kString:
+      return v.str();
     case Value::Kind::kList:
-    case Value::Kind::kDict: return ToPythonRepr(v);
-    case Value::Kind::kFunction: return "<function " + v.function_name() + ">";
+    case Value::Kind::kDict:
+      return ToPythonRepr(v);
+    case Value::Kind::kFunction:
+      return "<function " + v.function_name() + ">";
   }
   return "";
 }
@@ -327,16 +344,21 @@ Value FromJsonAt(const nlohmann::ordered_json& json, int depth) {
     FailInvalid(absl::StrCat("chat template input nests deeper than ", kMaxJsonDepth, " levels"));
   }
   switch (json.type()) {
-    case nlohmann::ordered_json::value_t::null: return Value::None();
-    case nlohmann::ordered_json::value_t::boolean: return Value::Bool(json.get<bool>());
-    case nlohmann::ordered_json::value_t::number_integer: return Value::Int(json.get<int64_t>());
+    case nlohmann::ordered_json::value_t::null:
+      return Value::None();
+    case nlohmann::ordered_json::value_t::boolean:
+      return Value::Bool(json.get<bool>());
+    case nlohmann::ordered_json::value_t::number_integer:
+      return Value::Int(json.get<int64_t>());
     case nlohmann::ordered_json::value_t::number_unsigned: {
       const uint64_t u = json.get<uint64_t>();
       if (u > static_cast<uint64_t>(INT64_MAX)) return Value::Float(static_cast<double>(u));
       return Value::Int(static_cast<int64_t>(u));
     }
-    case nlohmann::ordered_json::value_t::number_float: return Value::Float(json.get<double>());
-    case nlohmann::ordered_json::value_t::string: return Value::String(json.get<std::string>());
+    case nlohmann::ordered_json::value_t::number_float:
+      return Value::Float(json.get<double>());
+    case nlohmann::ordered_json::value_t::string:
+      return Value::String(json.get<std::string>());
     case nlohmann::ordered_json::value_t::array: {
       std::vector<Value> items;
       items.reserve(json.size());
@@ -366,15 +388,24 @@ void AppendJsonString(const std::string& s, bool ensure_ascii, std::string& out)
   out.push_back('"');
   if (ensure_ascii) {  // Python escapes everything outside ' '..'~' then
     for (uint32_t cp : DecodeUtf8(s)) {
-      if (cp == '"') out += "\\\"";
-      else if (cp == '\\') out += "\\\\";
-      else if (cp == '\n') out += "\\n";
-      else if (cp == '\r') out += "\\r";
-      else if (cp == '\t') out += "\\t";
-      else if (cp == '\b') out += "\\b";
-      else if (cp == '\f') out += "\\f";
-      else if (cp >= 0x20 && cp <= 0x7e) out.push_back(static_cast<char>(cp));
-      else if (cp < 0x10000) AppendUnicodeEscape(cp, out);
+      if (cp == '"')
+        out += "\\\"";
+      else if (cp == '\\')
+        out += "\\\\";
+      else if (cp == '\n')
+        out += "\\n";
+      else if (cp == '\r')
+        out += "\\r";
+      else if (cp == '\t')
+        out += "\\t";
+      else if (cp == '\b')
+        out += "\\b";
+      else if (cp == '\f')
+        out += "\\f";
+      else if (cp >= 0x20 && cp <= 0x7e)
+        out.push_back(static_cast<char>(cp));
+      else if (cp < 0x10000)
+        AppendUnicodeEscape(cp, out);
       else {
         AppendUnicodeEscape(0xD800 + ((cp - 0x10000) >> 10), out);
         AppendUnicodeEscape(0xDC00 + ((cp - 0x10000) & 0x3FF), out);
@@ -385,13 +416,27 @@ void AppendJsonString(const std::string& s, bool ensure_ascii, std::string& out)
   }
   for (unsigned char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
       default:
         if (c < 0x20) {
           char buf[8];
@@ -417,17 +462,30 @@ void AppendJson(const Value& v, const JsonOptions& options, int depth, std::stri
     out.append(static_cast<size_t>(options.indent) * level, ' ');
   };
   switch (v.kind()) {
-    case Value::Kind::kNone: out += "null"; return;
-    case Value::Kind::kBool: out += v.bool_value() ? "true" : "false"; return;
-    case Value::Kind::kInt: out += std::to_string(v.int_value()); return;
+    case Value::Kind::kNone:
+      out += "null";
+      return;
+    case Value::Kind::kBool:
+      out += v.bool_value() ? "true" : "false";
+      return;
+    case Value::Kind::kInt:
+      out += std::to_string(v.int_value());
+      return;
     case Value::Kind::kFloat: {
       const double f = v.number_value();
-      out += std::isnan(f) ? "NaN" : std::isinf(f) ? (f > 0 ? "Infinity" : "-Infinity") : FloatRepr(f);
+      out += std::isnan(f)   ? "NaN"
+             : std::isinf(f) ? (f > 0 ? "Infinity" : "-Infinity")
+                             : FloatRepr(f);
       return;
     }
-    case Value::Kind::kString: AppendJsonString(v.str(), options.ensure_ascii, out); return;
+    case Value::Kind::kString:
+      AppendJsonString(v.str(), options.ensure_ascii, out);
+      return;
     case Value::Kind::kList: {
-      if (v.list().empty()) { out += "[]"; return; }
+      if (v.list().empty()) {
+        out += "[]";
+        return;
+      }
       out.push_back('[');
       for (size_t i = 0; i < v.list().size(); ++i) {
         if (i > 0) out += item_sep;
@@ -439,14 +497,18 @@ void AppendJson(const Value& v, const JsonOptions& options, int depth, std::stri
       return;
     }
     case Value::Kind::kDict: {
-      if (v.is_namespace()) FailInvalid("tojson: Object of type Namespace is not JSON serializable");
+      if (v.is_namespace())
+        FailInvalid("tojson: Object of type Namespace is not JSON serializable");
       std::vector<const std::pair<std::string, Value>*> entries;
       for (const auto& entry : v.dict().items) entries.push_back(&entry);
       if (options.sort_keys) {
         std::stable_sort(entries.begin(), entries.end(),
                          [](const auto* a, const auto* b) { return a->first < b->first; });
       }
-      if (entries.empty()) { out += "{}"; return; }
+      if (entries.empty()) {
+        out += "{}";
+        return;
+      }
       out.push_back('{');
       for (size_t i = 0; i < entries.size(); ++i) {
         if (i > 0) out += item_sep;

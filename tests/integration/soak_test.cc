@@ -50,15 +50,15 @@ namespace {
 
 using grpc::StatusCode;
 
-constexpr int kAliases = 24;           // names serving the 5 llama-tiny adapters (alias i -> i % 5)
-constexpr int kChurnNames = 4;         // uploaded, re-versioned and deleted during the soak
-constexpr int kSoakRequests = 4000;    // at most this many client requests ...
+constexpr int kAliases = 24;         // names serving the 5 llama-tiny adapters (alias i -> i % 5)
+constexpr int kChurnNames = 4;       // uploaded, re-versioned and deleted during the soak
+constexpr int kSoakRequests = 4000;  // at most this many client requests ...
 constexpr auto kSoakTime = std::chrono::seconds(60);  // ... within at most this long
-constexpr int kInFlight = 64;          // client threads, one request at a time each
-constexpr int kChannels = 4;           // separate connections the client threads share
-constexpr int kLongTokens = 300;       // honest long streams, and what cancels/deadlines cut
-constexpr double kFloatTolerance = 1e-4;  // logprobs and logits vs the quiet run
-constexpr int kHugePromptTokens = 2'000'000;      // 2-byte varints: just under 4 MiB
+constexpr int kInFlight = 64;                         // client threads, one request at a time each
+constexpr int kChannels = 4;                  // separate connections the client threads share
+constexpr int kLongTokens = 300;              // honest long streams, and what cancels/deadlines cut
+constexpr double kFloatTolerance = 1e-4;      // logprobs and logits vs the quiet run
+constexpr int kHugePromptTokens = 2'000'000;  // 2-byte varints: just under 4 MiB
 constexpr int kOversizePromptTokens = 2'200'000;  // just over the 4 MiB message limit
 // Small adapter budgets so the 24 names keep being evicted and reloaded under load.
 const std::vector<std::string> kServerFlags = {"--max_device_adapter_bytes=256KiB",
@@ -67,24 +67,42 @@ const std::vector<std::string> kServerFlags = {"--max_device_adapter_bytes=256Ki
 
 const char* CodeName(StatusCode code) {
   switch (code) {
-    case StatusCode::OK: return "OK";
-    case StatusCode::CANCELLED: return "CANCELLED";
-    case StatusCode::UNKNOWN: return "UNKNOWN";
-    case StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
-    case StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
-    case StatusCode::NOT_FOUND: return "NOT_FOUND";
-    case StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
-    case StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
-    case StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
-    case StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
-    case StatusCode::ABORTED: return "ABORTED";
-    case StatusCode::OUT_OF_RANGE: return "OUT_OF_RANGE";
-    case StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
-    case StatusCode::INTERNAL: return "INTERNAL";
-    case StatusCode::UNAVAILABLE: return "UNAVAILABLE";
-    case StatusCode::DATA_LOSS: return "DATA_LOSS";
-    case StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
-    default: return "?";
+    case StatusCode::OK:
+      return "OK";
+    case StatusCode::CANCELLED:
+      return "CANCELLED";
+    case StatusCode::UNKNOWN:
+      return "UNKNOWN";
+    case StatusCode::INVALID_ARGUMENT:
+      return "INVALID_ARGUMENT";
+    case StatusCode::DEADLINE_EXCEEDED:
+      return "DEADLINE_EXCEEDED";
+    case StatusCode::NOT_FOUND:
+      return "NOT_FOUND";
+    case StatusCode::ALREADY_EXISTS:
+      return "ALREADY_EXISTS";
+    case StatusCode::PERMISSION_DENIED:
+      return "PERMISSION_DENIED";
+    case StatusCode::RESOURCE_EXHAUSTED:
+      return "RESOURCE_EXHAUSTED";
+    case StatusCode::FAILED_PRECONDITION:
+      return "FAILED_PRECONDITION";
+    case StatusCode::ABORTED:
+      return "ABORTED";
+    case StatusCode::OUT_OF_RANGE:
+      return "OUT_OF_RANGE";
+    case StatusCode::UNIMPLEMENTED:
+      return "UNIMPLEMENTED";
+    case StatusCode::INTERNAL:
+      return "INTERNAL";
+    case StatusCode::UNAVAILABLE:
+      return "UNAVAILABLE";
+    case StatusCode::DATA_LOSS:
+      return "DATA_LOSS";
+    case StatusCode::UNAUTHENTICATED:
+      return "UNAUTHENTICATED";
+    default:
+      return "?";
   }
 }
 
@@ -102,8 +120,8 @@ struct Spec {
   int prompt = 0;  // index into the golden cases of llama-tiny/<source or base>
   bool score = false;
   int max_new_tokens = kGoldenSteps;
-  float adapter_scale = 0;   // 0 = 1
-  float temperature = 0;     // 1e-45 is accepted as greedy
+  float adapter_scale = 0;  // 0 = 1
+  float temperature = 0;    // 1e-45 is accepted as greedy
   bool logprobs = false;
   std::vector<int32_t> stop_token_ids;
   bool golden = false;  // plain greedy kGoldenSteps: must also equal the golden tokens
@@ -118,8 +136,9 @@ struct Quiet {
 };
 
 std::vector<int32_t> PromptOf(const Spec& spec) {
-  return Golden("llama-tiny/" + (spec.source.empty() ? std::string("base") : spec.source))
-      [spec.prompt].prompt;
+  return Golden("llama-tiny/" +
+                (spec.source.empty() ? std::string("base") : spec.source))[spec.prompt]
+      .prompt;
 }
 
 v1::GenerateRequest GenerateFor(const Spec& spec, const std::string& adapter) {
@@ -255,25 +274,44 @@ enum class Kind {
 
 const char* KindName(Kind kind) {
   switch (kind) {
-    case Kind::kHonestGenerate: return "honest Generate";
-    case Kind::kHonestScore: return "honest Score (logits)";
-    case Kind::kExtremeScale: return "adapter_scale 3e38/-1e30/NaN/inf";
-    case Kind::kHugeStopIds: return "100k stop_token_ids";
-    case Kind::kHugePrompt: return "2M-token prompt (<4 MiB)";
-    case Kind::kOversizeMessage: return "message over 4 MiB";
-    case Kind::kHugeMaxNewTokens: return "max_new_tokens 1e9";
-    case Kind::kBadSampling: return "temperature -1/NaN, top_p 2/NaN";
-    case Kind::kUnknownAdapter: return "unknown / malformed adapter";
-    case Kind::kOutOfVocabulary: return "token ids outside vocab";
-    case Kind::kBadScore: return "Score: bad ids/adapter/logits";
-    case Kind::kPromptText: return "prompt_text (no tokenizer.json)";
-    case Kind::kHugeFactors: return "adapter factors x 1e20";
-    case Kind::kChurnReader: return "Generate on churned names";
-    case Kind::kCancelMidStream: return "cancel mid-stream";
-    case Kind::kDisconnect: return "disconnect mid-stream";
-    case Kind::kPastDeadline: return "deadline already past";
-    case Kind::kShortDeadline: return "deadline 5-30 ms, 300 tokens";
-    case Kind::kCount: break;
+    case Kind::kHonestGenerate:
+      return "honest Generate";
+    case Kind::kHonestScore:
+      return "honest Score (logits)";
+    case Kind::kExtremeScale:
+      return "adapter_scale 3e38/-1e30/NaN/inf";
+    case Kind::kHugeStopIds:
+      return "100k stop_token_ids";
+    case Kind::kHugePrompt:
+      return "2M-token prompt (<4 MiB)";
+    case Kind::kOversizeMessage:
+      return "message over 4 MiB";
+    case Kind::kHugeMaxNewTokens:
+      return "max_new_tokens 1e9";
+    case Kind::kBadSampling:
+      return "temperature -1/NaN, top_p 2/NaN";
+    case Kind::kUnknownAdapter:
+      return "unknown / malformed adapter";
+    case Kind::kOutOfVocabulary:
+      return "token ids outside vocab";
+    case Kind::kBadScore:
+      return "Score: bad ids/adapter/logits";
+    case Kind::kPromptText:
+      return "prompt_text (no tokenizer.json)";
+    case Kind::kHugeFactors:
+      return "adapter factors x 1e20";
+    case Kind::kChurnReader:
+      return "Generate on churned names";
+    case Kind::kCancelMidStream:
+      return "cancel mid-stream";
+    case Kind::kDisconnect:
+      return "disconnect mid-stream";
+    case Kind::kPastDeadline:
+      return "deadline already past";
+    case Kind::kShortDeadline:
+      return "deadline 5-30 ms, 300 tokens";
+    case Kind::kCount:
+      break;
   }
   return "?";
 }
@@ -281,11 +319,15 @@ const char* KindName(Kind kind) {
 // Relative frequency of each kind in the soak.
 int Weight(Kind kind) {
   switch (kind) {
-    case Kind::kHonestGenerate: return 40;
-    case Kind::kHonestScore: return 8;
+    case Kind::kHonestGenerate:
+      return 40;
+    case Kind::kHonestScore:
+      return 8;
     case Kind::kHugePrompt:
-    case Kind::kOversizeMessage: return 1;
-    default: return 3;
+    case Kind::kOversizeMessage:
+      return 1;
+    default:
+      return 3;
   }
 }
 
@@ -362,13 +404,13 @@ class SoakTest : public ::testing::Test {
 
   // `files` with every float32 tensor whose name contains `match` multiplied by `factor`.
   static AdapterFiles ScaledFactors(AdapterFiles files, const std::string& match, float factor) {
-    files.weights = RewriteSafetensors(files.weights, [&](TensorView& view,
-                                                          std::vector<uint8_t>& data) {
-      if (view.name.find(match) == std::string::npos) return;
-      ASSERT_EQ(view.dtype, DType::kF32) << view.name;
-      float* values = reinterpret_cast<float*>(data.data());
-      for (size_t i = 0; i < data.size() / sizeof(float); ++i) values[i] *= factor;
-    });
+    files.weights =
+        RewriteSafetensors(files.weights, [&](TensorView& view, std::vector<uint8_t>& data) {
+          if (view.name.find(match) == std::string::npos) return;
+          ASSERT_EQ(view.dtype, DType::kF32) << view.name;
+          float* values = reinterpret_cast<float*>(data.data());
+          for (size_t i = 0; i < data.size() / sizeof(float); ++i) values[i] *= factor;
+        });
     return files;
   }
 
@@ -425,7 +467,7 @@ class SoakTest : public ::testing::Test {
   Ledger ledger_;
   std::mutex worst_mu_;
   double worst_float_diff_ = 0;
-  double slowest_honest_s_ = 0;  // the longest honest request, in seconds
+  double slowest_honest_s_ = 0;           // the longest honest request, in seconds
   std::atomic<int> churn_generation_{0};  // the newest "huge-N" uploaded
   std::atomic<bool> load_done_{false};    // the client threads have finished
 };
@@ -438,8 +480,8 @@ void Expect(Ledger& ledger, Kind kind, const grpc::Status& status,
     ledger.Violation(KindName(kind), what + " ended " + CodeName(status.error_code()) + ": " +
                                          status.error_message());
   } else if (!status.ok() && status.error_message().empty()) {
-    ledger.Violation(KindName(kind), what + " ended " + CodeName(status.error_code()) +
-                                         " with an empty message");
+    ledger.Violation(KindName(kind),
+                     what + " ended " + CodeName(status.error_code()) + " with an empty message");
   }
 }
 
@@ -470,8 +512,8 @@ void SoakTest::OneRequest(Kind kind, int worker, std::mt19937& rng) {
         double worst = 0;
         const std::string diff = Compare(quiet_[index], got, &worst);
         if (!diff.empty()) {
-          ledger_.Violation(KindName(kind), "\"" + name + "\" prompt " +
-                                                std::to_string(spec.prompt) + ": " + diff);
+          ledger_.Violation(KindName(kind),
+                            "\"" + name + "\" prompt " + std::to_string(spec.prompt) + ": " + diff);
         }
         std::lock_guard<std::mutex> lock(worst_mu_);
         worst_float_diff_ = std::max(worst_float_diff_, worst);
@@ -479,9 +521,12 @@ void SoakTest::OneRequest(Kind kind, int worker, std::mt19937& rng) {
       return;
     }
     case Kind::kExtremeScale: {
-      const float scales[] = {3e38f, -1e30f, std::numeric_limits<float>::quiet_NaN(),
+      const float scales[] = {3e38f,
+                              -1e30f,
+                              std::numeric_limits<float>::quiet_NaN(),
                               std::numeric_limits<float>::infinity(),
-                              -std::numeric_limits<float>::infinity(), 1001.0f};
+                              -std::numeric_limits<float>::infinity(),
+                              1001.0f};
       v1::GenerateRequest request = MakeGenerate(alias, prompt, kGoldenSteps);
       request.set_adapter_scale(scales[pick(std::size(scales))]);
       Expect(ledger_, kind, Generate(inference(worker), request).status, invalid,
@@ -514,11 +559,21 @@ void SoakTest::OneRequest(Kind kind, int worker, std::mt19937& rng) {
     case Kind::kBadSampling: {
       v1::GenerateRequest request = MakeGenerate(alias, prompt, kGoldenSteps);
       switch (pick(5)) {
-        case 0: request.mutable_sampling()->set_temperature(-1); break;
-        case 1: request.mutable_sampling()->set_temperature(std::nanf("")); break;
-        case 2: request.mutable_sampling()->set_top_p(2); break;
-        case 3: request.mutable_sampling()->set_top_p(std::nanf("")); break;
-        default: request.mutable_sampling()->set_top_k(-5); break;
+        case 0:
+          request.mutable_sampling()->set_temperature(-1);
+          break;
+        case 1:
+          request.mutable_sampling()->set_temperature(std::nanf(""));
+          break;
+        case 2:
+          request.mutable_sampling()->set_top_p(2);
+          break;
+        case 3:
+          request.mutable_sampling()->set_top_p(std::nanf(""));
+          break;
+        default:
+          request.mutable_sampling()->set_top_k(-5);
+          break;
       }
       Expect(ledger_, kind, Generate(inference(worker), request).status, invalid,
              request.sampling().ShortDebugString());
@@ -539,9 +594,14 @@ void SoakTest::OneRequest(Kind kind, int worker, std::mt19937& rng) {
     case Kind::kOutOfVocabulary: {
       v1::GenerateRequest request = MakeGenerate(alias, {5, 320}, 4);
       switch (pick(4)) {
-        case 0: break;
-        case 1: request = MakeGenerate(alias, {-1, 5}, 4); break;
-        case 2: request = MakeGenerate("", {5, std::numeric_limits<int32_t>::max()}, 4); break;
+        case 0:
+          break;
+        case 1:
+          request = MakeGenerate(alias, {-1, 5}, 4);
+          break;
+        case 2:
+          request = MakeGenerate("", {5, std::numeric_limits<int32_t>::max()}, 4);
+          break;
         default:
           request = MakeGenerate(alias, prompt, 4);
           request.add_stop_token_ids(320);
@@ -555,9 +615,16 @@ void SoakTest::OneRequest(Kind kind, int worker, std::mt19937& rng) {
       for (int32_t id : prompt) request.add_token_ids(id);
       StatusCode want = StatusCode::INVALID_ARGUMENT;
       switch (pick(4)) {
-        case 0: request.add_token_ids(320); break;
-        case 1: request.set_adapter("ghost"); want = StatusCode::NOT_FOUND; break;
-        case 2: request.set_adapter_scale(std::numeric_limits<float>::infinity()); break;
+        case 0:
+          request.add_token_ids(320);
+          break;
+        case 1:
+          request.set_adapter("ghost");
+          want = StatusCode::NOT_FOUND;
+          break;
+        case 2:
+          request.set_adapter_scale(std::numeric_limits<float>::infinity());
+          break;
         default:  // 100 x 320 x 4 bytes of logits, past --max_score_logits_bytes=64KiB
           request.mutable_token_ids()->Resize(100, 9);
           request.set_return_logits(true);
@@ -598,8 +665,8 @@ void SoakTest::OneRequest(Kind kind, int worker, std::mt19937& rng) {
       Expect(ledger_, kind, status, allowed, "\"" + name + "\"");
       if (status.error_code() == StatusCode::INVALID_ARGUMENT &&
           status.error_message().find("finite") == std::string::npos) {
-        ledger_.Violation(KindName(kind), "the message does not say what is not finite: " +
-                                              status.error_message());
+        ledger_.Violation(KindName(kind),
+                          "the message does not say what is not finite: " + status.error_message());
       }
       return;
     }
@@ -608,7 +675,8 @@ void SoakTest::OneRequest(Kind kind, int worker, std::mt19937& rng) {
       const int p = static_cast<int>(pick(3));
       const GenerateOutcome out = Generate(
           inference(worker), MakeGenerate(name, Golden("llama-tiny/base")[p].prompt, kGoldenSteps));
-      Expect(ledger_, kind, out.status, {StatusCode::OK, StatusCode::NOT_FOUND}, "\"" + name + "\"");
+      Expect(ledger_, kind, out.status, {StatusCode::OK, StatusCode::NOT_FOUND},
+             "\"" + name + "\"");
       if (!out.status.ok()) return;
       const auto source = source_of_version_.find(out.last.adapter_version());
       if (source == source_of_version_.end()) {
@@ -636,7 +704,8 @@ void SoakTest::OneRequest(Kind kind, int worker, std::mt19937& rng) {
       if (kind == Kind::kDisconnect) {
         grpc::ChannelArguments args;
         args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-        own = grpc::CreateCustomChannel(server_->address(), grpc::InsecureChannelCredentials(), args);
+        own =
+            grpc::CreateCustomChannel(server_->address(), grpc::InsecureChannelCredentials(), args);
         own_stub = v1::Inference::NewStub(own);
       }
       v1::Inference::Stub& stub = own_stub ? *own_stub : inference(worker);
@@ -674,7 +743,8 @@ void SoakTest::OneRequest(Kind kind, int worker, std::mt19937& rng) {
       }
       return;
     }
-    case Kind::kCount: break;
+    case Kind::kCount:
+      break;
   }
 }
 
@@ -740,8 +810,8 @@ void SoakTest::ChurnLoop(int thread, Clock::time_point end) {
         const GenerateOutcome out =
             Generate(inference(thread), MakeGenerate(names[n], golden.prompt, kGoldenSteps));
         check("Generate " + names[n] + " right after its upload", out.status);
-        if (out.status.ok() && (out.last.adapter_version() != info.version() ||
-                                out.tokens != golden.tokens)) {
+        if (out.status.ok() &&
+            (out.last.adapter_version() != info.version() || out.tokens != golden.tokens)) {
           ledger_.Violation("admin", "Generate " + names[n] + " right after uploading " + uploaded +
                                          " served version " + out.last.adapter_version() +
                                          " (uploaded " + info.version() + ")");
@@ -754,13 +824,15 @@ void SoakTest::ChurnLoop(int thread, Clock::time_point end) {
     if (thread == 0 && round % 3 == 0) {
       const int next = churn_generation_.load() + 1;
       v1::AdapterInfo info;
-      check("Upload huge-N", Upload(adapters(thread), "huge-" + std::to_string(next), huge_, &info));
+      check("Upload huge-N",
+            Upload(adapters(thread), "huge-" + std::to_string(next), huge_, &info));
       churn_generation_.store(next);
       if (next > 1) {
         check("Delete huge-N", DeleteAdapter(adapters(thread), "huge-" + std::to_string(next - 1)));
       }
     }
-    for (const std::string& name : names) check("Delete " + name, DeleteAdapter(adapters(thread), name));
+    for (const std::string& name : names)
+      check("Delete " + name, DeleteAdapter(adapters(thread), name));
   }
 }
 
@@ -836,9 +908,10 @@ TEST_F(SoakTest, HostileLoadAndChurnChangeNoHonestResultAndLeakNothing) {
     const grpc::Status status = Run(spec, name, static_cast<int>(i), &quiet);
     ASSERT_TRUE(status.ok()) << "quiet run of \"" << name << "\": " << status.error_message();
     if (spec.golden) {
-      ASSERT_EQ(quiet.tokens, Golden("llama-tiny/" + (spec.source.empty() ? std::string("base")
-                                                                          : spec.source))
-                                  [spec.prompt].tokens)
+      ASSERT_EQ(quiet.tokens,
+                Golden("llama-tiny/" +
+                       (spec.source.empty() ? std::string("base") : spec.source))[spec.prompt]
+                    .tokens)
           << "\"" << name << "\" alone does not give the golden tokens";
     }
     if (spec.max_new_tokens == kLongTokens) long_specs_.push_back(static_cast<int>(i));
@@ -944,8 +1017,10 @@ TEST_F(SoakTest, HostileLoadAndChurnChangeNoHonestResultAndLeakNothing) {
   const auto counts = ledger_.counts();
   std::map<StatusCode, int> by_code;
   int total = 0;
-  std::printf("\nsoak summary: %d client requests in %.1f s (%d threads, %d adapter names, "
-              "%zu quiet specs)\n", ran, soak_s, kInFlight, kAliases, specs_.size());
+  std::printf(
+      "\nsoak summary: %d client requests in %.1f s (%d threads, %d adapter names, "
+      "%zu quiet specs)\n",
+      ran, soak_s, kInFlight, kAliases, specs_.size());
   std::printf("%-36s %6s  %s\n", "kind", "count", "outcomes");
   for (const auto& [what, codes] : counts) {
     int n = 0;
@@ -967,19 +1042,24 @@ TEST_F(SoakTest, HostileLoadAndChurnChangeNoHonestResultAndLeakNothing) {
   std::printf("client requests by code:");
   for (const auto& [code, count] : by_code) std::printf("  %s %d", CodeName(code), count);
   std::printf("  (total %d)\n", total);
-  std::printf("largest float difference from the quiet runs: %.3g; slowest honest request "
-              "%.1f s\n", worst_float_diff_, slowest_honest_s_);
+  std::printf(
+      "largest float difference from the quiet runs: %.3g; slowest honest request "
+      "%.1f s\n",
+      worst_float_diff_, slowest_honest_s_);
   std::printf("adapter loads %g (failed %g), evictions %g, cache hits %g, misses %g\n",
               MetricValue(idle, "loramux_adapter_loads_total"),
               MetricValue(idle, "loramux_adapter_load_failures_total"),
               MetricValue(idle, "loramux_adapter_evictions_total"),
               MetricValue(idle, "loramux_adapter_cache_hits_total"),
               MetricValue(idle, "loramux_adapter_cache_misses_total"));
-  std::printf("server RSS: warm-up %.1f MiB, peak %.1f MiB, final %.1f MiB (bound %.1f MiB; "
-              "%d samples)\n", Mib(warm_rss), Mib(peak_rss.load()), Mib(final_rss),
-              Mib(rss_bound), samples.load());
-  std::printf("store: %d version directories verified; adapters resident after deleting all: "
-              "device %g, host %g\n", versions, device_left, host_left);
+  std::printf(
+      "server RSS: warm-up %.1f MiB, peak %.1f MiB, final %.1f MiB (bound %.1f MiB; "
+      "%d samples)\n",
+      Mib(warm_rss), Mib(peak_rss.load()), Mib(final_rss), Mib(rss_bound), samples.load());
+  std::printf(
+      "store: %d version directories verified; adapters resident after deleting all: "
+      "device %g, host %g\n",
+      versions, device_left, host_left);
   std::printf("time: quiet %.1f s, soak %.1f s, whole test %.1f s\n",
               std::chrono::duration<double>(quiet_end - test_start).count(), soak_s,
               std::chrono::duration<double>(Clock::now() - test_start).count());

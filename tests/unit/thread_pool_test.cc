@@ -4,9 +4,9 @@
 #include <thread>
 #include <vector>
 
+#include <gtest/gtest.h>
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
-#include <gtest/gtest.h>
 
 namespace loramux {
 namespace {
