@@ -167,14 +167,10 @@ class AdapterBuilder {
   torch::ScalarType FactorDtype(const AdapterPlan& plan) const {
     if (!model_.device().is_cpu() || model_.dtype() != torch::kFloat32) return model_.dtype();
     switch (limits_.factors) {
-      case FactorPrecision::kFloat32:
-        return torch::kFloat32;
-      case FactorPrecision::kBFloat16:
-        return torch::kBFloat16;
-      case FactorPrecision::kFloat16:
-        return torch::kFloat16;
-      case FactorPrecision::kAsStored:
-        break;
+      case FactorPrecision::kFloat32: return torch::kFloat32;
+      case FactorPrecision::kBFloat16: return torch::kBFloat16;
+      case FactorPrecision::kFloat16: return torch::kFloat16;
+      case FactorPrecision::kAsStored: break;
     }
     const DType stored = plan.front().a->dtype;
     if (stored != DType::kBF16 && stored != DType::kF16) return torch::kFloat32;

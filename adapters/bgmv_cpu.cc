@@ -134,12 +134,9 @@ LORAMUX_ISA_CLONES void SegmentDeltaF16(const float* x, float* y, const float* b
 void SegmentDelta(const float* x, float* y, const float* bias, int64_t in, int64_t out,
                   const BgmvSegment& s) {
   switch (s.type) {
-    case FactorType::kFloat32:
-      return SegmentDeltaF32(x, y, bias, in, out, s);
-    case FactorType::kBFloat16:
-      return SegmentDeltaBF16(x, y, bias, in, out, s);
-    case FactorType::kFloat16:
-      return SegmentDeltaF16(x, y, bias, in, out, s);
+    case FactorType::kFloat32: return SegmentDeltaF32(x, y, bias, in, out, s);
+    case FactorType::kBFloat16: return SegmentDeltaBF16(x, y, bias, in, out, s);
+    case FactorType::kFloat16: return SegmentDeltaF16(x, y, bias, in, out, s);
   }
 }
 

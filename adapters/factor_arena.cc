@@ -250,16 +250,11 @@ bool CopyFactor(const TensorView& view, bool transpose, float* dst) {
     cols = view.shape.at(1);
   }
   switch (view.dtype) {
-    case DType::kF32:
-      return CopyAs<float>(view.data, rows, cols, transpose, dst);
-    case DType::kBF16:
-      return CopyAs<BF16>(view.data, rows, cols, transpose, dst);
-    case DType::kF16:
-      return CopyAs<F16>(view.data, rows, cols, transpose, dst);
-    case DType::kF64:
-      return CopyAs<double>(view.data, rows, cols, transpose, dst);
-    default:
-      return false;
+    case DType::kF32: return CopyAs<float>(view.data, rows, cols, transpose, dst);
+    case DType::kBF16: return CopyAs<BF16>(view.data, rows, cols, transpose, dst);
+    case DType::kF16: return CopyAs<F16>(view.data, rows, cols, transpose, dst);
+    case DType::kF64: return CopyAs<double>(view.data, rows, cols, transpose, dst);
+    default: return false;
   }
 }
 

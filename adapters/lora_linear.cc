@@ -50,14 +50,10 @@ bool FusedKernelApplies(const torch::Tensor& x, const torch::Tensor& y) {
 std::optional<FactorType> KernelFactorType(const ModuleAdapter& m) {
   if (m.rank > kBgmvMaxRank) return std::nullopt;
   switch (m.a.scalar_type()) {
-    case torch::kFloat32:
-      return FactorType::kFloat32;
-    case torch::kBFloat16:
-      return FactorType::kBFloat16;
-    case torch::kFloat16:
-      return FactorType::kFloat16;
-    default:
-      return std::nullopt;
+    case torch::kFloat32: return FactorType::kFloat32;
+    case torch::kBFloat16: return FactorType::kBFloat16;
+    case torch::kFloat16: return FactorType::kFloat16;
+    default: return std::nullopt;
   }
 }
 

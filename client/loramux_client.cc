@@ -72,27 +72,19 @@ std::string FormatName(v1::AdapterFormat format) {
 
 std::string ResidencyName(v1::Residency residency) {
   switch (residency) {
-    case v1::STORED:
-      return "STORED";
-    case v1::HOST:
-      return "HOST";
-    case v1::DEVICE:
-      return "DEVICE";
-    default:
-      return absl::StrCat(static_cast<int>(residency));
+    case v1::STORED: return "STORED";
+    case v1::HOST: return "HOST";
+    case v1::DEVICE: return "DEVICE";
+    default: return absl::StrCat(static_cast<int>(residency));
   }
 }
 
 std::string FinishReasonName(v1::FinishReason reason) {
   switch (reason) {
-    case v1::FINISH_REASON_LENGTH:
-      return "LENGTH";
-    case v1::FINISH_REASON_STOP:
-      return "STOP";
-    case v1::FINISH_REASON_CANCELLED:
-      return "CANCELLED";
-    default:
-      return "UNSPECIFIED";
+    case v1::FINISH_REASON_LENGTH: return "LENGTH";
+    case v1::FINISH_REASON_STOP: return "STOP";
+    case v1::FINISH_REASON_CANCELLED: return "CANCELLED";
+    default: return "UNSPECIFIED";
   }
 }
 

@@ -84,16 +84,12 @@ std::string JsonValue::Describe() const {
       return absl::StrCat("an object of ", Count(value_->size(), "entry", "entries"));
     case Json::value_t::array:
       return absl::StrCat("an array of ", Count(value_->size(), "item", "items"));
-    case Json::value_t::string:
-      return absl::StrCat("string ", Shortened(Dump(*value_)));
-    case Json::value_t::boolean:
-      return absl::StrCat("boolean ", Dump(*value_));
+    case Json::value_t::string: return absl::StrCat("string ", Shortened(Dump(*value_)));
+    case Json::value_t::boolean: return absl::StrCat("boolean ", Dump(*value_));
     case Json::value_t::number_integer:
     case Json::value_t::number_unsigned:
-    case Json::value_t::number_float:
-      return absl::StrCat("number ", Shortened(Dump(*value_)));
-    default:
-      return "a value of another kind";
+    case Json::value_t::number_float: return absl::StrCat("number ", Shortened(Dump(*value_)));
+    default: return "a value of another kind";
   }
 }
 

@@ -430,14 +430,10 @@ class Scheduler::Impl {
 
   static double DtypeMax(torch::ScalarType dtype) {
     switch (dtype) {
-      case torch::kFloat16:
-        return static_cast<double>(std::numeric_limits<c10::Half>::max());
-      case torch::kBFloat16:
-        return static_cast<double>(std::numeric_limits<c10::BFloat16>::max());
-      case torch::kFloat64:
-        return std::numeric_limits<double>::max();
-      default:
-        return std::numeric_limits<float>::max();
+      case torch::kFloat16: return static_cast<double>(std::numeric_limits<c10::Half>::max());
+      case torch::kBFloat16: return static_cast<double>(std::numeric_limits<c10::BFloat16>::max());
+      case torch::kFloat64: return std::numeric_limits<double>::max();
+      default: return std::numeric_limits<float>::max();
     }
   }
 

@@ -76,18 +76,12 @@ std::string Show(JsonValue value) { return Clip(simdjson::minify(value)); }
 // nlohmann's spelling, as the messages have always used.
 absl::string_view TypeName(JsonValue value) {
   switch (value.type()) {
-    case simdjson::dom::element_type::ARRAY:
-      return "array";
-    case simdjson::dom::element_type::OBJECT:
-      return "object";
-    case simdjson::dom::element_type::STRING:
-      return "string";
-    case simdjson::dom::element_type::BOOL:
-      return "boolean";
-    case simdjson::dom::element_type::NULL_VALUE:
-      return "null";
-    default:
-      return "number";
+    case simdjson::dom::element_type::ARRAY: return "array";
+    case simdjson::dom::element_type::OBJECT: return "object";
+    case simdjson::dom::element_type::STRING: return "string";
+    case simdjson::dom::element_type::BOOL: return "boolean";
+    case simdjson::dom::element_type::NULL_VALUE: return "null";
+    default: return "number";
   }
 }
 
@@ -154,8 +148,7 @@ class HeaderParser {
     }
     if (error == simdjson::SUCCESS) error = json->parse(text.data(), text.size()).get(*top);
     switch (error) {
-      case simdjson::SUCCESS:
-        return absl::OkStatus();
+      case simdjson::SUCCESS: return absl::OkStatus();
       case simdjson::DEPTH_ERROR:
         return Error(absl::StrCat("header JSON nests deeper than ", kMaxJsonDepth, " levels"));
       case simdjson::MEMALLOC:

@@ -86,12 +86,9 @@ v1::AdapterFormat ToProto(AdapterFormat format) {
 
 v1::Residency ToProto(Residency residency) {
   switch (residency) {
-    case Residency::kStored:
-      return v1::STORED;
-    case Residency::kHost:
-      return v1::HOST;
-    case Residency::kDevice:
-      return v1::DEVICE;
+    case Residency::kStored: return v1::STORED;
+    case Residency::kHost: return v1::HOST;
+    case Residency::kDevice: return v1::DEVICE;
   }
   return v1::STORED;
 }
@@ -112,12 +109,8 @@ absl::StatusOr<AdapterManifest> FromProto(const v1::UploadManifest& in) {
   AdapterManifest out;
   out.name = in.name();
   switch (in.format()) {
-    case v1::PEFT:
-      out.format = AdapterFormat::kPeft;
-      break;
-    case v1::SEED:
-      out.format = AdapterFormat::kSeed;
-      break;
+    case v1::PEFT: out.format = AdapterFormat::kPeft; break;
+    case v1::SEED: out.format = AdapterFormat::kSeed; break;
     default:
       return absl::InvalidArgumentError(absl::StrCat(
           "manifest.format ", static_cast<int>(in.format()), " is unknown; use PEFT or SEED"));

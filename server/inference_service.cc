@@ -153,12 +153,9 @@ absl::StatusOr<InferenceRequest> ToInferenceRequest(const v1::ScoreRequest& in, 
 
 v1::FinishReason ToProto(FinishReason reason) {
   switch (reason) {
-    case FinishReason::kLength:
-      return v1::FINISH_REASON_LENGTH;
-    case FinishReason::kStop:
-      return v1::FINISH_REASON_STOP;
-    case FinishReason::kCancelled:
-      return v1::FINISH_REASON_CANCELLED;
+    case FinishReason::kLength: return v1::FINISH_REASON_LENGTH;
+    case FinishReason::kStop: return v1::FINISH_REASON_STOP;
+    case FinishReason::kCancelled: return v1::FINISH_REASON_CANCELLED;
   }
   return v1::FINISH_REASON_UNSPECIFIED;
 }
@@ -419,14 +416,9 @@ GenerateStream::Action GenerateStream::NextActionLocked() {
 // The reactor is alive here: it is deleted only after Finish, and only this action calls it.
 void GenerateStream::Run(const Action& action) {
   switch (action.kind) {
-    case Action::kNone:
-      return;
-    case Action::kWrite:
-      action.call->StartWrite(&in_flight_);
-      return;
-    case Action::kFinish:
-      action.call->Finish(action.status);
-      return;
+    case Action::kNone: return;
+    case Action::kWrite: action.call->StartWrite(&in_flight_); return;
+    case Action::kFinish: action.call->Finish(action.status); return;
   }
 }
 

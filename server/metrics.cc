@@ -65,30 +65,18 @@ void AddSample(prometheus::MetricFamily& family, double value,
 
 const char* RpcName(Rpc rpc) {
   switch (rpc) {
-    case Rpc::kGenerate:
-      return "Generate";
-    case Rpc::kTokenize:
-      return "Tokenize";
-    case Rpc::kDetokenize:
-      return "Detokenize";
-    case Rpc::kScore:
-      return "Score";
-    case Rpc::kUpload:
-      return "Upload";
-    case Rpc::kList:
-      return "List";
-    case Rpc::kGet:
-      return "Get";
-    case Rpc::kDelete:
-      return "Delete";
-    case Rpc::kLoad:
-      return "Load";
-    case Rpc::kUnload:
-      return "Unload";
-    case Rpc::kOpenAiCompletions:
-      return "openai.completions";
-    case Rpc::kOpenAiChatCompletions:
-      return "openai.chat.completions";
+    case Rpc::kGenerate: return "Generate";
+    case Rpc::kTokenize: return "Tokenize";
+    case Rpc::kDetokenize: return "Detokenize";
+    case Rpc::kScore: return "Score";
+    case Rpc::kUpload: return "Upload";
+    case Rpc::kList: return "List";
+    case Rpc::kGet: return "Get";
+    case Rpc::kDelete: return "Delete";
+    case Rpc::kLoad: return "Load";
+    case Rpc::kUnload: return "Unload";
+    case Rpc::kOpenAiCompletions: return "openai.completions";
+    case Rpc::kOpenAiChatCompletions: return "openai.chat.completions";
   }
   return "unknown";
 }

@@ -8,74 +8,35 @@
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 
 namespace loramux {
 namespace {
 
 constexpr char kParamPayload[] = "type.loramux/openai.param";
+// Prompt ids, stop lists, messages (the body is bounded too).
 constexpr size_t kMaxBodyItems = 1 << 20;
-constexpr int64_t kMaxTopLogprobs =
-    20;  // prompt ids, stop lists, messages (the body is bounded too)
+constexpr int64_t kMaxTopLogprobs = 20;
 
-// Fields every endpoint reads, and each endpoint's own.
+// Fields every endpoint reads, and each endpoint's own (space-separated).
+constexpr char kCommonFields[] =
+    "model max_tokens max_completion_tokens temperature top_p top_k seed stop n stream "
+    "stream_options user presence_penalty frequency_penalty logit_bias stop_token_ids ignore_eos "
+    "adapter_scale return_token_ids logprobs";
+constexpr char kCompletionsFields[] = "prompt echo suffix best_of add_special_tokens";
+constexpr char kChatFields[] =
+    "messages top_logprobs tools tool_choice functions function_call response_format "
+    "parallel_tool_calls chat_template_kwargs add_generation_prompt";
+
 const absl::flat_hash_set<std::string>& KnownFields(OpenAiEndpoint endpoint) {
-  static const auto* completions = new absl::flat_hash_set<std::string>{"model",
-                                                                        "max_tokens",
-                                                                        "max_completion_tokens",
-                                                                        "temperature",
-                                                                        "top_p",
-                                                                        "top_k",
-                                                                        "seed",
-                                                                        "stop",
-                                                                        "n",
-                                                                        "stream",
-                                                                        "stream_options",
-                                                                        "user",
-                                                                        "presence_penalty",
-                                                                        "frequency_penalty",
-                                                                        "logit_bias",
-                                                                        "stop_token_ids",
-                                                                        "ignore_eos",
-                                                                        "adapter_scale",
-                                                                        "return_token_ids",
-                                                                        "prompt",
-                                                                        "logprobs",
-                                                                        "echo",
-                                                                        "suffix",
-                                                                        "best_of",
-                                                                        "add_special_tokens"};
-  static const auto* chat = new absl::flat_hash_set<std::string>{"model",
-                                                                 "max_tokens",
-                                                                 "max_completion_tokens",
-                                                                 "temperature",
-                                                                 "top_p",
-                                                                 "top_k",
-                                                                 "seed",
-                                                                 "stop",
-                                                                 "n",
-                                                                 "stream",
-                                                                 "stream_options",
-                                                                 "user",
-                                                                 "presence_penalty",
-                                                                 "frequency_penalty",
-                                                                 "logit_bias",
-                                                                 "stop_token_ids",
-                                                                 "ignore_eos",
-                                                                 "adapter_scale",
-                                                                 "return_token_ids",
-                                                                 "messages",
-                                                                 "logprobs",
-                                                                 "top_logprobs",
-                                                                 "tools",
-                                                                 "tool_choice",
-                                                                 "functions",
-                                                                 "function_call",
-                                                                 "response_format",
-                                                                 "parallel_tool_calls",
-                                                                 "chat_template_kwargs",
-                                                                 "add_generation_prompt"};
-  return endpoint == OpenAiEndpoint::kCompletions ? *completions : *chat;
+  auto with = [](absl::string_view own) {
+    return new absl::flat_hash_set<std::string>(
+        absl::StrSplit(absl::StrCat(kCommonFields, " ", own), ' '));
+  };
+  static const auto* const kCompletions = with(kCompletionsFields);
+  static const auto* const kChat = with(kChatFields);
+  return endpoint == OpenAiEndpoint::kCompletions ? *kCompletions : *kChat;
 }
 
 absl::Status Refuse(absl::string_view field, absl::string_view why) {
@@ -307,20 +268,13 @@ absl::Status ReadStreamOptions(const JsonValue& root, OpenAiRequest& out) {
 
 const char* ErrorType(int http_status) {
   switch (http_status) {
-    case 400:
-      return "invalid_request_error";
-    case 401:
-      return "authentication_error";
-    case 403:
-      return "permission_error";
-    case 404:
-      return "not_found_error";
-    case 429:
-      return "rate_limit_error";
-    case 503:
-      return "service_unavailable_error";
-    default:
-      return http_status >= 500 ? "server_error" : "invalid_request_error";
+    case 400: return "invalid_request_error";
+    case 401: return "authentication_error";
+    case 403: return "permission_error";
+    case 404: return "not_found_error";
+    case 429: return "rate_limit_error";
+    case 503: return "service_unavailable_error";
+    default: return http_status >= 500 ? "server_error" : "invalid_request_error";
   }
 }
 
@@ -546,33 +500,21 @@ Json ModelList(const ServedModel& base, const std::vector<ServedModel>& adapters
 
 int HttpStatusFor(absl::StatusCode code) {
   switch (code) {
-    case absl::StatusCode::kOk:
-      return 200;
+    case absl::StatusCode::kOk: return 200;
     case absl::StatusCode::kInvalidArgument:
     case absl::StatusCode::kFailedPrecondition:
-    case absl::StatusCode::kOutOfRange:
-      return 400;
-    case absl::StatusCode::kUnauthenticated:
-      return 401;
-    case absl::StatusCode::kPermissionDenied:
-      return 403;
-    case absl::StatusCode::kNotFound:
-      return 404;
+    case absl::StatusCode::kOutOfRange: return 400;
+    case absl::StatusCode::kUnauthenticated: return 401;
+    case absl::StatusCode::kPermissionDenied: return 403;
+    case absl::StatusCode::kNotFound: return 404;
     case absl::StatusCode::kAlreadyExists:
-    case absl::StatusCode::kAborted:
-      return 409;
-    case absl::StatusCode::kResourceExhausted:
-      return 429;
-    case absl::StatusCode::kCancelled:
-      return 499;
-    case absl::StatusCode::kUnimplemented:
-      return 501;
-    case absl::StatusCode::kUnavailable:
-      return 503;
-    case absl::StatusCode::kDeadlineExceeded:
-      return 504;
-    default:
-      return 500;
+    case absl::StatusCode::kAborted: return 409;
+    case absl::StatusCode::kResourceExhausted: return 429;
+    case absl::StatusCode::kCancelled: return 499;
+    case absl::StatusCode::kUnimplemented: return 501;
+    case absl::StatusCode::kUnavailable: return 503;
+    case absl::StatusCode::kDeadlineExceeded: return 504;
+    default: return 500;
   }
 }
 

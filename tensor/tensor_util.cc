@@ -49,18 +49,10 @@ absl::StatusOr<torch::Tensor> ToTorch(const TensorView& view, torch::Device devi
                                       torch::ScalarType dtype) {
   torch::ScalarType source;
   switch (view.dtype) {
-    case DType::kF64:
-      source = torch::kFloat64;
-      break;
-    case DType::kF32:
-      source = torch::kFloat32;
-      break;
-    case DType::kF16:
-      source = torch::kFloat16;
-      break;
-    case DType::kBF16:
-      source = torch::kBFloat16;
-      break;
+    case DType::kF64: source = torch::kFloat64; break;
+    case DType::kF32: source = torch::kFloat32; break;
+    case DType::kF16: source = torch::kFloat16; break;
+    case DType::kBF16: source = torch::kBFloat16; break;
     default:
       return absl::InvalidArgumentError(
           absl::StrCat("tensor \"", view.name, "\" has dtype ", std::string(DTypeName(view.dtype)),

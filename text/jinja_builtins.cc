@@ -70,10 +70,8 @@ const std::string& RequireString(const Value& v, std::string_view what) {
 
 std::vector<Value> Iterate(const Value& v) {
   switch (v.kind()) {
-    case Value::Kind::kUndefined:
-      return {};
-    case Value::Kind::kList:
-      return v.list();
+    case Value::Kind::kUndefined: return {};
+    case Value::Kind::kList: return v.list();
     case Value::Kind::kDict: {
       std::vector<Value> keys;
       for (const auto& [k, item] : v.dict().items) keys.push_back(Value::String(k));
@@ -88,8 +86,7 @@ std::vector<Value> Iterate(const Value& v) {
       }
       return chars;
     }
-    default:
-      FailInvalid("'" + v.TypeName() + "' object is not iterable");
+    default: FailInvalid("'" + v.TypeName() + "' object is not iterable");
   }
 }
 
@@ -123,23 +120,12 @@ std::string HtmlEscape(const std::string& s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&#34;";
-        break;
-      case '\'':
-        out += "&#39;";
-        break;
-      default:
-        out.push_back(c);
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&#34;"; break;
+      case '\'': out += "&#39;"; break;
+      default: out.push_back(c);
     }
   }
   return out;
@@ -322,16 +308,12 @@ const std::unordered_map<std::string, FilterFn>& Filters() {
       {"length",
        [](Interpreter&, const Value& v, CallArgs&) {
          switch (v.kind()) {
-           case Value::Kind::kUndefined:
-             return Value::Int(0);
+           case Value::Kind::kUndefined: return Value::Int(0);
            case Value::Kind::kString:
              return Value::Int(static_cast<int64_t>(CountCodePoints(v.str())));
-           case Value::Kind::kList:
-             return Value::Int(static_cast<int64_t>(v.list().size()));
-           case Value::Kind::kDict:
-             return Value::Int(static_cast<int64_t>(v.dict().items.size()));
-           default:
-             FailInvalid("object of type '" + v.TypeName() + "' has no len()");
+           case Value::Kind::kList: return Value::Int(static_cast<int64_t>(v.list().size()));
+           case Value::Kind::kDict: return Value::Int(static_cast<int64_t>(v.dict().items.size()));
+           default: FailInvalid("object of type '" + v.TypeName() + "' has no len()");
          }
        }},
       {"tojson",

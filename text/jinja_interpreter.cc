@@ -153,12 +153,8 @@ Interpreter::Flow Interpreter::Exec(const Stmt& stmt, Scope& scope) {
   Step();
   line_ = stmt.line;
   switch (stmt.kind) {
-    case Stmt::Kind::kText:
-      Emit(stmt.text);
-      return Flow::kNormal;
-    case Stmt::Kind::kOutput:
-      Emit(ToPythonStr(Eval(*stmt.expr, scope)));
-      return Flow::kNormal;
+    case Stmt::Kind::kText: Emit(stmt.text); return Flow::kNormal;
+    case Stmt::Kind::kOutput: Emit(ToPythonStr(Eval(*stmt.expr, scope))); return Flow::kNormal;
     case Stmt::Kind::kIf:
       for (size_t i = 0; i < stmt.conditions.size(); ++i) {
         if (Eval(*stmt.conditions[i], scope).Truthy()) return ExecBody(stmt.bodies[i], scope);
@@ -169,15 +165,9 @@ Interpreter::Flow Interpreter::Exec(const Stmt& stmt, Scope& scope) {
       ExecFor(stmt, scope, flow);
       return Flow::kNormal;
     }
-    case Stmt::Kind::kSet:
-      ExecSet(stmt, scope);
-      return Flow::kNormal;
-    case Stmt::Kind::kMacro:
-      DefineMacro(stmt, scope);
-      return Flow::kNormal;
-    case Stmt::Kind::kCallBlock:
-      ExecCallBlock(stmt, scope);
-      return Flow::kNormal;
+    case Stmt::Kind::kSet: ExecSet(stmt, scope); return Flow::kNormal;
+    case Stmt::Kind::kMacro: DefineMacro(stmt, scope); return Flow::kNormal;
+    case Stmt::Kind::kCallBlock: ExecCallBlock(stmt, scope); return Flow::kNormal;
     case Stmt::Kind::kFilterBlock: {
       Scope inner;
       inner.parent = &scope;
@@ -185,10 +175,8 @@ Interpreter::Flow Interpreter::Exec(const Stmt& stmt, Scope& scope) {
       Emit(ToPythonStr(Eval(*stmt.expr, inner)));
       return Flow::kNormal;
     }
-    case Stmt::Kind::kBreak:
-      return Flow::kBreak;
-    case Stmt::Kind::kContinue:
-      return Flow::kContinue;
+    case Stmt::Kind::kBreak: return Flow::kBreak;
+    case Stmt::Kind::kContinue: return Flow::kContinue;
   }
   return Flow::kNormal;
 }
@@ -416,10 +404,8 @@ CallArgs Interpreter::EvalArgs(const Expr& expr, size_t first, Scope& scope) {
 
 Value Interpreter::Eval(const Expr& expr, Scope& scope) {
   switch (expr.kind) {
-    case Expr::Kind::kLiteral:
-      return expr.literal;
-    case Expr::Kind::kName:
-      return Lookup(expr.name, scope);
+    case Expr::Kind::kLiteral: return expr.literal;
+    case Expr::Kind::kName: return Lookup(expr.name, scope);
     case Expr::Kind::kList:
     case Expr::Kind::kTuple: {
       std::vector<Value> items;
@@ -485,10 +471,8 @@ Value Interpreter::Eval(const Expr& expr, Scope& scope) {
       }
       return Value::Undefined(ObjectName(object) + " has no element " + ToPythonRepr(key));
     }
-    case Expr::Kind::kSlice:
-      return EvalSlice(expr, scope);
-    case Expr::Kind::kCall:
-      return EvalCall(expr, scope);
+    case Expr::Kind::kSlice: return EvalSlice(expr, scope);
+    case Expr::Kind::kCall: return EvalCall(expr, scope);
     case Expr::Kind::kFilter: {
       const Value input = Eval(*expr.args[0], scope);
       CallArgs args = EvalArgs(expr, 1, scope);
@@ -514,10 +498,8 @@ Value Interpreter::Eval(const Expr& expr, Scope& scope) {
       if (v.int_value() == INT64_MIN) FailInvalid("integer overflow in unary -");
       return Value::Int(-v.int_value());
     }
-    case Expr::Kind::kBinary:
-      return EvalBinary(expr, scope);
-    case Expr::Kind::kCompare:
-      return EvalCompareChain(expr, scope);
+    case Expr::Kind::kBinary: return EvalBinary(expr, scope);
+    case Expr::Kind::kCompare: return EvalCompareChain(expr, scope);
     case Expr::Kind::kConditional:
       if (Eval(*expr.args[1], scope).Truthy()) return Eval(*expr.args[0], scope);
       if (expr.args[2] == nullptr)

@@ -271,42 +271,18 @@ class Lexer {
       const char e = src_[i + 1];
       i += 2;
       switch (e) {
-        case 'n':
-          value.push_back('\n');
-          break;
-        case 't':
-          value.push_back('\t');
-          break;
-        case 'r':
-          value.push_back('\r');
-          break;
-        case 'b':
-          value.push_back('\b');
-          break;
-        case 'f':
-          value.push_back('\f');
-          break;
-        case 'v':
-          value.push_back('\v');
-          break;
-        case 'a':
-          value.push_back('\a');
-          break;
-        case '0':
-          value.push_back('\0');
-          break;
-        case '\\':
-          value.push_back('\\');
-          break;
-        case '\'':
-          value.push_back('\'');
-          break;
-        case '"':
-          value.push_back('"');
-          break;
-        case '\n':
-          ++line_;
-          break;  // line continuation
+        case 'n': value.push_back('\n'); break;
+        case 't': value.push_back('\t'); break;
+        case 'r': value.push_back('\r'); break;
+        case 'b': value.push_back('\b'); break;
+        case 'f': value.push_back('\f'); break;
+        case 'v': value.push_back('\v'); break;
+        case 'a': value.push_back('\a'); break;
+        case '0': value.push_back('\0'); break;
+        case '\\': value.push_back('\\'); break;
+        case '\'': value.push_back('\''); break;
+        case '"': value.push_back('"'); break;
+        case '\n': ++line_; break;  // line continuation
         case 'x':
         case 'u':
         case 'U': {
@@ -327,9 +303,7 @@ class Lexer {
           i += n;
           break;
         }
-        default:
-          value.push_back('\\');
-          value.push_back(e);
+        default: value.push_back('\\'); value.push_back(e);
       }
     }
     tokens_.push_back(Token{Token::Type::kString, std::move(value), start_line});

@@ -62,22 +62,14 @@ class Parser {
   }
   static std::string Describe(const Token& tok) {
     switch (tok.type) {
-      case TT::kText:
-        return "text";
-      case TT::kOutputBegin:
-        return "'{{'";
-      case TT::kOutputEnd:
-        return "'}}'";
-      case TT::kBlockBegin:
-        return "'{%'";
-      case TT::kBlockEnd:
-        return "'%}'";
-      case TT::kEnd:
-        return "end of template";
-      case TT::kString:
-        return "a string";
-      default:
-        return "'" + tok.text + "'";
+      case TT::kText: return "text";
+      case TT::kOutputBegin: return "'{{'";
+      case TT::kOutputEnd: return "'}}'";
+      case TT::kBlockBegin: return "'{%'";
+      case TT::kBlockEnd: return "'%}'";
+      case TT::kEnd: return "end of template";
+      case TT::kString: return "a string";
+      default: return "'" + tok.text + "'";
     }
   }
   void ExpectOp(const char* op) {

@@ -94,46 +94,29 @@ Value Value::MakeFunction(std::string name, Function fn) {
 bool Value::Truthy() const {
   switch (kind_) {
     case Kind::kUndefined:
-    case Kind::kNone:
-      return false;
-    case Kind::kBool:
-      return b_;
-    case Kind::kInt:
-      return i_ != 0;
-    case Kind::kFloat:
-      return f_ != 0;
-    case Kind::kString:
-      return !s_.empty();
-    case Kind::kList:
-      return !list_->empty();
-    case Kind::kDict:
-      return namespace_ || !dict_->items.empty();
-    case Kind::kFunction:
-      return true;
+    case Kind::kNone: return false;
+    case Kind::kBool: return b_;
+    case Kind::kInt: return i_ != 0;
+    case Kind::kFloat: return f_ != 0;
+    case Kind::kString: return !s_.empty();
+    case Kind::kList: return !list_->empty();
+    case Kind::kDict: return namespace_ || !dict_->items.empty();
+    case Kind::kFunction: return true;
   }
   return false;
 }
 
 std::string Value::TypeName() const {
   switch (kind_) {
-    case Kind::kUndefined:
-      return "undefined";
-    case Kind::kNone:
-      return "NoneType";
-    case Kind::kBool:
-      return "bool";
-    case Kind::kInt:
-      return "int";
-    case Kind::kFloat:
-      return "float";
-    case Kind::kString:
-      return "str";
-    case Kind::kList:
-      return tuple_ ? "tuple" : "list";
-    case Kind::kDict:
-      return namespace_ ? "Namespace" : "dict";
-    case Kind::kFunction:
-      return "function";
+    case Kind::kUndefined: return "undefined";
+    case Kind::kNone: return "NoneType";
+    case Kind::kBool: return "bool";
+    case Kind::kInt: return "int";
+    case Kind::kFloat: return "float";
+    case Kind::kString: return "str";
+    case Kind::kList: return tuple_ ? "tuple" : "list";
+    case Kind::kDict: return namespace_ ? "Namespace" : "dict";
+    case Kind::kFunction: return "function";
   }
   return "?";
 }
@@ -222,8 +205,7 @@ namespace {
 std::string ReprAt(const Value& v, int depth) {
   CheckDepth(depth);
   switch (v.kind()) {
-    case Value::Kind::kString:
-      return StringRepr(v.str());
+    case Value::Kind::kString: return StringRepr(v.str());
     case Value::Kind::kList: {
       std::string out = v.is_tuple() ? "(" : "[";
       for (size_t i = 0; i < v.list().size(); ++i) {
@@ -243,31 +225,22 @@ std::string ReprAt(const Value& v, int depth) {
       }
       return out + (v.is_namespace() ? "}>" : "}");
     }
-    default:
-      return ToPythonStr(v);
+    default: return ToPythonStr(v);
   }
 }
 }  // namespace
 
 std::string ToPythonStr(const Value& v) {
   switch (v.kind()) {
-    case Value::Kind::kUndefined:
-      return "";
-    case Value::Kind::kNone:
-      return "None";
-    case Value::Kind::kBool:
-      return v.bool_value() ? "True" : "False";
-    case Value::Kind::kInt:
-      return std::to_string(v.int_value());
-    case Value::Kind::kFloat:
-      return FloatRepr(v.number_value());
-    case Value::Kind::kString:
-      return v.str();
+    case Value::Kind::kUndefined: return "";
+    case Value::Kind::kNone: return "None";
+    case Value::Kind::kBool: return v.bool_value() ? "True" : "False";
+    case Value::Kind::kInt: return std::to_string(v.int_value());
+    case Value::Kind::kFloat: return FloatRepr(v.number_value());
+    case Value::Kind::kString: return v.str();
     case Value::Kind::kList:
-    case Value::Kind::kDict:
-      return ToPythonRepr(v);
-    case Value::Kind::kFunction:
-      return "<function " + v.function_name() + ">";
+    case Value::Kind::kDict: return ToPythonRepr(v);
+    case Value::Kind::kFunction: return "<function " + v.function_name() + ">";
   }
   return "";
 }
@@ -290,10 +263,8 @@ bool EqualAt(const Value& a, const Value& b, int depth) {
   if (a.kind() != b.kind()) return false;
   switch (a.kind()) {
     case Value::Kind::kUndefined:
-    case Value::Kind::kNone:
-      return true;
-    case Value::Kind::kString:
-      return a.str() == b.str();
+    case Value::Kind::kNone: return true;
+    case Value::Kind::kString: return a.str() == b.str();
     case Value::Kind::kList: {
       if (a.is_tuple() != b.is_tuple() || a.list().size() != b.list().size()) return false;
       for (size_t i = 0; i < a.list().size(); ++i) {
@@ -310,10 +281,8 @@ bool EqualAt(const Value& a, const Value& b, int depth) {
       }
       return true;
     }
-    case Value::Kind::kFunction:
-      return &a.function() == &b.function();
-    default:
-      return false;
+    case Value::Kind::kFunction: return &a.function() == &b.function();
+    default: return false;
   }
 }
 
@@ -344,21 +313,16 @@ Value FromJsonAt(const nlohmann::ordered_json& json, int depth) {
     FailInvalid(absl::StrCat("chat template input nests deeper than ", kMaxJsonDepth, " levels"));
   }
   switch (json.type()) {
-    case nlohmann::ordered_json::value_t::null:
-      return Value::None();
-    case nlohmann::ordered_json::value_t::boolean:
-      return Value::Bool(json.get<bool>());
-    case nlohmann::ordered_json::value_t::number_integer:
-      return Value::Int(json.get<int64_t>());
+    case nlohmann::ordered_json::value_t::null: return Value::None();
+    case nlohmann::ordered_json::value_t::boolean: return Value::Bool(json.get<bool>());
+    case nlohmann::ordered_json::value_t::number_integer: return Value::Int(json.get<int64_t>());
     case nlohmann::ordered_json::value_t::number_unsigned: {
       const uint64_t u = json.get<uint64_t>();
       if (u > static_cast<uint64_t>(INT64_MAX)) return Value::Float(static_cast<double>(u));
       return Value::Int(static_cast<int64_t>(u));
     }
-    case nlohmann::ordered_json::value_t::number_float:
-      return Value::Float(json.get<double>());
-    case nlohmann::ordered_json::value_t::string:
-      return Value::String(json.get<std::string>());
+    case nlohmann::ordered_json::value_t::number_float: return Value::Float(json.get<double>());
+    case nlohmann::ordered_json::value_t::string: return Value::String(json.get<std::string>());
     case nlohmann::ordered_json::value_t::array: {
       std::vector<Value> items;
       items.reserve(json.size());
@@ -373,8 +337,7 @@ Value FromJsonAt(const nlohmann::ordered_json& json, int depth) {
       }
       return Value::MakeDict(std::move(dict));
     }
-    default:
-      FailInvalid("chat template input holds a JSON value of an unsupported type (binary)");
+    default: FailInvalid("chat template input holds a JSON value of an unsupported type (binary)");
   }
 }
 
@@ -416,27 +379,13 @@ void AppendJsonString(const std::string& s, bool ensure_ascii, std::string& out)
   }
   for (unsigned char c : s) {
     switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      case '\b':
-        out += "\\b";
-        break;
-      case '\f':
-        out += "\\f";
-        break;
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
       default:
         if (c < 0x20) {
           char buf[8];
@@ -462,15 +411,9 @@ void AppendJson(const Value& v, const JsonOptions& options, int depth, std::stri
     out.append(static_cast<size_t>(options.indent) * level, ' ');
   };
   switch (v.kind()) {
-    case Value::Kind::kNone:
-      out += "null";
-      return;
-    case Value::Kind::kBool:
-      out += v.bool_value() ? "true" : "false";
-      return;
-    case Value::Kind::kInt:
-      out += std::to_string(v.int_value());
-      return;
+    case Value::Kind::kNone: out += "null"; return;
+    case Value::Kind::kBool: out += v.bool_value() ? "true" : "false"; return;
+    case Value::Kind::kInt: out += std::to_string(v.int_value()); return;
     case Value::Kind::kFloat: {
       const double f = v.number_value();
       out += std::isnan(f)   ? "NaN"
@@ -478,9 +421,7 @@ void AppendJson(const Value& v, const JsonOptions& options, int depth, std::stri
                              : FloatRepr(f);
       return;
     }
-    case Value::Kind::kString:
-      AppendJsonString(v.str(), options.ensure_ascii, out);
-      return;
+    case Value::Kind::kString: AppendJsonString(v.str(), options.ensure_ascii, out); return;
     case Value::Kind::kList: {
       if (v.list().empty()) {
         out += "[]";

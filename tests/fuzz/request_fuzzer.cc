@@ -22,10 +22,8 @@ namespace {
 // Mostly ordinary values, sometimes anything (NaN, infinities, denormals, extremes).
 double AnyDouble(FuzzedDataProvider& in) {
   switch (in.ConsumeIntegralInRange(0, 3)) {
-    case 0:
-      return in.ConsumeFloatingPointInRange(-4.0, 4.0);
-    case 1:
-      return in.ConsumeFloatingPoint<double>();
+    case 0: return in.ConsumeFloatingPointInRange(-4.0, 4.0);
+    case 1: return in.ConsumeFloatingPoint<double>();
     default: {
       uint64_t bits = in.ConsumeIntegral<uint64_t>();
       double d;

@@ -55,21 +55,16 @@ struct Pending {
 
 std::string Name(FuzzedDataProvider& in) {
   switch (in.ConsumeIntegralInRange(0, 3)) {
-    case 0:
-      return "a";
-    case 1:
-      return "b.v-2_x";
-    case 2:
-      return std::string(128, 'n');
-    default:
-      return in.ConsumeRandomLengthString(140);
+    case 0: return "a";
+    case 1: return "b.v-2_x";
+    case 2: return std::string(128, 'n');
+    default: return in.ConsumeRandomLengthString(140);
   }
 }
 
 AdapterValidator Validator(FuzzedDataProvider& in) {
   switch (in.ConsumeIntegralInRange(0, 2)) {
-    case 0:
-      return nullptr;
+    case 0: return nullptr;
     case 1:  // what a server checks first: the bytes are a safetensors file
       return [](const AdapterManifest&, const std::string& path) {
         return SafetensorsFile::Open(path).status();

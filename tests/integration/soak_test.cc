@@ -67,42 +67,24 @@ const std::vector<std::string> kServerFlags = {"--max_device_adapter_bytes=256Ki
 
 const char* CodeName(StatusCode code) {
   switch (code) {
-    case StatusCode::OK:
-      return "OK";
-    case StatusCode::CANCELLED:
-      return "CANCELLED";
-    case StatusCode::UNKNOWN:
-      return "UNKNOWN";
-    case StatusCode::INVALID_ARGUMENT:
-      return "INVALID_ARGUMENT";
-    case StatusCode::DEADLINE_EXCEEDED:
-      return "DEADLINE_EXCEEDED";
-    case StatusCode::NOT_FOUND:
-      return "NOT_FOUND";
-    case StatusCode::ALREADY_EXISTS:
-      return "ALREADY_EXISTS";
-    case StatusCode::PERMISSION_DENIED:
-      return "PERMISSION_DENIED";
-    case StatusCode::RESOURCE_EXHAUSTED:
-      return "RESOURCE_EXHAUSTED";
-    case StatusCode::FAILED_PRECONDITION:
-      return "FAILED_PRECONDITION";
-    case StatusCode::ABORTED:
-      return "ABORTED";
-    case StatusCode::OUT_OF_RANGE:
-      return "OUT_OF_RANGE";
-    case StatusCode::UNIMPLEMENTED:
-      return "UNIMPLEMENTED";
-    case StatusCode::INTERNAL:
-      return "INTERNAL";
-    case StatusCode::UNAVAILABLE:
-      return "UNAVAILABLE";
-    case StatusCode::DATA_LOSS:
-      return "DATA_LOSS";
-    case StatusCode::UNAUTHENTICATED:
-      return "UNAUTHENTICATED";
-    default:
-      return "?";
+    case StatusCode::OK: return "OK";
+    case StatusCode::CANCELLED: return "CANCELLED";
+    case StatusCode::UNKNOWN: return "UNKNOWN";
+    case StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
+    case StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
+    case StatusCode::NOT_FOUND: return "NOT_FOUND";
+    case StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
+    case StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
+    case StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
+    case StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
+    case StatusCode::ABORTED: return "ABORTED";
+    case StatusCode::OUT_OF_RANGE: return "OUT_OF_RANGE";
+    case StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
+    case StatusCode::INTERNAL: return "INTERNAL";
+    case StatusCode::UNAVAILABLE: return "UNAVAILABLE";
+    case StatusCode::DATA_LOSS: return "DATA_LOSS";
+    case StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
+    default: return "?";
   }
 }
 
@@ -274,44 +256,25 @@ enum class Kind {
 
 const char* KindName(Kind kind) {
   switch (kind) {
-    case Kind::kHonestGenerate:
-      return "honest Generate";
-    case Kind::kHonestScore:
-      return "honest Score (logits)";
-    case Kind::kExtremeScale:
-      return "adapter_scale 3e38/-1e30/NaN/inf";
-    case Kind::kHugeStopIds:
-      return "100k stop_token_ids";
-    case Kind::kHugePrompt:
-      return "2M-token prompt (<4 MiB)";
-    case Kind::kOversizeMessage:
-      return "message over 4 MiB";
-    case Kind::kHugeMaxNewTokens:
-      return "max_new_tokens 1e9";
-    case Kind::kBadSampling:
-      return "temperature -1/NaN, top_p 2/NaN";
-    case Kind::kUnknownAdapter:
-      return "unknown / malformed adapter";
-    case Kind::kOutOfVocabulary:
-      return "token ids outside vocab";
-    case Kind::kBadScore:
-      return "Score: bad ids/adapter/logits";
-    case Kind::kPromptText:
-      return "prompt_text (no tokenizer.json)";
-    case Kind::kHugeFactors:
-      return "adapter factors x 1e20";
-    case Kind::kChurnReader:
-      return "Generate on churned names";
-    case Kind::kCancelMidStream:
-      return "cancel mid-stream";
-    case Kind::kDisconnect:
-      return "disconnect mid-stream";
-    case Kind::kPastDeadline:
-      return "deadline already past";
-    case Kind::kShortDeadline:
-      return "deadline 5-30 ms, 300 tokens";
-    case Kind::kCount:
-      break;
+    case Kind::kHonestGenerate: return "honest Generate";
+    case Kind::kHonestScore: return "honest Score (logits)";
+    case Kind::kExtremeScale: return "adapter_scale 3e38/-1e30/NaN/inf";
+    case Kind::kHugeStopIds: return "100k stop_token_ids";
+    case Kind::kHugePrompt: return "2M-token prompt (<4 MiB)";
+    case Kind::kOversizeMessage: return "message over 4 MiB";
+    case Kind::kHugeMaxNewTokens: return "max_new_tokens 1e9";
+    case Kind::kBadSampling: return "temperature -1/NaN, top_p 2/NaN";
+    case Kind::kUnknownAdapter: return "unknown / malformed adapter";
+    case Kind::kOutOfVocabulary: return "token ids outside vocab";
+    case Kind::kBadScore: return "Score: bad ids/adapter/logits";
+    case Kind::kPromptText: return "prompt_text (no tokenizer.json)";
+    case Kind::kHugeFactors: return "adapter factors x 1e20";
+    case Kind::kChurnReader: return "Generate on churned names";
+    case Kind::kCancelMidStream: return "cancel mid-stream";
+    case Kind::kDisconnect: return "disconnect mid-stream";
+    case Kind::kPastDeadline: return "deadline already past";
+    case Kind::kShortDeadline: return "deadline 5-30 ms, 300 tokens";
+    case Kind::kCount: break;
   }
   return "?";
 }
@@ -319,15 +282,11 @@ const char* KindName(Kind kind) {
 // Relative frequency of each kind in the soak.
 int Weight(Kind kind) {
   switch (kind) {
-    case Kind::kHonestGenerate:
-      return 40;
-    case Kind::kHonestScore:
-      return 8;
+    case Kind::kHonestGenerate: return 40;
+    case Kind::kHonestScore: return 8;
     case Kind::kHugePrompt:
-    case Kind::kOversizeMessage:
-      return 1;
-    default:
-      return 3;
+    case Kind::kOversizeMessage: return 1;
+    default: return 3;
   }
 }
 
@@ -559,21 +518,11 @@ void SoakTest::OneRequest(Kind kind, int worker, std::mt19937& rng) {
     case Kind::kBadSampling: {
       v1::GenerateRequest request = MakeGenerate(alias, prompt, kGoldenSteps);
       switch (pick(5)) {
-        case 0:
-          request.mutable_sampling()->set_temperature(-1);
-          break;
-        case 1:
-          request.mutable_sampling()->set_temperature(std::nanf(""));
-          break;
-        case 2:
-          request.mutable_sampling()->set_top_p(2);
-          break;
-        case 3:
-          request.mutable_sampling()->set_top_p(std::nanf(""));
-          break;
-        default:
-          request.mutable_sampling()->set_top_k(-5);
-          break;
+        case 0: request.mutable_sampling()->set_temperature(-1); break;
+        case 1: request.mutable_sampling()->set_temperature(std::nanf("")); break;
+        case 2: request.mutable_sampling()->set_top_p(2); break;
+        case 3: request.mutable_sampling()->set_top_p(std::nanf("")); break;
+        default: request.mutable_sampling()->set_top_k(-5); break;
       }
       Expect(ledger_, kind, Generate(inference(worker), request).status, invalid,
              request.sampling().ShortDebugString());
@@ -594,17 +543,10 @@ void SoakTest::OneRequest(Kind kind, int worker, std::mt19937& rng) {
     case Kind::kOutOfVocabulary: {
       v1::GenerateRequest request = MakeGenerate(alias, {5, 320}, 4);
       switch (pick(4)) {
-        case 0:
-          break;
-        case 1:
-          request = MakeGenerate(alias, {-1, 5}, 4);
-          break;
-        case 2:
-          request = MakeGenerate("", {5, std::numeric_limits<int32_t>::max()}, 4);
-          break;
-        default:
-          request = MakeGenerate(alias, prompt, 4);
-          request.add_stop_token_ids(320);
+        case 0: break;
+        case 1: request = MakeGenerate(alias, {-1, 5}, 4); break;
+        case 2: request = MakeGenerate("", {5, std::numeric_limits<int32_t>::max()}, 4); break;
+        default: request = MakeGenerate(alias, prompt, 4); request.add_stop_token_ids(320);
       }
       Expect(ledger_, kind, Generate(inference(worker), request).status, invalid, "");
       return;
@@ -615,16 +557,12 @@ void SoakTest::OneRequest(Kind kind, int worker, std::mt19937& rng) {
       for (int32_t id : prompt) request.add_token_ids(id);
       StatusCode want = StatusCode::INVALID_ARGUMENT;
       switch (pick(4)) {
-        case 0:
-          request.add_token_ids(320);
-          break;
+        case 0: request.add_token_ids(320); break;
         case 1:
           request.set_adapter("ghost");
           want = StatusCode::NOT_FOUND;
           break;
-        case 2:
-          request.set_adapter_scale(std::numeric_limits<float>::infinity());
-          break;
+        case 2: request.set_adapter_scale(std::numeric_limits<float>::infinity()); break;
         default:  // 100 x 320 x 4 bytes of logits, past --max_score_logits_bytes=64KiB
           request.mutable_token_ids()->Resize(100, 9);
           request.set_return_logits(true);
@@ -743,8 +681,7 @@ void SoakTest::OneRequest(Kind kind, int worker, std::mt19937& rng) {
       }
       return;
     }
-    case Kind::kCount:
-      break;
+    case Kind::kCount: break;
   }
 }
 

@@ -54,24 +54,18 @@ torch::Tensor ReferenceRow(const torch::Tensor& x, const torch::Tensor& w, const
           : m->magnitude /
                 (m->norm_terms[0] + 2 * c * m->norm_terms[1] + c * c * m->norm_terms[2]).sqrt();
   switch (m->kind) {
-    case Kind::kLora:
-      return torch::mv(w64 + delta_w, x64) + b64;
-    case Kind::kDoraRow:
-      return g * torch::mv(w64 + delta_w, x64) + b64;
-    case Kind::kDoraCol:
-      return torch::mv(w64 + delta_w, g * x64) + b64;
+    case Kind::kLora: return torch::mv(w64 + delta_w, x64) + b64;
+    case Kind::kDoraRow: return g * torch::mv(w64 + delta_w, x64) + b64;
+    case Kind::kDoraCol: return torch::mv(w64 + delta_w, g * x64) + b64;
   }
   return {};
 }
 
 const char* PathName(DeltaPath path) {
   switch (path) {
-    case DeltaPath::kAuto:
-      return "auto";
-    case DeltaPath::kSegmentGemms:
-      return "segment GEMMs";
-    case DeltaPath::kGathered:
-      return "gathered";
+    case DeltaPath::kAuto: return "auto";
+    case DeltaPath::kSegmentGemms: return "segment GEMMs";
+    case DeltaPath::kGathered: return "gathered";
   }
   return "?";
 }
@@ -111,12 +105,9 @@ class LoraLinearTest : public ::testing::TestWithParam<torch::ScalarType> {
 
   double Tolerance() const {
     switch (GetParam()) {
-      case torch::kFloat64:
-        return 1e-12;
-      case torch::kFloat32:
-        return 1e-5;
-      default:
-        return 2e-2;  // bfloat16: relative to the reference's norm
+      case torch::kFloat64: return 1e-12;
+      case torch::kFloat32: return 1e-5;
+      default: return 2e-2;  // bfloat16: relative to the reference's norm
     }
   }
 
