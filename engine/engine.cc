@@ -36,9 +36,16 @@ std::string BlasLibrary() {
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
   ASSIGN_OR_RETURN(torch::Device device, ParseDevice(options.device));
-  ASSIGN_OR_RETURN(torch::ScalarType dtype, ParseScalarType(options.dtype));
+  ConfigureThreads(options.threads);  // before any measurement
+  torch::ScalarType dtype = torch::kFloat32;
+  if (options.dtype == "auto") {
+    const AutoDtype choice = ChooseAutoDtype(device);
+    LogInfo("%s", choice.reason);
+    dtype = choice.dtype;
+  } else {
+    ASSIGN_OR_RETURN(dtype, ParseScalarType(options.dtype));
+  }
   RETURN_IF_ERROR(CheckMatmulSupport(device, dtype));
-  ConfigureThreads(options.threads);
   auto engine = std::unique_ptr<Engine>(new Engine());
   ASSIGN_OR_RETURN(engine->model_, LlamaModel::Load(options.model_dir, device, dtype));
   AdapterStoreOptions store_options;
@@ -54,7 +61,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
       "%s from %s: %d layers, hidden %d, heads %d/%d, vocab %d, %.1f MB of weights on %s as %s; "
       "BLAS: %s; threads: %d",
       c.architecture, options.model_dir, c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads,
-      c.vocab_size, engine->model_->weight_bytes() / 1e6, device.str(), options.dtype,
+      c.vocab_size, engine->model_->weight_bytes() / 1e6, device.str(),
+      dtype == torch::kBFloat16  ? "bfloat16"
+      : dtype == torch::kFloat16 ? "float16"
+                                 : "float32",
       BlasLibrary(), at::get_num_threads());
   return engine;
 }

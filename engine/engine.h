@@ -19,7 +19,7 @@ namespace loramux {
 struct EngineOptions {
   std::string model_dir;
   std::string device = "cpu";     // "cpu", "cuda", "cuda:N"
-  std::string dtype = "float32";  // "float32", "bfloat16", "float16"
+  std::string dtype = "float32";  // "float32", "bfloat16", "float16", or "auto" (ChooseAutoDtype)
   std::string adapter_store;      // store root directory
   uint64_t max_upload_bytes = 1ull << 30;
   int threads = 0;  // LibTorch intra-op threads; 0 = OMP_NUM_THREADS or all CPUs

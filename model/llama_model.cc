@@ -309,7 +309,7 @@ torch::Tensor LlamaModel::ForwardImpl(const ForwardBatch& batch, KvCache& cache)
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& layer = weights_.layers[l];
     auto linear = [&](const torch::Tensor& x, Projection p) {
-      return AdaptedLinear(x, layer.proj[p], ModuleIndex(l, p), batch.adapters);
+      return AdaptedLinear(x, layer.proj[p], ModuleIndex(l, p), batch.adapters, batch.delta_path);
     };
     const torch::Tensor x = RmsNorm(h, layer.input_norm, c.rms_norm_eps);
     const torch::Tensor q =

@@ -54,9 +54,10 @@ struct SequenceChunk {
 };
 
 struct ForwardBatch {
-  std::vector<int64_t> token_ids;        // packed, T tokens
-  std::vector<SequenceChunk> chunks;     // in packed order, covering all tokens
-  std::vector<AdapterSegment> adapters;  // token ranges served by adapters
+  std::vector<int64_t> token_ids;           // packed, T tokens
+  std::vector<SequenceChunk> chunks;        // in packed order, covering all tokens
+  std::vector<AdapterSegment> adapters;     // token ranges served by adapters
+  DeltaPath delta_path = DeltaPath::kAuto;  // benchmarks force one path to compare them
 };
 
 class LlamaModel final : public BaseModules {

@@ -60,7 +60,9 @@ ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9090",
 ABSL_FLAG(std::string, adapter_store, "./loramux-store",
           "Adapter store directory (created if missing; may be shared by several servers).");
 ABSL_FLAG(std::string, device, "cpu", "Device: cpu, cuda or cuda:N.");
-ABSL_FLAG(std::string, dtype, "float32", "Compute dtype: float32, bfloat16 or float16.");
+ABSL_FLAG(std::string, dtype, "float32",
+          "Compute dtype: float32, bfloat16, float16, or auto (bfloat16 where the hardware "
+          "multiplies it natively, float32 elsewhere; the choice and both GEMM rates are logged).");
 ABSL_FLAG(std::string, admin_token_file, "",
           "File holding the bearer token the Adapters service requires (empty: no token).");
 ABSL_FLAG(std::string, inference_token_file, "",
@@ -200,9 +202,10 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
   }
   engine.device = absl::GetFlag(FLAGS_device);
   engine.dtype = absl::GetFlag(FLAGS_dtype);
-  if (engine.dtype != "float32" && engine.dtype != "bfloat16" && engine.dtype != "float16") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--dtype=", engine.dtype, ": unknown; use float32, bfloat16 or float16"));
+  if (engine.dtype != "float32" && engine.dtype != "bfloat16" && engine.dtype != "float16" &&
+      engine.dtype != "auto") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--dtype=", engine.dtype, ": unknown; use float32, bfloat16, float16 or auto"));
   }
 
   config.listen = absl::GetFlag(FLAGS_listen);

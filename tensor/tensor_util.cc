@@ -1,13 +1,19 @@
 #include "tensor/tensor_util.h"
 
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <thread>
+#include <vector>
 
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 
 namespace loramux {
 
@@ -62,6 +68,64 @@ absl::StatusOr<torch::Tensor> ToTorch(const TensorView& view, torch::Device devi
   torch::Tensor host = torch::empty(view.shape, torch::TensorOptions().dtype(source));
   std::memcpy(host.data_ptr(), view.data, view.nbytes);
   return host.to(device, dtype);
+}
+
+namespace {
+
+// The CPU's native bfloat16 instructions as /proc/cpuinfo names them, or "" when it has none.
+std::string NativeBf16CpuFlag() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(cpuinfo, line)) {
+    if (line.rfind("flags", 0) != 0 && line.rfind("Features", 0) != 0) continue;
+    const std::vector<std::string> flags = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    for (const char* flag : {"amx_bf16", "avx512_bf16", "bf16"}) {
+      if (std::find(flags.begin(), flags.end(), flag) != flags.end()) return flag;
+    }
+    return "";  // every core lists the same flags
+  }
+  return "";
+}
+
+}  // namespace
+
+double LinearGflops(torch::Device device, torch::ScalarType dtype, int64_t m, int64_t k,
+                    int64_t n) {
+  torch::NoGradGuard no_grad;
+  const auto options = torch::TensorOptions().device(device).dtype(dtype);
+  const torch::Tensor x = torch::randn({m, k}, options), w = torch::randn({n, k}, options);
+  torch::linear(x, w);  // warm-up: packing, allocations, the library's first-call set-up
+  double best = 0;
+  for (int i = 0; i < 5; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    torch::linear(x, w).sum().item<float>();  // item() waits for a device to finish
+    const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+    best = std::max(best, 2.0 * m * k * n / took.count() / 1e9);
+  }
+  return best;
+}
+
+AutoDtype ChooseAutoDtype(torch::Device device) {
+  constexpr int64_t kM = 32, kK = 1024, kN = 2816;  // batch-32 decode through an MLP projection
+  const bool bf16_multiplies = CheckMatmulSupport(device, torch::kBFloat16).ok();
+  std::string why;
+  bool bf16 = false;
+  if (device.is_cpu()) {
+    const std::string flag = NativeBf16CpuFlag();
+    bf16 = !flag.empty() && bf16_multiplies;
+    why = flag.empty() ? "the CPU has no native bfloat16 arithmetic"
+                       : absl::StrCat("the CPU multiplies bfloat16 natively (", flag, ")");
+  } else {
+    bf16 = bf16_multiplies;
+    why = bf16 ? "the device multiplies bfloat16" : "this LibTorch cannot multiply bfloat16 there";
+  }
+  const double f32_rate = LinearGflops(device, torch::kFloat32, kM, kK, kN);
+  const double bf16_rate =
+      bf16_multiplies ? LinearGflops(device, torch::kBFloat16, kM, kK, kN) : 0.0;
+  return {bf16 ? torch::kBFloat16 : torch::kFloat32,
+          absl::StrFormat("--dtype=auto serves in %s: %s; x[%d,%d]·W[%d,%d]^T now runs at %.0f "
+                          "GFLOP/s in bfloat16, %.0f in float32",
+                          bf16 ? "bfloat16" : "float32", why, kM, kK, kN, kK, bf16_rate, f32_rate)};
 }
 
 int ConfigureThreads(int threads) {

@@ -21,6 +21,19 @@ absl::StatusOr<torch::Device> ParseDevice(absl::string_view name);
 // every request.
 absl::Status CheckMatmulSupport(torch::Device device, torch::ScalarType dtype);
 
+// What --dtype=auto serves in on `device`: bfloat16 where the hardware multiplies it natively
+// (a CPU whose /proc/cpuinfo lists avx512_bf16, amx_bf16 or, on Arm, bf16; any other device whose
+// LibTorch multiplies bfloat16), float32 elsewhere. `reason` is one line for the start-up log:
+// the choice, why, and the GEMM rates of both dtypes measured now at a decode shape.
+struct AutoDtype {
+  torch::ScalarType dtype;
+  std::string reason;
+};
+AutoDtype ChooseAutoDtype(torch::Device device);
+
+// GFLOP/s of x[m,k]·W[n,k]^T (torch::linear) in `dtype` on `device`: the best of a few runs.
+double LinearGflops(torch::Device device, torch::ScalarType dtype, int64_t m, int64_t k, int64_t n);
+
 // Sets LibTorch's intra-op thread count to `threads`, or when 0 to OMP_NUM_THREADS if set, else to
 // every online CPU. (LibTorch's default counts physical cores from cpuinfo, which reads 1 on some
 // VMs and halves throughput.) Returns the count in effect.

@@ -91,6 +91,10 @@ TEST_F(ServerConfigTest, BadValuesAreRefusedNamingTheFlag) {
   EXPECT_EQ(config->engine.dtype, "bfloat16");
   EXPECT_EQ(config->http_listen, "127.0.0.1:0");
   EXPECT_EQ(config->http_threads, 4);
+  absl::SetFlag(&FLAGS_dtype, "auto");  // resolved by the engine at start-up
+  config = ServerConfigFromFlags();
+  ASSERT_THAT(config, IsOk());
+  EXPECT_EQ(config->engine.dtype, "auto");
 }
 
 }  // namespace
