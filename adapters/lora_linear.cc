@@ -82,7 +82,9 @@ void AddFusedCpu(const torch::Tensor& x, torch::Tensor& y, const LinearWeights& 
                   run.begin,      run.end};
     if (m.kind == ModuleAdapter::Kind::kDoraRow) {
       // At scale 1 the gain precomputed at load, else computed now; float32 for the kernel.
-      torch::Tensor gain = run.scale == 1.0 ? m.gain : m.GainAt(run.scale);
+      torch::Tensor gain = run.scale != 1.0       ? m.GainAt(run.scale)
+                           : m.gain_f32.defined() ? m.gain_f32
+                                                  : m.gain;
       if (gain.scalar_type() != torch::kFloat32 || !gain.is_contiguous()) gain = f32(gain);
       s.gain = gains.emplace_back(std::move(gain)).data_ptr<float>();
     }
