@@ -54,8 +54,9 @@ absl::Status RefuseUnsupported(const JsonValue& j, absl::string_view label) {
   }
   ASSIGN_OR_RETURN(const std::string bias, j["bias"].String("none"));
   if (bias != "none") {
-    return absl::UnimplementedError(absl::StrCat(
-        label, ": bias \"", bias, "\" is not supported (trained base biases would change the base)"));
+    return absl::UnimplementedError(
+        absl::StrCat(label, ": bias \"", bias,
+                     "\" is not supported (trained base biases would change the base)"));
   }
   return absl::OkStatus();
 }
@@ -85,14 +86,15 @@ class RegexCompiler {
     options.set_max_mem(kRegexMaxMem);  // stops the compiler early on a huge pattern
     auto re = std::make_shared<const RE2>(pattern, options);
     if (!re->ok()) {
-      return field.Error(absl::StrCat("holds an invalid or too complex regular expression (",
-                                      re->error(), ")"));
+      return field.Error(
+          absl::StrCat("holds an invalid or too complex regular expression (", re->error(), ")"));
     }
     budget_ -= re->ProgramSize();
     if (budget_ < 0) {
-      return field.Error(absl::StrCat(
-          "brings the config's regular expressions past ", kMaxAdapterConfigRegexSize,
-          " RE2 instructions in all; use fewer or simpler patterns (plain module names cost none)"));
+      return field.Error(absl::StrCat("brings the config's regular expressions past ",
+                                      kMaxAdapterConfigRegexSize,
+                                      " RE2 instructions in all; use fewer or simpler patterns "
+                                      "(plain module names cost none)"));
     }
     return Regex(std::move(re));
   }
@@ -107,8 +109,8 @@ class RegexCompiler {
 // '.', where '.' (a regex wildcard) matches any one character.
 bool IsSimpleKey(const std::string& key) {
   return !key.empty() && std::all_of(key.begin(), key.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '-' || c == '.';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-' || c == '.';
   });
 }
 
@@ -246,11 +248,11 @@ std::optional<int64_t> LayerIndex(const std::string& path,
 }
 
 template <typename T>
-const PeftAdapterConfig::Pattern<T>* FindPattern(const std::vector<PeftAdapterConfig::Pattern<T>>& patterns,
-                                                 const std::string& path) {
+const PeftAdapterConfig::Pattern<T>* FindPattern(
+    const std::vector<PeftAdapterConfig::Pattern<T>>& patterns, const std::string& path) {
   for (const auto& pattern : patterns) {
-    const bool matches = pattern.regex ? RE2::FullMatch(path, *pattern.regex)
-                                       : SimpleKeyMatches(path, pattern.key);
+    const bool matches =
+        pattern.regex ? RE2::FullMatch(path, *pattern.regex) : SimpleKeyMatches(path, pattern.key);
     if (matches) return &pattern;
   }
   return nullptr;
@@ -292,10 +294,10 @@ bool PeftAdapterConfig::Targets(const std::string& path) const {
   // A module named in full is targeted whatever its layer, as in PEFT (layers_to_transform only
   // filters suffix matches).
   if (std::find(target_list.begin(), target_list.end(), path) != target_list.end()) return true;
-  // "all-linear" expands to every linear layer's name but the output head's, then behaves as a list.
-  const bool named = target_all_linear
-                         ? path != "lm_head" && !absl::EndsWith(path, ".lm_head")
-                         : ListOrRegexMatches(path, target_list, nullptr);
+  // "all-linear" expands to every linear layer's name but the output head's, then behaves as a
+  // list.
+  const bool named = target_all_linear ? path != "lm_head" && !absl::EndsWith(path, ".lm_head")
+                                       : ListOrRegexMatches(path, target_list, nullptr);
   if (!named) return false;
   if (layers_to_transform.empty()) return true;
   const std::optional<int64_t> layer = LayerIndex(path, layers_pattern);
@@ -332,8 +334,8 @@ absl::StatusOr<PeftAdapterConfig::ModuleScale> PeftAdapterConfig::ScaleOf(
   if (std::abs(scale) <= kMaxAdapterScale) return ModuleScale{rank, scale};
   return absl::InvalidArgumentError(absl::StrCat(
       label, ": ", alpha_entry ? alpha_entry->field : "\"lora_alpha\"", " = ", alpha, " with ",
-      rank_entry ? rank_entry->field : "\"r\"", " = ", rank, " scales module ", path, " by s = ",
-      scale, use_rslora ? " (alpha / sqrt(r), rsLoRA)" : " (alpha / r)", ", beyond ",
+      rank_entry ? rank_entry->field : "\"r\"", " = ", rank, " scales module ", path,
+      " by s = ", scale, use_rslora ? " (alpha / sqrt(r), rsLoRA)" : " (alpha / r)", ", beyond ",
       kMaxAdapterScale, ", the largest adapter scale served; lower that alpha"));
 }
 

@@ -29,13 +29,13 @@ struct PeftAdapterConfig {
   struct Pattern {
     std::string field;  // as messages name it: "rank_pattern"["q_proj"]
     std::string key;
-    Regex regex;        // null for keys of word characters, '-' and '.': matched without RE2
+    Regex regex;  // null for keys of word characters, '-' and '.': matched without RE2
     T value;
   };
 
-  std::string label;  // names the config in messages, e.g. adapter "sql": adapter_config.json
-  int64_t r = 8;            // >= 1
-  double lora_alpha = 8;    // > 0, finite
+  std::string label;      // names the config in messages, e.g. adapter "sql": adapter_config.json
+  int64_t r = 8;          // >= 1
+  double lora_alpha = 8;  // > 0, finite
   bool use_rslora = false;
   bool use_dora = false;
   bool fan_in_fan_out = false;  // meaningless for nn.Linear targets; PEFT resets it to false
@@ -60,7 +60,8 @@ struct PeftAdapterConfig {
   // features loramux does not serve yet (modules_to_save, lora_bias, non-LORA peft_type, ...),
   // naming them; INVALID_ARGUMENT too when its regexes exceed kMaxAdapterConfigRegexSize RE2
   // instructions in all. Every regex is compiled here, once.
-  static absl::StatusOr<PeftAdapterConfig> FromJson(absl::string_view json, absl::string_view label);
+  static absl::StatusOr<PeftAdapterConfig> FromJson(absl::string_view json,
+                                                    absl::string_view label);
 
   // Whether PEFT would inject an adapter into `module_path`.
   // Each of these costs O(patterns) regex matches of the path (each linear in its length).
@@ -87,7 +88,8 @@ struct SeedAdapterConfig {
   double alpha = 1.0;  // every module's scale s: finite, |alpha| <= kMaxAdapterScale
   // INVALID_ARGUMENT naming the field for a config that is not such an object (or is beyond
   // kMaxAdapterConfigBytes).
-  static absl::StatusOr<SeedAdapterConfig> FromJson(absl::string_view json, absl::string_view label);
+  static absl::StatusOr<SeedAdapterConfig> FromJson(absl::string_view json,
+                                                    absl::string_view label);
 };
 
 }  // namespace loramux

@@ -21,8 +21,8 @@ namespace {
 constexpr size_t kChunkBytes = 1 << 20;
 
 // Reads `path` in chunks of kChunkBytes, handing each to `consume`; returns the byte count.
-absl::StatusOr<uint64_t> ForEachChunk(const std::string& path,
-                                      const std::function<absl::Status(std::string_view)>& consume) {
+absl::StatusOr<uint64_t> ForEachChunk(
+    const std::string& path, const std::function<absl::Status(std::string_view)>& consume) {
   ScopedFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) {
     const int err = errno;
@@ -34,7 +34,9 @@ absl::StatusOr<uint64_t> ForEachChunk(const std::string& path,
   while (true) {
     const ssize_t n = read(fd.get(), buffer.data(), buffer.size());
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return absl::FailedPreconditionError(absl::StrCat(path, ": read failed (", std::strerror(errno), ")"));
+    if (n < 0)
+      return absl::FailedPreconditionError(
+          absl::StrCat(path, ": read failed (", std::strerror(errno), ")"));
     if (n == 0) return total;
     total += static_cast<uint64_t>(n);
     RETURN_IF_ERROR(consume(std::string_view(buffer.data(), static_cast<size_t>(n))));
@@ -44,13 +46,15 @@ absl::StatusOr<uint64_t> ForEachChunk(const std::string& path,
 }  // namespace
 
 absl::StatusOr<StoredAdapter> ImportPeftDirectory(AdapterStore& store, const std::string& name,
-                                                  const std::string& dir, const AdapterValidator& validator) {
+                                                  const std::string& dir,
+                                                  const AdapterValidator& validator) {
   RETURN_IF_ERROR(ValidateAdapterName(name));
   const std::string config_path = dir + "/adapter_config.json";
   const std::string weights_path = dir + "/adapter_model.safetensors";
   absl::StatusOr<std::string> config = ReadSmallFile(config_path, kMaxAdapterConfigBytes);
   if (absl::IsOutOfRange(config.status())) {
-    return absl::InvalidArgumentError(absl::StrCat(config_path, ": larger than ", kMaxAdapterConfigBytes, " bytes"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(config_path, ": larger than ", kMaxAdapterConfigBytes, " bytes"));
   }
   if (!config.ok()) return config.status();
 

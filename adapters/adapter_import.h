@@ -17,6 +17,7 @@ namespace loramux {
 // name or config, FAILED_PRECONDITION when the weights changed between the passes, and whatever
 // the store or validator says (RESOURCE_EXHAUSTED past the size limit, ...).
 absl::StatusOr<StoredAdapter> ImportPeftDirectory(AdapterStore& store, const std::string& name,
-                                                  const std::string& dir, const AdapterValidator& validator);
+                                                  const std::string& dir,
+                                                  const AdapterValidator& validator);
 
 }  // namespace loramux

@@ -22,7 +22,9 @@ struct RawModule {
   const TensorView* m = nullptr;
 };
 
-std::string ShapeText(const std::vector<int64_t>& shape) { return absl::StrCat("[", absl::StrJoin(shape, ","), "]"); }
+std::string ShapeText(const std::vector<int64_t>& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ","), "]");
+}
 
 // What the planning steps share: the adapter's name for messages, the base's module table, limits.
 class Planner {
@@ -40,9 +42,10 @@ class Planner {
   absl::StatusOr<int64_t> IndexOf(const std::string& path) const {
     const int64_t index = base_.ModuleIndexOf(path);
     if (index < 0) {
-      return Precondition(absl::StrCat(
-          "module \"", path, "\" does not exist in the base model or is not a served linear "
-          "projection (hint: maybe the adapter was trained for another base model?)"));
+      return Precondition(
+          absl::StrCat("module \"", path,
+                       "\" does not exist in the base model or is not a served linear "
+                       "projection (hint: maybe the adapter was trained for another base model?)"));
     }
     return index;
   }
@@ -51,12 +54,13 @@ class Planner {
   absl::Status CheckFactor(const TensorView& view, const std::string& role, const std::string& path,
                            std::vector<int64_t> expected) const {
     if (!IsFloatingDType(view.dtype)) {
-      return Invalid(absl::StrCat("tensor \"", view.name, "\" has dtype ", std::string(DTypeName(view.dtype)),
+      return Invalid(absl::StrCat("tensor \"", view.name, "\" has dtype ",
+                                  std::string(DTypeName(view.dtype)),
                                   "; expected a floating point type (F32, F16, BF16, F64)"));
     }
     if (view.shape == expected) return absl::OkStatus();
-    return Precondition(absl::StrCat(role, " for ", path, " has shape ", ShapeText(view.shape), ", base expects ",
-                                     ShapeText(expected)));
+    return Precondition(absl::StrCat(role, " for ", path, " has shape ", ShapeText(view.shape),
+                                     ", base expects ", ShapeText(expected)));
   }
 
   const std::string& name() const { return name_; }
@@ -70,8 +74,8 @@ class Planner {
 };
 
 // Splits a PEFT tensor key into module path and role ("lora_A", "lora_B", "m").
-absl::Status ParsePeftKey(const Planner& builder, const std::string& key,
-                          std::string& path, std::string& role) {
+absl::Status ParsePeftKey(const Planner& builder, const std::string& key, std::string& path,
+                          std::string& role) {
   if (!absl::StartsWith(key, kPeftPrefix)) {
     return builder.Invalid(absl::StrCat("tensor \"", key, "\" does not start with \"", kPeftPrefix,
                                         "\" (is this a PEFT adapter_model.safetensors?)"));
@@ -93,8 +97,9 @@ absl::Status ParsePeftKey(const Planner& builder, const std::string& key,
     }
   }
   if (absl::StrContains(rest, "lora_embedding_")) {
-    return absl::UnimplementedError(absl::StrCat("adapter \"", builder.name(), "\": tensor \"", key,
-                                                 "\" is an embedding adapter, which is not served yet"));
+    return absl::UnimplementedError(
+        absl::StrCat("adapter \"", builder.name(), "\": tensor \"", key,
+                     "\" is an embedding adapter, which is not served yet"));
   }
   if (absl::StrContains(rest, ".lora_B.bias") || absl::StrContains(rest, ".lora_A.bias")) {
     return absl::UnimplementedError(absl::StrCat("adapter \"", builder.name(), "\": tensor \"", key,
@@ -106,10 +111,11 @@ absl::Status ParsePeftKey(const Planner& builder, const std::string& key,
 }
 
 absl::StatusOr<AdapterPlan> PlanPeft(const Planner& builder, const std::string& config_json,
-                                    const SafetensorsFile& file) {
-  ASSIGN_OR_RETURN(PeftAdapterConfig config,
-                   PeftAdapterConfig::FromJson(config_json, absl::StrCat("adapter \"", builder.name(),
-                                                                         "\": adapter_config.json")));
+                                     const SafetensorsFile& file) {
+  ASSIGN_OR_RETURN(
+      PeftAdapterConfig config,
+      PeftAdapterConfig::FromJson(
+          config_json, absl::StrCat("adapter \"", builder.name(), "\": adapter_config.json")));
   std::map<std::string, RawModule> raw;
   for (const TensorView& view : file.tensors()) {
     std::string path, role;
@@ -151,25 +157,25 @@ absl::StatusOr<AdapterPlan> PlanPeft(const Planner& builder, const std::string& 
     RETURN_IF_ERROR(builder.CheckFactor(*r.a, "lora_A", path, {rank, shape[1]}));
     RETURN_IF_ERROR(builder.CheckFactor(*r.b, "lora_B", path, {shape[0], rank}));
     if (r.m) RETURN_IF_ERROR(builder.CheckFactor(*r.m, "lora_magnitude_vector", path, {shape[0]}));
-    plan.push_back({index, r.m ? FactorKind::kDoraRow : FactorKind::kLora,
-                    scale.scale, rank, shape[1], shape[0], r.a, r.b, r.m,
+    plan.push_back({index, r.m ? FactorKind::kDoraRow : FactorKind::kLora, scale.scale, rank,
+                    shape[1], shape[0], r.a, r.b, r.m,
                     /*seed_layout=*/false});
   }
   return plan;
 }
 
 absl::StatusOr<AdapterPlan> PlanSeed(const Planner& builder, const std::string& config_json,
-                                    const SafetensorsFile& file) {
+                                     const SafetensorsFile& file) {
   ASSIGN_OR_RETURN(SeedAdapterConfig config,
-                   SeedAdapterConfig::FromJson(config_json, absl::StrCat("adapter \"", builder.name(),
-                                                                         "\": seed config")));
+                   SeedAdapterConfig::FromJson(
+                       config_json, absl::StrCat("adapter \"", builder.name(), "\": seed config")));
   std::map<std::string, RawModule> raw;
   for (const TensorView& view : file.tensors()) {
     const size_t dot = view.name.rfind('.');
     const std::string role = dot == std::string::npos ? "" : view.name.substr(dot + 1);
     if (role != "A" && role != "B" && role != "m") {
-      return builder.Invalid(absl::StrCat("seed tensor \"", view.name,
-                                          "\" must be named <module path>.A, .B or .m"));
+      return builder.Invalid(
+          absl::StrCat("seed tensor \"", view.name, "\" must be named <module path>.A, .B or .m"));
     }
     RawModule& r = raw[view.name.substr(0, dot)];
     (role == "A" ? r.a : role == "B" ? r.b : r.m) = &view;
@@ -181,34 +187,36 @@ absl::StatusOr<AdapterPlan> PlanSeed(const Planner& builder, const std::string& 
     if (r.a == nullptr || r.b == nullptr) {
       return builder.Invalid(absl::StrCat(path, " needs both .A and .B"));
     }
-    if (r.a->shape.size() != 2) return builder.Invalid(absl::StrCat(path, ".A must be 2-D [in, r]"));
+    if (r.a->shape.size() != 2)
+      return builder.Invalid(absl::StrCat(path, ".A must be 2-D [in, r]"));
     const int64_t rank = r.a->shape[1];
     if (rank <= 0 || rank > builder.limits().max_rank) {
-      return builder.Precondition(absl::StrCat("rank ", rank, " of ", path,
-                                               " is outside 1..", builder.limits().max_rank));
+      return builder.Precondition(
+          absl::StrCat("rank ", rank, " of ", path, " is outside 1..", builder.limits().max_rank));
     }
     const auto shape = builder.base().module_shape(index);
     RETURN_IF_ERROR(builder.CheckFactor(*r.a, "A", path, {shape[1], rank}));
     RETURN_IF_ERROR(builder.CheckFactor(*r.b, "B", path, {rank, shape[0]}));
     if (r.m) {
       const bool flat = r.m->shape.size() == 1;  // [in] or [1, in]
-      RETURN_IF_ERROR(builder.CheckFactor(*r.m, "m", path,
-                                          flat ? std::vector<int64_t>{shape[1]}
-                                               : std::vector<int64_t>{1, shape[1]}));
+      RETURN_IF_ERROR(builder.CheckFactor(
+          *r.m, "m", path,
+          flat ? std::vector<int64_t>{shape[1]} : std::vector<int64_t>{1, shape[1]}));
     }
-    plan.push_back({index, r.m ? FactorKind::kDoraCol : FactorKind::kLora,
-                    config.alpha, rank, shape[1], shape[0], r.a, r.b, r.m, /*seed_layout=*/true});
+    plan.push_back({index, r.m ? FactorKind::kDoraCol : FactorKind::kLora, config.alpha, rank,
+                    shape[1], shape[0], r.a, r.b, r.m, /*seed_layout=*/true});
   }
   return plan;
 }
 
 }  // namespace
 
-absl::StatusOr<AdapterPlan> PlanAdapter(const std::string& name, AdapterFormat format, const std::string& config_json,
-                                        const SafetensorsFile& file, const ModuleTable& base,
-                                        const AdapterLimits& limits) {
+absl::StatusOr<AdapterPlan> PlanAdapter(const std::string& name, AdapterFormat format,
+                                        const std::string& config_json, const SafetensorsFile& file,
+                                        const ModuleTable& base, const AdapterLimits& limits) {
   const Planner planner(name, base, limits);
-  return format == AdapterFormat::kPeft ? PlanPeft(planner, config_json, file) : PlanSeed(planner, config_json, file);
+  return format == AdapterFormat::kPeft ? PlanPeft(planner, config_json, file)
+                                        : PlanSeed(planner, config_json, file);
 }
 
 }  // namespace loramux

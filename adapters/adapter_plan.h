@@ -18,7 +18,7 @@
 #include "adapters/adapter_store.h"
 #include "adapters/factor_arena.h"
 #include "adapters/module_table.h"
-#include "adapters/safetensors.h"
+#include "formats/safetensors.h"
 
 namespace loramux {
 
@@ -39,7 +39,9 @@ struct PlannedModule {
   // Floats of A, of B^T and of DoRA's gain in the arena, each padded to a cache line.
   size_t a_floats() const { return FactorArena::Aligned(rank * in); }
   size_t b_floats() const { return FactorArena::Aligned(rank * out); }
-  int64_t gain_size() const { return kind == FactorKind::kLora ? 0 : kind == FactorKind::kDoraRow ? out : in; }
+  int64_t gain_size() const {
+    return kind == FactorKind::kLora ? 0 : kind == FactorKind::kDoraRow ? out : in;
+  }
   size_t floats() const { return a_floats() + b_floats() + FactorArena::Aligned(gain_size()); }
 };
 using AdapterPlan = std::vector<PlannedModule>;
@@ -50,8 +52,8 @@ using AdapterPlan = std::vector<PlannedModule>;
 // factors that are not floating point); FAILED_PRECONDITION when it does not fit the base
 // (unknown module, shapes, rank over limits.max_rank); UNIMPLEMENTED for PEFT features not served
 // (embedding adapters, lora_bias, modules_to_save). Every message starts `adapter "<name>": `.
-absl::StatusOr<AdapterPlan> PlanAdapter(const std::string& name, AdapterFormat format, const std::string& config_json,
-                                        const SafetensorsFile& file, const ModuleTable& base,
-                                        const AdapterLimits& limits);
+absl::StatusOr<AdapterPlan> PlanAdapter(const std::string& name, AdapterFormat format,
+                                        const std::string& config_json, const SafetensorsFile& file,
+                                        const ModuleTable& base, const AdapterLimits& limits);
 
 }  // namespace loramux

@@ -2,16 +2,16 @@
 
 #include <unistd.h>
 
-
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "adapters/adapter_config.h"
 #include "adapters/adapter_weights.h"
-#include "adapters/safetensors.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "common/thread_pool.h"
+#include "formats/safetensors.h"
 
 namespace loramux {
 
@@ -22,7 +22,7 @@ struct AdapterRegistry::Entry {
   bool loading = false;
   std::shared_ptr<const SafetensorsFile> host;    // HOST tier: the weight file, mapped
   std::shared_ptr<const AdapterWeights> weights;  // DEVICE tier
-  int64_t users = 0;  // running requests (and admin loads) holding it
+  int64_t users = 0;                              // running requests (and admin loads) holding it
   bool pinned = false;
   int64_t last_used = 0;
   std::vector<std::function<void()>> waiters;
@@ -51,7 +51,8 @@ absl::StatusOr<std::shared_ptr<const SafetensorsFile>> MapWeights(AdapterStore& 
                                                                   const StoredAdapter& stored,
                                                                   bool verify) {
   if (verify) RETURN_IF_ERROR(store.Verify(stored));
-  absl::StatusOr<std::unique_ptr<SafetensorsFile>> file = SafetensorsFile::Open(stored.weights_path);
+  absl::StatusOr<std::unique_ptr<SafetensorsFile>> file =
+      SafetensorsFile::Open(stored.weights_path);
   if (file.status().code() == absl::StatusCode::kNotFound) {
     return absl::NotFoundError(absl::StrCat("adapter \"", stored.name, "@", stored.version,
                                             "\": weights file is gone (deleted meanwhile?)"));
@@ -64,18 +65,17 @@ absl::StatusOr<std::shared_ptr<const SafetensorsFile>> MapWeights(AdapterStore& 
 
 AdapterRegistry::AdapterRegistry(AdapterStore& store, const BaseModules& model,
                                  AdapterRegistryOptions options)
-    : store_(store), model_(model), options_(options) {
-  for (int i = 0; i < std::max(1, options_.loader_threads); ++i) {
-    loaders_.emplace_back([this] { LoaderLoop(); });
-  }
-}
+    : store_(store),
+      model_(model),
+      options_(options),
+      loaders_(std::make_unique<ThreadPool>(options_.loader_threads)) {}
 
 AdapterRegistry::~AdapterRegistry() {
   {
     absl::MutexLock lock(&mu_);
-    stopping_ = true;
+    stopping_ = true;  // loads still queued end at once
   }
-  for (std::thread& t : loaders_) t.join();
+  loaders_.reset();
 }
 
 absl::StatusOr<StoredAdapter> AdapterRegistry::Resolve(const std::string& ref) {
@@ -108,8 +108,8 @@ AdapterRegistry::Lease AdapterRegistry::Acquire(const StoredAdapter& adapter,
     // A failed load answers every request for a second, so waiters all see it; then retry. A
     // load that found the version deleted is retried at once when the request holds a version
     // published since (a delete, then an upload of the same weights).
-    const bool republished = absl::IsNotFound(entry.load_status) &&
-                             ::access(adapter.weights_path.c_str(), F_OK) == 0;
+    const bool republished =
+        absl::IsNotFound(entry.load_status) && ::access(adapter.weights_path.c_str(), F_OK) == 0;
     if (!republished && absl::Now() - entry.failed_at < absl::Seconds(1)) {
       return {nullptr, entry.load_status};
     }
@@ -123,64 +123,56 @@ AdapterRegistry::Lease AdapterRegistry::Acquire(const StoredAdapter& adapter,
 
 void AdapterRegistry::StartLoadLocked(const std::shared_ptr<Entry>& entry) {
   entry->loading = true;
-  load_queue_.push_back(entry);
+  loaders_->Run([this, entry] { LoadEntry(entry); });
 }
 
-void AdapterRegistry::LoaderLoop() {
-  while (true) {
-    std::shared_ptr<Entry> entry;
-    std::shared_ptr<const SafetensorsFile> host;
-    {
-      absl::MutexLock lock(&mu_);
-      mu_.Await(absl::Condition(
-          +[](AdapterRegistry* r) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-            return r->stopping_ || !r->load_queue_.empty();
-          },
-          this));
-      if (stopping_) return;
-      entry = load_queue_.front();
-      load_queue_.pop_front();
-      host = entry->host;
-    }
-    absl::StatusOr<std::shared_ptr<const AdapterWeights>> weights = absl::InternalError("unset");
-    if (!host) {
-      auto read = MapWeights(store_, entry->stored, options_.verify_on_load);
-      if (read.ok()) host = *read;
-      else weights = read.status();
-    }
-    if (host) {
-      weights = AdapterWeights::FromFile(entry->stored, *host, model_,
-                                         options_.limits);
-    }
-    if (weights.ok() && (*weights)->bytes() > options_.max_device_bytes) {
-      weights = absl::ResourceExhaustedError(absl::StrCat(
-          "adapter \"", entry->stored.name, "\" needs ", (*weights)->bytes(),
-          " bytes of device memory, more than --max_device_adapter_bytes=", options_.max_device_bytes));
-    }
-    std::vector<std::function<void()>> waiters;
-    {
-      absl::MutexLock lock(&mu_);
-      entry->loading = false;
-      ++stats_.loads;
-      if (weights.ok()) {
-        SetDeviceLocked(*entry, *weights);
-        if (!entry->waiters.empty()) entry->keep_until = absl::Now() + kFreshLoadGrace;
-        if (static_cast<int64_t>(entry->stored.size_bytes) <= options_.max_host_bytes) {
-          SetHostLocked(*entry, host);
-        }
-        entry->load_status = absl::OkStatus();
-      } else {
-        ++stats_.load_failures;
-        entry->load_status = weights.status();
-        entry->failed_at = absl::Now();
-        LogWarning("loading adapter %s failed: %s", entry->key.id(), weights.status().ToString());
-      }
-      TouchLocked(*entry);
-      EvictLocked();
-      waiters.swap(entry->waiters);
-    }
-    for (auto& waiter : waiters) waiter();
+void AdapterRegistry::LoadEntry(const std::shared_ptr<Entry>& entry) {
+  std::shared_ptr<const SafetensorsFile> host;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    host = entry->host;
   }
+  absl::StatusOr<std::shared_ptr<const AdapterWeights>> weights = absl::InternalError("unset");
+  if (!host) {
+    auto read = MapWeights(store_, entry->stored, options_.verify_on_load);
+    if (read.ok())
+      host = *read;
+    else
+      weights = read.status();
+  }
+  if (host) {
+    weights = AdapterWeights::FromFile(entry->stored, *host, model_, options_.limits);
+  }
+  if (weights.ok() && (*weights)->bytes() > options_.max_device_bytes) {
+    weights = absl::ResourceExhaustedError(
+        absl::StrCat("adapter \"", entry->stored.name, "\" needs ", (*weights)->bytes(),
+                     " bytes of device memory, more than --max_device_adapter_bytes=",
+                     options_.max_device_bytes));
+  }
+  std::vector<std::function<void()>> waiters;
+  {
+    absl::MutexLock lock(&mu_);
+    entry->loading = false;
+    ++stats_.loads;
+    if (weights.ok()) {
+      SetDeviceLocked(*entry, *weights);
+      if (!entry->waiters.empty()) entry->keep_until = absl::Now() + kFreshLoadGrace;
+      if (static_cast<int64_t>(entry->stored.size_bytes) <= options_.max_host_bytes) {
+        SetHostLocked(*entry, host);
+      }
+      entry->load_status = absl::OkStatus();
+    } else {
+      ++stats_.load_failures;
+      entry->load_status = weights.status();
+      entry->failed_at = absl::Now();
+      LogWarning("loading adapter %s failed: %s", entry->key.id(), weights.status().ToString());
+    }
+    TouchLocked(*entry);
+    EvictLocked();
+    waiters.swap(entry->waiters);
+  }
+  for (auto& waiter : waiters) waiter();
 }
 
 void AdapterRegistry::Release(const AdapterKey& key) {
@@ -257,7 +249,9 @@ AdapterStatus AdapterRegistry::StatusOf(const StoredAdapter& stored) {
     if (it != entries_.end()) {
       const Entry& e = *it->second;
       status.pinned = e.pinned;
-      status.residency = e.weights ? Residency::kDevice : e.host ? Residency::kHost : Residency::kStored;
+      status.residency = e.weights ? Residency::kDevice
+                         : e.host  ? Residency::kHost
+                                   : Residency::kStored;
       if (e.weights) {
         status.rank = e.weights->max_rank();
         status.use_dora = e.weights->use_dora();

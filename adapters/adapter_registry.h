@@ -16,10 +16,8 @@
 
 #include <cstdint>
 #include <functional>
-#include <list>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -27,6 +25,7 @@
 #include "absl/synchronization/mutex.h"
 #include "adapters/adapter_limits.h"
 #include "adapters/adapter_store.h"
+#include "common/thread_pool.h"
 
 namespace loramux {
 
@@ -106,7 +105,8 @@ class AdapterRegistry {
 
  private:
   struct Entry;
-  void LoaderLoop();
+  // Reads, validates and places one entry's weights; runs on loaders_.
+  void LoadEntry(const std::shared_ptr<Entry>& entry);
   void StartLoadLocked(const std::shared_ptr<Entry>& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Evicts least recently used, unused, unpinned entries while a tier is over its budget. Scans
   // only when over budget; the hit path stays O(1).
@@ -126,11 +126,10 @@ class AdapterRegistry {
 
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<Entry>> entries_ ABSL_GUARDED_BY(mu_);
-  std::list<std::shared_ptr<Entry>> load_queue_ ABSL_GUARDED_BY(mu_);
   int64_t tick_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   RegistryStats stats_ ABSL_GUARDED_BY(mu_);  // counters; the tier totals live here too
-  std::vector<std::thread> loaders_;
+  std::unique_ptr<ThreadPool> loaders_;       // last: joined before the state above goes
 };
 
 }  // namespace loramux

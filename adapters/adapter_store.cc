@@ -35,7 +35,8 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr size_t kMaxNameLength = 128;
-constexpr size_t kMaxConfigBytes = kMaxAdapterConfigBytes;  // refused before any weight byte streams
+constexpr size_t kMaxConfigBytes =
+    kMaxAdapterConfigBytes;  // refused before any weight byte streams
 constexpr size_t kMaxManifestBytes = 64 << 10;
 constexpr size_t kMaxCurrentBytes = 256;
 constexpr size_t kHashBufferBytes = 1 << 20;
@@ -349,10 +350,10 @@ absl::StatusOr<std::unique_ptr<AdapterStore::Upload>> AdapterStore::BeginUpload(
                      options_.max_adapter_bytes, " bytes; use a smaller rank or fewer modules"));
   }
   if (manifest.config_json.empty() || manifest.config_json.size() > kMaxConfigBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(label, ": config_json has ", manifest.config_json.size(),
-                     " bytes; adapter_config.json must be non-empty and may not exceed the limit of ",
-                     kMaxConfigBytes, " bytes"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        label, ": config_json has ", manifest.config_json.size(),
+        " bytes; adapter_config.json must be non-empty and may not exceed the limit of ",
+        kMaxConfigBytes, " bytes"));
   }
   ASSIGN_OR_RETURN(std::string area, AcquireStagingArea());
   const std::string staging_dir = absl::StrCat(area, "/", UniqueToken());
@@ -492,8 +493,8 @@ absl::StatusOr<ScopedFd> AdapterStore::LockNameDir(const std::string& name_dir, 
     }
     if (!create) return absl::NotFoundError(absl::StrCat(name_dir, " was removed"));
   }
-  return absl::UnavailableError(absl::StrCat(
-      name_dir, " kept being removed while this call waited for it; retry"));
+  return absl::UnavailableError(
+      absl::StrCat(name_dir, " kept being removed while this call waited for it; retry"));
 }
 
 absl::StatusOr<std::string> AdapterStore::AcquireStagingArea() {
@@ -530,8 +531,10 @@ void AdapterStore::ReleaseStagingArea() {
   std::error_code ec;
   std::filesystem::remove_all(staging_area_, ec);
   if (ec) {
-    LogWarning("adapter store: could not remove the staging area %s (%s); retrying later, and "
-               "the next start-up removes it", staging_area_, ec.message());
+    LogWarning(
+        "adapter store: could not remove the staging area %s (%s); retrying later, and "
+        "the next start-up removes it",
+        staging_area_, ec.message());
     pending_removals_.push_back(staging_area_);
   }
   ::unlink((staging_area_ + kLockSuffix).c_str());
@@ -543,8 +546,10 @@ void AdapterStore::RemoveStaged(const std::string& path) {
   std::error_code ec;
   std::filesystem::remove_all(path, ec);
   if (!ec) return;
-  LogWarning("adapter store: could not remove %s (%s); retrying later, and the next start-up "
-             "removes it", path, ec.message());
+  LogWarning(
+      "adapter store: could not remove %s (%s); retrying later, and the next start-up "
+      "removes it",
+      path, ec.message());
   absl::MutexLock lock(&staging_mu_);
   pending_removals_.push_back(path);
 }
@@ -690,8 +695,8 @@ absl::Status AdapterStore::Delete(std::string_view name) {
     ASSIGN_OR_RETURN(std::string area, AcquireStagingArea());
     removed = absl::StrCat(area, "/", kDeletedPrefix, UniqueToken());
     if (::rename(name_dir.c_str(), removed.c_str()) != 0) {
-      absl::Status error = PosixError(errno, absl::StrCat("adapter \"", Sv(name), "\": moving ",
-                                                          name_dir, " to ", removed));
+      absl::Status error = PosixError(
+          errno, absl::StrCat("adapter \"", Sv(name), "\": moving ", name_dir, " to ", removed));
       ReleaseStagingArea();
       return error;
     }

@@ -2,10 +2,10 @@
 //
 // Layout under `root`:
 //   adapters/<name>/CURRENT                     text file: hex sha256 of the current version
-//   adapters/<name>/versions/<sha256>/MANIFEST.json          {name, format, size_bytes, sha256, created_unix}
-//   adapters/<name>/versions/<sha256>/adapter_config.json    the config JSON as uploaded
-//   adapters/<name>/versions/<sha256>/adapter_model.safetensors   the weights (the hashed bytes)
-//   tmp/<token>.lock, tmp/<token>/              a process's staging area while it uploads or
+//   adapters/<name>/versions/<sha256>/MANIFEST.json          {name, format, size_bytes, sha256,
+//   created_unix} adapters/<name>/versions/<sha256>/adapter_config.json    the config JSON as
+//   uploaded adapters/<name>/versions/<sha256>/adapter_model.safetensors   the weights (the hashed
+//   bytes) tmp/<token>.lock, tmp/<token>/              a process's staging area while it uploads or
 //                                               deletes (flock'ed lock file); leftovers of dead
 //                                               processes are removed at Open()
 //
@@ -138,7 +138,8 @@ class AdapterStore {
     std::vector<StoredAdapter> adapters;  // current versions, sorted by name
     std::string next_page_token;          // empty at the end
   };
-  // page_size <= 0 means kDefaultListPageSize; at most kMaxListPageSize are returned. Scans adapters/. The token is opaque (the last name of the previous page).
+  // page_size <= 0 means kDefaultListPageSize; at most kMaxListPageSize are returned. Scans
+  // adapters/. The token is opaque (the last name of the previous page).
   absl::StatusOr<Page> List(std::string_view page_token, int page_size);
 
   // Re-hashes the weights of `adapter`; DATA_LOSS when they no longer match its version.

@@ -15,9 +15,9 @@
 #include "adapters/adapter_plan.h"
 #include "adapters/base_modules.h"
 #include "adapters/factor_arena.h"
-#include "adapters/safetensors.h"
 #include "common/status_macros.h"
-#include "server/tensor_util.h"
+#include "formats/safetensors.h"
+#include "tensor/tensor_util.h"
 
 namespace loramux {
 namespace {
@@ -31,14 +31,15 @@ torch::Tensor NewArena(size_t elements, const torch::TensorOptions& options) {
   const size_t bytes = elements * options.dtype().itemsize();
   auto arena = std::make_shared<FactorArena>((bytes + sizeof(float) - 1) / sizeof(float));
   void* data = arena->data();  // before the deleter takes the arena
-  return torch::from_blob(data, {static_cast<int64_t>(elements)},
-                          [keep = std::move(arena)](void*) {}, options);
+  return torch::from_blob(
+      data, {static_cast<int64_t>(elements)}, [keep = std::move(arena)](void*) {}, options);
 }
 
 // A view of `arena` (1-D) of `sizes` at element `offset`, sharing (and keeping alive) its memory.
 torch::Tensor Slice(const torch::Tensor& arena, size_t offset, c10::IntArrayRef sizes) {
   char* data = static_cast<char*>(arena.data_ptr()) + offset * arena.element_size();
-  return torch::from_blob(data, sizes, [keep = arena](void*) {}, arena.options());
+  return torch::from_blob(
+      data, sizes, [keep = arena](void*) {}, arena.options());
 }
 
 // Context shared by the loading steps: names for error messages and the base's module table.
@@ -99,20 +100,20 @@ class AdapterBuilder {
       module->b_t = Slice(arena, offset + p.a_floats(), {p.rank, p.out});
       // Finite in float32 (checked while copying), but maybe not in float16. Only the factors
       // are checked: the arena's alignment gaps hold whatever the memory held.
-      if (factor_dtype == torch::kFloat16 &&
-          !(torch::isfinite(module->a).all().item<bool>() &&
-            torch::isfinite(module->b_t).all().item<bool>())) {
+      if (factor_dtype == torch::kFloat16 && !(torch::isfinite(module->a).all().item<bool>() &&
+                                               torch::isfinite(module->b_t).all().item<bool>())) {
         return Precondition(absl::StrCat(
             "the factors of ", model_.module_paths()[p.index],
             " exceed float16's range (±65504) and the server keeps them in float16; use "
             "--dtype and --adapter_dtype float32 or bfloat16"));
       }
       if (p.kind != ModuleAdapter::Kind::kLora) {
-        module->gain = gain_in_arena
-                           ? Slice(arena, offset + p.a_floats() + p.b_floats(), {p.gain_size()})
-                           : torch::empty({p.gain_size()}, torch::TensorOptions()
-                                                               .device(model_.device())
-                                                               .dtype(model_.dtype()));
+        module->gain =
+            gain_in_arena
+                ? Slice(arena, offset + p.a_floats() + p.b_floats(), {p.gain_size()})
+                : torch::empty(
+                      {p.gain_size()},
+                      torch::TensorOptions().device(model_.device()).dtype(model_.dtype()));
         // The norm is of the factors as served (rounded, when kept in fewer bits).
         RETURN_IF_ERROR(AddDora(p, module->a, module->b_t, *module));
       }
@@ -137,16 +138,18 @@ class AdapterBuilder {
     const torch::Tensor a64 = a.to(device, torch::kFloat64);
     const torch::Tensor bs = b_t.t().to(device, torch::kFloat64) * p.scale;  // [out, r]
     if (p.kind == ModuleAdapter::Kind::kDoraRow) {
-      module.norm_terms = torch::stack({w.pow(2).sum(1), (torch::matmul(w, a64.t()) * bs).sum(1),
-                                        (torch::matmul(bs, torch::matmul(a64, a64.t())) * bs).sum(1)});
+      module.norm_terms =
+          torch::stack({w.pow(2).sum(1), (torch::matmul(w, a64.t()) * bs).sum(1),
+                        (torch::matmul(bs, torch::matmul(a64, a64.t())) * bs).sum(1)});
     } else {
-      module.norm_terms = torch::stack({w.pow(2).sum(0), (torch::matmul(bs.t(), w) * a64).sum(0),
-                                        (torch::matmul(torch::matmul(bs.t(), bs), a64) * a64).sum(0)});
+      module.norm_terms =
+          torch::stack({w.pow(2).sum(0), (torch::matmul(bs.t(), w) * a64).sum(0),
+                        (torch::matmul(torch::matmul(bs.t(), bs), a64) * a64).sum(0)});
     }
     std::vector<float> m(static_cast<size_t>(p.m->numel()));
     if (!CopyFactor(*p.m, /*transpose=*/false, m.data())) return NonFinite(*p.m);
-    module.magnitude = torch::from_blob(m.data(), {p.m->numel()}, torch::kFloat32)
-                           .to(device, torch::kFloat64);
+    module.magnitude =
+        torch::from_blob(m.data(), {p.m->numel()}, torch::kFloat32).to(device, torch::kFloat64);
     const torch::Tensor& t = module.norm_terms;
     const torch::Tensor gain = module.magnitude / (t[0] + 2 * t[1] + t[2]).sqrt();
     module.gain.copy_(gain);
@@ -188,8 +191,8 @@ class AdapterBuilder {
 
 // Plans, validates and packs the modules of a PEFT or seed adapter into `arena`.
 absl::StatusOr<ModuleList> LoadModules(const AdapterBuilder& builder, AdapterFormat format,
-                                       const std::string& config_json,
-                                       const SafetensorsFile& file, torch::Tensor& arena) {
+                                       const std::string& config_json, const SafetensorsFile& file,
+                                       torch::Tensor& arena) {
   torch::NoGradGuard no_grad;
   absl::StatusOr<ModuleList> modules = absl::InternalError("unset");
   RETURN_IF_ERROR(CatchTorch(absl::StrCat("adapter \"", builder.name(), "\""), [&] {
@@ -210,7 +213,7 @@ torch::Tensor ModuleAdapter::GainAt(double c) const {
 
 int64_t ModuleAdapter::bytes() const {
   int64_t total = 0;
-  for (const torch::Tensor* t : {&a, &b_t, &gain, &magnitude, &norm_terms}) {
+  for (const torch::Tensor* t : {&a, &b_t, &gain, &gain_f32, &magnitude, &norm_terms}) {
     if (t->defined()) total += t->numel() * t->element_size();
   }
   return total;
@@ -256,6 +259,10 @@ std::shared_ptr<AdapterWeights> AdapterWeights::FromModules(std::string name, Mo
 void AdapterWeights::SetModules(ModuleList modules) {
   for (const auto& m : modules) {
     if (!m) continue;
+    if (m->kind == ModuleAdapter::Kind::kDoraRow && m->gain.device().is_cpu() &&
+        m->gain.scalar_type() != torch::kFloat32) {
+      m->gain_f32 = m->gain.to(torch::kFloat32).contiguous();
+    }
     max_rank_ = std::max(max_rank_, m->rank);
     max_abs_scale_ = std::max(max_abs_scale_, std::abs(m->scale));
     use_dora_ |= m->kind != ModuleAdapter::Kind::kLora;
@@ -271,12 +278,14 @@ absl::Status RefusePickle(const StoredAdapter& adapter) {
   char magic[4] = {};
   in.read(magic, sizeof(magic));
   const bool zip = std::memcmp(magic, "PK\x03\x04", 4) == 0;
-  const bool pickle = static_cast<unsigned char>(magic[0]) == 0x80 && magic[1] >= 2 && magic[1] <= 5;
+  const bool pickle =
+      static_cast<unsigned char>(magic[0]) == 0x80 && magic[1] >= 2 && magic[1] <= 5;
   if (!zip && !pickle) return absl::OkStatus();
-  return absl::UnimplementedError(absl::StrCat(
-      "adapter \"", adapter.name, "\": the weights are a PyTorch pickle (adapter_model.bin), "
-      "which is not loaded for safety; save the adapter with safe_serialization=True "
-      "(adapter_model.safetensors)"));
+  return absl::UnimplementedError(
+      absl::StrCat("adapter \"", adapter.name,
+                   "\": the weights are a PyTorch pickle (adapter_model.bin), "
+                   "which is not loaded for safety; save the adapter with safe_serialization=True "
+                   "(adapter_model.safetensors)"));
 }
 
 absl::StatusOr<std::shared_ptr<const AdapterWeights>> AdapterWeights::Load(

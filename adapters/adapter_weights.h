@@ -44,8 +44,12 @@ struct ModuleAdapter {
   torch::Tensor a;     // [r, in]
   torch::Tensor b_t;   // B^T [r, out] (the delta is c·s·(x A^T) b_t)
   // a and b_t are in the model's dtype, or 16-bit on a float32 CPU server (FactorPrecision).
-  // DoRA only: gain at request scale 1, [out] (kDoraRow) or [in] (kDoraCol), model dtype, contiguous.
+  // DoRA only: gain at request scale 1, [out] (kDoraRow) or [in] (kDoraCol), model dtype,
+  // contiguous.
   torch::Tensor gain;
+  // DoRA per output row with a 16-bit `gain` on the CPU: the same gain widened to float32, which
+  // the fused decode kernel reads (so a step widens none); undefined otherwise.
+  torch::Tensor gain_f32;
   // DoRA only, float64 on the device: magnitude m and the squared-norm terms of W + c·sBA per
   // row/column: ||W||², <W, sBA>, ||sBA||², so ||W + c sBA||² = t0 + 2c t1 + c² t2 for any
   // request scale c without forming a dense matrix.
@@ -64,8 +68,9 @@ class AdapterWeights {
   // serving dtype), all values finite. FAILED_PRECONDITION for adapters that do not
   // fit the base, INVALID_ARGUMENT for malformed ones, UNIMPLEMENTED for unsupported PEFT
   // features; messages name the adapter, tensor, shape found and shape expected.
-  static absl::StatusOr<std::shared_ptr<const AdapterWeights>> Load(
-      const StoredAdapter& adapter, const BaseModules& model, const AdapterLimits& limits);
+  static absl::StatusOr<std::shared_ptr<const AdapterWeights>> Load(const StoredAdapter& adapter,
+                                                                    const BaseModules& model,
+                                                                    const AdapterLimits& limits);
 
   // Same, from weights already in memory (the registry's host tier).
   static absl::StatusOr<std::shared_ptr<const AdapterWeights>> FromFile(

@@ -1,6 +1,6 @@
 // What adapters need of the base model they attach to, and nothing more: its linear modules
 // (paths and indices), each module's weight (for shapes and DoRA's norms), the number of layers,
-// the device and the dtype. The model implements it (server/llama_model.h); the adapter code
+// the device and the dtype. The model implements it (model/llama_model.h); the adapter code
 // (weights, registry) sees only this, so it builds and is tested without a model.
 // It extends the torch-free ModuleTable (module_table.h) that adapter planning uses.
 //

@@ -1,10 +1,10 @@
 // A fused CPU kernel for LoRA deltas of short token runs (decode): for each segment of a few
-// tokens, y[t] += c · B (A x[t]) — or, for DoRA per output row, y[t] = g ⊙ (y[t] - b + c·B(A x[t])) + b
-// — in one call for all segments, reading each adapter's A and B straight from its storage.
-// It replaces ~5 LibTorch dispatches per segment and module, which dominate batch decode with
-// many distinct adapters. Activations, gains and sums are float32; the factors may be stored in
-// float32, bfloat16 or float16 (widened exactly as they are read, which halves the bytes decode
-// streams). CPU only; the caller falls back otherwise.
+// tokens, y[t] += c · B (A x[t]) — or, for DoRA per output row, y[t] = g ⊙ (y[t] - b + c·B(A x[t]))
+// + b — in one call for all segments, reading each adapter's A and B straight from its storage. It
+// replaces ~5 LibTorch dispatches per segment and module, which dominate batch decode with many
+// distinct adapters. Activations, gains and sums are float32; the factors may be stored in float32,
+// bfloat16 or float16 (widened exactly as they are read, which halves the bytes decode streams).
+// CPU only; the caller falls back otherwise.
 #pragma once
 
 #include <cstdint>
@@ -15,8 +15,8 @@ namespace loramux {
 enum class FactorType { kFloat32, kBFloat16, kFloat16 };
 
 struct BgmvSegment {
-  const void* a = nullptr;      // [rank, in] of `type`
-  const void* b_t = nullptr;    // B^T [rank, out] of `type`
+  const void* a = nullptr;    // [rank, in] of `type`
+  const void* b_t = nullptr;  // B^T [rank, out] of `type`
   FactorType type = FactorType::kFloat32;
   const float* gain = nullptr;  // [out] DoRA row gain, or null for LoRA
   int64_t rank = 0;             // <= kBgmvMaxRank

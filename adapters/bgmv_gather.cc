@@ -36,8 +36,8 @@ void AddGroup(const torch::Tensor& x, torch::Tensor& y, const torch::Tensor& bia
       torch::tensor(scales, torch::kFloat64).to(x.device(), scale_type).view({-1, 1, 1});
   // [n,r,in] x [n,in,1] -> [n,r,1], scaled, then (as [n,1,r]) x [n,r,out] -> [n,out].
   // Factors kept in another dtype than the activations widen exactly (a no-op when they agree).
-  const torch::Tensor v = torch::bmm(torch::stack(a).to(x.scalar_type()),
-                                     x.index_select(0, index).unsqueeze(2));
+  const torch::Tensor v =
+      torch::bmm(torch::stack(a).to(x.scalar_type()), x.index_select(0, index).unsqueeze(2));
   const torch::Tensor scaled = (v.to(scale_type) * scale).to(x.scalar_type());
   const torch::Tensor delta =
       torch::bmm(scaled.transpose(1, 2), torch::stack(b_t).to(x.scalar_type())).squeeze(1);

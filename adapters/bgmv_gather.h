@@ -8,8 +8,9 @@
 //   LoRA:      y[t] += c·s · B (A x[t])
 //   DoRA rows: y[t]  = g_c ⊙ (y[t] - b + c·s · B (A x[t])) + b
 // x [T, in] and y [T, out] (holds x W^T + b; updated in place) share device and dtype with the
-// factors; bias [out] or undefined. Per-column DoRA (seed) is not taken: callers route it elsewhere.
-// The scale c·s multiplies the rank-sized intermediate in float32 (float64 for float64 inputs).
+// factors; bias [out] or undefined. Per-column DoRA (seed) is not taken: callers route it
+// elsewhere. The scale c·s multiplies the rank-sized intermediate in float32 (float64 for float64
+// inputs).
 #pragma once
 
 #include <cstdint>

@@ -33,7 +33,8 @@ size_t PoolBlockBytes(size_t bytes) {
 // huge pages. nullptr on failure.
 void* MapBlock(size_t bytes) {
   if (bytes < kHugePage) {
-    void* block = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void* block =
+        ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     return block == MAP_FAILED ? nullptr : block;
   }
   const size_t span = bytes + kHugePage;
@@ -236,8 +237,10 @@ FactorArena::FactorArena(size_t floats) : floats_(floats) {
 }
 
 FactorArena::~FactorArena() {
-  if (mapped_bytes_ > 0) BlockPool::Global().Give(data_, mapped_bytes_);
-  else std::free(data_);
+  if (mapped_bytes_ > 0)
+    BlockPool::Global().Give(data_, mapped_bytes_);
+  else
+    std::free(data_);
 }
 
 bool CopyFactor(const TensorView& view, bool transpose, float* dst) {

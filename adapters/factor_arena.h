@@ -16,7 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "adapters/safetensors.h"
+#include "formats/safetensors.h"
 
 namespace loramux {
 
@@ -34,14 +34,15 @@ class FactorArena {
 
   // Offsets handed out by a layout are rounded up to this many floats (one cache line).
   static constexpr size_t kAlignFloats = 16;
-  static size_t Aligned(size_t floats) { return (floats + kAlignFloats - 1) / kAlignFloats * kAlignFloats; }
+  static size_t Aligned(size_t floats) {
+    return (floats + kAlignFloats - 1) / kAlignFloats * kAlignFloats;
+  }
 
  private:
   float* data_ = nullptr;
   size_t floats_ = 0;
   size_t mapped_bytes_ = 0;  // > 0 when data_ is a pooled block of that many bytes
 };
-
 
 // Writes the numel() values of `view` to dst as float32 (row-major); with `transpose` the 2-D
 // view [rows, cols] is written as [cols, rows]. Returns false when a value is NaN or infinite

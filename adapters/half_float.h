@@ -36,7 +36,7 @@ LORAMUX_HALF_INLINE float HalfToFloat(uint16_t bits) {
   const uint32_t subnormal = BitsFromFloat(static_cast<float>(magnitude) * 0x1p-24f);
   const uint32_t normal = (static_cast<uint32_t>(magnitude) << 13) + (112u << 23);
   const uint32_t special = 0x7f800000u | ((static_cast<uint32_t>(magnitude) & 0x3ffu) << 13);
-  const uint32_t is_subnormal = 0u - static_cast<uint32_t>(magnitude < 0x400);    // all ones or 0
+  const uint32_t is_subnormal = 0u - static_cast<uint32_t>(magnitude < 0x400);  // all ones or 0
   const uint32_t is_special = 0u - static_cast<uint32_t>(magnitude >= 0x7c00);
   const uint32_t finite = (subnormal & is_subnormal) | (normal & ~is_subnormal);
   const uint32_t sign = static_cast<uint32_t>(bits & 0x8000u) << 16;

@@ -8,6 +8,7 @@
 #include "adapters/adapter_weights.h"
 #include "adapters/bgmv_cpu.h"
 #include "adapters/bgmv_gather.h"
+#include "tensor/decode_linear.h"
 
 namespace loramux {
 namespace {
@@ -41,9 +42,13 @@ void AddDelta(const ModuleAdapter& m, double scale, const LinearWeights& base,
 
 constexpr int64_t kShortMaxTokens = 4;  // decode (and short speculative runs)
 
+// The kernel computes in float32; 16-bit activations widen exactly on the way in and the sums
+// round once on the way out, so bfloat16 serving takes the same fused path as float32.
 bool FusedKernelApplies(const torch::Tensor& x, const torch::Tensor& y) {
-  return x.device().is_cpu() && x.scalar_type() == torch::kFloat32 && x.is_contiguous() &&
-         y.is_contiguous();
+  const torch::ScalarType t = x.scalar_type();
+  return x.device().is_cpu() &&
+         (t == torch::kFloat32 || t == torch::kBFloat16 || t == torch::kFloat16) &&
+         x.is_contiguous() && y.is_contiguous();
 }
 
 // The kernel's name for a factor dtype, if it takes it.
@@ -65,29 +70,39 @@ bool Batchable(const ModuleAdapter& m, int64_t len, DeltaPath path) {
 
 void AddFusedCpu(const torch::Tensor& x, torch::Tensor& y, const LinearWeights& base,
                  const std::vector<ModuleRun>& runs) {
+  const auto f32 = [](const torch::Tensor& t) { return t.to(torch::kFloat32).contiguous(); };
+  const bool widen = x.scalar_type() != torch::kFloat32;
+  const torch::Tensor x32 = widen ? f32(x) : x;
+  torch::Tensor y32 = widen ? f32(y) : y;
   std::vector<BgmvSegment> segments;
-  std::vector<torch::Tensor> gains;  // keeps DoRA gains at non-unit scales alive for the kernel
+  std::vector<torch::Tensor> gains;  // keeps the DoRA gains the kernel reads alive
   for (const ModuleRun& run : runs) {
     const ModuleAdapter& m = *run.module;
-    BgmvSegment s{m.a.data_ptr(), m.b_t.data_ptr(), *KernelFactorType(m), nullptr, m.rank,
-                  static_cast<float>(run.scale * m.scale), run.begin, run.end};
+    BgmvSegment s{m.a.data_ptr(), m.b_t.data_ptr(), *KernelFactorType(m),
+                  nullptr,        m.rank,           static_cast<float>(run.scale * m.scale),
+                  run.begin,      run.end};
     if (m.kind == ModuleAdapter::Kind::kDoraRow) {
-      // At scale 1 the gain precomputed at load, contiguous; otherwise computed now.
-      if (run.scale != 1.0) gains.push_back(m.GainAt(run.scale).contiguous());
-      s.gain = run.scale == 1.0 ? m.gain.data_ptr<float>() : gains.back().data_ptr<float>();
+      // At scale 1 the gain precomputed at load, else computed now; float32 for the kernel.
+      torch::Tensor gain = run.scale != 1.0       ? m.GainAt(run.scale)
+                           : m.gain_f32.defined() ? m.gain_f32
+                                                  : m.gain;
+      if (gain.scalar_type() != torch::kFloat32 || !gain.is_contiguous()) gain = f32(gain);
+      s.gain = gains.emplace_back(std::move(gain)).data_ptr<float>();
     }
     segments.push_back(s);
   }
-  const float* bias = base.bias.defined() ? base.bias.data_ptr<float>() : nullptr;
-  BgmvCpu(x.data_ptr<float>(), y.data_ptr<float>(), bias, x.size(1), y.size(1), segments);
+  torch::Tensor bias;  // read by DoRA rows only
+  if (base.bias.defined()) bias = f32(base.bias);
+  BgmvCpu(x32.data_ptr<float>(), y32.data_ptr<float>(),
+          bias.defined() ? bias.data_ptr<float>() : nullptr, x.size(1), y.size(1), segments);
+  if (widen) y.copy_(y32);
 }
 
 }  // namespace
 
-torch::Tensor AdaptedLinear(const torch::Tensor& x, const LinearWeights& base,
-                            int64_t module_index, const std::vector<AdapterSegment>& segments,
-                            DeltaPath path) {
-  torch::Tensor y = torch::linear(x, base.weight, base.bias);
+torch::Tensor AdaptedLinear(const torch::Tensor& x, const LinearWeights& base, int64_t module_index,
+                            const std::vector<AdapterSegment>& segments, DeltaPath path) {
+  torch::Tensor y = Linear(x, base.weight, base.bias);
   AddAdapterDeltas(x, y, base, module_index, segments, path);
   return y;
 }
@@ -126,7 +141,8 @@ void AddAdapterDeltas(const torch::Tensor& x, torch::Tensor& y, const LinearWeig
   }
   for (const ModuleRun& run : batched) {
     const int64_t len = run.end - run.begin;
-    AddDelta(*run.module, run.scale, base, x.narrow(0, run.begin, len), y.narrow(0, run.begin, len));
+    AddDelta(*run.module, run.scale, base, x.narrow(0, run.begin, len),
+             y.narrow(0, run.begin, len));
   }
 }
 

@@ -31,14 +31,15 @@ struct AdapterSegment {
 
 // How the side path serves segments. kAuto: short runs (decode, at most 4 tokens) go to the
 // gathered batched GEMMs (bgmv_gather) on GPUs and other devices, and on the CPU to the fused
-// kernel (bgmv_cpu) when it applies (float32 activations; float32 or 16-bit factors; rank <= 512);
-// everything else — prefill runs, per-column DoRA, other CPU dtypes — gets two GEMMs per segment.
+// kernel (bgmv_cpu) when it applies (float32 or 16-bit activations, widened to float32 and the sums
+// rounded once; float32 or 16-bit factors; rank <= 512); everything else — prefill runs,
+// per-column DoRA, float64 — gets two GEMMs per segment.
 // The others force one path for every segment it can take (tests and benchmarks compare them).
 enum class DeltaPath { kAuto, kSegmentGemms, kGathered };
 
 // y = x W^T + b, plus each segment's adapter delta for module `module_index`.
-torch::Tensor AdaptedLinear(const torch::Tensor& x, const LinearWeights& base,
-                            int64_t module_index, const std::vector<AdapterSegment>& segments,
+torch::Tensor AdaptedLinear(const torch::Tensor& x, const LinearWeights& base, int64_t module_index,
+                            const std::vector<AdapterSegment>& segments,
                             DeltaPath path = DeltaPath::kAuto);
 
 // The side path alone: adds each segment's delta to y [T, out], which holds x W^T + b for inputs

@@ -25,7 +25,9 @@ extern const std::array<const char*, kNumProjections> kProjectionNames;
 
 // "model.layers.<layer>.<projection path>".
 std::string ModulePath(int64_t layer, Projection projection);
-inline int64_t ModuleIndex(int64_t layer, Projection projection) { return layer * kNumProjections + projection; }
+inline int64_t ModuleIndex(int64_t layer, Projection projection) {
+  return layer * kNumProjections + projection;
+}
 
 class ModuleTable {
  public:

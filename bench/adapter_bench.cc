@@ -8,10 +8,15 @@
 // The adapters' share of the bytes a step reads shrinks as 2r/hidden, so the ratios depend on the
 // model size: both sizes are printed.
 //
-//   ./build/bench/adapter_bench [layers=8] [steps=20] [context=64]
+// With dtype bfloat16 the model, activations and factors are bfloat16, and (c), (d) run once more
+// with the side path forced to two GEMMs per segment: bfloat16's path before the fused kernel
+// took 16-bit activations.
+//
+//   ./build/bench/adapter_bench [layers=8] [steps=20] [context=64] [dtype=float32|bfloat16]
 #include <algorithm>
 #include <cstdlib>
 
+#include "absl/strings/str_cat.h"
 #include "bench/bench_util.h"
 
 using namespace loramux;
@@ -26,11 +31,13 @@ constexpr int64_t kBatch = 32;
 class DecodeRunner {
  public:
   DecodeRunner(const LlamaModel& model, std::vector<const AdapterWeights*> adapters,
-               int64_t context, int64_t max_steps)
+               int64_t context, int64_t max_steps, DeltaPath path)
       : model_(model),
         adapters_(std::move(adapters)),
+        path_(path),
         cache_(model.config(),
-               kBatch * (context + max_steps + 16) * KvCache::BytesPerToken(model.config(), model.dtype()),
+               kBatch * (context + max_steps + 16) *
+                   KvCache::BytesPerToken(model.config(), model.dtype()),
                model.device(), model.dtype()),
         pos_(context - 1) {
     for (int64_t i = 0; i < kBatch; ++i) cache_.Reserve(i, context + max_steps + 1);
@@ -43,6 +50,7 @@ class DecodeRunner {
   // Runs one step; returns its seconds.
   double Step() {
     ForwardBatch batch;
+    batch.delta_path = path_;
     for (int64_t k = 0; k < kBatch; ++k) {
       const int64_t i = order_[k];
       batch.chunks.push_back({i, pos_, k, 1, false});
@@ -64,6 +72,7 @@ class DecodeRunner {
  private:
   const LlamaModel& model_;
   std::vector<const AdapterWeights*> adapters_;
+  DeltaPath path_;
   KvCache cache_;
   std::vector<int64_t> order_;
   int64_t pos_;
@@ -80,7 +89,8 @@ double MergeSwitch(const LlamaModel& model, const AdapterWeights& adapter) {
   torch::NoGradGuard guard;
   std::vector<torch::Tensor> weights;
   for (int64_t l = 0; l < model.config().num_layers; ++l) {
-    for (int64_t p = 0; p < kNumProjections; ++p) weights.push_back(model.linear(l, static_cast<Projection>(p)).weight.clone());
+    for (int64_t p = 0; p < kNumProjections; ++p)
+      weights.push_back(model.linear(l, static_cast<Projection>(p)).weight.clone());
   }
   const auto start = std::chrono::steady_clock::now();
   for (size_t i = 0; i < weights.size(); ++i) {
@@ -109,7 +119,8 @@ double FactorBytes(const std::vector<const AdapterWeights*>& rows) {
 // one decode step computes them through `path` (no base GEMMs), and the bytes of factors it reads
 // per second. A 1 GiB write between rounds evicts the factors from the caches (this host's L3
 // is large enough to keep them, which the base weights streaming through a real step prevent).
-std::pair<double, double> DeltaOnly(const LlamaModel& model, const std::vector<const AdapterWeights*>& rows,
+std::pair<double, double> DeltaOnly(const LlamaModel& model,
+                                    const std::vector<const AdapterWeights*>& rows,
                                     DeltaPath path = DeltaPath::kAuto) {
   torch::NoGradGuard guard;
   std::vector<AdapterSegment> segments;
@@ -128,7 +139,8 @@ std::pair<double, double> DeltaOnly(const LlamaModel& model, const std::vector<c
     const auto start = std::chrono::steady_clock::now();
     for (size_t i = 0; i < inputs.size(); ++i) {
       torch::Tensor y = torch::zeros({kBatch, inputs[i].second.weight.size(0)});
-      AddAdapterDeltas(inputs[i].first, y, inputs[i].second, static_cast<int64_t>(i), segments, path);
+      AddAdapterDeltas(inputs[i].first, y, inputs[i].second, static_cast<int64_t>(i), segments,
+                       path);
     }
     best = std::min(best, Seconds(start));
   }
@@ -136,13 +148,14 @@ std::pair<double, double> DeltaOnly(const LlamaModel& model, const std::vector<c
 }
 
 // The (a)..(e) table for one model size; the switch cost too when `show_switch`.
-void RunModel(int64_t layers, int64_t hidden, int64_t steps, int64_t context, bool show_switch) {
-  auto model = LlamaModel::Random(BenchConfig(layers, hidden), torch::kCPU, torch::kFloat32, 1);
-  std::printf("\n## hidden %lld: %lld layers, %.0fM parameters; context %lld; median of %lld steps, "
-              "cases taking turns in blocks of 5\n",
-              static_cast<long long>(hidden), static_cast<long long>(layers),
-              ParameterCount(*model) / 1e6, static_cast<long long>(context),
-              static_cast<long long>(std::max<int64_t>(1, steps / 5) * 5));
+void RunModel(int64_t layers, int64_t hidden, int64_t steps, int64_t context,
+              torch::ScalarType dtype, bool show_switch) {
+  auto model = LlamaModel::Random(BenchConfig(layers, hidden), torch::kCPU, dtype, 1);
+  std::printf(
+      "\n## hidden %lld: %lld layers, %.0fM parameters; context %lld; median of %lld steps, "
+      "cases taking turns in blocks of 5\n",
+      static_cast<long long>(hidden), static_cast<long long>(layers), ParameterCount(*model) / 1e6,
+      static_cast<long long>(context), static_cast<long long>(std::max<int64_t>(1, steps / 5) * 5));
   std::vector<std::shared_ptr<AdapterWeights>> lora, dora, mixed, lora16, dora16;
   const int64_t mixed_ranks[] = {4, 8, 16, 32, 64};
   for (int i = 0; i < kBatch; ++i) {
@@ -161,16 +174,22 @@ void RunModel(int64_t layers, int64_t hidden, int64_t steps, int64_t context, bo
   struct Case {
     const char* name;
     std::vector<const AdapterWeights*> rows;
+    DeltaPath path = DeltaPath::kAuto;
   };
-  const std::vector<Case> cases = {
+  std::vector<Case> cases = {
       {"(a) base only", std::vector<const AdapterWeights*>(kBatch, nullptr)},
       {"(b) one rank-16 LoRA, all rows", std::vector<const AdapterWeights*>(kBatch, lora[0].get())},
       {"(c) 32 rank-16 LoRA, 7 projections", rows(lora)},
       {"(d) 32 rank-16 DoRA, 7 projections", rows(dora)},
       {"(e) 32 mixed ranks 4..64 (1/4 DoRA)", rows(mixed)},
-      {"(c) saved in bfloat16, kept 16-bit", rows(lora16)},
-      {"(d) saved in bfloat16, kept 16-bit", rows(dora16)},
   };
+  if (dtype == torch::kFloat32) {
+    cases.push_back({"(c) saved in bfloat16, kept 16-bit", rows(lora16)});
+    cases.push_back({"(d) saved in bfloat16, kept 16-bit", rows(dora16)});
+  } else {
+    cases.push_back({"(c) two GEMMs per segment (before)", rows(lora), DeltaPath::kSegmentGemms});
+    cases.push_back({"(d) two GEMMs per segment (before)", rows(dora), DeltaPath::kSegmentGemms});
+  }
   // The cases take turns in blocks of kBlock steps, round after round, so machine noise (this
   // VM's CPU share drifts) falls on all of them alike, while within a block each runs step after
   // step as a server would (caches as they are between that case's own steps; the first step of
@@ -179,7 +198,8 @@ void RunModel(int64_t layers, int64_t hidden, int64_t steps, int64_t context, bo
   const int64_t rounds = std::max<int64_t>(1, steps / kBlock);
   std::vector<std::unique_ptr<DecodeRunner>> runners;
   for (const Case& c : cases) {
-    runners.push_back(std::make_unique<DecodeRunner>(*model, c.rows, context, rounds * (kBlock + 1)));
+    runners.push_back(
+        std::make_unique<DecodeRunner>(*model, c.rows, context, rounds * (kBlock + 1), c.path));
   }
   std::vector<std::vector<double>> times(cases.size());
   for (int64_t r = 0; r < rounds; ++r) {
@@ -196,21 +216,26 @@ void RunModel(int64_t layers, int64_t hidden, int64_t steps, int64_t context, bo
                 100 * best[0] / best[i]);
   }
   const auto [delta_s, delta_gbs] = DeltaOnly(*model, rows(lora));
-  const auto [same_s, same_gbs] = DeltaOnly(*model, std::vector<const AdapterWeights*>(kBatch, lora[0].get()));
+  const auto [same_s, same_gbs] =
+      DeltaOnly(*model, std::vector<const AdapterWeights*>(kBatch, lora[0].get()));
   const double factor_bytes = FactorBytes(rows(lora));
-  std::printf("# (c) reads %.0f MB of adapter factors per step, %.0f%% of the base's %.0f MB of weights\n",
-              factor_bytes / 1e6, 100 * factor_bytes / model->weight_bytes(), model->weight_bytes() / 1e6);
+  std::printf(
+      "# (c) reads %.0f MB of adapter factors per step, %.0f%% of the base's %.0f MB of weights\n",
+      factor_bytes / 1e6, 100 * factor_bytes / model->weight_bytes(), model->weight_bytes() / 1e6);
   const double dora_s = DeltaOnly(*model, rows(dora)).first;
   const auto [lora16_s, lora16_gbs] = DeltaOnly(*model, rows(lora16));
-  std::printf("# the (c) deltas alone, without base GEMMs: %.1f ms per step (factors at %.1f GB/s); "
-              "with one adapter for all rows (factors hot in cache): %.1f ms; the (d) deltas: %.1f ms; "
-              "(c) in bfloat16: %.1f ms (%.0f MB at %.1f GB/s)\n",
-              delta_s * 1e3, delta_gbs, same_s * 1e3, dora_s * 1e3, lora16_s * 1e3,
-              FactorBytes(rows(lora16)) / 1e6, lora16_gbs);
+  std::printf(
+      "# the (c) deltas alone, without base GEMMs: %.1f ms per step (factors at %.1f GB/s); "
+      "with one adapter for all rows (factors hot in cache): %.1f ms; the (d) deltas: %.1f ms; "
+      "(c) in bfloat16: %.1f ms (%.0f MB at %.1f GB/s)\n",
+      delta_s * 1e3, delta_gbs, same_s * 1e3, dora_s * 1e3, lora16_s * 1e3,
+      FactorBytes(rows(lora16)) / 1e6, lora16_gbs);
   if (!show_switch) return;
-  std::printf("\n| (c) side path alone, by implementation | ms per step | factors GB/s |\n|---|---:|---:|\n");
+  std::printf(
+      "\n| (c) side path alone, by implementation | ms per step | factors GB/s "
+      "|\n|---|---:|---:|\n");
   const std::pair<const char*, DeltaPath> paths[] = {
-      {"fused CPU kernel (decode on CPU float32)", DeltaPath::kAuto},
+      {"fused CPU kernel (decode on the CPU)", DeltaPath::kAuto},
       {"gathered batched GEMMs (decode on GPUs)", DeltaPath::kGathered},
       {"two GEMMs per segment (prefill)", DeltaPath::kSegmentGemms}};
   for (const auto& [name, path] : paths) {
@@ -221,7 +246,8 @@ void RunModel(int64_t layers, int64_t hidden, int64_t steps, int64_t context, bo
   std::printf("\n| adapter switch | ms |\n|---|---:|\n");
   std::printf("| merge-based: merge rank-16 into %lld weights + unmerge | %.1f |\n",
               static_cast<long long>(layers * kNumProjections), merge * 1e3);
-  std::printf("| loramux: per-token segments, base untouched | 0.0 (no work: a pointer per segment) |\n");
+  std::printf(
+      "| loramux: per-token segments, base untouched | 0.0 (no work: a pointer per segment) |\n");
 }
 
 }  // namespace
@@ -230,11 +256,15 @@ int main(int argc, char** argv) {
   const int64_t layers = argc > 1 ? std::atoi(argv[1]) : 8;
   const int64_t steps = argc > 2 ? std::atoi(argv[2]) : 20;
   const int64_t context = argc > 3 ? std::atoi(argv[3]) : 64;
-  PrintHeader("loramux adapter_bench: batch-32 decode across adapters (float32, CPU)");
+  const torch::ScalarType dtype = ParseScalarType(argc > 4 ? argv[4] : "float32").value();
+  PrintHeader(absl::StrCat("loramux adapter_bench: batch-32 decode across adapters (",
+                           c10::toString(dtype), ", CPU)")
+                  .c_str());
   // The side path is memory-bound and the base compute-bound: the ratios shift with how much CPU
   // the machine gives, so its matmul speed is printed next to them.
-  std::printf("# torch::mm 2048^3 on this machine now: %.0f GFLOP/s\n", MatmulGflops(torch::kCPU));
-  RunModel(layers, 1024, steps, context, /*show_switch=*/true);
-  RunModel(layers, 2048, steps, context, /*show_switch=*/false);
+  std::printf("# torch::mm 2048^3 on this machine now: %.0f GFLOP/s in float32, %.0f in bfloat16\n",
+              MatmulGflops(torch::kCPU), MatmulGflops(torch::kCPU, 2048, torch::kBFloat16));
+  RunModel(layers, 1024, steps, context, dtype, /*show_switch=*/true);
+  RunModel(layers, 2048, steps, context, dtype, /*show_switch=*/false);
   return 0;
 }

@@ -90,8 +90,8 @@ int main() {
   // Regex keys as costly as RE2 takes within the size limit: bounded repeats of any character.
   Run("all-linear, 256+256 regex keys",
       absl::StrCat("{", base, R"(, "target_modules": "all-linear", "rank_pattern": {)",
-                   Entries("layers.1[0-9].self_attn.q_proj|", n, "4"),
-                   R"(}, "alpha_pattern": {)", Entries("(q|v)_proj|", n, "8"), "}}"),
+                   Entries("layers.1[0-9].self_attn.q_proj|", n, "4"), R"(}, "alpha_pattern": {)",
+                   Entries("(q|v)_proj|", n, "8"), "}}"),
       paths);
   Run("keys as costly as RE2 takes (refused)",
       absl::StrCat("{", base, R"(, "target_modules": "all-linear", "rank_pattern": {)",

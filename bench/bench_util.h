@@ -2,19 +2,19 @@
 #pragma once
 
 #include <chrono>
-#include <optional>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <torch/torch.h>
 
 #include "adapters/adapter_weights.h"
-#include "server/engine.h"
-#include "server/kv_cache.h"
-#include "server/llama_model.h"
-#include "server/tensor_util.h"
+#include "engine/engine.h"
+#include "model/kv_cache.h"
+#include "model/llama_model.h"
+#include "tensor/tensor_util.h"
 
 namespace loramux::bench {
 
@@ -44,10 +44,12 @@ inline int64_t ParameterCount(const LlamaModel& m) {
 }
 
 // GFLOP/s of a large square float32 matmul on this machine, best of a few runs.
-inline double MatmulGflops(torch::Device device, int64_t n = 2048) {
+inline double MatmulGflops(torch::Device device, int64_t n = 2048,
+                           torch::ScalarType dtype = torch::kFloat32) {
   torch::NoGradGuard guard;
-  const torch::Tensor a = torch::randn({n, n}, torch::TensorOptions().device(device));
-  const torch::Tensor b = torch::randn({n, n}, torch::TensorOptions().device(device));
+  const auto options = torch::TensorOptions().device(device).dtype(dtype);
+  const torch::Tensor a = torch::randn({n, n}, options);
+  const torch::Tensor b = torch::randn({n, n}, options);
   torch::mm(a, b);
   double best = 0;
   for (int i = 0; i < 3; ++i) {

@@ -27,8 +27,10 @@
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "gRPC address.");
 ABSL_FLAG(std::string, http, "127.0.0.1:8000", "HTTP front address.");
-ABSL_FLAG(std::string, base_model, "base", "The base model's id on the HTTP front (--served_model_name).");
-ABSL_FLAG(std::string, adapters, "", "Comma-separated adapters, round-robin; \"base\" = the base model.");
+ABSL_FLAG(std::string, base_model, "base",
+          "The base model's id on the HTTP front (--served_model_name).");
+ABSL_FLAG(std::string, adapters, "",
+          "Comma-separated adapters, round-robin; \"base\" = the base model.");
 ABSL_FLAG(int32_t, streams, 64, "Concurrent request loops.");
 ABSL_FLAG(int32_t, prompt_len, 16, "Prompt tokens per request.");
 ABSL_FLAG(int32_t, max_new_tokens, 32, "Greedy tokens per request.");
@@ -51,10 +53,11 @@ struct HttpResult {
 };
 
 // One stream's request: POST /v1/completions with stream: true; counts the tokens of each chunk.
-void OneHttpRequest(httplib::Client& client, const std::string& model, const std::vector<int>& prompt,
-                    HttpResult& out) {
-  const Json body = {{"model", model},          {"prompt", prompt},         {"max_tokens", absl::GetFlag(FLAGS_max_new_tokens)},
-                     {"temperature", 0},        {"stream", true},           {"return_token_ids", true}};
+void OneHttpRequest(httplib::Client& client, const std::string& model,
+                    const std::vector<int>& prompt, HttpResult& out) {
+  const Json body = {
+      {"model", model},   {"prompt", prompt}, {"max_tokens", absl::GetFlag(FLAGS_max_new_tokens)},
+      {"temperature", 0}, {"stream", true},   {"return_token_ids", true}};
   const Clock::time_point start = Clock::now();
   std::string buffer;
   bool first = true;
@@ -68,7 +71,8 @@ void OneHttpRequest(httplib::Client& client, const std::string& model, const std
     buffer.append(data, size);
     for (size_t end; (end = buffer.find("\n\n")) != std::string::npos; buffer.erase(0, end + 2)) {
       if (buffer.compare(0, 6, "data: ") != 0 || buffer.compare(6, 6, "[DONE]") == 0) continue;
-      const Json chunk = Json::parse(buffer.begin() + 6, buffer.begin() + static_cast<std::ptrdiff_t>(end), nullptr, false);
+      const Json chunk = Json::parse(
+          buffer.begin() + 6, buffer.begin() + static_cast<std::ptrdiff_t>(end), nullptr, false);
       if (chunk.is_discarded() || chunk.contains("error") || chunk["choices"].empty()) continue;
       const size_t n = chunk["choices"][0]["token_ids"].size();
       if (n > 0 && first) {
@@ -82,7 +86,8 @@ void OneHttpRequest(httplib::Client& client, const std::string& model, const std
   httplib::Result result = client.send(request);
   if (!result || result->status != 200) {
     if (out.errors++ == 0) {
-      out.first_error = result ? std::to_string(result->status) : httplib::to_string(result.error());
+      out.first_error =
+          result ? std::to_string(result->status) : httplib::to_string(result.error());
     }
     return;
   }
@@ -94,7 +99,8 @@ HttpResult RunHttp(const std::vector<std::string>& models, uint64_t seed) {
   const std::string address = absl::GetFlag(FLAGS_http);
   const size_t colon = address.rfind(':');
   const int streams = absl::GetFlag(FLAGS_streams);
-  const auto deadline = Clock::now() + std::chrono::duration<double>(absl::GetFlag(FLAGS_duration_s));
+  const auto deadline =
+      Clock::now() + std::chrono::duration<double>(absl::GetFlag(FLAGS_duration_s));
   std::atomic<uint64_t> next{0};
   std::vector<HttpResult> results(static_cast<size_t>(streams));
   std::vector<std::thread> threads;
@@ -110,7 +116,8 @@ HttpResult RunHttp(const std::vector<std::string>& models, uint64_t seed) {
       while (Clock::now() < deadline) {
         std::vector<int> prompt(static_cast<size_t>(absl::GetFlag(FLAGS_prompt_len)));
         for (int& t : prompt) t = id(rng);
-        OneHttpRequest(client, models[next++ % models.size()], prompt, results[static_cast<size_t>(s)]);
+        OneHttpRequest(client, models[next++ % models.size()], prompt,
+                       results[static_cast<size_t>(s)]);
       }
     });
   }
@@ -131,7 +138,8 @@ HttpResult RunHttp(const std::vector<std::string>& models, uint64_t seed) {
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
-  std::vector<std::string> adapters = absl::StrSplit(absl::GetFlag(FLAGS_adapters), ',', absl::SkipEmpty());
+  std::vector<std::string> adapters =
+      absl::StrSplit(absl::GetFlag(FLAGS_adapters), ',', absl::SkipEmpty());
   if (adapters.empty()) adapters = {"base"};
   std::vector<std::string> grpc_adapters, http_models;
   for (const std::string& a : adapters) {
@@ -160,14 +168,18 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "gRPC load failed: %s\n", std::string(grpc.status().message()).c_str());
       return 1;
     }
-    std::printf("| %d | gRPC | %lld | %lld | %.0f | %.1f | %.1f |\n", round, static_cast<long long>(grpc->requests_ok),
-                static_cast<long long>(grpc->errors), grpc->tokens_per_s, grpc->ttft_p50_ms, grpc->ttft_p99_ms);
+    std::printf("| %d | gRPC | %lld | %lld | %.0f | %.1f | %.1f |\n", round,
+                static_cast<long long>(grpc->requests_ok), static_cast<long long>(grpc->errors),
+                grpc->tokens_per_s, grpc->ttft_p50_ms, grpc->ttft_p99_ms);
     const HttpResult http = RunHttp(http_models, static_cast<uint64_t>(round) * 1000);
     const double tps = static_cast<double>(http.tokens) / http.seconds;
-    const double p50 = loramux::Percentile(http.ttft_ms, 0.5), p99 = loramux::Percentile(http.ttft_ms, 0.99);
-    std::printf("| %d | HTTP | %lld | %lld | %.0f | %.1f | %.1f |\n", round, static_cast<long long>(http.requests),
-                static_cast<long long>(http.errors), tps, p50, p99);
-    if (!http.first_error.empty()) std::fprintf(stderr, "first HTTP error: %s\n", http.first_error.c_str());
+    const double p50 = loramux::Percentile(http.ttft_ms, 0.5),
+                 p99 = loramux::Percentile(http.ttft_ms, 0.99);
+    std::printf("| %d | HTTP | %lld | %lld | %.0f | %.1f | %.1f |\n", round,
+                static_cast<long long>(http.requests), static_cast<long long>(http.errors), tps,
+                p50, p99);
+    if (!http.first_error.empty())
+      std::fprintf(stderr, "first HTTP error: %s\n", http.first_error.c_str());
     grpc_tps += grpc->tokens_per_s / rounds;
     http_tps += tps / rounds;
     grpc_ttft += grpc->ttft_p50_ms / rounds;

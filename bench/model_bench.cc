@@ -16,9 +16,10 @@ struct Result {
 };
 
 Result Measure(const LlamaModel& model, int64_t batch, int64_t prompt, int64_t steps) {
-  KvCache cache(model.config(),
-                batch * (prompt + steps + 16) * KvCache::BytesPerToken(model.config(), model.dtype()),
-                model.device(), model.dtype());
+  KvCache cache(
+      model.config(),
+      batch * (prompt + steps + 16) * KvCache::BytesPerToken(model.config(), model.dtype()),
+      model.device(), model.dtype());
   ForwardBatch prefill;
   for (int64_t i = 0; i < batch; ++i) {
     cache.Reserve(i, prompt + steps + 1);
@@ -55,12 +56,18 @@ int main(int argc, char** argv) {
   auto model = LlamaModel::Random(BenchConfig(layers), torch::kCPU, torch::kFloat32, 1);
   const double params = static_cast<double>(ParameterCount(*model));
   const double gflops = MatmulGflops(torch::kCPU);
-  std::printf("# model: %lld layers, hidden 1024, %.0fM parameters; prompt %lld tokens, %lld decode steps\n",
-              static_cast<long long>(layers), params / 1e6, static_cast<long long>(prompt),
-              static_cast<long long>(steps));
+  std::printf(
+      "# model: %lld layers, hidden 1024, %.0fM parameters; prompt %lld tokens, %lld decode "
+      "steps\n",
+      static_cast<long long>(layers), params / 1e6, static_cast<long long>(prompt),
+      static_cast<long long>(steps));
   std::printf("# machine matmul rate (2048^3 torch::mm): %.1f GFLOP/s\n", gflops);
-  std::printf("| batch | prefill tok/s | prefill GFLOP/s | %% of mm | decode tok/s | decode GFLOP/s | %% of mm |\n");
-  std::printf("|------:|--------------:|----------------:|--------:|-------------:|---------------:|--------:|\n");
+  std::printf(
+      "| batch | prefill tok/s | prefill GFLOP/s | %% of mm | decode tok/s | decode GFLOP/s | %% "
+      "of mm |\n");
+  std::printf(
+      "|------:|--------------:|----------------:|--------:|-------------:|---------------:|-------"
+      "-:|\n");
   // FLOPs per token: 2 x the decoder layers' parameters, plus the output head once per logit row
   // (the last prompt token in prefill, every token in decode). The embedding is a lookup.
   const ModelConfig& c = model->config();
@@ -72,10 +79,11 @@ int main(int argc, char** argv) {
     const double pf = r.prefill_tps * (layer_flops + head / prompt) / 1e9;
     const double df = r.decode_tps * (layer_flops + head) / 1e9;
     std::printf("| %5lld | %13.1f | %15.1f | %6.1f%% | %12.1f | %14.1f | %6.1f%% |\n",
-                static_cast<long long>(batch), r.prefill_tps, pf, 100 * pf / gflops, r.decode_tps, df,
-                100 * df / gflops);
+                static_cast<long long>(batch), r.prefill_tps, pf, 100 * pf / gflops, r.decode_tps,
+                df, 100 * df / gflops);
   }
-  std::printf("# GFLOP/s: 2 x decoder-layer parameters per token + the head per logit row "
-              "(attention score FLOPs excluded).\n");
+  std::printf(
+      "# GFLOP/s: 2 x decoder-layer parameters per token + the head per logit row "
+      "(attention score FLOPs excluded).\n");
   return 0;
 }

@@ -13,9 +13,9 @@
 #include "absl/synchronization/notification.h"
 #include "adapters/adapter_registry.h"
 #include "adapters/adapter_store.h"
-#include "adapters/safetensors.h"
 #include "bench/bench_util.h"
 #include "common/sha256.h"
+#include "formats/safetensors.h"
 
 using namespace loramux;
 using namespace loramux::bench;
@@ -26,7 +26,8 @@ namespace {
 // layers; returns (config, weights).
 std::pair<std::string, std::string> MakePeft(const LlamaModel& model, int64_t rank, int64_t layers,
                                              int64_t projections, int seed) {
-  static constexpr Projection kOrder[] = {kQProj, kVProj, kKProj, kOProj, kGateProj, kUpProj, kDownProj};
+  static constexpr Projection kOrder[] = {kQProj,    kVProj,  kKProj,   kOProj,
+                                          kGateProj, kUpProj, kDownProj};
   torch::manual_seed(seed);
   std::vector<torch::Tensor> keep;
   std::vector<TensorView> views;
@@ -54,12 +55,15 @@ std::pair<std::string, std::string> MakePeft(const LlamaModel& model, int64_t ra
     targets += std::string(i ? ", " : "") + "\"" + kProjectionNames[kOrder[i]] + "\"";
   }
   const std::string config = "{\"peft_type\": \"LORA\", \"r\": " + std::to_string(rank) +
-                             ", \"lora_alpha\": 16, \"target_modules\": [" + targets + "], "
-                             "\"layers_to_transform\": [" + layer_list + "]}";
+                             ", \"lora_alpha\": 16, \"target_modules\": [" + targets +
+                             "], "
+                             "\"layers_to_transform\": [" +
+                             layer_list + "]}";
   return {config, SerializeSafetensors(views)};
 }
 
-StoredAdapter Put(AdapterStore& store, const std::string& name, const std::pair<std::string, std::string>& adapter) {
+StoredAdapter Put(AdapterStore& store, const std::string& name,
+                  const std::pair<std::string, std::string>& adapter) {
   AdapterManifest m;
   m.name = name;
   m.config_json = adapter.first;
@@ -105,7 +109,8 @@ double HotPathMicros(AdapterRegistry& registry, int64_t resident, int iterations
   std::mt19937 rng(7);
   const auto start = std::chrono::steady_clock::now();
   for (int i = 0; i < iterations; ++i) {
-    const StoredAdapter stored = registry.Resolve("tiny-" + std::to_string(rng() % resident)).value();
+    const StoredAdapter stored =
+        registry.Resolve("tiny-" + std::to_string(rng() % resident)).value();
     auto lease = registry.Acquire(stored, nullptr);
     if (!lease.weights) std::abort();
     registry.Release({stored.name, stored.version});
@@ -119,7 +124,8 @@ int main(int argc, char** argv) {
   const int64_t stored_count = argc > 1 ? std::atoi(argv[1]) : 10000;
   PrintHeader("loramux registry_bench: adapter residency and resolve latency (float32, CPU)");
   auto model = LlamaModel::Random(BenchConfig(8), torch::kCPU, torch::kFloat32, 1);
-  const std::string root = std::filesystem::temp_directory_path() / ("loramux_registry_bench_" + std::to_string(::getpid()));
+  const std::string root = std::filesystem::temp_directory_path() /
+                           ("loramux_registry_bench_" + std::to_string(::getpid()));
   std::filesystem::remove_all(root);
   auto store = AdapterStore::Open(root).value();
   AdapterRegistryOptions options;
@@ -129,10 +135,16 @@ int main(int argc, char** argv) {
   options.verify_on_load = true;
   AdapterRegistry verifying(*store, *model, options);
 
-  std::printf("\n| adapter | file MB | cache | read file ms | request -> resident ms | ratio | with verify_on_load ms | ratio |\n|---|---:|---|---:|---:|---:|---:|---:|\n");
-  struct Size { const char* label; int64_t rank, layers, projections; };
-  for (const Size& size : {Size{"~1 MB, q,v (PEFT default)", 8, 8, 2}, Size{"~1 MB, all 7", 2, 7, 7},
-                           Size{"~10 MB, all 7", 16, 8, 7}, Size{"~100 MB, all 7", 168, 8, 7}}) {
+  std::printf(
+      "\n| adapter | file MB | cache | read file ms | request -> resident ms | ratio | with "
+      "verify_on_load ms | ratio |\n|---|---:|---|---:|---:|---:|---:|---:|\n");
+  struct Size {
+    const char* label;
+    int64_t rank, layers, projections;
+  };
+  for (const Size& size :
+       {Size{"~1 MB, q,v (PEFT default)", 8, 8, 2}, Size{"~1 MB, all 7", 2, 7, 7},
+        Size{"~10 MB, all 7", 16, 8, 7}, Size{"~100 MB, all 7", 168, 8, 7}}) {
     const StoredAdapter stored =
         Put(*store, "size-" + std::to_string(size.rank) + "-" + std::to_string(size.projections),
             MakePeft(*model, size.rank, size.layers, size.projections, 1));
@@ -142,8 +154,10 @@ int main(int argc, char** argv) {
       auto prepare = [&] {
         registry.Unload(stored.name).value();
         verifying.Unload(stored.name).value();
-        if (cold) EvictFromPageCache(stored.weights_path);
-        else ReadFileSeconds(stored.weights_path);
+        if (cold)
+          EvictFromPageCache(stored.weights_path);
+        else
+          ReadFileSeconds(stored.weights_path);
       };
       double read = 1e9, ready = 1e9, verified = 1e9;
       for (int i = 0; i < 5; ++i) {
@@ -154,9 +168,10 @@ int main(int argc, char** argv) {
         prepare();
         verified = std::min(verified, AcquireSeconds(verifying, stored));
       }
-      std::printf("| %s, rank %lld | %.1f | %s | %.2f | %.2f | %.2fx | %.2f | %.2fx |\n", size.label,
-                  static_cast<long long>(size.rank), stored.size_bytes / 1e6, cold ? "cold" : "warm",
-                  read * 1e3, ready * 1e3, ready / read, verified * 1e3, verified / read);
+      std::printf("| %s, rank %lld | %.1f | %s | %.2f | %.2f | %.2fx | %.2f | %.2fx |\n",
+                  size.label, static_cast<long long>(size.rank), stored.size_bytes / 1e6,
+                  cold ? "cold" : "warm", read * 1e3, ready * 1e3, ready / read, verified * 1e3,
+                  verified / read);
     }
     registry.Unload(stored.name).value();
     verifying.Unload(stored.name).value();

@@ -14,7 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
-#include "adapters/safetensors.h"
+#include "formats/safetensors.h"
 
 namespace {
 
@@ -90,9 +90,9 @@ void Bench(const std::string& name, const std::string& bytes) {
 // small so that copies and frees stay cheap; the header text is what is measured).
 std::string SyntheticModel(int count) {
   static const char* const kProjections[] = {
-      "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-      "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj",    "input_layernorm",
-      "post_attention_layernorm"};
+      "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+      "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
+      "mlp.down_proj",    "input_layernorm",  "post_attention_layernorm"};
   std::vector<TensorView> views;
   for (int i = 0; i < count; ++i) {
     TensorView v;
@@ -109,8 +109,9 @@ std::string SyntheticModel(int count) {
 
 int main() {
   const std::string root = LORAMUX_SOURCE_DIR "/tests/data/adapters/";
-  std::printf("SafetensorsFile::FromBytes: header parse + validation (us; median and min of up to "
-              "2000 runs)\n");
+  std::printf(
+      "SafetensorsFile::FromBytes: header parse + validation (us; median and min of up to "
+      "2000 runs)\n");
   std::printf("%-30s %8s %9s %12s %10s %14s\n", "file", "tensors", "hdr bytes", "load median",
               "load min", "nlohmann DOM");
   for (const char* name : {"lora-qv-r8", "lora-pattern", "lora-all-r4-rslora", "dora-mlp-r4",

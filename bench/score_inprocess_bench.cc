@@ -19,8 +19,8 @@
 #include <vector>
 
 #include "absl/synchronization/notification.h"
-#include "server/engine.h"
-#include "server/request.h"
+#include "engine/engine.h"
+#include "engine/request.h"
 
 using namespace loramux;
 
@@ -93,9 +93,9 @@ int main(int argc, char** argv) {
       absl::StatusOr<uint64_t> id = scheduler.Submit(std::move(request), waiter);
       if (!id.ok() || !waiter->Wait(absl::Seconds(30)) || !waiter->status().ok() ||
           waiter->logprobs() != static_cast<size_t>(tokens - 1)) {
-        std::fprintf(stderr, "score_inprocess_bench: call %d failed: %s\n", i,
-                     !id.ok() ? id.status().ToString().c_str()
-                              : waiter->status().ToString().c_str());
+        std::fprintf(
+            stderr, "score_inprocess_bench: call %d failed: %s\n", i,
+            !id.ok() ? id.status().ToString().c_str() : waiter->status().ToString().c_str());
         exit_code = 1;
         break;
       }
@@ -106,9 +106,10 @@ int main(int argc, char** argv) {
     }
     if (exit_code == 0) {
       const double mean = std::accumulate(ms.begin(), ms.end(), 0.0) / ms.size();
-      std::printf("| in-process Score | %d calls | %d tokens | mean %.3f ms | p50 %.3f ms | "
-                  "p99 %.3f ms |\n",
-                  calls, tokens, mean, Percentile(ms, 0.5), Percentile(ms, 0.99));
+      std::printf(
+          "| in-process Score | %d calls | %d tokens | mean %.3f ms | p50 %.3f ms | "
+          "p99 %.3f ms |\n",
+          calls, tokens, mean, Percentile(ms, 0.5), Percentile(ms, 0.99));
       std::printf("mean_ms=%.4f\n", mean);
     }
   }

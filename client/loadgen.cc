@@ -44,7 +44,8 @@ std::vector<int32_t> Prompt(uint64_t seed, int64_t index, int length, int vocab)
 // Sends request number `index` and records it in `samples`.
 void OneRequest(LoramuxClient& client, const LoadgenOptions& options, int vocab, int64_t index,
                 Samples& samples) {
-  const std::string& adapter = options.adapters[static_cast<size_t>(index) % options.adapters.size()];
+  const std::string& adapter =
+      options.adapters[static_cast<size_t>(index) % options.adapters.size()];
   const std::vector<int32_t> prompt = Prompt(options.seed, index, options.prompt_len, vocab);
   const Clock::time_point start = Clock::now();
   absl::Status status;
@@ -143,7 +144,8 @@ absl::StatusOr<LoadgenResult> RunLoad(const ClientOptions& client_options,
     if (!response.ok()) {
       return absl::Status(response.status().code(),
                           absl::StrCat("asking the server for its vocabulary size (a Score of two "
-                                       "tokens): ", response.status().message()));
+                                       "tokens): ",
+                                       response.status().message()));
     }
     vocab = response->vocab_size();
   }
@@ -167,11 +169,10 @@ absl::StatusOr<LoadgenResult> RunLoad(const ClientOptions& client_options,
 
   std::atomic<int64_t> next{0};
   const Clock::time_point start = Clock::now();
-  const Clock::time_point end =
-      options.duration == absl::InfiniteDuration()
-          ? Clock::time_point::max()
-          : start + std::chrono::duration_cast<Clock::duration>(
-                        absl::ToChronoNanoseconds(options.duration));
+  const Clock::time_point end = options.duration == absl::InfiniteDuration()
+                                    ? Clock::time_point::max()
+                                    : start + std::chrono::duration_cast<Clock::duration>(
+                                                  absl::ToChronoNanoseconds(options.duration));
   std::vector<Samples> samples(static_cast<size_t>(options.streams));
   std::vector<std::thread> threads;
   threads.reserve(samples.size());

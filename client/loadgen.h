@@ -23,32 +23,32 @@ namespace loramux {
 struct LoadgenOptions {
   enum class Rpc { kGenerate, kScore };
   Rpc rpc = Rpc::kGenerate;
-  int streams = 8;                          // concurrent request loops
+  int streams = 8;                           // concurrent request loops
   std::vector<std::string> adapters = {""};  // round-robin per request; "" = the base model
-  int prompt_len = 16;                      // tokens per prompt (Score: tokens scored)
+  int prompt_len = 16;                       // tokens per prompt (Score: tokens scored)
   int max_new_tokens = 32;
-  float temperature = 0;                    // 0 = greedy
-  uint64_t seed = 1;                        // prompts (and sampling seeds) derive from it
-  int64_t requests = 0;                     // total requests; 0 = until `duration`
+  float temperature = 0;                        // 0 = greedy
+  uint64_t seed = 1;                            // prompts (and sampling seeds) derive from it
+  int64_t requests = 0;                         // total requests; 0 = until `duration`
   absl::Duration duration = absl::Seconds(10);  // InfiniteDuration: until `requests`
-  int vocab_size = 0;                       // prompt ids drawn from [1, vocab); 0 = ask the server
-  int channels = 1;                         // separate connections, streams spread over them
-  bool preload = false;                     // Load every named adapter first (admin call)
-  int warmup_requests = 0;                  // sequential untimed requests first, one per adapter
-                                            // in turn
+  int vocab_size = 0;       // prompt ids drawn from [1, vocab); 0 = ask the server
+  int channels = 1;         // separate connections, streams spread over them
+  bool preload = false;     // Load every named adapter first (admin call)
+  int warmup_requests = 0;  // sequential untimed requests first, one per adapter
+                            // in turn
   absl::Duration request_timeout = absl::Seconds(120);
 };
 
 struct LoadgenResult {
   int64_t requests_ok = 0;
   int64_t errors = 0;
-  std::string first_error;       // "CODE: message" of the first failure
-  int64_t tokens = 0;            // generated (Generate) or scored (Score) tokens
-  double seconds = 0;            // wall time from the first request to the last reply
+  std::string first_error;  // "CODE: message" of the first failure
+  int64_t tokens = 0;       // generated (Generate) or scored (Score) tokens
+  double seconds = 0;       // wall time from the first request to the last reply
   double tokens_per_s = 0;
   double requests_per_s = 0;
-  double ttft_p50_ms = 0, ttft_p99_ms = 0;  // Generate only
-  double itl_p50_ms = 0;                    // Generate only
+  double ttft_p50_ms = 0, ttft_p99_ms = 0;                             // Generate only
+  double itl_p50_ms = 0;                                               // Generate only
   double latency_mean_ms = 0, latency_p50_ms = 0, latency_p99_ms = 0;  // whole call
 };
 

@@ -103,8 +103,8 @@ int main(int argc, char** argv) {
   if (absl::GetFlag(FLAGS_header)) std::cout << loramux::MarkdownHeader(options.rpc);
   std::cout << loramux::MarkdownRow(label, options, *result) << std::endl;
   if (result->errors > 0) {
-    std::cerr << "loramux_loadgen: " << result->errors << " request(s) failed; first: "
-              << result->first_error << "\n";
+    std::cerr << "loramux_loadgen: " << result->errors
+              << " request(s) failed; first: " << result->first_error << "\n";
     return 1;
   }
   return 0;

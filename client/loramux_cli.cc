@@ -101,11 +101,11 @@ be reached (UNAVAILABLE after the retries).
 )";
 
 // Flags that take no value.
-const std::set<std::string> kBoolFlags = {"pin", "logprobs", "tls", "help", "no_special",
-                                          "keep_special", "no_generation_prompt", "json"};
-const std::set<std::string> kGlobalFlags = {"server", "token_file", "tls_ca_file", "tls",
-                                            "tls_server_name", "timeout_s", "retries", "json",
-                                            "help"};
+const std::set<std::string> kBoolFlags = {
+    "pin", "logprobs", "tls", "help", "no_special", "keep_special", "no_generation_prompt", "json"};
+const std::set<std::string> kGlobalFlags = {
+    "server",    "token_file", "tls_ca_file", "tls", "tls_server_name",
+    "timeout_s", "retries",    "json",        "help"};
 const std::map<std::string, std::set<std::string>> kCommandFlags = {
     {"health", {"service"}},
     {"upload", {"format", "config", "weights"}},
@@ -191,9 +191,9 @@ class ProgressBar {
     const int filled = static_cast<int>(fraction * kWidth);
     const double seconds = std::max(1e-3, absl::ToDoubleSeconds(absl::Now() - start_));
     std::cout << "\r" << label_ << " [" << std::string(filled, '#')
-              << std::string(kWidth - filled, '.') << "] "
-              << static_cast<int>(fraction * 100) << "% " << Mib(sent) << " of " << Mib(total)
-              << ", " << Mib(static_cast<uint64_t>(sent / seconds)) << "/s   " << std::flush;
+              << std::string(kWidth - filled, '.') << "] " << static_cast<int>(fraction * 100)
+              << "% " << Mib(sent) << " of " << Mib(total) << ", "
+              << Mib(static_cast<uint64_t>(sent / seconds)) << "/s   " << std::flush;
     drawn_ = true;
   }
   ~ProgressBar() {
@@ -275,8 +275,8 @@ absl::Status ParseCommandLine(int argc, char** argv, CommandLine* out) {
 
 absl::Status ExpectArgs(const CommandLine& cl, size_t count, const std::string& what) {
   if (cl.args.size() != count) {
-    return absl::InvalidArgumentError(absl::StrCat("`", cl.command, "` takes ", what, "; got ",
-                                                   cl.args.size(), " argument(s)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("`", cl.command, "` takes ", what, "; got ", cl.args.size(), " argument(s)"));
   }
   return absl::OkStatus();
 }
@@ -365,7 +365,8 @@ void PrintAdapter(const v1::AdapterInfo& info) {
 }
 
 int RunUpload(LoramuxClient& client, const CommandLine& cl) {
-  if (absl::Status s = ExpectArgs(cl, 2, "NAME DIR"); !s.ok()) return Usage(std::string(s.message()));
+  if (absl::Status s = ExpectArgs(cl, 2, "NAME DIR"); !s.ok())
+    return Usage(std::string(s.message()));
   UploadSpec spec;
   spec.name = cl.args[0];
   const std::string dir = cl.args[1];
@@ -396,7 +397,8 @@ int RunUpload(LoramuxClient& client, const CommandLine& cl) {
 }
 
 int RunList(LoramuxClient& client, const CommandLine& cl) {
-  if (absl::Status s = ExpectArgs(cl, 0, "no arguments"); !s.ok()) return Usage(std::string(s.message()));
+  if (absl::Status s = ExpectArgs(cl, 0, "no arguments"); !s.ok())
+    return Usage(std::string(s.message()));
   absl::StatusOr<std::vector<v1::AdapterInfo>> adapters = client.ListAdapters();
   if (!adapters.ok()) return Failed("list", adapters.status());
   if (g_json) {
@@ -407,7 +409,9 @@ int RunList(LoramuxClient& client, const CommandLine& cl) {
   }
   size_t width = 4;
   for (const v1::AdapterInfo& info : *adapters) width = std::max(width, info.name().size());
-  auto pad = [](const std::string& s, size_t n) { return s + std::string(n > s.size() ? n - s.size() : 0, ' '); };
+  auto pad = [](const std::string& s, size_t n) {
+    return s + std::string(n > s.size() ? n - s.size() : 0, ' ');
+  };
   std::cout << pad("NAME", width) << "  VERSION       FORMAT  RANK  DORA  SIZE        RESIDENCY  "
             << "PINNED  TARGETS\n";
   for (const v1::AdapterInfo& info : *adapters) {
@@ -435,7 +439,8 @@ absl::Status FillGenerateFlags(const CommandLine& cl, v1::GenerateRequest& reque
   if (cl.Has("max_new_tokens")) {
     s.Update(ParseNumber("--max_new_tokens", cl.Get("max_new_tokens"), &max_new_tokens));
   }
-  if (cl.Has("temperature")) s.Update(ParseNumber("--temperature", cl.Get("temperature"), &temperature));
+  if (cl.Has("temperature"))
+    s.Update(ParseNumber("--temperature", cl.Get("temperature"), &temperature));
   if (cl.Has("top_k")) s.Update(ParseNumber("--top_k", cl.Get("top_k"), &top_k));
   if (cl.Has("top_p")) s.Update(ParseNumber("--top_p", cl.Get("top_p"), &top_p));
   if (cl.Has("seed")) {
@@ -499,9 +504,8 @@ int StreamGenerate(LoramuxClient& client, const v1::GenerateRequest& request, bo
   if (!result.ok()) return Failed("generate", result.status());
   std::cerr << "finish=" << FinishReasonName(result->finish_reason)
             << " prompt_tokens=" << result->usage.prompt_tokens()
-            << " generated_tokens=" << result->usage.generated_tokens()
-            << " adapter_version=" << (result->adapter_version.empty() ? "-" : result->adapter_version)
-            << "\n";
+            << " generated_tokens=" << result->usage.generated_tokens() << " adapter_version="
+            << (result->adapter_version.empty() ? "-" : result->adapter_version) << "\n";
   return 0;
 }
 
@@ -512,22 +516,26 @@ int RunGenerate(LoramuxClient& client, const CommandLine& cl) {
     request.set_prompt_text(cl.Get("text"));
   } else {
     std::vector<int32_t> prompt;
-    if (absl::Status s = ParseTokens(cl.args, &prompt); !s.ok()) return Usage(std::string(s.message()));
+    if (absl::Status s = ParseTokens(cl.args, &prompt); !s.ok())
+      return Usage(std::string(s.message()));
     request.mutable_prompt_token_ids()->Add(prompt.begin(), prompt.end());
   }
-  if (absl::Status s = FillGenerateFlags(cl, request); !s.ok()) return Usage(std::string(s.message()));
+  if (absl::Status s = FillGenerateFlags(cl, request); !s.ok())
+    return Usage(std::string(s.message()));
   return StreamGenerate(client, request, cl.Has("text"));
 }
 
 // The conversation of --file, or one built from --system and --user, as a JSON array.
 absl::StatusOr<std::string> ConversationJson(const CommandLine& cl) {
   if (cl.Has("file")) {
-    if (cl.Has("system") || cl.Has("user")) return absl::InvalidArgumentError("give --file or --system/--user");
+    if (cl.Has("system") || cl.Has("user"))
+      return absl::InvalidArgumentError("give --file or --system/--user");
     std::ifstream in(cl.Get("file"), std::ios::binary);
     if (!in) return absl::InvalidArgumentError(absl::StrCat("cannot read --file ", cl.Get("file")));
     return std::string(std::istreambuf_iterator<char>(in), {});
   }
-  if (!cl.Has("user")) return absl::InvalidArgumentError("give --file CONVERSATION.json or --user TEXT");
+  if (!cl.Has("user"))
+    return absl::InvalidArgumentError("give --file CONVERSATION.json or --user TEXT");
   nlohmann::json messages = nlohmann::json::array();
   if (cl.Has("system")) messages.push_back({{"role", "system"}, {"content", cl.Get("system")}});
   messages.push_back({{"role", "user"}, {"content", cl.Get("user")}});
@@ -541,7 +549,8 @@ int RunChat(LoramuxClient& client, const CommandLine& cl) {
   if (!conversation.ok()) return Usage(std::string(conversation.status().message()));
   request.set_messages_json(*conversation);
   request.set_chat_template_kwargs_json(cl.Get("kwargs"));
-  if (absl::Status s = FillGenerateFlags(cl, request); !s.ok()) return Usage(std::string(s.message()));
+  if (absl::Status s = FillGenerateFlags(cl, request); !s.ok())
+    return Usage(std::string(s.message()));
   return StreamGenerate(client, request, /*as_text=*/true);
 }
 
@@ -555,7 +564,8 @@ int RunTokenize(LoramuxClient& client, const CommandLine& cl) {
     request.set_add_generation_prompt(!cl.Has("no_generation_prompt"));
     request.set_chat_template_kwargs_json(cl.Get("kwargs"));
   } else {
-    if (absl::Status s = ExpectArgs(cl, 1, "one TEXT (quote it)"); !s.ok()) return Usage(std::string(s.message()));
+    if (absl::Status s = ExpectArgs(cl, 1, "one TEXT (quote it)"); !s.ok())
+      return Usage(std::string(s.message()));
     request.set_text(cl.args[0]);
     request.set_add_special_tokens(!cl.Has("no_special"));
   }
@@ -589,7 +599,8 @@ int RunDetokenize(LoramuxClient& client, const CommandLine& cl) {
 int RunScore(LoramuxClient& client, const CommandLine& cl) {
   v1::ScoreRequest request;
   std::vector<int32_t> tokens;
-  if (absl::Status s = ParseTokens(cl.args, &tokens); !s.ok()) return Usage(std::string(s.message()));
+  if (absl::Status s = ParseTokens(cl.args, &tokens); !s.ok())
+    return Usage(std::string(s.message()));
   request.mutable_token_ids()->Add(tokens.begin(), tokens.end());
   request.set_adapter(cl.Get("adapter"));
   if (cl.Has("scale")) {
@@ -620,7 +631,8 @@ int RunScore(LoramuxClient& client, const CommandLine& cl) {
 }
 
 int RunHealth(LoramuxClient& client, const CommandLine& cl) {
-  if (absl::Status s = ExpectArgs(cl, 0, "no arguments"); !s.ok()) return Usage(std::string(s.message()));
+  if (absl::Status s = ExpectArgs(cl, 0, "no arguments"); !s.ok())
+    return Usage(std::string(s.message()));
   absl::StatusOr<std::string> serving = client.CheckHealth(cl.Get("service"));
   if (!serving.ok()) return Failed("health check", serving.status());
   if (g_json) {
@@ -683,7 +695,8 @@ int Run(int argc, char** argv) {
   if (command == "detokenize") return RunDetokenize(c, cl);
   if (command == "score") return RunScore(c, cl);
   // The single-name commands.
-  if (absl::Status s = ExpectArgs(cl, 1, "one NAME"); !s.ok()) return Usage(std::string(s.message()));
+  if (absl::Status s = ExpectArgs(cl, 1, "one NAME"); !s.ok())
+    return Usage(std::string(s.message()));
   const std::string& name = cl.args[0];
   if (command == "get") {
     absl::StatusOr<v1::AdapterInfo> info = c.GetAdapter(name);

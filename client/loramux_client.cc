@@ -38,8 +38,8 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
 absl::Status HashFile(const std::string& path, uint64_t* size, std::string* sha256) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    return absl::NotFoundError(absl::StrCat("cannot open weights file \"", path,
-                                            "\"; check the path"));
+    return absl::NotFoundError(
+        absl::StrCat("cannot open weights file \"", path, "\"; check the path"));
   }
   Sha256 hasher;
   std::string buffer(LoramuxClient::kChunkBytes, '\0');
@@ -61,8 +61,8 @@ absl::Status HashFile(const std::string& path, uint64_t* size, std::string* sha2
 absl::Status FromGrpcStatus(const grpc::Status& status) {
   if (status.ok()) return absl::OkStatus();
   const int code = static_cast<int>(status.error_code());
-  const absl::StatusCode absl_code = (code > 0 && code <= 16) ? static_cast<absl::StatusCode>(code)
-                                                              : absl::StatusCode::kUnknown;
+  const absl::StatusCode absl_code =
+      (code > 0 && code <= 16) ? static_cast<absl::StatusCode>(code) : absl::StatusCode::kUnknown;
   return absl::Status(absl_code, status.error_message());
 }
 
@@ -171,7 +171,9 @@ bool IsRetryable(const absl::Status& status) {
 }
 
 template <typename T>
-const absl::Status& StatusOf(const absl::StatusOr<T>& result) { return result.status(); }
+const absl::Status& StatusOf(const absl::StatusOr<T>& result) {
+  return result.status();
+}
 }  // namespace
 
 template <typename Call>
@@ -276,7 +278,8 @@ absl::StatusOr<v1::TokenizeResponse> LoramuxClient::Tokenize(const v1::TokenizeR
   });
 }
 
-absl::StatusOr<v1::DetokenizeResponse> LoramuxClient::Detokenize(const v1::DetokenizeRequest& request) {
+absl::StatusOr<v1::DetokenizeResponse> LoramuxClient::Detokenize(
+    const v1::DetokenizeRequest& request) {
   return Retrying([&]() -> absl::StatusOr<v1::DetokenizeResponse> {
     grpc::ClientContext context;
     Prepare(context, /*admin=*/false);
@@ -334,8 +337,8 @@ absl::StatusOr<v1::AdapterInfo> LoramuxClient::UploadOnce(const UploadSpec& spec
   if (from_file) {
     std::ifstream in(spec.weights_path, std::ios::binary);
     if (!in) {
-      local = absl::NotFoundError(
-          absl::StrCat("cannot open weights file \"", spec.weights_path, "\""));
+      local =
+          absl::NotFoundError(absl::StrCat("cannot open weights file \"", spec.weights_path, "\""));
     }
     std::string buffer(kChunkBytes, '\0');
     while (open && local.ok() && in) {

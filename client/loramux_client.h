@@ -40,11 +40,11 @@ namespace loramux {
 
 struct ClientOptions {
   std::string target = "127.0.0.1:50051";  // "host:port" or any gRPC target URI
-  bool tls = false;                         // true: TLS; implied when tls_root_cert_pem is set
-  std::string tls_root_cert_pem;            // PEM roots to trust; "" = the system roots
-  std::string tls_server_name;              // overrides the name checked in the server cert
-  std::string admin_token;                  // "" = send no token to the Adapters service
-  std::string inference_token;              // "" = send no token to the Inference service
+  bool tls = false;                        // true: TLS; implied when tls_root_cert_pem is set
+  std::string tls_root_cert_pem;           // PEM roots to trust; "" = the system roots
+  std::string tls_server_name;             // overrides the name checked in the server cert
+  std::string admin_token;                 // "" = send no token to the Adapters service
+  std::string inference_token;             // "" = send no token to the Inference service
   // Deadline of each call, from its start. InfiniteDuration = none. Generate streams count as
   // one call, so long generations need a long timeout.
   absl::Duration timeout = absl::InfiniteDuration();
@@ -121,7 +121,8 @@ class LoramuxClient {
   // in chunks of at most 1 MiB. Returns the stored adapter's info (its version is the sha256).
   absl::StatusOr<v1::AdapterInfo> UploadAdapter(const UploadSpec& spec);
 
-  // Every adapter, following next_page_token until the end (page_size per call; 0 = server default).
+  // Every adapter, following next_page_token until the end (page_size per call; 0 = server
+  // default).
   absl::StatusOr<std::vector<v1::AdapterInfo>> ListAdapters(int page_size = 0);
   absl::StatusOr<v1::AdapterInfo> GetAdapter(const std::string& name);
   absl::Status DeleteAdapter(const std::string& name);
@@ -142,8 +143,7 @@ class LoramuxClient {
   template <typename Call>
   auto Retrying(const Call& call) const -> decltype(call());
   absl::StatusOr<GenerateResult> GenerateOnce(const v1::GenerateRequest& request,
-                                              const ResponseCallback& on_response,
-                                              bool* delivered);
+                                              const ResponseCallback& on_response, bool* delivered);
   absl::StatusOr<v1::AdapterInfo> UploadOnce(const UploadSpec& spec,
                                              const v1::UploadRequest& manifest);
 

@@ -42,15 +42,21 @@ struct BioFree {
 absl::StatusOr<std::unique_ptr<httplib::Server>> MakeTlsServer(const std::string& cert_pem,
                                                                const std::string& key_pem,
                                                                const std::string& flag) {
-  std::unique_ptr<BIO, BioFree> cert_bio(BIO_new_mem_buf(cert_pem.data(), static_cast<int>(cert_pem.size())));
-  std::unique_ptr<BIO, BioFree> key_bio(BIO_new_mem_buf(key_pem.data(), static_cast<int>(key_pem.size())));
-  std::unique_ptr<X509, X509Free> cert(PEM_read_bio_X509(cert_bio.get(), nullptr, nullptr, nullptr));
-  std::unique_ptr<EVP_PKEY, KeyFree> key(PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr));
+  std::unique_ptr<BIO, BioFree> cert_bio(
+      BIO_new_mem_buf(cert_pem.data(), static_cast<int>(cert_pem.size())));
+  std::unique_ptr<BIO, BioFree> key_bio(
+      BIO_new_mem_buf(key_pem.data(), static_cast<int>(key_pem.size())));
+  std::unique_ptr<X509, X509Free> cert(
+      PEM_read_bio_X509(cert_bio.get(), nullptr, nullptr, nullptr));
+  std::unique_ptr<EVP_PKEY, KeyFree> key(
+      PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr));
   if (cert == nullptr || key == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        flag, ": the TLS ", cert == nullptr ? "certificate" : "private key", " is not readable PEM"));
+    return absl::InvalidArgumentError(absl::StrCat(flag, ": the TLS ",
+                                                   cert == nullptr ? "certificate" : "private key",
+                                                   " is not readable PEM"));
   }
-  auto server = std::make_unique<httplib::SSLServer>(cert.get(), key.get());  // takes its own references
+  auto server =
+      std::make_unique<httplib::SSLServer>(cert.get(), key.get());  // takes its own references
   if (!server->is_valid()) {
     return absl::InvalidArgumentError(
         absl::StrCat(flag, ": the TLS certificate and private key do not make a valid context"));
@@ -76,7 +82,8 @@ class HttpEndpoint::Impl {
     server_->set_write_timeout(ToMicros(options.write_timeout));
     server_->set_keep_alive_timeout(
         std::max<time_t>(1, static_cast<time_t>(absl::ToInt64Seconds(options.keep_alive_timeout))));
-    server_->set_keep_alive_max_count(static_cast<size_t>(std::max(1, options.keep_alive_max_requests)));
+    server_->set_keep_alive_max_count(
+        static_cast<size_t>(std::max(1, options.keep_alive_max_requests)));
     server_->set_payload_max_length(options.max_body_bytes);
     // Streamed events are small writes: without this, Nagle's algorithm holds each one back until
     // the client's delayed ACK (tens of milliseconds per token).
@@ -108,7 +115,9 @@ class HttpEndpoint::Impl {
   // (listen() again on a listening socket updates it): with cpp-httplib's 5, a burst of clients
   // connecting at once overflowed the queue, and each dropped SYN cost its client a second.
   int Bind(const std::string& host, int port) {
-    const int bound = port == 0 ? server_->bind_to_any_port(host) : server_->bind_to_port(host, port) ? port : -1;
+    const int bound = port == 0                           ? server_->bind_to_any_port(host)
+                      : server_->bind_to_port(host, port) ? port
+                                                          : -1;
     if (bound > 0 && listen_fd_ >= 0) ::listen(listen_fd_, SOMAXCONN);
     return bound;
   }
@@ -150,8 +159,8 @@ class HttpEndpoint::Impl {
       std::set<std::string> paths;
       for (const HttpRoute& route : routes_) paths.insert(route.path);
       response.status = 404;
-      response.body = absl::StrCat(in.path, " is not served here; try ",
-                                   absl::StrJoin(paths, " or "), "\n");
+      response.body =
+          absl::StrCat(in.path, " is not served here; try ", absl::StrJoin(paths, " or "), "\n");
     }
     out.status = response.status;
     for (const auto& [name, value] : response.headers) out.set_header(name.c_str(), value);
@@ -160,16 +169,16 @@ class HttpEndpoint::Impl {
       return;
     }
     // The whole stream runs in the provider's first call; a failed write ends it.
-    out.set_chunked_content_provider(
-        response.content_type, [stream = std::move(response.stream)](size_t, httplib::DataSink& sink) {
-          bool ok = true;
-          stream([&](const std::string& piece) {
-            ok = ok && sink.write(piece.data(), piece.size());
-            return ok;
-          });
-          if (ok) sink.done();
-          return ok;
-        });
+    out.set_chunked_content_provider(response.content_type, [stream = std::move(response.stream)](
+                                                                size_t, httplib::DataSink& sink) {
+      bool ok = true;
+      stream([&](const std::string& piece) {
+        ok = ok && sink.write(piece.data(), piece.size());
+        return ok;
+      });
+      if (ok) sink.done();
+      return ok;
+    });
   }
 
   const std::vector<HttpRoute> routes_;
@@ -187,9 +196,9 @@ absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Listen(const std::st
   if (colon == std::string::npos || colon == 0 ||
       !absl::SimpleAtoi(absl::string_view(host_port).substr(colon + 1), &port) || port < 0 ||
       port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        flag, "=", host_port, ": expected HOST:PORT such as 127.0.0.1:9090 (port 0 picks a free ",
-        "port)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, "=", host_port,
+                     ": expected HOST:PORT such as 127.0.0.1:9090 (port 0 picks a free ", "port)"));
   }
   const std::string shown_host = host_port.substr(0, colon);
   std::string host = shown_host;

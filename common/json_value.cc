@@ -32,8 +32,9 @@ std::string Count(size_t n, absl::string_view one, absl::string_view many) {
 absl::StatusOr<Json> JsonValue::ParseObject(absl::string_view text, absl::string_view label,
                                             size_t max_bytes) {
   if (text.size() > max_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat(label, ": ", text.size(), " bytes exceed the limit of ",
-                                                   max_bytes, " bytes for this JSON file"));
+    return absl::InvalidArgumentError(absl::StrCat(label, ": ", text.size(),
+                                                   " bytes exceed the limit of ", max_bytes,
+                                                   " bytes for this JSON file"));
   }
   // Without exceptions: a syntax error gives a discarded value. The parser keeps its own stack,
   // so deep nesting costs heap, bounded by max_bytes, not the thread's stack.
@@ -43,8 +44,8 @@ absl::StatusOr<Json> JsonValue::ParseObject(absl::string_view text, absl::string
         absl::StrCat(label, ": not valid JSON (or a number beyond double's range)"));
   }
   if (!j.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat(label, ": must be a JSON object, got ",
-                                                   JsonValue(j, "").Describe()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(label, ": must be a JSON object, got ", JsonValue(j, "").Describe()));
   }
   return j;
 }
@@ -68,7 +69,8 @@ JsonValue JsonValue::operator[](absl::string_view field) const {
 }
 
 absl::Status JsonValue::Error(absl::string_view what) const {
-  return absl::InvalidArgumentError(absl::StrCat(label_, ": ", name_, name_.empty() ? "" : " ", what));
+  return absl::InvalidArgumentError(
+      absl::StrCat(label_, ": ", name_, name_.empty() ? "" : " ", what));
 }
 
 absl::Status JsonValue::TypeError(absl::string_view expected) const {
@@ -82,16 +84,12 @@ std::string JsonValue::Describe() const {
       return absl::StrCat("an object of ", Count(value_->size(), "entry", "entries"));
     case Json::value_t::array:
       return absl::StrCat("an array of ", Count(value_->size(), "item", "items"));
-    case Json::value_t::string:
-      return absl::StrCat("string ", Shortened(Dump(*value_)));
-    case Json::value_t::boolean:
-      return absl::StrCat("boolean ", Dump(*value_));
+    case Json::value_t::string: return absl::StrCat("string ", Shortened(Dump(*value_)));
+    case Json::value_t::boolean: return absl::StrCat("boolean ", Dump(*value_));
     case Json::value_t::number_integer:
     case Json::value_t::number_unsigned:
-    case Json::value_t::number_float:
-      return absl::StrCat("number ", Shortened(Dump(*value_)));
-    default:
-      return "a value of another kind";
+    case Json::value_t::number_float: return absl::StrCat("number ", Shortened(Dump(*value_)));
+    default: return "a value of another kind";
   }
 }
 
@@ -142,8 +140,8 @@ absl::StatusOr<std::vector<JsonValue>> JsonValue::Items(size_t max_items) const 
   if (!present()) return items;
   if (!value_->is_array()) return TypeError("an array");
   if (value_->size() > max_items) {
-    return Error(absl::StrCat("has ", value_->size(), " items; at most ", max_items,
-                              " are accepted"));
+    return Error(
+        absl::StrCat("has ", value_->size(), " items; at most ", max_items, " are accepted"));
   }
   items.reserve(value_->size());
   for (size_t i = 0; i < value_->size(); ++i) {
@@ -158,13 +156,13 @@ absl::StatusOr<std::vector<std::pair<std::string, JsonValue>>> JsonValue::Entrie
   if (!present()) return entries;
   if (!value_->is_object()) return TypeError("an object");
   if (value_->size() > max_entries) {
-    return Error(absl::StrCat("has ", value_->size(), " entries; at most ", max_entries,
-                              " are accepted"));
+    return Error(
+        absl::StrCat("has ", value_->size(), " entries; at most ", max_entries, " are accepted"));
   }
   entries.reserve(value_->size());
   for (const auto& [key, value] : value_->items()) {
-    entries.emplace_back(key, JsonValue(&value, label_,
-                                        absl::StrCat(name_, "[", Shortened(Dump(Json(key))), "]")));
+    entries.emplace_back(
+        key, JsonValue(&value, label_, absl::StrCat(name_, "[", Shortened(Dump(Json(key))), "]")));
   }
   return entries;
 }

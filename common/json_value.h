@@ -40,8 +40,10 @@ class JsonValue {
   static absl::StatusOr<Json> ParseObject(absl::string_view text, absl::string_view label,
                                           size_t max_bytes);
 
-  // The root of `document`, named `label` in messages (e.g. "adapter \"sql\": adapter_config.json").
-  JsonValue(const Json& document, std::string label) : value_(&document), label_(std::move(label)) {}
+  // The root of `document`, named `label` in messages (e.g. "adapter \"sql\":
+  // adapter_config.json").
+  JsonValue(const Json& document, std::string label)
+      : value_(&document), label_(std::move(label)) {}
 
   // Member `field` of this object; absent when this is absent or not an object.
   JsonValue operator[](absl::string_view field) const;

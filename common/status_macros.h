@@ -8,9 +8,9 @@
 #define LORAMUX_CONCAT(a, b) LORAMUX_CONCAT_INNER(a, b)
 
 // Returns the status from the enclosing function if `expr` is not OK.
-#define RETURN_IF_ERROR(expr)                        \
-  do {                                               \
-    ::absl::Status loramux_status_ = (expr);         \
+#define RETURN_IF_ERROR(expr)                          \
+  do {                                                 \
+    ::absl::Status loramux_status_ = (expr);           \
     if (!loramux_status_.ok()) return loramux_status_; \
   } while (0)
 

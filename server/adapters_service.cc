@@ -1,8 +1,6 @@
 #include "server/adapters_service.h"
 
 #include <algorithm>
-#include <deque>
-#include <functional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -16,54 +14,11 @@
 #include "absl/time/time.h"
 #include "adapters/adapter_store.h"
 #include "common/status_macros.h"
+#include "common/thread_pool.h"
 #include "server/status_mapping.h"
 #include "server/unary_call.h"
 
 namespace loramux {
-
-// A few threads for calls that block on disk or device work. Tasks queued before destruction
-// still run (each one finishes a gRPC call).
-class AdaptersService::WorkerPool {
- public:
-  explicit WorkerPool(int threads) {
-    for (int i = 0; i < std::max(1, threads); ++i) workers_.emplace_back([this] { Loop(); });
-  }
-  ~WorkerPool() {
-    {
-      absl::MutexLock lock(&mu_);
-      stopping_ = true;
-    }
-    for (std::thread& worker : workers_) worker.join();
-  }
-  void Run(std::function<void()> task) {
-    absl::MutexLock lock(&mu_);
-    tasks_.push_back(std::move(task));
-  }
-
- private:
-  void Loop() {
-    while (true) {
-      std::function<void()> task;
-      {
-        absl::MutexLock lock(&mu_);
-        mu_.Await(absl::Condition(
-            +[](WorkerPool* pool) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pool->mu_) {
-              return pool->stopping_ || !pool->tasks_.empty();
-            },
-            this));
-        if (tasks_.empty()) return;  // stopping, and nothing left to do
-        task = std::move(tasks_.front());
-        tasks_.pop_front();
-      }
-      task();
-    }
-  }
-
-  absl::Mutex mu_;
-  std::deque<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  std::vector<std::thread> workers_;
-};
 
 // An Upload call as the tracker sees it.
 class TrackedUpload {
@@ -125,7 +80,6 @@ class AdaptersService::UploadTracker {
 
 namespace {
 
-
 v1::AdapterFormat ToProto(AdapterFormat format) {
   return format == AdapterFormat::kSeed ? v1::SEED : v1::PEFT;
 }
@@ -174,7 +128,7 @@ absl::StatusOr<AdapterManifest> FromProto(const v1::UploadManifest& in) {
 // or OnDone inline in StartRead or Finish, so both may be called with mu_ held.
 class UploadCall final : public grpc::ServerReadReactor<v1::UploadRequest>, public TrackedUpload {
  public:
-  UploadCall(AdapterRegistry& registry, Metrics& metrics, AdaptersService::WorkerPool& pool,
+  UploadCall(AdapterRegistry& registry, Metrics& metrics, ThreadPool& pool,
              AdaptersService::UploadTracker& tracker, const TokenAuth& auth,
              const AdaptersServiceOptions& options, grpc::CallbackServerContext* context,
              v1::AdapterInfo* response)
@@ -191,10 +145,10 @@ class UploadCall final : public grpc::ServerReadReactor<v1::UploadRequest>, publ
     if (status.ok()) {
       admitted_ = tracker_.Admit(this);
       if (!admitted_) {
-        status = absl::ResourceExhaustedError(absl::StrCat(
-            "the server is receiving ", tracker_.max_uploads(),
-            " uploads already, the most it takes at once (--max_concurrent_uploads=",
-            tracker_.max_uploads(), "); retry when one has finished"));
+        status = absl::ResourceExhaustedError(
+            absl::StrCat("the server is receiving ", tracker_.max_uploads(),
+                         " uploads already, the most it takes at once (--max_concurrent_uploads=",
+                         tracker_.max_uploads(), "); retry when one has finished"));
       }
     }
     absl::MutexLock lock(&mu_);
@@ -244,8 +198,8 @@ class UploadCall final : public grpc::ServerReadReactor<v1::UploadRequest>, publ
   void ExpireIfIdleSince(absl::Time cutoff) override {
     absl::MutexLock lock(&mu_);
     if (finished_ || committing_ || last_activity_ >= cutoff) return;
-    const std::string what = name_.empty() ? std::string("an upload")
-                                           : absl::StrCat("the upload of \"", name_, "\"");
+    const std::string what =
+        name_.empty() ? std::string("an upload") : absl::StrCat("the upload of \"", name_, "\"");
     upload_.reset();  // removes the staged bytes now
     FinishLocked(absl::DeadlineExceededError(absl::StrCat(
         what, " received nothing for ", absl::FormatDuration(tracker_.idle_timeout()),
@@ -316,7 +270,7 @@ class UploadCall final : public grpc::ServerReadReactor<v1::UploadRequest>, publ
 
   AdapterRegistry& registry_;
   Metrics& metrics_;
-  AdaptersService::WorkerPool& pool_;
+  ThreadPool& pool_;
   AdaptersService::UploadTracker& tracker_;
   const AdaptersServiceOptions& options_;
   grpc::CallbackServerContext* const context_;
@@ -340,7 +294,7 @@ AdaptersService::AdaptersService(AdapterRegistry& registry, Metrics& metrics, To
       metrics_(metrics),
       auth_(std::move(auth)),
       options_(options),
-      pool_(std::make_unique<WorkerPool>(options.blocking_threads)),
+      pool_(std::make_unique<ThreadPool>(options.blocking_threads)),
       uploads_(std::make_unique<UploadTracker>(options.max_concurrent_uploads,
                                                options.upload_idle_timeout)) {}
 
@@ -351,19 +305,24 @@ grpc::ServerReadReactor<v1::UploadRequest>* AdaptersService::Upload(
   return new UploadCall(registry_, metrics_, *pool_, *uploads_, auth_, options_, context, response);
 }
 
-absl::Status AdaptersService::ListInto(const v1::ListAdaptersRequest& request, v1::ListAdaptersResponse& response) {
+absl::Status AdaptersService::ListInto(const v1::ListAdaptersRequest& request,
+                                       v1::ListAdaptersResponse& response) {
   if (request.page_size() < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("page_size is ", request.page_size(), "; use 0 for the default (",
-                                                   kDefaultListPageSize, ") or a positive count up to ", kMaxListPageSize));
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size is ", request.page_size(), "; use 0 for the default (",
+                     kDefaultListPageSize, ") or a positive count up to ", kMaxListPageSize));
   }
-  ASSIGN_OR_RETURN(AdapterStore::Page page, registry_.store().List(request.page_token(), request.page_size()));
-  for (const StoredAdapter& stored : page.adapters) ToProto(registry_.StatusOf(stored), response.add_adapters());
+  ASSIGN_OR_RETURN(AdapterStore::Page page,
+                   registry_.store().List(request.page_token(), request.page_size()));
+  for (const StoredAdapter& stored : page.adapters)
+    ToProto(registry_.StatusOf(stored), response.add_adapters());
   response.set_next_page_token(page.next_page_token);
   return absl::OkStatus();
 }
 
 // Fills `response` from an AdapterStatus, or passes the error on.
-absl::Status AdaptersService::Reply(const absl::StatusOr<AdapterStatus>& status, v1::AdapterInfo* response) {
+absl::Status AdaptersService::Reply(const absl::StatusOr<AdapterStatus>& status,
+                                    v1::AdapterInfo* response) {
   if (status.ok()) ToProto(*status, response);
   return status.status();
 }
@@ -371,7 +330,8 @@ absl::Status AdaptersService::Reply(const absl::StatusOr<AdapterStatus>& status,
 grpc::ServerUnaryReactor* AdaptersService::List(grpc::CallbackServerContext* context,
                                                 const v1::ListAdaptersRequest* request,
                                                 v1::ListAdaptersResponse* response) {
-  return AnswerUnary({context, metrics_, Rpc::kList, auth_}, [&] { return ListInto(*request, *response); });
+  return AnswerUnary({context, metrics_, Rpc::kList, auth_},
+                     [&] { return ListInto(*request, *response); });
 }
 
 grpc::ServerUnaryReactor* AdaptersService::Get(grpc::CallbackServerContext* context,
@@ -385,7 +345,8 @@ grpc::ServerUnaryReactor* AdaptersService::Delete(grpc::CallbackServerContext* c
                                                   const v1::DeleteAdapterRequest* request,
                                                   v1::DeleteAdapterResponse* response) {
   // Deleting takes the name's lock (it waits for a publish of the name) and syncs the disk.
-  return AnswerUnaryOn([this](auto task) { pool_->Run(std::move(task)); }, {context, metrics_, Rpc::kDelete, auth_},
+  return AnswerUnaryOn([this](auto task) { pool_->Run(std::move(task)); },
+                       {context, metrics_, Rpc::kDelete, auth_},
                        [this, name = request->name()] { return registry_.Delete(name); });
 }
 
@@ -393,7 +354,8 @@ grpc::ServerUnaryReactor* AdaptersService::Load(grpc::CallbackServerContext* con
                                                 const v1::LoadAdapterRequest* request,
                                                 v1::AdapterInfo* response) {
   // Loading blocks until the weights are resident: keep it off gRPC's threads.
-  return AnswerUnaryOn([this](auto task) { pool_->Run(std::move(task)); }, {context, metrics_, Rpc::kLoad, auth_},
+  return AnswerUnaryOn([this](auto task) { pool_->Run(std::move(task)); },
+                       {context, metrics_, Rpc::kLoad, auth_},
                        [this, name = request->name(), pin = request->pin(), response] {
                          return Reply(registry_.Load(name, pin), response);
                        });

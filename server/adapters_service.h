@@ -26,6 +26,7 @@
 
 #include "absl/time/time.h"
 #include "adapters/adapter_registry.h"
+#include "common/thread_pool.h"
 #include "loramux/v1/loramux.grpc.pb.h"
 #include "server/auth.h"
 #include "server/metrics.h"
@@ -66,8 +67,7 @@ class AdaptersService final : public v1::Adapters::CallbackService {
                                    const v1::UnloadAdapterRequest* request,
                                    v1::AdapterInfo* response) override;
 
-  class WorkerPool;     // see adapters_service.cc
-  class UploadTracker;  // likewise
+  class UploadTracker;  // see adapters_service.cc
 
  private:
   absl::Status ListInto(const v1::ListAdaptersRequest& request, v1::ListAdaptersResponse& response);
@@ -77,7 +77,7 @@ class AdaptersService final : public v1::Adapters::CallbackService {
   Metrics& metrics_;
   const TokenAuth auth_;
   const AdaptersServiceOptions options_;
-  std::unique_ptr<WorkerPool> pool_;
+  std::unique_ptr<ThreadPool> pool_;  // uploads' commits, Load and Delete
   std::unique_ptr<UploadTracker> uploads_;
 };
 

@@ -4,10 +4,10 @@
 #include <utility>
 
 #include "absl/strings/ascii.h"
-#include "common/durable_file.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "common/durable_file.h"
 
 namespace loramux {
 namespace {
@@ -27,8 +27,9 @@ bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path, const std::string& flag) {
   absl::StatusOr<std::string> text = ReadSmallFile(path, 64 << 10);
   if (!text.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(flag, "=", path, ": cannot read the token file (",
-                                                   text.status().message(), "); check the path and its permissions"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, "=", path, ": cannot read the token file (", text.status().message(),
+                     "); check the path and its permissions"));
   }
   std::string token(absl::StripAsciiWhitespace(*text));
   if (token.empty()) {
@@ -36,8 +37,8 @@ absl::StatusOr<std::string> ReadTokenFile(const std::string& path, const std::st
         absl::StrCat(flag, "=", path, ": the token file is empty; write the token into it"));
   }
   if (token.find_first_of("\r\n") != std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        flag, "=", path, ": the token file holds several lines; keep only the token"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, "=", path, ": the token file holds several lines; keep only the token"));
   }
   return token;
 }

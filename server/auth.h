@@ -1,9 +1,9 @@
 // Bearer-token checks for the gRPC services and the HTTP front.
 //
 // A TokenAuth holds one shared secret (read from a file given by a flag); a call passes when its
-// metadata (gRPC) or headers (HTTP) carry `authorization: Bearer <token>`. A TokenAuth without a token lets every call
-// through (the flag was not given). Health is never guarded; see server.cc for which service uses
-// which token.
+// metadata (gRPC) or headers (HTTP) carry `authorization: Bearer <token>`. A TokenAuth without a
+// token lets every call through (the flag was not given). Health is never guarded; see server.cc
+// for which service uses which token.
 //
 // Thread-safety: immutable after construction; Check is safe from any thread.
 #pragma once

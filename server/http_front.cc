@@ -35,7 +35,8 @@ HttpResponse JsonResponse(int status, const Json& body) {
 
 HttpResponse ErrorResponse(const absl::Status& status) {
   HttpResponse response = JsonResponse(HttpStatusFor(status.code()), ErrorBody(status));
-  if (status.code() == absl::StatusCode::kResourceExhausted) response.headers.emplace_back("Retry-After", "1");
+  if (status.code() == absl::StatusCode::kResourceExhausted)
+    response.headers.emplace_back("Retry-After", "1");
   return response;
 }
 
@@ -133,7 +134,8 @@ class HttpFront::Handlers {
         inference_auth_(std::move(inference_auth)),
         admin_auth_(std::move(admin_auth)),
         options_(options),
-        base_id_(options.served_model_name.empty() ? BaseName(options.model_dir) : options.served_model_name),
+        base_id_(options.served_model_name.empty() ? BaseName(options.model_dir)
+                                                   : options.served_model_name),
         started_(absl::ToUnixSeconds(absl::Now())),
         serving_(serving) {}
 
@@ -141,14 +143,16 @@ class HttpFront::Handlers {
     auto bind = [this](HttpResponse (Handlers::*method)(const HttpRequest&)) {
       return [this, method](const HttpRequest& request) { return (this->*method)(request); };
     };
-    return {{"GET", "/v1/models", bind(&Handlers::Models)},
-            {"POST", "/v1/completions", [this](const HttpRequest& r) { return Complete(OpenAiEndpoint::kCompletions, r); }},
-            {"POST", "/v1/chat/completions",
-             [this](const HttpRequest& r) { return Complete(OpenAiEndpoint::kChatCompletions, r); }},
-            {"POST", "/v1/load_lora_adapter", bind(&Handlers::LoadAdapter)},
-            {"POST", "/v1/unload_lora_adapter", bind(&Handlers::UnloadAdapter)},
-            {"GET", "/health", bind(&Handlers::Health)},
-            {"GET", "/metrics", bind(&Handlers::MetricsPage)}};
+    return {
+        {"GET", "/v1/models", bind(&Handlers::Models)},
+        {"POST", "/v1/completions",
+         [this](const HttpRequest& r) { return Complete(OpenAiEndpoint::kCompletions, r); }},
+        {"POST", "/v1/chat/completions",
+         [this](const HttpRequest& r) { return Complete(OpenAiEndpoint::kChatCompletions, r); }},
+        {"POST", "/v1/load_lora_adapter", bind(&Handlers::LoadAdapter)},
+        {"POST", "/v1/unload_lora_adapter", bind(&Handlers::UnloadAdapter)},
+        {"GET", "/health", bind(&Handlers::Health)},
+        {"GET", "/metrics", bind(&Handlers::MetricsPage)}};
   }
 
  private:
@@ -168,7 +172,8 @@ class HttpFront::Handlers {
   }
 
   HttpResponse Models(const HttpRequest& request) {
-    if (absl::Status auth = inference_auth_.CheckHeader(request.Header("authorization")); !auth.ok()) {
+    if (absl::Status auth = inference_auth_.CheckHeader(request.Header("authorization"));
+        !auth.ok()) {
       return ErrorResponse(auth);
     }
     std::vector<ServedModel> adapters;
@@ -176,27 +181,34 @@ class HttpFront::Handlers {
     do {
       absl::StatusOr<AdapterStore::Page> page = engine_.store().List(token, 1000);
       if (!page.ok()) return ErrorResponse(page.status());
-      for (const StoredAdapter& a : page->adapters) adapters.push_back({a.name, absl::ToUnixSeconds(a.created)});
+      for (const StoredAdapter& a : page->adapters)
+        adapters.push_back({a.name, absl::ToUnixSeconds(a.created)});
       token = page->next_page_token;
     } while (!token.empty());
-    return JsonResponse(200, ModelList({base_id_, started_}, adapters, engine_.scheduler().max_context_tokens()));
+    return JsonResponse(
+        200, ModelList({base_id_, started_}, adapters, engine_.scheduler().max_context_tokens()));
   }
 
   // POST /v1/load_lora_adapter {"lora_name", "lora_path"}.
   HttpResponse LoadAdapter(const HttpRequest& request) {
-    absl::StatusOr<std::pair<std::string, std::string>> named = AdapterBody(request, /*need_path=*/true);
+    absl::StatusOr<std::pair<std::string, std::string>> named =
+        AdapterBody(request, /*need_path=*/true);
     if (!named.ok()) return ErrorResponse(named.status());
-    absl::StatusOr<StoredAdapter> stored =
-        ImportPeftDirectory(engine_.store(), named->first, named->second, engine_.registry().Validator());
+    absl::StatusOr<StoredAdapter> stored = ImportPeftDirectory(
+        engine_.store(), named->first, named->second, engine_.registry().Validator());
     if (!stored.ok()) return ErrorResponse(WithParam(stored.status(), "lora_path"));
     LogInfo("http: imported adapter %s@%s from %s", stored->name, stored->version, named->second);
-    return JsonResponse(200, {{"object", "lora_adapter"}, {"id", stored->name}, {"version", stored->version},
-                              {"message", absl::StrCat("adapter ", stored->name, " is served as model ", stored->name)}});
+    return JsonResponse(200, {{"object", "lora_adapter"},
+                              {"id", stored->name},
+                              {"version", stored->version},
+                              {"message", absl::StrCat("adapter ", stored->name,
+                                                       " is served as model ", stored->name)}});
   }
 
   // POST /v1/unload_lora_adapter {"lora_name"}.
   HttpResponse UnloadAdapter(const HttpRequest& request) {
-    absl::StatusOr<std::pair<std::string, std::string>> named = AdapterBody(request, /*need_path=*/false);
+    absl::StatusOr<std::pair<std::string, std::string>> named =
+        AdapterBody(request, /*need_path=*/false);
     if (!named.ok()) return ErrorResponse(named.status());
     if (absl::Status deleted = engine_.registry().Delete(named->first); !deleted.ok()) {
       return ErrorResponse(WithParam(deleted, "lora_name"));
@@ -205,13 +217,16 @@ class HttpFront::Handlers {
   }
 
   // The admin check and {"lora_name", "lora_path"} of the adapter routes.
-  absl::StatusOr<std::pair<std::string, std::string>> AdapterBody(const HttpRequest& request, bool need_path) {
+  absl::StatusOr<std::pair<std::string, std::string>> AdapterBody(const HttpRequest& request,
+                                                                  bool need_path) {
     RETURN_IF_ERROR(admin_auth_.CheckHeader(request.Header("authorization")));
-    ASSIGN_OR_RETURN(const Json doc, JsonValue::ParseObject(request.body, "request body", request.body.size()));
+    ASSIGN_OR_RETURN(const Json doc,
+                     JsonValue::ParseObject(request.body, "request body", request.body.size()));
     const JsonValue root(doc, "request body");
     for (const auto& item : doc.items()) {
       if (item.key() != "lora_name" && item.key() != "lora_path" && item.key() != "load_inplace") {
-        return WithParam(absl::InvalidArgumentError(absl::StrCat("\"", item.key(), "\": unrecognized request argument")),
+        return WithParam(absl::InvalidArgumentError(
+                             absl::StrCat("\"", item.key(), "\": unrecognized request argument")),
                          item.key());
       }
     }
@@ -228,7 +243,8 @@ class HttpFront::Handlers {
     if (model == base_id_) return std::string();
     const std::string name = model.substr(0, model.find('@'));
     if (!ValidateAdapterName(name).ok()) {
-      return WithParam(absl::NotFoundError(absl::StrCat("the model `", model, "` does not exist; GET /v1/models lists "
+      return WithParam(absl::NotFoundError(absl::StrCat("the model `", model,
+                                                        "` does not exist; GET /v1/models lists "
                                                         "the base model and its adapters")),
                        "model");
     }
@@ -237,7 +253,8 @@ class HttpFront::Handlers {
 
   // Encodes and submits; returns the request id, with `generation` observing it, and the version
   // of the adapter `model` names now (for system_fingerprint; "" for the base).
-  absl::StatusOr<uint64_t> Submit(OpenAiRequest& request, const std::shared_ptr<Generation>& generation,
+  absl::StatusOr<uint64_t> Submit(OpenAiRequest& request,
+                                  const std::shared_ptr<Generation>& generation,
                                   std::string& version) {
     ASSIGN_OR_RETURN(request.engine.adapter, AdapterOf(request.model));
     if (!request.engine.adapter.empty()) {
@@ -248,20 +265,24 @@ class HttpFront::Handlers {
     if (request.text_prompt) {
       absl::StatusOr<EncodedPrompt> encoded = engine_.text().Encode(*request.text_prompt);
       if (!encoded.ok()) {
-        return WithParam(encoded.status(), request.endpoint == OpenAiEndpoint::kChatCompletions ? "messages" : "prompt");
+        return WithParam(encoded.status(), request.endpoint == OpenAiEndpoint::kChatCompletions
+                                               ? "messages"
+                                               : "prompt");
       }
       request.prompt_token_ids = std::move(encoded->token_ids);
     }
     request.engine.tokens = request.prompt_token_ids;
-    if (request.max_tokens_given && request.engine.sampling.max_new_tokens > options_.max_tokens_limit) {
-      return WithParam(absl::InvalidArgumentError(absl::StrCat("max_tokens is ", request.engine.sampling.max_new_tokens,
-                                                               "; this server's limit is ", options_.max_tokens_limit)),
+    if (request.max_tokens_given &&
+        request.engine.sampling.max_new_tokens > options_.max_tokens_limit) {
+      return WithParam(absl::InvalidArgumentError(
+                           absl::StrCat("max_tokens is ", request.engine.sampling.max_new_tokens,
+                                        "; this server's limit is ", options_.max_tokens_limit)),
                        "max_tokens");
     }
     if (!request.max_tokens_given) {
-      request.engine.sampling.max_new_tokens =
-          DefaultMaxTokens(request, options_.default_max_tokens, engine_.scheduler().max_context_tokens(),
-                           static_cast<int64_t>(request.prompt_token_ids.size()), options_.max_tokens_limit);
+      request.engine.sampling.max_new_tokens = DefaultMaxTokens(
+          request, options_.default_max_tokens, engine_.scheduler().max_context_tokens(),
+          static_cast<int64_t>(request.prompt_token_ids.size()), options_.max_tokens_limit);
     }
     absl::StatusOr<uint64_t> id = engine_.scheduler().Submit(request.engine, generation);
     if (absl::IsNotFound(id.status())) return WithParam(id.status(), "model");
@@ -271,7 +292,8 @@ class HttpFront::Handlers {
   // A token's text for logprobs ("token_id:N" without a tokenizer, as vLLM writes it).
   std::string TokenText(int32_t id) const {
     if (!engine_.text().has_tokenizer()) return absl::StrCat("token_id:", id);
-    absl::StatusOr<std::string> text = engine_.text().Decode({&id, 1}, /*skip_special_tokens=*/false);
+    absl::StatusOr<std::string> text =
+        engine_.text().Decode({&id, 1}, /*skip_special_tokens=*/false);
     return text.ok() ? *text : absl::StrCat("token_id:", id);
   }
 
@@ -284,7 +306,8 @@ class HttpFront::Handlers {
     for (size_t i = 0; i < progress.token_ids.size() && i < progress.logprobs.size(); ++i) {
       TokenLogprob t{TokenText(progress.token_ids[i]), progress.logprobs[i], {}};
       if (i < progress.top.size()) {
-        for (const auto& [id, logprob] : progress.top[i]) t.top.emplace_back(TokenText(id), logprob);
+        for (const auto& [id, logprob] : progress.top[i])
+          t.top.emplace_back(TokenText(id), logprob);
       }
       piece.logprobs.push_back(std::move(t));
     }
@@ -293,12 +316,14 @@ class HttpFront::Handlers {
 
   HttpResponse Complete(OpenAiEndpoint endpoint, const HttpRequest& http) {
     const absl::Time start = absl::Now();
-    const Rpc rpc = endpoint == OpenAiEndpoint::kChatCompletions ? Rpc::kOpenAiChatCompletions : Rpc::kOpenAiCompletions;
+    const Rpc rpc = endpoint == OpenAiEndpoint::kChatCompletions ? Rpc::kOpenAiChatCompletions
+                                                                 : Rpc::kOpenAiCompletions;
     auto fail = [&](const absl::Status& status) {
       metrics_.RecordRpc(rpc, static_cast<grpc::StatusCode>(status.code()), absl::Now() - start);
       return ErrorResponse(status);
     };
-    if (absl::Status auth = inference_auth_.CheckHeader(http.Header("authorization")); !auth.ok()) return fail(auth);
+    if (absl::Status auth = inference_auth_.CheckHeader(http.Header("authorization")); !auth.ok())
+      return fail(auth);
     absl::StatusOr<OpenAiRequest> request = ParseOpenAiRequest(endpoint, http.body);
     if (!request.ok()) return fail(request.status());
     auto generation = std::make_shared<Generation>();
@@ -311,23 +336,24 @@ class HttpFront::Handlers {
     Progress first = generation->Take(kPoll);
     while (first.empty()) first = generation->Take(kPoll);
     if (first.finished && !first.status.ok()) return fail(first.status);
-    ResponseHeader header{RandomId(endpoint == OpenAiEndpoint::kChatCompletions ? "chatcmpl-" : "cmpl-"),
-                          absl::ToUnixSeconds(absl::Now()), request->model, version};
+    ResponseHeader header{
+        RandomId(endpoint == OpenAiEndpoint::kChatCompletions ? "chatcmpl-" : "cmpl-"),
+        absl::ToUnixSeconds(absl::Now()), request->model, version};
     if (!request->stream) return Whole(*request, header, std::move(first), *generation, rpc, start);
     HttpResponse response;
     response.content_type = "text/event-stream";
     response.headers.emplace_back("Cache-Control", "no-cache");
     response.headers.emplace_back("X-Accel-Buffering", "no");  // nginx: pass events through at once
-    response.stream = [this, request = *std::move(request), header, first = std::move(first), generation, id = *id,
-                       rpc, start](const HttpWrite& write) mutable {
+    response.stream = [this, request = *std::move(request), header, first = std::move(first),
+                       generation, id = *id, rpc, start](const HttpWrite& write) mutable {
       Stream(request, header, std::move(first), *generation, id, rpc, start, write);
     };
     return response;
   }
 
   // The non-streaming reply: waits for the end.
-  HttpResponse Whole(const OpenAiRequest& request, ResponseHeader header, Progress progress, Generation& generation,
-                     Rpc rpc, absl::Time start) {
+  HttpResponse Whole(const OpenAiRequest& request, ResponseHeader header, Progress progress,
+                     Generation& generation, Rpc rpc, absl::Time start) {
     CompletionPiece output = ToPiece(request, progress);
     while (!progress.finished) {
       progress = generation.Take(kPoll);
@@ -335,29 +361,39 @@ class HttpFront::Handlers {
     }
     RecordGenerated(rpc, progress, generation, start);
     if (!progress.status.ok()) return ErrorResponse(progress.status);
-    if (progress.reason == FinishReason::kCancelled) return ErrorResponse(absl::CancelledError("the request was cancelled"));
+    if (progress.reason == FinishReason::kCancelled)
+      return ErrorResponse(absl::CancelledError("the request was cancelled"));
     header.system_fingerprint = progress.adapter_version;
-    return JsonResponse(200, CompletionResponse(request, header, request.prompt_token_ids, output, progress.reason,
-                                                progress.usage));
+    return JsonResponse(200, CompletionResponse(request, header, request.prompt_token_ids, output,
+                                                progress.reason, progress.usage));
   }
 
   // Server-Sent Events until the end, or until a write fails (the client left): then the
   // sequence is cancelled at once.
-  void Stream(const OpenAiRequest& request, const ResponseHeader& header, Progress progress, Generation& generation,
-              uint64_t id, Rpc rpc, absl::Time start, const HttpWrite& write) {
-    auto send = [&](const Json& event) { return write(absl::StrCat("data: ", Dump(event), "\n\n")); };
-    bool open = request.endpoint != OpenAiEndpoint::kChatCompletions || send(FirstChatChunk(request, header));
+  void Stream(const OpenAiRequest& request, const ResponseHeader& header, Progress progress,
+              Generation& generation, uint64_t id, Rpc rpc, absl::Time start,
+              const HttpWrite& write) {
+    auto send = [&](const Json& event) {
+      return write(absl::StrCat("data: ", Dump(event), "\n\n"));
+    };
+    bool open = request.endpoint != OpenAiEndpoint::kChatCompletions ||
+                send(FirstChatChunk(request, header));
     while (open) {
       const bool has_output = !progress.token_ids.empty() || !progress.text.empty();
-      if (progress.finished && progress.status.ok() && progress.reason != FinishReason::kCancelled) {
+      if (progress.finished && progress.status.ok() &&
+          progress.reason != FinishReason::kCancelled) {
         open = send(ChoiceChunk(request, header, ToPiece(request, progress), progress.reason)) &&
                (!request.include_usage || send(UsageChunk(request, header, progress.usage))) &&
                write("data: [DONE]\n\n");
         break;
       }
-      if (has_output) open = send(ChoiceChunk(request, header, ToPiece(request, progress), std::nullopt));
-      if (progress.finished) {  // an engine error after the first token: an error event ends the stream
-        const absl::Status status = progress.status.ok() ? absl::CancelledError("the request was cancelled") : progress.status;
+      if (has_output)
+        open = send(ChoiceChunk(request, header, ToPiece(request, progress), std::nullopt));
+      if (progress
+              .finished) {  // an engine error after the first token: an error event ends the stream
+        const absl::Status status = progress.status.ok()
+                                        ? absl::CancelledError("the request was cancelled")
+                                        : progress.status;
         if (open) send(ErrorBody(status));
         break;
       }
@@ -365,7 +401,8 @@ class HttpFront::Handlers {
     }
     if (!open && !generation.done()) {
       engine_.scheduler().Cancel(id);
-      while (!progress.finished) progress = generation.Take(kPoll);  // the scheduler lets go within a step
+      while (!progress.finished)
+        progress = generation.Take(kPoll);  // the scheduler lets go within a step
     }
     RecordGenerated(rpc, progress, generation, start);
   }
@@ -392,11 +429,13 @@ class HttpFront::Handlers {
   const std::atomic<bool>& serving_;
 };
 
-absl::StatusOr<std::unique_ptr<HttpFront>> HttpFront::Start(Engine& engine, Metrics& metrics, TokenAuth inference_auth,
-                                                             TokenAuth admin_auth, HttpFrontOptions options) {
+absl::StatusOr<std::unique_ptr<HttpFront>> HttpFront::Start(Engine& engine, Metrics& metrics,
+                                                            TokenAuth inference_auth,
+                                                            TokenAuth admin_auth,
+                                                            HttpFrontOptions options) {
   auto front = std::unique_ptr<HttpFront>(new HttpFront());
-  front->handlers_ = std::make_unique<Handlers>(engine, metrics, std::move(inference_auth), std::move(admin_auth),
-                                                options, front->serving_);
+  front->handlers_ = std::make_unique<Handlers>(engine, metrics, std::move(inference_auth),
+                                                std::move(admin_auth), options, front->serving_);
   HttpEndpointOptions endpoint;
   endpoint.threads = options.threads;
   endpoint.read_timeout = options.read_timeout;
@@ -407,8 +446,8 @@ absl::StatusOr<std::unique_ptr<HttpFront>> HttpFront::Start(Engine& engine, Metr
   endpoint.keep_alive_max_requests = 1 << 20;
   endpoint.tls_cert_pem = options.tls_cert_pem;
   endpoint.tls_key_pem = options.tls_key_pem;
-  ASSIGN_OR_RETURN(front->endpoint_,
-                   HttpEndpoint::Listen(options.listen, "--http_listen", front->handlers_->Routes(), endpoint));
+  ASSIGN_OR_RETURN(front->endpoint_, HttpEndpoint::Listen(options.listen, "--http_listen",
+                                                          front->handlers_->Routes(), endpoint));
   return front;
 }
 

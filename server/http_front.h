@@ -2,9 +2,9 @@
 // and LoRAX's servers are, with `model` naming the adapter.
 //
 //   GET  /v1/models                 the base model and every stored adapter ("parent": the base)
-//   POST /v1/completions            prompt (text or token ids) -> text; `stream` as Server-Sent Events
-//   POST /v1/chat/completions       messages, rendered with the model's chat template
-//   POST /v1/load_lora_adapter      {"lora_name", "lora_path"}: imports a PEFT directory on this
+//   POST /v1/completions            prompt (text or token ids) -> text; `stream` as Server-Sent
+//   Events POST /v1/chat/completions       messages, rendered with the model's chat template POST
+//   /v1/load_lora_adapter      {"lora_name", "lora_path"}: imports a PEFT directory on this
 //                                   server's file system into the store (admin token)
 //   POST /v1/unload_lora_adapter    {"lora_name"}: deletes the adapter from the store, so it is no
 //                                   longer served by any replica (admin token)
@@ -31,8 +31,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "engine/engine.h"
 #include "server/auth.h"
-#include "server/engine.h"
 #include "server/metrics.h"
 
 namespace loramux {
@@ -45,9 +45,9 @@ struct HttpFrontOptions {
   std::string model_dir;          // for the default id
   size_t max_body_bytes = 8 << 20;
   int threads = 128;
-  absl::Duration read_timeout = absl::Seconds(30);  // per read: a client trickling its body
-  absl::Duration write_timeout = absl::Seconds(30); // per write: a client that stopped reading
-  int32_t default_max_tokens = 16;  // completions without max_tokens
+  absl::Duration read_timeout = absl::Seconds(30);   // per read: a client trickling its body
+  absl::Duration write_timeout = absl::Seconds(30);  // per write: a client that stopped reading
+  int32_t default_max_tokens = 16;                   // completions without max_tokens
   int32_t max_tokens_limit = 4096;
   std::string tls_cert_pem;  // both set: HTTPS
   std::string tls_key_pem;
@@ -58,7 +58,8 @@ class HttpFront {
   // `engine` and `metrics` must outlive the front. Stop the scheduler before destroying it, so
   // that every request still streaming ends.
   static absl::StatusOr<std::unique_ptr<HttpFront>> Start(Engine& engine, Metrics& metrics,
-                                                          TokenAuth inference_auth, TokenAuth admin_auth,
+                                                          TokenAuth inference_auth,
+                                                          TokenAuth admin_auth,
                                                           HttpFrontOptions options);
   ~HttpFront();
   HttpFront(const HttpFront&) = delete;

@@ -13,8 +13,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "server/request.h"
 #include "common/status_macros.h"
+#include "engine/request.h"
 #include "server/status_mapping.h"
 #include "server/unary_call.h"
 
@@ -32,7 +32,8 @@ absl::Time DeadlineOf(const grpc::CallbackServerContext& context) {
 // proto3 cannot tell an unset adapter_scale from 0: 0 means 1.
 double AdapterScale(float scale) { return scale == 0.0f ? 1.0 : static_cast<double>(scale); }
 
-// Copies the fields; the scheduler's validator (request_validator.h) fills defaults and checks them.
+// Copies the fields; the scheduler's validator (request_validator.h) fills defaults and checks
+// them.
 SamplingParams ToSampling(const v1::SamplingParams& in) {
   SamplingParams out;
   out.max_new_tokens = in.max_new_tokens();
@@ -46,15 +47,18 @@ SamplingParams ToSampling(const v1::SamplingParams& in) {
 
 // A conversation from the API's two spellings: ChatMessage list or an OpenAI-style JSON array.
 absl::StatusOr<nlohmann::ordered_json> ToMessages(
-    const google::protobuf::RepeatedPtrField<v1::ChatMessage>& messages, const std::string& messages_json) {
+    const google::protobuf::RepeatedPtrField<v1::ChatMessage>& messages,
+    const std::string& messages_json) {
   if (!messages_json.empty()) {
     ASSIGN_OR_RETURN(nlohmann::ordered_json parsed,
                      ParseClientJson(messages_json, "messages_json", nlohmann::ordered_json()));
-    if (!parsed.is_array()) return absl::InvalidArgumentError("messages_json must be a JSON array of messages");
+    if (!parsed.is_array())
+      return absl::InvalidArgumentError("messages_json must be a JSON array of messages");
     return parsed;
   }
   nlohmann::ordered_json out = nlohmann::ordered_json::array();
-  for (const v1::ChatMessage& m : messages) out.push_back({{"role", m.role()}, {"content", m.content()}});
+  for (const v1::ChatMessage& m : messages)
+    out.push_back({{"role", m.role()}, {"content", m.content()}});
   return out;
 }
 
@@ -69,8 +73,10 @@ struct PromptFields {
 
 // Text and conversations become token ids here; token ids pass through. INVALID_ARGUMENT unless
 // exactly one of the prompt fields is given.
-absl::StatusOr<std::optional<EncodedPrompt>> EncodeIfText(const PromptFields& f, bool add_special_tokens,
-                                                          bool add_generation_prompt, const TextCodec& codec) {
+absl::StatusOr<std::optional<EncodedPrompt>> EncodeIfText(const PromptFields& f,
+                                                          bool add_special_tokens,
+                                                          bool add_generation_prompt,
+                                                          const TextCodec& codec) {
   const int given = int{f.has_token_ids} + int{!f.text.empty()} + int{!f.messages.empty()} +
                     int{!f.messages_json.empty()};
   if (given != 1) {
@@ -89,7 +95,8 @@ absl::StatusOr<std::optional<EncodedPrompt>> EncodeIfText(const PromptFields& f,
   } else {
     ASSIGN_OR_RETURN(input.messages, ToMessages(f.messages, f.messages_json));
     ASSIGN_OR_RETURN(input.chat_template_kwargs,
-                     ParseClientJson(f.kwargs_json, "chat_template_kwargs_json", nlohmann::ordered_json::object()));
+                     ParseClientJson(f.kwargs_json, "chat_template_kwargs_json",
+                                     nlohmann::ordered_json::object()));
     if (!input.chat_template_kwargs.is_object()) {
       return absl::InvalidArgumentError("chat_template_kwargs_json must be a JSON object");
     }
@@ -98,16 +105,17 @@ absl::StatusOr<std::optional<EncodedPrompt>> EncodeIfText(const PromptFields& f,
   return std::optional<EncodedPrompt>(std::move(encoded));
 }
 
-absl::StatusOr<InferenceRequest> ToInferenceRequest(const v1::GenerateRequest& in, absl::Time deadline,
-                                                    const TextCodec& codec) {
+absl::StatusOr<InferenceRequest> ToInferenceRequest(const v1::GenerateRequest& in,
+                                                    absl::Time deadline, const TextCodec& codec) {
   InferenceRequest out;
   out.kind = InferenceRequest::Kind::kGenerate;
   out.adapter = in.adapter();
   out.adapter_scale = AdapterScale(in.adapter_scale());
-  ASSIGN_OR_RETURN(std::optional<EncodedPrompt> encoded,
-                   EncodeIfText({in.prompt_token_ids_size() > 0, in.prompt_text(), in.messages(),
-                                 in.messages_json(), in.chat_template_kwargs_json()},
-                                /*add_special_tokens=*/true, /*add_generation_prompt=*/true, codec));
+  ASSIGN_OR_RETURN(
+      std::optional<EncodedPrompt> encoded,
+      EncodeIfText({in.prompt_token_ids_size() > 0, in.prompt_text(), in.messages(),
+                    in.messages_json(), in.chat_template_kwargs_json()},
+                   /*add_special_tokens=*/true, /*add_generation_prompt=*/true, codec));
   if (encoded) {
     out.tokens = std::move(encoded->token_ids);
   } else {
@@ -129,9 +137,10 @@ absl::StatusOr<InferenceRequest> ToInferenceRequest(const v1::ScoreRequest& in, 
   out.adapter_scale = AdapterScale(in.adapter_scale());
   static const google::protobuf::RepeatedPtrField<v1::ChatMessage> kNoMessages;
   static const std::string kNone;
-  ASSIGN_OR_RETURN(std::optional<EncodedPrompt> encoded,
-                   EncodeIfText({in.token_ids_size() > 0, in.prompt_text(), kNoMessages, kNone, kNone},
-                                /*add_special_tokens=*/true, /*add_generation_prompt=*/false, codec));
+  ASSIGN_OR_RETURN(
+      std::optional<EncodedPrompt> encoded,
+      EncodeIfText({in.token_ids_size() > 0, in.prompt_text(), kNoMessages, kNone, kNone},
+                   /*add_special_tokens=*/true, /*add_generation_prompt=*/false, codec));
   if (encoded) {
     out.tokens = std::move(encoded->token_ids);
   } else {
@@ -207,7 +216,7 @@ class GenerateStream final : public RequestObserver {
   bool submitted_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t id_ ABSL_GUARDED_BY(mu_) = 0;
   bool cancel_requested_ ABSL_GUARDED_BY(mu_) = false;  // OnCancel before Submit returned
-  v1::GenerateResponse pending_ ABSL_GUARDED_BY(mu_);    // next message, built up
+  v1::GenerateResponse pending_ ABSL_GUARDED_BY(mu_);   // next message, built up
   bool has_pending_ ABSL_GUARDED_BY(mu_) = false;
   v1::GenerateResponse in_flight_;  // owned by gRPC between StartWrite and OnWriteDone
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
@@ -407,14 +416,9 @@ GenerateStream::Action GenerateStream::NextActionLocked() {
 // The reactor is alive here: it is deleted only after Finish, and only this action calls it.
 void GenerateStream::Run(const Action& action) {
   switch (action.kind) {
-    case Action::kNone:
-      return;
-    case Action::kWrite:
-      action.call->StartWrite(&in_flight_);
-      return;
-    case Action::kFinish:
-      action.call->Finish(action.status);
-      return;
+    case Action::kNone: return;
+    case Action::kWrite: action.call->StartWrite(&in_flight_); return;
+    case Action::kFinish: action.call->Finish(action.status); return;
   }
 }
 
@@ -452,8 +456,8 @@ class ScoreObserver final : public RequestObserver {
 
 class ScoreCall final : public grpc::ServerUnaryReactor {
  public:
-  ScoreCall(const Deps& deps, grpc::CallbackServerContext* context,
-            const v1::ScoreRequest& request, v1::ScoreResponse* response)
+  ScoreCall(const Deps& deps, grpc::CallbackServerContext* context, const v1::ScoreRequest& request,
+            v1::ScoreResponse* response)
       : scheduler_(deps.scheduler),
         observer_(std::make_shared<ScoreObserver>(deps.metrics, this, response)) {
     if (absl::Status auth = deps.auth.Check(*context); !auth.ok()) {
@@ -513,7 +517,7 @@ void ScoreObserver::OnFinish(const absl::Status& status, FinishReason reason, co
     absl::MutexLock lock(&mu_);
     if (response_ != nullptr) {
       response_->mutable_token_logprobs()->Add(result_.token_logprobs.begin(),
-                                                result_.token_logprobs.end());
+                                               result_.token_logprobs.end());
       response_->mutable_logits()->Add(result_.logits.begin(), result_.logits.end());
       response_->set_vocab_size(result_.vocab_size);
       response_->set_adapter_version(adapter_version);
@@ -542,7 +546,8 @@ void ScoreObserver::FinishWith(grpc::Status status) {
 // Tokenize, Detokenize
 // ---------------------------------------------------------------------------------------------
 
-absl::Status TokenizeInto(const TextCodec& codec, const v1::TokenizeRequest& in, v1::TokenizeResponse& out) {
+absl::Status TokenizeInto(const TextCodec& codec, const v1::TokenizeRequest& in,
+                          v1::TokenizeResponse& out) {
   ASSIGN_OR_RETURN(std::optional<EncodedPrompt> encoded,
                    EncodeIfText({false, in.text(), in.messages(), in.messages_json(),
                                  in.chat_template_kwargs_json()},

@@ -12,11 +12,11 @@
 
 #include <cstdint>
 
+#include "engine/scheduler.h"
+#include "engine/text_codec.h"
 #include "loramux/v1/loramux.grpc.pb.h"
 #include "server/auth.h"
 #include "server/metrics.h"
-#include "server/scheduler.h"
-#include "server/text_codec.h"
 
 namespace loramux {
 

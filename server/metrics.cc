@@ -17,9 +17,17 @@
 namespace loramux {
 namespace {
 
-constexpr Rpc kAllRpcs[] = {Rpc::kGenerate, Rpc::kScore,  Rpc::kTokenize, Rpc::kDetokenize,
-                            Rpc::kUpload,   Rpc::kList,   Rpc::kGet,      Rpc::kDelete,
-                            Rpc::kLoad,     Rpc::kUnload, Rpc::kOpenAiCompletions,
+constexpr Rpc kAllRpcs[] = {Rpc::kGenerate,
+                            Rpc::kScore,
+                            Rpc::kTokenize,
+                            Rpc::kDetokenize,
+                            Rpc::kUpload,
+                            Rpc::kList,
+                            Rpc::kGet,
+                            Rpc::kDelete,
+                            Rpc::kLoad,
+                            Rpc::kUnload,
+                            Rpc::kOpenAiCompletions,
                             Rpc::kOpenAiChatCompletions};
 static_assert(std::size(kAllRpcs) == kNumRpcs, "every Rpc has a request-latency histogram");
 
@@ -29,8 +37,8 @@ prometheus::Histogram::BucketBoundaries RequestBuckets() {
 }
 // Seconds; token latencies sit between ~100 us (tiny models) and a few seconds (cold adapters).
 prometheus::Histogram::BucketBoundaries TokenBuckets() {
-  return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-          0.1,    0.25,    0.5,    1,     2.5,    5,     10};
+  return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+          0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
 }
 
 prometheus::MetricFamily Family(std::string name, std::string help, prometheus::MetricType type) {
@@ -103,20 +111,19 @@ class Metrics::EngineCollector final : public prometheus::Collectable {
           s.kv_used_blocks);
       add("loramux_kv_cache_capacity_blocks", "KV cache blocks allocated in all.",
           MetricType::Gauge, s.kv_total_blocks);
-      add("loramux_kv_cache_block_tokens", "Tokens held by one KV cache block.",
-          MetricType::Gauge, s.kv_block_tokens);
+      add("loramux_kv_cache_block_tokens", "Tokens held by one KV cache block.", MetricType::Gauge,
+          s.kv_block_tokens);
     }
     if (registry_stats_) {
       const RegistryStats r = registry_stats_();
       add("loramux_adapter_cache_hits_total",
           "Adapter acquisitions that found the adapter resident on the device.",
           MetricType::Counter, r.hits);
-      add("loramux_adapter_cache_misses_total",
-          "Adapter acquisitions that had to wait for a load.", MetricType::Counter, r.misses);
-      add("loramux_adapter_loads_total", "Adapter loads completed.", MetricType::Counter,
-          r.loads);
-      add("loramux_adapter_load_failures_total", "Adapter loads that failed.",
-          MetricType::Counter, r.load_failures);
+      add("loramux_adapter_cache_misses_total", "Adapter acquisitions that had to wait for a load.",
+          MetricType::Counter, r.misses);
+      add("loramux_adapter_loads_total", "Adapter loads completed.", MetricType::Counter, r.loads);
+      add("loramux_adapter_load_failures_total", "Adapter loads that failed.", MetricType::Counter,
+          r.load_failures);
       add("loramux_adapter_evictions_total", "Adapters evicted from a cache tier.",
           MetricType::Counter, r.evictions);
       out.push_back(Family("loramux_adapter_resident_bytes",
@@ -148,9 +155,9 @@ Metrics::Metrics(std::function<SchedulerStats()> scheduler_stats,
                    .Help("Finished RPCs by method and gRPC status code.")
                    .Register(*registry_);
   auto& request_seconds = prometheus::BuildHistogram()
-                             .Name("loramux_request_duration_seconds")
-                             .Help("RPC wall time from arrival to the final status, by method.")
-                             .Register(*registry_);
+                              .Name("loramux_request_duration_seconds")
+                              .Help("RPC wall time from arrival to the final status, by method.")
+                              .Register(*registry_);
   for (Rpc rpc : kAllRpcs) {
     request_seconds_[static_cast<size_t>(rpc)] =
         &request_seconds.Add({{"rpc", RpcName(rpc)}}, RequestBuckets());

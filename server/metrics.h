@@ -30,7 +30,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "adapters/adapter_registry.h"
-#include "server/scheduler.h"
+#include "engine/scheduler.h"
 
 namespace prometheus {
 class Counter;
@@ -47,8 +47,18 @@ class HttpEndpoint;
 // The RPCs, as they appear in the `rpc` label.
 // The HTTP front's completions count as RPCs too ("openai.completions", "openai.chat.completions").
 enum class Rpc {
-  kGenerate, kScore, kTokenize, kDetokenize, kUpload, kList, kGet, kDelete, kLoad, kUnload,
-  kOpenAiCompletions, kOpenAiChatCompletions
+  kGenerate,
+  kScore,
+  kTokenize,
+  kDetokenize,
+  kUpload,
+  kList,
+  kGet,
+  kDelete,
+  kLoad,
+  kUnload,
+  kOpenAiCompletions,
+  kOpenAiChatCompletions
 };
 inline constexpr size_t kNumRpcs = static_cast<size_t>(Rpc::kOpenAiChatCompletions) + 1;
 const char* RpcName(Rpc rpc);

@@ -8,29 +8,35 @@
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 
 namespace loramux {
 namespace {
 
 constexpr char kParamPayload[] = "type.loramux/openai.param";
+// Prompt ids, stop lists, messages (the body is bounded too).
 constexpr size_t kMaxBodyItems = 1 << 20;
-constexpr int64_t kMaxTopLogprobs = 20;  // prompt ids, stop lists, messages (the body is bounded too)
+constexpr int64_t kMaxTopLogprobs = 20;
 
-// Fields every endpoint reads, and each endpoint's own.
+// Fields every endpoint reads, and each endpoint's own (space-separated).
+constexpr char kCommonFields[] =
+    "model max_tokens max_completion_tokens temperature top_p top_k seed stop n stream "
+    "stream_options user presence_penalty frequency_penalty logit_bias stop_token_ids ignore_eos "
+    "adapter_scale return_token_ids logprobs";
+constexpr char kCompletionsFields[] = "prompt echo suffix best_of add_special_tokens";
+constexpr char kChatFields[] =
+    "messages top_logprobs tools tool_choice functions function_call response_format "
+    "parallel_tool_calls chat_template_kwargs add_generation_prompt";
+
 const absl::flat_hash_set<std::string>& KnownFields(OpenAiEndpoint endpoint) {
-  static const auto* completions = new absl::flat_hash_set<std::string>{
-      "model", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "seed", "stop",
-      "n", "stream", "stream_options", "user", "presence_penalty", "frequency_penalty", "logit_bias",
-      "stop_token_ids", "ignore_eos", "adapter_scale", "return_token_ids",
-      "prompt", "logprobs", "echo", "suffix", "best_of", "add_special_tokens"};
-  static const auto* chat = new absl::flat_hash_set<std::string>{
-      "model", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "seed", "stop",
-      "n", "stream", "stream_options", "user", "presence_penalty", "frequency_penalty", "logit_bias",
-      "stop_token_ids", "ignore_eos", "adapter_scale", "return_token_ids",
-      "messages", "logprobs", "top_logprobs", "tools", "tool_choice", "functions", "function_call",
-      "response_format", "parallel_tool_calls", "chat_template_kwargs", "add_generation_prompt"};
-  return endpoint == OpenAiEndpoint::kCompletions ? *completions : *chat;
+  auto with = [](absl::string_view own) {
+    return new absl::flat_hash_set<std::string>(
+        absl::StrSplit(absl::StrCat(kCommonFields, " ", own), ' '));
+  };
+  static const auto* const kCompletions = with(kCompletionsFields);
+  static const auto* const kChat = with(kChatFields);
+  return endpoint == OpenAiEndpoint::kCompletions ? *kCompletions : *kChat;
 }
 
 absl::Status Refuse(absl::string_view field, absl::string_view why) {
@@ -62,7 +68,8 @@ absl::Status RequireNeutral(const JsonValue& root, const Json& body) {
        [](const Json& v) { return v.is_number() && v.get<double>() == 0.0; }},
       {"logit_bias", "logit_bias is not supported",
        [](const Json& v) { return v.is_object() && v.empty(); }},
-      {"echo", "echo is not supported", [](const Json& v) { return v.is_boolean() && !v.get<bool>(); }},
+      {"echo", "echo is not supported",
+       [](const Json& v) { return v.is_boolean() && !v.get<bool>(); }},
       {"suffix", "suffix (insertion) is not supported",
        [](const Json& v) { return v.is_string() && v.get<std::string>().empty(); }},
       {"tools", "tool calling is not supported",
@@ -74,7 +81,9 @@ absl::Status RequireNeutral(const JsonValue& root, const Json& body) {
       {"function_call", "function calling is not supported; leave it \"none\"",
        [](const Json& v) { return v.is_string() && v.get<std::string>() == "none"; }},
       {"response_format", "only {\"type\": \"text\"} is served (no JSON mode or schemas)",
-       [](const Json& v) { return v.is_object() && v.size() == 1 && v.value("type", Json()) == "text"; }},
+       [](const Json& v) {
+         return v.is_object() && v.size() == 1 && v.value("type", Json()) == "text";
+       }},
   };
   for (const Neutral& n : kNeutral) {
     if (!root[n.field].present()) continue;
@@ -117,8 +126,10 @@ absl::StatusOr<std::vector<int32_t>> ReadTokenIds(const JsonValue& list, absl::s
 // Completions' "prompt": a string or a list of token ids, or a list holding one of either.
 absl::Status ReadCompletionPrompt(const JsonValue& root, OpenAiRequest& out) {
   const JsonValue prompt = root["prompt"];
-  if (!prompt.present()) return Refuse("prompt", "is missing; give a string or a list of token ids");
-  ASSIGN_OR_RETURN(bool add_special, Tagged(root["add_special_tokens"].Bool(true), "add_special_tokens"));
+  if (!prompt.present())
+    return Refuse("prompt", "is missing; give a string or a list of token ids");
+  ASSIGN_OR_RETURN(bool add_special,
+                   Tagged(root["add_special_tokens"].Bool(true), "add_special_tokens"));
   JsonValue one = prompt;
   if (prompt.is_array() && !prompt.raw()->empty() && !(*prompt.raw())[0].is_number()) {
     if (prompt.raw()->size() != 1) {
@@ -169,7 +180,8 @@ absl::Status ReadMessages(const JsonValue& root, OpenAiRequest& out) {
     Json& m = copy[i];
     const std::string field = absl::StrCat("messages[", i, "]");
     if (!m.is_object()) return Refuse(field, "must be an object with \"role\" and \"content\"");
-    if (!m.contains("role") || !m["role"].is_string()) return Refuse(field + ".role", "must be a string");
+    if (!m.contains("role") || !m["role"].is_string())
+      return Refuse(field + ".role", "must be a string");
     RETURN_IF_ERROR(FlattenContent(m, i));
   }
   PromptInput input;
@@ -197,8 +209,10 @@ absl::Status ReadLogprobs(const JsonValue& root, OpenAiRequest& out) {
     ASSIGN_OR_RETURN(top, Tagged(root["logprobs"].Int(), "logprobs"));
     out.logprobs = true;
   }
-  const char* field = out.endpoint == OpenAiEndpoint::kChatCompletions ? "top_logprobs" : "logprobs";
-  if (top < 0 || top > kMaxTopLogprobs) return Refuse(field, absl::StrCat("must be in [0, ", kMaxTopLogprobs, "]"));
+  const char* field =
+      out.endpoint == OpenAiEndpoint::kChatCompletions ? "top_logprobs" : "logprobs";
+  if (top < 0 || top > kMaxTopLogprobs)
+    return Refuse(field, absl::StrCat("must be in [0, ", kMaxTopLogprobs, "]"));
   out.top_logprobs = static_cast<int32_t>(top);
   return absl::OkStatus();
 }
@@ -207,7 +221,8 @@ absl::Status ReadSampling(const JsonValue& root, OpenAiRequest& out) {
   SamplingParams& s = out.engine.sampling;
   ASSIGN_OR_RETURN(const int64_t max_completion,
                    Tagged(root["max_completion_tokens"].Int(-1), "max_completion_tokens"));
-  ASSIGN_OR_RETURN(int64_t max_tokens, Tagged(root["max_tokens"].Int(max_completion), "max_tokens"));
+  ASSIGN_OR_RETURN(int64_t max_tokens,
+                   Tagged(root["max_tokens"].Int(max_completion), "max_tokens"));
   if (max_tokens != -1) {
     if (max_tokens < 1 || max_tokens > std::numeric_limits<int32_t>::max()) {
       return Refuse(root["max_tokens"].present() ? "max_tokens" : "max_completion_tokens",
@@ -243,7 +258,8 @@ absl::Status ReadStreamOptions(const JsonValue& root, OpenAiRequest& out) {
   ASSIGN_OR_RETURN(auto entries, Tagged(options.Entries(8), "stream_options"));
   for (const auto& [key, value] : entries) {
     if (key != "include_usage") {
-      return Refuse("stream_options", absl::StrCat("\"", key, "\" is not a stream option served here"));
+      return Refuse("stream_options",
+                    absl::StrCat("\"", key, "\" is not a stream option served here"));
     }
     ASSIGN_OR_RETURN(out.include_usage, Tagged(value.Bool(), "stream_options.include_usage"));
   }
@@ -287,7 +303,9 @@ Json ChatLogprobs(const std::vector<TokenLogprob>& logprobs) {
     for (const auto& [token, logprob] : t.top) {
       top.push_back({{"token", token}, {"logprob", logprob}, {"bytes", Bytes(token)}});
     }
-    content.push_back({{"token", t.token}, {"logprob", t.logprob}, {"bytes", Bytes(t.token)},
+    content.push_back({{"token", t.token},
+                       {"logprob", t.logprob},
+                       {"bytes", Bytes(t.token)},
                        {"top_logprobs", std::move(top)}});
   }
   return {{"content", std::move(content)}};
@@ -296,7 +314,8 @@ Json ChatLogprobs(const std::vector<TokenLogprob>& logprobs) {
 // Completions logprobs: {"tokens", "token_logprobs", "top_logprobs", "text_offset"}; offsets
 // count from `offset`, the text already sent.
 Json CompletionLogprobs(const std::vector<TokenLogprob>& logprobs, size_t offset, bool with_top) {
-  Json tokens = Json::array(), values = Json::array(), offsets = Json::array(), tops = Json::array();
+  Json tokens = Json::array(), values = Json::array(), offsets = Json::array(),
+       tops = Json::array();
   for (const TokenLogprob& t : logprobs) {
     tokens.push_back(t.token);
     values.push_back(t.logprob);
@@ -308,11 +327,15 @@ Json CompletionLogprobs(const std::vector<TokenLogprob>& logprobs, size_t offset
     }
     tops.push_back(std::move(top));
   }
-  return {{"tokens", std::move(tokens)}, {"token_logprobs", std::move(values)},
-          {"top_logprobs", with_top ? std::move(tops) : Json()}, {"text_offset", std::move(offsets)}};
+  return {{"tokens", std::move(tokens)},
+          {"token_logprobs", std::move(values)},
+          {"top_logprobs", with_top ? std::move(tops) : Json()},
+          {"text_offset", std::move(offsets)}};
 }
 
-bool IsChat(const OpenAiRequest& request) { return request.endpoint == OpenAiEndpoint::kChatCompletions; }
+bool IsChat(const OpenAiRequest& request) {
+  return request.endpoint == OpenAiEndpoint::kChatCompletions;
+}
 
 Json Logprobs(const OpenAiRequest& request, const CompletionPiece& piece) {
   if (!request.logprobs) return nullptr;
@@ -367,24 +390,28 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint, absl::
   RETURN_IF_ERROR(ReadSampling(root, out));
   RETURN_IF_ERROR(ReadStop(root["stop"], out.engine.stop));
   if (root["stop_token_ids"].present()) {
-    ASSIGN_OR_RETURN(out.engine.stop_token_ids, ReadTokenIds(root["stop_token_ids"], "stop_token_ids"));
+    ASSIGN_OR_RETURN(out.engine.stop_token_ids,
+                     ReadTokenIds(root["stop_token_ids"], "stop_token_ids"));
   }
   ASSIGN_OR_RETURN(out.engine.ignore_eos, Tagged(root["ignore_eos"].Bool(false), "ignore_eos"));
-  ASSIGN_OR_RETURN(out.engine.adapter_scale, Tagged(root["adapter_scale"].Number(1.0), "adapter_scale"));
+  ASSIGN_OR_RETURN(out.engine.adapter_scale,
+                   Tagged(root["adapter_scale"].Number(1.0), "adapter_scale"));
   RETURN_IF_ERROR(ReadLogprobs(root, out));
   out.engine.logprobs = out.logprobs;
   out.engine.top_logprobs = out.top_logprobs;
   RETURN_IF_ERROR(ReadStreamOptions(root, out));
-  ASSIGN_OR_RETURN(out.return_token_ids, Tagged(root["return_token_ids"].Bool(false), "return_token_ids"));
-  if (root["user"].present() && !root["user"].is_string()) return Refuse("user", "must be a string");
+  ASSIGN_OR_RETURN(out.return_token_ids,
+                   Tagged(root["return_token_ids"].Bool(false), "return_token_ids"));
+  if (root["user"].present() && !root["user"].is_string())
+    return Refuse("user", "must be a string");
   if (root["parallel_tool_calls"].present() && !root["parallel_tool_calls"].raw()->is_boolean()) {
     return Refuse("parallel_tool_calls", "must be a boolean");
   }
   return out;
 }
 
-int32_t DefaultMaxTokens(const OpenAiRequest& request, int32_t server_default, int64_t context_tokens,
-                         int64_t prompt_tokens, int32_t limit) {
+int32_t DefaultMaxTokens(const OpenAiRequest& request, int32_t server_default,
+                         int64_t context_tokens, int64_t prompt_tokens, int32_t limit) {
   if (request.endpoint == OpenAiEndpoint::kCompletions) return server_default;
   const int64_t room = std::max<int64_t>(1, context_tokens - prompt_tokens);
   return static_cast<int32_t>(std::min<int64_t>(room, limit));
@@ -432,8 +459,8 @@ Json FirstChatChunk(const OpenAiRequest& request, const ResponseHeader& header) 
   return chunk;
 }
 
-Json ChoiceChunk(const OpenAiRequest& request, const ResponseHeader& header, const CompletionPiece& piece,
-                 std::optional<FinishReason> reason) {
+Json ChoiceChunk(const OpenAiRequest& request, const ResponseHeader& header,
+                 const CompletionPiece& piece, std::optional<FinishReason> reason) {
   Json choice = {{"index", 0}};
   if (IsChat(request)) {
     choice["delta"] = piece.text.empty() && reason ? Json::object() : Json{{"content", piece.text}};
@@ -448,16 +475,22 @@ Json ChoiceChunk(const OpenAiRequest& request, const ResponseHeader& header, con
   return chunk;
 }
 
-Json UsageChunk(const OpenAiRequest& request, const ResponseHeader& header, const loramux::Usage& usage) {
+Json UsageChunk(const OpenAiRequest& request, const ResponseHeader& header,
+                const loramux::Usage& usage) {
   Json chunk = ChunkShell(request, header);
   chunk["usage"] = UsageJson(usage);
   return chunk;
 }
 
-Json ModelList(const ServedModel& base, const std::vector<ServedModel>& adapters, int64_t max_model_len) {
+Json ModelList(const ServedModel& base, const std::vector<ServedModel>& adapters,
+               int64_t max_model_len) {
   auto entry = [&](const ServedModel& m, Json parent) {
-    return Json{{"id", m.id},     {"object", "model"},       {"created", m.created},
-                {"owned_by", "loramux"}, {"root", m.id}, {"parent", std::move(parent)},
+    return Json{{"id", m.id},
+                {"object", "model"},
+                {"created", m.created},
+                {"owned_by", "loramux"},
+                {"root", m.id},
+                {"parent", std::move(parent)},
                 {"max_model_len", max_model_len}};
   };
   Json data = Json::array({entry(base, nullptr)});

@@ -24,8 +24,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "common/json_value.h"
-#include "server/request.h"
-#include "server/text_codec.h"
+#include "engine/request.h"
+#include "engine/text_codec.h"
 
 namespace loramux {
 
@@ -54,8 +54,8 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint, absl::
 
 // max_tokens when the client gave none: completions take the server's default (OpenAI's is 16);
 // a chat reply may run to the end of the context, as with OpenAI and vLLM, within `limit`.
-int32_t DefaultMaxTokens(const OpenAiRequest& request, int32_t server_default, int64_t context_tokens,
-                         int64_t prompt_tokens, int32_t limit);
+int32_t DefaultMaxTokens(const OpenAiRequest& request, int32_t server_default,
+                         int64_t context_tokens, int64_t prompt_tokens, int32_t limit);
 
 // One generated token, for logprobs.
 struct TokenLogprob {
@@ -74,9 +74,9 @@ struct CompletionPiece {
 
 // Identity shared by every response of one request.
 struct ResponseHeader {
-  std::string id;       // "cmpl-..." / "chatcmpl-..."
-  int64_t created = 0;  // unix seconds
-  std::string model;    // the request's model field
+  std::string id;                  // "cmpl-..." / "chatcmpl-..."
+  int64_t created = 0;             // unix seconds
+  std::string model;               // the request's model field
   std::string system_fingerprint;  // the adapter version served ("" = base)
 };
 
@@ -92,8 +92,8 @@ Json CompletionResponse(const OpenAiRequest& request, const ResponseHeader& head
 // the assistant role; the last choice chunk the finish reason; with include_usage every chunk has
 // "usage": null and UsageChunk follows the last.
 Json FirstChatChunk(const OpenAiRequest& request, const ResponseHeader& header);
-Json ChoiceChunk(const OpenAiRequest& request, const ResponseHeader& header, const CompletionPiece& piece,
-                 std::optional<FinishReason> reason);
+Json ChoiceChunk(const OpenAiRequest& request, const ResponseHeader& header,
+                 const CompletionPiece& piece, std::optional<FinishReason> reason);
 Json UsageChunk(const OpenAiRequest& request, const ResponseHeader& header, const Usage& usage);
 
 // GET /v1/models: the base model, then every adapter with "parent" set to the base.
@@ -101,7 +101,8 @@ struct ServedModel {
   std::string id;
   int64_t created = 0;
 };
-Json ModelList(const ServedModel& base, const std::vector<ServedModel>& adapters, int64_t max_model_len);
+Json ModelList(const ServedModel& base, const std::vector<ServedModel>& adapters,
+               int64_t max_model_len);
 
 // OpenAI's error body {"error": {"message", "type", "param", "code"}} and its HTTP status.
 int HttpStatusFor(absl::StatusCode code);

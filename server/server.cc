@@ -105,8 +105,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerConfig& config
       return front.status();
     }
     server->http_ = *std::move(front);
-    LogInfo("OpenAI-compatible HTTP API on %s://%s/v1", config.tls_cert_pem.empty() ? "http" : "https",
-            server->http_->address());
+    LogInfo("OpenAI-compatible HTTP API on %s://%s/v1",
+            config.tls_cert_pem.empty() ? "http" : "https", server->http_->address());
   }
   SetServing(*server->server_, true);
   LogInfo("serving on %s (%s; Adapters %s; Inference %s)", server->address_,
@@ -122,7 +122,9 @@ std::string Server::metrics_address() const {
   return metrics_ == nullptr ? std::string() : metrics_->address();
 }
 
-std::string Server::http_address() const { return http_ == nullptr ? std::string() : http_->address(); }
+std::string Server::http_address() const {
+  return http_ == nullptr ? std::string() : http_->address();
+}
 
 void Server::BeginDrain() {
   if (draining_ || shut_down_) return;
@@ -141,14 +143,15 @@ void Server::Shutdown(absl::Duration grace) {
   if (engine_ != nullptr) {
     const SchedulerStats stats = engine_->scheduler().stats();
     if (stats.queued + stats.running > 0) {
-      LogWarning("shutting down with %d queued and %d running requests; ending them",
-                 stats.queued, stats.running);
+      LogWarning("shutting down with %d queued and %d running requests; ending them", stats.queued,
+                 stats.running);
     }
     // Ends every request (UNAVAILABLE), so each reactor can finish its call.
     engine_->scheduler().Stop();
   }
   // Replies already produced are flushed for up to `grace`; then remaining calls are cancelled.
-  if (server_ != nullptr) server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoSeconds(grace));
+  if (server_ != nullptr)
+    server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoSeconds(grace));
   http_.reset();  // its streams ended with the scheduler
   if (metrics_ != nullptr) metrics_->StopServing();
 }
@@ -167,7 +170,8 @@ int RunServer(const ServerConfig& config) {
     LogError("cannot start: %s", server.status().ToString());
     return 1;
   }
-  if (!(*server)->http_address().empty()) std::cout << "http listening on " << (*server)->http_address() << "\n";
+  if (!(*server)->http_address().empty())
+    std::cout << "http listening on " << (*server)->http_address() << "\n";
   std::cout << "listening on " << (*server)->address() << std::endl;  // flushes
 
   int signal_number = 0;

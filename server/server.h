@@ -5,7 +5,8 @@
 // Lifecycle: Start() -> serving (health SERVING) -> BeginDrain() (health NOT_SERVING, new
 // Generate/Score refused with UNAVAILABLE, running requests go on) -> Shutdown() (the rest are
 // ended, in-flight replies flushed, listeners closed). RunServer() drives this from a process:
-// it prints `http listening on HOST:PORT` (with the HTTP front) and `listening on HOST:PORT` once ready and drains on SIGTERM or SIGINT.
+// it prints `http listening on HOST:PORT` (with the HTTP front) and `listening on HOST:PORT` once
+// ready and drains on SIGTERM or SIGINT.
 //
 // Thread-safety: Start/BeginDrain/Shutdown are for one controlling thread; Idle() is safe from any.
 #pragma once
@@ -17,7 +18,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "server/engine.h"
+#include "engine/engine.h"
 #include "server/server_config.h"
 
 namespace loramux {

@@ -38,7 +38,9 @@ bool AbslParseFlag(absl::string_view text, ByteSizeFlag* flag, std::string* erro
 
 std::string AbslUnparseFlag(ByteSizeFlag flag) {
   for (const auto& [unit, size] : {std::pair<const char*, int64_t>{"TiB", 1ll << 40},
-                                   {"GiB", 1ll << 30}, {"MiB", 1ll << 20}, {"KiB", 1ll << 10}}) {
+                                   {"GiB", 1ll << 30},
+                                   {"MiB", 1ll << 20},
+                                   {"KiB", 1ll << 10}}) {
     if (flag.bytes != 0 && flag.bytes % size == 0) return absl::StrCat(flag.bytes / size, unit);
   }
   return absl::StrCat(flag.bytes);
@@ -58,7 +60,9 @@ ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9090",
 ABSL_FLAG(std::string, adapter_store, "./loramux-store",
           "Adapter store directory (created if missing; may be shared by several servers).");
 ABSL_FLAG(std::string, device, "cpu", "Device: cpu, cuda or cuda:N.");
-ABSL_FLAG(std::string, dtype, "float32", "Compute dtype: float32, bfloat16 or float16.");
+ABSL_FLAG(std::string, dtype, "float32",
+          "Compute dtype: float32, bfloat16, float16, or auto (bfloat16 where the hardware "
+          "multiplies it natively, float32 elsewhere; the choice and both GEMM rates are logged).");
 ABSL_FLAG(std::string, admin_token_file, "",
           "File holding the bearer token the Adapters service requires (empty: no token).");
 ABSL_FLAG(std::string, inference_token_file, "",
@@ -120,7 +124,8 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path, const std::st
     return absl::InvalidArgumentError(absl::StrCat(flag, "=", path, ": ", text.status().message(),
                                                    "; check the path and permissions"));
   }
-  if (text->empty()) return absl::InvalidArgumentError(absl::StrCat(flag, "=", path, ": the file is empty"));
+  if (text->empty())
+    return absl::InvalidArgumentError(absl::StrCat(flag, "=", path, ": the file is empty"));
   return text;
 }
 
@@ -155,15 +160,24 @@ absl::StatusOr<int64_t> ParseByteSize(const std::string& text) {
   double number = 0;
   const std::string suffix = absl::AsciiStrToLower(trimmed.substr(digits_end));
   double unit = 0;
-  if (suffix.empty() || suffix == "b") unit = 1;
-  else if (suffix == "k" || suffix == "kib") unit = 1024.0;
-  else if (suffix == "m" || suffix == "mib") unit = 1024.0 * 1024;
-  else if (suffix == "g" || suffix == "gib") unit = 1024.0 * 1024 * 1024;
-  else if (suffix == "t" || suffix == "tib") unit = 1024.0 * 1024 * 1024 * 1024;
-  else if (suffix == "kb") unit = 1e3;
-  else if (suffix == "mb") unit = 1e6;
-  else if (suffix == "gb") unit = 1e9;
-  else if (suffix == "tb") unit = 1e12;
+  if (suffix.empty() || suffix == "b")
+    unit = 1;
+  else if (suffix == "k" || suffix == "kib")
+    unit = 1024.0;
+  else if (suffix == "m" || suffix == "mib")
+    unit = 1024.0 * 1024;
+  else if (suffix == "g" || suffix == "gib")
+    unit = 1024.0 * 1024 * 1024;
+  else if (suffix == "t" || suffix == "tib")
+    unit = 1024.0 * 1024 * 1024 * 1024;
+  else if (suffix == "kb")
+    unit = 1e3;
+  else if (suffix == "mb")
+    unit = 1e6;
+  else if (suffix == "gb")
+    unit = 1e9;
+  else if (suffix == "tb")
+    unit = 1e12;
   if (digits_end == 0 || unit == 0 ||
       !absl::SimpleAtod(absl::string_view(trimmed).substr(0, digits_end), &number) ||
       !std::isfinite(number * unit) ||
@@ -188,9 +202,10 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
   }
   engine.device = absl::GetFlag(FLAGS_device);
   engine.dtype = absl::GetFlag(FLAGS_dtype);
-  if (engine.dtype != "float32" && engine.dtype != "bfloat16" && engine.dtype != "float16") {
+  if (engine.dtype != "float32" && engine.dtype != "bfloat16" && engine.dtype != "float16" &&
+      engine.dtype != "auto") {
     return absl::InvalidArgumentError(absl::StrCat(
-        "--dtype=", engine.dtype, ": unknown; use float32, bfloat16 or float16"));
+        "--dtype=", engine.dtype, ": unknown; use float32, bfloat16, float16 or auto"));
   }
 
   config.listen = absl::GetFlag(FLAGS_listen);
@@ -205,7 +220,8 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
   }
   config.served_model_name = absl::GetFlag(FLAGS_served_model_name);
   config.max_http_body_bytes = absl::GetFlag(FLAGS_max_http_body_bytes).bytes;
-  if (absl::Status s = RequirePositive("max_http_body_bytes", config.max_http_body_bytes); !s.ok()) return s;
+  if (absl::Status s = RequirePositive("max_http_body_bytes", config.max_http_body_bytes); !s.ok())
+    return s;
   config.http_threads = absl::GetFlag(FLAGS_http_threads);
   if (absl::Status s = RequirePositive("http_threads", config.http_threads); !s.ok()) return s;
 
@@ -238,8 +254,11 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
   engine.registry.max_host_bytes = absl::GetFlag(FLAGS_max_host_adapter_bytes).bytes;
   engine.registry.max_device_bytes = absl::GetFlag(FLAGS_max_device_adapter_bytes).bytes;
   engine.registry.limits.max_rank = absl::GetFlag(FLAGS_max_rank);
-  absl::StatusOr<FactorPrecision> factors = ParseFactorPrecision(absl::GetFlag(FLAGS_adapter_dtype));
-  if (!factors.ok()) return absl::InvalidArgumentError(absl::StrCat("--adapter_dtype: ", factors.status().message()));
+  absl::StatusOr<FactorPrecision> factors =
+      ParseFactorPrecision(absl::GetFlag(FLAGS_adapter_dtype));
+  if (!factors.ok())
+    return absl::InvalidArgumentError(
+        absl::StrCat("--adapter_dtype: ", factors.status().message()));
   engine.registry.limits.factors = *factors;
   engine.max_upload_bytes =
       static_cast<uint64_t>(std::max<int64_t>(0, absl::GetFlag(FLAGS_max_upload_bytes).bytes));
@@ -253,7 +272,8 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
   scheduler.max_new_tokens_limit = absl::GetFlag(FLAGS_max_new_tokens_limit);
   scheduler.max_score_logits_bytes = absl::GetFlag(FLAGS_max_score_logits_bytes).bytes;
   for (const auto& [flag, value] : {
-           std::pair<const char*, int64_t>{"max_host_adapter_bytes", engine.registry.max_host_bytes},
+           std::pair<const char*, int64_t>{"max_host_adapter_bytes",
+                                           engine.registry.max_host_bytes},
            {"max_device_adapter_bytes", engine.registry.max_device_bytes},
            {"max_rank", engine.registry.limits.max_rank},
            {"max_upload_bytes", static_cast<int64_t>(engine.max_upload_bytes)},
@@ -268,9 +288,9 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
     if (absl::Status s = RequirePositive(flag, value); !s.ok()) return s;
   }
   if (scheduler.max_prompt_tokens < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--max_prompt_tokens=", scheduler.max_prompt_tokens,
-        ": use 0 for the model's context length or a positive count"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max_prompt_tokens=", scheduler.max_prompt_tokens,
+                     ": use 0 for the model's context length or a positive count"));
   }
   if (scheduler.default_max_new_tokens > scheduler.max_new_tokens_limit) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -286,15 +306,15 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
   config.upload_idle_timeout = absl::GetFlag(FLAGS_upload_idle_timeout);
   if (config.upload_idle_timeout <= absl::ZeroDuration() ||
       config.upload_idle_timeout == absl::InfiniteDuration()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--upload_idle_timeout=", absl::FormatDuration(config.upload_idle_timeout),
-        ": use a positive, finite duration such as 30s or 2m"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--upload_idle_timeout=", absl::FormatDuration(config.upload_idle_timeout),
+                     ": use a positive, finite duration such as 30s or 2m"));
   }
 
   const double drain_s = absl::GetFlag(FLAGS_drain_timeout_s);
   if (!std::isfinite(drain_s) || drain_s < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--drain_timeout_s=", drain_s, ": use a number of seconds >= 0"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--drain_timeout_s=", drain_s, ": use a number of seconds >= 0"));
   }
   config.drain_timeout = absl::Seconds(drain_s);
   return config;

@@ -17,27 +17,27 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "server/engine.h"
+#include "engine/engine.h"
 
 namespace loramux {
 
 struct ServerConfig {
   EngineOptions engine;
-  std::string listen = "127.0.0.1:50051";       // HOST:PORT; port 0 picks a free port
+  std::string listen = "127.0.0.1:50051";         // HOST:PORT; port 0 picks a free port
   std::string metrics_listen = "127.0.0.1:9090";  // "" turns the metrics endpoint off
-  std::string admin_token;      // "" = the Adapters service needs no token
-  std::string inference_token;  // "" = the Inference service needs no token
-  std::string tls_cert_pem;     // both set: TLS; both empty: plaintext
+  std::string admin_token;                        // "" = the Adapters service needs no token
+  std::string inference_token;                    // "" = the Inference service needs no token
+  std::string tls_cert_pem;                       // both set: TLS; both empty: plaintext
   std::string tls_key_pem;
   absl::Duration drain_timeout = absl::Seconds(30);
   int max_receive_message_bytes = 4 << 20;
   size_t max_chunk_bytes = 1 << 20;
-  int max_concurrent_uploads = 16;                    // more Upload calls: RESOURCE_EXHAUSTED
+  int max_concurrent_uploads = 16;                         // more Upload calls: RESOURCE_EXHAUSTED
   absl::Duration upload_idle_timeout = absl::Seconds(60);  // no message for this long: aborted
-  std::string http_listen;          // the OpenAI-compatible HTTP front; "" = off
-  std::string served_model_name;    // the base model's id there; "" = the model directory's name
+  std::string http_listen;        // the OpenAI-compatible HTTP front; "" = off
+  std::string served_model_name;  // the base model's id there; "" = the model directory's name
   int64_t max_http_body_bytes = 8 << 20;
-  int http_threads = 128;           // HTTP requests served at once
+  int http_threads = 128;  // HTTP requests served at once
 };
 
 // The model served when --model_dir is empty: the tiny Llama under the source tree's test data,

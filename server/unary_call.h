@@ -1,7 +1,8 @@
 // Unary RPCs of gRPC's callback API, authorised, counted and finished in one place:
 //
-//   return AnswerUnary({context, metrics_, Rpc::kGet, auth_}, [&] { return Describe(*request, response); });
-//   return AnswerUnaryOn(pool, {context, metrics_, Rpc::kLoad, auth_}, [=] { return Load(name, response); });
+//   return AnswerUnary({context, metrics_, Rpc::kGet, auth_}, [&] { return Describe(*request,
+//   response); }); return AnswerUnaryOn(pool, {context, metrics_, Rpc::kLoad, auth_}, [=] { return
+//   Load(name, response); });
 //
 // `fn` returns an absl::Status and fills the call's response; the status goes to the client
 // (status_mapping.h) and to the RPC metrics with the call's latency.
@@ -33,8 +34,8 @@ struct UnaryRpc {
 };
 
 // Records and finishes `reactor` with `status`.
-inline void FinishUnary(grpc::ServerUnaryReactor* reactor, Metrics& metrics, Rpc rpc, absl::Time start,
-                        const absl::Status& status) {
+inline void FinishUnary(grpc::ServerUnaryReactor* reactor, Metrics& metrics, Rpc rpc,
+                        absl::Time start, const absl::Status& status) {
   grpc::Status reply = ToGrpcStatus(status);
   metrics.RecordRpc(rpc, reply.error_code(), absl::Now() - start);
   reactor->Finish(std::move(reply));

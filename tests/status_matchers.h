@@ -32,7 +32,8 @@ MATCHER_P2(StatusIs, code, message_matcher, "") {
   const absl::Status& status = StatusOf(arg);
   *result_listener << "whose status is " << status;
   return status.code() == code &&
-         ::testing::ExplainMatchResult(message_matcher, std::string(status.message()), result_listener);
+         ::testing::ExplainMatchResult(message_matcher, std::string(status.message()),
+                                       result_listener);
 }
 
 MATCHER(IsOk, "") {

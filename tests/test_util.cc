@@ -5,7 +5,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "adapters/safetensors.h"
+#include "formats/safetensors.h"
 
 namespace loramux::testing {
 
@@ -81,8 +81,8 @@ TestRun RunBatch(const LlamaModel& model, const std::vector<TestSequence>& seque
       lengths[i] = chunk.start_pos + chunk.length;
       batch.chunks.push_back(chunk);
       if (sequences[i].adapter) {
-        batch.adapters.push_back({sequences[i].adapter, sequences[i].scale, chunk.offset,
-                                  chunk.offset + chunk.length});
+        batch.adapters.push_back(
+            {sequences[i].adapter, sequences[i].scale, chunk.offset, chunk.offset + chunk.length});
       }
     }
     auto logits = model.Forward(batch, cache);

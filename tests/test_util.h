@@ -8,8 +8,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "server/kv_cache.h"
-#include "server/llama_model.h"
+#include "model/kv_cache.h"
+#include "model/llama_model.h"
 #include "tests/test_files.h"  // ReadFile, WriteFile, MakeTempDir
 
 namespace loramux::testing {
@@ -38,7 +38,7 @@ struct TestSequence {
 
 struct TestRun {
   std::vector<torch::Tensor> prompt_logits;  // per sequence [L, vocab]
-  std::vector<torch::Tensor> step_logits;    // per sequence [steps, vocab]; step 0 = last prompt row
+  std::vector<torch::Tensor> step_logits;  // per sequence [steps, vocab]; step 0 = last prompt row
   std::vector<std::vector<int64_t>> tokens;  // per sequence, greedy tokens
 };
 

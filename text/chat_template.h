@@ -54,7 +54,8 @@ class ChatTemplate {
                                                  const jinja::RenderLimits& limits = {});
 
   // messages: a JSON array of objects. extra_kwargs: a JSON object (or null).
-  absl::StatusOr<std::string> Render(const nlohmann::ordered_json& messages, bool add_generation_prompt,
+  absl::StatusOr<std::string> Render(const nlohmann::ordered_json& messages,
+                                     bool add_generation_prompt,
                                      const nlohmann::ordered_json& extra_kwargs) const;
   // The same from JSON text (messages_json / chat_template_kwargs_json of the API; "" = none).
   absl::StatusOr<std::string> RenderJson(std::string_view messages_json, bool add_generation_prompt,

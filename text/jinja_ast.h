@@ -37,7 +37,7 @@ struct Expr {
   Kind kind;
   int line = 0;
   Value literal;
-  std::string name;  // variable, attribute, filter or test name, or the operator
+  std::string name;      // variable, attribute, filter or test name, or the operator
   bool negated = false;  // kTest: `is not`
   std::vector<ExprPtr> args;
   std::vector<std::pair<std::string, ExprPtr>> keyword;
@@ -73,7 +73,7 @@ struct Stmt {
   std::vector<StmtList> bodies;      // kIf
   StmtList body;
   StmtList else_body;
-  std::vector<MacroParam> params;    // kMacro, kCallBlock
+  std::vector<MacroParam> params;  // kMacro, kCallBlock
 };
 
 }  // namespace loramux::jinja

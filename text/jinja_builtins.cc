@@ -8,10 +8,10 @@
 #include <optional>
 #include <unordered_map>
 
-#include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "text/jinja_interpreter.h"
 #include "text/jinja_strings.h"
@@ -37,21 +37,27 @@ bool BoolArg(const CallArgs& args, size_t pos, std::string_view name, bool fallb
   const Value* v = FindArg(args, pos, name);
   return v != nullptr ? v->Truthy() : fallback;
 }
-std::optional<std::string> OptionalStringArg(const CallArgs& args, size_t pos, std::string_view name) {
+std::optional<std::string> OptionalStringArg(const CallArgs& args, size_t pos,
+                                             std::string_view name) {
   const Value* v = FindArg(args, pos, name);
   if (v == nullptr || v->is_none() || v->is_undefined()) return std::nullopt;
-  if (!v->is_string()) FailInvalid(absl::StrCat("argument '", std::string(name), "' must be a string, not ", v->TypeName()));
+  if (!v->is_string())
+    FailInvalid(
+        absl::StrCat("argument '", std::string(name), "' must be a string, not ", v->TypeName()));
   return v->str();
 }
 std::string StringArg(const CallArgs& args, size_t pos, std::string_view name) {
   std::optional<std::string> s = OptionalStringArg(args, pos, name);
-  if (!s.has_value()) FailInvalid(absl::StrCat("missing string argument '", std::string(name), "'"));
+  if (!s.has_value())
+    FailInvalid(absl::StrCat("missing string argument '", std::string(name), "'"));
   return *s;
 }
 int64_t IntArg(const CallArgs& args, size_t pos, std::string_view name, int64_t fallback) {
   const Value* v = FindArg(args, pos, name);
   if (v == nullptr || v->is_none()) return fallback;
-  if (!v->is_int() && !v->is_bool()) FailInvalid(absl::StrCat("argument '", std::string(name), "' must be an integer, not ", v->TypeName()));
+  if (!v->is_int() && !v->is_bool())
+    FailInvalid(
+        absl::StrCat("argument '", std::string(name), "' must be an integer, not ", v->TypeName()));
   return v->int_value();
 }
 
@@ -92,7 +98,8 @@ Value GetAttrPath(const Value& item, const std::string& path) {
   size_t start = 0;
   while (start <= path.size()) {
     const size_t dot = path.find('.', start);
-    const std::string part = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    const std::string part =
+        path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
     int64_t index = 0;
     if (current.kind() == Value::Kind::kDict) {
       const Value* v = current.dict().Find(part);
@@ -198,7 +205,8 @@ std::string IndentText(const std::string& s, const std::string& indention, bool 
 
 using FilterFn = std::function<Value(Interpreter&, const Value&, CallArgs&)>;
 
-Value SelectOrReject(Interpreter& in, const Value& input, CallArgs& args, bool select, bool by_attribute) {
+Value SelectOrReject(Interpreter& in, const Value& input, CallArgs& args, bool select,
+                     bool by_attribute) {
   std::string attribute;
   size_t test_pos = 0;
   if (by_attribute) {
@@ -206,10 +214,12 @@ Value SelectOrReject(Interpreter& in, const Value& input, CallArgs& args, bool s
     test_pos = 1;
   }
   std::optional<std::string> test;
-  if (test_pos < args.positional.size()) test = RequireString(args.positional[test_pos], "select/reject's test name");
+  if (test_pos < args.positional.size())
+    test = RequireString(args.positional[test_pos], "select/reject's test name");
   if (test.has_value() && !IsImplementedTest(*test)) FailNotImplemented("test \"" + *test + "\"");
   CallArgs test_args;
-  for (size_t i = test_pos + 1; i < args.positional.size(); ++i) test_args.positional.push_back(args.positional[i]);
+  for (size_t i = test_pos + 1; i < args.positional.size(); ++i)
+    test_args.positional.push_back(args.positional[i]);
   std::vector<Value> out;
   for (const Value& item : Iterate(input)) {
     const Value subject = by_attribute ? GetAttrPath(item, attribute) : item;
@@ -264,7 +274,8 @@ Value SortFilter(const Value& input, CallArgs& args) {
 Value DictItems(const Value& input) {
   std::vector<Value> out;
   if (input.is_undefined()) return Value::List({});
-  if (input.kind() != Value::Kind::kDict) FailInvalid("items needs a mapping, got " + input.TypeName());
+  if (input.kind() != Value::Kind::kDict)
+    FailInvalid("items needs a mapping, got " + input.TypeName());
   for (const auto& [k, v] : input.dict().items) out.push_back(Value::Tuple({Value::String(k), v}));
   return Value::List(std::move(out));
 }
@@ -273,10 +284,13 @@ Value MinMax(const Value& input, CallArgs& args, bool want_max) {
   const bool case_sensitive = BoolArg(args, 0, "case_sensitive", false);
   const std::optional<std::string> attribute = OptionalStringArg(args, 1, "attribute");
   std::vector<Value> items = Iterate(input);
-  if (items.empty()) return Value::Undefined("no " + std::string(want_max ? "max" : "min") + " of an empty sequence");
+  if (items.empty())
+    return Value::Undefined("no " + std::string(want_max ? "max" : "min") +
+                            " of an empty sequence");
   size_t best = 0;
   auto key = [&](size_t i) {
-    return SortKey(attribute.has_value() ? GetAttrPath(items[i], *attribute) : items[i], case_sensitive);
+    return SortKey(attribute.has_value() ? GetAttrPath(items[i], *attribute) : items[i],
+                   case_sensitive);
   };
   for (size_t i = 1; i < items.size(); ++i) {
     if (want_max ? Less(key(best), key(i)) : Less(key(i), key(best))) best = i;
@@ -286,27 +300,34 @@ Value MinMax(const Value& input, CallArgs& args, bool want_max) {
 
 const std::unordered_map<std::string, FilterFn>& Filters() {
   static const auto* filters = new std::unordered_map<std::string, FilterFn>{
-      {"trim", [](Interpreter&, const Value& v, CallArgs& a) {
-         return Value::String(PyStrip(ToPythonStr(v), OptionalStringArg(a, 0, "chars"), true, true));
+      {"trim",
+       [](Interpreter&, const Value& v, CallArgs& a) {
+         return Value::String(
+             PyStrip(ToPythonStr(v), OptionalStringArg(a, 0, "chars"), true, true));
        }},
-      {"length", [](Interpreter&, const Value& v, CallArgs&) {
+      {"length",
+       [](Interpreter&, const Value& v, CallArgs&) {
          switch (v.kind()) {
            case Value::Kind::kUndefined: return Value::Int(0);
-           case Value::Kind::kString: return Value::Int(static_cast<int64_t>(CountCodePoints(v.str())));
+           case Value::Kind::kString:
+             return Value::Int(static_cast<int64_t>(CountCodePoints(v.str())));
            case Value::Kind::kList: return Value::Int(static_cast<int64_t>(v.list().size()));
            case Value::Kind::kDict: return Value::Int(static_cast<int64_t>(v.dict().items.size()));
            default: FailInvalid("object of type '" + v.TypeName() + "' has no len()");
          }
        }},
-      {"tojson", [](Interpreter&, const Value& v, CallArgs& a) {
+      {"tojson",
+       [](Interpreter&, const Value& v, CallArgs& a) {
          JsonOptions options;
          options.ensure_ascii = BoolArg(a, 99, "ensure_ascii", false);
          const Value indent = Arg(a, 0, "indent", Value::None());
-         if (indent.is_int()) options.indent = static_cast<int>(std::clamp<int64_t>(indent.int_value(), 0, 64));
-         else if (!indent.is_none()) FailNotImplemented("tojson with a non-integer indent");
+         if (indent.is_int())
+           options.indent = static_cast<int>(std::clamp<int64_t>(indent.int_value(), 0, 64));
+         else if (!indent.is_none())
+           FailNotImplemented("tojson with a non-integer indent");
          const Value separators = Arg(a, 99, "separators", Value::None());
-         if (separators.is_list() && separators.list().size() == 2 && separators.list()[0].is_string() &&
-             separators.list()[1].is_string()) {
+         if (separators.is_list() && separators.list().size() == 2 &&
+             separators.list()[0].is_string() && separators.list()[1].is_string()) {
            options.item_separator = separators.list()[0].str();
            options.key_separator = separators.list()[1].str();
          } else if (!separators.is_none()) {
@@ -315,7 +336,8 @@ const std::unordered_map<std::string, FilterFn>& Filters() {
          options.sort_keys = BoolArg(a, 99, "sort_keys", false);
          return Value::String(ToJson(v, options));
        }},
-      {"join", [](Interpreter& in, const Value& v, CallArgs& a) {
+      {"join",
+       [](Interpreter& in, const Value& v, CallArgs& a) {
          const std::string separator = Arg(a, 0, "d", Value::String("")).str();
          const std::optional<std::string> attribute = OptionalStringArg(a, 1, "attribute");
          std::string out;
@@ -328,41 +350,58 @@ const std::unordered_map<std::string, FilterFn>& Filters() {
          }
          return Value::String(std::move(out));
        }},
-      {"first", [](Interpreter&, const Value& v, CallArgs&) {
+      {"first",
+       [](Interpreter&, const Value& v, CallArgs&) {
          std::vector<Value> items = Iterate(v);
-         return items.empty() ? Value::Undefined("no first item of an empty sequence") : items.front();
+         return items.empty() ? Value::Undefined("no first item of an empty sequence")
+                              : items.front();
        }},
-      {"last", [](Interpreter&, const Value& v, CallArgs&) {
+      {"last",
+       [](Interpreter&, const Value& v, CallArgs&) {
          std::vector<Value> items = Iterate(v);
-         return items.empty() ? Value::Undefined("no last item of an empty sequence") : items.back();
+         return items.empty() ? Value::Undefined("no last item of an empty sequence")
+                              : items.back();
        }},
-      {"default", [](Interpreter&, const Value& v, CallArgs& a) {
+      {"default",
+       [](Interpreter&, const Value& v, CallArgs& a) {
          const bool boolean = BoolArg(a, 1, "boolean", false);
-         if (v.is_undefined() || (boolean && !v.Truthy())) return Arg(a, 0, "default_value", Value::String(""));
+         if (v.is_undefined() || (boolean && !v.Truthy()))
+           return Arg(a, 0, "default_value", Value::String(""));
          return v;
        }},
-      {"upper", [](Interpreter&, const Value& v, CallArgs&) { return Value::String(PyUpper(ToPythonStr(v))); }},
-      {"lower", [](Interpreter&, const Value& v, CallArgs&) { return Value::String(PyLower(ToPythonStr(v))); }},
-      {"capitalize", [](Interpreter&, const Value& v, CallArgs&) { return Value::String(PyCapitalize(ToPythonStr(v))); }},
-      {"title", [](Interpreter&, const Value& v, CallArgs&) { return Value::String(PyTitle(ToPythonStr(v))); }},
+      {"upper", [](Interpreter&, const Value& v,
+                   CallArgs&) { return Value::String(PyUpper(ToPythonStr(v))); }},
+      {"lower", [](Interpreter&, const Value& v,
+                   CallArgs&) { return Value::String(PyLower(ToPythonStr(v))); }},
+      {"capitalize", [](Interpreter&, const Value& v,
+                        CallArgs&) { return Value::String(PyCapitalize(ToPythonStr(v))); }},
+      {"title", [](Interpreter&, const Value& v,
+                   CallArgs&) { return Value::String(PyTitle(ToPythonStr(v))); }},
       {"list", [](Interpreter&, const Value& v, CallArgs&) { return Value::List(Iterate(v)); }},
       {"map", MapFilter},
-      {"select", [](Interpreter& in, const Value& v, CallArgs& a) { return SelectOrReject(in, v, a, true, false); }},
-      {"reject", [](Interpreter& in, const Value& v, CallArgs& a) { return SelectOrReject(in, v, a, false, false); }},
-      {"selectattr", [](Interpreter& in, const Value& v, CallArgs& a) { return SelectOrReject(in, v, a, true, true); }},
-      {"rejectattr", [](Interpreter& in, const Value& v, CallArgs& a) { return SelectOrReject(in, v, a, false, true); }},
-      {"string", [](Interpreter&, const Value& v, CallArgs&) { return Value::String(ToPythonStr(v)); }},
-      {"int", [](Interpreter&, const Value& v, CallArgs& a) {
+      {"select", [](Interpreter& in, const Value& v,
+                    CallArgs& a) { return SelectOrReject(in, v, a, true, false); }},
+      {"reject", [](Interpreter& in, const Value& v,
+                    CallArgs& a) { return SelectOrReject(in, v, a, false, false); }},
+      {"selectattr", [](Interpreter& in, const Value& v,
+                        CallArgs& a) { return SelectOrReject(in, v, a, true, true); }},
+      {"rejectattr", [](Interpreter& in, const Value& v,
+                        CallArgs& a) { return SelectOrReject(in, v, a, false, true); }},
+      {"string",
+       [](Interpreter&, const Value& v, CallArgs&) { return Value::String(ToPythonStr(v)); }},
+      {"int",
+       [](Interpreter&, const Value& v, CallArgs& a) {
          return ToInt(v, Arg(a, 0, "default", Value::Int(0)), IntArg(a, 1, "base", 10));
        }},
-      {"float", [](Interpreter&, const Value& v, CallArgs& a) {
-         return ToFloat(v, Arg(a, 0, "default", Value::Float(0)));
+      {"float", [](Interpreter&, const Value& v,
+                   CallArgs& a) { return ToFloat(v, Arg(a, 0, "default", Value::Float(0))); }},
+      {"replace",
+       [](Interpreter&, const Value& v, CallArgs& a) {
+         return Value::String(PyReplace(ToPythonStr(v), StringArg(a, 0, "old"),
+                                        StringArg(a, 1, "new"), IntArg(a, 2, "count", -1)));
        }},
-      {"replace", [](Interpreter&, const Value& v, CallArgs& a) {
-         return Value::String(PyReplace(ToPythonStr(v), StringArg(a, 0, "old"), StringArg(a, 1, "new"),
-                                        IntArg(a, 2, "count", -1)));
-       }},
-      {"round", [](Interpreter&, const Value& v, CallArgs& a) {
+      {"round",
+       [](Interpreter&, const Value& v, CallArgs& a) {
          if (!v.is_number()) FailInvalid("round needs a number, got " + v.TypeName());
          const int64_t precision = IntArg(a, 0, "precision", 0);
          const std::string method = Arg(a, 1, "method", Value::String("common")).str();
@@ -372,7 +411,8 @@ const std::unordered_map<std::string, FilterFn>& Filters() {
          if (method == "floor") return Value::Float(std::floor(v.number_value() * scale) / scale);
          FailInvalid("round's method must be common, ceil or floor");
        }},
-      {"abs", [](Interpreter&, const Value& v, CallArgs&) {
+      {"abs",
+       [](Interpreter&, const Value& v, CallArgs&) {
          if (v.is_float()) return Value::Float(std::fabs(v.number_value()));
          if (v.is_int() || v.is_bool()) {
            if (v.int_value() == INT64_MIN) FailInvalid("integer overflow in abs");
@@ -380,13 +420,15 @@ const std::unordered_map<std::string, FilterFn>& Filters() {
          }
          FailInvalid("bad operand type for abs(): '" + v.TypeName() + "'");
        }},
-      {"unique", [](Interpreter&, const Value& v, CallArgs& a) {
+      {"unique",
+       [](Interpreter&, const Value& v, CallArgs& a) {
          const bool case_sensitive = BoolArg(a, 0, "case_sensitive", false);
          const std::optional<std::string> attribute = OptionalStringArg(a, 1, "attribute");
          std::vector<Value> out;
          std::vector<Value> seen;
          for (const Value& item : Iterate(v)) {
-           Value key = SortKey(attribute.has_value() ? GetAttrPath(item, *attribute) : item, case_sensitive);
+           Value key = SortKey(attribute.has_value() ? GetAttrPath(item, *attribute) : item,
+                               case_sensitive);
            bool duplicate = false;
            for (const Value& s : seen) duplicate = duplicate || Equal(s, key);
            if (duplicate) continue;
@@ -397,7 +439,8 @@ const std::unordered_map<std::string, FilterFn>& Filters() {
        }},
       {"sort", [](Interpreter&, const Value& v, CallArgs& a) { return SortFilter(v, a); }},
       {"items", [](Interpreter&, const Value& v, CallArgs&) { return DictItems(v); }},
-      {"dictsort", [](Interpreter&, const Value& v, CallArgs& a) {
+      {"dictsort",
+       [](Interpreter&, const Value& v, CallArgs& a) {
          const bool case_sensitive = BoolArg(a, 0, "case_sensitive", false);
          const std::string by = Arg(a, 1, "by", Value::String("key")).str();
          const bool reverse = BoolArg(a, 2, "reverse", false);
@@ -411,13 +454,15 @@ const std::unordered_map<std::string, FilterFn>& Filters() {
          });
          return Value::List(std::move(items));
        }},
-      {"indent", [](Interpreter&, const Value& v, CallArgs& a) {
+      {"indent",
+       [](Interpreter&, const Value& v, CallArgs& a) {
          const Value width = Arg(a, 0, "width", Value::Int(4));
          std::string indention;
          if (width.is_string()) {
            indention = width.str();
          } else if (width.is_int()) {
-           indention.assign(static_cast<size_t>(std::clamp<int64_t>(width.int_value(), 0, 1024)), ' ');
+           indention.assign(static_cast<size_t>(std::clamp<int64_t>(width.int_value(), 0, 1024)),
+                            ' ');
          } else {
            FailInvalid("indent's width must be an integer or a string");
          }
@@ -425,26 +470,32 @@ const std::unordered_map<std::string, FilterFn>& Filters() {
                                          BoolArg(a, 2, "blank", false)));
        }},
       {"safe", [](Interpreter&, const Value& v, CallArgs&) { return v; }},
-      {"escape", [](Interpreter&, const Value& v, CallArgs&) { return Value::String(HtmlEscape(ToPythonStr(v))); }},
-      {"e", [](Interpreter&, const Value& v, CallArgs&) { return Value::String(HtmlEscape(ToPythonStr(v))); }},
-      {"attr", [](Interpreter&, const Value& v, CallArgs& a) {
+      {"escape", [](Interpreter&, const Value& v,
+                    CallArgs&) { return Value::String(HtmlEscape(ToPythonStr(v))); }},
+      {"e", [](Interpreter&, const Value& v,
+               CallArgs&) { return Value::String(HtmlEscape(ToPythonStr(v))); }},
+      {"attr",
+       [](Interpreter&, const Value& v, CallArgs& a) {
          const std::string name = StringArg(a, 0, "name");
          if (v.kind() == Value::Kind::kDict) {
            if (const Value* item = v.dict().Find(name)) return *item;
          }
          return GetMethod(v, name);
        }},
-      {"sum", [](Interpreter& in, const Value& v, CallArgs& a) {
+      {"sum",
+       [](Interpreter& in, const Value& v, CallArgs& a) {
          const std::optional<std::string> attribute = OptionalStringArg(a, 0, "attribute");
          Value total = Arg(a, 1, "start", Value::Int(0));
          for (const Value& item : Iterate(v)) {
            const Value x = attribute.has_value() ? GetAttrPath(item, *attribute) : item;
-           if (!x.is_number() || !total.is_number()) FailInvalid("sum needs numbers, got " + x.TypeName());
+           if (!x.is_number() || !total.is_number())
+             FailInvalid("sum needs numbers, got " + x.TypeName());
            if (x.is_float() || total.is_float()) {
              total = Value::Float(total.number_value() + x.number_value());
            } else {
              int64_t r;
-             if (__builtin_add_overflow(total.int_value(), x.int_value(), &r)) FailInvalid("integer overflow in sum");
+             if (__builtin_add_overflow(total.int_value(), x.int_value(), &r))
+               FailInvalid("integer overflow in sum");
              total = Value::Int(r);
            }
          }
@@ -452,7 +503,8 @@ const std::unordered_map<std::string, FilterFn>& Filters() {
        }},
       {"min", [](Interpreter&, const Value& v, CallArgs& a) { return MinMax(v, a, false); }},
       {"max", [](Interpreter&, const Value& v, CallArgs& a) { return MinMax(v, a, true); }},
-      {"reverse", [](Interpreter&, const Value& v, CallArgs&) {
+      {"reverse",
+       [](Interpreter&, const Value& v, CallArgs&) {
          if (v.is_string()) {
            std::vector<uint32_t> cps = DecodeUtf8(v.str());
            std::reverse(cps.begin(), cps.end());
@@ -467,8 +519,8 @@ const std::unordered_map<std::string, FilterFn>& Filters() {
 }
 
 const std::unordered_map<std::string, std::string>& FilterAliases() {
-  static const auto* aliases = new std::unordered_map<std::string, std::string>{
-      {"count", "length"}, {"d", "default"}};
+  static const auto* aliases =
+      new std::unordered_map<std::string, std::string>{{"count", "length"}, {"d", "default"}};
   return *aliases;
 }
 
@@ -491,39 +543,52 @@ const std::unordered_map<std::string, TestFn>& Tests() {
       {"undefined", [](Interpreter&, const Value& v, CallArgs&) { return v.is_undefined(); }},
       {"none", [](Interpreter&, const Value& v, CallArgs&) { return v.is_none(); }},
       {"boolean", [](Interpreter&, const Value& v, CallArgs&) { return v.is_bool(); }},
-      {"true", [](Interpreter&, const Value& v, CallArgs&) { return v.is_bool() && v.bool_value(); }},
-      {"false", [](Interpreter&, const Value& v, CallArgs&) { return v.is_bool() && !v.bool_value(); }},
+      {"true",
+       [](Interpreter&, const Value& v, CallArgs&) { return v.is_bool() && v.bool_value(); }},
+      {"false",
+       [](Interpreter&, const Value& v, CallArgs&) { return v.is_bool() && !v.bool_value(); }},
       {"integer", [](Interpreter&, const Value& v, CallArgs&) { return IsInteger(v); }},
       {"float", [](Interpreter&, const Value& v, CallArgs&) { return v.is_float(); }},
       {"number", [](Interpreter&, const Value& v, CallArgs&) { return v.is_number(); }},
       {"string", [](Interpreter&, const Value& v, CallArgs&) { return v.is_string(); }},
       {"mapping", [](Interpreter&, const Value& v, CallArgs&) { return v.is_dict(); }},
-      {"iterable", [](Interpreter&, const Value& v, CallArgs&) {
+      {"iterable",
+       [](Interpreter&, const Value& v, CallArgs&) {
          return v.is_undefined() || v.is_string() || v.is_list() || v.is_dict();
        }},
-      {"sequence", [](Interpreter&, const Value& v, CallArgs&) { return v.is_string() || v.is_list() || v.is_dict(); }},
+      {"sequence", [](Interpreter&, const Value& v,
+                      CallArgs&) { return v.is_string() || v.is_list() || v.is_dict(); }},
       {"callable", [](Interpreter&, const Value& v, CallArgs&) { return v.is_function(); }},
-      {"even", [](Interpreter&, const Value& v, CallArgs&) {
+      {"even",
+       [](Interpreter&, const Value& v, CallArgs&) {
          if (!v.is_int() && !v.is_bool()) FailInvalid("even needs an integer, got " + v.TypeName());
          return v.int_value() % 2 == 0;
        }},
-      {"odd", [](Interpreter&, const Value& v, CallArgs&) {
+      {"odd",
+       [](Interpreter&, const Value& v, CallArgs&) {
          if (!v.is_int() && !v.is_bool()) FailInvalid("odd needs an integer, got " + v.TypeName());
          return v.int_value() % 2 != 0;
        }},
-      {"divisibleby", [](Interpreter&, const Value& v, CallArgs& a) {
+      {"divisibleby",
+       [](Interpreter&, const Value& v, CallArgs& a) {
          const int64_t n = IntArg(a, 0, "num", 0);
          if (n == 0) FailInvalid("divisibleby 0");
-         if (!v.is_int() && !v.is_bool()) FailInvalid("divisibleby needs an integer, got " + v.TypeName());
+         if (!v.is_int() && !v.is_bool())
+           FailInvalid("divisibleby needs an integer, got " + v.TypeName());
          return v.int_value() % n == 0;
        }},
-      {"lower", [](Interpreter&, const Value& v, CallArgs&) { return v.is_string() && PyLower(v.str()) == v.str(); }},
-      {"upper", [](Interpreter&, const Value& v, CallArgs&) { return v.is_string() && PyUpper(v.str()) == v.str(); }},
-      {"in", [](Interpreter&, const Value& v, CallArgs& a) {
+      {"lower", [](Interpreter&, const Value& v,
+                   CallArgs&) { return v.is_string() && PyLower(v.str()) == v.str(); }},
+      {"upper", [](Interpreter&, const Value& v,
+                   CallArgs&) { return v.is_string() && PyUpper(v.str()) == v.str(); }},
+      {"in",
+       [](Interpreter&, const Value& v, CallArgs& a) {
          const Value* seq = FindArg(a, 0, "seq");
          if (seq == nullptr) FailInvalid("the in test needs a sequence");
-         if (seq->is_string()) return v.is_string() && seq->str().find(v.str()) != std::string::npos;
-         if (seq->kind() == Value::Kind::kDict) return v.is_string() && seq->dict().Find(v.str()) != nullptr;
+         if (seq->is_string())
+           return v.is_string() && seq->str().find(v.str()) != std::string::npos;
+         if (seq->kind() == Value::Kind::kDict)
+           return v.is_string() && seq->dict().Find(v.str()) != nullptr;
          for (const Value& item : Iterate(*seq)) {
            if (Equal(item, v)) return true;
          }
@@ -549,20 +614,23 @@ const std::unordered_map<std::string, TestFn>& Tests() {
 
 const std::unordered_map<std::string, std::string>& TestAliases() {
   static const auto* aliases = new std::unordered_map<std::string, std::string>{
-      {"equalto", "eq"}, {"==", "eq"}, {"!=", "ne"}, {"lessthan", "lt"}, {"<", "lt"},
-      {"greaterthan", "gt"}, {">", "gt"}, {"<=", "le"}, {">=", "ge"}};
+      {"equalto", "eq"},     {"==", "eq"}, {"!=", "ne"}, {"lessthan", "lt"}, {"<", "lt"},
+      {"greaterthan", "gt"}, {">", "gt"},  {"<=", "le"}, {">=", "ge"}};
   return *aliases;
 }
 
-std::string Canonical(const std::unordered_map<std::string, std::string>& aliases, const std::string& name) {
+std::string Canonical(const std::unordered_map<std::string, std::string>& aliases,
+                      const std::string& name) {
   auto it = aliases.find(name);
   return it == aliases.end() ? name : it->second;
 }
 
 // ---- methods ----
 
-Value Bind(const Value& self, const std::string& qualified, std::function<Value(const Value&, CallArgs&)> fn) {
-  return Value::MakeFunction(qualified, [self, fn](Interpreter&, CallArgs& args) { return fn(self, args); });
+Value Bind(const Value& self, const std::string& qualified,
+           std::function<Value(const Value&, CallArgs&)> fn) {
+  return Value::MakeFunction(qualified,
+                             [self, fn](Interpreter&, CallArgs& args) { return fn(self, args); });
 }
 
 std::string PyFormat(const std::string& format, const CallArgs& args) {
@@ -587,7 +655,8 @@ std::string PyFormat(const std::string& format, const CallArgs& args) {
     const size_t close = format.find('}', i);
     if (close == std::string::npos) FailInvalid("str.format: single '{' in the format string");
     const std::string field = format.substr(i + 1, close - i - 1);
-    if (field.find_first_of(":!.[") != std::string::npos) FailNotImplemented("str.format with format specs or conversions");
+    if (field.find_first_of(":!.[") != std::string::npos)
+      FailNotImplemented("str.format with format specs or conversions");
     const Value* v = nullptr;
     size_t index = 0;
     if (field.empty()) {
@@ -608,7 +677,8 @@ std::string PyFormat(const std::string& format, const CallArgs& args) {
 bool PrefixTest(const Value& self, const CallArgs& a, bool suffix) {
   const Value* arg = FindArg(a, 0, "prefix");
   if (arg == nullptr) FailInvalid("startswith/endswith needs an argument");
-  std::vector<Value> candidates = arg->is_tuple() || arg->is_list() ? arg->list() : std::vector<Value>{*arg};
+  std::vector<Value> candidates =
+      arg->is_tuple() || arg->is_list() ? arg->list() : std::vector<Value>{*arg};
   for (const Value& c : candidates) {
     const std::string& s = RequireString(c, "startswith/endswith");
     if (suffix ? absl::EndsWith(self.str(), s) : absl::StartsWith(self.str(), s)) return true;
@@ -631,32 +701,47 @@ Value StringMethod(const Value& self, const std::string& name) {
       std::optional<std::string> sep = OptionalStringArg(a, 0, "sep");
       if (sep.has_value() && sep->empty()) FailInvalid("str.split: empty separator");
       std::vector<Value> parts;
-      for (auto& p : PySplit(s.str(), sep, IntArg(a, 1, "maxsplit", -1))) parts.push_back(Value::String(std::move(p)));
+      for (auto& p : PySplit(s.str(), sep, IntArg(a, 1, "maxsplit", -1)))
+        parts.push_back(Value::String(std::move(p)));
       return Value::List(std::move(parts));
     });
   }
   if (name == "startswith" || name == "endswith") {
     const bool suffix = name == "endswith";
-    return Bind(self, q, [suffix](const Value& s, A& a) { return Value::Bool(PrefixTest(s, a, suffix)); });
+    return Bind(self, q,
+                [suffix](const Value& s, A& a) { return Value::Bool(PrefixTest(s, a, suffix)); });
   }
   if (name == "replace") {
     return Bind(self, q, [](const Value& s, A& a) {
-      return Value::String(PyReplace(s.str(), StringArg(a, 0, "old"), StringArg(a, 1, "new"), IntArg(a, 2, "count", -1)));
+      return Value::String(PyReplace(s.str(), StringArg(a, 0, "old"), StringArg(a, 1, "new"),
+                                     IntArg(a, 2, "count", -1)));
     });
   }
-  if (name == "upper") return Bind(self, q, [](const Value& s, A&) { return Value::String(PyUpper(s.str())); });
-  if (name == "lower") return Bind(self, q, [](const Value& s, A&) { return Value::String(PyLower(s.str())); });
-  if (name == "title") return Bind(self, q, [](const Value& s, A&) { return Value::String(PyTitle(s.str())); });
-  if (name == "capitalize") return Bind(self, q, [](const Value& s, A&) { return Value::String(PyCapitalize(s.str())); });
-  if (name == "find") return Bind(self, q, [](const Value& s, A& a) { return Value::Int(PyFind(s.str(), StringArg(a, 0, "sub"))); });
-  if (name == "count") return Bind(self, q, [](const Value& s, A& a) { return Value::Int(PyCount(s.str(), StringArg(a, 0, "sub"))); });
-  if (name == "format") return Bind(self, q, [](const Value& s, A& a) { return Value::String(PyFormat(s.str(), a)); });
+  if (name == "upper")
+    return Bind(self, q, [](const Value& s, A&) { return Value::String(PyUpper(s.str())); });
+  if (name == "lower")
+    return Bind(self, q, [](const Value& s, A&) { return Value::String(PyLower(s.str())); });
+  if (name == "title")
+    return Bind(self, q, [](const Value& s, A&) { return Value::String(PyTitle(s.str())); });
+  if (name == "capitalize")
+    return Bind(self, q, [](const Value& s, A&) { return Value::String(PyCapitalize(s.str())); });
+  if (name == "find")
+    return Bind(self, q, [](const Value& s, A& a) {
+      return Value::Int(PyFind(s.str(), StringArg(a, 0, "sub")));
+    });
+  if (name == "count")
+    return Bind(self, q, [](const Value& s, A& a) {
+      return Value::Int(PyCount(s.str(), StringArg(a, 0, "sub")));
+    });
+  if (name == "format")
+    return Bind(self, q, [](const Value& s, A& a) { return Value::String(PyFormat(s.str(), a)); });
   if (name == "removeprefix" || name == "removesuffix") {
     const bool suffix = name == "removesuffix";
     return Bind(self, q, [suffix](const Value& s, A& a) {
       const std::string& v = s.str();
       const std::string affix = StringArg(a, 0, suffix ? "suffix" : "prefix");
-      if (suffix && absl::EndsWith(v, affix)) return Value::String(v.substr(0, v.size() - affix.size()));
+      if (suffix && absl::EndsWith(v, affix))
+        return Value::String(v.substr(0, v.size() - affix.size()));
       if (!suffix && absl::StartsWith(v, affix)) return Value::String(v.substr(affix.size()));
       return s;
     });
@@ -742,7 +827,8 @@ Value ListMethod(const Value& self, const std::string& name) {
     const bool index = name == "index";
     return Bind(self, "list." + name, [index](const Value& l, A& a) {
       const Value* x = FindArg(a, 0, "value");
-      if (x == nullptr) FailInvalid("list." + std::string(index ? "index" : "count") + " needs a value");
+      if (x == nullptr)
+        FailInvalid("list." + std::string(index ? "index" : "count") + " needs a value");
       int64_t n = 0;
       for (size_t i = 0; i < l.list().size(); ++i) {
         if (!Equal(l.list()[i], *x)) continue;
@@ -759,7 +845,8 @@ Value ListMethod(const Value& self, const std::string& name) {
 // Methods that mutate a list or dict: transformers' ImmutableSandboxedEnvironment refuses them.
 bool IsMutatingMethod(const Value& self, const std::string& name) {
   static const char* kDict[] = {"pop", "popitem", "setdefault", "update", "clear"};
-  static const char* kList[] = {"append", "extend", "insert", "pop", "remove", "reverse", "sort", "clear"};
+  static const char* kList[] = {"append", "extend",  "insert", "pop",
+                                "remove", "reverse", "sort",   "clear"};
   auto in = [&](const auto& names) {
     for (const char* n : names) {
       if (name == n) return true;
@@ -771,13 +858,16 @@ bool IsMutatingMethod(const Value& self, const std::string& name) {
 
 // Python methods loramux does not implement: calling one fails naming it, never silently.
 bool IsKnownPythonMethod(const Value& self, const std::string& name) {
-  static const char* kStr[] = {"casefold", "center", "encode", "expandtabs", "format_map", "index",
-                               "isalnum", "isalpha", "isascii", "isdecimal", "isidentifier", "islower",
-                               "isnumeric", "isprintable", "istitle", "isupper", "ljust", "partition",
-                               "rfind", "rindex", "rjust", "rpartition", "rsplit", "swapcase", "translate",
-                               "zfill", "maketrans"};
-  static const char* kDict[] = {"copy", "fromkeys", "pop", "popitem", "setdefault", "update", "clear"};
-  static const char* kList[] = {"copy", "append", "extend", "insert", "pop", "remove", "reverse", "sort", "clear"};
+  static const char* kStr[] = {
+      "casefold",  "center",      "encode",   "expandtabs", "format_map",   "index",
+      "isalnum",   "isalpha",     "isascii",  "isdecimal",  "isidentifier", "islower",
+      "isnumeric", "isprintable", "istitle",  "isupper",    "ljust",        "partition",
+      "rfind",     "rindex",      "rjust",    "rpartition", "rsplit",       "swapcase",
+      "translate", "zfill",       "maketrans"};
+  static const char* kDict[] = {"copy",       "fromkeys", "pop",  "popitem",
+                                "setdefault", "update",   "clear"};
+  static const char* kList[] = {"copy",   "append",  "extend", "insert", "pop",
+                                "remove", "reverse", "sort",   "clear"};
   auto in = [&](const auto& names) {
     for (const char* n : names) {
       if (name == n) return true;
@@ -834,15 +924,16 @@ Value GetMethod(const Value& object, const std::string& name) {
     const std::string what = object.TypeName() + "." + name;
     return Value::MakeFunction(what, [what](Interpreter&, CallArgs&) -> Value {
       Fail(absl::StatusCode::kFailedPrecondition,
-           "chat template calls " + what + "(), which transformers' sandbox forbids (templates may not "
-           "modify lists or dicts); fix the model's chat template");
+           "chat template calls " + what +
+               "(), which transformers' sandbox forbids (templates may not "
+               "modify lists or dicts); fix the model's chat template");
     });
   }
   if (IsKnownPythonMethod(object, name)) {
     const std::string what = "the " + object.TypeName() + " method \"" + name + "\"";
-    return Value::MakeFunction(object.TypeName() + "." + name, [what](Interpreter&, CallArgs&) -> Value {
-      FailNotImplemented(what);
-    });
+    return Value::MakeFunction(
+        object.TypeName() + "." + name,
+        [what](Interpreter&, CallArgs&) -> Value { FailNotImplemented(what); });
   }
   return Value();
 }
@@ -861,13 +952,16 @@ Value GetGlobal(const std::string& name) {
         FailInvalid("range expects 1 to 3 integer arguments");
       }
       if (step == 0) FailInvalid("range() arg 3 must not be zero");
-      const double count = std::max(0.0, std::ceil((static_cast<double>(stop) - start) / static_cast<double>(step)));
+      const double count =
+          std::max(0.0, std::ceil((static_cast<double>(stop) - start) / static_cast<double>(step)));
       if (count > static_cast<double>(in.limits().max_range)) {
         Fail(absl::StatusCode::kResourceExhausted,
-             absl::StrCat("range() of ", count, " items is larger than the limit ", in.limits().max_range));
+             absl::StrCat("range() of ", count, " items is larger than the limit ",
+                          in.limits().max_range));
       }
       std::vector<Value> items;
-      for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) items.push_back(Value::Int(i));
+      for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step)
+        items.push_back(Value::Int(i));
       return Value::List(std::move(items));
     });
   }
@@ -890,7 +984,8 @@ Value GetGlobal(const std::string& name) {
     });
   }
   if (name == "strftime_now") {
-    return Value::MakeFunction(name, [](Interpreter&, CallArgs& a) { return Strftime(StringArg(a, 0, "format")); });
+    return Value::MakeFunction(
+        name, [](Interpreter&, CallArgs& a) { return Strftime(StringArg(a, 0, "format")); });
   }
   if (name == "cycler" || name == "joiner" || name == "lipsum") {
     return Value::MakeFunction(name, [name](Interpreter&, CallArgs&) -> Value {

@@ -20,7 +20,8 @@ std::string ObjectName(const Value& v) { return "'" + v.TypeName() + " object'";
 void SliceIndices(int64_t n, const Value& start_v, const Value& stop_v, const Value& step_v,
                   int64_t& start, int64_t& stop, int64_t& step) {
   auto as_int = [](const Value& v, const char* what) {
-    if (!v.is_int() && !v.is_bool()) FailInvalid(std::string("slice ") + what + " must be an integer or none");
+    if (!v.is_int() && !v.is_bool())
+      FailInvalid(std::string("slice ") + what + " must be an integer or none");
     return v.int_value();
   };
   step = step_v.is_none() || step_v.is_undefined() ? 1 : as_int(step_v, "step");
@@ -41,7 +42,8 @@ void SliceIndices(int64_t n, const Value& start_v, const Value& stop_v, const Va
 }
 
 template <typename T>
-std::vector<T> SliceVector(const std::vector<T>& items, const Value& a, const Value& b, const Value& c) {
+std::vector<T> SliceVector(const std::vector<T>& items, const Value& a, const Value& b,
+                           const Value& c) {
   int64_t start, stop, step;
   SliceIndices(static_cast<int64_t>(items.size()), a, b, c, start, stop, step);
   std::vector<T> out;
@@ -87,18 +89,19 @@ std::string Interpreter::Render(const StmtList& program) {
 
 void Interpreter::Step() {
   if (++steps_ > limits_.max_steps) {
-    Fail(absl::StatusCode::kResourceExhausted,
-         absl::StrCat("chat template ran more than ", limits_.max_steps,
-                      " steps (statements, loop iterations and calls); the conversation is too long "
-                      "or the template does not terminate"));
+    Fail(
+        absl::StatusCode::kResourceExhausted,
+        absl::StrCat("chat template ran more than ", limits_.max_steps,
+                     " steps (statements, loop iterations and calls); the conversation is too long "
+                     "or the template does not terminate"));
   }
 }
 
 void Interpreter::CheckSize(size_t n) const {
   if (n > limits_.max_output_bytes) {
     Fail(absl::StatusCode::kResourceExhausted,
-         absl::StrCat("chat template built a value or output larger than ", limits_.max_output_bytes,
-                      " bytes/items (line ", line_, ")"));
+         absl::StrCat("chat template built a value or output larger than ",
+                      limits_.max_output_bytes, " bytes/items (line ", line_, ")"));
   }
 }
 
@@ -150,12 +153,8 @@ Interpreter::Flow Interpreter::Exec(const Stmt& stmt, Scope& scope) {
   Step();
   line_ = stmt.line;
   switch (stmt.kind) {
-    case Stmt::Kind::kText:
-      Emit(stmt.text);
-      return Flow::kNormal;
-    case Stmt::Kind::kOutput:
-      Emit(ToPythonStr(Eval(*stmt.expr, scope)));
-      return Flow::kNormal;
+    case Stmt::Kind::kText: Emit(stmt.text); return Flow::kNormal;
+    case Stmt::Kind::kOutput: Emit(ToPythonStr(Eval(*stmt.expr, scope))); return Flow::kNormal;
     case Stmt::Kind::kIf:
       for (size_t i = 0; i < stmt.conditions.size(); ++i) {
         if (Eval(*stmt.conditions[i], scope).Truthy()) return ExecBody(stmt.bodies[i], scope);
@@ -166,15 +165,9 @@ Interpreter::Flow Interpreter::Exec(const Stmt& stmt, Scope& scope) {
       ExecFor(stmt, scope, flow);
       return Flow::kNormal;
     }
-    case Stmt::Kind::kSet:
-      ExecSet(stmt, scope);
-      return Flow::kNormal;
-    case Stmt::Kind::kMacro:
-      DefineMacro(stmt, scope);
-      return Flow::kNormal;
-    case Stmt::Kind::kCallBlock:
-      ExecCallBlock(stmt, scope);
-      return Flow::kNormal;
+    case Stmt::Kind::kSet: ExecSet(stmt, scope); return Flow::kNormal;
+    case Stmt::Kind::kMacro: DefineMacro(stmt, scope); return Flow::kNormal;
+    case Stmt::Kind::kCallBlock: ExecCallBlock(stmt, scope); return Flow::kNormal;
     case Stmt::Kind::kFilterBlock: {
       Scope inner;
       inner.parent = &scope;
@@ -182,10 +175,8 @@ Interpreter::Flow Interpreter::Exec(const Stmt& stmt, Scope& scope) {
       Emit(ToPythonStr(Eval(*stmt.expr, inner)));
       return Flow::kNormal;
     }
-    case Stmt::Kind::kBreak:
-      return Flow::kBreak;
-    case Stmt::Kind::kContinue:
-      return Flow::kContinue;
+    case Stmt::Kind::kBreak: return Flow::kBreak;
+    case Stmt::Kind::kContinue: return Flow::kContinue;
   }
   return Flow::kNormal;
 }
@@ -199,7 +190,8 @@ void Bind(const std::vector<std::string>& targets, const Value& item, Map& vars)
     return;
   }
   if (!item.is_list() || item.list().size() != targets.size()) {
-    FailInvalid(absl::StrCat("cannot unpack ", item.TypeName(), " into ", targets.size(), " names"));
+    FailInvalid(
+        absl::StrCat("cannot unpack ", item.TypeName(), " into ", targets.size(), " names"));
   }
   for (size_t i = 0; i < targets.size(); ++i) vars[targets[i]] = item.list()[i];
 }
@@ -242,12 +234,12 @@ void Interpreter::ExecFor(const Stmt& stmt, Scope& scope, Flow& flow) {
     loop.Set("previtem", i > 0 ? items[i - 1] : Value::Undefined("there is no previous item"));
     loop.Set("nextitem", i + 1 < n ? items[i + 1] : Value::Undefined("there is no next item"));
     loop.Set("cycle", Value::MakeFunction("loop.cycle", [i](Interpreter&, CallArgs& args) {
-      if (args.positional.empty()) FailInvalid("loop.cycle() needs at least one argument");
-      return args.positional[static_cast<size_t>(i) % args.positional.size()];
-    }));
+               if (args.positional.empty()) FailInvalid("loop.cycle() needs at least one argument");
+               return args.positional[static_cast<size_t>(i) % args.positional.size()];
+             }));
     loop.Set("changed", Value::MakeFunction("loop.changed", [](Interpreter&, CallArgs&) -> Value {
-      FailNotImplemented("loop.changed()");
-    }));
+               FailNotImplemented("loop.changed()");
+             }));
     body.vars["loop"] = Value::Namespace(std::move(loop));
     flow = ExecBody(stmt.body, body);
     if (flow == Flow::kBreak) break;
@@ -257,7 +249,8 @@ void Interpreter::ExecFor(const Stmt& stmt, Scope& scope, Flow& flow) {
 }
 
 void Interpreter::ExecSet(const Stmt& stmt, Scope& scope) {
-  Value value = stmt.expr != nullptr ? Eval(*stmt.expr, scope) : Value::String(Capture(stmt.body, scope));
+  Value value =
+      stmt.expr != nullptr ? Eval(*stmt.expr, scope) : Value::String(Capture(stmt.body, scope));
   if (!stmt.attribute.empty()) {
     const Value target = Lookup(stmt.targets[0], scope);
     if (!target.is_namespace()) {
@@ -278,21 +271,23 @@ void Interpreter::DefineMacro(const Stmt& stmt, Scope& scope) {
   for (const Scope* s = &scope; s != nullptr && s != &root_; s = s->parent) {
     for (const auto& [name, value] : s->vars) closure->emplace(name, value);
   }
-  scope.vars[stmt.text] = Value::MakeFunction(stmt.text, [macro, closure](Interpreter& in, CallArgs& args) {
-    Value caller;
-    for (auto it = args.keyword.begin(); it != args.keyword.end(); ++it) {
-      if (it->first == "caller") {
-        caller = it->second;
-        args.keyword.erase(it);
-        break;
-      }
-    }
-    return in.CallMacro(*macro, *closure, args, caller);
-  });
+  scope.vars[stmt.text] =
+      Value::MakeFunction(stmt.text, [macro, closure](Interpreter& in, CallArgs& args) {
+        Value caller;
+        for (auto it = args.keyword.begin(); it != args.keyword.end(); ++it) {
+          if (it->first == "caller") {
+            caller = it->second;
+            args.keyword.erase(it);
+            break;
+          }
+        }
+        return in.CallMacro(*macro, *closure, args, caller);
+      });
 }
 
-Value Interpreter::CallMacro(const Stmt& macro, const absl::flat_hash_map<std::string, Value>& closure,
-                             CallArgs& args, const Value& caller) {
+Value Interpreter::CallMacro(const Stmt& macro,
+                             const absl::flat_hash_map<std::string, Value>& closure, CallArgs& args,
+                             const Value& caller) {
   Step();
   if (++call_depth_ > limits_.max_call_depth) {
     Fail(absl::StatusCode::kResourceExhausted,
@@ -349,24 +344,26 @@ void Interpreter::ExecCallBlock(const Stmt& stmt, Scope& scope) {
   for (const Scope* s = &scope; s != nullptr && s != &root_; s = s->parent) {
     for (const auto& [name, value] : s->vars) closure->emplace(name, value);
   }
-  args.keyword.emplace_back("caller", Value::MakeFunction("caller", [block, closure](Interpreter& in, CallArgs& a) {
-    Scope enclosing;
-    enclosing.vars = *closure;
-    enclosing.parent = &in.root_;
-    Scope inner;
-    inner.parent = &enclosing;
-    for (size_t i = 0; i < block->params.size(); ++i) {
-      const MacroParam& p = block->params[i];
-      if (i < a.positional.size()) {
-        inner.vars[p.name] = a.positional[i];
-      } else {
-        inner.vars[p.name] = p.default_value != nullptr ? in.Eval(*p.default_value, inner)
-                                                        : Value::Undefined("'" + p.name + "' is undefined");
-      }
-    }
-    for (auto& [key, value] : a.keyword) inner.vars[key] = value;
-    return Value::String(in.Capture(block->body, inner));
-  }));
+  args.keyword.emplace_back(
+      "caller", Value::MakeFunction("caller", [block, closure](Interpreter& in, CallArgs& a) {
+        Scope enclosing;
+        enclosing.vars = *closure;
+        enclosing.parent = &in.root_;
+        Scope inner;
+        inner.parent = &enclosing;
+        for (size_t i = 0; i < block->params.size(); ++i) {
+          const MacroParam& p = block->params[i];
+          if (i < a.positional.size()) {
+            inner.vars[p.name] = a.positional[i];
+          } else {
+            inner.vars[p.name] = p.default_value != nullptr
+                                     ? in.Eval(*p.default_value, inner)
+                                     : Value::Undefined("'" + p.name + "' is undefined");
+          }
+        }
+        for (auto& [key, value] : a.keyword) inner.vars[key] = value;
+        return Value::String(in.Capture(block->body, inner));
+      }));
   Emit(ToPythonStr(Call(callee, args)));
 }
 
@@ -399,22 +396,22 @@ bool Interpreter::Test(const std::string& name, const Value& input, CallArgs& ar
 
 CallArgs Interpreter::EvalArgs(const Expr& expr, size_t first, Scope& scope) {
   CallArgs args;
-  for (size_t i = first; i < expr.args.size(); ++i) args.positional.push_back(Eval(*expr.args[i], scope));
+  for (size_t i = first; i < expr.args.size(); ++i)
+    args.positional.push_back(Eval(*expr.args[i], scope));
   for (const auto& [key, value] : expr.keyword) args.keyword.emplace_back(key, Eval(*value, scope));
   return args;
 }
 
 Value Interpreter::Eval(const Expr& expr, Scope& scope) {
   switch (expr.kind) {
-    case Expr::Kind::kLiteral:
-      return expr.literal;
-    case Expr::Kind::kName:
-      return Lookup(expr.name, scope);
+    case Expr::Kind::kLiteral: return expr.literal;
+    case Expr::Kind::kName: return Lookup(expr.name, scope);
     case Expr::Kind::kList:
     case Expr::Kind::kTuple: {
       std::vector<Value> items;
       for (const auto& e : expr.args) items.push_back(Eval(*e, scope));
-      Value list = expr.kind == Expr::Kind::kList ? Value::List(std::move(items)) : Value::Tuple(std::move(items));
+      Value list = expr.kind == Expr::Kind::kList ? Value::List(std::move(items))
+                                                  : Value::Tuple(std::move(items));
       Account(list);
       return list;
     }
@@ -461,7 +458,8 @@ Value Interpreter::Eval(const Expr& expr, Scope& scope) {
                                            : static_cast<int64_t>(CountCodePoints(object.str()));
         int64_t i = key.int_value();
         if (i < 0) i += n;
-        if (i < 0 || i >= n) return Value::Undefined(ObjectName(object) + " has no element " + ToPythonStr(key));
+        if (i < 0 || i >= n)
+          return Value::Undefined(ObjectName(object) + " has no element " + ToPythonStr(key));
         if (object.is_list()) return object.list()[i];
         std::string c;
         AppendUtf8(DecodeUtf8(object.str())[i], c);
@@ -473,10 +471,8 @@ Value Interpreter::Eval(const Expr& expr, Scope& scope) {
       }
       return Value::Undefined(ObjectName(object) + " has no element " + ToPythonRepr(key));
     }
-    case Expr::Kind::kSlice:
-      return EvalSlice(expr, scope);
-    case Expr::Kind::kCall:
-      return EvalCall(expr, scope);
+    case Expr::Kind::kSlice: return EvalSlice(expr, scope);
+    case Expr::Kind::kCall: return EvalCall(expr, scope);
     case Expr::Kind::kFilter: {
       const Value input = Eval(*expr.args[0], scope);
       CallArgs args = EvalArgs(expr, 1, scope);
@@ -495,19 +491,19 @@ Value Interpreter::Eval(const Expr& expr, Scope& scope) {
       const Value v = Eval(*expr.args[0], scope);
       if (expr.name == "not") return Value::Bool(!v.Truthy());
       if (v.is_undefined()) FailInvalid(UndefinedHint(v) + " (used with unary " + expr.name + ")");
-      if (!v.is_number()) FailInvalid("bad operand type for unary " + expr.name + ": '" + v.TypeName() + "'");
+      if (!v.is_number())
+        FailInvalid("bad operand type for unary " + expr.name + ": '" + v.TypeName() + "'");
       if (expr.name == "+") return v.is_float() ? v : Value::Int(v.int_value());
       if (v.is_float()) return Value::Float(-v.number_value());
       if (v.int_value() == INT64_MIN) FailInvalid("integer overflow in unary -");
       return Value::Int(-v.int_value());
     }
-    case Expr::Kind::kBinary:
-      return EvalBinary(expr, scope);
-    case Expr::Kind::kCompare:
-      return EvalCompareChain(expr, scope);
+    case Expr::Kind::kBinary: return EvalBinary(expr, scope);
+    case Expr::Kind::kCompare: return EvalCompareChain(expr, scope);
     case Expr::Kind::kConditional:
       if (Eval(*expr.args[1], scope).Truthy()) return Eval(*expr.args[0], scope);
-      if (expr.args[2] == nullptr) return Value::Undefined("the conditional expression had no else branch");
+      if (expr.args[2] == nullptr)
+        return Value::Undefined("the conditional expression had no else branch");
       return Eval(*expr.args[2], scope);
   }
   return Value();
@@ -525,7 +521,8 @@ Value Interpreter::EvalSlice(const Expr& expr, Scope& scope) {
     std::vector<Value> items = SliceVector(object.list(), parts[0], parts[1], parts[2]);
     slice = object.is_tuple() ? Value::Tuple(std::move(items)) : Value::List(std::move(items));
   } else if (object.is_string()) {
-    slice = Value::String(EncodeUtf8(SliceVector(DecodeUtf8(object.str()), parts[0], parts[1], parts[2])));
+    slice = Value::String(
+        EncodeUtf8(SliceVector(DecodeUtf8(object.str()), parts[0], parts[1], parts[2])));
   }
   if (!slice.is_undefined()) {
     Account(slice);
@@ -549,7 +546,8 @@ bool Interpreter::Compare(const std::string& op, const Value& a, const Value& b)
   if (op == "in" || op == "not in") {
     bool found = false;
     if (b.is_string()) {
-      if (!a.is_string()) FailInvalid("'in <string>' requires string as left operand, not " + a.TypeName());
+      if (!a.is_string())
+        FailInvalid("'in <string>' requires string as left operand, not " + a.TypeName());
       found = b.str().find(a.str()) != std::string::npos;
     } else if (b.is_list()) {
       for (const Value& item : b.list()) found = found || Equal(a, item);
@@ -592,16 +590,18 @@ Value Interpreter::EvalBinary(const Expr& expr, Scope& scope) {
     Account(s);
     return s;
   }
-  if (op == "==" || op == "!=" || op == "in" || op == "not in" || op == "<" || op == ">" || op == "<=" ||
-      op == ">=") {
+  if (op == "==" || op == "!=" || op == "in" || op == "not in" || op == "<" || op == ">" ||
+      op == "<=" || op == ">=") {
     return Value::Bool(Compare(op, a, b));
   }
   for (const Value* v : {&a, &b}) {
     if (v->is_undefined()) FailInvalid(UndefinedHint(*v) + " (used with operator " + op + ")");
   }
   auto type_error = [&]() -> Value {
-    if (op == "%" && a.is_string()) FailNotImplemented("printf-style string formatting (str % value)");
-    FailInvalid("unsupported operand type(s) for " + op + ": '" + a.TypeName() + "' and '" + b.TypeName() + "'");
+    if (op == "%" && a.is_string())
+      FailNotImplemented("printf-style string formatting (str % value)");
+    FailInvalid("unsupported operand type(s) for " + op + ": '" + a.TypeName() + "' and '" +
+                b.TypeName() + "'");
   };
   if (op == "+") {
     if (a.is_string() && b.is_string()) {
@@ -625,7 +625,8 @@ Value Interpreter::EvalBinary(const Expr& expr, Scope& scope) {
     if (!count.is_int() && !count.is_bool()) return type_error();
     const int64_t n = std::max<int64_t>(0, count.int_value());
     const size_t unit = seq.is_string() ? seq.str().size() : seq.list().size();
-    if (unit != 0 && static_cast<uint64_t>(n) > limits_.max_output_bytes / unit) CheckSize(limits_.max_output_bytes + 1);
+    if (unit != 0 && static_cast<uint64_t>(n) > limits_.max_output_bytes / unit)
+      CheckSize(limits_.max_output_bytes + 1);
     Value product;
     if (seq.is_string()) {
       std::string out;
@@ -633,7 +634,8 @@ Value Interpreter::EvalBinary(const Expr& expr, Scope& scope) {
       product = Value::String(std::move(out));
     } else {
       std::vector<Value> items;
-      for (int64_t i = 0; i < n; ++i) items.insert(items.end(), seq.list().begin(), seq.list().end());
+      for (int64_t i = 0; i < n; ++i)
+        items.insert(items.end(), seq.list().begin(), seq.list().end());
       product = seq.is_tuple() ? Value::Tuple(std::move(items)) : Value::List(std::move(items));
     }
     Account(product);
@@ -648,7 +650,7 @@ Value Interpreter::EvalBinary(const Expr& expr, Scope& scope) {
   if (op == "+" || op == "-" || op == "*") {
     if (floats) return Value::Float(op == "+" ? x + y : op == "-" ? x - y : x * y);
     int64_t r = 0;
-    const bool overflow = op == "+" ? __builtin_add_overflow(i, j, &r)
+    const bool overflow = op == "+"   ? __builtin_add_overflow(i, j, &r)
                           : op == "-" ? __builtin_sub_overflow(i, j, &r)
                                       : __builtin_mul_overflow(i, j, &r);
     if (overflow) FailInvalid("integer overflow in '" + op + "'");

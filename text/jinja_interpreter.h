@@ -21,12 +21,12 @@
 namespace loramux::jinja {
 
 struct RenderLimits {
-  int64_t max_steps = 2'000'000;           // statements + loop iterations + calls
-  size_t max_output_bytes = 16u << 20;     // the output, and any one string or list built
-  int max_call_depth = 64;                 // macro/caller nesting
-  int64_t max_range = 100'000;             // range() length, as Jinja2's sandbox MAX_RANGE
-  size_t max_built_bytes = 512u << 20;     // all strings and lists built in one render together
-                                           // (a list item counts as sizeof(Value) bytes)
+  int64_t max_steps = 2'000'000;        // statements + loop iterations + calls
+  size_t max_output_bytes = 16u << 20;  // the output, and any one string or list built
+  int max_call_depth = 64;              // macro/caller nesting
+  int64_t max_range = 100'000;          // range() length, as Jinja2's sandbox MAX_RANGE
+  size_t max_built_bytes = 512u << 20;  // all strings and lists built in one render together
+                                        // (a list item counts as sizeof(Value) bytes)
 };
 
 class Interpreter {
@@ -71,8 +71,8 @@ class Interpreter {
   Value EvalSlice(const Expr& expr, Scope& scope);
   CallArgs EvalArgs(const Expr& expr, size_t first, Scope& scope);
   Value Lookup(const std::string& name, Scope& scope) const;
-  Value CallMacro(const Stmt& macro, const absl::flat_hash_map<std::string, Value>& closure, CallArgs& args,
-                  const Value& caller);
+  Value CallMacro(const Stmt& macro, const absl::flat_hash_map<std::string, Value>& closure,
+                  CallArgs& args, const Value& caller);
 
   void Step();
   void Emit(const std::string& text);

@@ -9,7 +9,9 @@
 namespace loramux::jinja {
 namespace {
 
-bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+bool IsSpace(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
 bool IsNameStart(char c) { return std::isalpha(static_cast<unsigned char>(c)) || c == '_'; }
 bool IsNameChar(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; }
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
@@ -62,8 +64,7 @@ class Lexer {
     const size_t newline = text.rfind('\n');
     const size_t line_start = newline == std::string::npos ? 0 : newline + 1;
     const size_t text_start = tag - text.size();
-    const bool at_line_start =
-        line_start > 0 || text_start == 0 || src_[text_start - 1] == '\n';
+    const bool at_line_start = line_start > 0 || text_start == 0 || src_[text_start - 1] == '\n';
     if (!at_line_start) return;
     if (text.find_first_not_of(" \t", line_start) == std::string::npos) text.erase(line_start);
   }
@@ -93,7 +94,8 @@ class Lexer {
 
   void SkipComment() {
     const size_t end = src_.find("#}", pos_);
-    if (end == std::string::npos) FailInvalid(absl::StrCat("line ", line_, ": unterminated comment {# ... #}"));
+    if (end == std::string::npos)
+      FailInvalid(absl::StrCat("line ", line_, ": unterminated comment {# ... #}"));
     const bool minus = end > pos_ && src_[end - 1] == '-';
     CountLines(pos_, end);
     pos_ = end + 2;
@@ -102,7 +104,8 @@ class Lexer {
 
   void LexTag(bool output) {
     const size_t first = tokens_.size();
-    tokens_.push_back(Token{output ? Token::Type::kOutputBegin : Token::Type::kBlockBegin, "", line_});
+    tokens_.push_back(
+        Token{output ? Token::Type::kOutputBegin : Token::Type::kBlockBegin, "", line_});
     int brace_depth = 0;
     while (true) {
       while (pos_ < src_.size() && IsSpace(src_[pos_])) {
@@ -110,7 +113,8 @@ class Lexer {
         ++pos_;
       }
       if (pos_ >= src_.size()) {
-        FailInvalid(absl::StrCat("line ", line_, ": unterminated ", output ? "{{ ... }}" : "{% ... %}"));
+        FailInvalid(
+            absl::StrCat("line ", line_, ": unterminated ", output ? "{{ ... }}" : "{% ... %}"));
       }
       const char end_char = output ? '}' : '%';
       auto closes_at = [&](size_t at) {
@@ -120,14 +124,18 @@ class Lexer {
       const char c = src_[pos_];
       if ((c == '-' || c == '+') && closes_at(pos_ + 1)) {
         pos_ += 3;
-        tokens_.push_back(Token{output ? Token::Type::kOutputEnd : Token::Type::kBlockEnd, "", line_});
-        if (!output) AfterBlockEnd(c == '-', c == '+');
-        else if (c == '-') AfterBlockEnd(true, false);
+        tokens_.push_back(
+            Token{output ? Token::Type::kOutputEnd : Token::Type::kBlockEnd, "", line_});
+        if (!output)
+          AfterBlockEnd(c == '-', c == '+');
+        else if (c == '-')
+          AfterBlockEnd(true, false);
         break;
       }
       if (closes_at(pos_)) {
         pos_ += 2;
-        tokens_.push_back(Token{output ? Token::Type::kOutputEnd : Token::Type::kBlockEnd, "", line_});
+        tokens_.push_back(
+            Token{output ? Token::Type::kOutputEnd : Token::Type::kBlockEnd, "", line_});
         if (!output) AfterBlockEnd(false, false);
         break;
       }
@@ -147,7 +155,8 @@ class Lexer {
     size_t search = pos_;
     while (true) {
       const size_t open = src_.find("{%", search);
-      if (open == std::string::npos) FailInvalid(absl::StrCat("line ", line_, ": {% raw %} without {% endraw %}"));
+      if (open == std::string::npos)
+        FailInvalid(absl::StrCat("line ", line_, ": {% raw %} without {% endraw %}"));
       size_t i = open + 2;
       const bool minus_before = i < src_.size() && src_[i] == '-';
       if (i < src_.size() && (src_[i] == '-' || src_[i] == '+')) ++i;
@@ -205,13 +214,17 @@ class Lexer {
       ++pos_;
       return;
     }
-    FailInvalid(absl::StrCat("line ", line_, ": unexpected character '", std::string(1, c), "' in a tag"));
+    FailInvalid(
+        absl::StrCat("line ", line_, ": unexpected character '", std::string(1, c), "' in a tag"));
   }
 
   void LexNumber() {
     size_t end = pos_;
     auto digits = [&] {
-      while (end < src_.size() && (IsDigit(src_[end]) || (src_[end] == '_' && end + 1 < src_.size() && IsDigit(src_[end + 1])))) ++end;
+      while (end < src_.size() &&
+             (IsDigit(src_[end]) ||
+              (src_[end] == '_' && end + 1 < src_.size() && IsDigit(src_[end + 1]))))
+        ++end;
     };
     digits();
     bool is_float = false;
@@ -245,7 +258,8 @@ class Lexer {
     const int start_line = line_;
     size_t i = pos_ + 1;
     while (true) {
-      if (i >= src_.size()) FailInvalid(absl::StrCat("line ", start_line, ": unterminated string literal"));
+      if (i >= src_.size())
+        FailInvalid(absl::StrCat("line ", start_line, ": unterminated string literal"));
       const char c = src_[i];
       if (c == quote) break;
       if (c == '\n') ++line_;
@@ -273,7 +287,9 @@ class Lexer {
         case 'u':
         case 'U': {
           const size_t n = e == 'x' ? 2 : e == 'u' ? 4 : 8;
-          if (i + n > src_.size()) FailInvalid(absl::StrCat("line ", line_, ": truncated \\", std::string(1, e), " escape"));
+          if (i + n > src_.size())
+            FailInvalid(
+                absl::StrCat("line ", line_, ": truncated \\", std::string(1, e), " escape"));
           uint32_t cp = 0;
           for (size_t k = 0; k < n; ++k) {
             const char h = src_[i + k];
@@ -287,9 +303,7 @@ class Lexer {
           i += n;
           break;
         }
-        default:
-          value.push_back('\\');
-          value.push_back(e);
+        default: value.push_back('\\'); value.push_back(e);
       }
     }
     tokens_.push_back(Token{Token::Type::kString, std::move(value), start_line});

@@ -14,8 +14,8 @@ using TT = Token::Type;
 
 // Jinja2 statements loramux does not implement (named in the error).
 bool IsKnownUnsupportedStatement(const std::string& name) {
-  for (const char* s : {"extends", "block", "include", "import", "from", "with", "autoescape",
-                        "do", "trans", "pluralize", "print", "endblock", "endwith"}) {
+  for (const char* s : {"extends", "block", "include", "import", "from", "with", "autoescape", "do",
+                        "trans", "pluralize", "print", "endblock", "endwith"}) {
     if (name == s) return true;
   }
   return false;
@@ -33,9 +33,7 @@ class Parser {
 
  private:
   // ---- token helpers ----
-  const Token& Peek(size_t ahead = 0) const {
-    return t_[std::min(p_ + ahead, t_.size() - 1)];
-  }
+  const Token& Peek(size_t ahead = 0) const { return t_[std::min(p_ + ahead, t_.size() - 1)]; }
   const Token& Next() {
     const Token& tok = t_[p_];
     if (p_ + 1 < t_.size()) ++p_;
@@ -78,7 +76,8 @@ class Parser {
     if (!AcceptOp(op)) SyntaxError(absl::StrCat("expected '", op, "', found ", Describe(Peek())));
   }
   void Expect(TT type, const char* what) {
-    if (Peek().type != type) SyntaxError(absl::StrCat("expected ", what, ", found ", Describe(Peek())));
+    if (Peek().type != type)
+      SyntaxError(absl::StrCat("expected ", what, ", found ", Describe(Peek())));
     Next();
   }
   std::string ExpectName() {
@@ -91,7 +90,8 @@ class Parser {
     explicit DepthGuard(Parser* parser) : p(parser) {
       if (++p->depth_ > kMaxNesting) {
         Fail(absl::StatusCode::kInvalidArgument,
-             absl::StrCat("chat template nests deeper than ", kMaxNesting, " levels at line ", p->Peek().line));
+             absl::StrCat("chat template nests deeper than ", kMaxNesting, " levels at line ",
+                          p->Peek().line));
       }
     }
     ~DepthGuard() { --p->depth_; }
@@ -115,7 +115,8 @@ class Parser {
       const Token& tok = Peek();
       if (tok.type == TT::kEnd) {
         if (stops.size() != 0) {
-          SyntaxError(absl::StrCat("missing {% ", *(stops.end() - 1), " %} (a block was not closed)"));
+          SyntaxError(
+              absl::StrCat("missing {% ", *(stops.end() - 1), " %} (a block was not closed)"));
         }
         return body;
       }
@@ -247,7 +248,8 @@ class Parser {
       ExpectBlockEnd();
       return;
     }
-    if (s.targets.size() != 1 || !s.attribute.empty()) SyntaxError("a block {% set %} takes one name");
+    if (s.targets.size() != 1 || !s.attribute.empty())
+      SyntaxError("a block {% set %} takes one name");
     if (IsOp("|")) FailNotImplemented("filters on a block {% set %}");
     ExpectBlockEnd();
     std::string stop;
@@ -328,7 +330,8 @@ class Parser {
       if (!IsOp(",")) break;
     }
     if (items.size() == 1 && !trailing_comma && !IsOp(",")) return std::move(items[0]);
-    if (items.empty() && !explicit_parens) SyntaxError("expected an expression, found " + Describe(Peek()));
+    if (items.empty() && !explicit_parens)
+      SyntaxError("expected an expression, found " + Describe(Peek()));
     auto e = MakeExpr(Expr::Kind::kTuple, line);
     e->args = std::move(items);
     return e;

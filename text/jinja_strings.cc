@@ -21,15 +21,20 @@ std::string EncodeUtf8(const std::vector<uint32_t>& cps) {
 bool IsPythonSpace(uint32_t cp) {
   if ((cp >= 0x09 && cp <= 0x0D) || (cp >= 0x1C && cp <= 0x20)) return true;
   switch (cp) {
-    case 0x85: case 0xA0: case 0x1680: case 0x2028: case 0x2029: case 0x202F: case 0x205F:
-    case 0x3000:
-      return true;
-    default:
-      return cp >= 0x2000 && cp <= 0x200A;
+    case 0x85:
+    case 0xA0:
+    case 0x1680:
+    case 0x2028:
+    case 0x2029:
+    case 0x202F:
+    case 0x205F:
+    case 0x3000: return true;
+    default: return cp >= 0x2000 && cp <= 0x200A;
   }
 }
 
-std::string PyStrip(std::string_view s, const std::optional<std::string>& chars, bool left, bool right) {
+std::string PyStrip(std::string_view s, const std::optional<std::string>& chars, bool left,
+                    bool right) {
   const std::vector<uint32_t> cps = DecodeUtf8(s);
   std::vector<uint32_t> strip_set;
   if (chars.has_value()) strip_set = DecodeUtf8(*chars);
@@ -51,7 +56,8 @@ std::string PyStrip(std::string_view s, const std::optional<std::string>& chars,
   return EncodeUtf8(std::vector<uint32_t>(cps.begin() + begin, cps.begin() + end));
 }
 
-std::vector<std::string> PySplit(std::string_view s, const std::optional<std::string>& sep, int64_t maxsplit) {
+std::vector<std::string> PySplit(std::string_view s, const std::optional<std::string>& sep,
+                                 int64_t maxsplit) {
   std::vector<std::string> parts;
   if (sep.has_value()) {
     size_t start = 0;
@@ -83,7 +89,8 @@ std::vector<std::string> PySplit(std::string_view s, const std::optional<std::st
   return parts;
 }
 
-std::string PyReplace(std::string_view s, std::string_view old_part, std::string_view new_part, int64_t count) {
+std::string PyReplace(std::string_view s, std::string_view old_part, std::string_view new_part,
+                      int64_t count) {
   std::string out;
   if (old_part.empty()) {  // Python inserts `new` around every code point
     const std::vector<uint32_t> cps = DecodeUtf8(s);
@@ -120,7 +127,8 @@ int64_t PyFind(std::string_view s, std::string_view sub) {
 int64_t PyCount(std::string_view s, std::string_view sub) {
   if (sub.empty()) return static_cast<int64_t>(CountCodePoints(s)) + 1;
   int64_t n = 0;
-  for (size_t at = s.find(sub); at != std::string_view::npos; at = s.find(sub, at + sub.size())) ++n;
+  for (size_t at = s.find(sub); at != std::string_view::npos; at = s.find(sub, at + sub.size()))
+    ++n;
   return n;
 }
 
@@ -130,9 +138,15 @@ bool IsCased(uint32_t cp) {
   const utf8proc_category_t cat = utf8proc_category(static_cast<utf8proc_int32_t>(cp));
   return cat == UTF8PROC_CATEGORY_LU || cat == UTF8PROC_CATEGORY_LL || cat == UTF8PROC_CATEGORY_LT;
 }
-uint32_t Upper(uint32_t cp) { return static_cast<uint32_t>(utf8proc_toupper(static_cast<utf8proc_int32_t>(cp))); }
-uint32_t Lower(uint32_t cp) { return static_cast<uint32_t>(utf8proc_tolower(static_cast<utf8proc_int32_t>(cp))); }
-uint32_t Title(uint32_t cp) { return static_cast<uint32_t>(utf8proc_totitle(static_cast<utf8proc_int32_t>(cp))); }
+uint32_t Upper(uint32_t cp) {
+  return static_cast<uint32_t>(utf8proc_toupper(static_cast<utf8proc_int32_t>(cp)));
+}
+uint32_t Lower(uint32_t cp) {
+  return static_cast<uint32_t>(utf8proc_tolower(static_cast<utf8proc_int32_t>(cp)));
+}
+uint32_t Title(uint32_t cp) {
+  return static_cast<uint32_t>(utf8proc_totitle(static_cast<utf8proc_int32_t>(cp)));
+}
 
 }  // namespace
 

@@ -25,11 +25,14 @@ std::string EncodeUtf8(const std::vector<uint32_t>& cps);
 bool IsPythonSpace(uint32_t cp);
 
 // str.strip / lstrip / rstrip; chars absent: whitespace.
-std::string PyStrip(std::string_view s, const std::optional<std::string>& chars, bool left, bool right);
+std::string PyStrip(std::string_view s, const std::optional<std::string>& chars, bool left,
+                    bool right);
 // str.split(sep, maxsplit); sep absent: runs of whitespace, no empty parts. sep must be non-empty.
-std::vector<std::string> PySplit(std::string_view s, const std::optional<std::string>& sep, int64_t maxsplit);
+std::vector<std::string> PySplit(std::string_view s, const std::optional<std::string>& sep,
+                                 int64_t maxsplit);
 // str.replace(old, new, count); count < 0: all.
-std::string PyReplace(std::string_view s, std::string_view old_part, std::string_view new_part, int64_t count);
+std::string PyReplace(std::string_view s, std::string_view old_part, std::string_view new_part,
+                      int64_t count);
 // str.find: code point index or -1.
 int64_t PyFind(std::string_view s, std::string_view sub);
 int64_t PyCount(std::string_view s, std::string_view sub);

@@ -1,9 +1,9 @@
 #include "text/jinja_value.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <algorithm>
 
 #include "absl/strings/str_cat.h"
 #include "text/jinja_strings.h"
@@ -94,22 +94,14 @@ Value Value::MakeFunction(std::string name, Function fn) {
 bool Value::Truthy() const {
   switch (kind_) {
     case Kind::kUndefined:
-    case Kind::kNone:
-      return false;
-    case Kind::kBool:
-      return b_;
-    case Kind::kInt:
-      return i_ != 0;
-    case Kind::kFloat:
-      return f_ != 0;
-    case Kind::kString:
-      return !s_.empty();
-    case Kind::kList:
-      return !list_->empty();
-    case Kind::kDict:
-      return namespace_ || !dict_->items.empty();
-    case Kind::kFunction:
-      return true;
+    case Kind::kNone: return false;
+    case Kind::kBool: return b_;
+    case Kind::kInt: return i_ != 0;
+    case Kind::kFloat: return f_ != 0;
+    case Kind::kString: return !s_.empty();
+    case Kind::kList: return !list_->empty();
+    case Kind::kDict: return namespace_ || !dict_->items.empty();
+    case Kind::kFunction: return true;
   }
   return false;
 }
@@ -213,8 +205,7 @@ namespace {
 std::string ReprAt(const Value& v, int depth) {
   CheckDepth(depth);
   switch (v.kind()) {
-    case Value::Kind::kString:
-      return StringRepr(v.str());
+    case Value::Kind::kString: return StringRepr(v.str());
     case Value::Kind::kList: {
       std::string out = v.is_tuple() ? "(" : "[";
       for (size_t i = 0; i < v.list().size(); ++i) {
@@ -234,8 +225,7 @@ std::string ReprAt(const Value& v, int depth) {
       }
       return out + (v.is_namespace() ? "}>" : "}");
     }
-    default:
-      return ToPythonStr(v);
+    default: return ToPythonStr(v);
   }
 }
 }  // namespace
@@ -273,10 +263,8 @@ bool EqualAt(const Value& a, const Value& b, int depth) {
   if (a.kind() != b.kind()) return false;
   switch (a.kind()) {
     case Value::Kind::kUndefined:
-    case Value::Kind::kNone:
-      return true;
-    case Value::Kind::kString:
-      return a.str() == b.str();
+    case Value::Kind::kNone: return true;
+    case Value::Kind::kString: return a.str() == b.str();
     case Value::Kind::kList: {
       if (a.is_tuple() != b.is_tuple() || a.list().size() != b.list().size()) return false;
       for (size_t i = 0; i < a.list().size(); ++i) {
@@ -293,10 +281,8 @@ bool EqualAt(const Value& a, const Value& b, int depth) {
       }
       return true;
     }
-    case Value::Kind::kFunction:
-      return &a.function() == &b.function();
-    default:
-      return false;
+    case Value::Kind::kFunction: return &a.function() == &b.function();
+    default: return false;
   }
 }
 
@@ -351,8 +337,7 @@ Value FromJsonAt(const nlohmann::ordered_json& json, int depth) {
       }
       return Value::MakeDict(std::move(dict));
     }
-    default:
-      FailInvalid("chat template input holds a JSON value of an unsupported type (binary)");
+    default: FailInvalid("chat template input holds a JSON value of an unsupported type (binary)");
   }
 }
 
@@ -366,15 +351,24 @@ void AppendJsonString(const std::string& s, bool ensure_ascii, std::string& out)
   out.push_back('"');
   if (ensure_ascii) {  // Python escapes everything outside ' '..'~' then
     for (uint32_t cp : DecodeUtf8(s)) {
-      if (cp == '"') out += "\\\"";
-      else if (cp == '\\') out += "\\\\";
-      else if (cp == '\n') out += "\\n";
-      else if (cp == '\r') out += "\\r";
-      else if (cp == '\t') out += "\\t";
-      else if (cp == '\b') out += "\\b";
-      else if (cp == '\f') out += "\\f";
-      else if (cp >= 0x20 && cp <= 0x7e) out.push_back(static_cast<char>(cp));
-      else if (cp < 0x10000) AppendUnicodeEscape(cp, out);
+      if (cp == '"')
+        out += "\\\"";
+      else if (cp == '\\')
+        out += "\\\\";
+      else if (cp == '\n')
+        out += "\\n";
+      else if (cp == '\r')
+        out += "\\r";
+      else if (cp == '\t')
+        out += "\\t";
+      else if (cp == '\b')
+        out += "\\b";
+      else if (cp == '\f')
+        out += "\\f";
+      else if (cp >= 0x20 && cp <= 0x7e)
+        out.push_back(static_cast<char>(cp));
+      else if (cp < 0x10000)
+        AppendUnicodeEscape(cp, out);
       else {
         AppendUnicodeEscape(0xD800 + ((cp - 0x10000) >> 10), out);
         AppendUnicodeEscape(0xDC00 + ((cp - 0x10000) & 0x3FF), out);
@@ -422,12 +416,17 @@ void AppendJson(const Value& v, const JsonOptions& options, int depth, std::stri
     case Value::Kind::kInt: out += std::to_string(v.int_value()); return;
     case Value::Kind::kFloat: {
       const double f = v.number_value();
-      out += std::isnan(f) ? "NaN" : std::isinf(f) ? (f > 0 ? "Infinity" : "-Infinity") : FloatRepr(f);
+      out += std::isnan(f)   ? "NaN"
+             : std::isinf(f) ? (f > 0 ? "Infinity" : "-Infinity")
+                             : FloatRepr(f);
       return;
     }
     case Value::Kind::kString: AppendJsonString(v.str(), options.ensure_ascii, out); return;
     case Value::Kind::kList: {
-      if (v.list().empty()) { out += "[]"; return; }
+      if (v.list().empty()) {
+        out += "[]";
+        return;
+      }
       out.push_back('[');
       for (size_t i = 0; i < v.list().size(); ++i) {
         if (i > 0) out += item_sep;
@@ -439,14 +438,18 @@ void AppendJson(const Value& v, const JsonOptions& options, int depth, std::stri
       return;
     }
     case Value::Kind::kDict: {
-      if (v.is_namespace()) FailInvalid("tojson: Object of type Namespace is not JSON serializable");
+      if (v.is_namespace())
+        FailInvalid("tojson: Object of type Namespace is not JSON serializable");
       std::vector<const std::pair<std::string, Value>*> entries;
       for (const auto& entry : v.dict().items) entries.push_back(&entry);
       if (options.sort_keys) {
         std::stable_sort(entries.begin(), entries.end(),
                          [](const auto* a, const auto* b) { return a->first < b->first; });
       }
-      if (entries.empty()) { out += "{}"; return; }
+      if (entries.empty()) {
+        out += "{}";
+        return;
+      }
       out.push_back('{');
       for (size_t i = 0; i < entries.size(); ++i) {
         if (i > 0) out += item_sep;

@@ -43,7 +43,7 @@ class Value {
  public:
   enum class Kind { kUndefined, kNone, kBool, kInt, kFloat, kString, kList, kDict, kFunction };
 
-  Value() = default;  // undefined
+  Value() = default;                         // undefined
   static Value Undefined(std::string hint);  // hint: what was missing, for error messages
   static Value None();
   static Value Bool(bool b);

@@ -57,9 +57,7 @@ void SplitBySpans(const PreToken& piece, std::vector<Span> spans, Behavior behav
   std::vector<Span> kept;  // is_match here means "remove"
   bool previous_match = false;
   switch (behavior) {
-    case Behavior::kRemoved:
-      kept = std::move(spans);
-      break;
+    case Behavior::kRemoved: kept = std::move(spans); break;
     case Behavior::kIsolated:
       for (Span s : spans) kept.push_back({s.begin, s.end, false});
       break;

@@ -7,9 +7,9 @@
 #include "common/durable_file.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
-#include "server/checkpoint.h"
-#include "server/llama_model.h"
-#include "server/tensor_util.h"
+#include "formats/checkpoint.h"
+#include "model/llama_model.h"
+#include "tensor/tensor_util.h"
 #include "train/peft_export.h"
 
 namespace loramux {

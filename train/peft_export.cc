@@ -6,7 +6,7 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
-#include "adapters/safetensors.h"
+#include "formats/safetensors.h"
 #include "common/durable_file.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"

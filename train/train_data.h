@@ -16,8 +16,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "server/model_config.h"
-#include "server/text_codec.h"
+#include "formats/model_config.h"
+#include "engine/text_codec.h"
 
 namespace loramux {
 

@@ -17,7 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "adapters/module_table.h"
-#include "server/tensor_util.h"
+#include "tensor/tensor_util.h"
 #include "common/durable_file.h"
 #include "train/greedy_eval.h"
 #include "train/merge.h"

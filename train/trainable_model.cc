@@ -6,7 +6,7 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
-#include "server/tensor_util.h"
+#include "tensor/tensor_util.h"
 
 namespace loramux {
 

@@ -33,8 +33,8 @@
 
 #include "absl/status/statusor.h"
 #include "adapters/adapter_config.h"
-#include "adapters/safetensors.h"
-#include "server/llama_model.h"
+#include "formats/safetensors.h"
+#include "model/llama_model.h"
 
 namespace loramux {
 

@@ -15,7 +15,7 @@
 #include "common/durable_file.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
-#include "server/tensor_util.h"
+#include "tensor/tensor_util.h"
 #include "train/train_data.h"
 
 namespace loramux {

@@ -36,11 +36,12 @@ std::vector<std::string> FixedPaths() {
                                        "mlp.down_proj"};
   std::vector<std::string> paths;
   for (const char* layer : {"0", "1", "7", "31"}) {
-    for (const char* p : kProjections) paths.push_back(absl::StrCat("model.layers.", layer, ".", p));
+    for (const char* p : kProjections)
+      paths.push_back(absl::StrCat("model.layers.", layer, ".", p));
   }
-  for (const char* odd : {"lm_head", "model.embed_tokens", "", ".", "model.layers..q_proj",
-                          "model.layers.99999999999999999999.self_attn.q_proj",
-                          "model.layers.-1.mlp.up_proj"}) {
+  for (const char* odd :
+       {"lm_head", "model.embed_tokens", "", ".", "model.layers..q_proj",
+        "model.layers.99999999999999999999.self_attn.q_proj", "model.layers.-1.mlp.up_proj"}) {
     paths.push_back(odd);
   }
   return paths;
@@ -71,10 +72,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   auto config = PeftAdapterConfig::FromJson(absl::string_view(json.data(), json.size()), kLabel);
   if (!config.ok()) {
-    FUZZ_CHECK(fuzz::IsInputError(config.status(), kLabel,
-                                  {absl::StatusCode::kInvalidArgument,
-                                   absl::StatusCode::kUnimplemented}),
-               "unexpected refusal: ", config.status().ToString());
+    FUZZ_CHECK(
+        fuzz::IsInputError(config.status(), kLabel,
+                           {absl::StatusCode::kInvalidArgument, absl::StatusCode::kUnimplemented}),
+        "unexpected refusal: ", config.status().ToString());
     return 0;
   }
   const PeftAdapterConfig& c = *config;
@@ -83,8 +84,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const std::vector<std::string> kFixed = FixedPaths();
   for (const std::string& path : kFixed) CheckModule(c, path);
   if (nul != std::string_view::npos) {
-    std::vector<std::string> extra = absl::StrSplit(
-        absl::string_view(input.data() + nul + 1, input.size() - nul - 1), '\n');
+    std::vector<std::string> extra =
+        absl::StrSplit(absl::string_view(input.data() + nul + 1, input.size() - nul - 1), '\n');
     if (extra.size() > kMaxExtraPaths) extra.resize(kMaxExtraPaths);
     for (const std::string& path : extra) CheckModule(c, path);
   }

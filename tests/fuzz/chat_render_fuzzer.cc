@@ -7,8 +7,8 @@
 // render limit); an accepted render is valid UTF-8 within max_output_bytes.
 #include <cstddef>
 #include <cstdint>
-#include <string>
 #include <optional>
+#include <string>
 #include <string_view>
 
 #include "tests/fuzz/fuzz_check.h"
@@ -18,8 +18,8 @@
 namespace loramux {
 namespace {
 
-constexpr const char* kTemplates[] = {"qwen3",         "llama3_1", "llama3_1_tools",
-                                      "llama2",        "gemma3",   "deepseek_v3"};
+constexpr const char* kTemplates[] = {"qwen3",  "llama3_1", "llama3_1_tools",
+                                      "llama2", "gemma3",   "deepseek_v3"};
 constexpr size_t kCount = sizeof(kTemplates) / sizeof(kTemplates[0]);
 
 jinja::RenderLimits Limits() {
@@ -61,9 +61,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto out = chat.RenderJson(messages, add_generation_prompt, kwargs);
   if (!out.ok()) {
     const absl::StatusCode code = out.status().code();
-    FUZZ_CHECK(code == absl::StatusCode::kInvalidArgument ||
-                   code == absl::StatusCode::kResourceExhausted,
-               kTemplates[data[0] % kCount], ": ", out.status().ToString());
+    FUZZ_CHECK(
+        code == absl::StatusCode::kInvalidArgument || code == absl::StatusCode::kResourceExhausted,
+        kTemplates[data[0] % kCount], ": ", out.status().ToString());
     return 0;
   }
   FUZZ_CHECK(out->size() <= Limits().max_output_bytes, "rendered ", out->size(), " bytes");

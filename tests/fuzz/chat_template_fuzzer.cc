@@ -34,8 +34,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       R"([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi \u00e9 \ud83d\ude00"},)"
       R"( {"role": "assistant", "content": "Hello", "tool_calls": [{"type": "function", "function": )"
       R"({"name": "f", "arguments": {"x": 1}}}]}, {"role": "tool", "content": "42"}, {"role": "user", "content": ""}])";
-  auto out = chat->RenderJson(kMessages, /*add_generation_prompt=*/true,
-                              R"({"tools": [{"type": "function", "function": {"name": "f"}}], "enable_thinking": false})");
+  auto out = chat->RenderJson(
+      kMessages, /*add_generation_prompt=*/true,
+      R"({"tools": [{"type": "function", "function": {"name": "f"}}], "enable_thinking": false})");
   if (!out.ok()) {
     const absl::StatusCode code = out.status().code();
     FUZZ_CHECK(code == absl::StatusCode::kInvalidArgument ||

@@ -31,9 +31,9 @@ inline bool IsInputError(const absl::Status& status, absl::string_view label,
 }  // namespace loramux::fuzz
 
 // FUZZ_CHECK(condition, what...): `what` (absl::StrCat arguments, at least one) explains a failure.
-#define FUZZ_CHECK(condition, ...)                                                          \
-  do {                                                                                      \
-    if (!(condition)) {                                                                     \
-      ::loramux::fuzz::Fail(#condition, __FILE__, __LINE__, ::absl::StrCat(__VA_ARGS__));   \
-    }                                                                                       \
+#define FUZZ_CHECK(condition, ...)                                                        \
+  do {                                                                                    \
+    if (!(condition)) {                                                                   \
+      ::loramux::fuzz::Fail(#condition, __FILE__, __LINE__, ::absl::StrCat(__VA_ARGS__)); \
+    }                                                                                     \
   } while (0)

@@ -1,4 +1,4 @@
-// Fuzzes ModelConfig::FromJson (server/model_config.h): a base model's HuggingFace config.json,
+// Fuzzes ModelConfig::FromJson (formats/model_config.h): a base model's HuggingFace config.json,
 // which comes with whatever model directory an operator points the server at.
 //
 // Checked beyond "no crash, no UB, no leak, no uncaught exception": a refusal is INVALID_ARGUMENT
@@ -9,7 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "server/model_config.h"
+#include "formats/model_config.h"
 #include "tests/fuzz/fuzz_check.h"
 
 namespace loramux {
@@ -21,8 +21,8 @@ void CheckAccepted(const ModelConfig& c) {
   FUZZ_CHECK(c.architecture == "LlamaForCausalLM" || c.architecture == "MistralForCausalLM" ||
                  c.architecture == "Qwen2ForCausalLM",
              "architecture \"", c.architecture, "\"");
-  for (int64_t size : {c.vocab_size, c.hidden_size, c.intermediate_size, c.num_layers,
-                       c.num_heads, c.num_kv_heads, c.head_dim, c.max_position_embeddings}) {
+  for (int64_t size : {c.vocab_size, c.hidden_size, c.intermediate_size, c.num_layers, c.num_heads,
+                       c.num_kv_heads, c.head_dim, c.max_position_embeddings}) {
     FUZZ_CHECK(size > 0, "a size is ", size);
   }
   FUZZ_CHECK(c.head_dim % 2 == 0, "head_dim ", c.head_dim, " is odd");
@@ -50,10 +50,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const absl::string_view json(reinterpret_cast<const char*>(data), size);
   auto config = ModelConfig::FromJson(json, kLabel);
   if (!config.ok()) {
-    FUZZ_CHECK(fuzz::IsInputError(config.status(), kLabel,
-                                  {absl::StatusCode::kInvalidArgument,
-                                   absl::StatusCode::kUnimplemented}),
-               "unexpected refusal: ", config.status().ToString());
+    FUZZ_CHECK(
+        fuzz::IsInputError(config.status(), kLabel,
+                           {absl::StatusCode::kInvalidArgument, absl::StatusCode::kUnimplemented}),
+        "unexpected refusal: ", config.status().ToString());
     return 0;
   }
   CheckAccepted(*config);

@@ -20,7 +20,8 @@ void CheckResponses(const OpenAiRequest& r) {
   piece.token_ids = {1};
   if (r.logprobs) piece.logprobs = {{"x", -0.5f, {{"x", -0.5f}}}};
   const ResponseHeader header{"id", 0, r.model, ""};
-  const Json whole = CompletionResponse(r, header, r.prompt_token_ids, piece, FinishReason::kStop, Usage{1, 1});
+  const Json whole =
+      CompletionResponse(r, header, r.prompt_token_ids, piece, FinishReason::kStop, Usage{1, 1});
   FUZZ_CHECK(whole["choices"].size() == 1, whole.dump());
   const Json chunk = ChoiceChunk(r, header, piece, FinishReason::kLength);
   // The model name is the client's string: it may hold bytes that are not UTF-8.
@@ -35,7 +36,8 @@ void CheckResponses(const OpenAiRequest& r) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace loramux;
   if (size == 0) return 0;
-  const OpenAiEndpoint endpoint = data[0] & 1 ? OpenAiEndpoint::kChatCompletions : OpenAiEndpoint::kCompletions;
+  const OpenAiEndpoint endpoint =
+      data[0] & 1 ? OpenAiEndpoint::kChatCompletions : OpenAiEndpoint::kCompletions;
   const std::string body(reinterpret_cast<const char*>(data) + 1, size - 1);
   absl::StatusOr<OpenAiRequest> r = ParseOpenAiRequest(endpoint, body);
   if (!r.ok()) {

@@ -1,4 +1,4 @@
-// Fuzzes request validation (server/request_validator.h): every field of an InferenceRequest, as
+// Fuzzes request validation (engine/request_validator.h): every field of an InferenceRequest, as
 // any front end (gRPC, HTTP) may fill it from a client's message, against a server's limits.
 //
 // Checked beyond "no crash, no UB": a refusal is INVALID_ARGUMENT; an accepted request satisfies
@@ -13,7 +13,7 @@
 #include <cstring>
 #include <limits>
 
-#include "server/request_validator.h"
+#include "engine/request_validator.h"
 #include "tests/fuzz/fuzz_check.h"
 
 namespace loramux {
@@ -47,9 +47,9 @@ void CheckAccepted(const InferenceRequest& r, const RequestLimits& limits) {
   FUZZ_CHECK(!r.tokens.empty() && static_cast<int64_t>(r.tokens.size()) <= limits.max_prompt_tokens,
              r.tokens.size(), " tokens");
   for (int32_t id : r.tokens) FUZZ_CHECK(id >= 0 && id < limits.vocab_size, "token id ", id);
-  FUZZ_CHECK(std::isfinite(r.adapter_scale) &&
-                 std::abs(r.adapter_scale) <= limits.max_abs_adapter_scale,
-             "adapter_scale ", r.adapter_scale);
+  FUZZ_CHECK(
+      std::isfinite(r.adapter_scale) && std::abs(r.adapter_scale) <= limits.max_abs_adapter_scale,
+      "adapter_scale ", r.adapter_scale);
   if (r.kind == InferenceRequest::Kind::kScore) {
     if (r.return_logits) {
       FUZZ_CHECK(static_cast<int64_t>(r.tokens.size()) * limits.vocab_size * 4 <=
@@ -113,7 +113,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     CheckAccepted(r, limits);
     InferenceRequest again = r;
     const absl::Status twice = NormalizeAndValidate(again, limits);
-    FUZZ_CHECK(twice.ok() && SameRequest(again, r), "normalizing twice differs: ", twice.ToString());
+    FUZZ_CHECK(twice.ok() && SameRequest(again, r),
+               "normalizing twice differs: ", twice.ToString());
   }
 
   const double adapter_scale = std::abs(AnyDouble(in));
@@ -122,7 +123,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const absl::Status effective = CheckEffectiveScale(adapter_scale, request_scale, dtype_max);
   if (effective.ok()) {
     const double product = adapter_scale * std::abs(request_scale);
-    FUZZ_CHECK(std::isfinite(product) && product <= dtype_max, "accepted effective scale ", product);
+    FUZZ_CHECK(std::isfinite(product) && product <= dtype_max, "accepted effective scale ",
+               product);
   } else {
     FUZZ_CHECK(effective.code() == absl::StatusCode::kInvalidArgument, effective.ToString());
   }

@@ -16,7 +16,7 @@
 #include <string>
 
 #include "absl/strings/str_join.h"
-#include "adapters/safetensors.h"
+#include "formats/safetensors.h"
 #include "tests/fuzz/fuzz_check.h"
 
 namespace loramux {
@@ -104,9 +104,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto file = SafetensorsFile::FromBytes(std::move(bytes), kLabel);
   if (!file.ok()) {
     const absl::Status& s = file.status();
-    FUZZ_CHECK(fuzz::IsInputError(s, kLabel, {absl::StatusCode::kInvalidArgument,
-                                              absl::StatusCode::kResourceExhausted}),
-               "unexpected refusal: ", s.ToString());
+    FUZZ_CHECK(
+        fuzz::IsInputError(
+            s, kLabel, {absl::StatusCode::kInvalidArgument, absl::StatusCode::kResourceExhausted}),
+        "unexpected refusal: ", s.ToString());
     FUZZ_CHECK(s.message().size() <= kMaxMessageBytes, "a ", s.message().size(),
                "-byte error message: ", s.message().substr(0, 300));
     return 0;

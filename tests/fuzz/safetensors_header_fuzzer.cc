@@ -18,7 +18,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "adapters/safetensors.h"
+#include "formats/safetensors.h"
 #include "tests/fuzz/fuzz_check.h"
 
 namespace loramux {
@@ -159,16 +159,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto file = SafetensorsFile::FromBytes(std::move(bytes), kLabel);
   if (!file.ok()) {
     const absl::Status& s = file.status();
-    FUZZ_CHECK(fuzz::IsInputError(s, kLabel, {absl::StatusCode::kInvalidArgument,
-                                              absl::StatusCode::kResourceExhausted}),
-               "unexpected refusal: ", s.ToString());
+    FUZZ_CHECK(
+        fuzz::IsInputError(
+            s, kLabel, {absl::StatusCode::kInvalidArgument, absl::StatusCode::kResourceExhausted}),
+        "unexpected refusal: ", s.ToString());
     if (reference == Reference::kRejects) {
-      FUZZ_CHECK(IsJsonRefusal(s), "JSON nlohmann refuses refused for another reason: ",
-                 s.message());
+      FUZZ_CHECK(IsJsonRefusal(s),
+                 "JSON nlohmann refuses refused for another reason: ", s.message());
     }
     if (reference == Reference::kAccepts) {
-      FUZZ_CHECK(!IsSyntaxRefusal(s),
-                 "refuses JSON that nlohmann accepts: ", s.message());
+      FUZZ_CHECK(!IsSyntaxRefusal(s), "refuses JSON that nlohmann accepts: ", s.message());
     }
     return 0;
   }

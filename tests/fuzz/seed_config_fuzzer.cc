@@ -26,7 +26,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FUZZ_CHECK(std::isfinite(config->alpha), "alpha = ", config->alpha);
   // The reference reading: nlohmann keeps the last of duplicate keys, as FromJson must.
   const auto reference = nlohmann::json::parse(json.begin(), json.end());
-  FUZZ_CHECK(reference.at("alpha").get<double>() == config->alpha, "alpha read as ",
-             config->alpha, ", the JSON holds ", reference.at("alpha").dump());
+  FUZZ_CHECK(reference.at("alpha").get<double>() == config->alpha, "alpha read as ", config->alpha,
+             ", the JSON holds ", reference.at("alpha").dump());
   return 0;
 }

@@ -26,7 +26,8 @@ struct Loaded {
   bool lossless;  // Decode(Encode(text)) == text
 };
 
-Loaded loaded[] = {{"llama3", nullptr, true}, {"qwen3", nullptr, false}, {"llama2", nullptr, false}};
+Loaded loaded[] = {
+    {"llama3", nullptr, true}, {"qwen3", nullptr, false}, {"llama2", nullptr, false}};
 
 // Loading takes seconds under the sanitizers: done once, before the first input (and its timeout).
 void LoadAll() {
@@ -75,8 +76,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       const absl::StatusCode code = ids.status().code();
       FUZZ_CHECK((!valid && code == absl::StatusCode::kInvalidArgument) ||
                      code == absl::StatusCode::kResourceExhausted,
-                 l.name, ": Encode refused ", valid ? "valid" : "invalid", " UTF-8: ",
-                 ids.status().ToString());
+                 l.name, ": Encode refused ", valid ? "valid" : "invalid",
+                 " UTF-8: ", ids.status().ToString());
       continue;
     }
     FUZZ_CHECK(valid, l.name, ": Encode accepted invalid UTF-8");

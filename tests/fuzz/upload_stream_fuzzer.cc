@@ -22,8 +22,8 @@
 #include <vector>
 
 #include "adapters/adapter_store.h"
-#include "adapters/safetensors.h"
 #include "common/sha256.h"
+#include "formats/safetensors.h"
 #include "tests/fuzz/fuzz_check.h"
 
 namespace loramux {
@@ -85,12 +85,16 @@ void Run(FuzzedDataProvider& in, AdapterStore& store) {
         Pending p;
         p.manifest.name = Name(in);
         p.manifest.format = in.ConsumeBool() ? AdapterFormat::kPeft : AdapterFormat::kSeed;
-        p.manifest.config_json = in.ConsumeBool() ? R"({"alpha": 1})" : in.ConsumeRandomLengthString(64);
+        p.manifest.config_json =
+            in.ConsumeBool() ? R"({"alpha": 1})" : in.ConsumeRandomLengthString(64);
         p.planned = "w" + in.ConsumeRandomLengthString(2048);
-        p.manifest.size_bytes = in.ConsumeBool() ? p.planned.size() : in.ConsumeIntegral<uint64_t>();
-        p.manifest.sha256 = in.ConsumeBool() ? Sha256Hex(p.planned) : in.ConsumeRandomLengthString(70);
+        p.manifest.size_bytes =
+            in.ConsumeBool() ? p.planned.size() : in.ConsumeIntegral<uint64_t>();
+        p.manifest.sha256 =
+            in.ConsumeBool() ? Sha256Hex(p.planned) : in.ConsumeRandomLengthString(70);
         auto upload = store.BeginUpload(p.manifest);
-        CheckCode(upload.status(), {Code::kInvalidArgument, Code::kResourceExhausted}, "BeginUpload");
+        CheckCode(upload.status(), {Code::kInvalidArgument, Code::kResourceExhausted},
+                  "BeginUpload");
         if (upload.ok()) {
           p.upload = std::move(*upload);
           uploads.push_back(std::move(p));
@@ -125,17 +129,20 @@ void Run(FuzzedDataProvider& in, AdapterStore& store) {
                   "Commit");
         if (stored.ok()) {
           FUZZ_CHECK(p.appended.size() == p.manifest.size_bytes &&
-                         Sha256Hex(p.appended) == stored->version && stored->name == p.manifest.name,
+                         Sha256Hex(p.appended) == stored->version &&
+                         stored->name == p.manifest.name,
                      "Commit published bytes other than the declared ones");
           current[stored->name] = stored->version;
           auto now = store.Current(stored->name);
-          FUZZ_CHECK(now.ok() && now->version == stored->version, "a committed version is not current");
+          FUZZ_CHECK(now.ok() && now->version == stored->version,
+                     "a committed version is not current");
           FUZZ_CHECK(store.Verify(*now).ok(), "a committed version does not verify");
         }
         break;
       }
       case 3:  // the client goes away
-        if (!uploads.empty()) uploads.erase(uploads.begin() + in.ConsumeIntegralInRange<size_t>(0, uploads.size() - 1));
+        if (!uploads.empty())
+          uploads.erase(uploads.begin() + in.ConsumeIntegralInRange<size_t>(0, uploads.size() - 1));
         break;
       case 4: {
         const std::string name = Name(in);
@@ -154,7 +161,8 @@ void Run(FuzzedDataProvider& in, AdapterStore& store) {
         CheckCode(now.status(), {Code::kNotFound, Code::kInvalidArgument}, "Current");
         auto it = current.find(name);
         if (it != current.end()) {
-          FUZZ_CHECK(now.ok() && now->version == it->second, "Current(\"", name, "\") lost its version");
+          FUZZ_CHECK(now.ok() && now->version == it->second, "Current(\"", name,
+                     "\") lost its version");
         }
         auto resolved = store.Resolve(name, in.ConsumeRandomLengthString(70));
         CheckCode(resolved.status(), {Code::kNotFound, Code::kInvalidArgument}, "Resolve");
@@ -190,7 +198,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     FuzzedDataProvider in(data, size);
     Run(in, **store);
   }
-  FUZZ_CHECK(OpenFds() == fds_before, OpenFds() - fds_before, " file descriptors outlive the store");
+  FUZZ_CHECK(OpenFds() == fds_before, OpenFds() - fds_before,
+             " file descriptors outlive the store");
   std::filesystem::remove_all(base);
   return 0;
 }

@@ -28,10 +28,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "client/loramux_client.h"
-#include "nlohmann/json.hpp"
-#include "tests/integration/server_harness.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/integration/server_harness.h"
 #include "tests/test_files.h"
 
 namespace loramux {
@@ -60,9 +60,9 @@ std::pair<pid_t, int> Spawn(std::vector<std::string> args, const std::string& st
   argv.push_back(nullptr);
   int out[2];
   if (pipe2(out, O_CLOEXEC) != 0) return {-1, -1};
-  const int err_fd =
-      stderr_path.empty() ? -1
-                          : open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  const int err_fd = stderr_path.empty() ? -1
+                                         : open(stderr_path.c_str(),
+                                                O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   const pid_t pid = fork();
   if (pid == 0) {
     // Only async-signal-safe calls between fork and exec.
@@ -118,8 +118,8 @@ CliResult RunCli(const std::string& scratch_dir, const std::vector<std::string>&
     }
   }
   close(fd);
-  std::optional<int> code = WaitExit(pid, std::max(0.0, std::chrono::duration<double>(
-                                                            deadline - Clock::now()).count()));
+  std::optional<int> code =
+      WaitExit(pid, std::max(0.0, std::chrono::duration<double>(deadline - Clock::now()).count()));
   if (!code.has_value()) {
     kill(pid, SIGKILL);
     waitpid(pid, nullptr, 0);

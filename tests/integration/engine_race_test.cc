@@ -10,11 +10,11 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <random>
 #include <string>
-#include <iterator>
 #include <thread>
 #include <vector>
 
@@ -24,8 +24,8 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "common/sha256.h"
+#include "engine/engine.h"
 #include "nlohmann/json.hpp"
-#include "server/engine.h"
 #include "tests/status_matchers.h"
 #include "tests/test_files.h"
 
@@ -72,7 +72,7 @@ class Collector : public RequestObserver {
 struct Expected {
   std::string adapter;
   std::vector<int32_t> prompt;
-  std::vector<int32_t> tokens;      // greedy, kGoldenSteps (golden data)
+  std::vector<int32_t> tokens;        // greedy, kGoldenSteps (golden data)
   std::vector<float> score_logprobs;  // Score of prompt + tokens, measured before the storm
 };
 
@@ -107,8 +107,10 @@ class EngineRaceTest : public ::testing::Test {
       const std::string run = "llama-tiny/" + (target.empty() ? "base" : target);
       for (int p = 0; p < 3; ++p) {
         const auto& entry = results.at("generation").at(run).at(p);
-        Expected e{target, entry.at("input_ids").get<std::vector<int32_t>>(),
-                   entry.at("new_tokens").get<std::vector<int32_t>>(), {}};
+        Expected e{target,
+                   entry.at("input_ids").get<std::vector<int32_t>>(),
+                   entry.at("new_tokens").get<std::vector<int32_t>>(),
+                   {}};
         ASSERT_EQ(static_cast<int>(e.tokens.size()), kGoldenSteps);
         auto quiet = Submit(ScoreRequest(e));
         ASSERT_TRUE(quiet->Wait());
@@ -228,7 +230,8 @@ TEST_F(EngineRaceTest, EverythingAtOnceGivesQuietResults) {
       ASSERT_TRUE(c->Wait());
       EXPECT_TRUE(c->status.ok()) << c->status;
       ASSERT_TRUE(expired->Wait());
-      EXPECT_THAT(expired->status, StatusIs(absl::StatusCode::kDeadlineExceeded)) << expired->status;
+      EXPECT_THAT(expired->status, StatusIs(absl::StatusCode::kDeadlineExceeded))
+          << expired->status;
     }
   });
 

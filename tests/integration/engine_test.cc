@@ -8,22 +8,22 @@
 #include <unistd.h>
 
 #include "absl/synchronization/notification.h"
-#include "adapters/safetensors.h"
 #include "common/sha256.h"
+#include "engine/engine.h"
+#include "formats/safetensors.h"
 #include "nlohmann/json.hpp"
-#include "server/engine.h"
-#include "tests/test_util.h"
 #include "tests/status_matchers.h"
+#include "tests/test_util.h"
 
 namespace loramux {
 namespace {
 
 using ::loramux::testing::DataPath;
-using ::loramux::testing::ReadFile;
-using ::loramux::testing::ToVector;
-using ::loramux::testing::LoadGolden;
 using ::loramux::testing::DeviceName;
+using ::loramux::testing::LoadGolden;
+using ::loramux::testing::ReadFile;
 using ::loramux::testing::TestDevices;
+using ::loramux::testing::ToVector;
 
 // Collects one request's results; Wait() blocks the test thread until OnFinish.
 class Collector : public RequestObserver {
@@ -34,14 +34,17 @@ class Collector : public RequestObserver {
     this->tokens.insert(this->tokens.end(), tokens.begin(), tokens.end());
   }
   void OnScore(ScoreResult result) override { score = std::move(result); }
-  void OnFinish(const absl::Status& s, FinishReason r, const Usage& u, const std::string& v) override {
+  void OnFinish(const absl::Status& s, FinishReason r, const Usage& u,
+                const std::string& v) override {
     status = s;
     reason = r;
     usage = u;
     version = v;
     done.Notify();
   }
-  bool Wait(absl::Duration timeout = absl::Seconds(60)) { return done.WaitForNotificationWithTimeout(timeout); }
+  bool Wait(absl::Duration timeout = absl::Seconds(60)) {
+    return done.WaitForNotificationWithTimeout(timeout);
+  }
 
   std::mutex mu_;
   std::vector<int32_t> tokens;
@@ -81,7 +84,8 @@ class EngineTest : public ::testing::TestWithParam<std::string> {
                   ReadFile(DataPath("adapters/" + name + "/adapter_model.safetensors")));
   }
 
-  StoredAdapter Upload(const std::string& name, const std::string& config_json, const std::string& weights) {
+  StoredAdapter Upload(const std::string& name, const std::string& config_json,
+                       const std::string& weights) {
     AdapterManifest manifest;
     manifest.name = name;
     manifest.config_json = config_json;
@@ -95,11 +99,13 @@ class EngineTest : public ::testing::TestWithParam<std::string> {
   // Golden greedy tokens of `model/adapter` for prompt p.
   std::pair<std::vector<int32_t>, std::vector<int32_t>> Golden(const std::string& run, int p) {
     const auto& entry = results_["generation"][run][p];
-    return {entry["input_ids"].get<std::vector<int32_t>>(), entry["new_tokens"].get<std::vector<int32_t>>()};
+    return {entry["input_ids"].get<std::vector<int32_t>>(),
+            entry["new_tokens"].get<std::vector<int32_t>>()};
   }
 
   std::shared_ptr<Collector> Generate(const std::string& adapter, std::vector<int32_t> prompt,
-                                      int max_new = 12, absl::Duration deadline = absl::InfiniteDuration()) {
+                                      int max_new = 12,
+                                      absl::Duration deadline = absl::InfiniteDuration()) {
     InferenceRequest r;
     r.adapter = adapter;
     r.tokens = std::move(prompt);
@@ -198,11 +204,13 @@ TEST_P(EngineTest, HostileRequestFailsAloneAndNeverChangesOthersTokens) {
     huge.adapter = "lora-qv-r8";
     huge.adapter_scale = 3e38;
     huge.tokens = {1, 2, 3};
-    EXPECT_THAT(engine_->scheduler().Submit(huge, std::make_shared<Collector>()).status(), StatusIs(absl::StatusCode::kInvalidArgument));
+    EXPECT_THAT(engine_->scheduler().Submit(huge, std::make_shared<Collector>()).status(),
+                StatusIs(absl::StatusCode::kInvalidArgument));
     for (auto& c : hostile) {
       ASSERT_TRUE(c->Wait());
       EXPECT_THAT(c->status, StatusIs(absl::StatusCode::kInvalidArgument)) << c->status;
-      EXPECT_NE(std::string(c->status.message()).find("not finite"), std::string::npos) << c->status;
+      EXPECT_NE(std::string(c->status.message()).find("not finite"), std::string::npos)
+          << c->status;
     }
     for (auto& e : honest) {
       ASSERT_TRUE(e.c->Wait());
@@ -210,7 +218,8 @@ TEST_P(EngineTest, HostileRequestFailsAloneAndNeverChangesOthersTokens) {
       EXPECT_EQ(e.c->tokens, e.tokens) << "round " << round;
     }
   }
-  for (int i = 0; i < 200 && engine_->scheduler().stats().kv_used_blocks > 0; ++i) absl::SleepFor(absl::Milliseconds(10));
+  for (int i = 0; i < 200 && engine_->scheduler().stats().kv_used_blocks > 0; ++i)
+    absl::SleepFor(absl::Milliseconds(10));
   EXPECT_EQ(engine_->scheduler().stats().kv_used_blocks, 0);
 }
 
@@ -243,8 +252,8 @@ TEST_P(EngineTest, ScoreMatchesGoldenLogits) {
   ASSERT_TRUE(engine_->scheduler().Submit(r, c).ok());
   ASSERT_TRUE(c->Wait());
   ASSERT_TRUE(c->status.ok()) << c->status;
-  const torch::Tensor logits = torch::from_blob(c->score.logits.data(),
-                                                {static_cast<int64_t>(prompt.size()), 320}).clone();
+  const torch::Tensor logits =
+      torch::from_blob(c->score.logits.data(), {static_cast<int64_t>(prompt.size()), 320}).clone();
   EXPECT_LE(::loramux::testing::MaxAbsDiff(logits, golden["p2.logits"]), 1e-4);
   ASSERT_EQ(c->score.token_logprobs.size(), prompt.size() - 1);
   const torch::Tensor logp = torch::log_softmax(golden["p2.logits"], -1);
@@ -259,7 +268,8 @@ TEST_P(EngineTest, HotSwapServesNewVersionToNewRequests) {
   m.name = "task";
   for (const char* source : {"lora-qv-r8", "lora-pattern"}) {
     m.config_json = ReadFile(DataPath(std::string("adapters/") + source + "/adapter_config.json"));
-    const std::string w = ReadFile(DataPath(std::string("adapters/") + source + "/adapter_model.safetensors"));
+    const std::string w =
+        ReadFile(DataPath(std::string("adapters/") + source + "/adapter_model.safetensors"));
     m.size_bytes = w.size();
     m.sha256 = Sha256Hex(w);
     ASSERT_TRUE(engine_->store().Put(m, w, engine_->registry().Validator()).ok());
@@ -272,7 +282,8 @@ TEST_P(EngineTest, HotSwapServesNewVersionToNewRequests) {
 }
 
 TEST_P(EngineTest, ErrorsHaveTheRightCodes) {
-  EXPECT_THAT(engine_->scheduler().Submit({}, std::make_shared<Collector>()).status(), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(engine_->scheduler().Submit({}, std::make_shared<Collector>()).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument));
   auto unknown = Generate("nope", {1, 2, 3});
   ASSERT_TRUE(unknown->Wait());
   EXPECT_THAT(unknown->status, StatusIs(absl::StatusCode::kNotFound));
@@ -300,7 +311,8 @@ TEST_P(EngineTest, CancelAndDeadlineStopRequestsAndFreeTheCache) {
   ASSERT_TRUE(engine_->scheduler().Submit(score, expired).ok());
   ASSERT_TRUE(expired->Wait());
   EXPECT_THAT(expired->status, StatusIs(absl::StatusCode::kDeadlineExceeded));
-  for (int i = 0; i < 100 && !engine_->scheduler().Idle(); ++i) absl::SleepFor(absl::Milliseconds(10));
+  for (int i = 0; i < 100 && !engine_->scheduler().Idle(); ++i)
+    absl::SleepFor(absl::Milliseconds(10));
   EXPECT_EQ(engine_->scheduler().stats().kv_used_blocks, 0);
   // The server still serves.
   auto [prompt, tokens] = Golden("llama-tiny/base", 1);

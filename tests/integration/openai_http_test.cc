@@ -30,8 +30,9 @@ constexpr char kBase[] = "tiny-llama";
 // One scenario of sdk_check.mjs against `server`.
 Json Sdk(const ServerProcess& server, const std::string& scenario, const Json& args,
          const std::string& api_key = kInferenceToken) {
-  const std::string out = RunCommand("node " + kSdkScript + " " + scenario + " http://" + server.http_address() + "/v1 " +
-                                     ShellQuote(api_key) + " " + ShellQuote(args.dump()));
+  const std::string out =
+      RunCommand("node " + kSdkScript + " " + scenario + " http://" + server.http_address() +
+                 "/v1 " + ShellQuote(api_key) + " " + ShellQuote(args.dump()));
   Json j = Json::parse(out, nullptr, /*allow_exceptions=*/false);
   EXPECT_FALSE(j.is_discarded()) << "sdk_check.mjs printed: " << out;
   EXPECT_FALSE(j.contains("fatal")) << j.dump(2);
@@ -56,10 +57,11 @@ class OpenAiHttpTest : public ::testing::Test {
     WriteChatLlama(*dir_, /*max_position_embeddings=*/8192);
     WriteFile(*dir_ + "/inference", kInferenceToken);
     WriteFile(*dir_ + "/admin", kAdminToken);
-    server_ = new ServerProcess({"--model_dir=" + *dir_, "--http_listen=127.0.0.1:0",
-                                 std::string("--served_model_name=") + kBase,
-                                 "--inference_token_file=" + *dir_ + "/inference",
-                                 "--admin_token_file=" + *dir_ + "/admin", "--kv_cache_bytes=64MiB"});
+    server_ =
+        new ServerProcess({"--model_dir=" + *dir_, "--http_listen=127.0.0.1:0",
+                           std::string("--served_model_name=") + kBase,
+                           "--inference_token_file=" + *dir_ + "/inference",
+                           "--admin_token_file=" + *dir_ + "/admin", "--kv_cache_bytes=64MiB"});
     if (!server_->ok()) return;
     auto adapters = v1::Adapters::NewStub(Connect(server_->address()));
     v1::AdapterInfo info;
@@ -81,8 +83,9 @@ class OpenAiHttpTest : public ::testing::Test {
   }
 
   // The same request over gRPC: greedy, `max_tokens`, a text prompt or one user message.
-  std::pair<GenerateOutcome, std::string> OverGrpc(const std::string& adapter, bool chat, const std::string& prompt,
-                                                   int max_tokens, const std::string& stop = "") {
+  std::pair<GenerateOutcome, std::string> OverGrpc(const std::string& adapter, bool chat,
+                                                   const std::string& prompt, int max_tokens,
+                                                   const std::string& stop = "") {
     v1::GenerateRequest request = MakeGenerate(adapter == kBase ? "" : adapter, {}, max_tokens);
     if (chat) {
       v1::ChatMessage* m = request.add_messages();
@@ -96,9 +99,14 @@ class OpenAiHttpTest : public ::testing::Test {
     return {out, out.text};
   }
 
-  static Json Request(const std::string& model, bool chat, const std::string& prompt, int max_tokens, bool stream) {
-    Json r = {{"endpoint", chat ? "chat" : "completions"}, {"model", model}, {"max_tokens", max_tokens},
-              {"temperature", 0}, {"stream", stream}, {"return_token_ids", true}};
+  static Json Request(const std::string& model, bool chat, const std::string& prompt,
+                      int max_tokens, bool stream) {
+    Json r = {{"endpoint", chat ? "chat" : "completions"},
+              {"model", model},
+              {"max_tokens", max_tokens},
+              {"temperature", 0},
+              {"stream", stream},
+              {"return_token_ids", true}};
     if (chat) {
       r["messages"] = Json::array({{{"role", "user"}, {"content", prompt}}});
     } else {
@@ -121,7 +129,8 @@ TEST_F(OpenAiHttpTest, ModelsListTheBaseAndEveryAdapter) {
   EXPECT_EQ(sdk["ids"], Json::parse(R"(["tiny-llama", "alpha", "beta"])")) << sdk.dump();
   EXPECT_EQ(sdk["parents"]["alpha"], kBase);
   EXPECT_TRUE(sdk["parents"][kBase].is_null());
-  const HttpReply raw = Curl("http://" + server_->http_address(), "GET", "/v1/models", "", kInferenceToken);
+  const HttpReply raw =
+      Curl("http://" + server_->http_address(), "GET", "/v1/models", "", kInferenceToken);
   EXPECT_EQ(raw.status, 200);
   EXPECT_THAT(raw.headers, HasSubstr("application/json"));
   EXPECT_EQ(raw.json()["data"][1]["object"], "model");
@@ -135,7 +144,8 @@ TEST_F(OpenAiHttpTest, GreedyAnswersEqualGrpcForBaseAndAdaptersInParallel) {
   Json requests = Json::array();
   for (const char* model : {kBase, "alpha", "beta"}) {
     for (bool chat : {false, true}) {
-      for (bool stream : {false, true}) requests.push_back(Request(model, chat, prompt, 16, stream));
+      for (bool stream : {false, true})
+        requests.push_back(Request(model, chat, prompt, 16, stream));
     }
   }
   const Json sdk = Sdk(*server_, "generate", {{"requests", requests}});
@@ -150,16 +160,20 @@ TEST_F(OpenAiHttpTest, GreedyAnswersEqualGrpcForBaseAndAdaptersInParallel) {
     ASSERT_TRUE(grpc_out.status.ok()) << grpc_out.status.error_message();
     EXPECT_EQ(got["text"], grpc_text);
     EXPECT_EQ(got["token_ids"].get<std::vector<int32_t>>(), grpc_out.tokens);
-    EXPECT_EQ(got["finish_reason"], grpc_out.last.finish_reason() == v1::FINISH_REASON_STOP ? "stop" : "length");
+    EXPECT_EQ(got["finish_reason"],
+              grpc_out.last.finish_reason() == v1::FINISH_REASON_STOP ? "stop" : "length");
     EXPECT_EQ(got["usage"]["prompt_tokens"], grpc_out.last.usage().prompt_tokens());
     EXPECT_EQ(got["usage"]["completion_tokens"], grpc_out.last.usage().generated_tokens());
     EXPECT_EQ(got["usage"]["total_tokens"],
               grpc_out.last.usage().prompt_tokens() + grpc_out.last.usage().generated_tokens());
-    EXPECT_EQ(got["object"], chat ? (req["stream"] ? "chat.completion.chunk" : "chat.completion") : "text_completion");
+    EXPECT_EQ(got["object"], chat ? (req["stream"] ? "chat.completion.chunk" : "chat.completion")
+                                  : "text_completion");
     if (chat) EXPECT_EQ(got["role"], "assistant");
     if (req["stream"]) EXPECT_GE(got["chunks"].get<int>(), 3);  // role, tokens..., usage
     // system_fingerprint: the served version, as gRPC reports it (null for the base).
-    EXPECT_EQ(got["fingerprint"], grpc_out.last.adapter_version().empty() ? Json() : Json(grpc_out.last.adapter_version()));
+    EXPECT_EQ(got["fingerprint"], grpc_out.last.adapter_version().empty()
+                                      ? Json()
+                                      : Json(grpc_out.last.adapter_version()));
     seen.push_back(grpc_out.tokens);
   }
   // The adapters change the answers (else this test would prove nothing about routing).
@@ -243,7 +257,8 @@ TEST_F(OpenAiHttpTest, EveryErrorHasOpenAisShapeAndStatus) {
   EXPECT_EQ(n["class"], "BadRequestError");
   EXPECT_EQ(n["param"], "n");
   Json tools = Request(kBase, true, "hi", 4, false);
-  tools["tools"] = Json::parse(R"([{"type": "function", "function": {"name": "f", "parameters": {}}}])");
+  tools["tools"] =
+      Json::parse(R"([{"type": "function", "function": {"name": "f", "parameters": {}}}])");
   EXPECT_EQ(error(tools)["param"], "tools");
   Json long_reply = Request(kBase, false, "hi", 5000, false);
   EXPECT_EQ(error(long_reply)["status"], 400);  // over --max_new_tokens_limit
@@ -258,7 +273,8 @@ TEST_F(OpenAiHttpTest, EveryErrorHasOpenAisShapeAndStatus) {
   const HttpReply no_token = Curl(http, "POST", "/v1/chat/completions", "{}");
   EXPECT_EQ(no_token.status, 401);
   EXPECT_THAT(no_token.json()["error"]["message"].get<std::string>(), HasSubstr("Bearer"));
-  const HttpReply huge = Curl(http, "POST", "/v1/completions", std::string(9 << 20, ' '), kInferenceToken);
+  const HttpReply huge =
+      Curl(http, "POST", "/v1/completions", std::string(9 << 20, ' '), kInferenceToken);
   EXPECT_EQ(huge.status, 413);  // over --max_http_body_bytes (8 MiB)
   EXPECT_EQ(Curl(http, "DELETE", "/v1/models", "", kInferenceToken).status, 405);
   EXPECT_EQ(Curl(http, "GET", "/v1/engines", "", kInferenceToken).status, 404);
@@ -277,14 +293,17 @@ TEST_F(OpenAiHttpTest, LoadAndUnloadLoraAdapterByPath) {
   WriteFile(adapter_dir + "/adapter_config.json", files.config);
   WriteFile(adapter_dir + "/adapter_model.safetensors", files.weights);
   const std::string load = Json{{"lora_name", "gamma"}, {"lora_path", adapter_dir}}.dump();
-  EXPECT_EQ(Curl(http, "POST", "/v1/load_lora_adapter", load, kInferenceToken).status, 401);  // admin only
+  EXPECT_EQ(Curl(http, "POST", "/v1/load_lora_adapter", load, kInferenceToken).status,
+            401);  // admin only
   const HttpReply missing =
-      Curl(http, "POST", "/v1/load_lora_adapter", R"({"lora_name": "gamma", "lora_path": "/nonexistent"})", kAdminToken);
+      Curl(http, "POST", "/v1/load_lora_adapter",
+           R"({"lora_name": "gamma", "lora_path": "/nonexistent"})", kAdminToken);
   EXPECT_EQ(missing.status, 404) << missing.body;
   const HttpReply loaded = Curl(http, "POST", "/v1/load_lora_adapter", load, kAdminToken);
   ASSERT_EQ(loaded.status, 200) << loaded.body;
 
-  const Json sdk = Sdk(*server_, "generate", {{"requests", Json::array({Request("gamma", false, "Hello", 8, false)})}});
+  const Json sdk = Sdk(*server_, "generate",
+                       {{"requests", Json::array({Request("gamma", false, "Hello", 8, false)})}});
   const auto [grpc_out, grpc_text] = OverGrpc("gamma", false, "Hello", 8);
   EXPECT_EQ(sdk["results"][0]["token_ids"].get<std::vector<int32_t>>(), grpc_out.tokens);
   EXPECT_EQ(sdk["results"][0]["fingerprint"], loaded.json()["version"]);  // the version served
@@ -293,13 +312,15 @@ TEST_F(OpenAiHttpTest, LoadAndUnloadLoraAdapterByPath) {
   const std::string unload = Json{{"lora_name", "gamma"}}.dump();
   EXPECT_EQ(Curl(http, "POST", "/v1/unload_lora_adapter", unload, kAdminToken).status, 200);
   EXPECT_EQ(Curl(http, "POST", "/v1/unload_lora_adapter", unload, kAdminToken).status, 404);
-  const Json gone = Sdk(*server_, "error", {{"request", Request("gamma", false, "Hello", 8, false)}});
+  const Json gone =
+      Sdk(*server_, "error", {{"request", Request("gamma", false, "Hello", 8, false)}});
   EXPECT_EQ(gone["error"]["status"], 404);
 }
 
 // A client that goes away mid-stream frees its sequence at once.
 TEST_F(OpenAiHttpTest, ClientThatDisconnectsMidStreamIsCancelled) {
-  const std::string series = R"(loramux_requests_total{code="CANCELLED",rpc="openai.chat.completions"})";
+  const std::string series =
+      R"(loramux_requests_total{code="CANCELLED",rpc="openai.chat.completions"})";
   const double before = std::max(0.0, Metric(*server_, series));
   Json request = Request(kBase, true, "Tell me a long story", 4000, true);
   request["ignore_eos"] = true;  // it would run for seconds if not cancelled
@@ -321,27 +342,39 @@ TEST(OpenAiHttpLimitsTest, FullQueueIs429AndDrainingIs503) {
   ASSERT_NO_FATAL_FAILURE(ExpectClients());  // before any thread starts
   const std::string dir = MakeTempDir();
   WriteChatLlama(dir, 8192);
-  ServerProcess server({"--model_dir=" + dir, "--http_listen=127.0.0.1:0", "--max_queue=1", "--max_running_requests=1",
+  ServerProcess server({"--model_dir=" + dir, "--http_listen=127.0.0.1:0", "--max_queue=1",
+                        "--max_running_requests=1", "--max_new_tokens_limit=8000",
                         "--drain_timeout_s=120"});
   ASSERT_TRUE(server.ok()) << server.Log();
   const std::string base = std::filesystem::path(dir).filename();  // the default model id
-  const std::string long_request = Json{{"model", base}, {"prompt", "hi"}, {"max_tokens", 3000},
-                                        {"temperature", 0}, {"ignore_eos", true}}.dump();
+  // ~1 ms a token here: long enough that the first still runs when the second arrives on a busy
+  // machine (at 3,000 tokens the first had once ended before the second was queued).
+  const std::string long_request = Json{
+      {"model", base},
+      {"prompt", "hi"},
+      {"max_tokens", 8000},
+      {"temperature", 0},
+      {"ignore_eos", true}}.dump();
+  // Up to 30 s: under a full CTest run the second request once took over 5 s to be queued.
   auto wait_for = [&](const std::string& gauge) {
-    for (int i = 0; i < 500 && Metric(server, gauge) != 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    for (int i = 0; i < 3000 && Metric(server, gauge) != 1; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
     EXPECT_EQ(Metric(server, gauge), 1) << gauge;
   };
   std::vector<std::thread> runners;
   for (const char* gauge : {"loramux_running_requests", "loramux_queue_depth"}) {
     runners.emplace_back([&] {
-      const HttpReply reply = Curl("http://" + server.http_address(), "POST", "/v1/completions", long_request);
+      const HttpReply reply =
+          Curl("http://" + server.http_address(), "POST", "/v1/completions", long_request);
       EXPECT_EQ(reply.status, 200) << reply.body;
     });
     wait_for(gauge);  // the first runs, the second waits
   }
-  const Json flood = Sdk(server, "flood", {{"count", 4},
-                                           {"request", {{"endpoint", "completions"}, {"model", base}, {"prompt", "hi"},
-                                                        {"max_tokens", 4}}}});
+  const Json flood =
+      Sdk(server, "flood",
+          {{"count", 4},
+           {"request",
+            {{"endpoint", "completions"}, {"model", base}, {"prompt", "hi"}, {"max_tokens", 4}}}});
   EXPECT_EQ(flood["results"].size(), 4u) << flood.dump();
   for (const Json& r : flood["results"]) {
     if (r.value("ok", true)) {
@@ -354,7 +387,8 @@ TEST(OpenAiHttpLimitsTest, FullQueueIs429AndDrainingIs503) {
   }
 
   server.Signal(SIGTERM);  // the two long requests finish; nothing new starts
-  for (int i = 0; i < 200 && Curl("http://" + server.http_address(), "GET", "/health").status != 503; ++i) {
+  for (int i = 0;
+       i < 200 && Curl("http://" + server.http_address(), "GET", "/health").status != 503; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   EXPECT_EQ(Curl("http://" + server.http_address(), "GET", "/health").status, 503);

@@ -188,9 +188,10 @@ TEST_F(ServerCrashTest, AcknowledgedUploadsSurviveSigkill) {
   const std::unique_ptr<v1::Inference::Stub> inference = v1::Inference::NewStub(channel);
 
   ASSERT_FALSE(acknowledged.empty()) << "no upload completed in " << kRounds << " rounds";
-  std::printf("%d rounds in %.1f s: %zu uploads acknowledged, %d failed after a kill, %d entries "
-              "left in tmp/ by the last kill\n",
-              kRounds, crash_s, acknowledged.size(), failed_uploads.load(), staged_before_restart);
+  std::printf(
+      "%d rounds in %.1f s: %zu uploads acknowledged, %d failed after a kill, %d entries "
+      "left in tmp/ by the last kill\n",
+      kRounds, crash_s, acknowledged.size(), failed_uploads.load(), staged_before_restart);
 
   // Every acknowledged version is retrievable, and its files are the bytes uploaded.
   std::set<std::string> acknowledged_names;

@@ -91,7 +91,9 @@ ServerProcess::ServerProcess(const std::vector<std::string>& flags, double start
       seen.append(buffer, static_cast<size_t>(n));
       // "listening on HOST:PORT" at the start of a line (not "http listening on").
       const size_t at = seen.rfind('\n' + std::string("listening on "));
-      const size_t start = seen.rfind("listening on ", 0) == 0 ? 0 : at == std::string::npos ? at : at + 1;
+      const size_t start = seen.rfind("listening on ", 0) == 0 ? 0
+                           : at == std::string::npos           ? at
+                                                               : at + 1;
       const size_t end = start == std::string::npos ? start : seen.find('\n', start);
       if (end != std::string::npos) {
         address_ = seen.substr(start + 13, end - start - 13);
@@ -183,10 +185,9 @@ std::string SanitizerReport(const std::string& log) {
   return log.substr(from, 8192);
 }
 
-std::shared_ptr<grpc::Channel> Connect(
-    const std::string& address,
-    std::shared_ptr<grpc::ChannelCredentials> credentials,
-    grpc::ChannelArguments args) {
+std::shared_ptr<grpc::Channel> Connect(const std::string& address,
+                                       std::shared_ptr<grpc::ChannelCredentials> credentials,
+                                       grpc::ChannelArguments args) {
   args.SetMaxReceiveMessageSize(64 << 20);
   auto channel = grpc::CreateCustomChannel(address, credentials, args);
   channel->WaitForConnected(In(10));
@@ -255,13 +256,18 @@ constexpr int kHidden = 32, kInter = 64, kHeads = 4, kKvHeads = 2, kHeadDim = 8;
 
 void WriteRandomLlama(const std::string& dir, int vocab, int max_position_embeddings) {
   WriteFile(dir + "/config.json",
-            nlohmann::json{{"architectures", {"LlamaForCausalLM"}}, {"vocab_size", vocab},
-                           {"hidden_size", kHidden}, {"intermediate_size", kInter},
-                           {"num_hidden_layers", 1}, {"num_attention_heads", kHeads},
+            nlohmann::json{{"architectures", {"LlamaForCausalLM"}},
+                           {"vocab_size", vocab},
+                           {"hidden_size", kHidden},
+                           {"intermediate_size", kInter},
+                           {"num_hidden_layers", 1},
+                           {"num_attention_heads", kHeads},
                            {"num_key_value_heads", kKvHeads},
                            {"max_position_embeddings", max_position_embeddings},
-                           {"rms_norm_eps", 1e-6}, {"tie_word_embeddings", true},
-                           {"bos_token_id", 1}, {"eos_token_id", 2}}
+                           {"rms_norm_eps", 1e-6},
+                           {"tie_word_embeddings", true},
+                           {"bos_token_id", 1},
+                           {"eos_token_id", 2}}
                 .dump());
   TensorWriter w(7, 0.5f);
   w.Add("model.embed_tokens.weight", {vocab, kHidden});
@@ -281,14 +287,16 @@ void WriteRandomLlama(const std::string& dir, int vocab, int max_position_embedd
 
 void WriteChatLlama(const std::string& dir, int max_position_embeddings) {
   WriteRandomLlama(dir, 32000, max_position_embeddings);
-  WriteFile(dir + "/tokenizer.json", ReadFile(std::string(kData) + "/tokenizers/llama2/tokenizer.json"));
+  WriteFile(dir + "/tokenizer.json",
+            ReadFile(std::string(kData) + "/tokenizers/llama2/tokenizer.json"));
   WriteFile(dir + "/tokenizer_config.json",
             ReadFile(std::string(kData) + "/chat_templates/llama2/tokenizer_config.json"));
 }
 
 AdapterFiles RandomLlamaLora(uint32_t seed) {
   AdapterFiles files;
-  files.config = R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"],
+  files.config =
+      R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"],
                      "lora_dropout": 0.0, "bias": "none", "task_type": "CAUSAL_LM"})";
   TensorWriter w(seed, 1.0f);
   const std::string p = "base_model.model.model.layers.0.self_attn.";
@@ -344,8 +352,7 @@ GenerateOutcome Generate(v1::Inference::Stub& stub, const v1::GenerateRequest& r
   v1::GenerateResponse response;
   while (reader->Read(&response)) {
     out.tokens.insert(out.tokens.end(), response.token_ids().begin(), response.token_ids().end());
-    out.logprobs.insert(out.logprobs.end(), response.logprobs().begin(),
-                        response.logprobs().end());
+    out.logprobs.insert(out.logprobs.end(), response.logprobs().begin(), response.logprobs().end());
     out.text += response.text();
     ++out.messages;
     out.last = response;
@@ -557,9 +564,10 @@ HttpReply Curl(const std::string& origin, const std::string& method, const std::
                const std::string& body, const std::string& token, const std::string& curl_args) {
   const std::string dir = MakeTempDir();
   WriteFile(dir + "/body", body);
-  std::string command = "curl -sS -m 60 -X " + method + " -o " + dir + "/out -D " + dir + "/headers -w '%{http_code}' " +
-                        curl_args;
-  if (!body.empty()) command += " -H 'Content-Type: application/json' --data-binary @" + dir + "/body";
+  std::string command = "curl -sS -m 60 -X " + method + " -o " + dir + "/out -D " + dir +
+                        "/headers -w '%{http_code}' " + curl_args;
+  if (!body.empty())
+    command += " -H 'Content-Type: application/json' --data-binary @" + dir + "/body";
   if (!token.empty()) command += " -H " + ShellQuote("Authorization: Bearer " + token);
   HttpReply reply;
   reply.status = std::atoi(RunCommand(command + " " + ShellQuote(origin + path)).c_str());
@@ -630,7 +638,8 @@ std::vector<std::string> VerifyStore(const std::string& root, int* versions_chec
          fs::directory_iterator(name_dir.path() / "versions", versions_ec)) {
       ++checked;
       const fs::path dir = version_dir.path();
-      for (const char* file : {"MANIFEST.json", "adapter_config.json", "adapter_model.safetensors"}) {
+      for (const char* file :
+           {"MANIFEST.json", "adapter_config.json", "adapter_model.safetensors"}) {
         if (!fs::is_regular_file(dir / file)) problems.push_back(dir.string() + ": no " + file);
       }
       const std::string digest = Sha256Hex(ReadFile((dir / "adapter_model.safetensors").string()));

@@ -22,7 +22,7 @@
 #include <grpcpp/grpcpp.h>
 #include <nlohmann/json.hpp>
 
-#include "adapters/safetensors.h"
+#include "formats/safetensors.h"
 #include "loramux/v1/loramux.grpc.pb.h"
 #include "tests/test_files.h"  // ReadFile, WriteFile, MakeTempDir
 
@@ -30,11 +30,11 @@ namespace loramux::testing {
 
 using Clock = std::chrono::steady_clock;
 
-extern const char kServerBinary[];  // <build dir>/loramux_server
-extern const char kData[];          // tests/data
+extern const char kServerBinary[];       // <build dir>/loramux_server
+extern const char kData[];               // tests/data
 inline constexpr int kGoldenSteps = 12;  // greedy tokens per golden generation case
-inline constexpr const char* kLlamaAdapters[] = {"lora-qv-r8", "lora-all-r4-rslora",
-                                                 "dora-qkvo-r8", "lora-pattern", "dora-mlp-r4"};
+inline constexpr const char* kLlamaAdapters[] = {"lora-qv-r8", "lora-all-r4-rslora", "dora-qkvo-r8",
+                                                 "lora-pattern", "dora-mlp-r4"};
 
 // `seconds` from now, as a gRPC deadline.
 std::chrono::system_clock::time_point In(double seconds);
@@ -152,11 +152,11 @@ v1::GenerateRequest MakeGenerate(const std::string& adapter, const std::vector<i
 
 struct GenerateOutcome {
   grpc::Status status;
-  std::vector<int32_t> tokens;   // all messages' tokens, in order
-  std::vector<float> logprobs;   // likewise
-  std::string text;              // likewise (empty without a tokenizer)
+  std::vector<int32_t> tokens;  // all messages' tokens, in order
+  std::vector<float> logprobs;  // likewise
+  std::string text;             // likewise (empty without a tokenizer)
   int messages = 0;
-  v1::GenerateResponse last;     // the last message read
+  v1::GenerateResponse last;  // the last message read
 };
 
 // Reads the whole stream (deadline `timeout_s`).
@@ -209,13 +209,16 @@ struct HttpReply {
   int status = 0;  // 0 when curl could not connect
   std::string headers;
   std::string body;
-  nlohmann::json json() const { return nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false); }
+  nlohmann::json json() const {
+    return nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+  }
 };
 
 // curl METHOD ORIGIN/path (ORIGIN "http://host:port" or "https://...") with an optional JSON
 // `body`, bearer `token` and further curl arguments (e.g. "--cacert FILE"); 60 s at most.
 HttpReply Curl(const std::string& origin, const std::string& method, const std::string& path,
-               const std::string& body = "", const std::string& token = "", const std::string& curl_args = "");
+               const std::string& body = "", const std::string& token = "",
+               const std::string& curl_args = "");
 
 // GET http://host:port/path with HTTP/1.0 (5 s socket timeouts); returns the body ("" on failure).
 std::string HttpGet(const std::string& host_port, const std::string& path);

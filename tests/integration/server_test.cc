@@ -26,8 +26,8 @@
 #include <grpcpp/grpcpp.h>
 #include <nlohmann/json.hpp>
 
-#include "adapters/safetensors.h"
 #include "common/sha256.h"
+#include "formats/safetensors.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "loramux/v1/loramux.grpc.pb.h"
@@ -110,10 +110,9 @@ TEST_F(ServerTest, UploadedAdaptersGenerateGoldenTokens) {
   }
   // "name@version-prefix" pins a version.
   const GoldenCase c = Golden("llama-tiny/dora-qkvo-r8")[1];
-  const GenerateOutcome pinned = Generate(
-      *inference_,
-      MakeGenerate("dora-qkvo-r8@" + versions_["dora-qkvo-r8"].substr(0, 12), c.prompt,
-                   kGoldenSteps));
+  const GenerateOutcome pinned =
+      Generate(*inference_, MakeGenerate("dora-qkvo-r8@" + versions_["dora-qkvo-r8"].substr(0, 12),
+                                         c.prompt, kGoldenSteps));
   ASSERT_TRUE(pinned.status.ok()) << pinned.status.error_message();
   EXPECT_EQ(pinned.tokens, c.tokens);
 }
@@ -265,7 +264,8 @@ TEST_F(ServerTest, InferenceErrorCodes) {
   v1::GenerateRequest text = MakeGenerate("", {}, 4);
   text.set_prompt_text("hello");
   const GenerateOutcome text_out = Generate(*inference_, text);
-  EXPECT_EQ(text_out.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);  // no tokenizer.json
+  EXPECT_EQ(text_out.status.error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);  // no tokenizer.json
   EXPECT_THAT(text_out.status.error_message(), HasSubstr("tokenizer.json"));
   v1::GenerateRequest stop = MakeGenerate("", prompt, 4);
   stop.add_stop("the end");
@@ -278,8 +278,7 @@ TEST_F(ServerTest, InferenceErrorCodes) {
   EXPECT_EQ(Score(*inference_, score, &response).error_code(), grpc::StatusCode::NOT_FOUND);
   score.set_adapter("");
   score.add_token_ids(100000);
-  EXPECT_EQ(Score(*inference_, score, &response).error_code(),
-            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Score(*inference_, score, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
 TEST_F(ServerTest, UploadErrorCodes) {
@@ -294,10 +293,10 @@ TEST_F(ServerTest, UploadErrorCodes) {
   EXPECT_EQ(status.error_code(), grpc::StatusCode::DATA_LOSS) << status.error_message();
 
   // Truncated: fewer bytes than declared.
-  status = UploadMessages(*adapters_,
-                          UploadStream(Manifest("truncated", good),
-                                       good.weights.substr(0, good.weights.size() / 2)),
-                          &info);
+  status = UploadMessages(
+      *adapters_,
+      UploadStream(Manifest("truncated", good), good.weights.substr(0, good.weights.size() / 2)),
+      &info);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
 
   // Declared size over --max_upload_bytes.
@@ -326,8 +325,8 @@ TEST_F(ServerTest, UploadErrorCodes) {
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
 
   // Shapes that do not fit the base: lora_A of layer 0 q_proj with in = 96 instead of 64.
-  const std::string wrong_shape = RewriteSafetensors(
-      good.weights, [](TensorView& view, std::vector<uint8_t>& data) {
+  const std::string wrong_shape =
+      RewriteSafetensors(good.weights, [](TensorView& view, std::vector<uint8_t>& data) {
         if (view.name != "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight") return;
         view.shape = {view.shape[0], 96};
         data.assign(static_cast<size_t>(view.shape[0]) * 96 * sizeof(float), 0);
@@ -336,8 +335,8 @@ TEST_F(ServerTest, UploadErrorCodes) {
   EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << status.error_message();
 
   // Non-finite weights.
-  const std::string with_nan = RewriteSafetensors(
-      good.weights, [](TensorView& view, std::vector<uint8_t>& data) {
+  const std::string with_nan =
+      RewriteSafetensors(good.weights, [](TensorView& view, std::vector<uint8_t>& data) {
         if (view.name != "base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight") return;
         const float nan = std::nanf("");
         std::memcpy(data.data() + 4 * sizeof(float), &nan, sizeof(float));
@@ -346,8 +345,8 @@ TEST_F(ServerTest, UploadErrorCodes) {
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
 
   // None of the failed uploads left anything behind.
-  for (const std::string name : {"digest", "truncated", "too-big", "big-chunk", "wrong-shape",
-                                 "nan"}) {
+  for (const std::string name :
+       {"digest", "truncated", "too-big", "big-chunk", "wrong-shape", "nan"}) {
     grpc::ClientContext context;
     context.set_deadline(In(10));
     v1::GetAdapterRequest get;
@@ -361,7 +360,8 @@ TEST_F(ServerTest, UploadErrorCodes) {
 }
 
 // Issue 12, findings 3, 8 and 10: hostile adapter configs are refused at upload with
-// INVALID_ARGUMENT naming the field (and the module, for a scale), and the store keeps none of them.
+// INVALID_ARGUMENT naming the field (and the module, for a scale), and the store keeps none of
+// them.
 TEST_F(ServerTest, UploadRefusesHostileConfigsNamingTheField) {
   StartServer();
   const AdapterFiles good = ReadAdapter("lora-qv-r8");
@@ -371,29 +371,38 @@ TEST_F(ServerTest, UploadRefusesHostileConfigsNamingTheField) {
     return AdapterFiles{config.dump(), good.weights};
   };
   const std::vector<std::pair<std::string, std::pair<AdapterFiles, std::string>>> cases = {
-      {"mistyped", {edited([](auto& c) { c["use_dora"] = "yes"; }),
-                    R"("use_dora" must be a boolean (true or false), got string "yes")"}},
-      {"huge-alpha", {edited([](auto& c) { c["lora_alpha"] = 1e38; }),
-                      R"("lora_alpha" = 1e+38 with "r" = 8 scales module model.layers.0.self_attn.q_proj)"}},
-      {"half-rank", {edited([](auto& c) { c["rank_pattern"] = {{"q_proj", 0.5}}; }),
-                     R"("rank_pattern"["q_proj"] must be a positive integer)"}},
-      {"many-keys", {edited([](auto& c) {
-                       for (int i = 0; i < 257; ++i) c["rank_pattern"]["k" + std::to_string(i)] = 4;
-                     }),
-                     R"("rank_pattern" has 257 entries; at most 256 are accepted)"}},
-      {"big-config", {edited([](auto& c) { c["notes"] = std::string(70000, 'x'); }),
-                      "exceed the limit of 65536 bytes"}},
+      {"mistyped",
+       {edited([](auto& c) { c["use_dora"] = "yes"; }),
+        R"("use_dora" must be a boolean (true or false), got string "yes")"}},
+      {"huge-alpha",
+       {edited([](auto& c) { c["lora_alpha"] = 1e38; }),
+        R"("lora_alpha" = 1e+38 with "r" = 8 scales module model.layers.0.self_attn.q_proj)"}},
+      {"half-rank",
+       {edited([](auto& c) {
+          c["rank_pattern"] = {{"q_proj", 0.5}};
+        }),
+        R"("rank_pattern"["q_proj"] must be a positive integer)"}},
+      {"many-keys",
+       {edited([](auto& c) {
+          for (int i = 0; i < 257; ++i) c["rank_pattern"]["k" + std::to_string(i)] = 4;
+        }),
+        R"("rank_pattern" has 257 entries; at most 256 are accepted)"}},
+      {"big-config",
+       {edited([](auto& c) { c["notes"] = std::string(70000, 'x'); }),
+        "exceed the limit of 65536 bytes"}},
   };
   v1::AdapterInfo info;
   for (const auto& [name, files_and_needle] : cases) {
     const grpc::Status status = Upload(*adapters_, name, files_and_needle.first, &info);
-    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << name << ": " << status.error_message();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+        << name << ": " << status.error_message();
     EXPECT_THAT(status.error_message(), HasSubstr(files_and_needle.second)) << name;
     grpc::ClientContext context;
     context.set_deadline(In(10));
     v1::GetAdapterRequest get;
     get.set_name(name);
-    EXPECT_EQ(adapters_->Get(&context, get, &info).error_code(), grpc::StatusCode::NOT_FOUND) << name;
+    EXPECT_EQ(adapters_->Get(&context, get, &info).error_code(), grpc::StatusCode::NOT_FOUND)
+        << name;
   }
   EXPECT_TRUE(Upload(*adapters_, "good", good, &info).ok());
 }
@@ -535,8 +544,7 @@ TEST_F(ServerTest, FullQueueIsResourceExhausted) {
       ++ok;
       ExpectCompleteStream(out, 400);
     }
-    EXPECT_TRUE(out.status.ok() ||
-                out.status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED)
+    EXPECT_TRUE(out.status.ok() || out.status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED)
         << out.status.error_message();
   }
   EXPECT_GE(exhausted, 1);
@@ -551,8 +559,8 @@ TEST_F(ServerTest, TokensGuardTheirServices) {
   const std::string dir = MakeTempDir();
   WriteFile(dir + "/admin", "admin-secret\n");
   WriteFile(dir + "/inference", "  inference-secret \n");
-  StartServer({"--admin_token_file=" + dir + "/admin",
-               "--inference_token_file=" + dir + "/inference"});
+  StartServer(
+      {"--admin_token_file=" + dir + "/admin", "--inference_token_file=" + dir + "/inference"});
   auto list = [this](const std::string& token) {
     grpc::ClientContext context;
     context.set_deadline(In(10));
@@ -567,13 +575,12 @@ TEST_F(ServerTest, TokensGuardTheirServices) {
   v1::AdapterInfo info;
   EXPECT_EQ(Upload(*adapters_, "lora-qv-r8", ReadAdapter("lora-qv-r8"), &info).error_code(),
             grpc::StatusCode::UNAUTHENTICATED);
-  EXPECT_TRUE(Upload(*adapters_, "lora-qv-r8", ReadAdapter("lora-qv-r8"), &info, "admin-secret")
-                  .ok());
+  EXPECT_TRUE(
+      Upload(*adapters_, "lora-qv-r8", ReadAdapter("lora-qv-r8"), &info, "admin-secret").ok());
 
   const GoldenCase c = Golden("llama-tiny/lora-qv-r8")[0];
   const v1::GenerateRequest request = MakeGenerate("lora-qv-r8", c.prompt, kGoldenSteps);
-  EXPECT_EQ(Generate(*inference_, request).status.error_code(),
-            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(Generate(*inference_, request).status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_EQ(Generate(*inference_, request, 30, "admin-secret").status.error_code(),
             grpc::StatusCode::UNAUTHENTICATED);
   const GenerateOutcome out = Generate(*inference_, request, 30, "inference-secret");
@@ -591,8 +598,8 @@ TEST_F(ServerTest, ServesTls) {
   const std::string cert = dir + "/cert.pem", key = dir + "/key.pem";
   const std::string command =
       "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost "
-      "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout " + key + " -out " + cert +
-      " >/dev/null 2>&1";
+      "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout " +
+      key + " -out " + cert + " >/dev/null 2>&1";
   ASSERT_EQ(std::system(command.c_str()), 0) << command;
   server_ = std::make_unique<ServerProcess>(std::vector<std::string>{
       "--tls_cert_file=" + cert, "--tls_key_file=" + key, "--http_listen=127.0.0.1:0"});
@@ -618,11 +625,17 @@ TEST_F(ServerTest, ServesTls) {
   // The HTTP front serves HTTPS with the same certificate; token ids in, token ids out (this
   // model has no tokenizer, so the text is empty).
   if (!HaveCommand("curl")) return;
-  const std::string https = "https://localhost:" + server_->http_address().substr(server_->http_address().rfind(':') + 1);
-  const std::string resolve = "--resolve localhost:" + https.substr(https.rfind(':') + 1) + ":127.0.0.1";
-  nlohmann::json body = {{"model", "llama-tiny"}, {"prompt", c.prompt}, {"max_tokens", kGoldenSteps},
-                         {"temperature", 0}, {"return_token_ids", true}};
-  const HttpReply reply = Curl(https, "POST", "/v1/completions", body.dump(), "", "--cacert " + cert + " " + resolve);
+  const std::string https =
+      "https://localhost:" + server_->http_address().substr(server_->http_address().rfind(':') + 1);
+  const std::string resolve =
+      "--resolve localhost:" + https.substr(https.rfind(':') + 1) + ":127.0.0.1";
+  nlohmann::json body = {{"model", "llama-tiny"},
+                         {"prompt", c.prompt},
+                         {"max_tokens", kGoldenSteps},
+                         {"temperature", 0},
+                         {"return_token_ids", true}};
+  const HttpReply reply =
+      Curl(https, "POST", "/v1/completions", body.dump(), "", "--cacert " + cert + " " + resolve);
   ASSERT_EQ(reply.status, 200) << reply.body;
   EXPECT_EQ(reply.json()["choices"][0]["token_ids"].get<std::vector<int32_t>>(), c.tokens);
   EXPECT_EQ(reply.json()["choices"][0]["text"], "");
@@ -650,7 +663,8 @@ TEST_F(ServerTest, MetricsPagePassesPromtool) {
   StartServer();
   UploadLlamaAdapters();
   const GoldenCase c = Golden("llama-tiny/dora-qkvo-r8")[0];
-  ASSERT_TRUE(Generate(*inference_, MakeGenerate("dora-qkvo-r8", c.prompt, kGoldenSteps)).status.ok());
+  ASSERT_TRUE(
+      Generate(*inference_, MakeGenerate("dora-qkvo-r8", c.prompt, kGoldenSteps)).status.ok());
   EXPECT_EQ(Generate(*inference_, MakeGenerate("missing", c.prompt, 2)).status.error_code(),
             grpc::StatusCode::NOT_FOUND);
   ASSERT_FALSE(server_->metrics_address().empty()) << server_->Log();
@@ -658,12 +672,13 @@ TEST_F(ServerTest, MetricsPagePassesPromtool) {
   ASSERT_FALSE(page.empty());
   for (const char* name :
        {"loramux_requests_total{", "loramux_request_duration_seconds_bucket{",
-        "loramux_time_to_first_token_seconds_bucket{", "loramux_inter_token_latency_seconds_bucket{",
-        "loramux_generated_tokens_total ", "loramux_queue_depth ", "loramux_running_requests ",
-        "loramux_batch_tokens ", "loramux_kv_cache_used_blocks ",
-        "loramux_kv_cache_capacity_blocks ", "loramux_adapter_cache_hits_total ",
-        "loramux_adapter_cache_misses_total ", "loramux_adapter_loads_total ",
-        "loramux_adapter_evictions_total ", "loramux_adapter_resident_bytes{"}) {
+        "loramux_time_to_first_token_seconds_bucket{",
+        "loramux_inter_token_latency_seconds_bucket{", "loramux_generated_tokens_total ",
+        "loramux_queue_depth ", "loramux_running_requests ", "loramux_batch_tokens ",
+        "loramux_kv_cache_used_blocks ", "loramux_kv_cache_capacity_blocks ",
+        "loramux_adapter_cache_hits_total ", "loramux_adapter_cache_misses_total ",
+        "loramux_adapter_loads_total ", "loramux_adapter_evictions_total ",
+        "loramux_adapter_resident_bytes{"}) {
     EXPECT_THAT(page, HasSubstr(name));
   }
   EXPECT_THAT(page, HasSubstr("code=\"NOT_FOUND\",rpc=\"Generate\""));
@@ -733,8 +748,7 @@ TEST_F(ServerTest, SigtermDrainsAndExitsZero) {
     threads.emplace_back([this, &outs, &golden, &first_messages, i] {
       grpc::ClientContext context;
       context.set_deadline(In(60));
-      auto reader =
-          inference_->Generate(&context, MakeGenerate("", golden[i % 3].prompt, kTokens));
+      auto reader = inference_->Generate(&context, MakeGenerate("", golden[i % 3].prompt, kTokens));
       v1::GenerateResponse response;
       while (reader->Read(&response)) {
         if (outs[i].messages++ == 0) ++first_messages;

@@ -122,8 +122,7 @@ TEST_F(SharedStoreTest, ReplicasSeeEachOthersUploadsAndDeletes) {
   ASSERT_TRUE(status.ok()) << status.error_message();
   const std::string other = "other@" + info.version();
   EXPECT_EQ(Listing(*a_->adapters), Listing(*b_->adapters));
-  EXPECT_EQ(Listing(*a_->adapters),
-            (std::vector<std::string>{other, "task@" + pattern_version}));
+  EXPECT_EQ(Listing(*a_->adapters), (std::vector<std::string>{other, "task@" + pattern_version}));
 
   // Deleted through A: B answers NOT_FOUND for inference and admin alike.
   status = DeleteAdapter(*a_->adapters, "task");

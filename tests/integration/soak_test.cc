@@ -50,15 +50,15 @@ namespace {
 
 using grpc::StatusCode;
 
-constexpr int kAliases = 24;           // names serving the 5 llama-tiny adapters (alias i -> i % 5)
-constexpr int kChurnNames = 4;         // uploaded, re-versioned and deleted during the soak
-constexpr int kSoakRequests = 4000;    // at most this many client requests ...
+constexpr int kAliases = 24;         // names serving the 5 llama-tiny adapters (alias i -> i % 5)
+constexpr int kChurnNames = 4;       // uploaded, re-versioned and deleted during the soak
+constexpr int kSoakRequests = 4000;  // at most this many client requests ...
 constexpr auto kSoakTime = std::chrono::seconds(60);  // ... within at most this long
-constexpr int kInFlight = 64;          // client threads, one request at a time each
-constexpr int kChannels = 4;           // separate connections the client threads share
-constexpr int kLongTokens = 300;       // honest long streams, and what cancels/deadlines cut
-constexpr double kFloatTolerance = 1e-4;  // logprobs and logits vs the quiet run
-constexpr int kHugePromptTokens = 2'000'000;      // 2-byte varints: just under 4 MiB
+constexpr int kInFlight = 64;                         // client threads, one request at a time each
+constexpr int kChannels = 4;                  // separate connections the client threads share
+constexpr int kLongTokens = 300;              // honest long streams, and what cancels/deadlines cut
+constexpr double kFloatTolerance = 1e-4;      // logprobs and logits vs the quiet run
+constexpr int kHugePromptTokens = 2'000'000;  // 2-byte varints: just under 4 MiB
 constexpr int kOversizePromptTokens = 2'200'000;  // just over the 4 MiB message limit
 // Small adapter budgets so the 24 names keep being evicted and reloaded under load.
 const std::vector<std::string> kServerFlags = {"--max_device_adapter_bytes=256KiB",
@@ -102,8 +102,8 @@ struct Spec {
   int prompt = 0;  // index into the golden cases of llama-tiny/<source or base>
   bool score = false;
   int max_new_tokens = kGoldenSteps;
-  float adapter_scale = 0;   // 0 = 1
-  float temperature = 0;     // 1e-45 is accepted as greedy
+  float adapter_scale = 0;  // 0 = 1
+  float temperature = 0;    // 1e-45 is accepted as greedy
   bool logprobs = false;
   std::vector<int32_t> stop_token_ids;
   bool golden = false;  // plain greedy kGoldenSteps: must also equal the golden tokens
@@ -118,8 +118,9 @@ struct Quiet {
 };
 
 std::vector<int32_t> PromptOf(const Spec& spec) {
-  return Golden("llama-tiny/" + (spec.source.empty() ? std::string("base") : spec.source))
-      [spec.prompt].prompt;
+  return Golden("llama-tiny/" +
+                (spec.source.empty() ? std::string("base") : spec.source))[spec.prompt]
+      .prompt;
 }
 
 v1::GenerateRequest GenerateFor(const Spec& spec, const std::string& adapter) {
@@ -362,13 +363,13 @@ class SoakTest : public ::testing::Test {
 
   // `files` with every float32 tensor whose name contains `match` multiplied by `factor`.
   static AdapterFiles ScaledFactors(AdapterFiles files, const std::string& match, float factor) {
-    files.weights = RewriteSafetensors(files.weights, [&](TensorView& view,
-                                                          std::vector<uint8_t>& data) {
-      if (view.name.find(match) == std::string::npos) return;
-      ASSERT_EQ(view.dtype, DType::kF32) << view.name;
-      float* values = reinterpret_cast<float*>(data.data());
-      for (size_t i = 0; i < data.size() / sizeof(float); ++i) values[i] *= factor;
-    });
+    files.weights =
+        RewriteSafetensors(files.weights, [&](TensorView& view, std::vector<uint8_t>& data) {
+          if (view.name.find(match) == std::string::npos) return;
+          ASSERT_EQ(view.dtype, DType::kF32) << view.name;
+          float* values = reinterpret_cast<float*>(data.data());
+          for (size_t i = 0; i < data.size() / sizeof(float); ++i) values[i] *= factor;
+        });
     return files;
   }
 
@@ -425,7 +426,7 @@ class SoakTest : public ::testing::Test {
   Ledger ledger_;
   std::mutex worst_mu_;
   double worst_float_diff_ = 0;
-  double slowest_honest_s_ = 0;  // the longest honest request, in seconds
+  double slowest_honest_s_ = 0;           // the longest honest request, in seconds
   std::atomic<int> churn_generation_{0};  // the newest "huge-N" uploaded
   std::atomic<bool> load_done_{false};    // the client threads have finished
 };
@@ -438,8 +439,8 @@ void Expect(Ledger& ledger, Kind kind, const grpc::Status& status,
     ledger.Violation(KindName(kind), what + " ended " + CodeName(status.error_code()) + ": " +
                                          status.error_message());
   } else if (!status.ok() && status.error_message().empty()) {
-    ledger.Violation(KindName(kind), what + " ended " + CodeName(status.error_code()) +
-                                         " with an empty message");
+    ledger.Violation(KindName(kind),
+                     what + " ended " + CodeName(status.error_code()) + " with an empty message");
   }
 }
 
@@ -470,8 +471,8 @@ void SoakTest::OneRequest(Kind kind, int worker, std::mt19937& rng) {
         double worst = 0;
         const std::string diff = Compare(quiet_[index], got, &worst);
         if (!diff.empty()) {
-          ledger_.Violation(KindName(kind), "\"" + name + "\" prompt " +
-                                                std::to_string(spec.prompt) + ": " + diff);
+          ledger_.Violation(KindName(kind),
+                            "\"" + name + "\" prompt " + std::to_string(spec.prompt) + ": " + diff);
         }
         std::lock_guard<std::mutex> lock(worst_mu_);
         worst_float_diff_ = std::max(worst_float_diff_, worst);
@@ -479,9 +480,12 @@ void SoakTest::OneRequest(Kind kind, int worker, std::mt19937& rng) {
       return;
     }
     case Kind::kExtremeScale: {
-      const float scales[] = {3e38f, -1e30f, std::numeric_limits<float>::quiet_NaN(),
+      const float scales[] = {3e38f,
+                              -1e30f,
+                              std::numeric_limits<float>::quiet_NaN(),
                               std::numeric_limits<float>::infinity(),
-                              -std::numeric_limits<float>::infinity(), 1001.0f};
+                              -std::numeric_limits<float>::infinity(),
+                              1001.0f};
       v1::GenerateRequest request = MakeGenerate(alias, prompt, kGoldenSteps);
       request.set_adapter_scale(scales[pick(std::size(scales))]);
       Expect(ledger_, kind, Generate(inference(worker), request).status, invalid,
@@ -542,9 +546,7 @@ void SoakTest::OneRequest(Kind kind, int worker, std::mt19937& rng) {
         case 0: break;
         case 1: request = MakeGenerate(alias, {-1, 5}, 4); break;
         case 2: request = MakeGenerate("", {5, std::numeric_limits<int32_t>::max()}, 4); break;
-        default:
-          request = MakeGenerate(alias, prompt, 4);
-          request.add_stop_token_ids(320);
+        default: request = MakeGenerate(alias, prompt, 4); request.add_stop_token_ids(320);
       }
       Expect(ledger_, kind, Generate(inference(worker), request).status, invalid, "");
       return;
@@ -556,7 +558,10 @@ void SoakTest::OneRequest(Kind kind, int worker, std::mt19937& rng) {
       StatusCode want = StatusCode::INVALID_ARGUMENT;
       switch (pick(4)) {
         case 0: request.add_token_ids(320); break;
-        case 1: request.set_adapter("ghost"); want = StatusCode::NOT_FOUND; break;
+        case 1:
+          request.set_adapter("ghost");
+          want = StatusCode::NOT_FOUND;
+          break;
         case 2: request.set_adapter_scale(std::numeric_limits<float>::infinity()); break;
         default:  // 100 x 320 x 4 bytes of logits, past --max_score_logits_bytes=64KiB
           request.mutable_token_ids()->Resize(100, 9);
@@ -598,8 +603,8 @@ void SoakTest::OneRequest(Kind kind, int worker, std::mt19937& rng) {
       Expect(ledger_, kind, status, allowed, "\"" + name + "\"");
       if (status.error_code() == StatusCode::INVALID_ARGUMENT &&
           status.error_message().find("finite") == std::string::npos) {
-        ledger_.Violation(KindName(kind), "the message does not say what is not finite: " +
-                                              status.error_message());
+        ledger_.Violation(KindName(kind),
+                          "the message does not say what is not finite: " + status.error_message());
       }
       return;
     }
@@ -608,7 +613,8 @@ void SoakTest::OneRequest(Kind kind, int worker, std::mt19937& rng) {
       const int p = static_cast<int>(pick(3));
       const GenerateOutcome out = Generate(
           inference(worker), MakeGenerate(name, Golden("llama-tiny/base")[p].prompt, kGoldenSteps));
-      Expect(ledger_, kind, out.status, {StatusCode::OK, StatusCode::NOT_FOUND}, "\"" + name + "\"");
+      Expect(ledger_, kind, out.status, {StatusCode::OK, StatusCode::NOT_FOUND},
+             "\"" + name + "\"");
       if (!out.status.ok()) return;
       const auto source = source_of_version_.find(out.last.adapter_version());
       if (source == source_of_version_.end()) {
@@ -636,7 +642,8 @@ void SoakTest::OneRequest(Kind kind, int worker, std::mt19937& rng) {
       if (kind == Kind::kDisconnect) {
         grpc::ChannelArguments args;
         args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-        own = grpc::CreateCustomChannel(server_->address(), grpc::InsecureChannelCredentials(), args);
+        own =
+            grpc::CreateCustomChannel(server_->address(), grpc::InsecureChannelCredentials(), args);
         own_stub = v1::Inference::NewStub(own);
       }
       v1::Inference::Stub& stub = own_stub ? *own_stub : inference(worker);
@@ -740,8 +747,8 @@ void SoakTest::ChurnLoop(int thread, Clock::time_point end) {
         const GenerateOutcome out =
             Generate(inference(thread), MakeGenerate(names[n], golden.prompt, kGoldenSteps));
         check("Generate " + names[n] + " right after its upload", out.status);
-        if (out.status.ok() && (out.last.adapter_version() != info.version() ||
-                                out.tokens != golden.tokens)) {
+        if (out.status.ok() &&
+            (out.last.adapter_version() != info.version() || out.tokens != golden.tokens)) {
           ledger_.Violation("admin", "Generate " + names[n] + " right after uploading " + uploaded +
                                          " served version " + out.last.adapter_version() +
                                          " (uploaded " + info.version() + ")");
@@ -754,13 +761,15 @@ void SoakTest::ChurnLoop(int thread, Clock::time_point end) {
     if (thread == 0 && round % 3 == 0) {
       const int next = churn_generation_.load() + 1;
       v1::AdapterInfo info;
-      check("Upload huge-N", Upload(adapters(thread), "huge-" + std::to_string(next), huge_, &info));
+      check("Upload huge-N",
+            Upload(adapters(thread), "huge-" + std::to_string(next), huge_, &info));
       churn_generation_.store(next);
       if (next > 1) {
         check("Delete huge-N", DeleteAdapter(adapters(thread), "huge-" + std::to_string(next - 1)));
       }
     }
-    for (const std::string& name : names) check("Delete " + name, DeleteAdapter(adapters(thread), name));
+    for (const std::string& name : names)
+      check("Delete " + name, DeleteAdapter(adapters(thread), name));
   }
 }
 
@@ -836,9 +845,10 @@ TEST_F(SoakTest, HostileLoadAndChurnChangeNoHonestResultAndLeakNothing) {
     const grpc::Status status = Run(spec, name, static_cast<int>(i), &quiet);
     ASSERT_TRUE(status.ok()) << "quiet run of \"" << name << "\": " << status.error_message();
     if (spec.golden) {
-      ASSERT_EQ(quiet.tokens, Golden("llama-tiny/" + (spec.source.empty() ? std::string("base")
-                                                                          : spec.source))
-                                  [spec.prompt].tokens)
+      ASSERT_EQ(quiet.tokens,
+                Golden("llama-tiny/" +
+                       (spec.source.empty() ? std::string("base") : spec.source))[spec.prompt]
+                    .tokens)
           << "\"" << name << "\" alone does not give the golden tokens";
     }
     if (spec.max_new_tokens == kLongTokens) long_specs_.push_back(static_cast<int>(i));
@@ -944,8 +954,10 @@ TEST_F(SoakTest, HostileLoadAndChurnChangeNoHonestResultAndLeakNothing) {
   const auto counts = ledger_.counts();
   std::map<StatusCode, int> by_code;
   int total = 0;
-  std::printf("\nsoak summary: %d client requests in %.1f s (%d threads, %d adapter names, "
-              "%zu quiet specs)\n", ran, soak_s, kInFlight, kAliases, specs_.size());
+  std::printf(
+      "\nsoak summary: %d client requests in %.1f s (%d threads, %d adapter names, "
+      "%zu quiet specs)\n",
+      ran, soak_s, kInFlight, kAliases, specs_.size());
   std::printf("%-36s %6s  %s\n", "kind", "count", "outcomes");
   for (const auto& [what, codes] : counts) {
     int n = 0;
@@ -967,19 +979,24 @@ TEST_F(SoakTest, HostileLoadAndChurnChangeNoHonestResultAndLeakNothing) {
   std::printf("client requests by code:");
   for (const auto& [code, count] : by_code) std::printf("  %s %d", CodeName(code), count);
   std::printf("  (total %d)\n", total);
-  std::printf("largest float difference from the quiet runs: %.3g; slowest honest request "
-              "%.1f s\n", worst_float_diff_, slowest_honest_s_);
+  std::printf(
+      "largest float difference from the quiet runs: %.3g; slowest honest request "
+      "%.1f s\n",
+      worst_float_diff_, slowest_honest_s_);
   std::printf("adapter loads %g (failed %g), evictions %g, cache hits %g, misses %g\n",
               MetricValue(idle, "loramux_adapter_loads_total"),
               MetricValue(idle, "loramux_adapter_load_failures_total"),
               MetricValue(idle, "loramux_adapter_evictions_total"),
               MetricValue(idle, "loramux_adapter_cache_hits_total"),
               MetricValue(idle, "loramux_adapter_cache_misses_total"));
-  std::printf("server RSS: warm-up %.1f MiB, peak %.1f MiB, final %.1f MiB (bound %.1f MiB; "
-              "%d samples)\n", Mib(warm_rss), Mib(peak_rss.load()), Mib(final_rss),
-              Mib(rss_bound), samples.load());
-  std::printf("store: %d version directories verified; adapters resident after deleting all: "
-              "device %g, host %g\n", versions, device_left, host_left);
+  std::printf(
+      "server RSS: warm-up %.1f MiB, peak %.1f MiB, final %.1f MiB (bound %.1f MiB; "
+      "%d samples)\n",
+      Mib(warm_rss), Mib(peak_rss.load()), Mib(final_rss), Mib(rss_bound), samples.load());
+  std::printf(
+      "store: %d version directories verified; adapters resident after deleting all: "
+      "device %g, host %g\n",
+      versions, device_left, host_left);
   std::printf("time: quiet %.1f s, soak %.1f s, whole test %.1f s\n",
               std::chrono::duration<double>(quiet_end - test_start).count(), soak_s,
               std::chrono::duration<double>(Clock::now() - test_start).count());

@@ -111,7 +111,8 @@ TEST_F(TextServerTest, TokenizeMatchesTheOracleAndDetokenizeInverts) {
   request.set_add_special_tokens(true);
   v1::TokenizeResponse response;
   ASSERT_TRUE(Tokenize(request, &response).ok());
-  // cases.jsonl: "Hello world" without special tokens is [22557, 1526]; the post-processor adds <s>.
+  // cases.jsonl: "Hello world" without special tokens is [22557, 1526]; the post-processor adds
+  // <s>.
   EXPECT_THAT(std::vector<int32_t>(response.token_ids().begin(), response.token_ids().end()),
               ::testing::ElementsAre(1, 22557, 1526));
   EXPECT_EQ(Detokenize({response.token_ids().begin(), response.token_ids().end()}), "Hello world");
@@ -126,7 +127,8 @@ TEST_F(TextServerTest, StreamedTextIsUtf8AndEqualsDetokenizeOfTheTokens) {
     EXPECT_EQ(text, Detokenize(out.tokens)) << "seed " << seed;
     for (int32_t id : out.tokens) byte_tokens += id >= 3 && id < 259;  // <0x00>..<0xFF>
   }
-  EXPECT_GT(byte_tokens, 0) << "no byte-fallback token was generated; the UTF-8 hold-back went untested";
+  EXPECT_GT(byte_tokens, 0)
+      << "no byte-fallback token was generated; the UTF-8 hold-back went untested";
 }
 
 TEST_F(TextServerTest, ConversationUsesTheChatTemplate) {
@@ -141,7 +143,8 @@ TEST_F(TextServerTest, ConversationUsesTheChatTemplate) {
   v1::TokenizeResponse rendered;
   ASSERT_TRUE(Tokenize(tokenize, &rendered).ok());
   // As @huggingface/jinja renders llama2's template (tests/data/chat_templates/llama2/cases.json).
-  EXPECT_EQ(rendered.text(), "<s>[INST] <<SYS>>\nAnswer briefly.\n<</SYS>>\n\nWhat is LoRA? [/INST]");
+  EXPECT_EQ(rendered.text(),
+            "<s>[INST] <<SYS>>\nAnswer briefly.\n<</SYS>>\n\nWhat is LoRA? [/INST]");
   EXPECT_EQ(rendered.token_ids(0), 1);  // the template's <s>, not added twice
   EXPECT_NE(rendered.token_ids(1), 1);
 
@@ -204,7 +207,8 @@ TEST_F(TextServerTest, MalformedTextRequestsGetTheirCodes) {
   EXPECT_EQ(code_of(not_array).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   // llama2's template refuses roles that do not alternate, with its own message.
   v1::GenerateRequest twice;
-  twice.set_messages_json(R"([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])");
+  twice.set_messages_json(
+      R"([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])");
   const grpc::Status refused = code_of(twice);
   EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(refused.error_message(), HasSubstr("alternate"));
@@ -254,12 +258,14 @@ TEST_F(TextServerTest, CliTokenizesDetokenizesGeneratesAndChats) {
   EXPECT_EQ(RunCli(server_->address(), "generate --max_new_tokens 12 --text 'Once upon a time'"),
             text + "\n");
   v1::GenerateRequest chat;
-  chat.set_messages_json(R"([{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Hi"}])");
+  chat.set_messages_json(
+      R"([{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Hi"}])");
   chat.mutable_sampling()->set_max_new_tokens(8);
   auto [chat_out, chat_text] = GenerateText(chat);
   ASSERT_TRUE(chat_out.status.ok());
-  EXPECT_EQ(RunCli(server_->address(), "chat --max_new_tokens 8 --system 'Answer briefly.' --user Hi"),
-            chat_text + "\n");
+  EXPECT_EQ(
+      RunCli(server_->address(), "chat --max_new_tokens 8 --system 'Answer briefly.' --user Hi"),
+      chat_text + "\n");
 }
 
 }  // namespace

@@ -75,8 +75,7 @@ TEST(UploadDeleteRaceTest, EveryOutcomeIsAllowedAndTheStoreStaysConsistent) {
   auto adapters = v1::Adapters::NewStub(channel);
   auto inference = v1::Inference::NewStub(channel);
   const AdapterFiles files[2] = {ReadAdapter("lora-qv-r8"), ReadAdapter("lora-all-r4-rslora")};
-  const std::set<std::string> versions = {Sha256Hex(files[0].weights),
-                                          Sha256Hex(files[1].weights)};
+  const std::set<std::string> versions = {Sha256Hex(files[0].weights), Sha256Hex(files[1].weights)};
 
   Outcomes outcomes;
   std::atomic<int> served_unknown_version{0};

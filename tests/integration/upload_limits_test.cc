@@ -74,15 +74,15 @@ class StalledUpload {
 class UploadLimitsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    server_ = std::make_unique<ServerProcess>(std::vector<std::string>{
-        "--max_concurrent_uploads=" + std::to_string(kMaxUploads),
-        "--upload_idle_timeout=" + std::to_string(kIdleTimeoutS) + "s"});
+    server_ = std::make_unique<ServerProcess>(
+        std::vector<std::string>{"--max_concurrent_uploads=" + std::to_string(kMaxUploads),
+                                 "--upload_idle_timeout=" + std::to_string(kIdleTimeoutS) + "s"});
     ASSERT_TRUE(server_->ok()) << server_->Log();
     // Stalled uploads on one connection, honest calls on another.
     grpc::ChannelArguments own_connection;
     own_connection.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-    stalled_channel_ = Connect(server_->address(), grpc::InsecureChannelCredentials(),
-                               own_connection);
+    stalled_channel_ =
+        Connect(server_->address(), grpc::InsecureChannelCredentials(), own_connection);
     channel_ = Connect(server_->address(), grpc::InsecureChannelCredentials(), own_connection);
     stalled_stub_ = v1::Adapters::NewStub(stalled_channel_);
     stub_ = v1::Adapters::NewStub(channel_);
@@ -110,8 +110,8 @@ TEST_F(UploadLimitsTest, StalledUploadsAreBoundedTimedOutAndLeaveNothingBehind) 
   // Below the limit: stalled uploads do not stop an honest one (which takes the last slot).
   std::vector<std::unique_ptr<StalledUpload>> stalled;
   for (int i = 0; i < kMaxUploads - 1; ++i) {
-    stalled.push_back(std::make_unique<StalledUpload>(*stalled_stub_, "stall" + std::to_string(i),
-                                                      files_));
+    stalled.push_back(
+        std::make_unique<StalledUpload>(*stalled_stub_, "stall" + std::to_string(i), files_));
   }
   // Each has staged its 1 KiB (bounded wait for the server to get there).
   for (int i = 0; i < 100 && CountStagedFiles(Store()) < kMaxUploads - 1; ++i) {
@@ -126,8 +126,8 @@ TEST_F(UploadLimitsTest, StalledUploadsAreBoundedTimedOutAndLeaveNothingBehind) 
   constexpr int kExtra = 40;
   std::vector<std::unique_ptr<StalledUpload>> extra;
   for (int i = 0; i < kExtra; ++i) {
-    extra.push_back(std::make_unique<StalledUpload>(*stalled_stub_, "extra" + std::to_string(i),
-                                                    files_));
+    extra.push_back(
+        std::make_unique<StalledUpload>(*stalled_stub_, "extra" + std::to_string(i), files_));
   }
   // The server holds no descriptor per stalled upload (the old code held two each). Counted once
   // the admitted ones have staged their bytes, and a moment later for the rest to arrive.

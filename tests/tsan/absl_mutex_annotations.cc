@@ -120,8 +120,8 @@ bool __real__ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8Durat
 bool __wrap__ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE(
     Mutex* mu, const Condition& c, Duration timeout) {
   return Waiting(mu, [&] {
-    return __real__ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE(
-        mu, c, timeout);
+    return __real__ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE(mu, c,
+                                                                                           timeout);
   });
 }
 
@@ -141,8 +141,8 @@ bool __wrap__ZN4absl7debian35Mutex19LockWhenWithTimeoutERKNS0_9ConditionENS0_8Du
   __tsan_mutex_pre_lock(mu, 0);
   __tsan_ignore_thread_begin();
   const bool met =
-      __real__ZN4absl7debian35Mutex19LockWhenWithTimeoutERKNS0_9ConditionENS0_8DurationE(
-          mu, c, timeout);
+      __real__ZN4absl7debian35Mutex19LockWhenWithTimeoutERKNS0_9ConditionENS0_8DurationE(mu, c,
+                                                                                         timeout);
   __tsan_ignore_thread_end();
   __tsan_mutex_post_lock(mu, 0, 0);  // held on return whether or not the condition holds
   return met;
@@ -156,13 +156,15 @@ void __wrap__ZN4absl7debian37CondVar4WaitEPNS0_5MutexE(CondVar* cv, Mutex* mu) {
   });
 }
 
-bool __real__ZN4absl7debian37CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8DurationE(
-    CondVar* cv, Mutex* mu, Duration timeout);
-bool __wrap__ZN4absl7debian37CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8DurationE(
-    CondVar* cv, Mutex* mu, Duration timeout) {
+bool __real__ZN4absl7debian37CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8DurationE(CondVar* cv,
+                                                                                 Mutex* mu,
+                                                                                 Duration timeout);
+bool __wrap__ZN4absl7debian37CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8DurationE(CondVar* cv,
+                                                                                 Mutex* mu,
+                                                                                 Duration timeout) {
   return Waiting(mu, [&] {
     return __real__ZN4absl7debian37CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8DurationE(cv, mu,
-                                                                                         timeout);
+                                                                                       timeout);
   });
 }
 

@@ -12,7 +12,7 @@
 #include "absl/synchronization/notification.h"
 #include "adapters/adapter_registry.h"
 #include "common/sha256.h"
-#include "server/engine.h"
+#include "engine/engine.h"
 #include "tests/test_util.h"
 
 namespace loramux {
@@ -59,7 +59,8 @@ class AdapterEvictionTest : public ::testing::Test {
   // Acquire as the scheduler does it: ask, wait for the loader's call, ask again.
   AdapterRegistry::Lease AcquireAfterLoad(const StoredAdapter& adapter) {
     auto ready = std::make_shared<absl::Notification>();
-    AdapterRegistry::Lease lease = engine_->registry().Acquire(adapter, [ready] { ready->Notify(); });
+    AdapterRegistry::Lease lease =
+        engine_->registry().Acquire(adapter, [ready] { ready->Notify(); });
     EXPECT_TRUE(lease.status.ok()) << lease.status;
     if (lease.weights) return lease;
     EXPECT_TRUE(ready->WaitForNotificationWithTimeout(absl::Seconds(30)));

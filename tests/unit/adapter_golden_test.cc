@@ -1,10 +1,10 @@
 // LoRA / DoRA adapters against PEFT golden data, the seed layers against the seed code, and the
 // invariants of serving: mixed batches equal single runs, and the base weights are never touched.
-#include <fstream>
-#include <sstream>
-#include <filesystem>
 #include <malloc.h>
 #include <unistd.h>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 #if defined(__SANITIZE_ADDRESS__)
 // From the sanitizer runtime's allocator interface (GCC 12 ships no header for it).
 extern "C" size_t __sanitizer_get_current_allocated_bytes();
@@ -14,21 +14,21 @@ extern "C" size_t __sanitizer_get_current_allocated_bytes();
 
 #include "adapters/adapter_config.h"
 #include "adapters/adapter_weights.h"
-#include "adapters/safetensors.h"
-#include "server/tensor_util.h"
+#include "formats/safetensors.h"
+#include "tensor/tensor_util.h"
 #include "tests/test_util.h"
 
 namespace loramux {
 namespace {
 
 using ::loramux::testing::DataPath;
-using ::loramux::testing::ReadFile;
-using ::loramux::testing::ToVector;
 using ::loramux::testing::LoadGolden;
 using ::loramux::testing::LoadModel;
 using ::loramux::testing::MaxAbsDiff;
+using ::loramux::testing::ReadFile;
 using ::loramux::testing::RunBatch;
 using ::loramux::testing::TestSequence;
+using ::loramux::testing::ToVector;
 
 constexpr double kLogitTolerance = 1e-4;
 constexpr double kModuleTolerance = 1e-5;
@@ -43,7 +43,8 @@ StoredAdapter PeftFromTestData(const std::string& name) {
   return a;
 }
 
-std::shared_ptr<const AdapterWeights> LoadAdapter(const LlamaModel& model, const std::string& name) {
+std::shared_ptr<const AdapterWeights> LoadAdapter(const LlamaModel& model,
+                                                  const std::string& name) {
   auto weights = AdapterWeights::Load(PeftFromTestData(name), model, AdapterLimits{});
   TORCH_CHECK(weights.ok(), std::string(weights.status().message()));
   return *weights;
@@ -64,9 +65,11 @@ TEST_P(PeftGoldenTest, LogitsAndGreedyTokensMatchPeft) {
   auto golden = LoadGolden("cases/" + GetParam().model + "/" + GetParam().adapter + ".safetensors");
   for (int p = 0; p < 3; ++p) {
     const std::string key = "p" + std::to_string(p) + ".";
-    auto run = RunBatch(*model, {TestSequence{ToVector(golden[key + "input_ids"]), adapter.get()}}, 12);
+    auto run =
+        RunBatch(*model, {TestSequence{ToVector(golden[key + "input_ids"]), adapter.get()}}, 12);
     EXPECT_LE(MaxAbsDiff(run.prompt_logits[0], golden[key + "logits"]), kLogitTolerance) << key;
-    EXPECT_LE(MaxAbsDiff(run.prompt_logits[0], golden[key + "merged_logits"]), kLogitTolerance) << key;
+    EXPECT_LE(MaxAbsDiff(run.prompt_logits[0], golden[key + "merged_logits"]), kLogitTolerance)
+        << key;
     EXPECT_LE(MaxAbsDiff(run.step_logits[0], golden[key + "gen_scores"]), kLogitTolerance) << key;
     EXPECT_EQ(run.tokens[0], ToVector(golden[key + "gen_tokens"])) << key;
   }
@@ -85,7 +88,8 @@ TEST_P(PeftGoldenTest, EveryLayerZeroModuleMatchesPeft) {
     const torch::Tensor y =
         AdaptedLinear(x, model->linear(0, static_cast<Projection>(p)), p, segments);
     EXPECT_LE(MaxAbsDiff(y, golden[path + ".y"]), kModuleTolerance) << path;
-    const torch::Tensor base = AdaptedLinear(x, model->linear(0, static_cast<Projection>(p)), p, {});
+    const torch::Tensor base =
+        AdaptedLinear(x, model->linear(0, static_cast<Projection>(p)), p, {});
     EXPECT_LE(MaxAbsDiff(base, golden[path + ".y_base"]), kModuleTolerance) << path;
     ++checked;
   }
@@ -104,26 +108,27 @@ TEST_P(PeftGoldenTest, Bfloat16StaysCloseToPeft) {
   };
   for (int p = 0; p < 3; ++p) {
     const std::string key = "p" + std::to_string(p) + ".";
-    auto run = RunBatch(*model, {TestSequence{ToVector(golden[key + "input_ids"]), adapter.get()}}, 4);
+    auto run =
+        RunBatch(*model, {TestSequence{ToVector(golden[key + "input_ids"]), adapter.get()}}, 4);
     EXPECT_LE(relative(run.prompt_logits[0], golden[key + "logits"]), 3e-2) << key;
     EXPECT_LE(relative(run.step_logits[0][0], golden[key + "gen_scores"][0]), 3e-2) << key;
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Adapters, PeftGoldenTest,
-    ::testing::Values(AdapterCase{"llama-tiny", "lora-qv-r8"},
-                      AdapterCase{"llama-tiny", "lora-all-r4-rslora"},
-                      AdapterCase{"llama-tiny", "dora-qkvo-r8"},
-                      AdapterCase{"llama-tiny", "lora-pattern"},
-                      AdapterCase{"llama-tiny", "dora-mlp-r4"},
-                      AdapterCase{"qwen2-tiny", "qwen-lora-r8"},
-                      AdapterCase{"qwen2-tiny", "qwen-dora-r4"}),
-    [](const auto& info) {
-      std::string name = info.param.adapter;
-      for (char& c : name) c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
-      return name;
-    });
+INSTANTIATE_TEST_SUITE_P(Adapters, PeftGoldenTest,
+                         ::testing::Values(AdapterCase{"llama-tiny", "lora-qv-r8"},
+                                           AdapterCase{"llama-tiny", "lora-all-r4-rslora"},
+                                           AdapterCase{"llama-tiny", "dora-qkvo-r8"},
+                                           AdapterCase{"llama-tiny", "lora-pattern"},
+                                           AdapterCase{"llama-tiny", "dora-mlp-r4"},
+                                           AdapterCase{"qwen2-tiny", "qwen-lora-r8"},
+                                           AdapterCase{"qwen2-tiny", "qwen-dora-r4"}),
+                         [](const auto& info) {
+                           std::string name = info.param.adapter;
+                           for (char& c : name)
+                             c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+                           return name;
+                         });
 
 TEST(PatternTest, RankAndAlphaPatternsGivePeftScaling) {
   auto config = PeftAdapterConfig::FromJson(
@@ -213,13 +218,15 @@ TEST(BaseUntouchedTest, ServingManyAdaptersNeverWritesOrCopiesBaseWeights) {
     }
   }
   std::vector<std::shared_ptr<const AdapterWeights>> adapters;
-  for (const char* name : {"lora-qv-r8", "lora-all-r4-rslora", "dora-qkvo-r8", "lora-pattern", "dora-mlp-r4"}) {
+  for (const char* name :
+       {"lora-qv-r8", "lora-all-r4-rslora", "dora-qkvo-r8", "lora-pattern", "dora-mlp-r4"}) {
     adapters.push_back(LoadAdapter(*model, name));
   }
   auto prompts = LoadGolden("cases/llama-tiny/base.safetensors");
   std::vector<TestSequence> batch;
   for (size_t i = 0; i < adapters.size(); ++i) {
-    batch.push_back({ToVector(prompts["p" + std::to_string(i % 3) + ".input_ids"]), adapters[i].get()});
+    batch.push_back(
+        {ToVector(prompts["p" + std::to_string(i % 3) + ".input_ids"]), adapters[i].get()});
   }
   RunBatch(*model, batch, 4);
   size_t k = 0;
@@ -279,7 +286,8 @@ StoredAdapter WriteRandomSeedAdapter(const LlamaModel& model, bool dora, const s
     for (Projection p : {kQProj, kVProj}) {
       const torch::Tensor w = model.linear(l, p).weight;
       const std::string path = ModulePath(l, p);
-      const torch::Tensor a = torch::randn({w.size(1), 4}) * 0.1, b = torch::randn({4, w.size(0)}) * 0.1;
+      const torch::Tensor a = torch::randn({w.size(1), 4}) * 0.1,
+                          b = torch::randn({4, w.size(0)}) * 0.1;
       t[path + ".A"] = a;
       t[path + ".B"] = b;
       if (dora) {
@@ -297,7 +305,8 @@ StoredAdapter WriteRandomSeedAdapter(const LlamaModel& model, bool dora, const s
   return stored;
 }
 
-std::shared_ptr<const AdapterWeights> LoadStored(const StoredAdapter& stored, const LlamaModel& model) {
+std::shared_ptr<const AdapterWeights> LoadStored(const StoredAdapter& stored,
+                                                 const LlamaModel& model) {
   auto weights = AdapterWeights::Load(stored, model, AdapterLimits{});
   TORCH_CHECK(weights.ok(), std::string(weights.status().message()));
   return *weights;
@@ -364,7 +373,8 @@ TEST(BaseUntouchedTest, MemoryGrowsByAdapterBytesNotBaseBytes) {
   auto model = LlamaModel::Random(c, torch::kCPU, torch::kFloat32, 3);
   const std::string dir = ProcessTempDir();
   std::vector<StoredAdapter> stored;  // written before measuring: only the loads are measured
-  for (int i = 0; i < 12; ++i) stored.push_back(WriteRandomSeedAdapter(*model, i % 2 == 1, dir, 10 + i));
+  for (int i = 0; i < 12; ++i)
+    stored.push_back(WriteRandomSeedAdapter(*model, i % 2 == 1, dir, 10 + i));
   LoadStored(stored[1], *model);  // one-time allocations (thread pools, BLAS buffers) happen here
   const int64_t before = HeapBytesInUse();
   std::vector<std::shared_ptr<const AdapterWeights>> adapters;
@@ -417,9 +427,8 @@ class SeedLayerTest : public ::testing::Test {
   torch::Tensor Serve(bool dora) {
     auto model = LlamaModel::Load(dir_, torch::kCPU, torch::kFloat32);
     EXPECT_TRUE(model.ok()) << model.status();
-    std::map<std::string, torch::Tensor> t = {
-        {"model.layers.0.self_attn.q_proj.A", golden_["A"]},
-        {"model.layers.0.self_attn.q_proj.B", golden_["B"]}};
+    std::map<std::string, torch::Tensor> t = {{"model.layers.0.self_attn.q_proj.A", golden_["A"]},
+                                              {"model.layers.0.self_attn.q_proj.B", golden_["B"]}};
     if (dora) t["model.layers.0.self_attn.q_proj.m"] = golden_["m"];
     StoredAdapter stored;
     stored.name = dora ? "seed-dora" : "seed-lora";

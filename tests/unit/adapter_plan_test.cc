@@ -39,8 +39,8 @@ class TinyTable final : public ModuleTable {
     return it == index_.end() ? -1 : it->second;
   }
   std::array<int64_t, 2> module_shape(int64_t index) const override {
-    static constexpr std::array<int64_t, 2> kShapes[kNumProjections] = {{64, 64}, {32, 64},  {32, 64}, {64, 64},
-                                                                        {176, 64}, {176, 64}, {64, 176}};
+    static constexpr std::array<int64_t, 2> kShapes[kNumProjections] = {
+        {64, 64}, {32, 64}, {32, 64}, {64, 64}, {176, 64}, {176, 64}, {64, 176}};
     return kShapes[index % kNumProjections];
   }
 
@@ -61,7 +61,8 @@ Files Peft(const std::string& name) {
 }
 
 // A seed file with float32 zeros of the given shapes.
-std::unique_ptr<SafetensorsFile> SeedFile(const std::vector<std::pair<std::string, std::vector<int64_t>>>& tensors) {
+std::unique_ptr<SafetensorsFile> SeedFile(
+    const std::vector<std::pair<std::string, std::vector<int64_t>>>& tensors) {
   std::vector<std::vector<float>> data;
   std::vector<TensorView> views;
   data.reserve(tensors.size());
@@ -94,8 +95,8 @@ TEST_F(AdapterPlanTest, PeftLoraTargetsItsModulesInTheBasesOrder) {
   const absl::StatusOr<AdapterPlan> plan = Plan(f.config, *f.weights);
   ASSERT_THAT(plan, IsOk());
   ASSERT_EQ(plan->size(), 4u);  // q and v of 2 layers
-  const int64_t expected[] = {ModuleIndex(0, kQProj), ModuleIndex(0, kVProj), ModuleIndex(1, kQProj),
-                              ModuleIndex(1, kVProj)};
+  const int64_t expected[] = {ModuleIndex(0, kQProj), ModuleIndex(0, kVProj),
+                              ModuleIndex(1, kQProj), ModuleIndex(1, kVProj)};
   for (size_t i = 0; i < plan->size(); ++i) {
     const PlannedModule& m = (*plan)[i];
     EXPECT_EQ(m.index, expected[i]);
@@ -128,20 +129,24 @@ TEST_F(AdapterPlanTest, PeftDoraAndRsloraAndPatterns) {
 TEST_F(AdapterPlanTest, RefusalsNameTheProblem) {
   const Files f = Peft("lora-qv-r8");
   limits_.max_rank = 4;
-  EXPECT_THAT(Plan(f.config, *f.weights), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("rank 8")));
+  EXPECT_THAT(Plan(f.config, *f.weights),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("rank 8")));
   limits_.max_rank = 256;
   // The config targets k_proj too, but the weights lack it.
   std::string more = f.config;
   more.replace(more.find("\"q_proj\""), 8, "\"q_proj\", \"k_proj\"");
-  EXPECT_THAT(Plan(more, *f.weights), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("k_proj")));
+  EXPECT_THAT(Plan(more, *f.weights),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("k_proj")));
   // The weights hold v_proj, which the config no longer targets.
   std::string fewer = f.config;
   fewer.replace(fewer.find("\"v_proj\""), 8, "\"o_proj\"");
   EXPECT_THAT(Plan(fewer, *f.weights), StatusIs(absl::StatusCode::kInvalidArgument));
-  EXPECT_THAT(Plan("{\"peft_type\": \"LORA\"", *f.weights), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(Plan("{\"peft_type\": \"LORA\"", *f.weights),
+              StatusIs(absl::StatusCode::kInvalidArgument));
   // A module the base does not have (layer 9 of a 2-layer base).
-  EXPECT_THAT(Plan(R"({"alpha": 1.0})", *SeedFile({{"model.layers.9.self_attn.q_proj.A", {64, 4}},
-                                                     {"model.layers.9.self_attn.q_proj.B", {4, 64}}}),
+  EXPECT_THAT(Plan(R"({"alpha": 1.0})",
+                   *SeedFile({{"model.layers.9.self_attn.q_proj.A", {64, 4}},
+                              {"model.layers.9.self_attn.q_proj.B", {4, 64}}}),
                    AdapterFormat::kSeed),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("does not exist")));
 }
@@ -156,7 +161,8 @@ TEST_F(AdapterPlanTest, SeedLayoutAndItsDora) {
   EXPECT_TRUE((*plan)[0].seed_layout);
   EXPECT_DOUBLE_EQ((*plan)[0].scale, 2.0);
   EXPECT_EQ((*plan)[0].gain_size(), 64);
-  EXPECT_THAT(Plan(R"({"alpha": 2.0})", *SeedFile({{q + ".A", {64, 4}}, {q + ".B", {4, 32}}}), AdapterFormat::kSeed),
+  EXPECT_THAT(Plan(R"({"alpha": 2.0})", *SeedFile({{q + ".A", {64, 4}}, {q + ".B", {4, 32}}}),
+                   AdapterFormat::kSeed),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("shape")));
   EXPECT_THAT(Plan(R"({"alpha": 2.0})", *SeedFile({{q + ".A", {64, 4}}}), AdapterFormat::kSeed),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(".B")));

@@ -34,8 +34,9 @@ class FakeBase final : public BaseModules {
  public:
   explicit FakeBase(int64_t hidden = 64) {
     const int64_t kv = 32, inter = 176;
-    const int64_t shapes[kNumProjections][2] = {{hidden, hidden}, {kv, hidden},    {kv, hidden},   {hidden, hidden},
-                                                {inter, hidden},  {inter, hidden}, {hidden, inter}};
+    const int64_t shapes[kNumProjections][2] = {{hidden, hidden}, {kv, hidden},    {kv, hidden},
+                                                {hidden, hidden}, {inter, hidden}, {inter, hidden},
+                                                {hidden, inter}};
     torch::manual_seed(3);
     for (int64_t layer = 0; layer < 2; ++layer) {
       for (int64_t p = 0; p < kNumProjections; ++p) {
@@ -83,7 +84,8 @@ class AdapterRegistryTest : public ::testing::Test {
     AdapterManifest manifest;
     manifest.name = name;
     manifest.config_json = ReadFile(DataPath("adapters/" + source + "/adapter_config.json"));
-    const std::string weights = ReadFile(DataPath("adapters/" + source + "/adapter_model.safetensors"));
+    const std::string weights =
+        ReadFile(DataPath("adapters/" + source + "/adapter_model.safetensors"));
     manifest.size_bytes = weights.size();
     manifest.sha256 = Sha256Hex(weights);
     return store_->Put(manifest, weights, registry_->Validator());
@@ -156,8 +158,10 @@ TEST_F(AdapterRegistryTest, AnAdapterThatDoesNotFitTheBaseIsRefusedAtUpload) {
   FakeBase narrow(/*hidden=*/48);
   AdapterRegistryOptions options;
   registry_ = std::make_unique<AdapterRegistry>(*store_, narrow, options);
-  EXPECT_THAT(Put("sql", "lora-qv-r8"), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("q_proj")));
-  EXPECT_THAT(registry_->Resolve("sql"), StatusIs(absl::StatusCode::kNotFound));  // nothing published
+  EXPECT_THAT(Put("sql", "lora-qv-r8"),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("q_proj")));
+  EXPECT_THAT(registry_->Resolve("sql"),
+              StatusIs(absl::StatusCode::kNotFound));  // nothing published
 }
 
 TEST_F(AdapterRegistryTest, ReferencesResolveAndDeletesForget) {

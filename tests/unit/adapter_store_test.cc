@@ -28,6 +28,7 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
+using ::loramux::testing::MakeTempDir;
 using ::loramux::testing::ReadFile;
 using ::loramux::testing::WriteFile;
 constexpr char kConfig[] = R"({"r": 8, "lora_alpha": 16, "target_modules": ["q_proj"]})";
@@ -68,9 +69,8 @@ std::map<std::string, std::string> Snapshot(const std::string& root) {
 class AdapterStoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string tmpl = (fs::temp_directory_path() / "adapter_store_test.XXXXXX").string();
-    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
-    root_ = tmpl;
+    root_ = MakeTempDir();
+    ASSERT_NE(root_, "");
     store_ = OpenStore();
   }
   void TearDown() override {
@@ -163,8 +163,10 @@ TEST_F(AdapterStoreTest, ResolveByFullDigestAndPrefix) {
     }
   }
   EXPECT_THAT(store_->Resolve("chat", missing).status(), StatusIs(absl::StatusCode::kNotFound));
-  EXPECT_THAT(store_->Resolve("chat", std::string(64, 'f')).status(), StatusIs(absl::StatusCode::kNotFound));
-  EXPECT_THAT(store_->Resolve("other", v1.version.substr(0, 8)).status(), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(store_->Resolve("chat", std::string(64, 'f')).status(),
+              StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(store_->Resolve("other", v1.version.substr(0, 8)).status(),
+              StatusIs(absl::StatusCode::kNotFound));
   for (const std::string& bad : std::vector<std::string>{"xyz", "", "../0", std::string(65, 'a')}) {
     EXPECT_THAT(store_->Resolve("chat", bad).status(), StatusIs(absl::StatusCode::kInvalidArgument))
         << bad;
@@ -236,7 +238,8 @@ TEST_F(AdapterStoreTest, InvalidManifestsAreInvalidArgumentAndChangeNothing) {
   for (const std::string& name : bad_names) {
     auto upload = store_->BeginUpload(ManifestFor(name, weights));
     EXPECT_THAT(upload.status(), StatusIs(absl::StatusCode::kInvalidArgument)) << name;
-    EXPECT_THAT(store_->Current(name).status(), StatusIs(absl::StatusCode::kInvalidArgument)) << name;
+    EXPECT_THAT(store_->Current(name).status(), StatusIs(absl::StatusCode::kInvalidArgument))
+        << name;
     EXPECT_THAT(store_->Delete(name), StatusIs(absl::StatusCode::kInvalidArgument)) << name;
   }
   EXPECT_TRUE(ValidateAdapterName(std::string(128, 'a')).ok());

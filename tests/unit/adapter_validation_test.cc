@@ -2,8 +2,8 @@
 // message naming what is wrong; every PEFT config feature changes what is served as PEFT would.
 #include <cmath>
 #include <filesystem>
-#include <limits>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include <gtest/gtest.h>
@@ -15,7 +15,7 @@
 #include "adapters/adapter_limits.h"
 #include "adapters/adapter_weights.h"
 #include "adapters/factor_arena.h"
-#include "adapters/safetensors.h"
+#include "formats/safetensors.h"
 #include "nlohmann/json.hpp"
 #include "tests/test_util.h"
 
@@ -24,11 +24,11 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::loramux::testing::DataPath;
-using ::loramux::testing::ReadFile;
-using ::loramux::testing::ToVector;
 using ::loramux::testing::LoadGolden;
 using ::loramux::testing::MaxAbsDiff;
+using ::loramux::testing::ReadFile;
 using ::loramux::testing::RunBatch;
+using ::loramux::testing::ToVector;
 
 class AdapterValidationTest : public ::testing::Test {
  protected:
@@ -45,7 +45,8 @@ class AdapterValidationTest : public ::testing::Test {
       const std::string& source, std::function<void(nlohmann::json&)> edit_config,
       std::function<void(std::vector<TensorView>&, std::string& data)> edit_tensors = nullptr,
       AdapterLimits limits = {}) {
-    nlohmann::json config = nlohmann::json::parse(ReadFile(DataPath("adapters/" + source + "/adapter_config.json")));
+    nlohmann::json config =
+        nlohmann::json::parse(ReadFile(DataPath("adapters/" + source + "/adapter_config.json")));
     if (edit_config) edit_config(config);
     std::string bytes = ReadFile(DataPath("adapters/" + source + "/adapter_model.safetensors"));
     auto file = SafetensorsFile::FromBytes(bytes, source).value();
@@ -66,13 +67,18 @@ class AdapterValidationTest : public ::testing::Test {
   void ExpectServesLike(const AdapterWeights& adapter, const std::string& golden_name) {
     auto golden = LoadGolden("cases/llama-tiny/" + golden_name + ".safetensors");
     const torch::Tensor ids = golden["p0.input_ids"];
-    auto run = RunBatch(*model_, {{std::vector<int64_t>(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + ids.numel()), &adapter}}, 1);
+    auto run = RunBatch(
+        *model_,
+        {{std::vector<int64_t>(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + ids.numel()),
+          &adapter}},
+        1);
     EXPECT_LE(MaxAbsDiff(run.prompt_logits[0], golden["p0.logits"]), 1e-4);
   }
 
   static void ExpectError(const absl::Status& s, absl::StatusCode code, const std::string& needle) {
     EXPECT_EQ(s.code(), code) << s;
-    EXPECT_NE(s.message().find(needle), absl::string_view::npos) << "missing \"" << needle << "\" in " << s;
+    EXPECT_NE(s.message().find(needle), absl::string_view::npos)
+        << "missing \"" << needle << "\" in " << s;
   }
 
   std::unique_ptr<LlamaModel> model_;
@@ -82,10 +88,12 @@ class AdapterValidationTest : public ::testing::Test {
 TEST_F(AdapterValidationTest, ShapeMismatchNamesTensorFoundAndExpected) {
   auto r = LoadEdited("lora-qv-r8", nullptr, [](std::vector<TensorView>& views, std::string&) {
     for (TensorView& v : views) {
-      if (v.name == "base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight") v.shape = {16, 32};
+      if (v.name == "base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight")
+        v.shape = {16, 32};
     }
   });
-  ExpectError(r.status(), absl::StatusCode::kFailedPrecondition, "lora_A for model.layers.1.self_attn.q_proj has shape [16,32], base expects [8,64]");
+  ExpectError(r.status(), absl::StatusCode::kFailedPrecondition,
+              "lora_A for model.layers.1.self_attn.q_proj has shape [16,32], base expects [8,64]");
 }
 
 TEST_F(AdapterValidationTest, NonFiniteWeightsAreInvalid) {
@@ -101,8 +109,9 @@ TEST_F(AdapterValidationTest, NonFiniteWeightsAreInvalid) {
 
 // Rewrites every tensor (or only lora_A and lora_B: `factors_only`) as `dtype`, rounding to
 // nearest even as LibTorch does, into `data`.
-std::function<void(std::vector<TensorView>&, std::string&)> StoreAs(
-    DType dtype, torch::ScalarType torch_dtype, bool factors_only = false) {
+std::function<void(std::vector<TensorView>&, std::string&)> StoreAs(DType dtype,
+                                                                    torch::ScalarType torch_dtype,
+                                                                    bool factors_only = false) {
   return [=](std::vector<TensorView>& views, std::string& data) {
     size_t offset = 0;
     for (TensorView& v : views) {
@@ -135,8 +144,8 @@ TEST_F(AdapterValidationTest, SixteenBitFilesStaySixteenBitAndServeAsTheirWideni
     auto run = RunBatch(*model_, {{ToVector(golden[prompt + "input_ids"]), &adapter}}, 3);
     return torch::cat({run.prompt_logits[0], run.step_logits[0]});
   };
-  for (auto [dtype, torch_dtype] : {std::pair{DType::kBF16, torch::kBFloat16},
-                                    std::pair{DType::kF16, torch::kFloat16}}) {
+  for (auto [dtype, torch_dtype] :
+       {std::pair{DType::kBF16, torch::kBFloat16}, std::pair{DType::kF16, torch::kFloat16}}) {
     auto kept = LoadEdited("dora-qkvo-r8", nullptr, StoreAs(dtype, torch_dtype));
     auto widened = LoadEdited("dora-qkvo-r8", nullptr, StoreAs(dtype, torch_dtype),
                               AdapterLimits{256, FactorPrecision::kFloat32});
@@ -155,8 +164,8 @@ TEST_F(AdapterValidationTest, SixteenBitFilesStaySixteenBitAndServeAsTheirWideni
     EXPECT_LE((prefill - want).norm().item<double>() / want.norm().item<double>(), 2e-2);
   }
   // Narrowing float32 files is opt-in and rounds as the file would have been rounded.
-  auto narrowed = LoadEdited("dora-qkvo-r8", nullptr, nullptr,
-                             AdapterLimits{256, FactorPrecision::kBFloat16});
+  auto narrowed =
+      LoadEdited("dora-qkvo-r8", nullptr, nullptr, AdapterLimits{256, FactorPrecision::kBFloat16});
   auto stored_bf16 = LoadEdited("dora-qkvo-r8", nullptr,
                                 StoreAs(DType::kBF16, torch::kBFloat16, /*factors_only=*/true));
   ASSERT_TRUE(narrowed.ok() && stored_bf16.ok());
@@ -178,8 +187,8 @@ TEST_F(AdapterValidationTest, FactorsBeyondFloat16RangeAreRefusedByAFloat16Serve
   };
   ASSERT_TRUE(LoadEdited("lora-qv-r8", nullptr, big).ok());  // float32 serves it
   model_ = ::loramux::testing::LoadModel("llama-tiny", torch::kFloat16);
-  ExpectError(LoadEdited("lora-qv-r8", nullptr, big).status(), absl::StatusCode::kFailedPrecondition,
-              "float16's range");
+  ExpectError(LoadEdited("lora-qv-r8", nullptr, big).status(),
+              absl::StatusCode::kFailedPrecondition, "float16's range");
   EXPECT_TRUE(LoadEdited("lora-qv-r8", nullptr, nullptr).ok());
 }
 
@@ -200,7 +209,8 @@ TEST_F(AdapterValidationTest, NonFiniteValuesAreFoundInEveryFactor) {
       }
     });
     ASSERT_FALSE(name.empty()) << source << " has no tensor ending " << suffix;
-    ExpectError(r.status(), absl::StatusCode::kInvalidArgument, "\"" + name + "\" holds NaN or infinite");
+    ExpectError(r.status(), absl::StatusCode::kInvalidArgument,
+                "\"" + name + "\" holds NaN or infinite");
   }
 }
 
@@ -224,29 +234,39 @@ TEST_F(AdapterValidationTest, RankAboveServerMaximumIsFailedPrecondition) {
 }
 
 TEST_F(AdapterValidationTest, UnsupportedPeftFeaturesAreRefusedByName) {
-  ExpectError(LoadEdited("lora-qv-r8", [](auto& c) { c["modules_to_save"] = {"lm_head"}; }).status(),
-              absl::StatusCode::kUnimplemented, "modules_to_save");
+  ExpectError(
+      LoadEdited("lora-qv-r8", [](auto& c) { c["modules_to_save"] = {"lm_head"}; }).status(),
+      absl::StatusCode::kUnimplemented, "modules_to_save");
   ExpectError(LoadEdited("lora-qv-r8", [](auto& c) { c["peft_type"] = "IA3"; }).status(),
               absl::StatusCode::kUnimplemented, "IA3");
   ExpectError(LoadEdited("lora-qv-r8", [](auto& c) { c["lora_bias"] = true; }).status(),
               absl::StatusCode::kUnimplemented, "lora_bias");
-  ExpectError(LoadEdited("lora-qv-r8", [](auto& c) { c["target_parameters"] = {"experts.gate_up"}; })
+  ExpectError(
+      LoadEdited("lora-qv-r8", [](auto& c) { c["target_parameters"] = {"experts.gate_up"}; })
+          .status(),
+      absl::StatusCode::kUnimplemented, "target_parameters");
+  ExpectError(LoadEdited("lora-qv-r8",
+                         [](auto& c) {
+                           c["trainable_token_indices"] = {1, 2};
+                         })
                   .status(),
-              absl::StatusCode::kUnimplemented, "target_parameters");
-  ExpectError(LoadEdited("lora-qv-r8", [](auto& c) { c["trainable_token_indices"] = {1, 2}; }).status(),
               absl::StatusCode::kUnimplemented, "trainable_token_indices");
-  ExpectError(LoadEdited("lora-qv-r8", [](auto& c) { c["alora_invocation_tokens"] = {7}; }).status(),
-              absl::StatusCode::kUnimplemented, "alora_invocation_tokens");
+  ExpectError(
+      LoadEdited("lora-qv-r8", [](auto& c) { c["alora_invocation_tokens"] = {7}; }).status(),
+      absl::StatusCode::kUnimplemented, "alora_invocation_tokens");
   ExpectError(LoadEdited("lora-qv-r8", [](auto& c) { c["bias"] = "lora_only"; }).status(),
               absl::StatusCode::kUnimplemented, "bias");
-  ExpectError(LoadEdited("lora-qv-r8", nullptr, [](std::vector<TensorView>& views, std::string&) {
-                views[0].name = "base_model.model.model.embed_tokens.lora_embedding_A";
-              }).status(),
+  ExpectError(LoadEdited("lora-qv-r8", nullptr,
+                         [](std::vector<TensorView>& views, std::string&) {
+                           views[0].name = "base_model.model.model.embed_tokens.lora_embedding_A";
+                         })
+                  .status(),
               absl::StatusCode::kUnimplemented, "embedding");
 }
 
 TEST_F(AdapterValidationTest, PickleCheckpointsAreRefusedByName) {
-  for (const std::string magic : {std::string("PK\x03\x04rest", 8), std::string("\x80\x02}q\x00", 5)}) {
+  for (const std::string magic :
+       {std::string("PK\x03\x04rest", 8), std::string("\x80\x02}q\x00", 5)}) {
     StoredAdapter stored;
     stored.name = "bin";
     stored.config_json = ReadFile(DataPath("adapters/lora-qv-r8/adapter_config.json"));
@@ -258,14 +278,21 @@ TEST_F(AdapterValidationTest, PickleCheckpointsAreRefusedByName) {
 }
 
 TEST_F(AdapterValidationTest, IncompleteOrInconsistentWeightsAreInvalid) {
-  ExpectError(LoadEdited("lora-qv-r8", nullptr, [](std::vector<TensorView>& views, std::string&) {
-                views.erase(views.begin());
-              }).status(),
-              absl::StatusCode::kInvalidArgument, "lack");
-  ExpectError(LoadEdited("dora-qkvo-r8", nullptr, [](std::vector<TensorView>& views, std::string&) {
-                views.erase(std::remove_if(views.begin(), views.end(), [](const TensorView& v) {
-                  return v.name.find("magnitude") != std::string::npos; }), views.end());
-              }).status(),
+  ExpectError(
+      LoadEdited("lora-qv-r8", nullptr,
+                 [](std::vector<TensorView>& views, std::string&) { views.erase(views.begin()); })
+          .status(),
+      absl::StatusCode::kInvalidArgument, "lack");
+  ExpectError(LoadEdited("dora-qkvo-r8", nullptr,
+                         [](std::vector<TensorView>& views, std::string&) {
+                           views.erase(std::remove_if(views.begin(), views.end(),
+                                                      [](const TensorView& v) {
+                                                        return v.name.find("magnitude") !=
+                                                               std::string::npos;
+                                                      }),
+                                       views.end());
+                         })
+                  .status(),
               absl::StatusCode::kInvalidArgument, "lora_magnitude_vector");
   ExpectError(LoadEdited("lora-qv-r8", [](auto& c) { c["target_modules"] = {"q_proj"}; }).status(),
               absl::StatusCode::kInvalidArgument, "does not target");
@@ -297,19 +324,27 @@ TEST_F(AdapterValidationTest, TargetModulesAsRegexAndAllLinearMatchLists) {
 
 TEST_F(AdapterValidationTest, LayersToTransformAndExcludeModulesRestrictTargets) {
   auto drop_layer1 = [](std::vector<TensorView>& views, std::string&) {
-    views.erase(std::remove_if(views.begin(), views.end(), [](const TensorView& v) {
-      return v.name.find("layers.1.") != std::string::npos; }), views.end());
+    views.erase(std::remove_if(views.begin(), views.end(),
+                               [](const TensorView& v) {
+                                 return v.name.find("layers.1.") != std::string::npos;
+                               }),
+                views.end());
   };
   // Layer 1 factors present but layer 1 not targeted: refused.
   ExpectError(LoadEdited("lora-qv-r8", [](auto& c) { c["layers_to_transform"] = {0}; }).status(),
               absl::StatusCode::kInvalidArgument, "does not target");
-  auto layer0 = LoadEdited("lora-qv-r8", [](auto& c) { c["layers_to_transform"] = {0}; }, drop_layer1);
+  auto layer0 = LoadEdited(
+      "lora-qv-r8", [](auto& c) { c["layers_to_transform"] = {0}; }, drop_layer1);
   ASSERT_TRUE(layer0.ok()) << layer0.status();
   EXPECT_NE((*layer0)->module(ModuleIndex(0, kQProj)), nullptr);
   EXPECT_EQ((*layer0)->module(ModuleIndex(1, kQProj)), nullptr);
-  auto excluded = LoadEdited("lora-qv-r8", [](auto& c) {
-    c["exclude_modules"] = {"model.layers.1.self_attn.q_proj", "model.layers.1.self_attn.v_proj"};
-  }, drop_layer1);
+  auto excluded = LoadEdited(
+      "lora-qv-r8",
+      [](auto& c) {
+        c["exclude_modules"] = {"model.layers.1.self_attn.q_proj",
+                                "model.layers.1.self_attn.v_proj"};
+      },
+      drop_layer1);
   ASSERT_TRUE(excluded.ok()) << excluded.status();
   EXPECT_EQ((*excluded)->module(ModuleIndex(1, kVProj)), nullptr);
 }
@@ -318,20 +353,21 @@ TEST(PeftTargetsTest, LayerIndexFollowsPeftsDefaultPattern) {
   // PEFT reads the layer from ^.*\.[^.]*\.(\d+)\. : the last numeric component with a dot after it.
   auto config = PeftAdapterConfig::FromJson(
       R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "proj"],
-          "layers_to_transform": [1, 12]})", "test");
+          "layers_to_transform": [1, 12]})",
+      "test");
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_TRUE(config->Targets("model.layers.1.self_attn.q_proj"));
   EXPECT_TRUE(config->Targets("model.layers.12.self_attn.q_proj"));
   EXPECT_FALSE(config->Targets("model.layers.0.self_attn.q_proj"));
   EXPECT_FALSE(config->Targets("model.layers.11.self_attn.q_proj"));
   EXPECT_FALSE(config->Targets("model.layers.121.self_attn.q_proj"));
-  EXPECT_TRUE(config->Targets("model.layers.3.blocks.1.proj"));   // the last index counts
+  EXPECT_TRUE(config->Targets("model.layers.3.blocks.1.proj"));  // the last index counts
   EXPECT_FALSE(config->Targets("model.layers.1.blocks.3.proj"));
-  EXPECT_FALSE(config->Targets("1.q_proj"));                       // needs a dot two parts before
+  EXPECT_FALSE(config->Targets("1.q_proj"));  // needs a dot two parts before
   EXPECT_FALSE(config->Targets("x.1.q_proj"));
   EXPECT_TRUE(config->Targets("x.y.1.q_proj"));
-  EXPECT_FALSE(config->Targets("model.layers.1a.q_proj"));         // digits only
-  EXPECT_FALSE(config->Targets("model.layers.q_proj"));            // no index: not targeted
+  EXPECT_FALSE(config->Targets("model.layers.1a.q_proj"));  // digits only
+  EXPECT_FALSE(config->Targets("model.layers.q_proj"));     // no index: not targeted
 }
 
 TEST(PeftTargetsTest, ModuleNamedInFullIgnoresLayersToTransform) {
@@ -339,7 +375,8 @@ TEST(PeftTargetsTest, ModuleNamedInFullIgnoresLayersToTransform) {
   // targeted whatever its layer.
   auto config = PeftAdapterConfig::FromJson(
       R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "layers_to_transform": [1],
-          "target_modules": ["model.layers.0.self_attn.q_proj", "v_proj"]})", "test");
+          "target_modules": ["model.layers.0.self_attn.q_proj", "v_proj"]})",
+      "test");
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_TRUE(config->Targets("model.layers.0.self_attn.q_proj"));
   EXPECT_FALSE(config->Targets("model.layers.0.self_attn.v_proj"));
@@ -351,14 +388,17 @@ TEST(PeftTargetsTest, LayersPatternNamesTheLayerListAndEmptyMeansDefault) {
   for (const char* pattern : {R"("layers")", R"(["blocks", "layers"])", R"("")", "[]", "null"}) {
     auto config = PeftAdapterConfig::FromJson(
         absl::StrCat(R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj"],
-                        "layers_to_transform": 2, "layers_pattern": )", pattern, "}"), "test");
+                        "layers_to_transform": 2, "layers_pattern": )",
+                     pattern, "}"),
+        "test");
     ASSERT_TRUE(config.ok()) << config.status();
     EXPECT_TRUE(config->Targets("model.layers.2.self_attn.q_proj")) << pattern;
     EXPECT_FALSE(config->Targets("model.layers.3.self_attn.q_proj")) << pattern;
   }
   auto other = PeftAdapterConfig::FromJson(
       R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj"],
-          "layers_to_transform": 2, "layers_pattern": "h"})", "test");
+          "layers_to_transform": 2, "layers_pattern": "h"})",
+      "test");
   ASSERT_TRUE(other.ok()) << other.status();
   EXPECT_FALSE(other->Targets("model.layers.2.self_attn.q_proj"));  // no "h.<n>." in the path
 }
@@ -387,8 +427,12 @@ TEST_F(AdapterValidationTest, FractionalRankIsRefusedNotTruncatedToZero) {
     }
   };
   for (const double rank : {0.5, 0.0, -1.0}) {
-    auto r = LoadEdited("lora-pattern", [&](auto& c) { c["rank_pattern"] = {{"o_proj", rank}}; },
-                        rank_zero);
+    auto r = LoadEdited(
+        "lora-pattern",
+        [&](auto& c) {
+          c["rank_pattern"] = {{"o_proj", rank}};
+        },
+        rank_zero);
     ExpectError(r.status(), absl::StatusCode::kInvalidArgument,
                 "\"rank_pattern\"[\"o_proj\"] must be a positive integer");
   }
@@ -398,10 +442,16 @@ TEST_F(AdapterValidationTest, ScaleBeyondTheBoundIsRefusedNamingFieldAndModule) 
   for (const double alpha : {1e38, 1e300}) {
     ExpectError(LoadEdited("lora-qv-r8", [&](auto& c) { c["lora_alpha"] = alpha; }).status(),
                 absl::StatusCode::kInvalidArgument,
-                absl::StrCat("\"lora_alpha\" = ", alpha, " with \"r\" = 8 scales module "
-                             "model.layers.0.self_attn.q_proj by s = ", alpha / 8));
+                absl::StrCat("\"lora_alpha\" = ", alpha,
+                             " with \"r\" = 8 scales module "
+                             "model.layers.0.self_attn.q_proj by s = ",
+                             alpha / 8));
   }
-  ExpectError(LoadEdited("lora-qv-r8", [](auto& c) { c["alpha_pattern"] = {{"v_proj", 1e38}}; }).status(),
+  ExpectError(LoadEdited("lora-qv-r8",
+                         [](auto& c) {
+                           c["alpha_pattern"] = {{"v_proj", 1e38}};
+                         })
+                  .status(),
               absl::StatusCode::kInvalidArgument,
               "\"alpha_pattern\"[\"v_proj\"] = 1e+38 with \"r\" = 8 scales module "
               "model.layers.0.self_attn.v_proj");

@@ -29,8 +29,8 @@ TEST(TokenAuthTest, OnlyTheExactBearerTokenPasses) {
   EXPECT_THAT(auth.CheckHeader(&right), IsOk());
   EXPECT_THAT(auth.CheckHeader(nullptr),
               StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("--admin_token_file")));
-  for (const std::string wrong : {"Bearer s3cre", "Bearer s3cret ", "Bearer S3CRET", "bearer s3cret", "s3cret",
-                                  "Basic czNjcmV0", "Bearer ", ""}) {
+  for (const std::string wrong : {"Bearer s3cre", "Bearer s3cret ", "Bearer S3CRET",
+                                  "bearer s3cret", "s3cret", "Basic czNjcmV0", "Bearer ", ""}) {
     EXPECT_THAT(auth.CheckHeader(&wrong), StatusIs(absl::StatusCode::kUnauthenticated)) << wrong;
   }
 }
@@ -57,7 +57,8 @@ TEST_F(TokenFileTest, TheTokenIsTheTrimmedContent) {
 TEST_F(TokenFileTest, MissingEmptyOrSeveralLinesAreRefusedNamingTheFlag) {
   EXPECT_THAT(ReadTokenFile((dir_ / "absent").string(), "--admin_token_file"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--admin_token_file")));
-  EXPECT_THAT(ReadTokenFile(Write("empty", " \n\t"), "--f"), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("empty")));
+  EXPECT_THAT(ReadTokenFile(Write("empty", " \n\t"), "--f"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("empty")));
   EXPECT_THAT(ReadTokenFile(Write("two", "a\nb\n"), "--f"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("several lines")));
   EXPECT_THAT(ReadTokenFile(Write("huge", std::string(100 << 10, 'x')), "--f"),

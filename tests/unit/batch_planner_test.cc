@@ -1,5 +1,5 @@
 // The batch planner alone, without a model: what one forward step holds.
-#include "server/batch_planner.h"
+#include "engine/batch_planner.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -11,7 +11,8 @@ namespace {
 std::vector<std::string> Show(const std::vector<PlannedChunk>& plan) {
   std::vector<std::string> out;
   for (const PlannedChunk& c : plan) {
-    out.push_back(std::to_string(c.entry) + ":" + std::to_string(c.length) + (c.prefill ? ":p" : ":d"));
+    out.push_back(std::to_string(c.entry) + ":" + std::to_string(c.length) +
+                  (c.prefill ? ":p" : ":d"));
   }
   return out;
 }
@@ -28,7 +29,8 @@ TEST(BatchPlannerTest, DecodeTokensFirstThenPrefillWithinTheBudget) {
       {6, 6},    // decodes
       {5, 0},    // no budget left
   };
-  EXPECT_THAT(Show(PlanStep(entries, 32)), ::testing::ElementsAre("1:1:d", "3:1:d", "0:10:p", "2:20:p"));
+  EXPECT_THAT(Show(PlanStep(entries, 32)),
+              ::testing::ElementsAre("1:1:d", "3:1:d", "0:10:p", "2:20:p"));
 }
 
 TEST(BatchPlannerTest, APartlyPrefilledPromptGoesOnWhereItStopped) {
@@ -45,7 +47,8 @@ TEST(BatchPlannerTest, DecodeTokensAreNeverCut) {
 
 TEST(BatchPlannerTest, ChunksAreGroupedByAdapterAndScaleKeepingOrderWithinEach) {
   const std::vector<PlannerEntry> entries = {
-      {1, 1, B, 1.0}, {1, 1, A, 1.0}, {1, 1, nullptr, 1.0}, {1, 1, A, 0.5}, {1, 1, B, 1.0}, {9, 0, A, 1.0},
+      {1, 1, B, 1.0}, {1, 1, A, 1.0}, {1, 1, nullptr, 1.0},
+      {1, 1, A, 0.5}, {1, 1, B, 1.0}, {9, 0, A, 1.0},
   };
   const std::vector<PlannedChunk> plan = PlanStep(entries, 64);
   ASSERT_EQ(plan.size(), 6u);
@@ -57,7 +60,8 @@ TEST(BatchPlannerTest, ChunksAreGroupedByAdapterAndScaleKeepingOrderWithinEach) 
       if (x.adapter == y.adapter && x.adapter_scale == y.adapter_scale) {
         for (size_t k = i + 1; k < j; ++k) {
           const PlannerEntry& z = entries[plan[k].entry];
-          EXPECT_TRUE(z.adapter == x.adapter && z.adapter_scale == x.adapter_scale) << "split segment";
+          EXPECT_TRUE(z.adapter == x.adapter && z.adapter_scale == x.adapter_scale)
+              << "split segment";
         }
         EXPECT_LT(plan[i].entry, plan[j].entry);
       }

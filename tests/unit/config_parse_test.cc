@@ -13,7 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "adapters/adapter_config.h"
 #include "adapters/adapter_limits.h"
-#include "server/model_config.h"
+#include "formats/model_config.h"
 #include "tests/status_matchers.h"
 
 namespace loramux {
@@ -57,7 +57,8 @@ TEST(ConfigParseTest, ValidPeftConfigParses) {
   EXPECT_TRUE(ParsePeft(Peft(kTargets)).ok()) << ParsePeft(Peft(kTargets));
   // PEFT writes null for unset optional fields: null reads as absent.
   EXPECT_TRUE(ParsePeft(Peft(absl::StrCat(kTargets, R"(, "use_dora": null, "bias": null,
-      "rank_pattern": null, "layers_to_transform": null, "use_rslora": null)"))).ok());
+      "rank_pattern": null, "layers_to_transform": null, "use_rslora": null)")))
+                  .ok());
 }
 
 TEST(ConfigParseTest, MistypedPeftFieldsNameTheFieldAndTheType) {
@@ -91,7 +92,8 @@ TEST(ConfigParseTest, MistypedPeftFieldsNameTheFieldAndTheType) {
        R"("rank_pattern"["q_proj"] must be a positive integer (a LoRA rank), got string "4")"},
       {base + ", " + kTargets + R"(, "alpha_pattern": {"q_proj": true})",
        R"("alpha_pattern"["q_proj"] must be a positive number (a LoRA alpha), got boolean true)"},
-      {base + ", " + kTargets + R"(, "alpha_pattern": [16])", R"("alpha_pattern" must be an object)"},
+      {base + ", " + kTargets + R"(, "alpha_pattern": [16])",
+       R"("alpha_pattern" must be an object)"},
       {base + ", " + kTargets + R"(, "layers_to_transform": "1")",
        R"("layers_to_transform" must be an integer or a list of integers, got string "1")"},
       {base + ", " + kTargets + R"(, "layers_to_transform": [0, 1.5])",
@@ -109,41 +111,53 @@ TEST(ConfigParseTest, MistypedPeftFieldsNameTheFieldAndTheType) {
 TEST(ConfigParseTest, RanksArePositiveIntegersAndAlphasPositiveFiniteNumbers) {
   // Each as written, and as the message shows it.
   for (const auto& [rank, shown] : std::vector<std::pair<std::string, std::string>>{
-           {"0.5", "0.5"}, {"0", "0"}, {"-2", "-2"}, {"8.0", "8.0"}, {"1e3", "1000.0"},
+           {"0.5", "0.5"},
+           {"0", "0"},
+           {"-2", "-2"},
+           {"8.0", "8.0"},
+           {"1e3", "1000.0"},
            {"18446744073709551615", "18446744073709551615"}}) {
-    ExpectInvalid(ParsePeft(Peft(absl::StrCat(kTargets, R"(, "rank_pattern": {"q_proj": )", rank, "}"))),
-                  R"("rank_pattern"["q_proj"] must be a positive integer (a LoRA rank), got number )" + shown);
+    ExpectInvalid(
+        ParsePeft(Peft(absl::StrCat(kTargets, R"(, "rank_pattern": {"q_proj": )", rank, "}"))),
+        R"("rank_pattern"["q_proj"] must be a positive integer (a LoRA rank), got number )" +
+            shown);
     ExpectInvalid(ParsePeft(absl::StrCat(R"({"lora_alpha": 16, "r": )", rank, ", ", kTargets, "}")),
                   R"("r" must be a positive integer)");
   }
   for (const std::string alpha : {"0", "-16"}) {
     ExpectInvalid(ParsePeft(absl::StrCat(R"({"r": 8, "lora_alpha": )", alpha, ", ", kTargets, "}")),
                   R"("lora_alpha" must be a positive number)");
-    ExpectInvalid(ParsePeft(Peft(absl::StrCat(kTargets, R"(, "alpha_pattern": {"v_proj": )", alpha, "}"))),
-                  R"("alpha_pattern"["v_proj"] must be a positive number)");
+    ExpectInvalid(
+        ParsePeft(Peft(absl::StrCat(kTargets, R"(, "alpha_pattern": {"v_proj": )", alpha, "}"))),
+        R"("alpha_pattern"["v_proj"] must be a positive number)");
   }
   // JSON has no infinity: a literal beyond double's range is not valid JSON.
   ExpectInvalid(ParsePeft(absl::StrCat(R"({"r": 8, "lora_alpha": 1e400, )", kTargets, "}")),
                 "not valid JSON");
-  ExpectInvalid(ParsePeft(R"({"r": 8, "target_modules": ["q_proj"]})"), R"("lora_alpha" is missing)");
+  ExpectInvalid(ParsePeft(R"({"r": 8, "target_modules": ["q_proj"]})"),
+                R"("lora_alpha" is missing)");
 }
 
 TEST(ConfigParseTest, ScaleBeyondTheBoundNamesTheModuleAndTheFields) {
   auto config = PeftAdapterConfig::FromJson(
-      Peft(absl::StrCat(kTargets, R"(, "rank_pattern": {"v_proj": 2}, "alpha_pattern": {"v_proj": 1e38})")),
+      Peft(absl::StrCat(kTargets,
+                        R"(, "rank_pattern": {"v_proj": 2}, "alpha_pattern": {"v_proj": 1e38})")),
       "adapter_config.json");
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_TRUE(config->ScaleOf("model.layers.0.self_attn.q_proj").ok());  // 16 / 8
-  ExpectInvalid(config->ScaleOf("model.layers.0.self_attn.v_proj").status(),
-                R"("alpha_pattern"["v_proj"] = 1e+38 with "rank_pattern"["v_proj"] = 2 scales module )"
-                "model.layers.0.self_attn.v_proj by s = 5e+37");
+  ExpectInvalid(
+      config->ScaleOf("model.layers.0.self_attn.v_proj").status(),
+      R"("alpha_pattern"["v_proj"] = 1e+38 with "rank_pattern"["v_proj"] = 2 scales module )"
+      "model.layers.0.self_attn.v_proj by s = 5e+37");
   // rsLoRA divides by sqrt(r): 1e5 / sqrt(16) = 25000 is beyond; 1e4 / sqrt(1) is at the bound.
   auto rslora = PeftAdapterConfig::FromJson(
       Peft(kTargets, R"("r": 16, "lora_alpha": 1e5, "use_rslora": true)"), "adapter_config.json");
   ASSERT_TRUE(rslora.ok()) << rslora.status();
-  ExpectInvalid(rslora->ScaleOf("model.layers.3.self_attn.q_proj").status(),
-                R"("lora_alpha" = 100000 with "r" = 16 scales module model.layers.3.self_attn.q_proj by s = 25000 (alpha / sqrt(r), rsLoRA))");
-  auto at_bound = PeftAdapterConfig::FromJson(Peft(kTargets, R"("r": 1, "lora_alpha": 10000)"), "c");
+  ExpectInvalid(
+      rslora->ScaleOf("model.layers.3.self_attn.q_proj").status(),
+      R"("lora_alpha" = 100000 with "r" = 16 scales module model.layers.3.self_attn.q_proj by s = 25000 (alpha / sqrt(r), rsLoRA))");
+  auto at_bound =
+      PeftAdapterConfig::FromJson(Peft(kTargets, R"("r": 1, "lora_alpha": 10000)"), "c");
   ASSERT_TRUE(at_bound.ok());
   EXPECT_TRUE(at_bound->ScaleOf("model.layers.0.self_attn.q_proj").status().ok());
 }
@@ -153,9 +167,11 @@ TEST(ConfigParseTest, SeedAlphaIsAFiniteNumberWithinTheScaleBound) {
   ASSERT_TRUE(seed.ok()) << seed.status();
   EXPECT_EQ(seed->alpha, 16);
   EXPECT_TRUE(ParseSeed(R"({"alpha": -2.5})").ok());  // the seed code allows any finite multiplier
-  ExpectInvalid(ParseSeed(R"({"alpha": 1e300})"), R"(seed config: "alpha" is 1e+300, beyond 10000)");
+  ExpectInvalid(ParseSeed(R"({"alpha": 1e300})"),
+                R"(seed config: "alpha" is 1e+300, beyond 10000)");
   ExpectInvalid(ParseSeed(R"({"alpha": -1e38})"), R"("alpha" is -1e+38, beyond 10000)");
-  ExpectInvalid(ParseSeed(R"({"alpha": "1"})"), R"(seed config: "alpha" must be a number, got string "1")");
+  ExpectInvalid(ParseSeed(R"({"alpha": "1"})"),
+                R"(seed config: "alpha" must be a number, got string "1")");
   ExpectInvalid(ParseSeed(R"({"alpha": null})"), R"("alpha" is missing; it must be a number)");
   ExpectInvalid(ParseSeed(R"([1])"), "must be a JSON object, got an array of 1 item");
 }
@@ -166,9 +182,11 @@ TEST(ConfigParseTest, MistypedModelConfigFieldsNameTheFieldAndTheType) {
   ASSERT_TRUE(ParseModel("{" + base + "}").ok()) << ParseModel("{" + base + "}");
   const std::vector<std::pair<std::string, std::string>> cases = {
       {R"("hidden_act": 5)", R"(config.json: "hidden_act" must be a string, got number 5)"},
-      {R"("rope_scaling": {"rope_type": 3, "factor": 2})", R"("rope_scaling.rope_type" must be a string)"},
+      {R"("rope_scaling": {"rope_type": 3, "factor": 2})",
+       R"("rope_scaling.rope_type" must be a string)"},
       {R"("rope_scaling": {"type": ["linear"]})", R"("rope_scaling.type" must be a string)"},
-      {R"("rope_scaling": {"rope_type": "linear", "factor": "2"})", R"("rope_scaling.factor" must be a number)"},
+      {R"("rope_scaling": {"rope_type": "linear", "factor": "2"})",
+       R"("rope_scaling.factor" must be a number)"},
       {R"("rope_scaling": "linear")", R"("rope_scaling" must be an object or null)"},
       {R"("tie_word_embeddings": "yes")", R"("tie_word_embeddings" must be a boolean)"},
       {R"("attention_bias": 1)", R"("attention_bias" must be a boolean)"},
@@ -176,10 +194,13 @@ TEST(ConfigParseTest, MistypedModelConfigFieldsNameTheFieldAndTheType) {
       {R"("eos_token_id": [2, "3"])", R"("eos_token_id"[1] must be an integer)"},
       {R"("rms_norm_eps": "1e-6")", R"("rms_norm_eps" must be a number)"},
       {R"("max_position_embeddings": 2048.5)", R"("max_position_embeddings" must be an integer)"},
-      {R"("num_key_value_heads": 18446744073709551615)", R"("num_key_value_heads" must be an integer below 2^63)"},
+      {R"("num_key_value_heads": 18446744073709551615)",
+       R"("num_key_value_heads" must be an integer below 2^63)"},
   };
-  for (const auto& [field, needle] : cases) ExpectInvalid(ParseModel("{" + base + ", " + field + "}"), needle);
-  ExpectInvalid(ParseModel(R"({"architectures": "LlamaForCausalLM"})"), R"("architectures" must be an array)");
+  for (const auto& [field, needle] : cases)
+    ExpectInvalid(ParseModel("{" + base + ", " + field + "}"), needle);
+  ExpectInvalid(ParseModel(R"({"architectures": "LlamaForCausalLM"})"),
+                R"("architectures" must be an array)");
   ExpectInvalid(ParseModel(R"({"architectures": [7]})"), R"("architectures"[0] must be a string)");
   ExpectInvalid(ParseModel(R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 8})"),
                 R"("hidden_size" is missing)");
@@ -205,12 +226,13 @@ std::string Numbers(size_t count) {
 
 TEST(ConfigParseTest, ConfigJustUnderEveryLimitIsAcceptedAndMatchesInFileOrder) {
   const size_t n = kMaxAdapterConfigEntries;
-  const std::string json = Peft(absl::StrCat(
-      R"("target_modules": )", Names("t", n - 1).insert(1, R"("q_proj", )"),
-      R"(, "exclude_modules": )", Names("x", n), R"(, "rank_pattern": )",
-      Keys("r", n - 1, "4").insert(1, R"("layers\\.7\\.self_attn\\.q_proj": 2, )"),
-      R"(, "alpha_pattern": )", Keys("a", n - 1, "32").insert(1, R"("q_proj": 64, )"),
-      R"(, "layers_to_transform": )", Numbers(n), R"(, "layers_pattern": )", Names("l", n - 1).insert(1, R"("layers", )")));
+  const std::string json = Peft(
+      absl::StrCat(R"("target_modules": )", Names("t", n - 1).insert(1, R"("q_proj", )"),
+                   R"(, "exclude_modules": )", Names("x", n), R"(, "rank_pattern": )",
+                   Keys("r", n - 1, "4").insert(1, R"("layers\\.7\\.self_attn\\.q_proj": 2, )"),
+                   R"(, "alpha_pattern": )", Keys("a", n - 1, "32").insert(1, R"("q_proj": 64, )"),
+                   R"(, "layers_to_transform": )", Numbers(n), R"(, "layers_pattern": )",
+                   Names("l", n - 1).insert(1, R"("layers", )")));
   ASSERT_LE(json.size(), kMaxAdapterConfigBytes);
   auto config = PeftAdapterConfig::FromJson(json, "adapter_config.json");
   ASSERT_TRUE(config.ok()) << config.status();
@@ -239,25 +261,32 @@ TEST(ConfigParseTest, ConfigBeyondEachLimitIsRefusedNamingTheLimit) {
                 absl::StrCat(R"("exclude_modules" has 257 items; )", over));
   ExpectInvalid(ParsePeft(Peft(absl::StrCat(kTargets, R"(, "rank_pattern": )", Keys("r", n, "4")))),
                 absl::StrCat(R"("rank_pattern" has 257 entries; )", over));
-  ExpectInvalid(ParsePeft(Peft(absl::StrCat(kTargets, R"(, "alpha_pattern": )", Keys("a", n, "4")))),
-                absl::StrCat(R"("alpha_pattern" has 257 entries; )", over));
+  ExpectInvalid(
+      ParsePeft(Peft(absl::StrCat(kTargets, R"(, "alpha_pattern": )", Keys("a", n, "4")))),
+      absl::StrCat(R"("alpha_pattern" has 257 entries; )", over));
   ExpectInvalid(ParsePeft(Peft(absl::StrCat(kTargets, R"(, "layers_to_transform": )", Numbers(n)))),
                 absl::StrCat(R"("layers_to_transform" has 257 items; )", over));
   ExpectInvalid(ParsePeft(Peft(absl::StrCat(kTargets, R"(, "layers_pattern": )", Names("l", n)))),
                 absl::StrCat(R"("layers_pattern" has 257 items; )", over));
   // The issue's config: 81,492 rank_pattern keys in about 1 MiB.
-  const std::string huge = Peft(absl::StrCat(kTargets, R"(, "rank_pattern": )", Keys("k", 81492, "4")));
-  ExpectInvalid(ParsePeft(huge), absl::StrCat(huge.size(), " bytes exceed the limit of 65536 bytes"));
+  const std::string huge =
+      Peft(absl::StrCat(kTargets, R"(, "rank_pattern": )", Keys("k", 81492, "4")));
+  ExpectInvalid(ParsePeft(huge),
+                absl::StrCat(huge.size(), " bytes exceed the limit of 65536 bytes"));
   // Size alone: a config padded past the limit with a field loramux ignores.
-  std::string padded = Peft(absl::StrCat(kTargets, R"(, "notes": ")", std::string(kMaxAdapterConfigBytes, 'x'), "\""));
+  std::string padded = Peft(
+      absl::StrCat(kTargets, R"(, "notes": ")", std::string(kMaxAdapterConfigBytes, 'x'), "\""));
   ExpectInvalid(ParsePeft(padded), "exceed the limit of 65536 bytes");
-  const std::string seed = absl::StrCat(R"({"alpha": 1, "notes": ")", std::string(kMaxAdapterConfigBytes, 'x'), "\"}");
-  ExpectInvalid(ParseSeed(seed), absl::StrCat("seed config: ", seed.size(), " bytes exceed the limit of 65536 bytes"));
+  const std::string seed =
+      absl::StrCat(R"({"alpha": 1, "notes": ")", std::string(kMaxAdapterConfigBytes, 'x'), "\"}");
+  ExpectInvalid(ParseSeed(seed), absl::StrCat("seed config: ", seed.size(),
+                                              " bytes exceed the limit of 65536 bytes"));
 }
 
 TEST(ConfigParseTest, RegexesBeyondTheCompileBudgetAreRefused) {
   // Each key alone is a valid regex; together they pass kMaxAdapterConfigRegexSize.
-  ExpectInvalid(ParsePeft(Peft(absl::StrCat(kTargets, R"(, "rank_pattern": )", Keys(".{300}", kMaxAdapterConfigEntries, "4")))),
+  ExpectInvalid(ParsePeft(Peft(absl::StrCat(kTargets, R"(, "rank_pattern": )",
+                                            Keys(".{300}", kMaxAdapterConfigEntries, "4")))),
                 absl::StrCat("past ", kMaxAdapterConfigRegexSize, " RE2 instructions in all"));
   ExpectInvalid(ParsePeft(Peft(R"x("target_modules": "((((.{1000}){1000}){1000}){1000})")x")),
                 R"("target_modules" holds an invalid or too complex regular expression)");
@@ -267,13 +296,23 @@ TEST(ConfigParseTest, PlainPatternKeysMatchAsTheirRegexDoes) {
   // Keys of word characters, '-' and '.' are matched without RE2; '.' stays a wildcard and the
   // part before the key must end with a dot, as in (.*\.)?(KEY). The same key in a group forces
   // RE2: both must agree on every path.
-  const std::vector<std::string> keys = {"q_proj", "self_attn.q_proj", "layers.1.self_attn.q_proj",
-                                         "model.layers.1.self_attn.q_proj", "1.self_attn.q_proj",
-                                         "proj", "a-b"};
-  const std::vector<std::string> paths = {
-      "model.layers.1.self_attn.q_proj", "model.layers.11.self_attn.q_proj",
-      "model.layersX1.self_attn.q_proj", "model.xlayers.1.self_attn.q_proj", "q_proj",
-      "self_attn.q_proj", "model.layers.1.self_attn.qq_proj", "x.a-b", "xa-b", "model.layers.1.mlp.proj"};
+  const std::vector<std::string> keys = {"q_proj",
+                                         "self_attn.q_proj",
+                                         "layers.1.self_attn.q_proj",
+                                         "model.layers.1.self_attn.q_proj",
+                                         "1.self_attn.q_proj",
+                                         "proj",
+                                         "a-b"};
+  const std::vector<std::string> paths = {"model.layers.1.self_attn.q_proj",
+                                          "model.layers.11.self_attn.q_proj",
+                                          "model.layersX1.self_attn.q_proj",
+                                          "model.xlayers.1.self_attn.q_proj",
+                                          "q_proj",
+                                          "self_attn.q_proj",
+                                          "model.layers.1.self_attn.qq_proj",
+                                          "x.a-b",
+                                          "xa-b",
+                                          "model.layers.1.mlp.proj"};
   for (const std::string& key : keys) {
     auto plain = PeftAdapterConfig::FromJson(
         Peft(absl::StrCat(kTargets, R"(, "rank_pattern": {")", key, R"(": 2})")), "c");
@@ -299,8 +338,9 @@ TEST(ConfigParseTest, DeeplyNestedJsonIsRefusedWithoutCrashing) {
   // Within the size limit, nested as deep as it allows: the parser keeps its stack on the heap.
   const size_t depth = kMaxAdapterConfigBytes / 2 - 64;
   const std::string nested = std::string(depth, '[') + std::string(depth, ']');
-  ExpectInvalid(ParsePeft(absl::StrCat(R"({"r": 8, "lora_alpha": 16, "target_modules": )", nested, "}")),
-                R"("target_modules"[0] must be a string, got an array of 1 item)");
+  ExpectInvalid(
+      ParsePeft(absl::StrCat(R"({"r": 8, "lora_alpha": 16, "target_modules": )", nested, "}")),
+      R"("target_modules"[0] must be a string, got an array of 1 item)");
   ExpectInvalid(ParsePeft(nested), "must be a JSON object");
 }
 

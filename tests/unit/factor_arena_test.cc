@@ -53,8 +53,8 @@ TEST(HalfFloatTest, EveryPatternWidensAsLibTorchDoes) {
       const uint16_t h = static_cast<uint16_t>(bits[i]);
       const float got = dtype == torch::kBFloat16 ? BFloat16ToFloat(h) : HalfToFloat(h);
       const uint32_t want_bits = static_cast<uint32_t>(want[i].item<int32_t>());
-      wrong += std::isnan(FloatFromBits(want_bits)) ? !std::isnan(got)
-                                                    : BitsFromFloat(got) != want_bits;
+      wrong +=
+          std::isnan(FloatFromBits(want_bits)) ? !std::isnan(got) : BitsFromFloat(got) != want_bits;
     }
     EXPECT_EQ(wrong, 0) << c10::toString(dtype);
   }
@@ -78,9 +78,11 @@ TEST(FactorArenaTest, ConvertsHalfBfloatAndDoubleAsTorchDoes) {
   // Normal, subnormal, signed zero and extreme values of each type.
   const torch::Tensor base = torch::tensor({0.0f, -0.0f, 1.0f, -2.5f, 6.0e-8f, 3.0e-5f, 65504.0f,
                                             -1.0e-3f, 3.14159f, 1.0e30f, -7.0e-39f, 123.456f});
-  for (auto [dtype, torch_dtype] : std::vector<std::pair<DType, torch::ScalarType>>{
-           {DType::kF16, torch::kFloat16}, {DType::kBF16, torch::kBFloat16},
-           {DType::kF64, torch::kFloat64}, {DType::kF32, torch::kFloat32}}) {
+  for (auto [dtype, torch_dtype] :
+       std::vector<std::pair<DType, torch::ScalarType>>{{DType::kF16, torch::kFloat16},
+                                                        {DType::kBF16, torch::kBFloat16},
+                                                        {DType::kF64, torch::kFloat64},
+                                                        {DType::kF32, torch::kFloat32}}) {
     torch::Tensor t = base.to(torch_dtype);
     if (dtype == DType::kF16) t = t.masked_fill(t.isinf(), 1.0);  // 1e30 overflows half
     std::string storage;
@@ -92,7 +94,8 @@ TEST(FactorArenaTest, ConvertsHalfBfloatAndDoubleAsTorchDoes) {
 }
 
 TEST(FactorArenaTest, FindsNonFiniteValuesAnywhere) {
-  const float kBad[] = {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+  const float kBad[] = {std::numeric_limits<float>::quiet_NaN(),
+                        std::numeric_limits<float>::infinity(),
                         -std::numeric_limits<float>::infinity()};
   const int64_t rows = 19, cols = 21;  // tiles plus edges in both directions
   for (float bad : kBad) {
@@ -118,7 +121,8 @@ TEST(FactorArenaTest, FindsNonFiniteValuesAnywhere) {
   // Half and bfloat infinities.
   for (auto [dtype, torch_dtype] : std::vector<std::pair<DType, torch::ScalarType>>{
            {DType::kF16, torch::kFloat16}, {DType::kBF16, torch::kBFloat16}}) {
-    const torch::Tensor t = torch::tensor({1.0f, std::numeric_limits<float>::infinity()}).to(torch_dtype);
+    const torch::Tensor t =
+        torch::tensor({1.0f, std::numeric_limits<float>::infinity()}).to(torch_dtype);
     finite = true;
     Copy(ViewOf(t.reshape({1, 2}).contiguous(), dtype, storage), true, &finite);
     EXPECT_FALSE(finite) << DTypeName(dtype);

@@ -1,6 +1,6 @@
 // The paged KV cache's bookkeeping, without a model: budgets, reservations, slots, the padding
 // slot, and the blocks a released sequence gives back.
-#include "server/kv_cache.h"
+#include "model/kv_cache.h"
 
 #include <set>
 
@@ -20,7 +20,9 @@ ModelConfig SmallConfig() {
 }
 
 // 2 layers x K,V x 2 heads x 4 dims x 4 bytes = 128 bytes per token; 16-token blocks: 2 KiB each.
-KvCache Cache(int64_t blocks) { return KvCache(SmallConfig(), blocks * 2048, torch::kCPU, torch::kFloat32); }
+KvCache Cache(int64_t blocks) {
+  return KvCache(SmallConfig(), blocks * 2048, torch::kCPU, torch::kFloat32);
+}
 
 TEST(KvCacheTest, TheBudgetBuysWholeBlocks) {
   EXPECT_EQ(KvCache::BytesPerToken(SmallConfig(), torch::kFloat32), 128);
@@ -28,7 +30,8 @@ TEST(KvCacheTest, TheBudgetBuysWholeBlocks) {
   KvCache cache(SmallConfig(), 5 * 2048 + 2047, torch::kCPU, torch::kFloat32);
   EXPECT_EQ(cache.num_blocks(), 5);
   EXPECT_EQ(cache.capacity_tokens(), 80);
-  EXPECT_EQ(KvCache(SmallConfig(), 1, torch::kCPU, torch::kFloat32).num_blocks(), 1);  // at least one
+  EXPECT_EQ(KvCache(SmallConfig(), 1, torch::kCPU, torch::kFloat32).num_blocks(),
+            1);  // at least one
   // One slot beyond the blocks: the zero padding slot.
   EXPECT_EQ(cache.keys(0).size(0), 81);
   EXPECT_EQ(cache.padding_slot(), 80);
@@ -42,7 +45,7 @@ TEST(KvCacheTest, ReserveGrowsASequenceOrChangesNothing) {
   EXPECT_EQ(cache.BlocksNeeded(7, 32), 0);  // room up to 32 already
   ASSERT_TRUE(cache.Reserve(7, 40));        // one more block
   EXPECT_EQ(cache.used_blocks(), 3);
-  EXPECT_FALSE(cache.Reserve(8, 32));       // needs 2, 1 is free: nothing taken
+  EXPECT_FALSE(cache.Reserve(8, 32));  // needs 2, 1 is free: nothing taken
   EXPECT_EQ(cache.used_blocks(), 3);
   ASSERT_TRUE(cache.Reserve(8, 16));
   EXPECT_EQ(cache.free_blocks(), 0);

@@ -11,13 +11,13 @@ namespace loramux {
 namespace {
 
 using ::loramux::testing::DataPath;
-using ::loramux::testing::ReadFile;
-using ::loramux::testing::ToVector;
 using ::loramux::testing::LoadGolden;
 using ::loramux::testing::LoadModel;
 using ::loramux::testing::MaxAbsDiff;
+using ::loramux::testing::ReadFile;
 using ::loramux::testing::RunBatch;
 using ::loramux::testing::TestSequence;
+using ::loramux::testing::ToVector;
 
 constexpr double kLogitTolerance = 1e-4;
 constexpr int kSteps = 12;
@@ -40,7 +40,8 @@ TEST_P(GoldenModelTest, PackedBatchMatchesEachPromptAlone) {
   auto model = LoadModel(GetParam());
   auto golden = LoadGolden("cases/" + GetParam() + "/base.safetensors");
   std::vector<TestSequence> batch;
-  for (int p = 0; p < 3; ++p) batch.push_back({ToVector(golden["p" + std::to_string(p) + ".input_ids"])});
+  for (int p = 0; p < 3; ++p)
+    batch.push_back({ToVector(golden["p" + std::to_string(p) + ".input_ids"])});
   auto together = RunBatch(*model, batch, kSteps);
   for (int p = 0; p < 3; ++p) {
     auto alone = RunBatch(*model, {batch[p]}, kSteps);
@@ -59,7 +60,8 @@ TEST_P(GoldenModelTest, Bfloat16StaysCloseToFloat32) {
     const std::string key = "p" + std::to_string(p) + ".";
     auto run = RunBatch(*model, {TestSequence{ToVector(golden[key + "input_ids"])}}, 1);
     const torch::Tensor ref = golden[key + "logits"];
-    const double relative = (run.prompt_logits[0] - ref).norm().item<double>() / ref.norm().item<double>();
+    const double relative =
+        (run.prompt_logits[0] - ref).norm().item<double>() / ref.norm().item<double>();
     EXPECT_LE(relative, 3e-2) << key;
   }
 }
@@ -91,7 +93,8 @@ TEST(KvIsolationTest, NonFiniteValuesInOneSequenceNeverReachItsBatchMates) {
     cache.values(l).index_fill_(0, poisoned, std::numeric_limits<float>::infinity());
   }
   ForwardBatch decode;
-  decode.token_ids = {first->select(0, 0).argmax().item<int64_t>(), first->select(0, 1).argmax().item<int64_t>()};
+  decode.token_ids = {first->select(0, 0).argmax().item<int64_t>(),
+                      first->select(0, 1).argmax().item<int64_t>()};
   decode.chunks = {{0, 20, 0, 1, false}, {1, 3, 1, 1, false}};
   auto second = model->Forward(decode, cache);
   ASSERT_TRUE(second.ok()) << second.status();

@@ -48,10 +48,11 @@ torch::Tensor ReferenceRow(const torch::Tensor& x, const torch::Tensor& w, const
   if (m == nullptr) return torch::mv(w64, x64) + b64;
   const torch::Tensor delta_w =  // c·s·B A  [out, in]
       c * m->scale * torch::mm(m->b_t.to(torch::kFloat64).t(), m->a.to(torch::kFloat64));
-  const torch::Tensor g = m->kind == Kind::kLora
-                              ? torch::Tensor()
-                              : m->magnitude / (m->norm_terms[0] + 2 * c * m->norm_terms[1] +
-                                                c * c * m->norm_terms[2]).sqrt();
+  const torch::Tensor g =
+      m->kind == Kind::kLora
+          ? torch::Tensor()
+          : m->magnitude /
+                (m->norm_terms[0] + 2 * c * m->norm_terms[1] + c * c * m->norm_terms[2]).sqrt();
   switch (m->kind) {
     case Kind::kLora: return torch::mv(w64 + delta_w, x64) + b64;
     case Kind::kDoraRow: return g * torch::mv(w64 + delta_w, x64) + b64;
@@ -83,9 +84,9 @@ class LoraLinearTest : public ::testing::TestWithParam<torch::ScalarType> {
     base_.weight = (torch::randn({kOut, kIn}) * 0.2).to(dtype);
     base_.bias = torch::randn({kOut}).to(dtype);
     // Rows 0 and 15 are base-only; the rest mix adapters, scales and run lengths.
-    segments_ = {{lora4_.get(), 1.0, 1, 2},  {lora8_.get(), 0.5, 2, 3},
-                 {dora4_.get(), 1.0, 3, 4},  {dora4_.get(), 0.7, 4, 5},
-                 {lora4b_.get(), 1.0, 5, 8}, {lora8_.get(), 1.0, 8, 14},
+    segments_ = {{lora4_.get(), 1.0, 1, 2},     {lora8_.get(), 0.5, 2, 3},
+                 {dora4_.get(), 1.0, 3, 4},     {dora4_.get(), 0.7, 4, 5},
+                 {lora4b_.get(), 1.0, 5, 8},    {lora8_.get(), 1.0, 8, 14},
                  {dora_col_.get(), 1.0, 14, 15}};
   }
 
@@ -121,10 +122,12 @@ TEST_P(LoraLinearTest, EveryPathMatchesTheExactMaths) {
   for (DeltaPath path : {DeltaPath::kAuto, DeltaPath::kGathered, DeltaPath::kSegmentGemms}) {
     const torch::Tensor got = AdaptedLinear(x_, base_, 0, segments_, path).to(torch::kFloat64);
     const double error = (got - want).norm().item<double>() / want.norm().item<double>();
-    EXPECT_LE(error, Tolerance()) << PathName(path) << ", max error per row " << (got - want).abs().amax(1);
+    EXPECT_LE(error, Tolerance()) << PathName(path) << ", max error per row "
+                                  << (got - want).abs().amax(1);
     // Base-only rows are exactly the base linear, untouched by any path.
     const torch::Tensor base = torch::linear(x_, base_.weight, base_.bias).to(torch::kFloat64);
-    for (int64_t row : {0, 15}) EXPECT_TRUE(torch::equal(got[row], base[row])) << PathName(path) << row;
+    for (int64_t row : {0, 15})
+      EXPECT_TRUE(torch::equal(got[row], base[row])) << PathName(path) << row;
   }
 }
 
@@ -180,8 +183,8 @@ TEST(SixteenBitFactorsTest, WidenExactlyOnEveryPath) {
   }
 }
 
-// The kernel widens every finite 16-bit pattern exactly as LibTorch converts it: with in = rank = 1,
-// A = [1] and x = [1], the output row is B^T's row itself, widened.
+// The kernel widens every finite 16-bit pattern exactly as LibTorch converts it: with in = rank =
+// 1, A = [1] and x = [1], the output row is B^T's row itself, widened.
 TEST(SixteenBitFactorsTest, KernelWidensEveryFiniteValueExactly) {
   for (auto [dtype, type] : {std::pair{torch::kBFloat16, FactorType::kBFloat16},
                              std::pair{torch::kFloat16, FactorType::kFloat16}}) {

@@ -6,9 +6,9 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
-#include "adapters/safetensors.h"
-#include "tests/test_util.h"
+#include "formats/safetensors.h"
 #include "tests/status_matchers.h"
+#include "tests/test_util.h"
 
 namespace loramux {
 namespace {
@@ -88,7 +88,8 @@ TEST_F(ModelLoadErrorsTest, MalformedConfig) {
 }
 
 TEST_F(ModelLoadErrorsTest, MissingTensor) {
-  Write(config_, RewriteTensor("model.layers.1.mlp.up_proj.weight", "model.layers.1.mlp.upp.weight", {}));
+  Write(config_,
+        RewriteTensor("model.layers.1.mlp.up_proj.weight", "model.layers.1.mlp.upp.weight", {}));
   const absl::Status s = Load();
   EXPECT_THAT(s, StatusIs(absl::StatusCode::kInvalidArgument)) << s;
   EXPECT_NE(s.message().find("model.layers.1.mlp.up_proj.weight"), absl::string_view::npos) << s;
@@ -106,10 +107,10 @@ TEST_F(ModelLoadErrorsTest, WrongShape) {
 
 TEST_F(ModelLoadErrorsTest, TruncatedAndCorruptWeights) {
   const std::vector<std::string> corrupt = {
-      weights_.substr(0, weights_.size() / 2),       // truncated data
-      weights_.substr(0, 5),                         // truncated header length
+      weights_.substr(0, weights_.size() / 2),  // truncated data
+      weights_.substr(0, 5),                    // truncated header length
       std::string("\xff\xff\xff\xff\xff\xff\xff\x7f", 8) + weights_.substr(8),  // absurd header
-      weights_.substr(0, 8) + "{not json" + weights_.substr(17),               // broken JSON
+      weights_.substr(0, 8) + "{not json" + weights_.substr(17),                // broken JSON
   };
   for (size_t i = 0; i < corrupt.size(); ++i) {
     Write(config_, corrupt[i]);
@@ -130,16 +131,20 @@ TEST_F(ModelLoadErrorsTest, ShardedCheckpointLoadsAndMatches) {
     map += std::string(map.empty() ? "" : ",") + "\"" + v.name + "\": \"model-0000" +
            (early ? "1" : "2") + "-of-00002.safetensors\"";
   }
-  std::ofstream(dir_ + "/model-00001-of-00002.safetensors", std::ios::binary) << SerializeSafetensors(first);
-  std::ofstream(dir_ + "/model-00002-of-00002.safetensors", std::ios::binary) << SerializeSafetensors(second);
-  std::ofstream(dir_ + "/model.safetensors.index.json") << "{\"metadata\": {}, \"weight_map\": {" << map << "}}";
+  std::ofstream(dir_ + "/model-00001-of-00002.safetensors", std::ios::binary)
+      << SerializeSafetensors(first);
+  std::ofstream(dir_ + "/model-00002-of-00002.safetensors", std::ios::binary)
+      << SerializeSafetensors(second);
+  std::ofstream(dir_ + "/model.safetensors.index.json")
+      << "{\"metadata\": {}, \"weight_map\": {" << map << "}}";
   Write(config_, "");
   auto sharded = LlamaModel::Load(dir_, torch::kCPU, torch::kFloat32);
   ASSERT_TRUE(sharded.ok()) << sharded.status();
   auto golden = ::loramux::testing::LoadGolden("cases/llama-tiny/base.safetensors");
   const torch::Tensor ids = golden["p1.input_ids"];
   auto run = ::loramux::testing::RunBatch(
-      **sharded, {{std::vector<int64_t>(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + ids.numel())}}, 1);
+      **sharded,
+      {{std::vector<int64_t>(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + ids.numel())}}, 1);
   EXPECT_LE(::loramux::testing::MaxAbsDiff(run.prompt_logits[0], golden["p1.logits"]), 1e-4);
 }
 
@@ -147,12 +152,14 @@ TEST(RopeScalingTest, Llama3AndLinearScalingParse) {
   auto llama3 = ModelConfig::FromJson(R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 8,
       "hidden_size": 8, "intermediate_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
       "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-      "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}})", "c");
+      "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}})",
+                                      "c");
   ASSERT_TRUE(llama3.ok()) << llama3.status();
   EXPECT_EQ(llama3->rope_scaling.type, RopeScaling::Type::kLlama3);
   auto unknown = ModelConfig::FromJson(R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 8,
       "hidden_size": 8, "intermediate_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
-      "rope_scaling": {"type": "yarn", "factor": 4.0}})", "c");
+      "rope_scaling": {"type": "yarn", "factor": 4.0}})",
+                                       "c");
   EXPECT_THAT(unknown.status(), StatusIs(absl::StatusCode::kUnimplemented));
 }
 

@@ -34,7 +34,8 @@ constexpr auto kCompletions = OpenAiEndpoint::kCompletions;
 constexpr auto kChat = OpenAiEndpoint::kChatCompletions;
 
 TEST(OpenAiParseTest, CompletionFieldsBecomeTheEngineRequest) {
-  const OpenAiRequest r = ParseOk(kCompletions, R"({"model": "sql", "prompt": "SELECT", "max_tokens": 7,
+  const OpenAiRequest r =
+      ParseOk(kCompletions, R"({"model": "sql", "prompt": "SELECT", "max_tokens": 7,
       "temperature": 0.5, "top_p": 0.9, "top_k": 40, "seed": 11, "stop": ["\n", ";"], "n": 1,
       "stream": true, "stream_options": {"include_usage": true}, "user": "u1", "logprobs": 0,
       "stop_token_ids": [5], "ignore_eos": true, "adapter_scale": 0.5, "return_token_ids": true})");
@@ -61,7 +62,8 @@ TEST(OpenAiParseTest, CompletionFieldsBecomeTheEngineRequest) {
 }
 
 TEST(OpenAiParseTest, DefaultsAreOpenAis) {
-  const OpenAiRequest r = ParseOk(kCompletions, R"({"model": "m", "prompt": "x", "stop": null, "seed": null})");
+  const OpenAiRequest r =
+      ParseOk(kCompletions, R"({"model": "m", "prompt": "x", "stop": null, "seed": null})");
   EXPECT_FALSE(r.max_tokens_given);
   EXPECT_FLOAT_EQ(r.engine.sampling.temperature, 1.0f);  // OpenAI samples unless told otherwise
   EXPECT_FLOAT_EQ(r.engine.sampling.top_p, 1.0f);
@@ -73,13 +75,18 @@ TEST(OpenAiParseTest, DefaultsAreOpenAis) {
 }
 
 TEST(OpenAiParseTest, PromptsAsTextOrTokenIds) {
-  EXPECT_THAT(ParseOk(kCompletions, R"({"model": "m", "prompt": [1, 2, 3]})").prompt_token_ids, ElementsAre(1, 2, 3));
-  EXPECT_THAT(ParseOk(kCompletions, R"({"model": "m", "prompt": [[4, 5]]})").prompt_token_ids, ElementsAre(4, 5));
+  EXPECT_THAT(ParseOk(kCompletions, R"({"model": "m", "prompt": [1, 2, 3]})").prompt_token_ids,
+              ElementsAre(1, 2, 3));
+  EXPECT_THAT(ParseOk(kCompletions, R"({"model": "m", "prompt": [[4, 5]]})").prompt_token_ids,
+              ElementsAre(4, 5));
   EXPECT_EQ(ParseOk(kCompletions, R"({"model": "m", "prompt": ["hi"]})").text_prompt->text, "hi");
   EXPECT_FALSE(
-      ParseOk(kCompletions, R"({"model": "m", "prompt": "hi", "add_special_tokens": false})").text_prompt->add_special_tokens);
-  ExpectRefused(kCompletions, R"({"model": "m", "prompt": ["a", "b"]})", "prompt", "one prompt per request");
-  ExpectRefused(kCompletions, R"({"model": "m", "prompt": [[1], [2]]})", "prompt", "one prompt per request");
+      ParseOk(kCompletions, R"({"model": "m", "prompt": "hi", "add_special_tokens": false})")
+          .text_prompt->add_special_tokens);
+  ExpectRefused(kCompletions, R"({"model": "m", "prompt": ["a", "b"]})", "prompt",
+                "one prompt per request");
+  ExpectRefused(kCompletions, R"({"model": "m", "prompt": [[1], [2]]})", "prompt",
+                "one prompt per request");
   ExpectRefused(kCompletions, R"({"model": "m", "prompt": [1, -2]})", "prompt", "-2");
   ExpectRefused(kCompletions, R"({"model": "m", "prompt": [1, 2.5]})", "prompt");
   ExpectRefused(kCompletions, R"({"model": "m", "prompt": {"text": "x"}})", "prompt");
@@ -101,11 +108,18 @@ TEST(OpenAiParseTest, ChatMessagesGoToTheTemplate) {
   EXPECT_EQ(r.text_prompt->chat_template_kwargs["enable_thinking"], false);
   EXPECT_EQ(r.engine.sampling.max_new_tokens, 9);
   EXPECT_TRUE(r.logprobs);
-  EXPECT_EQ(ParseOk(kChat, R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "logprobs": true,
-                              "top_logprobs": 5})").engine.top_logprobs, 5);
-  EXPECT_EQ(ParseOk(kCompletions, R"({"model": "m", "prompt": "x", "logprobs": 3})").engine.top_logprobs, 3);
+  EXPECT_EQ(
+      ParseOk(kChat,
+              R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "logprobs": true,
+                              "top_logprobs": 5})")
+          .engine.top_logprobs,
+      5);
+  EXPECT_EQ(
+      ParseOk(kCompletions, R"({"model": "m", "prompt": "x", "logprobs": 3})").engine.top_logprobs,
+      3);
   // Without max_tokens a reply may fill the context, within the server's limit.
-  const OpenAiRequest open = ParseOk(kChat, R"({"model": "m", "messages": [{"role": "user", "content": "x"}]})");
+  const OpenAiRequest open =
+      ParseOk(kChat, R"({"model": "m", "messages": [{"role": "user", "content": "x"}]})");
   EXPECT_EQ(DefaultMaxTokens(open, 16, 512, 500, 4096), 12);
   EXPECT_EQ(DefaultMaxTokens(open, 16, 100000, 10, 4096), 4096);
 }
@@ -113,7 +127,8 @@ TEST(OpenAiParseTest, ChatMessagesGoToTheTemplate) {
 TEST(OpenAiParseTest, WhatLoramuxCannotHonourIsRefusedNeverIgnored) {
   const std::string chat = R"({"model": "m", "messages": [{"role": "user", "content": "x"}], )";
   ExpectRefused(kChat, chat + R"("n": 2})", "n", "n = 1");
-  ExpectRefused(kChat, chat + R"("tools": [{"type": "function", "function": {"name": "f"}}]})", "tools", "tool");
+  ExpectRefused(kChat, chat + R"("tools": [{"type": "function", "function": {"name": "f"}}]})",
+                "tools", "tool");
   ExpectRefused(kChat, chat + R"("tool_choice": "auto"})", "tool_choice");
   ExpectRefused(kChat, chat + R"("functions": [{"name": "f"}]})", "functions");
   ExpectRefused(kChat, chat + R"("response_format": {"type": "json_object"}})", "response_format");
@@ -121,16 +136,21 @@ TEST(OpenAiParseTest, WhatLoramuxCannotHonourIsRefusedNeverIgnored) {
   ExpectRefused(kChat, chat + R"("frequency_penalty": 1})", "frequency_penalty");
   ExpectRefused(kChat, chat + R"("logit_bias": {"5": 10}})", "logit_bias");
   ExpectRefused(kChat, chat + R"("top_logprobs": 3})", "top_logprobs", "logprobs");
-  ExpectRefused(kChat, chat + R"("logprobs": true, "top_logprobs": 21})", "top_logprobs", "[0, 20]");
+  ExpectRefused(kChat, chat + R"("logprobs": true, "top_logprobs": 21})", "top_logprobs",
+                "[0, 20]");
   ExpectRefused(kChat, chat + R"("frobnicate": true})", "frobnicate", "unrecognized");
-  ExpectRefused(kChat, chat + R"("stream_options": {"include_usage": true}})", "stream_options", "stream");
-  ExpectRefused(kChat, R"({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url",
-      "image_url": {"url": "x"}}]}]})", "messages[0].content", "text parts");
+  ExpectRefused(kChat, chat + R"("stream_options": {"include_usage": true}})", "stream_options",
+                "stream");
+  ExpectRefused(kChat,
+                R"({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url",
+      "image_url": {"url": "x"}}]}]})",
+                "messages[0].content", "text parts");
   ExpectRefused(kChat, R"({"model": "m", "messages": []})", "messages");
   ExpectRefused(kChat, R"({"model": "m", "messages": [{"content": "x"}]})", "messages[0].role");
   ExpectRefused(kChat, R"({"model": "m", "messages": "hi"})", "messages");
-  ExpectRefused(kChat, R"({"model": "m", "prompt": "x", "messages": [{"role": "user", "content": "x"}]})", "prompt",
-                "unrecognized");
+  ExpectRefused(kChat,
+                R"({"model": "m", "prompt": "x", "messages": [{"role": "user", "content": "x"}]})",
+                "prompt", "unrecognized");
   const std::string completion = R"({"model": "m", "prompt": "x", )";
   ExpectRefused(kCompletions, completion + R"("echo": true})", "echo");
   ExpectRefused(kCompletions, completion + R"("suffix": "end"})", "suffix");
@@ -160,13 +180,15 @@ TEST(OpenAiParseTest, WrongTypesAndRangesNameTheField) {
     absl::StatusOr<OpenAiRequest> r = ParseOpenAiRequest(kCompletions, body);
     EXPECT_THAT(r.status(), StatusIs(absl::StatusCode::kInvalidArgument)) << body;
   }
-  EXPECT_EQ(ParseOk(kCompletions, base + R"("top_k": -1})").engine.sampling.top_k, 0);  // vLLM's "off"
+  EXPECT_EQ(ParseOk(kCompletions, base + R"("top_k": -1})").engine.sampling.top_k,
+            0);  // vLLM's "off"
 }
 
 ResponseHeader Header() { return {"cmpl-1", 1700000000, "sql", "sql@ab12"}; }
 
 TEST(OpenAiResponseTest, WholeCompletionInOpenAisShape) {
-  const OpenAiRequest r = ParseOk(kCompletions, R"({"model": "sql", "prompt": "x", "logprobs": 0})");
+  const OpenAiRequest r =
+      ParseOk(kCompletions, R"({"model": "sql", "prompt": "x", "logprobs": 0})");
   CompletionPiece out;
   out.text = "ab";
   out.token_ids = {7, 8};
@@ -181,17 +203,20 @@ TEST(OpenAiResponseTest, WholeCompletionInOpenAisShape) {
 }
 
 TEST(OpenAiResponseTest, CompletionTopLogprobsAreTextToLogprobMaps) {
-  const OpenAiRequest r = ParseOk(kCompletions, R"({"model": "sql", "prompt": "x", "logprobs": 2})");
+  const OpenAiRequest r =
+      ParseOk(kCompletions, R"({"model": "sql", "prompt": "x", "logprobs": 2})");
   CompletionPiece out;
   out.text = "a";
   out.logprobs = {{"a", -0.125f, {{"a", -0.125f}, {"b", -2.5f}}}};
   const Json j = CompletionResponse(r, Header(), {}, out, FinishReason::kLength, Usage{1, 1});
-  EXPECT_EQ(j["choices"][0]["logprobs"]["top_logprobs"], Json::parse(R"([{"a": -0.125, "b": -2.5}])"))
+  EXPECT_EQ(j["choices"][0]["logprobs"]["top_logprobs"],
+            Json::parse(R"([{"a": -0.125, "b": -2.5}])"))
       << j.dump(2);
 }
 
 TEST(OpenAiResponseTest, WholeChatCompletionInOpenAisShape) {
-  const OpenAiRequest r = ParseOk(kChat, R"({"model": "sql", "messages": [{"role": "user", "content": "x"}],
+  const OpenAiRequest r =
+      ParseOk(kChat, R"({"model": "sql", "messages": [{"role": "user", "content": "x"}],
                                             "return_token_ids": true})");
   CompletionPiece out;
   out.text = "Hi";
@@ -200,7 +225,8 @@ TEST(OpenAiResponseTest, WholeChatCompletionInOpenAisShape) {
   h.id = "chatcmpl-1";
   h.system_fingerprint = "";
   const Json j = CompletionResponse(r, h, {1, 2, 3}, out, FinishReason::kStop, Usage{3, 1});
-  EXPECT_EQ(j, Json::parse(R"({"id": "chatcmpl-1", "object": "chat.completion", "created": 1700000000,
+  EXPECT_EQ(j,
+            Json::parse(R"({"id": "chatcmpl-1", "object": "chat.completion", "created": 1700000000,
       "model": "sql", "system_fingerprint": null,
       "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}, "logprobs": null,
                    "finish_reason": "stop", "token_ids": [9]}],
@@ -210,7 +236,8 @@ TEST(OpenAiResponseTest, WholeChatCompletionInOpenAisShape) {
 }
 
 TEST(OpenAiResponseTest, ChatStreamChunks) {
-  const OpenAiRequest r = ParseOk(kChat, R"({"model": "sql", "messages": [{"role": "user", "content": "x"}],
+  const OpenAiRequest r =
+      ParseOk(kChat, R"({"model": "sql", "messages": [{"role": "user", "content": "x"}],
       "stream": true, "stream_options": {"include_usage": true}, "logprobs": true})");
   const Json first = FirstChatChunk(r, Header());
   EXPECT_EQ(first["object"], "chat.completion.chunk");
@@ -234,7 +261,8 @@ TEST(OpenAiResponseTest, ChatStreamChunks) {
 }
 
 TEST(OpenAiResponseTest, CompletionStreamChunksHaveNoUsageFieldUnlessAsked) {
-  const OpenAiRequest r = ParseOk(kCompletions, R"({"model": "sql", "prompt": "x", "stream": true})");
+  const OpenAiRequest r =
+      ParseOk(kCompletions, R"({"model": "sql", "prompt": "x", "stream": true})");
   CompletionPiece piece;
   piece.text = "a";
   const Json chunk = ChoiceChunk(r, Header(), piece, FinishReason::kLength);
@@ -250,7 +278,8 @@ TEST(OpenAiResponseTest, ModelListNamesTheBaseAsParent) {
   ASSERT_EQ(j["data"].size(), 3u);
   EXPECT_EQ(j["data"][0]["id"], "llama");
   EXPECT_TRUE(j["data"][0]["parent"].is_null());
-  EXPECT_EQ(j["data"][1], Json::parse(R"({"id": "sql", "object": "model", "created": 200, "owned_by": "loramux",
+  EXPECT_EQ(j["data"][1],
+            Json::parse(R"({"id": "sql", "object": "model", "created": 200, "owned_by": "loramux",
       "root": "sql", "parent": "llama", "max_model_len": 4096})"));
 }
 

@@ -1,5 +1,5 @@
 // The one request validator: defaults filled, every field bounded, errors that name the field.
-#include "server/request_validator.h"
+#include "engine/request_validator.h"
 #include "tests/status_matchers.h"
 
 #include <gmock/gmock.h>
@@ -121,8 +121,10 @@ TEST(RequestValidatorTest, AdapterScaleIsFiniteAndBounded) {
 
 TEST(RequestValidatorTest, EffectiveScaleMustBeFiniteInTheServingDtype) {
   EXPECT_TRUE(CheckEffectiveScale(2.0, 1000, 65504).ok());
-  EXPECT_THAT(CheckEffectiveScale(100.0, 1000, 65504), StatusIs(absl::StatusCode::kInvalidArgument));
-  EXPECT_THAT(CheckEffectiveScale(1e300, 1000, 3.4e38), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(CheckEffectiveScale(100.0, 1000, 65504),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(CheckEffectiveScale(1e300, 1000, 3.4e38),
+              StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_TRUE(CheckEffectiveScale(1e30, -1000, 3.4e38).ok());
 }
 

@@ -1,4 +1,4 @@
-#include "adapters/safetensors.h"
+#include "formats/safetensors.h"
 
 #include <unistd.h>
 
@@ -28,6 +28,7 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
+using ::loramux::testing::MakeTempDir;
 using ::loramux::testing::ReadFile;
 using ::loramux::testing::WriteFile;
 const char kLlamaTiny[] = LORAMUX_TEST_DATA "/llama-tiny/model.safetensors";
@@ -114,10 +115,7 @@ int MappingsOf(const std::string& path) {
 
 class TempDir {
  public:
-  TempDir() {
-    std::string tmpl = ::testing::TempDir() + "safetensors_test_XXXXXX";
-    path_ = mkdtemp(tmpl.data()) ? tmpl : "";
-  }
+  TempDir() { path_ = MakeTempDir(); }
   ~TempDir() {
     if (!path_.empty()) std::system(("rm -rf '" + path_ + "'").c_str());
   }
@@ -302,13 +300,13 @@ TEST(SerializeTest, NoTensors) {
 // Accepted edge cases
 
 TEST(SafetensorsFileTest, AcceptsEmptyTensorsAtSharedOffsets) {
-  auto file = SafetensorsFile::FromBytes(
-      RawFile(R"({"a":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},)"
-              R"("b":{"dtype":"I8","shape":[4,0],"data_offsets":[0,0]},)"
-              R"("c":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
-              R"("d":{"dtype":"U8","shape":[0],"data_offsets":[4,4]}})",
-              4),
-      "ok");
+  auto file =
+      SafetensorsFile::FromBytes(RawFile(R"({"a":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},)"
+                                         R"("b":{"dtype":"I8","shape":[4,0],"data_offsets":[0,0]},)"
+                                         R"("c":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
+                                         R"("d":{"dtype":"U8","shape":[0],"data_offsets":[4,4]}})",
+                                         4),
+                                 "ok");
   ASSERT_TRUE(file.ok()) << file.status();
   ASSERT_EQ((*file)->tensors().size(), 4u);
   EXPECT_EQ((*file)->tensors()[2].name, "c");
@@ -349,10 +347,12 @@ std::vector<CorruptCase> CorruptCases() {
       {"HeaderLengthZero", LengthPrefix(0), {"header length 0 is too small"}},
       {"HeaderLengthOne", LengthPrefix(1) + "{", {"header length 1 is too small"}},
       {"HeaderLongerThanFile", LengthPrefix(100) + "{}", {"header length 100", "truncated"}},
-      {"HeaderLengthAbsurd", LengthPrefix(uint64_t{1} << 62) + "{}",
+      {"HeaderLengthAbsurd",
+       LengthPrefix(uint64_t{1} << 62) + "{}",
        {"header length 4611686018427387904 exceeds the limit"}},
       {"HeaderLengthAllOnes", LengthPrefix(~uint64_t{0}) + "{}", {"exceeds the limit"}},
-      {"TruncatedDataSection", valid.substr(0, valid.size() - 3),
+      {"TruncatedDataSection",
+       valid.substr(0, valid.size() - 3),
        {"tensor \"signed\"", "exceed the data section", "truncated"}},
       {"TruncatedInsideHeader", valid.substr(0, 40), {"header length", "truncated"}},
       {"JsonNotWellFormed", RawFile(R"({"t":{"dtype":"F32",)"), {"not well-formed JSON"}},
@@ -363,23 +363,32 @@ std::vector<CorruptCase> CorruptCases() {
       {"JsonString", RawFile(R"("hello")"), {"must be a JSON object", "string"}},
       {"JsonTooDeep", RawFile(std::string(64, '[') + std::string(64, ']')), {"nests deeper"}},
       {"EntryNotAnObject", RawFile(R"({"t":5})"), {"tensor \"t\"", "must be an object"}},
-      {"MissingDType", OneTensor(R"({"shape":[1],"data_offsets":[0,4]})", 4),
+      {"MissingDType",
+       OneTensor(R"({"shape":[1],"data_offsets":[0,4]})", 4),
        {"tensor \"t\"", "\"dtype\""}},
-      {"DTypeNotString", OneTensor(R"({"dtype":4,"shape":[1],"data_offsets":[0,4]})", 4),
+      {"DTypeNotString",
+       OneTensor(R"({"dtype":4,"shape":[1],"data_offsets":[0,4]})", 4),
        {"tensor \"t\"", "non-string \"dtype\""}},
-      {"UnknownDType", OneTensor(R"({"dtype":"F8_E4M3","shape":[1],"data_offsets":[0,1]})", 1),
+      {"UnknownDType",
+       OneTensor(R"({"dtype":"F8_E4M3","shape":[1],"data_offsets":[0,1]})", 1),
        {"tensor \"t\"", "unknown dtype \"F8_E4M3\""}},
-      {"MissingShape", OneTensor(R"({"dtype":"F32","data_offsets":[0,4]})", 4),
+      {"MissingShape",
+       OneTensor(R"({"dtype":"F32","data_offsets":[0,4]})", 4),
        {"tensor \"t\"", "\"shape\""}},
-      {"ShapeNotArray", OneTensor(R"({"dtype":"F32","shape":4,"data_offsets":[0,4]})", 4),
+      {"ShapeNotArray",
+       OneTensor(R"({"dtype":"F32","shape":4,"data_offsets":[0,4]})", 4),
        {"tensor \"t\"", "non-array \"shape\""}},
-      {"NegativeShape", OneTensor(R"({"dtype":"F32","shape":[2,-2],"data_offsets":[0,16]})", 16),
+      {"NegativeShape",
+       OneTensor(R"({"dtype":"F32","shape":[2,-2],"data_offsets":[0,16]})", 16),
        {"tensor \"t\"", "shape entry -2 is not a non-negative integer", "[2,-2]"}},
-      {"FractionalShape", OneTensor(R"({"dtype":"F32","shape":[1.5],"data_offsets":[0,4]})", 4),
+      {"FractionalShape",
+       OneTensor(R"({"dtype":"F32","shape":[1.5],"data_offsets":[0,4]})", 4),
        {"tensor \"t\"", "shape entry 1.5"}},
-      {"FloatShape", OneTensor(R"({"dtype":"F32","shape":[1.0],"data_offsets":[0,4]})", 4),
+      {"FloatShape",
+       OneTensor(R"({"dtype":"F32","shape":[1.0],"data_offsets":[0,4]})", 4),
        {"tensor \"t\"", "shape entry 1.0"}},
-      {"StringShape", OneTensor(R"({"dtype":"F32","shape":["4"],"data_offsets":[0,16]})", 16),
+      {"StringShape",
+       OneTensor(R"({"dtype":"F32","shape":["4"],"data_offsets":[0,16]})", 16),
        {"tensor \"t\"", "shape entry \"4\""}},
       {"ShapeBeyondInt64",
        OneTensor(R"({"dtype":"U8","shape":[9223372036854775808,0],"data_offsets":[0,0]})", 0),
@@ -395,29 +404,37 @@ std::vector<CorruptCase> CorruptCases() {
                100),
        {"tensor \"lm_head.weight\": shape [320,64] x F32 needs 81920 bytes but data_offsets "
         "span 100"}},
-      {"ScalarSizeMismatch", OneTensor(R"({"dtype":"F64","shape":[],"data_offsets":[0,4]})", 4),
+      {"ScalarSizeMismatch",
+       OneTensor(R"({"dtype":"F64","shape":[],"data_offsets":[0,4]})", 4),
        {"shape [] x F64 needs 8 bytes but data_offsets span 4"}},
-      {"MissingOffsets", OneTensor(R"({"dtype":"F32","shape":[1]})", 4),
+      {"MissingOffsets",
+       OneTensor(R"({"dtype":"F32","shape":[1]})", 4),
        {"tensor \"t\"", "\"data_offsets\" must be [begin,end]", "got nothing"}},
-      {"OffsetsOneElement", OneTensor(R"({"dtype":"F32","shape":[1],"data_offsets":[4]})", 4),
+      {"OffsetsOneElement",
+       OneTensor(R"({"dtype":"F32","shape":[1],"data_offsets":[4]})", 4),
        {"tensor \"t\"", "got [4]"}},
       {"OffsetsThreeElements",
-       OneTensor(R"({"dtype":"F32","shape":[1],"data_offsets":[0,4,8]})", 8), {"got [0,4,8]"}},
-      {"OffsetsNegative", OneTensor(R"({"dtype":"F32","shape":[1],"data_offsets":[-4,0]})", 4),
+       OneTensor(R"({"dtype":"F32","shape":[1],"data_offsets":[0,4,8]})", 8),
+       {"got [0,4,8]"}},
+      {"OffsetsNegative",
+       OneTensor(R"({"dtype":"F32","shape":[1],"data_offsets":[-4,0]})", 4),
        {"tensor \"t\"", "got [-4,0]"}},
       {"OffsetsNotIntegers",
        OneTensor(R"({"dtype":"F32","shape":[1],"data_offsets":["0","4"]})", 4),
        {"tensor \"t\"", "\"data_offsets\""}},
-      {"OffsetsObject", OneTensor(R"({"dtype":"F32","shape":[1],"data_offsets":{"a":1}})", 4),
+      {"OffsetsObject",
+       OneTensor(R"({"dtype":"F32","shape":[1],"data_offsets":{"a":1}})", 4),
        {"tensor \"t\"", "\"data_offsets\""}},
-      {"OffsetsOutOfBounds", OneTensor(R"({"dtype":"F32","shape":[2],"data_offsets":[4,12]})", 8),
+      {"OffsetsOutOfBounds",
+       OneTensor(R"({"dtype":"F32","shape":[2],"data_offsets":[4,12]})", 8),
        {"tensor \"t\"", "data_offsets [4,12] exceed the data section of 8 bytes"}},
       {"OffsetsHuge",
        OneTensor(R"({"dtype":"U8","shape":[1],"data_offsets":[9223372036854775806,)"
                  R"(9223372036854775807]})",
                  4),
        {"tensor \"t\"", "exceed the data section"}},
-      {"EndBeforeBegin", OneTensor(R"({"dtype":"F32","shape":[0],"data_offsets":[8,4]})", 8),
+      {"EndBeforeBegin",
+       OneTensor(R"({"dtype":"F32","shape":[0],"data_offsets":[8,4]})", 8),
        {"tensor \"t\"", "data_offsets [8,4] end before begin"}},
       {"OverlappingTensors",
        RawFile(R"({"first":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
@@ -440,13 +457,17 @@ std::vector<CorruptCase> CorruptCases() {
                R"("b":{"dtype":"U8","shape":[0],"data_offsets":[4,4]}})",
                8),
        {"tensor \"b\"", "overlap tensor \"a\""}},
-      {"MetadataNotObject", RawFile(R"({"__metadata__":["format","pt"]})"),
+      {"MetadataNotObject",
+       RawFile(R"({"__metadata__":["format","pt"]})"),
        {"\"__metadata__\" must be an object", "array"}},
-      {"MetadataValueNumber", RawFile(R"({"__metadata__":{"format":"pt","rank":8}})"),
+      {"MetadataValueNumber",
+       RawFile(R"({"__metadata__":{"format":"pt","rank":8}})"),
        {"\"__metadata__\" value for \"rank\" must be a string", "number"}},
-      {"MetadataValueNull", RawFile(R"({"__metadata__":{"x":null}})"),
+      {"MetadataValueNull",
+       RawFile(R"({"__metadata__":{"x":null}})"),
        {"value for \"x\" must be a string", "null"}},
-      {"MetadataValueObject", RawFile(R"({"__metadata__":{"x":{"y":"z"}}})"),
+      {"MetadataValueObject",
+       RawFile(R"({"__metadata__":{"x":{"y":"z"}}})"),
        {"value for \"x\" must be a string", "object"}},
   };
   return cases;
@@ -474,10 +495,10 @@ TEST(SafetensorsFileTest, ErrorMessagesStaySmallForHugeHeaders) {
   for (int i = 0; i < 20000; ++i) shape += "1,";
   shape += "-1]";
   const std::string name(100000, 'n');
-  auto file = SafetensorsFile::FromBytes(
-      RawFile(R"({")" + name + R"(":{"dtype":"F32","shape":)" + shape + R"(,"data_offsets":[0,4]}})",
-              4),
-      kLabel);
+  auto file = SafetensorsFile::FromBytes(RawFile(R"({")" + name + R"(":{"dtype":"F32","shape":)" +
+                                                     shape + R"(,"data_offsets":[0,4]}})",
+                                                 4),
+                                         kLabel);
   ASSERT_FALSE(file.ok());
   EXPECT_THAT(file.status(), StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(Message(file.status()), HasSubstr("is not a non-negative integer"));
@@ -488,9 +509,9 @@ TEST(SafetensorsFileTest, ErrorMessagesStaySmallForHugeHeaders) {
 // The header's JSON: strict RFC 8259, checked by simdjson.
 
 // A file whose header is `{<name_json>:<entry_json>}` (a one-byte U8 tensor by default).
-std::string NamedTensorFile(const std::string& name_json,
-                            const std::string& entry_json =
-                                R"({"dtype":"U8","shape":[1],"data_offsets":[0,1]})") {
+std::string NamedTensorFile(
+    const std::string& name_json,
+    const std::string& entry_json = R"({"dtype":"U8","shape":[1],"data_offsets":[0,1]})") {
   return RawFile("{" + name_json + ":" + entry_json + "}", 1);
 }
 
@@ -527,8 +548,8 @@ TEST(HeaderJsonTest, EscapesAndSurrogatePairsInNamesAreDecoded) {
     EXPECT_EQ((*file)->Find(name), &(*file)->tensors()[0]) << json_name;
   }
   // "__metadata__" is recognised however it is spelled.
-  auto file = SafetensorsFile::FromBytes(RawFile(R"({"__meta\u0064ata__":{"k\u00e9":"v\n"}})"),
-                                         "escapes");
+  auto file =
+      SafetensorsFile::FromBytes(RawFile(R"({"__meta\u0064ata__":{"k\u00e9":"v\n"}})"), "escapes");
   ASSERT_TRUE(file.ok()) << file.status();
   EXPECT_TRUE((*file)->tensors().empty());
   EXPECT_EQ((*file)->metadata(), (std::map<std::string, std::string>{{"k\xC3\xA9", "v\n"}}));
@@ -536,9 +557,16 @@ TEST(HeaderJsonTest, EscapesAndSurrogatePairsInNamesAreDecoded) {
 
 TEST(HeaderJsonTest, AwkwardNamesAndMetadataRoundTripThroughSerialize) {
   std::vector<OwnedTensor> tensors = SampleTensors();
-  const std::vector<std::string> names = {
-      "quote\"d", "back\\slash", "ctrl\x01\x1f\x7f", "tab\tnew\nline", "\xC3\xA9\xE2\x82\xAC",
-      "emoji \xF0\x9F\x98\x80", std::string("nul\0in", 6), "", "__metadata", "/slash/"};
+  const std::vector<std::string> names = {"quote\"d",
+                                          "back\\slash",
+                                          "ctrl\x01\x1f\x7f",
+                                          "tab\tnew\nline",
+                                          "\xC3\xA9\xE2\x82\xAC",
+                                          "emoji \xF0\x9F\x98\x80",
+                                          std::string("nul\0in", 6),
+                                          "",
+                                          "__metadata",
+                                          "/slash/"};
   for (size_t i = 0; i < names.size(); ++i) {
     tensors.push_back({names[i], DType::kU8, {2}, Pattern(2, static_cast<uint8_t>(i))});
   }
@@ -559,26 +587,52 @@ TEST(HeaderJsonTest, AwkwardNamesAndMetadataRoundTripThroughSerialize) {
 
 TEST(HeaderJsonTest, InvalidUtf8AndBadEscapesAreRejected) {
   const std::vector<std::string> bad_strings = {
-      "\xff", "\xfe", "\x80", "\xbf",                 // not a lead byte
-      "\xc0\x80", "\xc1\xbf",                         // overlong 2-byte
-      "\xe0\x80\x80", "\xe0\x9f\xbf",                 // overlong 3-byte
-      "\xf0\x80\x80\x80", "\xf0\x8f\xbf\xbf",         // overlong 4-byte
-      "\xed\xa0\x80", "\xed\xbf\xbf",                 // UTF-16 surrogates encoded in UTF-8
-      "\xf4\x90\x80\x80", "\xf5\x80\x80\x80",         // beyond U+10FFFF
-      "\xc3", "\xe2\x82", "\xf0\x9f\x98",             // truncated
-      "\xc3\x28", "\xe2\x28\xa1", "\xf0\x9f\x28\x80",  // bad continuation
-      "\xf8\x88\x80\x80\x80",                         // 5-byte form
-      "\\ud800", "\\udc00", "\\ud800x", "\\ud800\\u0041", "\\udbff\\ue000", "\\ud83d\\n",
-      "\\x41", "\\a", "\\'", "\\u12", "\\u12G4", "\\U0041", "\\",
-      "raw\ncontrol", "raw\ttab", std::string("raw\x1f", 4), std::string("raw\x01", 4),
+      "\xff",
+      "\xfe",
+      "\x80",
+      "\xbf",  // not a lead byte
+      "\xc0\x80",
+      "\xc1\xbf",  // overlong 2-byte
+      "\xe0\x80\x80",
+      "\xe0\x9f\xbf",  // overlong 3-byte
+      "\xf0\x80\x80\x80",
+      "\xf0\x8f\xbf\xbf",  // overlong 4-byte
+      "\xed\xa0\x80",
+      "\xed\xbf\xbf",  // UTF-16 surrogates encoded in UTF-8
+      "\xf4\x90\x80\x80",
+      "\xf5\x80\x80\x80",  // beyond U+10FFFF
+      "\xc3",
+      "\xe2\x82",
+      "\xf0\x9f\x98",  // truncated
+      "\xc3\x28",
+      "\xe2\x28\xa1",
+      "\xf0\x9f\x28\x80",      // bad continuation
+      "\xf8\x88\x80\x80\x80",  // 5-byte form
+      "\\ud800",
+      "\\udc00",
+      "\\ud800x",
+      "\\ud800\\u0041",
+      "\\udbff\\ue000",
+      "\\ud83d\\n",
+      "\\x41",
+      "\\a",
+      "\\'",
+      "\\u12",
+      "\\u12G4",
+      "\\U0041",
+      "\\",
+      "raw\ncontrol",
+      "raw\ttab",
+      std::string("raw\x1f", 4),
+      std::string("raw\x01", 4),
   };
   for (const std::string& bad : bad_strings) {
     const std::string quoted = "\"" + bad + "\"";
     SCOPED_TRACE(::testing::PrintToString(bad));
     ExpectRejected(NamedTensorFile(quoted), {"header is not well-formed JSON"}, "name");
     ExpectRejected(
-        NamedTensorFile(R"("t")", R"({"dtype":"U8","shape":[1],"data_offsets":[0,1],"x":)" +
-                                      quoted + "}"),
+        NamedTensorFile(R"("t")",
+                        R"({"dtype":"U8","shape":[1],"data_offsets":[0,1],"x":)" + quoted + "}"),
         {"not well-formed JSON"}, "ignored value");
     ExpectRejected(RawFile(R"({"__metadata__":{"k":)" + quoted + "}}"), {"not well-formed JSON"},
                    "metadata value");
@@ -624,8 +678,8 @@ TEST(HeaderJsonTest, UnknownEntryKeysWithAnyValueAreIgnored) {
 TEST(HeaderJsonTest, NestingIsCappedAtEightLevels) {
   // Top-level object, entry object, then six arrays: eight levels.
   const std::string entry_start = R"({"dtype":"U8","shape":[1],"data_offsets":[0,1],"x":)";
-  auto file = SafetensorsFile::FromBytes(
-      NamedTensorFile(R"("t")", entry_start + "[[[[[[1]]]]]]}"), "depth");
+  auto file = SafetensorsFile::FromBytes(NamedTensorFile(R"("t")", entry_start + "[[[[[[1]]]]]]}"),
+                                         "depth");
   EXPECT_TRUE(file.ok()) << file.status();
   ExpectRejected(NamedTensorFile(R"("t")", entry_start + "[[[[[[[1]]]]]]]}"),
                  {"nests deeper than 8 levels"}, "nine levels");
@@ -637,18 +691,25 @@ TEST(HeaderJsonTest, NumbersThatAreNotPlainNonNegativeIntegersAreRejected) {
   // Well-formed JSON numbers, but not what a shape or an offset may be; messages quote them as
   // simdjson writes them.
   for (const auto& [number, shown] : std::vector<std::pair<std::string, std::string>>{
-           {"1.0", "1.0"}, {"1e3", "1000.0"}, {"1E3", "1000.0"}, {"1e+0", "1.0"},
-           {"10e-1", "1.0"}, {"-1", "-1"}, {"0.0", "0.0"}, {"-0.0", "-0.0"}, {"1.5", "1.5"},
+           {"1.0", "1.0"},
+           {"1e3", "1000.0"},
+           {"1E3", "1000.0"},
+           {"1e+0", "1.0"},
+           {"10e-1", "1.0"},
+           {"-1", "-1"},
+           {"0.0", "0.0"},
+           {"-0.0", "-0.0"},
+           {"1.5", "1.5"},
            {"9223372036854775808", "9223372036854775808"},
            {"18446744073709551615", "18446744073709551615"}}) {
     SCOPED_TRACE(number);
+    ExpectRejected(NamedTensorFile(R"("t")", R"({"dtype":"U8","shape":[)" + number +
+                                                 R"(],"data_offsets":[0,1]})"),
+                   {"tensor \"t\"", "shape entry " + shown + " is not a non-negative integer"},
+                   "shape");
     ExpectRejected(
-        NamedTensorFile(R"("t")", R"({"dtype":"U8","shape":[)" + number +
-                                      R"(],"data_offsets":[0,1]})"),
-        {"tensor \"t\"", "shape entry " + shown + " is not a non-negative integer"}, "shape");
-    ExpectRejected(
-        NamedTensorFile(R"("t")", R"({"dtype":"U8","shape":[1],"data_offsets":[0,)" + number +
-                                      "]}"),
+        NamedTensorFile(R"("t")",
+                        R"({"dtype":"U8","shape":[1],"data_offsets":[0,)" + number + "]}"),
         {"tensor \"t\"", "\"data_offsets\" must be [begin,end]", "got [0," + shown + "]"},
         "offset");
   }
@@ -666,9 +727,8 @@ TEST(HeaderJsonTest, NumbersThatAreNotPlainNonNegativeIntegersAreRejected) {
   ASSERT_TRUE(zero.ok()) << zero.status();
   EXPECT_THAT((*zero)->tensors()[0].shape, ElementsAre(0));
   // Not JSON numbers at all.
-  for (const std::string number :
-       {"01", "00", "-01", "+1", ".5", "1.", "1.e3", "1e", "1e+", "-", "0x10", "NaN", "Infinity",
-        "-Infinity", "1_000", "- 1"}) {
+  for (const std::string number : {"01", "00", "-01", "+1", ".5", "1.", "1.e3", "1e", "1e+", "-",
+                                   "0x10", "NaN", "Infinity", "-Infinity", "1_000", "- 1"}) {
     SCOPED_TRACE(number);
     ExpectRejected(NamedTensorFile(R"("t")", R"({"dtype":"U8","shape":[)" + number +
                                                  R"(],"data_offsets":[0,1]})"),
@@ -693,11 +753,30 @@ TEST(HeaderJsonTest, TrailingGarbageIsRejected) {
 }
 
 TEST(HeaderJsonTest, OtherSyntaxErrorsAreRejected) {
-  for (const std::string header :
-       {"  ", "{ ", " }", "{\"t\"}", "{\"t\":}", "{\"t\" 1}", "{\"t\":1,}", "{,}", "{'t':1}",
-        "{t:1}", "{\"t\":[1,]}", "{\"t\":[,1]}", "{\"t\":[1 2]}", "{\"t\":tru}", "{\"t\":nul}",
-        "{\"t\":True}", "{\"t\":\"unterminated}", "{\"t\":1 /* c */}", "// c\n{}",
-        "\xEF\xBB\xBF{}", "{\"a\":1\"b\":2}", "{1:2}", "{\"t\":[}", "{\"t\":{]}"}) {
+  for (const std::string header : {"  ",
+                                   "{ ",
+                                   " }",
+                                   "{\"t\"}",
+                                   "{\"t\":}",
+                                   "{\"t\" 1}",
+                                   "{\"t\":1,}",
+                                   "{,}",
+                                   "{'t':1}",
+                                   "{t:1}",
+                                   "{\"t\":[1,]}",
+                                   "{\"t\":[,1]}",
+                                   "{\"t\":[1 2]}",
+                                   "{\"t\":tru}",
+                                   "{\"t\":nul}",
+                                   "{\"t\":True}",
+                                   "{\"t\":\"unterminated}",
+                                   "{\"t\":1 /* c */}",
+                                   "// c\n{}",
+                                   "\xEF\xBB\xBF{}",
+                                   "{\"a\":1\"b\":2}",
+                                   "{1:2}",
+                                   "{\"t\":[}",
+                                   "{\"t\":{]}"}) {
     SCOPED_TRACE(::testing::PrintToString(header));
     ExpectRejected(RawFile(header), {"header is not well-formed JSON"}, "syntax");
   }
@@ -778,8 +857,8 @@ TEST(HeaderJsonTest, AgreesWithNlohmannOnValidHeaders) {
   std::vector<OwnedTensor> lora;
   for (int layer = 0; layer < 24; ++layer) {
     for (const char* proj : {"q_proj", "v_proj"}) {
-      const std::string base = "base_model.model.model.layers." + std::to_string(layer) +
-                               ".self_attn." + proj;
+      const std::string base =
+          "base_model.model.model.layers." + std::to_string(layer) + ".self_attn." + proj;
       lora.push_back({base + ".lora_A.weight", DType::kF16, {8, 16}, Pattern(256, 1)});
       lora.push_back({base + ".lora_B.weight", DType::kF16, {16, 8}, Pattern(256, 2)});
     }

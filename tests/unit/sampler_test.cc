@@ -1,4 +1,4 @@
-#include "server/sampler.h"
+#include "engine/sampler.h"
 
 #include <cmath>
 #include <random>

@@ -33,7 +33,9 @@ TEST(ParseByteSizeTest, CountsAndUnits) {
   EXPECT_EQ(*ParseByteSize(" 64KiB "), 64 << 10);
   EXPECT_EQ(*ParseByteSize("1.5KiB"), 1536);
   for (const char* bad : {"", "MiB", "12 parsecs", "-5", "1e3", "99999999999T", "0x10"}) {
-    EXPECT_THAT(ParseByteSize(bad), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("byte size"))) << bad;
+    EXPECT_THAT(ParseByteSize(bad),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("byte size")))
+        << bad;
   }
 }
 
@@ -53,16 +55,20 @@ TEST_F(ServerConfigTest, DefaultsMakeAConfig) {
 
 TEST_F(ServerConfigTest, BadValuesAreRefusedNamingTheFlag) {
   absl::SetFlag(&FLAGS_listen, "nowhere");
-  EXPECT_THAT(ServerConfigFromFlags(), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--listen")));
+  EXPECT_THAT(ServerConfigFromFlags(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--listen")));
   absl::SetFlag(&FLAGS_listen, "127.0.0.1:0");
   absl::SetFlag(&FLAGS_http_listen, "127.0.0.1:99999");
-  EXPECT_THAT(ServerConfigFromFlags(), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--http_listen")));
+  EXPECT_THAT(ServerConfigFromFlags(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--http_listen")));
   absl::SetFlag(&FLAGS_http_listen, "127.0.0.1:0");
   absl::SetFlag(&FLAGS_dtype, "float8");
-  EXPECT_THAT(ServerConfigFromFlags(), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--dtype")));
+  EXPECT_THAT(ServerConfigFromFlags(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--dtype")));
   absl::SetFlag(&FLAGS_dtype, "bfloat16");
   absl::SetFlag(&FLAGS_adapter_store, "");
-  EXPECT_THAT(ServerConfigFromFlags(), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--adapter_store")));
+  EXPECT_THAT(ServerConfigFromFlags(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--adapter_store")));
   absl::SetFlag(&FLAGS_adapter_store, "/tmp/store");
   absl::SetFlag(&FLAGS_admin_token_file, "/nonexistent/token");
   EXPECT_THAT(ServerConfigFromFlags(),
@@ -73,16 +79,22 @@ TEST_F(ServerConfigTest, BadValuesAreRefusedNamingTheFlag) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--default_max_new_tokens")));
   absl::SetFlag(&FLAGS_default_max_new_tokens, 16);
   absl::SetFlag(&FLAGS_http_threads, 0);
-  EXPECT_THAT(ServerConfigFromFlags(), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--http_threads")));
+  EXPECT_THAT(ServerConfigFromFlags(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--http_threads")));
   absl::SetFlag(&FLAGS_http_threads, 4);
   absl::SetFlag(&FLAGS_drain_timeout_s, -1);
-  EXPECT_THAT(ServerConfigFromFlags(), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--drain_timeout_s")));
+  EXPECT_THAT(ServerConfigFromFlags(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--drain_timeout_s")));
   absl::SetFlag(&FLAGS_drain_timeout_s, 3);
   absl::StatusOr<ServerConfig> config = ServerConfigFromFlags();
   ASSERT_THAT(config, IsOk());
   EXPECT_EQ(config->engine.dtype, "bfloat16");
   EXPECT_EQ(config->http_listen, "127.0.0.1:0");
   EXPECT_EQ(config->http_threads, 4);
+  absl::SetFlag(&FLAGS_dtype, "auto");  // resolved by the engine at start-up
+  config = ServerConfigFromFlags();
+  ASSERT_THAT(config, IsOk());
+  EXPECT_EQ(config->engine.dtype, "auto");
 }
 
 }  // namespace

@@ -18,9 +18,9 @@
 #include <thread>
 #include <vector>
 
-#include "text/utf8.h"
 #include "tests/status_matchers.h"
 #include "tests/test_files.h"
+#include "text/utf8.h"
 
 namespace loramux::text {
 namespace {
@@ -354,7 +354,8 @@ TEST(TokenizerTest, MalformedFilesAreInvalidArgument) {
     EXPECT_NE(tokenizer.status().message().find("tokenizer.json"), std::string::npos)
         << tokenizer.status();
   }
-  EXPECT_THAT(Tokenizer::FromFile("/nonexistent/tokenizer.json").status(), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(Tokenizer::FromFile("/nonexistent/tokenizer.json").status(),
+              StatusIs(absl::StatusCode::kNotFound));
 }
 
 }  // namespace

@@ -12,8 +12,8 @@
 #include <torch/torch.h>
 
 #include "adapters/adapter_weights.h"
-#include "server/tensor_util.h"
-#include "server/text_codec.h"
+#include "tensor/tensor_util.h"
+#include "engine/text_codec.h"
 #include "tests/status_matchers.h"
 #include "tests/test_util.h"
 #include "train/merge.h"
