@@ -131,6 +131,7 @@ absl::StatusOr<TrainOptions> TrainOptionsFromFlags() {
   o.dora_norm = norm == "detached" ? DoraNorm::kDetached : DoraNorm::kDifferentiable;
   auto dtype = ParseScalarType(absl::GetFlag(FLAGS_dtype));
   if (!dtype.ok()) return dtype.status();
+  o.save_dtype = *dtype;
   if (!absl::GetFlag(FLAGS_upload).empty() && o.full) {
     return absl::InvalidArgumentError("--upload sends an adapter; it cannot be used with --full");
   }

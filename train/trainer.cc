@@ -171,7 +171,7 @@ class Checkpointer {
 
 // Writes the result and checks that the server's loader accepts an adapter against the base.
 absl::Status WriteOutput(const TrainOptions& o, const TrainableModel& model, const LlamaModel& base) {
-  if (o.full) return WriteCheckpointDirectory(o.out, o.model_dir, model.NamedTensors(), torch::kFloat32);
+  if (o.full) return WriteCheckpointDirectory(o.out, o.model_dir, model.NamedTensors(), o.save_dtype);
   const std::string config = PeftConfigJson(o.adapter);
   RETURN_IF_ERROR(WriteAdapterDirectory(o.out, config, model.NamedTensors()));
   ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(o.out + "/adapter_model.safetensors"));

@@ -43,7 +43,8 @@ struct TrainOptions {
   int64_t stop_after = 0;       // > 0: checkpoint and stop after this many steps of the schedule,
                                 // without writing OUT (a time-boxed session; --resume continues)
   DoraNorm dora_norm = DoraNorm::kDetached;
-  torch::ScalarType dtype = torch::kFloat32;
+  torch::ScalarType dtype = torch::kFloat32;       // of the trainable parameters and the forward
+  torch::ScalarType save_dtype = torch::kFloat32;  // of the checkpoint written with `full`
   int threads = 0;              // 0: every CPU
   int64_t log_every = 0;        // steps between progress lines; 0: about 20 per run
   bool live_progress = false;   // redraw one progress line in place (a terminal) instead
