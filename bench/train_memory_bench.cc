@@ -53,7 +53,8 @@ int Child(const std::string& mode, const Args& a) {
     base.reset();  // full fine-tuning trains its own copy; the frozen base is not kept beside it
   } else {
     auto config = PeftAdapterConfig::FromJson(
-        std::string(R"({"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"], "use_dora": )") +
+        std::string(
+            R"({"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"], "use_dora": )") +
             (mode == "dora" ? "true" : "false") + "}",
         "bench");
     model = std::move(*TrainableModel::ForAdapter(*base, *config, torch::kFloat32, 1));
@@ -77,7 +78,8 @@ int Child(const std::string& mode, const Args& a) {
   const int64_t allocated = 4 * trained;
   std::printf("RESULT %lld %lld %lld %lld %.1f\n", static_cast<long long>(model->num_parameters()),
               static_cast<long long>(allocated), static_cast<long long>(PeakRssKb()),
-              static_cast<long long>(base_rss), static_cast<double>(a.steps * a.batch * a.seq) / seconds);
+              static_cast<long long>(base_rss),
+              static_cast<double>(a.steps * a.batch * a.seq) / seconds);
   return 0;
 }
 
@@ -93,7 +95,8 @@ Row RunChild(const char* self, const std::string& mode, char** argv, int argc) {
   const pid_t pid = fork();
   if (pid == 0) {
     dup2(fds[1], STDOUT_FILENO);
-    std::vector<char*> args = {const_cast<char*>(self), const_cast<char*>("--child"), const_cast<char*>(mode.c_str())};
+    std::vector<char*> args = {const_cast<char*>(self), const_cast<char*>("--child"),
+                               const_cast<char*>(mode.c_str())};
     for (int i = 1; i < argc; ++i) args.push_back(argv[i]);
     args.push_back(nullptr);
     execv("/proc/self/exe", args.data());
@@ -108,8 +111,9 @@ Row RunChild(const char* self, const std::string& mode, char** argv, int argc) {
   Row r;
   r.mode = mode;
   const size_t at = out.find("RESULT ");
-  if (at == std::string::npos || std::sscanf(out.c_str() + at, "RESULT %lld %lld %lld %lld %lf", &r.params, &r.allocated,
-                                             &r.peak_kb, &r.base_kb, &r.tok_s) != 5) {
+  if (at == std::string::npos ||
+      std::sscanf(out.c_str() + at, "RESULT %lld %lld %lld %lld %lf", &r.params, &r.allocated,
+                  &r.peak_kb, &r.base_kb, &r.tok_s) != 5) {
     std::fprintf(stderr, "the %s run failed:\n%s\n", mode.c_str(), out.c_str());
     std::exit(1);
   }
@@ -128,26 +132,39 @@ int main(int argc, char** argv) {
   for (int i = first; i < argc && i - first < 5; ++i) *fields[i - first] = std::atoll(argv[i]);
   loramux::ConfigureThreads(0);
   if (child) return Child(argv[2], a);
-  std::printf("training memory: random Llama, %lld layers, hidden %lld, vocab 8192; batch %lld x %lld tokens; "
-              "float32; AdamW; LoRA/DoRA r=8 on q_proj,v_proj; %d threads\n",
-              static_cast<long long>(a.layers), static_cast<long long>(a.hidden), static_cast<long long>(a.batch),
-              static_cast<long long>(a.seq), torch::get_num_threads());
+  std::printf(
+      "training memory: random Llama, %lld layers, hidden %lld, vocab 8192; batch %lld x %lld "
+      "tokens; "
+      "float32; AdamW; LoRA/DoRA r=8 on q_proj,v_proj; %d threads\n",
+      static_cast<long long>(a.layers), static_cast<long long>(a.hidden),
+      static_cast<long long>(a.batch), static_cast<long long>(a.seq), torch::get_num_threads());
   std::vector<Row> rows;
-  for (const char* mode : {"lora", "dora", "full"}) rows.push_back(RunChild(argv[0], mode, argv, argc));
-  std::printf("\n| run  | trainable params | params+grads+AdamW state | peak RSS  | RSS at model ready | peak - ready | train tok/s |\n");
-  std::printf("|------|-----------------:|-------------------------:|----------:|-------------------:|-------------:|------------:|\n");
+  for (const char* mode : {"lora", "dora", "full"})
+    rows.push_back(RunChild(argv[0], mode, argv, argc));
+  std::printf(
+      "\n| run  | trainable params | params+grads+AdamW state | peak RSS  | RSS at model ready | "
+      "peak - ready | train tok/s |\n");
+  std::printf(
+      "|------|-----------------:|-------------------------:|----------:|-------------------:|-----"
+      "--------:|------------:|\n");
   for (const Row& r : rows) {
-    std::printf("| %-4s | %16lld | %20.2f MiB | %5.0f MiB | %14.0f MiB | %8.0f MiB | %11.0f |\n", r.mode.c_str(), r.params,
-                r.allocated / 1048576.0, r.peak_kb / 1024.0, r.base_kb / 1024.0, (r.peak_kb - r.base_kb) / 1024.0,
-                r.tok_s);
+    std::printf("| %-4s | %16lld | %20.2f MiB | %5.0f MiB | %14.0f MiB | %8.0f MiB | %11.0f |\n",
+                r.mode.c_str(), r.params, r.allocated / 1048576.0, r.peak_kb / 1024.0,
+                r.base_kb / 1024.0, (r.peak_kb - r.base_kb) / 1024.0, r.tok_s);
   }
   const Row& lora = rows[0];
   const Row& full = rows[2];
-  std::printf("\nfull / LoRA: trainable state %.0fx, peak RSS %.2fx, peak over the loaded model %.2fx (activations and "
-              "the frozen base are what LoRA keeps)\n",
-              static_cast<double>(full.allocated) / lora.allocated, static_cast<double>(full.peak_kb) / lora.peak_kb,
-              static_cast<double>(full.peak_kb - full.base_kb) / std::max<long long>(1, lora.peak_kb - lora.base_kb));
-  std::printf("LoRA paper (Hu et al. 2021, sec. 4.2): GPT-3 175B training VRAM 1.2 TB -> 350 GB (3.4x) with r=4 on "
-              "q,v; optimizer state shrinks by the ratio of trainable parameters (~10,000x there)\n");
+  std::printf(
+      "\nfull / LoRA: trainable state %.0fx, peak RSS %.2fx, peak over the loaded model %.2fx "
+      "(activations and "
+      "the frozen base are what LoRA keeps)\n",
+      static_cast<double>(full.allocated) / lora.allocated,
+      static_cast<double>(full.peak_kb) / lora.peak_kb,
+      static_cast<double>(full.peak_kb - full.base_kb) /
+          std::max<long long>(1, lora.peak_kb - lora.base_kb));
+  std::printf(
+      "LoRA paper (Hu et al. 2021, sec. 4.2): GPT-3 175B training VRAM 1.2 TB -> 350 GB (3.4x) "
+      "with r=4 on "
+      "q,v; optimizer state shrinks by the ratio of trainable parameters (~10,000x there)\n");
   return 0;
 }

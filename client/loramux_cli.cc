@@ -3,16 +3,16 @@
 //   loramux [--server HOST:PORT] [--token_file F] [--tls_ca_file F] COMMAND [flags] ARGS...
 //
 // Commands: health, upload, list, get, delete, load, unload, generate, chat, score, tokenize,
-// detokenize; train and merge (handed to loramux_train) (see `loramux help`). `--json` prints each result as one JSON object (the proto3
-// JSON mapping of the reply, field names as in the .proto) for scripts.
-// Errors print the gRPC code name and the server's message on stderr (with --json, as
+// detokenize; train and merge (handed to loramux_train) (see `loramux help`). `--json` prints each
+// result as one JSON object (the proto3 JSON mapping of the reply, field names as in the .proto)
+// for scripts. Errors print the gRPC code name and the server's message on stderr (with --json, as
 // {"error":{"code","message"}}). Exit codes: 0 done, 1 the server refused or failed the call
 // (or `health` found it not serving), 2 bad usage, 3 the server is unreachable (UNAVAILABLE
 // after the retries).
 #include <unistd.h>
 
-#include <cstdio>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -658,7 +658,8 @@ int ExecTrainer(int argc, char** argv) {
     std::cerr << "loramux: cannot run " << candidate << ": " << std::strerror(errno) << "\n";
     return kExitFailed;
   }
-  std::cerr << "loramux: " << argv[1] << " needs the loramux_train program beside this one (build it: "
+  std::cerr << "loramux: " << argv[1]
+            << " needs the loramux_train program beside this one (build it: "
             << "cmake --build build --target loramux_train_cli)\n";
   return kExitFailed;
 }

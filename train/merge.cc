@@ -6,9 +6,9 @@
 #include "adapters/adapter_plan.h"
 #include "common/durable_file.h"
 #include "common/status_macros.h"
-#include "nlohmann/json.hpp"
 #include "formats/checkpoint.h"
 #include "model/llama_model.h"
+#include "nlohmann/json.hpp"
 #include "tensor/tensor_util.h"
 #include "train/peft_export.h"
 
@@ -20,10 +20,12 @@ namespace {
 AdapterFormat FormatOf(const std::string& config_json) {
   const auto j = nlohmann::json::parse(config_json, nullptr, false);
   return j.is_object() && !j.contains("peft_type") && j.contains("alpha") ? AdapterFormat::kSeed
-                                                                         : AdapterFormat::kPeft;
+                                                                          : AdapterFormat::kPeft;
 }
 
-absl::StatusOr<torch::Tensor> F64(const TensorView* view) { return ToTorch(*view, torch::kCPU, torch::kFloat64); }
+absl::StatusOr<torch::Tensor> F64(const TensorView* view) {
+  return ToTorch(*view, torch::kCPU, torch::kFloat64);
+}
 
 absl::StatusOr<torch::Tensor> MergedWeight(const PlannedModule& m, const torch::Tensor& w) {
   ASSIGN_OR_RETURN(torch::Tensor a, F64(m.a));
@@ -41,13 +43,16 @@ absl::StatusOr<torch::Tensor> MergedWeight(const PlannedModule& m, const torch::
 
 absl::Status Merge(const MergeOptions& o) {
   if (o.model_dir.empty() || o.adapter_dir.empty() || o.out.empty()) {
-    return absl::InvalidArgumentError("merge needs --model_dir, --adapter (an adapter directory) and --out");
+    return absl::InvalidArgumentError(
+        "merge needs --model_dir, --adapter (an adapter directory) and --out");
   }
   ASSIGN_OR_RETURN(auto base, LlamaModel::Load(o.model_dir, torch::kCPU, torch::kFloat32));
   ASSIGN_OR_RETURN(auto checkpoint, Checkpoint::Open(o.model_dir));
-  ASSIGN_OR_RETURN(std::string config, ReadSmallFile(o.adapter_dir + "/adapter_config.json", 16 << 20));
+  ASSIGN_OR_RETURN(std::string config,
+                   ReadSmallFile(o.adapter_dir + "/adapter_config.json", 16 << 20));
   ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(o.adapter_dir + "/adapter_model.safetensors"));
-  ASSIGN_OR_RETURN(AdapterPlan plan, PlanAdapter(o.adapter_dir, FormatOf(config), config, *file, *base, AdapterLimits{}));
+  ASSIGN_OR_RETURN(AdapterPlan plan, PlanAdapter(o.adapter_dir, FormatOf(config), config, *file,
+                                                 *base, AdapterLimits{}));
 
   // Every base tensor under its checkpoint name (the weights as read, in float64), then the
   // adapted projections replaced.

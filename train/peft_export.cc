@@ -6,9 +6,9 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
-#include "formats/safetensors.h"
 #include "common/durable_file.h"
 #include "common/status_macros.h"
+#include "formats/safetensors.h"
 #include "nlohmann/json.hpp"
 
 namespace loramux {
@@ -35,12 +35,14 @@ std::string TorchDTypeName(torch::ScalarType dtype) {
   }
 }
 
-absl::Status CopyIfPresent(const std::string& from, const std::string& to, bool set_dtype, torch::ScalarType dtype) {
+absl::Status CopyIfPresent(const std::string& from, const std::string& to, bool set_dtype,
+                           torch::ScalarType dtype) {
   auto text = ReadSmallFile(from, 64 << 20);
   if (!text.ok()) return absl::IsNotFound(text.status()) ? absl::OkStatus() : text.status();
   if (!set_dtype) return ReplaceFile(to, *text);
   Json config = Json::parse(*text, nullptr, /*allow_exceptions=*/false);
-  if (config.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(from, " is not valid JSON"));
+  if (config.is_discarded())
+    return absl::InvalidArgumentError(absl::StrCat(from, " is not valid JSON"));
   config["torch_dtype"] = TorchDTypeName(dtype);
   return ReplaceFile(to, config.dump(2) + "\n");
 }
@@ -63,7 +65,9 @@ absl::Status ReplaceFile(const std::string& path, std::string_view data) {
 absl::Status MakeDirs(const std::string& dir) {
   std::error_code error;
   std::filesystem::create_directories(dir, error);
-  if (error) return absl::FailedPreconditionError(absl::StrCat("cannot create ", dir, ": ", error.message()));
+  if (error)
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot create ", dir, ": ", error.message()));
   return absl::OkStatus();
 }
 
@@ -78,7 +82,8 @@ std::string PeftConfigJson(const AdapterSpec& spec) {
   c["init_lora_weights"] = true;
   c["layer_replication"] = nullptr;
   c["layers_pattern"] = nullptr;
-  c["layers_to_transform"] = spec.layers_to_transform.empty() ? Json(nullptr) : Json(spec.layers_to_transform);
+  c["layers_to_transform"] =
+      spec.layers_to_transform.empty() ? Json(nullptr) : Json(spec.layers_to_transform);
   c["loftq_config"] = Json::object();
   c["lora_alpha"] = spec.alpha;
   c["lora_dropout"] = 0.0;
@@ -89,7 +94,8 @@ std::string PeftConfigJson(const AdapterSpec& spec) {
   c["r"] = spec.rank;
   c["rank_pattern"] = Json::object();
   c["revision"] = nullptr;
-  c["target_modules"] = spec.target_regex.empty() ? Json(spec.target_names) : Json(spec.target_regex);
+  c["target_modules"] =
+      spec.target_regex.empty() ? Json(spec.target_names) : Json(spec.target_regex);
   c["task_type"] = "CAUSAL_LM";
   c["use_dora"] = spec.use_dora;
   c["use_rslora"] = spec.use_rslora;
@@ -117,14 +123,15 @@ absl::Status WriteAdapterDirectory(const std::string& dir, const std::string& co
                                    const NamedTensors& tensors) {
   RETURN_IF_ERROR(MakeDirs(dir));
   RETURN_IF_ERROR(ReplaceFile(dir + "/adapter_model.safetensors",
-                                   SerializeTensors(tensors, torch::kFloat32, {{"format", "pt"}})));
+                              SerializeTensors(tensors, torch::kFloat32, {{"format", "pt"}})));
   return ReplaceFile(dir + "/adapter_config.json", config_json);
 }
 
 absl::Status WriteCheckpointDirectory(const std::string& dir, const std::string& base_dir,
                                       const NamedTensors& tensors, torch::ScalarType dtype) {
   RETURN_IF_ERROR(MakeDirs(dir));
-  RETURN_IF_ERROR(ReplaceFile(dir + "/model.safetensors", SerializeTensors(tensors, dtype, {{"format", "pt"}})));
+  RETURN_IF_ERROR(ReplaceFile(dir + "/model.safetensors",
+                              SerializeTensors(tensors, dtype, {{"format", "pt"}})));
   RETURN_IF_ERROR(CopyIfPresent(base_dir + "/config.json", dir + "/config.json", true, dtype));
   for (const char* name : {"generation_config.json", "tokenizer.json", "tokenizer_config.json",
                            "special_tokens_map.json"}) {

@@ -16,8 +16,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "formats/model_config.h"
 #include "engine/text_codec.h"
+#include "formats/model_config.h"
 
 namespace loramux {
 
@@ -31,7 +31,8 @@ struct TrainExample {
 // (1-based) for malformed JSON, a line of none of the three shapes, an empty completion, a token
 // id outside [0, vocab), or a prompt that leaves no room for the completion; NOT_FOUND when the
 // file cannot be read; INVALID_ARGUMENT for a file without examples.
-absl::StatusOr<std::vector<TrainExample>> ReadTrainData(const std::string& path, const ModelConfig& config,
+absl::StatusOr<std::vector<TrainExample>> ReadTrainData(const std::string& path,
+                                                        const ModelConfig& config,
                                                         const TextCodec& codec, int64_t max_tokens);
 
 }  // namespace loramux

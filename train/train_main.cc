@@ -17,22 +17,28 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "adapters/module_table.h"
-#include "tensor/tensor_util.h"
 #include "common/durable_file.h"
+#include "tensor/tensor_util.h"
 #include "train/greedy_eval.h"
 #include "train/merge.h"
 #include "train/trainer.h"
 
-ABSL_FLAG(std::string, model_dir, "", "base model: a HuggingFace directory (config.json, *.safetensors)");
-ABSL_FLAG(std::string, data, "", "train: JSONL examples ({prompt, completion}, {messages} or token ids)");
-ABSL_FLAG(std::string, out, "", "the directory to write (adapter, or checkpoint with --full / merge)");
+ABSL_FLAG(std::string, model_dir, "",
+          "base model: a HuggingFace directory (config.json, *.safetensors)");
+ABSL_FLAG(std::string, data, "",
+          "train: JSONL examples ({prompt, completion}, {messages} or token ids)");
+ABSL_FLAG(std::string, out, "",
+          "the directory to write (adapter, or checkpoint with --full / merge)");
 ABSL_FLAG(int64_t, rank, 8, "train: LoRA rank r");
 ABSL_FLAG(double, alpha, 16, "train: lora_alpha (scale alpha/r, or alpha/sqrt(r) with --rslora)");
 ABSL_FLAG(bool, dora, false, "train: DoRA (a magnitude vector per adapted module)");
 ABSL_FLAG(bool, rslora, false, "train: rank-stabilised scale alpha/sqrt(r)");
-ABSL_FLAG(std::string, targets, "q_proj,v_proj", "train: module names (comma-separated) or all-linear");
-ABSL_FLAG(std::string, target_regex, "", "train: target modules as a regex over module paths (full match)");
-ABSL_FLAG(std::string, layers_to_transform, "", "train: comma-separated layer indices (default all)");
+ABSL_FLAG(std::string, targets, "q_proj,v_proj",
+          "train: module names (comma-separated) or all-linear");
+ABSL_FLAG(std::string, target_regex, "",
+          "train: target modules as a regex over module paths (full match)");
+ABSL_FLAG(std::string, layers_to_transform, "",
+          "train: comma-separated layer indices (default all)");
 ABSL_FLAG(int64_t, epochs, 1, "train: passes over the training split");
 ABSL_FLAG(int64_t, max_steps, 0, "train: stop after N optimizer steps (0: --epochs decide)");
 ABSL_FLAG(double, lr, 2e-4, "train: peak learning rate (AdamW)");
@@ -43,18 +49,25 @@ ABSL_FLAG(double, warmup_ratio, 0.03, "train: warm-up steps as a fraction of all
 ABSL_FLAG(int64_t, warmup_steps, -1, "train: warm-up steps (overrides --warmup_ratio when >= 0)");
 ABSL_FLAG(double, max_grad_norm, 1.0, "train: clip the global gradient norm (0: no clipping)");
 ABSL_FLAG(uint64_t, seed, 0, "train: seed of initialisation, held-out split and data order");
-ABSL_FLAG(double, eval_fraction, 0.1, "train: fraction of examples held out (loss printed each epoch)");
+ABSL_FLAG(double, eval_fraction, 0.1,
+          "train: fraction of examples held out (loss printed each epoch)");
 ABSL_FLAG(int64_t, max_seq_len, 0, "train: truncate examples to N tokens (0: the model's context)");
-ABSL_FLAG(int64_t, save_steps, 0, "train: also checkpoint every N steps (always at each epoch's end)");
+ABSL_FLAG(int64_t, save_steps, 0,
+          "train: also checkpoint every N steps (always at each epoch's end)");
 ABSL_FLAG(bool, resume, false, "train: continue from OUT/checkpoint when it exists");
-ABSL_FLAG(int64_t, stop_after, 0, "train: checkpoint and stop after N more steps (continue with --resume)");
-ABSL_FLAG(bool, full, false, "train: full fine-tuning of every weight (writes a checkpoint directory)");
+ABSL_FLAG(int64_t, stop_after, 0,
+          "train: checkpoint and stop after N more steps (continue with --resume)");
+ABSL_FLAG(bool, full, false,
+          "train: full fine-tuning of every weight (writes a checkpoint directory)");
 ABSL_FLAG(std::string, dora_norm, "detached",
-          "train: detached (PEFT's choice, the DoRA paper's sec. 4.3) or differentiable DoRA weight norm");
+          "train: detached (PEFT's choice, the DoRA paper's sec. 4.3) or differentiable DoRA "
+          "weight norm");
 ABSL_FLAG(int, threads, 0, "LibTorch threads (0: OMP_NUM_THREADS, else every CPU)");
-ABSL_FLAG(std::string, upload, "", "train: upload the adapter under this name to --server afterwards");
+ABSL_FLAG(std::string, upload, "",
+          "train: upload the adapter under this name to --server afterwards");
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "train --upload: the loramux server");
-ABSL_FLAG(std::string, token_file, "", "train --upload: the admin token file, passed to `loramux upload`");
+ABSL_FLAG(std::string, token_file, "",
+          "train --upload: the admin token file, passed to `loramux upload`");
 ABSL_FLAG(std::string, adapter, "", "merge: the adapter directory to fold into --model_dir");
 ABSL_FLAG(std::string, dtype, "float32", "merge / --full: dtype of the written weights");
 
@@ -68,7 +81,8 @@ constexpr char kUsage[] = R"(usage:
   loramux merge --model_dir DIR --adapter ADAPTER_DIR --out DIR [--dtype float32|bfloat16|float16])";
 
 int Fail(const absl::Status& status) {
-  std::cerr << "loramux: " << absl::StatusCodeToString(status.code()) << ": " << status.message() << "\n";
+  std::cerr << "loramux: " << absl::StatusCodeToString(status.code()) << ": " << status.message()
+            << "\n";
   return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
 }
 
@@ -77,7 +91,8 @@ absl::StatusOr<std::vector<int64_t>> ParseLayers(const std::string& text) {
   for (absl::string_view piece : absl::StrSplit(text, ',', absl::SkipEmpty())) {
     int64_t layer = 0;
     if (!absl::SimpleAtoi(piece, &layer) || layer < 0) {
-      return absl::InvalidArgumentError(absl::StrCat("--layers_to_transform: \"", piece, "\" is not a layer index"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--layers_to_transform: \"", piece, "\" is not a layer index"));
     }
     layers.push_back(layer);
   }
@@ -101,8 +116,10 @@ absl::StatusOr<TrainOptions> TrainOptionsFromFlags() {
   if (targets == "all-linear") {
     o.adapter.target_names.assign(kProjectionNames.begin(), kProjectionNames.end());
   } else if (o.adapter.target_regex.empty()) {
-    for (absl::string_view t : absl::StrSplit(targets, ',', absl::SkipEmpty())) o.adapter.target_names.emplace_back(t);
-    if (o.adapter.target_names.empty()) return absl::InvalidArgumentError("--targets is empty; name modules or all-linear");
+    for (absl::string_view t : absl::StrSplit(targets, ',', absl::SkipEmpty()))
+      o.adapter.target_names.emplace_back(t);
+    if (o.adapter.target_names.empty())
+      return absl::InvalidArgumentError("--targets is empty; name modules or all-linear");
   }
   auto layers = ParseLayers(absl::GetFlag(FLAGS_layers_to_transform));
   if (!layers.ok()) return layers.status();
@@ -126,7 +143,8 @@ absl::StatusOr<TrainOptions> TrainOptionsFromFlags() {
   o.live_progress = isatty(STDOUT_FILENO);
   const std::string norm = absl::GetFlag(FLAGS_dora_norm);
   if (norm != "detached" && norm != "differentiable") {
-    return absl::InvalidArgumentError(absl::StrCat("--dora_norm \"", norm, "\": use detached or differentiable"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--dora_norm \"", norm, "\": use detached or differentiable"));
   }
   o.dora_norm = norm == "detached" ? DoraNorm::kDetached : DoraNorm::kDifferentiable;
   auto dtype = ParseScalarType(absl::GetFlag(FLAGS_dtype));
@@ -142,7 +160,8 @@ absl::StatusOr<TrainOptions> TrainOptionsFromFlags() {
 // or an installed pair in one directory).
 std::string FindCli() {
   std::error_code error;
-  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", error).parent_path();
+  const std::filesystem::path self =
+      std::filesystem::read_symlink("/proc/self/exe", error).parent_path();
   for (const auto& candidate : {self / "loramux", self.parent_path() / "client" / "loramux"}) {
     if (std::filesystem::exists(candidate, error)) return candidate.string();
   }
@@ -152,7 +171,8 @@ std::string FindCli() {
 // Runs `loramux --server S upload NAME DIR`, whose output (the version) goes to our stdout.
 absl::Status Upload(const std::string& name, const std::string& dir) {
   const std::string cli = FindCli();
-  if (cli.empty()) return absl::NotFoundError("cannot find the loramux CLI beside loramux_train to upload with");
+  if (cli.empty())
+    return absl::NotFoundError("cannot find the loramux CLI beside loramux_train to upload with");
   std::vector<std::string> args = {cli, "--server", absl::GetFlag(FLAGS_server)};
   if (!absl::GetFlag(FLAGS_token_file).empty()) {
     args.insert(args.end(), {"--token_file", absl::GetFlag(FLAGS_token_file)});
@@ -171,9 +191,10 @@ absl::Status Upload(const std::string& name, const std::string& dir) {
   int wstatus = 0;
   waitpid(pid, &wstatus, 0);
   if (!WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0) {
-    return absl::UnavailableError(absl::StrCat("the upload of \"", name, "\" to ", absl::GetFlag(FLAGS_server),
-                                               " failed (see above); the adapter is in ", dir,
-                                               ": retry with `loramux upload ", name, " ", dir, "`"));
+    return absl::UnavailableError(
+        absl::StrCat("the upload of \"", name, "\" to ", absl::GetFlag(FLAGS_server),
+                     " failed (see above); the adapter is in ", dir,
+                     ": retry with `loramux upload ", name, " ", dir, "`"));
   }
   return absl::OkStatus();
 }
@@ -187,8 +208,9 @@ int RunTrain() {
     std::cout << "loss: " << result->final_loss << "\n";
     return 0;
   }
-  std::cout << "wrote " << (options->full ? "checkpoint" : "adapter") << " to " << options->out << " ("
-            << result->trainable_parameters << " trainable parameters, " << result->steps << " steps)\n";
+  std::cout << "wrote " << (options->full ? "checkpoint" : "adapter") << " to " << options->out
+            << " (" << result->trainable_parameters << " trainable parameters, " << result->steps
+            << " steps)\n";
   if (const std::string name = absl::GetFlag(FLAGS_upload); !name.empty()) {
     if (absl::Status s = Upload(name, options->out); !s.ok()) return Fail(s);
   }
@@ -251,12 +273,15 @@ int RunEvaluate() {
 // base pretrained with `train --full` (the demo's).
 int RunInit() {
   const std::string dir = absl::GetFlag(FLAGS_model_dir), out = absl::GetFlag(FLAGS_out);
-  if (dir.empty() || out.empty()) return Fail(absl::InvalidArgumentError("init needs --model_dir (with config.json) and --out"));
+  if (dir.empty() || out.empty())
+    return Fail(absl::InvalidArgumentError("init needs --model_dir (with config.json) and --out"));
   auto config = ModelConfig::FromDirectory(dir);
   if (!config.ok()) return Fail(config.status());
   auto base = LlamaModel::Random(*config, torch::kCPU, torch::kFloat32, absl::GetFlag(FLAGS_seed));
   auto model = TrainableModel::ForFullFineTune(*base, torch::kFloat32);
-  if (absl::Status s = WriteCheckpointDirectory(out, dir, model->NamedTensors(), torch::kFloat32); !s.ok()) return Fail(s);
+  if (absl::Status s = WriteCheckpointDirectory(out, dir, model->NamedTensors(), torch::kFloat32);
+      !s.ok())
+    return Fail(s);
   std::cout << "wrote random weights to " << out << "\n";
   return 0;
 }

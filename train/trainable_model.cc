@@ -17,8 +17,8 @@ namespace F = torch::nn::functional;
 // HF's rotary tables with linear or llama3 frequency scaling, computed in float64.
 std::pair<torch::Tensor, torch::Tensor> RopeTables(const ModelConfig& c, torch::ScalarType dtype) {
   const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
-  torch::Tensor inv_freq =
-      1.0 / torch::pow(c.rope_theta, torch::arange(0, c.head_dim, 2, f64) / static_cast<double>(c.head_dim));
+  torch::Tensor inv_freq = 1.0 / torch::pow(c.rope_theta, torch::arange(0, c.head_dim, 2, f64) /
+                                                              static_cast<double>(c.head_dim));
   const RopeScaling& s = c.rope_scaling;
   if (s.type == RopeScaling::Type::kLinear) {
     inv_freq = inv_freq / s.factor;
@@ -28,8 +28,9 @@ std::pair<torch::Tensor, torch::Tensor> RopeTables(const ModelConfig& c, torch::
     const torch::Tensor smooth =
         (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
     const torch::Tensor smoothed = (1 - smooth) * inv_freq / s.factor + smooth * inv_freq;
-    inv_freq = torch::where(wavelen < old_len / s.high_freq_factor, inv_freq,
-                            torch::where(wavelen > old_len / s.low_freq_factor, inv_freq / s.factor, smoothed));
+    inv_freq = torch::where(
+        wavelen < old_len / s.high_freq_factor, inv_freq,
+        torch::where(wavelen > old_len / s.low_freq_factor, inv_freq / s.factor, smoothed));
   }
   const torch::Tensor freqs = torch::outer(torch::arange(c.max_position_embeddings, f64), inv_freq);
   const torch::Tensor emb = torch::cat({freqs, freqs}, -1);
@@ -41,7 +42,8 @@ torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight, doubl
 }
 
 // x [B, heads, T, hd]; cos/sin [T, hd].
-torch::Tensor ApplyRope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+torch::Tensor ApplyRope(const torch::Tensor& x, const torch::Tensor& cos,
+                        const torch::Tensor& sin) {
   const int64_t half = x.size(-1) / 2;
   const torch::Tensor rotated = torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
   return x * cos + rotated * sin;
@@ -76,8 +78,13 @@ bool Tied(const ModelWeights& w) { return w.lm_head.is_same(w.embed); }
 
 }  // namespace
 
-TrainableModel::TrainableModel(const LlamaModel& base, torch::ScalarType dtype, bool full, DoraNorm dora_norm)
-    : config_(base.config()), weights_(base.weights()), dtype_(dtype), full_(full), dora_norm_(dora_norm) {
+TrainableModel::TrainableModel(const LlamaModel& base, torch::ScalarType dtype, bool full,
+                               DoraNorm dora_norm)
+    : config_(base.config()),
+      weights_(base.weights()),
+      dtype_(dtype),
+      full_(full),
+      dora_norm_(dora_norm) {
   const bool tied = Tied(weights_);
   ForEachWeight(weights_, tied, [&](const std::string&, torch::Tensor& t) {
     t = full ? Trainable(t, dtype) : Frozen(t, dtype);
@@ -99,7 +106,8 @@ absl::StatusOr<std::unique_ptr<TrainableModel>> TrainableModel::ForAdapter(
     if (!config.Targets(path)) continue;
     auto ms = config.ScaleOf(path);
     if (!ms.ok()) return ms.status();
-    const torch::Tensor& w = model->weights_.layers[index / kNumProjections].proj[index % kNumProjections].weight;
+    const torch::Tensor& w =
+        model->weights_.layers[index / kNumProjections].proj[index % kNumProjections].weight;
     const int64_t out = w.size(0), in = w.size(1);
     TrainableModule m;
     m.index = index;
@@ -119,14 +127,18 @@ absl::StatusOr<std::unique_ptr<TrainableModel>> TrainableModel::ForAdapter(
     model->modules_.push_back(std::move(m));
   }
   for (const std::string& name : config.target_list) {
-    const bool found = std::any_of(base.module_paths().begin(), base.module_paths().end(), [&](const std::string& path) {
-      return path == name || (path.size() > name.size() && path.compare(path.size() - name.size(), name.size(), name) == 0 &&
-                              path[path.size() - name.size() - 1] == '.');
-    });
+    const bool found = std::any_of(
+        base.module_paths().begin(), base.module_paths().end(), [&](const std::string& path) {
+          return path == name || (path.size() > name.size() &&
+                                  path.compare(path.size() - name.size(), name.size(), name) == 0 &&
+                                  path[path.size() - name.size() - 1] == '.');
+        });
     if (!found) {
-      return absl::InvalidArgumentError(absl::StrCat("target module \"", name, "\" is not a module of the base model; its "
-                                                     "linear modules are q_proj, k_proj, v_proj, o_proj, gate_proj, "
-                                                     "up_proj and down_proj (or all-linear)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("target module \"", name,
+                       "\" is not a module of the base model; its "
+                       "linear modules are q_proj, k_proj, v_proj, o_proj, gate_proj, "
+                       "up_proj and down_proj (or all-linear)"));
     }
   }
   if (model->modules_.empty()) {
@@ -139,7 +151,8 @@ absl::StatusOr<std::unique_ptr<TrainableModel>> TrainableModel::ForAdapter(
 
 std::unique_ptr<TrainableModel> TrainableModel::ForFullFineTune(const LlamaModel& base,
                                                                 torch::ScalarType dtype) {
-  return std::unique_ptr<TrainableModel>(new TrainableModel(base, dtype, /*full=*/true, DoraNorm::kDetached));
+  return std::unique_ptr<TrainableModel>(
+      new TrainableModel(base, dtype, /*full=*/true, DoraNorm::kDetached));
 }
 
 torch::Tensor TrainableModel::Linear(const torch::Tensor& x, int64_t layer, Projection p) const {
@@ -149,8 +162,9 @@ torch::Tensor TrainableModel::Linear(const torch::Tensor& x, int64_t layer, Proj
   const TrainableModule& m = modules_[slot];
   const torch::Tensor side = F::linear(F::linear(x, m.lora_a), m.lora_b) * m.scale;
   if (!m.dora) return F::linear(x, lw.weight, lw.bias) + side;
-  torch::Tensor norm = m.norm_override.defined() ? m.norm_override
-                                                 : (lw.weight + m.scale * m.lora_b.mm(m.lora_a)).norm(2, {1});
+  torch::Tensor norm = m.norm_override.defined()
+                           ? m.norm_override
+                           : (lw.weight + m.scale * m.lora_b.mm(m.lora_a)).norm(2, {1});
   if (dora_norm_ == DoraNorm::kDetached) norm = norm.detach();
   const torch::Tensor gain = m.magnitude / norm;
   torch::Tensor y = gain * (F::linear(x, lw.weight) + side);
@@ -160,16 +174,18 @@ torch::Tensor TrainableModel::Linear(const torch::Tensor& x, int64_t layer, Proj
 torch::Tensor TrainableModel::Forward(const torch::Tensor& tokens) const {
   const ModelConfig& c = config_;
   const int64_t batch = tokens.size(0), len = tokens.size(1);
-  TORCH_CHECK(len <= c.max_position_embeddings, "sequence of ", len, " tokens is longer than the model's ",
-              c.max_position_embeddings, " positions");
+  TORCH_CHECK(len <= c.max_position_embeddings, "sequence of ", len,
+              " tokens is longer than the model's ", c.max_position_embeddings, " positions");
   const torch::Tensor cos = rope_cos_.narrow(0, 0, len), sin = rope_sin_.narrow(0, 0, len);
   // Key j is hidden from query i when j > i (or outside the sliding window).
   torch::Tensor hidden = torch::ones({len, len}, torch::kBool).triu(1);
-  if (c.sliding_window > 0) hidden = hidden | torch::ones({len, len}, torch::kBool).tril(-c.sliding_window);
+  if (c.sliding_window > 0)
+    hidden = hidden | torch::ones({len, len}, torch::kBool).tril(-c.sliding_window);
   const int64_t group = c.num_heads / c.num_kv_heads;
   const double inv_sqrt_hd = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
 
-  torch::Tensor h = weights_.embed.index_select(0, tokens.reshape({-1})).view({batch, len, c.hidden_size});
+  torch::Tensor h =
+      weights_.embed.index_select(0, tokens.reshape({-1})).view({batch, len, c.hidden_size});
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& lw = weights_.layers[l];
     const torch::Tensor x = RmsNorm(h, lw.input_norm, c.rms_norm_eps);
@@ -183,8 +199,9 @@ torch::Tensor TrainableModel::Forward(const torch::Tensor& tokens) const {
       k = k.repeat_interleave(group, 1);
       v = v.repeat_interleave(group, 1);
     }
-    const torch::Tensor scores = torch::matmul(q, k.transpose(-1, -2)).mul(inv_sqrt_hd).masked_fill(
-        hidden, -std::numeric_limits<double>::infinity());
+    const torch::Tensor scores = torch::matmul(q, k.transpose(-1, -2))
+                                     .mul(inv_sqrt_hd)
+                                     .masked_fill(hidden, -std::numeric_limits<double>::infinity());
     const torch::Tensor attn = torch::matmul(torch::softmax(scores, -1), v)
                                    .transpose(1, 2)
                                    .reshape({batch, len, c.num_heads * c.head_dim});
@@ -220,7 +237,9 @@ std::vector<std::pair<std::string, torch::Tensor>> TrainableModel::NamedTensors(
   std::vector<std::pair<std::string, torch::Tensor>> named;
   if (full_) {
     ModelWeights& w = const_cast<ModelWeights&>(weights_);
-    ForEachWeight(w, Tied(w), [&](const std::string& name, torch::Tensor& t) { named.emplace_back(name, t.detach()); });
+    ForEachWeight(w, Tied(w), [&](const std::string& name, torch::Tensor& t) {
+      named.emplace_back(name, t.detach());
+    });
     return named;
   }
   for (const TrainableModule& m : modules_) {
@@ -235,20 +254,21 @@ std::vector<std::pair<std::string, torch::Tensor>> TrainableModel::NamedTensors(
 absl::Status TrainableModel::LoadTensors(const SafetensorsFile& file) {
   const auto named = NamedTensors();
   if (named.size() != file.tensors().size()) {
-    return absl::InvalidArgumentError(absl::StrCat(file.label(), ": holds ", file.tensors().size(),
-                                                   " tensors, the model being trained has ", named.size(),
-                                                   " (was it saved for other targets or another base?)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        file.label(), ": holds ", file.tensors().size(), " tensors, the model being trained has ",
+        named.size(), " (was it saved for other targets or another base?)"));
   }
   torch::NoGradGuard no_grad;
   for (const auto& [name, tensor] : named) {
     const TensorView* view = file.Find(name);
     if (view == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat(file.label(), ": tensor \"", name, "\" is missing"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(file.label(), ": tensor \"", name, "\" is missing"));
     }
     if (view->shape != tensor.sizes().vec()) {
-      return absl::InvalidArgumentError(absl::StrCat(file.label(), ": tensor \"", name, "\" has shape ",
-                                                     ShapeString(view->shape), ", expected ",
-                                                     ShapeString(tensor.sizes())));
+      return absl::InvalidArgumentError(absl::StrCat(file.label(), ": tensor \"", name,
+                                                     "\" has shape ", ShapeString(view->shape),
+                                                     ", expected ", ShapeString(tensor.sizes())));
     }
     auto loaded = ToTorch(*view, tensor.device(), tensor.scalar_type());
     if (!loaded.ok()) return loaded.status();
@@ -257,14 +277,18 @@ absl::Status TrainableModel::LoadTensors(const SafetensorsFile& file) {
   return absl::OkStatus();
 }
 
-std::pair<torch::Tensor, int64_t> CompletionLoss(const torch::Tensor& logits, const torch::Tensor& tokens,
+std::pair<torch::Tensor, int64_t> CompletionLoss(const torch::Tensor& logits,
+                                                 const torch::Tensor& tokens,
                                                  const torch::Tensor& loss_mask) {
   const int64_t vocab = logits.size(-1);
   const torch::Tensor mask = loss_mask.narrow(1, 1, tokens.size(1) - 1).reshape({-1});
   const torch::Tensor rows = mask.nonzero().squeeze(1);
-  const torch::Tensor picked = logits.narrow(1, 0, tokens.size(1) - 1).reshape({-1, vocab}).index_select(0, rows);
-  const torch::Tensor targets = tokens.narrow(1, 1, tokens.size(1) - 1).reshape({-1}).index_select(0, rows);
-  const torch::Tensor loss = F::cross_entropy(picked, targets, F::CrossEntropyFuncOptions().reduction(torch::kSum));
+  const torch::Tensor picked =
+      logits.narrow(1, 0, tokens.size(1) - 1).reshape({-1, vocab}).index_select(0, rows);
+  const torch::Tensor targets =
+      tokens.narrow(1, 1, tokens.size(1) - 1).reshape({-1}).index_select(0, rows);
+  const torch::Tensor loss =
+      F::cross_entropy(picked, targets, F::CrossEntropyFuncOptions().reduction(torch::kSum));
   return {loss, rows.size(0)};
 }
 

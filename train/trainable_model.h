@@ -100,13 +100,14 @@ class TrainableModel {
   bool full_ = false;
   DoraNorm dora_norm_ = DoraNorm::kDetached;
   std::vector<TrainableModule> modules_;
-  std::vector<int64_t> module_slot_;  // module index -> position in modules_, or -1
+  std::vector<int64_t> module_slot_;   // module index -> position in modules_, or -1
   torch::Tensor rope_cos_, rope_sin_;  // [max_positions, head_dim] in dtype_
 };
 
 // Mean cross-entropy of logits [B, T, V] predicting tokens[:, t+1] at every position t where
 // loss_mask[:, t+1] is true (completion tokens). Returns {sum of token losses, token count}.
-std::pair<torch::Tensor, int64_t> CompletionLoss(const torch::Tensor& logits, const torch::Tensor& tokens,
+std::pair<torch::Tensor, int64_t> CompletionLoss(const torch::Tensor& logits,
+                                                 const torch::Tensor& tokens,
                                                  const torch::Tensor& loss_mask);
 
 }  // namespace loramux

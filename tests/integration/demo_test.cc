@@ -30,8 +30,8 @@ std::vector<Example> ReadExamples(const std::string& path) {
 }
 
 // The fraction of `examples` whose greedy completion through `adapter` is exactly right.
-double Accuracy(v1::Inference::Stub& stub, const std::string& adapter, const std::vector<Example>& examples,
-                std::string* first_wrong) {
+double Accuracy(v1::Inference::Stub& stub, const std::string& adapter,
+                const std::vector<Example>& examples, std::string* first_wrong) {
   int correct = 0;
   for (const Example& ex : examples) {
     v1::GenerateRequest request;
@@ -70,7 +70,8 @@ TEST(DemoTest, EveryDemoAdapterAnswersItsHeldOutExamples) {
   std::string wrong;
   const auto echo = ReadExamples(demo + "/data/upper.heldout.jsonl");
   std::vector<Example> base_examples;
-  for (const Example& ex : echo) base_examples.push_back({ex.prompt, " " + ex.prompt.substr(0, ex.prompt.size() - 2)});
+  for (const Example& ex : echo)
+    base_examples.push_back({ex.prompt, " " + ex.prompt.substr(0, ex.prompt.size() - 2)});
   EXPECT_GE(Accuracy(inference, "", base_examples, &wrong), 0.9) << "base: " << wrong;
   for (const std::string& task : tasks) {
     wrong.clear();
@@ -92,14 +93,16 @@ TEST(TrainCliTest, TrainsUploadsAndPrintsTheLoss) {
   {
     std::ofstream data(dir + "/data.jsonl");
     for (int i = 0; i < 16; ++i) {
-      data << "{\"prompt_token_ids\": [1, " << 10 + i << ", " << 40 + i << "], \"completion_token_ids\": [7, 8, 2]}\n";
+      data << "{\"prompt_token_ids\": [1, " << 10 + i << ", " << 40 + i
+           << "], \"completion_token_ids\": [7, 8, 2]}\n";
     }
   }
-  const std::string out = RunCommand(std::string(LORAMUX_CLI) + " train --model_dir " + LORAMUX_TEST_DATA_DIR +
-                                     "/llama-tiny --data " + dir + "/data.jsonl --out " + dir +
-                                     "/adapter --rank 4 --alpha 8 --dora --targets q_proj,v_proj --epochs 2 "
-                                     "--lr 0.01 --batch_size 4 --seed 3 --upload cli-trained --server " +
-                                     server.address() + " 2>&1");
+  const std::string out =
+      RunCommand(std::string(LORAMUX_CLI) + " train --model_dir " + LORAMUX_TEST_DATA_DIR +
+                 "/llama-tiny --data " + dir + "/data.jsonl --out " + dir +
+                 "/adapter --rank 4 --alpha 8 --dora --targets q_proj,v_proj --epochs 2 "
+                 "--lr 0.01 --batch_size 4 --seed 3 --upload cli-trained --server " +
+                 server.address() + " 2>&1");
   const size_t last = out.rfind("loss: ");
   ASSERT_NE(last, std::string::npos) << out;
   EXPECT_EQ(out.find('\n', last), out.size() - 1) << "`loss: X` is not the last line:\n" << out;
@@ -111,8 +114,9 @@ TEST(TrainCliTest, TrainsUploadsAndPrintsTheLoss) {
   EXPECT_TRUE(gen.status.ok()) << gen.status.error_message();
   EXPECT_EQ(gen.tokens.size(), 3u);
   // Bad usage is refused with the reason.
-  const std::string bad = RunCommand(std::string(LORAMUX_CLI) + " train --model_dir " + LORAMUX_TEST_DATA_DIR +
-                                     "/llama-tiny --data " + dir + "/data.jsonl --out " + dir + "/x --rank 0 2>&1");
+  const std::string bad =
+      RunCommand(std::string(LORAMUX_CLI) + " train --model_dir " + LORAMUX_TEST_DATA_DIR +
+                 "/llama-tiny --data " + dir + "/data.jsonl --out " + dir + "/x --rank 0 2>&1");
   EXPECT_NE(bad.find("--rank must be >= 1"), std::string::npos) << bad;
 }
 

@@ -12,8 +12,8 @@
 #include <torch/torch.h>
 
 #include "adapters/adapter_weights.h"
-#include "tensor/tensor_util.h"
 #include "engine/text_codec.h"
+#include "tensor/tensor_util.h"
 #include "tests/status_matchers.h"
 #include "tests/test_util.h"
 #include "train/merge.h"
@@ -23,17 +23,17 @@
 namespace loramux {
 namespace {
 
-#define ASSERT_OK(expr)                                \
-  do {                                                 \
-    const absl::Status assert_ok_status_ = StatusOf(expr); \
+#define ASSERT_OK(expr)                                       \
+  do {                                                        \
+    const absl::Status assert_ok_status_ = StatusOf(expr);    \
     ASSERT_TRUE(assert_ok_status_.ok()) << assert_ok_status_; \
   } while (0)
 
 using ::loramux::testing::DataPath;
 using ::loramux::testing::LoadGolden;
 using ::loramux::testing::LoadModel;
-using ::loramux::testing::MaxAbsDiff;
 using ::loramux::testing::MakeTempDir;
+using ::loramux::testing::MaxAbsDiff;
 using ::loramux::testing::ReadFile;
 using ::loramux::testing::RunBatch;
 using ::loramux::testing::TestSequence;
@@ -45,8 +45,9 @@ struct AdapterCase {
 };
 
 const std::vector<AdapterCase> kGoldenAdapters = {
-    {"llama-tiny", "lora-qv-r8"},   {"llama-tiny", "lora-all-r4-rslora"}, {"llama-tiny", "dora-qkvo-r8"},
-    {"llama-tiny", "lora-pattern"}, {"llama-tiny", "dora-mlp-r4"},        {"qwen2-tiny", "qwen-lora-r8"},
+    {"llama-tiny", "lora-qv-r8"},   {"llama-tiny", "lora-all-r4-rslora"},
+    {"llama-tiny", "dora-qkvo-r8"}, {"llama-tiny", "lora-pattern"},
+    {"llama-tiny", "dora-mlp-r4"},  {"qwen2-tiny", "qwen-lora-r8"},
     {"qwen2-tiny", "qwen-dora-r4"}};
 
 PeftAdapterConfig ConfigOf(const std::string& json) {
@@ -56,11 +57,13 @@ PeftAdapterConfig ConfigOf(const std::string& json) {
 }
 
 // A golden PEFT adapter read into a trainable model (its config picks the modules).
-std::unique_ptr<TrainableModel> GoldenAdapterModel(const LlamaModel& base, const std::string& adapter,
+std::unique_ptr<TrainableModel> GoldenAdapterModel(const LlamaModel& base,
+                                                   const std::string& adapter,
                                                    torch::ScalarType dtype = torch::kFloat32,
                                                    DoraNorm norm = DoraNorm::kDetached) {
   const std::string dir = DataPath("adapters/" + adapter);
-  auto model = TrainableModel::ForAdapter(base, ConfigOf(ReadFile(dir + "/adapter_config.json")), dtype, 0, norm);
+  auto model = TrainableModel::ForAdapter(base, ConfigOf(ReadFile(dir + "/adapter_config.json")),
+                                          dtype, 0, norm);
   TORCH_CHECK(model.ok(), std::string(model.status().message()));
   auto file = SafetensorsFile::Open(dir + "/adapter_model.safetensors");
   TORCH_CHECK(file.ok());
@@ -95,7 +98,9 @@ TEST(TrainForwardTest, FullModelEqualsTheBase) {
 TEST(TrainInitTest, FollowsPeft) {
   auto base = LoadModel("llama-tiny");
   auto model = TrainableModel::ForAdapter(
-      *base, ConfigOf(R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "use_dora": true, "target_modules": ["q_proj", "down_proj"]})"),
+      *base,
+      ConfigOf(
+          R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "use_dora": true, "target_modules": ["q_proj", "down_proj"]})"),
       torch::kFloat32, 7);
   ASSERT_OK(model.status());
   ASSERT_EQ((*model)->modules().size(), 4u);
@@ -131,7 +136,8 @@ double Loss(const TrainableModel& model, const torch::Tensor& tokens, const torc
 TEST_P(GradientTest, AdapterGradientsEqualFiniteDifferences) {
   torch::manual_seed(3);
   auto base = LoadModel(GetParam().model);
-  auto made = TrainableModel::ForAdapter(*base, ConfigOf(GetParam().config), torch::kFloat64, 1, GetParam().norm);
+  auto made = TrainableModel::ForAdapter(*base, ConfigOf(GetParam().config), torch::kFloat64, 1,
+                                         GetParam().norm);
   ASSERT_OK(made.status());
   TrainableModel& model = **made;
   {
@@ -179,7 +185,8 @@ TEST_P(GradientTest, AdapterGradientsEqualFiniteDifferences) {
       const double numeric = (up - down) / (2 * h), analytic = grad[i].item<double>();
       const double error = std::abs(numeric - analytic) / std::max(1e-3, std::abs(numeric));
       worst = std::max(worst, error);
-      EXPECT_LE(error, 1e-5) << "entry " << i << ": autograd " << analytic << ", finite differences " << numeric;
+      EXPECT_LE(error, 1e-5) << "entry " << i << ": autograd " << analytic
+                             << ", finite differences " << numeric;
       ++checked;
     }
   }
@@ -191,7 +198,8 @@ TEST_P(GradientTest, AdapterGradientsEqualFiniteDifferences) {
 // above tells them apart), and the same gradient for the magnitude.
 TEST(GradientTest, DetachedNormDiffersFromTheFullGradient) {
   auto base = LoadModel("llama-tiny");
-  const std::string config = R"({"peft_type": "LORA", "r": 2, "lora_alpha": 4, "use_dora": true, "target_modules": ["v_proj"]})";
+  const std::string config =
+      R"({"peft_type": "LORA", "r": 2, "lora_alpha": 4, "use_dora": true, "target_modules": ["v_proj"]})";
   std::vector<std::vector<torch::Tensor>> grads;
   for (DoraNorm norm : {DoraNorm::kDetached, DoraNorm::kDifferentiable}) {
     auto model = TrainableModel::ForAdapter(*base, ConfigOf(config), torch::kFloat64, 1, norm);
@@ -202,25 +210,36 @@ TEST(GradientTest, DetachedNormDiffersFromTheFullGradient) {
       for (TrainableModule& m : (*model)->modules()) m.lora_b.normal_(0, 0.3);
     }
     const torch::Tensor tokens = torch::arange(5, 12, torch::kInt64).unsqueeze(0);
-    CompletionLoss((*model)->Forward(tokens), tokens, torch::ones({1, 7}, torch::kBool)).first.backward();
+    CompletionLoss((*model)->Forward(tokens), tokens, torch::ones({1, 7}, torch::kBool))
+        .first.backward();
     std::vector<torch::Tensor> g;
     for (const torch::Tensor& p : (*model)->parameters()) g.push_back(p.grad().clone());
     grads.push_back(g);
   }
-  EXPECT_GT(MaxAbsDiff(grads[0][0], grads[1][0]), 1e-6);  // A
+  EXPECT_GT(MaxAbsDiff(grads[0][0], grads[1][0]), 1e-6);   // A
   EXPECT_LE(MaxAbsDiff(grads[0][2], grads[1][2]), 1e-12);  // m
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Adapters, GradientTest,
     ::testing::Values(
-        GradCase{"lora", R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj", "down_proj"]})"},
-        GradCase{"rslora", R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "use_rslora": true, "target_modules": "all-linear"})"},
-        GradCase{"dora_detached_as_peft", R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "use_dora": true, "target_modules": ["k_proj", "o_proj", "up_proj"]})"},
-        GradCase{"dora_differentiable_norm", R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "use_dora": true, "target_modules": ["k_proj", "o_proj", "up_proj"]})",
-                 DoraNorm::kDifferentiable},
-        GradCase{"qwen_dora_with_bias", R"({"peft_type": "LORA", "r": 2, "lora_alpha": 4, "use_dora": true, "target_modules": ["q_proj", "v_proj"], "layers_to_transform": [1]})",
-                 DoraNorm::kDetached, "qwen2-tiny"}),
+        GradCase{
+            "lora",
+            R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj", "down_proj"]})"},
+        GradCase{
+            "rslora",
+            R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "use_rslora": true, "target_modules": "all-linear"})"},
+        GradCase{
+            "dora_detached_as_peft",
+            R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "use_dora": true, "target_modules": ["k_proj", "o_proj", "up_proj"]})"},
+        GradCase{
+            "dora_differentiable_norm",
+            R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "use_dora": true, "target_modules": ["k_proj", "o_proj", "up_proj"]})",
+            DoraNorm::kDifferentiable},
+        GradCase{
+            "qwen_dora_with_bias",
+            R"({"peft_type": "LORA", "r": 2, "lora_alpha": 4, "use_dora": true, "target_modules": ["q_proj", "v_proj"], "layers_to_transform": [1]})",
+            DoraNorm::kDetached, "qwen2-tiny"}),
     [](const auto& info) { return info.param.name; });
 
 // ---- training end to end -----------------------------------------------------------------
@@ -274,7 +293,8 @@ TEST(TrainerTest, TrainedAdapterServedByTheEngineGivesTheTrainersLogits) {
     stored.weights_path = o.out + "/adapter_model.safetensors";
     auto served = AdapterWeights::Load(stored, *base, AdapterLimits{});
     ASSERT_OK(served.status());
-    auto trained = TrainableModel::ForAdapter(*base, ConfigOf(stored.config_json), torch::kFloat32, 0);
+    auto trained =
+        TrainableModel::ForAdapter(*base, ConfigOf(stored.config_json), torch::kFloat32, 0);
     ASSERT_OK(trained.status());
     auto file = SafetensorsFile::Open(stored.weights_path);
     ASSERT_OK(file.status());
@@ -310,11 +330,13 @@ TEST(TrainerTest, DeterministicAndResumable) {
   const std::string dir = MakeTempDir();
   const std::string data = WriteTokenData(dir, 24);
   std::ostringstream log;
-  TrainOptions a = SmallRun(dir + "/a", data), b = SmallRun(dir + "/b", data), c = SmallRun(dir + "/c", data);
+  TrainOptions a = SmallRun(dir + "/a", data), b = SmallRun(dir + "/b", data),
+               c = SmallRun(dir + "/c", data);
   c.adapter.use_dora = a.adapter.use_dora = b.adapter.use_dora = true;
   ASSERT_OK(Train(a, log).status());
   ASSERT_OK(Train(b, log).status());
-  EXPECT_EQ(ReadFile(a.out + "/adapter_model.safetensors"), ReadFile(b.out + "/adapter_model.safetensors"));
+  EXPECT_EQ(ReadFile(a.out + "/adapter_model.safetensors"),
+            ReadFile(b.out + "/adapter_model.safetensors"));
   // c stops after 2 steps (mid-epoch), then resumes twice in 2-step sessions, then to the end.
   c.stop_after = 2;
   c.resume = true;
@@ -327,7 +349,8 @@ TEST(TrainerTest, DeterministicAndResumable) {
   auto last = Train(c, log);
   ASSERT_OK(last.status());
   EXPECT_FALSE(last->stopped_early);
-  EXPECT_EQ(ReadFile(a.out + "/adapter_model.safetensors"), ReadFile(c.out + "/adapter_model.safetensors"));
+  EXPECT_EQ(ReadFile(a.out + "/adapter_model.safetensors"),
+            ReadFile(c.out + "/adapter_model.safetensors"));
   // A checkpoint of other options is refused, not silently mixed in.
   TrainOptions other = c;
   other.lr = 1e-3;
@@ -342,7 +365,8 @@ TEST(TrainerTest, BadInputIsRefusedWithTheReason) {
     std::ofstream(dir + "/bad.jsonl") << text;
     return dir + "/bad.jsonl";
   };
-  TrainOptions o = SmallRun(dir, write("{\"prompt_token_ids\": [1, 2], \"completion_token_ids\": [3]}\nnot json\n"));
+  TrainOptions o = SmallRun(
+      dir, write("{\"prompt_token_ids\": [1, 2], \"completion_token_ids\": [3]}\nnot json\n"));
   auto status = Train(o, log).status();
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(status.message().find("bad.jsonl:2"), std::string::npos) << status;
@@ -375,11 +399,13 @@ TEST(TrainDataTest, ChatExamplesLearnOnlyTheAssistantReply) {
       std::filesystem::copy(DataPath(std::string("tokenizers/qwen3/") + f), dir + "/model/" + f);
     }
   }
-  if (!std::filesystem::exists(dir + "/model/tokenizer_config.json")) GTEST_SKIP() << "no qwen3 chat template in tests/data";
+  if (!std::filesystem::exists(dir + "/model/tokenizer_config.json"))
+    GTEST_SKIP() << "no qwen3 chat template in tests/data";
   auto codec = TextCodec::Load(dir + "/model");
   ASSERT_OK(codec.status());
   std::ofstream(dir + "/chat.jsonl")
-      << R"({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]})" << "\n";
+      << R"({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]})"
+      << "\n";
   auto config = ModelConfig::FromDirectory(dir + "/model");
   ASSERT_OK(config.status());
   config->vocab_size = (*codec)->tokenizer()->vocab_size();
@@ -429,11 +455,13 @@ TEST_P(MergeTest, EqualsPeftMergeAndUnload) {
   EXPECT_LE(MaxAbsDiff(run.prompt_logits[0], cases["p0.merged_logits"]), 1e-4);
 }
 
-INSTANTIATE_TEST_SUITE_P(Adapters, MergeTest, ::testing::ValuesIn(kGoldenAdapters), [](const auto& info) {
-  std::string name = info.param.adapter;
-  for (char& c : name) c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
-  return name;
-});
+INSTANTIATE_TEST_SUITE_P(Adapters, MergeTest, ::testing::ValuesIn(kGoldenAdapters),
+                         [](const auto& info) {
+                           std::string name = info.param.adapter;
+                           for (char& c : name)
+                             c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+                           return name;
+                         });
 
 TEST(MergeErrorsTest, MissingAdapterIsNotFound) {
   MergeOptions o;
