@@ -18,8 +18,12 @@ constexpr int kExpandThreads = 256;
 
 __device__ __forceinline__ float Widen(float v) { return v; }
 // bfloat16 and float16 as raw 16-bit words: bfloat16 widens exactly by a shift.
-struct BF16 { uint16_t bits; };
-struct F16 { uint16_t bits; };
+struct BF16 {
+  uint16_t bits;
+};
+struct F16 {
+  uint16_t bits;
+};
 __device__ __forceinline__ float Widen(BF16 v) {
   return __uint_as_float(static_cast<uint32_t>(v.bits) << 16);
 }
@@ -107,9 +111,15 @@ __global__ void Expand(BgmvCudaProblem p) {
   if (o >= p.out) return;
   float d = 0;
   switch (s.factor) {
-    case CudaElement::kFloat32: d = ColumnDot(static_cast<const float*>(s.b_t), v, s.rank, p.out, o); break;
-    case CudaElement::kBFloat16: d = ColumnDot(static_cast<const BF16*>(s.b_t), v, s.rank, p.out, o); break;
-    case CudaElement::kFloat16: d = ColumnDot(static_cast<const F16*>(s.b_t), v, s.rank, p.out, o); break;
+    case CudaElement::kFloat32:
+      d = ColumnDot(static_cast<const float*>(s.b_t), v, s.rank, p.out, o);
+      break;
+    case CudaElement::kBFloat16:
+      d = ColumnDot(static_cast<const BF16*>(s.b_t), v, s.rank, p.out, o);
+      break;
+    case CudaElement::kFloat16:
+      d = ColumnDot(static_cast<const F16*>(s.b_t), v, s.rank, p.out, o);
+      break;
   }
   Act* y = static_cast<Act*>(p.y) + t * p.out + o;
   float value = Widen(*y);

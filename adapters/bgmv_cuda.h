@@ -25,22 +25,22 @@ struct BgmvCudaSegment {
   const void* b_t = nullptr;    // device B^T [rank, out] of `factor`
   const float* gain = nullptr;  // device [out] DoRA row gain, or null for LoRA
   CudaElement factor = CudaElement::kFloat32;
-  int32_t rank = 0;             // 1..kBgmvCudaMaxRank
-  float scale = 1.0f;           // c·s: request scale times the adapter's scale
+  int32_t rank = 0;    // 1..kBgmvCudaMaxRank
+  float scale = 1.0f;  // c·s: request scale times the adapter's scale
 };
 
 constexpr int32_t kBgmvCudaMaxRank = 128;
 
 struct BgmvCudaProblem {
-  const void* x = nullptr;                // device [tokens, in] of `activation`
-  void* y = nullptr;                      // device [tokens, out] of `activation`, x W^T + b
-  const float* bias = nullptr;            // device [out] or null (read by DoRA rows only)
+  const void* x = nullptr;      // device [tokens, in] of `activation`
+  void* y = nullptr;            // device [tokens, out] of `activation`, x W^T + b
+  const float* bias = nullptr;  // device [out] or null (read by DoRA rows only)
   CudaElement activation = CudaElement::kFloat32;  // kFloat32 or kBFloat16
-  int64_t tokens = 0, in = 0, out = 0;    // tokens <= 65535 (a decode batch)
-  const BgmvCudaSegment* segments = nullptr;  // device array
-  const int32_t* token_segment = nullptr;     // device [tokens]: segment index, or -1 (base only)
-  float* workspace = nullptr;                 // device [tokens, kBgmvCudaMaxRank] float32
-  void* stream = nullptr;                     // cudaStream_t; null: the default stream
+  int64_t tokens = 0, in = 0, out = 0;             // tokens <= 65535 (a decode batch)
+  const BgmvCudaSegment* segments = nullptr;       // device array
+  const int32_t* token_segment = nullptr;  // device [tokens]: segment index, or -1 (base only)
+  float* workspace = nullptr;              // device [tokens, kBgmvCudaMaxRank] float32
+  void* stream = nullptr;                  // cudaStream_t; null: the default stream
 };
 
 // Enqueues both launches on `stream`. Returns 0, or the cudaError_t of a failed launch (a bad

@@ -46,14 +46,13 @@ class Normal {
   uint64_t state_;
 };
 
-#define CHECK_CUDA(call)                                                                 \
-  do {                                                                                   \
-    cudaError_t e = (call);                                                              \
-    if (e != cudaSuccess) {                                                              \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call,                 \
-                   cudaGetErrorString(e));                                               \
-      std::exit(1);                                                                      \
-    }                                                                                    \
+#define CHECK_CUDA(call)                                                                         \
+  do {                                                                                           \
+    cudaError_t e = (call);                                                                      \
+    if (e != cudaSuccess) {                                                                      \
+      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e)); \
+      std::exit(1);                                                                              \
+    }                                                                                            \
   } while (0)
 
 uint16_t ToBf16(float v) {  // round to nearest even (finite inputs)
@@ -115,7 +114,8 @@ bool Run(const Case& c, double copy_gbps, Normal& normal) {
   // Adapter rows first, split into `adapters` contiguous segments, then the base rows.
   const int64_t served = c.tokens - c.base_rows;
   std::vector<int32_t> token_segment(c.tokens, -1);
-  for (int64_t t = 0; t < served; ++t) token_segment[t] = static_cast<int32_t>(t * c.adapters / served);
+  for (int64_t t = 0; t < served; ++t)
+    token_segment[t] = static_cast<int32_t>(t * c.adapters / served);
   std::vector<BgmvCudaSegment> segments(c.adapters);
   const float scale = 2.0f;
   for (int64_t s = 0; s < c.adapters; ++s) {
@@ -169,7 +169,8 @@ bool Run(const Case& c, double copy_gbps, Normal& normal) {
     const HostAdapter& ad = adapters[s];
     std::vector<double> v(c.rank, 0.0);
     for (int64_t k = 0; k < c.rank; ++k) {
-      for (int64_t i = 0; i < c.in; ++i) v[k] += FromBf16(ad.a[k * c.in + i]) * FromBf16(x[t * c.in + i]);
+      for (int64_t i = 0; i < c.in; ++i)
+        v[k] += FromBf16(ad.a[k * c.in + i]) * FromBf16(x[t * c.in + i]);
     }
     for (int64_t o = 0; o < c.out; ++o) {
       double d = 0;
@@ -263,8 +264,9 @@ int main() {
   const double copy_gbps = CopyBandwidth();
   std::printf("# bgmv_cuda_check on %s (%d SMs); device-to-device copy %.0f GB/s (read + write)\n",
               prop.name, prop.multiProcessorCount, copy_gbps);
-  std::printf("| %-34s | tokens | segs | rank | rel. error | chk  | median us |     GB/s | of copy |\n",
-              "case (bf16; in -> out 2048 -> 2048)");
+  std::printf(
+      "| %-34s | tokens | segs | rank | rel. error | chk  | median us |     GB/s | of copy |\n",
+      "case (bf16; in -> out 2048 -> 2048)");
   std::printf("|%s|-------:|-----:|-----:|----------:|------|----------:|---------:|--------:|\n",
               std::string(36, '-').c_str());
   Normal normal(20261130);
@@ -280,7 +282,8 @@ int main() {
   };
   bool ok = true;
   for (const Case& c : cases) ok &= Run(c, copy_gbps, normal);
-  std::printf("# rel. error: ||y - ref|| / ||ref|| against float64 on the same bf16 inputs (< 1e-2 "
-              "passes; base rows must be unchanged bit for bit)\n");
+  std::printf(
+      "# rel. error: ||y - ref|| / ||ref|| against float64 on the same bf16 inputs (< 1e-2 "
+      "passes; base rows must be unchanged bit for bit)\n");
   return ok ? 0 : 1;
 }

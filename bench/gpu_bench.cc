@@ -50,8 +50,8 @@ std::vector<int64_t> ParseList(const std::string& text) {
   for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipEmpty())) {
     int64_t v = 0;
     if (!absl::SimpleAtoi(part, &v) || v < 0) {
-      std::fprintf(stderr, "gpu_bench: bad list element '%s' in '%s'\n",
-                   std::string(part).c_str(), text.c_str());
+      std::fprintf(stderr, "gpu_bench: bad list element '%s' in '%s'\n", std::string(part).c_str(),
+                   text.c_str());
       std::exit(2);
     }
     out.push_back(v);
@@ -61,12 +61,19 @@ std::vector<int64_t> ParseList(const std::string& text) {
 
 Options ParseOptions(int argc, char** argv) {
   Options o;
-  std::map<std::string, int64_t*> ints = {
-      {"layers", &o.layers},   {"hidden", &o.hidden},     {"intermediate", &o.intermediate},
-      {"heads", &o.heads},     {"kv_heads", &o.kv_heads}, {"vocab", &o.vocab},
-      {"rank", &o.rank},       {"steps", &o.steps},       {"context", &o.context},
-      {"prompt", &o.prompt},   {"matmul", &o.matmul},     {"copy_mib", &o.copy_mib},
-      {"prefill_batch", &o.prefill_batch}};
+  std::map<std::string, int64_t*> ints = {{"layers", &o.layers},
+                                          {"hidden", &o.hidden},
+                                          {"intermediate", &o.intermediate},
+                                          {"heads", &o.heads},
+                                          {"kv_heads", &o.kv_heads},
+                                          {"vocab", &o.vocab},
+                                          {"rank", &o.rank},
+                                          {"steps", &o.steps},
+                                          {"context", &o.context},
+                                          {"prompt", &o.prompt},
+                                          {"matmul", &o.matmul},
+                                          {"copy_mib", &o.copy_mib},
+                                          {"prefill_batch", &o.prefill_batch}};
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     const size_t eq = arg.find('=');
@@ -207,10 +214,10 @@ struct DecodeResult {
 DecodeResult Decode(const LlamaModel& model, const std::vector<const AdapterWeights*>& rows,
                     int64_t context, int64_t steps) {
   const int64_t batch = static_cast<int64_t>(rows.size());
-  KvCache cache(model.config(),
-                batch * (context + steps + 16) *
-                    KvCache::BytesPerToken(model.config(), model.dtype()),
-                model.device(), model.dtype());
+  KvCache cache(
+      model.config(),
+      batch * (context + steps + 16) * KvCache::BytesPerToken(model.config(), model.dtype()),
+      model.device(), model.dtype());
   for (int64_t i = 0; i < batch; ++i) cache.Reserve(i, context + steps + 4);
   int64_t pos = context - 1;
   for (int i = 0; i < 2; ++i) model.Forward(DecodeBatch(rows, pos++), cache).value();  // warm-up
@@ -274,7 +281,8 @@ StoredAdapter WritePeftAdapter(const LlamaModel& model, int64_t rank, bool dora,
   a.version = "bench";
   a.format = AdapterFormat::kPeft;
   std::string targets;
-  for (const char* n : kProjectionNames) absl::StrAppend(&targets, targets.empty() ? "" : ",", "\"", n, "\"");
+  for (const char* n : kProjectionNames)
+    absl::StrAppend(&targets, targets.empty() ? "" : ",", "\"", n, "\"");
   a.config_json = absl::StrCat("{\"peft_type\":\"LORA\",\"r\":", rank, ",\"lora_alpha\":", 2 * rank,
                                ",\"target_modules\":[", targets,
                                "],\"use_dora\":", dora ? "true" : "false", "}");
@@ -311,12 +319,13 @@ int main(int argc, char** argv) {
   auto model = LlamaModel::Random(c, device, dtype, 1);
   const double params = static_cast<double>(ParameterCount(*model));
   const double weight_bytes = static_cast<double>(model->weight_bytes());
-  std::printf("# device %s, dtype %s; model: %lld layers, hidden %lld, intermediate %lld, %lld/%lld "
-              "heads, %.0fM parameters (%.2f GB)\n",
-              o.device.c_str(), o.dtype.c_str(), static_cast<long long>(c.num_layers),
-              static_cast<long long>(c.hidden_size), static_cast<long long>(c.intermediate_size),
-              static_cast<long long>(c.num_heads), static_cast<long long>(c.num_kv_heads),
-              params / 1e6, weight_bytes / 1e9);
+  std::printf(
+      "# device %s, dtype %s; model: %lld layers, hidden %lld, intermediate %lld, %lld/%lld "
+      "heads, %.0fM parameters (%.2f GB)\n",
+      o.device.c_str(), o.dtype.c_str(), static_cast<long long>(c.num_layers),
+      static_cast<long long>(c.hidden_size), static_cast<long long>(c.intermediate_size),
+      static_cast<long long>(c.num_heads), static_cast<long long>(c.num_kv_heads), params / 1e6,
+      weight_bytes / 1e9);
 
   // 1. The limits.
   const double copy = CopyGBps(device, o.copy_mib);
@@ -324,7 +333,7 @@ int main(int argc, char** argv) {
   std::printf("\n## limits, measured now\n| what | value |\n|---|---:|\n");
   std::printf("| device-to-device copy, %lld MiB (read + write) | %.1f GB/s |\n",
               static_cast<long long>(o.copy_mib), copy);
-  std::printf("| %lld^3 matmul, %s, random data | %.2f TFLOP/s |\n",
+  std::printf("| %lld^3 matmul, %s, random data | %.3g TFLOP/s |\n",
               static_cast<long long>(o.matmul), o.dtype.c_str(), mm);
 
   // 2. Decode. The embedding rows read are negligible; the head and every decoder layer are
@@ -337,18 +346,20 @@ int main(int argc, char** argv) {
     dora.push_back(DeviceAdapter(*model, o.rank, true, 1000 + static_cast<int>(i)));
   }
   Sync(device);
-  std::printf("# %lld LoRA + %lld DoRA rank-%lld adapters made on the device in %.1f s (%.1f MB each)\n",
-              static_cast<long long>(max_adapters), static_cast<long long>(max_adapters),
-              static_cast<long long>(o.rank), Seconds(make_start),
-              lora.empty() ? 0.0 : FactorBytes(*lora[0]) / 1e6);
-  const double embed_bytes = static_cast<double>(c.vocab_size * c.hidden_size) *
-                             c10::elementSize(dtype);
+  std::printf(
+      "# %lld LoRA + %lld DoRA rank-%lld adapters made on the device in %.1f s (%.1f MB each)\n",
+      static_cast<long long>(max_adapters), static_cast<long long>(max_adapters),
+      static_cast<long long>(o.rank), Seconds(make_start),
+      lora.empty() ? 0.0 : FactorBytes(*lora[0]) / 1e6);
+  const double embed_bytes =
+      static_cast<double>(c.vocab_size * c.hidden_size) * c10::elementSize(dtype);
   const double step_weight_bytes = weight_bytes - embed_bytes;  // the head stays: one matvec
   const double flops_per_token = 2.0 * (params - static_cast<double>(c.vocab_size * c.hidden_size));
   std::printf("\n## decode (context %lld, %lld timed steps after 2 warm-up)\n",
               static_cast<long long>(o.context), static_cast<long long>(o.steps));
-  std::printf("| batch | adapters | kind | step ms | tokens/s | vs base | bytes/step GB | %% of copy | "
-              "TFLOP/s | %% of matmul |\n|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n");
+  std::printf(
+      "| batch | adapters | kind | step ms | tokens/s | vs base | bytes/step GB | %% of copy | "
+      "TFLOP/s | %% of matmul |\n|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n");
   for (int64_t batch : o.batches) {
     double base_tps = 0;
     for (int64_t n : o.adapter_counts) {
@@ -363,39 +374,44 @@ int main(int argc, char** argv) {
         // Bytes read per step over the step time, against the copy's read + write rate.
         const double gbps = bytes / r.step_s / 1e9;
         const double tflops = flops_per_token * batch / r.step_s / 1e12;
-        std::printf("| %lld | %lld | %s | %.3f | %.1f | %.1f%% | %.3f | %.1f%% | %.2f | %.1f%% |\n",
+        std::printf("| %lld | %lld | %s | %.3f | %.1f | %.1f%% | %.3f | %.1f%% | %.3g | %.1f%% |\n",
                     static_cast<long long>(batch), static_cast<long long>(n),
-                    n == 0 ? "base" : (kind == 0 ? "LoRA" : "DoRA"), r.step_s * 1e3,
-                    r.tokens_per_s, base_tps > 0 ? 100 * r.tokens_per_s / base_tps : 0.0,
-                    bytes / 1e9, 100 * gbps / copy, tflops, 100 * tflops / mm);
+                    n == 0 ? "base" : (kind == 0 ? "LoRA" : "DoRA"), r.step_s * 1e3, r.tokens_per_s,
+                    base_tps > 0 ? 100 * r.tokens_per_s / base_tps : 0.0, bytes / 1e9,
+                    100 * gbps / copy, tflops, 100 * tflops / mm);
         std::fflush(stdout);
       }
     }
   }
-  std::printf("# bytes/step: decoder layers + head + the distinct adapters' factors (and DoRA "
-              "gains), each read once; TFLOP/s: 2 x non-embedding parameters per token (adapter "
-              "and attention FLOPs excluded)\n");
+  std::printf(
+      "# bytes/step: decoder layers + head + the distinct adapters' factors (and DoRA "
+      "gains), each read once; TFLOP/s: 2 x non-embedding parameters per token (adapter "
+      "and attention FLOPs excluded)\n");
 
   // 3. Prefill.
-  std::printf("\n## prefill (%lld sequences x %lld tokens, median of 3)\n| adapters | tokens/s | "
-              "TFLOP/s | %% of matmul |\n|---|---:|---:|---:|\n",
-              static_cast<long long>(o.prefill_batch), static_cast<long long>(o.prompt));
+  std::printf(
+      "\n## prefill (%lld sequences x %lld tokens, median of 3)\n| adapters | tokens/s | "
+      "TFLOP/s | %% of matmul |\n|---|---:|---:|---:|\n",
+      static_cast<long long>(o.prefill_batch), static_cast<long long>(o.prompt));
   for (int64_t n : {int64_t{0}, std::min<int64_t>(max_adapters, o.prefill_batch)}) {
     const double tps = Prefill(*model, SpreadRows(lora, n, o.prefill_batch), o.prompt);
-    const double tflops = tps * (flops_per_token - 2.0 * c.vocab_size * c.hidden_size *
-                                                       (1.0 - 1.0 / o.prompt)) / 1e12;
-    std::printf("| %s | %.0f | %.2f | %.1f%% |\n",
+    const double tflops =
+        tps * (flops_per_token - 2.0 * c.vocab_size * c.hidden_size * (1.0 - 1.0 / o.prompt)) /
+        1e12;
+    std::printf("| %s | %.0f | %.3g | %.1f%% |\n",
                 n == 0 ? "base" : absl::StrCat(n, " LoRA").c_str(), tps, tflops, 100 * tflops / mm);
     if (max_adapters == 0) break;
   }
 
   // 4. Cold load from a PEFT file.
   const std::string dir = (std::filesystem::temp_directory_path() / "loramux_gpu_bench").string();
-  std::printf("\n## adapter cold load (PEFT safetensors, bf16 factors, rank %lld, all 7 "
-              "projections; median of 3)\n| kind | file MB | ms |\n|---|---:|---:|\n",
-              static_cast<long long>(o.rank));
+  std::printf(
+      "\n## adapter cold load (PEFT safetensors, bf16 factors, rank %lld, all 7 "
+      "projections; median of 3)\n| kind | file MB | ms |\n|---|---:|---:|\n",
+      static_cast<long long>(o.rank));
   for (bool is_dora : {false, true}) {
-    const StoredAdapter stored = WritePeftAdapter(*model, o.rank, is_dora, dir + (is_dora ? "/dora" : "/lora"));
+    const StoredAdapter stored =
+        WritePeftAdapter(*model, o.rank, is_dora, dir + (is_dora ? "/dora" : "/lora"));
     AdapterLimits limits;
     limits.max_rank = std::max<int64_t>(limits.max_rank, o.rank);
     const double s = MedianSeconds(device, 3, [&] {
@@ -406,7 +422,8 @@ int main(int argc, char** argv) {
         std::exit(1);
       }
     });
-    std::printf("| %s | %.1f | %.1f |\n", is_dora ? "DoRA" : "LoRA", stored.size_bytes / 1e6, s * 1e3);
+    std::printf("| %s | %.1f | %.1f |\n", is_dora ? "DoRA" : "LoRA", stored.size_bytes / 1e6,
+                s * 1e3);
   }
   std::filesystem::remove_all(dir);
   return 0;
