@@ -80,6 +80,8 @@ else
     say "no build: nothing to test or measure"
     exit 1
   fi
+  # Our binaries need the unpacked Debian libraries; python3 (the peer) keeps the image's own.
+  PEER_LD_LIBRARY_PATH=${LD_LIBRARY_PATH-}
   # shellcheck disable=SC1091
   source "$BUILD/env.sh"
   TEST_SELECT=(-R 'cuda0' -j 4)
@@ -103,7 +105,8 @@ timeout --kill-after=10 150 "$BUILD/bench/gpu_bench" "${BENCH[@]}" >"$BENCH_LOG"
   { say "!! gpu_bench failed (exit $?)"; FAILED+=(gpu_bench); }
 cat "$BENCH_LOG" >>"$TABLES"
 say "== peft_peer ${PEER[*]}"
-timeout --kill-after=10 100 "${PYTHON:-python3}" scripts/gpu/peft_peer.py "${PEER[@]}" \
+LD_LIBRARY_PATH=${PEER_LD_LIBRARY_PATH-${LD_LIBRARY_PATH-}} timeout --kill-after=10 100 \
+  "${PYTHON:-python3}" scripts/gpu/peft_peer.py "${PEER[@]}" \
   >>"$TABLES" 2>>"$LOG" || { say "!! peft_peer failed (exit $?)"; FAILED+=(peft_peer); }
 if ! $DRY; then
   sed -n '/^# bgmv_cuda_check/,/^# rel. error/p' "$LOG" >>"$TABLES"

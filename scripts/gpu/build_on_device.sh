@@ -64,10 +64,14 @@ export PKG_CONFIG_LIBDIR=$LIBDIR/pkgconfig:$PREFIX/usr/share/pkgconfig:/usr/lib/
 PKG_CONFIG=$PREFIX/usr/bin/pkgconf
 
 PY=${PYTHON:-python3}
-read -r TORCH_PREFIX TORCH_VERSION TORCH_ABI TORCH_CUDA < <("$PY" -c '
+TORCH_INFO=$("$PY" -c '
 import torch
 print(torch.utils.cmake_prefix_path, torch.__version__.split("+")[0],
-      int(torch._C._GLIBCXX_USE_CXX11_ABI), torch.version.cuda or "none")')
+      int(torch._C._GLIBCXX_USE_CXX11_ABI), torch.version.cuda or "none")') || {
+  echo "build_on_device: $PY cannot import torch: no LibTorch to build against" >&2
+  exit 2
+}
+read -r TORCH_PREFIX TORCH_VERSION TORCH_ABI TORCH_CUDA <<<"$TORCH_INFO"
 echo "build_on_device: torch $TORCH_VERSION (CUDA $TORCH_CUDA, _GLIBCXX_USE_CXX11_ABI=$TORCH_ABI) at $TORCH_PREFIX"
 if [ "$TORCH_ABI" != 1 ] && [ "$ENGINE_ONLY" = OFF ]; then
   echo "build_on_device: this LibTorch uses the pre-C++11 string ABI, Debian's gRPC/protobuf/abseil" \
