@@ -12,8 +12,12 @@
 #   5. runs HF transformers + PEFT on the same shapes (scripts/gpu/peft_peer.py) beside it.
 # Everything is logged to $OUT/gpu_check.log; the tables go to $OUT/tables.md as well.
 #
-# On the device machine (after ./scripts/gpu/prepare_deps.sh here):
+# On the device machine (after ./scripts/gpu/prepare_deps.sh here, in the checkout that travels):
 #   run(command="./scripts/gpu_check.sh", carry=[".gpu-deps"], timeout_s=600)
+# A rerun after a failed full build: command="GPU_CHECK_ENGINE_ONLY=1 ./scripts/gpu_check.sh".
+# The phases have their own limits (build 330 s, engine-only fallback 240 s, tests 90 s, kernel
+# check 30 s, gpu_bench 150 s, peer 100 s); a full build that fails late leaves too little for
+# the rest, so then rerun engine-only.
 # Here, on the CPU, a dry run with a tiny model and the CUDA parts skipped:
 #   ./scripts/gpu_check.sh --dry-run
 set -uo pipefail
@@ -68,7 +72,12 @@ else
     >>"$LOG" 2>&1 || true
   TARGETS=(gpu_bench bgmv_cuda_check "${ENGINE_TESTS[@]}")
   BUILD=""
-  if run_phase 330 "build (full: gRPC, server; CUDA LibTorch)" \
+  # GPU_CHECK_ENGINE_ONLY=1 skips the full build (a rerun after the full one failed).
+  if [ -n "${GPU_CHECK_ENGINE_ONLY:-}" ]; then
+    say "GPU_CHECK_ENGINE_ONLY set: engine-only build"
+    run_phase 300 "build (engine-only)" ./scripts/gpu/build_on_device.sh --engine-only \
+      "${TARGETS[@]}" && BUILD=$PWD/build-cuda-engine
+  elif run_phase 330 "build (full: gRPC, server; CUDA LibTorch)" \
       ./scripts/gpu/build_on_device.sh "${TARGETS[@]}" loramux_server; then
     BUILD=$PWD/build-cuda
   else

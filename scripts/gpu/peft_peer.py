@@ -54,7 +54,10 @@ def main():
                          intermediate_size=args.intermediate, num_hidden_layers=args.layers,
                          num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
                          max_position_embeddings=max(2048, args.context + args.steps + 8))
-    model = LlamaForCausalLM(config).to(device=device, dtype=dtype).eval()
+    torch.set_default_dtype(dtype)
+    with torch.device(device):  # initialised on the device, in the dtype: no 4 GB float32 detour
+        model = LlamaForCausalLM(config).eval()
+    torch.set_default_dtype(torch.float32)
     params = sum(p.numel() for p in model.parameters())
     print(f"# peft_peer: torch {torch.__version__}, transformers {transformers.__version__}, "
           f"peft {peft.__version__}; {args.layers} layers, hidden {args.hidden}, "
