@@ -5,6 +5,7 @@
 # at `python3 -c 'import torch; print(torch.utils.cmake_prefix_path)'`).
 #
 #   ./scripts/gpu/build_on_device.sh [--engine-only] [TARGET...]
+#   ./scripts/gpu/build_on_device.sh --unpack-only   only unpack; print the prefix
 #
 # Writes build-cuda/ (or build-cuda-engine/ with --engine-only) and build-cuda*/env.sh, which
 # sets LD_LIBRARY_PATH for the unpacked libraries (source it before running what was built).
@@ -32,7 +33,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 ENGINE_ONLY=OFF
+UNPACK_ONLY=false
 if [ "${1:-}" = "--engine-only" ]; then ENGINE_ONLY=ON; shift; fi
+if [ "${1:-}" = "--unpack-only" ]; then UNPACK_ONLY=true; shift; fi
 BUILD=build-cuda
 if [ "$ENGINE_ONLY" = ON ]; then BUILD=build-cuda-engine; fi
 PREFIX=${LORAMUX_DEPS_PREFIX:-/tmp/loramux-deps}
@@ -45,7 +48,14 @@ if [ ! -d .gpu-deps ] || ! ls .gpu-deps/*.deb >/dev/null 2>&1; then
 fi
 if [ ! -e "$PREFIX/.unpacked" ]; then
   rm -rf "$PREFIX" && mkdir -p "$PREFIX"
-  for f in .gpu-deps/*.deb; do dpkg -x "$f" "$PREFIX"; done
+  for f in .gpu-deps/*.deb; do
+    if command -v dpkg >/dev/null; then
+      dpkg -x "$f" "$PREFIX"
+    else  # a .deb is an ar archive whose data.tar.* holds the files
+      ar p "$f" "$(ar t "$f" | grep '^data\.tar')" | tar -x -C "$PREFIX" --xz 2>/dev/null ||
+        ar p "$f" "$(ar t "$f" | grep '^data\.tar')" | tar -x -C "$PREFIX" --zstd
+    fi
+  done
   # Absolute symlinks (/usr/lib/...) point into the prefix instead.
   find "$PREFIX" -type l | while read -r link; do
     target=$(readlink "$link")
@@ -62,6 +72,10 @@ export PATH=$PREFIX/usr/bin:$PATH  # protoc, grpc_cpp_plugin, pkg-config (pkgcon
 export LD_LIBRARY_PATH=$LIBDIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export PKG_CONFIG_LIBDIR=$LIBDIR/pkgconfig:$PREFIX/usr/share/pkgconfig:/usr/lib/$MULTIARCH/pkgconfig:/usr/share/pkgconfig
 PKG_CONFIG=$PREFIX/usr/bin/pkgconf
+if $UNPACK_ONLY; then
+  echo "$PREFIX"
+  exit 0
+fi
 
 PY=${PYTHON:-python3}
 TORCH_INFO=$("$PY" -c '
