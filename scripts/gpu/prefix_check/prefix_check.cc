@@ -1,9 +1,10 @@
-// Links every carried library the full build uses and runs a little of each (scripts/gpu/check_prefix.sh).
-#include <gtest/gtest.h>
+// Links every carried library the full build uses and runs a little of each
+// (scripts/gpu/check_prefix.sh).
 #include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <prometheus/registry.h>
 #include <re2/re2.h>
 #include <simdjson.h>
-#include <prometheus/registry.h>
 #include "absl/strings/str_cat.h"
 #include "loramux/v1/loramux.grpc.pb.h"
 TEST(Prefix, Works) {
