@@ -8,6 +8,9 @@
 #include "adapters/adapter_weights.h"
 #include "adapters/bgmv_cpu.h"
 #include "adapters/bgmv_gather.h"
+#ifdef LORAMUX_WITH_CUDA
+#include "adapters/bgmv_cuda_torch.h"
+#endif
 
 namespace loramux {
 namespace {
@@ -122,6 +125,13 @@ void AddAdapterDeltas(const torch::Tensor& x, torch::Tensor& y, const LinearWeig
   }
   if (batched.empty()) return;
   if (path == DeltaPath::kGathered || !x.device().is_cpu()) {
+#ifdef LORAMUX_WITH_CUDA
+    // On CUDA, the fused gather-BGMV kernels (two launches per module) where they apply.
+    if (path == DeltaPath::kAuto && CudaBgmvApplies(x, y, batched)) {
+      AddCudaBgmvDeltas(x, y, base.bias, batched);
+      return;
+    }
+#endif
     AddGatheredDeltas(x, y, base.bias, batched);
     return;
   }

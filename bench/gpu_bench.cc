@@ -4,8 +4,9 @@
 //      written per second) and a large square matmul in the model's dtype;
 //   2. decode tokens/s at each batch with 0, 1, 32, 128 distinct rank-16 adapters (LoRA and DoRA
 //      on all 7 projections; rows spread evenly over the adapters, packed by adapter as the
-//      scheduler does), with each case's weight-and-factor bytes read per step over the step time
-//      against the copy rate, and its FLOP rate against the matmul rate;
+//      scheduler does; mixed batches also on the gathered-GEMM path, beside the default one), with
+//      each case's weight-and-factor bytes read per step over the step time against the copy rate,
+//      and its FLOP rate against the matmul rate;
 //   3. prefill tokens/s (base, and with 32 LoRA adapters over the rows);
 //   4. adapter cold load: a PEFT safetensors file (bfloat16 factors) to device-resident weights
 //      (AdapterWeights::Load: read, validate, copy; DoRA's norms on the device), median of 3.
@@ -183,8 +184,10 @@ double FactorBytes(const AdapterWeights& a) {
 }
 
 // One decode step for rows whose adapters are `rows` (null = base), packed by adapter.
-ForwardBatch DecodeBatch(const std::vector<const AdapterWeights*>& rows, int64_t pos) {
+ForwardBatch DecodeBatch(const std::vector<const AdapterWeights*>& rows, int64_t pos,
+                         DeltaPath path) {
   ForwardBatch batch;
+  batch.delta_path = path;
   for (int64_t k = 0; k < static_cast<int64_t>(rows.size()); ++k) {
     batch.chunks.push_back({k, pos, k, 1, false});
     batch.token_ids.push_back((k * 13 + pos) % 32000);
@@ -212,7 +215,7 @@ struct DecodeResult {
 };
 
 DecodeResult Decode(const LlamaModel& model, const std::vector<const AdapterWeights*>& rows,
-                    int64_t context, int64_t steps) {
+                    int64_t context, int64_t steps, DeltaPath path = DeltaPath::kAuto) {
   const int64_t batch = static_cast<int64_t>(rows.size());
   KvCache cache(
       model.config(),
@@ -220,10 +223,11 @@ DecodeResult Decode(const LlamaModel& model, const std::vector<const AdapterWeig
       model.device(), model.dtype());
   for (int64_t i = 0; i < batch; ++i) cache.Reserve(i, context + steps + 4);
   int64_t pos = context - 1;
-  for (int i = 0; i < 2; ++i) model.Forward(DecodeBatch(rows, pos++), cache).value();  // warm-up
+  for (int i = 0; i < 2; ++i)
+    model.Forward(DecodeBatch(rows, pos++, path), cache).value();  // warm-up
   Sync(model.device());
   const auto start = std::chrono::steady_clock::now();
-  for (int64_t s = 0; s < steps; ++s) model.Forward(DecodeBatch(rows, pos++), cache).value();
+  for (int64_t s = 0; s < steps; ++s) model.Forward(DecodeBatch(rows, pos++, path), cache).value();
   Sync(model.device());
   const double total = Seconds(start);
   return {total / steps, batch * steps / total};
@@ -364,10 +368,15 @@ int main(int argc, char** argv) {
     double base_tps = 0;
     for (int64_t n : o.adapter_counts) {
       if (n > batch) continue;  // n distinct adapters need n rows
-      for (int kind = 0; kind < (n == 0 ? 1 : 2); ++kind) {
-        const auto& pool = kind == 0 ? lora : dora;
+      // Kinds: LoRA, DoRA on the default path (kAuto: on CUDA the fused kernels where built),
+      // then for mixed batches both again on LibTorch's gathered batched GEMMs, to compare.
+      static const char* kKinds[] = {"LoRA", "DoRA", "LoRA, gathered GEMMs",
+                                     "DoRA, gathered GEMMs"};
+      for (int kind = 0; kind < (n == 0 ? 1 : n == 1 ? 2 : 4); ++kind) {
+        const auto& pool = kind % 2 == 0 ? lora : dora;
         const auto rows = SpreadRows(pool, n, batch);
-        const DecodeResult r = Decode(*model, rows, o.context, o.steps);
+        const DecodeResult r = Decode(*model, rows, o.context, o.steps,
+                                      kind >= 2 ? DeltaPath::kGathered : DeltaPath::kAuto);
         if (n == 0) base_tps = r.tokens_per_s;
         double bytes = step_weight_bytes;
         for (int64_t i = 0; i < n; ++i) bytes += FactorBytes(*pool[i]);
@@ -376,7 +385,7 @@ int main(int argc, char** argv) {
         const double tflops = flops_per_token * batch / r.step_s / 1e12;
         std::printf("| %lld | %lld | %s | %.3f | %.1f | %.1f%% | %.3f | %.1f%% | %.3g | %.1f%% |\n",
                     static_cast<long long>(batch), static_cast<long long>(n),
-                    n == 0 ? "base" : (kind == 0 ? "LoRA" : "DoRA"), r.step_s * 1e3, r.tokens_per_s,
+                    n == 0 ? "base" : kKinds[kind], r.step_s * 1e3, r.tokens_per_s,
                     base_tps > 0 ? 100 * r.tokens_per_s / base_tps : 0.0, bytes / 1e9,
                     100 * gbps / copy, tflops, 100 * tflops / mm);
         std::fflush(stdout);
