@@ -213,7 +213,7 @@ torch::Tensor ModuleAdapter::GainAt(double c) const {
 
 int64_t ModuleAdapter::bytes() const {
   int64_t total = 0;
-  for (const torch::Tensor* t : {&a, &b_t, &gain, &magnitude, &norm_terms}) {
+  for (const torch::Tensor* t : {&a, &b_t, &gain, &gain_f32, &magnitude, &norm_terms}) {
     if (t->defined()) total += t->numel() * t->element_size();
   }
   return total;
@@ -259,6 +259,10 @@ std::shared_ptr<AdapterWeights> AdapterWeights::FromModules(std::string name, Mo
 void AdapterWeights::SetModules(ModuleList modules) {
   for (const auto& m : modules) {
     if (!m) continue;
+    if (m->kind == ModuleAdapter::Kind::kDoraRow && m->gain.device().is_cpu() &&
+        m->gain.scalar_type() != torch::kFloat32) {
+      m->gain_f32 = m->gain.to(torch::kFloat32).contiguous();
+    }
     max_rank_ = std::max(max_rank_, m->rank);
     max_abs_scale_ = std::max(max_abs_scale_, std::abs(m->scale));
     use_dora_ |= m->kind != ModuleAdapter::Kind::kLora;

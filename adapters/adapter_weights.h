@@ -47,6 +47,9 @@ struct ModuleAdapter {
   // DoRA only: gain at request scale 1, [out] (kDoraRow) or [in] (kDoraCol), model dtype,
   // contiguous.
   torch::Tensor gain;
+  // DoRA per output row with a 16-bit `gain` on the CPU: the same gain widened to float32, which
+  // the fused decode kernel reads (so a step widens none); undefined otherwise.
+  torch::Tensor gain_f32;
   // DoRA only, float64 on the device: magnitude m and the squared-norm terms of W + c·sBA per
   // row/column: ||W||², <W, sBA>, ||sBA||², so ||W + c sBA||² = t0 + 2c t1 + c² t2 for any
   // request scale c without forming a dense matrix.

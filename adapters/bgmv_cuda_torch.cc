@@ -65,8 +65,11 @@ void AddCudaBgmvDeltas(const torch::Tensor& x, torch::Tensor& y, const torch::Te
     s.rank = static_cast<int32_t>(m.rank);
     s.scale = static_cast<float>(run.scale * m.scale);
     if (m.kind == ModuleAdapter::Kind::kDoraRow) {
-      // At scale 1 the gain precomputed at load, else computed now (on the device).
-      torch::Tensor gain = run.scale == 1.0 ? m.gain : m.GainAt(run.scale);
+      // At scale 1 the gain precomputed at load (its float32 copy where the load kept one; on
+      // CUDA it does not yet, so a 16-bit gain widens here, [out] floats), else computed now.
+      torch::Tensor gain = run.scale != 1.0       ? m.GainAt(run.scale)
+                           : m.gain_f32.defined() ? m.gain_f32
+                                                  : m.gain;
       gain = gain.to(torch::kFloat32).contiguous();
       s.gain = gains.emplace_back(std::move(gain)).data_ptr<float>();
     }

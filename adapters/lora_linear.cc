@@ -8,6 +8,7 @@
 #include "adapters/adapter_weights.h"
 #include "adapters/bgmv_cpu.h"
 #include "adapters/bgmv_gather.h"
+#include "tensor/decode_linear.h"
 #ifdef LORAMUX_WITH_CUDA
 #include "adapters/bgmv_cuda_torch.h"
 #endif
@@ -85,7 +86,9 @@ void AddFusedCpu(const torch::Tensor& x, torch::Tensor& y, const LinearWeights& 
                   run.begin,      run.end};
     if (m.kind == ModuleAdapter::Kind::kDoraRow) {
       // At scale 1 the gain precomputed at load, else computed now; float32 for the kernel.
-      torch::Tensor gain = run.scale == 1.0 ? m.gain : m.GainAt(run.scale);
+      torch::Tensor gain = run.scale != 1.0       ? m.GainAt(run.scale)
+                           : m.gain_f32.defined() ? m.gain_f32
+                                                  : m.gain;
       if (gain.scalar_type() != torch::kFloat32 || !gain.is_contiguous()) gain = f32(gain);
       s.gain = gains.emplace_back(std::move(gain)).data_ptr<float>();
     }
@@ -102,7 +105,7 @@ void AddFusedCpu(const torch::Tensor& x, torch::Tensor& y, const LinearWeights& 
 
 torch::Tensor AdaptedLinear(const torch::Tensor& x, const LinearWeights& base, int64_t module_index,
                             const std::vector<AdapterSegment>& segments, DeltaPath path) {
-  torch::Tensor y = torch::linear(x, base.weight, base.bias);
+  torch::Tensor y = Linear(x, base.weight, base.bias);
   AddAdapterDeltas(x, y, base, module_index, segments, path);
   return y;
 }

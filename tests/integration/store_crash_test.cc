@@ -28,6 +28,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
+using ::loramux::testing::MakeTempDir;
 using ::loramux::testing::ReadFile;
 constexpr int kRounds = 25;
 // The kill windows are stretched by this factor in the ASan build (scripts/test_sanitized.sh),
@@ -166,8 +167,8 @@ int CountCurrentTmpFiles(const std::string& root) {
 
 TEST(StoreCrashTest, KilledWriterLeavesOnlyCompleteVersions) {
   ASSERT_TRUE(fs::exists(kWriter)) << kWriter << " is missing; build target store_crash_writer";
-  std::string root = (fs::temp_directory_path() / "store_crash_test.XXXXXX").string();
-  ASSERT_NE(::mkdtemp(root.data()), nullptr);
+  const std::string root = MakeTempDir();
+  ASSERT_NE(root, "");
 
   std::mt19937 rng(std::random_device{}());
   std::uniform_int_distribution<int> stagger_ms(0, 40 * kSlowdown);

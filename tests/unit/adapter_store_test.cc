@@ -28,6 +28,7 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
+using ::loramux::testing::MakeTempDir;
 using ::loramux::testing::ReadFile;
 using ::loramux::testing::WriteFile;
 constexpr char kConfig[] = R"({"r": 8, "lora_alpha": 16, "target_modules": ["q_proj"]})";
@@ -68,9 +69,8 @@ std::map<std::string, std::string> Snapshot(const std::string& root) {
 class AdapterStoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string tmpl = (fs::temp_directory_path() / "adapter_store_test.XXXXXX").string();
-    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
-    root_ = tmpl;
+    root_ = MakeTempDir();
+    ASSERT_NE(root_, "");
     store_ = OpenStore();
   }
   void TearDown() override {

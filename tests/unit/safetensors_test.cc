@@ -28,6 +28,7 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
+using ::loramux::testing::MakeTempDir;
 using ::loramux::testing::ReadFile;
 using ::loramux::testing::WriteFile;
 const char kLlamaTiny[] = LORAMUX_TEST_DATA "/llama-tiny/model.safetensors";
@@ -114,10 +115,7 @@ int MappingsOf(const std::string& path) {
 
 class TempDir {
  public:
-  TempDir() {
-    std::string tmpl = ::testing::TempDir() + "safetensors_test_XXXXXX";
-    path_ = mkdtemp(tmpl.data()) ? tmpl : "";
-  }
+  TempDir() { path_ = MakeTempDir(); }
   ~TempDir() {
     if (!path_.empty()) std::system(("rm -rf '" + path_ + "'").c_str());
   }

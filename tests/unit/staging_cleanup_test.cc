@@ -11,11 +11,13 @@
 #include "adapters/adapter_store.h"
 #include "common/sha256.h"
 #include "gtest/gtest.h"
+#include "tests/test_files.h"
 
 namespace loramux {
 namespace {
 
 namespace fs = std::filesystem;
+using ::loramux::testing::MakeTempDir;
 
 // Staging directories (one per upload) under the store's tmp/.
 int CountStagingDirs(const std::string& root) {
@@ -41,8 +43,8 @@ TEST(StagingCleanupTest, ARemovalThatFailsIsRetried) {
   // 3-descriptor limit it cannot, and reports the store's valid Upload object as invalid.
   GTEST_SKIP() << "needs a 3-descriptor limit, under which UBSan's vptr check cannot run";
 #endif
-  std::string root = (fs::temp_directory_path() / "staging_cleanup_test.XXXXXX").string();
-  ASSERT_NE(::mkdtemp(root.data()), nullptr);
+  const std::string root = MakeTempDir();
+  ASSERT_NE(root, "");
   {
     auto store = AdapterStore::Open(root);
     ASSERT_TRUE(store.ok()) << store.status();
