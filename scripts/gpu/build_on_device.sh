@@ -6,6 +6,8 @@
 #
 #   ./scripts/gpu/build_on_device.sh [--engine-only] [TARGET...]
 #   ./scripts/gpu/build_on_device.sh --unpack-only   only unpack; print the prefix
+# LORAMUX_CMAKE_ARGS adds CMake arguments, e.g. "-DLORAMUX_CUDA_DECODE_KERNEL=OFF" (serve CUDA
+# decode on LibTorch's gathered GEMMs alone) or "-DLORAMUX_CUDA=OFF" (no CUDA kernels at all).
 #
 # Writes build-cuda/ (or build-cuda-engine/ with --engine-only) and build-cuda*/env.sh, which
 # sets LD_LIBRARY_PATH for the unpacked libraries (source it before running what was built).
@@ -104,7 +106,7 @@ fi
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_PREFIX_PATH="$PREFIX/usr;$TORCH_PREFIX" -DCMAKE_LIBRARY_ARCHITECTURE=$MULTIARCH \
   -DPKG_CONFIG_EXECUTABLE="$PKG_CONFIG" -DCMAKE_CXX_STANDARD=$CXX_STD \
-  -DLORAMUX_ENGINE_ONLY=$ENGINE_ONLY "${CUDA_ARGS[@]}" >&2
+  -DLORAMUX_ENGINE_ONLY=$ENGINE_ONLY "${CUDA_ARGS[@]}" ${LORAMUX_CMAKE_ARGS:-} >&2
 cat >"$BUILD/env.sh" <<ENV
 export LD_LIBRARY_PATH=$LIBDIR\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}
 export PATH=$PREFIX/usr/bin:\$PATH
