@@ -15,6 +15,8 @@
 # On the device machine (after ./scripts/gpu/prepare_deps.sh here, in the checkout that travels):
 #   run(command="./scripts/gpu_check.sh", carry=[".gpu-deps"], timeout_s=600)
 # A rerun after a failed full build: command="GPU_CHECK_ENGINE_ONLY=1 ./scripts/gpu_check.sh".
+# LORAMUX_CMAKE_ARGS passes CMake arguments to the build (scripts/gpu/build_on_device.sh), e.g.
+# "-DLORAMUX_CUDA_DECODE_KERNEL=OFF" if the fused decode path fails to build or to pass there.
 # The phases have their own limits (build 330 s, engine-only fallback 240 s, tests 90 s, kernel
 # check 30 s, gpu_bench 150 s, peer 100 s); a full build that fails late leaves too little for
 # the rest, so then rerun engine-only.
