@@ -3,7 +3,6 @@
 #include <ATen/Parallel.h>
 
 #include "adapters/half_float.h"
-#include "tensor/cpu_isa.h"
 
 namespace loramux {
 namespace {
@@ -12,6 +11,10 @@ namespace {
 // requests in flight (decode reads every factor once, so this path is memory-bound), and the
 // output row is swept once per four ranks instead of once per rank.
 constexpr int64_t kRowsPerPass = 4;
+
+// Everything below the ISA-cloned entry points is forced inline so each clone gets its own vector
+// code (an out-of-line helper would be compiled once, for the SSE2 baseline).
+#define LORAMUX_INLINE inline __attribute__((always_inline))
 
 // 16-bit factors as stored (distinct types, so Widen picks the conversion).
 struct BFloat16Bits {
@@ -104,7 +107,17 @@ LORAMUX_INLINE void SegmentDeltaOf(const float* x, float* y, const float* bias, 
   }
 }
 
-// Cloned per ISA (tensor/cpu_isa.h).
+// Cloned per ISA and picked at load time: the project builds for baseline x86-64 (SSE2), which
+// would leave most of an AVX2/AVX-512 unit idle; x86-64-v3 also brings F16C for float16 factors.
+// Not under ThreadSanitizer: the clones' ifunc resolver runs while the dynamic loader relocates
+// the program, before the TSan runtime starts, and its instrumented code crashes there.
+#if defined(__SANITIZE_THREAD__)
+#define LORAMUX_ISA_CLONES
+#else
+#define LORAMUX_ISA_CLONES \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#endif
+
 LORAMUX_ISA_CLONES void SegmentDeltaF32(const float* x, float* y, const float* bias, int64_t in,
                                         int64_t out, const BgmvSegment& s) {
   SegmentDeltaOf<float>(x, y, bias, in, out, s);

@@ -8,7 +8,9 @@
 #include "adapters/adapter_weights.h"
 #include "adapters/bgmv_cpu.h"
 #include "adapters/bgmv_gather.h"
-#include "tensor/decode_linear.h"
+#ifdef LORAMUX_WITH_CUDA
+#include "adapters/bgmv_cuda_torch.h"
+#endif
 
 namespace loramux {
 namespace {
@@ -102,7 +104,7 @@ void AddFusedCpu(const torch::Tensor& x, torch::Tensor& y, const LinearWeights& 
 
 torch::Tensor AdaptedLinear(const torch::Tensor& x, const LinearWeights& base, int64_t module_index,
                             const std::vector<AdapterSegment>& segments, DeltaPath path) {
-  torch::Tensor y = Linear(x, base.weight, base.bias);
+  torch::Tensor y = torch::linear(x, base.weight, base.bias);
   AddAdapterDeltas(x, y, base, module_index, segments, path);
   return y;
 }
@@ -125,6 +127,13 @@ void AddAdapterDeltas(const torch::Tensor& x, torch::Tensor& y, const LinearWeig
   }
   if (batched.empty()) return;
   if (path == DeltaPath::kGathered || !x.device().is_cpu()) {
+#ifdef LORAMUX_WITH_CUDA
+    // On CUDA, the fused gather-BGMV kernels (two launches per module) where they apply.
+    if (path == DeltaPath::kAuto && CudaBgmvApplies(x, y, batched)) {
+      AddCudaBgmvDeltas(x, y, base.bias, batched);
+      return;
+    }
+#endif
     AddGatheredDeltas(x, y, base.bias, batched);
     return;
   }

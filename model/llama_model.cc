@@ -7,7 +7,6 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "formats/checkpoint.h"
-#include "tensor/decode_linear.h"
 #include "tensor/tensor_util.h"
 
 namespace loramux {
@@ -364,7 +363,7 @@ torch::Tensor LlamaModel::ForwardImpl(const ForwardBatch& batch, KvCache& cache)
     }
   }
   const torch::Tensor rows = h.index_select(0, torch::tensor(logit_rows).to(device_));
-  return Linear(RmsNorm(rows, weights_.final_norm, c.rms_norm_eps), weights_.lm_head)
+  return torch::linear(RmsNorm(rows, weights_.final_norm, c.rms_norm_eps), weights_.lm_head)
       .to(torch::kFloat32);
 }
 

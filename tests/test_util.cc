@@ -46,8 +46,9 @@ std::map<std::string, torch::Tensor> LoadGolden(const std::string& relative) {
   return out;
 }
 
-std::unique_ptr<LlamaModel> LoadModel(const std::string& name, torch::ScalarType dtype) {
-  auto model = LlamaModel::Load(DataPath(name), torch::kCPU, dtype);
+std::unique_ptr<LlamaModel> LoadModel(const std::string& name, torch::ScalarType dtype,
+                                      const std::string& device) {
+  auto model = LlamaModel::Load(DataPath(name), torch::Device(device), dtype);
   TORCH_CHECK(model.ok(), std::string(model.status().message()));
   return *std::move(model);
 }

@@ -26,8 +26,10 @@ std::vector<int64_t> ToVector(const torch::Tensor& t);  // integer tensor -> ids
 // All tensors of a golden safetensors file, as CPU tensors of their stored dtype.
 std::map<std::string, torch::Tensor> LoadGolden(const std::string& relative);
 
+// tests/data/<name> on `device` ("cpu", "cuda:0", ...) in `dtype`.
 std::unique_ptr<LlamaModel> LoadModel(const std::string& name,
-                                      torch::ScalarType dtype = torch::kFloat32);
+                                      torch::ScalarType dtype = torch::kFloat32,
+                                      const std::string& device = "cpu");
 
 // One request for RunBatch: a prompt, its adapter (or none) and scale.
 struct TestSequence {

@@ -1,5 +1,7 @@
 // The base model against HuggingFace transformers golden data (tests/data, see its README).
+#include <cctype>
 #include <fstream>
+#include <tuple>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -16,46 +18,61 @@ using ::loramux::testing::LoadModel;
 using ::loramux::testing::MaxAbsDiff;
 using ::loramux::testing::ReadFile;
 using ::loramux::testing::RunBatch;
+using ::loramux::testing::TestDevices;
 using ::loramux::testing::TestSequence;
 using ::loramux::testing::ToVector;
 
-constexpr double kLogitTolerance = 1e-4;
+constexpr double kLogitTolerance = 1e-4;  // on the CPU
 constexpr int kSteps = 12;
 
-class GoldenModelTest : public ::testing::TestWithParam<std::string> {};
+// Parameterised over (model, device): the CPU, and cuda:0 where LibTorch sees a GPU (issue 13:
+// golden logits within 1e-3 in float32 on CUDA, whose reductions run in another order; 1e-4 on
+// the CPU as before; bfloat16 within the same relative bound on both).
+class GoldenModelTest : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {
+ protected:
+  const std::string& Name() const { return std::get<0>(GetParam()); }
+  std::unique_ptr<LlamaModel> Load(torch::ScalarType dtype = torch::kFloat32) const {
+    return LoadModel(Name(), dtype, std::get<1>(GetParam()));
+  }
+  double LogitTolerance() const {
+    return std::get<1>(GetParam()) == "cpu" ? kLogitTolerance : 1e-3;
+  }
+};
 
 TEST_P(GoldenModelTest, EachPromptAloneMatchesLogitsAndGreedyTokens) {
-  auto model = LoadModel(GetParam());
-  auto golden = LoadGolden("cases/" + GetParam() + "/base.safetensors");
+  auto model = Load();
+  auto golden = LoadGolden("cases/" + Name() + "/base.safetensors");
+  const double tolerance = LogitTolerance();
   for (int p = 0; p < 3; ++p) {
     const std::string key = "p" + std::to_string(p) + ".";
     auto run = RunBatch(*model, {TestSequence{ToVector(golden[key + "input_ids"])}}, kSteps);
-    EXPECT_LE(MaxAbsDiff(run.prompt_logits[0], golden[key + "logits"]), kLogitTolerance) << key;
-    EXPECT_LE(MaxAbsDiff(run.step_logits[0], golden[key + "gen_scores"]), kLogitTolerance) << key;
+    EXPECT_LE(MaxAbsDiff(run.prompt_logits[0], golden[key + "logits"]), tolerance) << key;
+    EXPECT_LE(MaxAbsDiff(run.step_logits[0], golden[key + "gen_scores"]), tolerance) << key;
     EXPECT_EQ(run.tokens[0], ToVector(golden[key + "gen_tokens"])) << key;
   }
 }
 
 TEST_P(GoldenModelTest, PackedBatchMatchesEachPromptAlone) {
-  auto model = LoadModel(GetParam());
-  auto golden = LoadGolden("cases/" + GetParam() + "/base.safetensors");
+  auto model = Load();
+  auto golden = LoadGolden("cases/" + Name() + "/base.safetensors");
+  const double tolerance = LogitTolerance();
   std::vector<TestSequence> batch;
   for (int p = 0; p < 3; ++p)
     batch.push_back({ToVector(golden["p" + std::to_string(p) + ".input_ids"])});
   auto together = RunBatch(*model, batch, kSteps);
   for (int p = 0; p < 3; ++p) {
     auto alone = RunBatch(*model, {batch[p]}, kSteps);
-    EXPECT_LE(MaxAbsDiff(together.prompt_logits[p], alone.prompt_logits[0]), kLogitTolerance);
-    EXPECT_LE(MaxAbsDiff(together.step_logits[p], alone.step_logits[0]), kLogitTolerance);
+    EXPECT_LE(MaxAbsDiff(together.prompt_logits[p], alone.prompt_logits[0]), tolerance);
+    EXPECT_LE(MaxAbsDiff(together.step_logits[p], alone.step_logits[0]), tolerance);
     EXPECT_EQ(together.tokens[p], alone.tokens[0]);
     const std::string key = "p" + std::to_string(p) + ".";
-    EXPECT_LE(MaxAbsDiff(together.step_logits[p], golden[key + "gen_scores"]), kLogitTolerance);
+    EXPECT_LE(MaxAbsDiff(together.step_logits[p], golden[key + "gen_scores"]), tolerance);
   }
 }
 
 TEST_P(GoldenModelTest, Bfloat16StaysCloseToFloat32) {
-  auto model = LoadModel(GetParam(), torch::kBFloat16);
-  auto golden = LoadGolden("cases/" + GetParam() + "/base.safetensors");
+  auto model = Load(torch::kBFloat16);
+  auto golden = LoadGolden("cases/" + Name() + "/base.safetensors");
   for (int p = 0; p < 3; ++p) {
     const std::string key = "p" + std::to_string(p) + ".";
     auto run = RunBatch(*model, {TestSequence{ToVector(golden[key + "input_ids"])}}, 1);
@@ -66,7 +83,16 @@ TEST_P(GoldenModelTest, Bfloat16StaysCloseToFloat32) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, GoldenModelTest, ::testing::Values("llama-tiny", "qwen2-tiny"));
+INSTANTIATE_TEST_SUITE_P(Models, GoldenModelTest,
+                         ::testing::Combine(::testing::Values("llama-tiny", "qwen2-tiny"),
+                                            ::testing::ValuesIn(TestDevices())),
+                         [](const ::testing::TestParamInfo<GoldenModelTest::ParamType>& info) {
+                           std::string name;  // e.g. llamatiny_cpu, qwen2tiny_cuda0
+                           for (char c : std::get<0>(info.param) + "_" + std::get<1>(info.param)) {
+                             if (std::isalnum(static_cast<unsigned char>(c)) || c == '_') name += c;
+                           }
+                           return name;
+                         });
 
 // Isolation finding 1: decode padded shorter contexts with cache slot 0, which belongs to another
 // sequence, and masked only the scores, so 0 x inf = NaN reached every padded batch-mate (and kept
