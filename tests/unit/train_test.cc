@@ -116,6 +116,33 @@ TEST(TrainInitTest, FollowsPeft) {
   }
 }
 
+// What the command line writes (PeftConfigJson) selects modules as PEFT would: a regex over module
+// paths, names limited to layers_to_transform, all-linear expanded to the seven projections.
+TEST(TrainInitTest, WrittenConfigsSelectTheModulesPeftWould) {
+  auto base = LoadModel("llama-tiny");
+  auto paths = [&](const AdapterSpec& spec) {
+    auto model =
+        TrainableModel::ForAdapter(*base, ConfigOf(PeftConfigJson(spec)), torch::kFloat32, 0);
+    EXPECT_TRUE(model.ok()) << model.status();
+    std::vector<std::string> out;
+    if (model.ok()) {
+      for (const TrainableModule& m : (*model)->modules()) out.push_back(m.path);
+    }
+    return out;
+  };
+  AdapterSpec regex;
+  regex.target_regex = R"(.*\.1\.mlp\.(gate|up)_proj)";
+  EXPECT_EQ(paths(regex), (std::vector<std::string>{"model.layers.1.mlp.gate_proj",
+                                                    "model.layers.1.mlp.up_proj"}));
+  AdapterSpec layers;
+  layers.target_names = {"o_proj"};
+  layers.layers_to_transform = {0};
+  EXPECT_EQ(paths(layers), (std::vector<std::string>{"model.layers.0.self_attn.o_proj"}));
+  AdapterSpec all;
+  all.target_names.assign(kProjectionNames.begin(), kProjectionNames.end());
+  EXPECT_EQ(paths(all).size(), 14u);
+}
+
 // ---- gradients against central finite differences, float64 --------------------------------
 
 struct GradCase {
