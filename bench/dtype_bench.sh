@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Issue 17's benchmark: loramux through gRPC on the peer model of the issue (a random Llama of
+# 156M parameters: hidden 1024, intermediate 2816, 8 layers, 16/4 heads, vocab 32000) in float32
+# and bfloat16: decode at batch 1 and 32 over the base, one adapter, 32 distinct rank-16 LoRA and
+# 32 distinct rank-16 DoRA adapters (all 7 projections), and prefill; next to the machine's GEMM
+# rates at those shapes measured in the same run (bench/gemm_rate).
+#
+#   bench/dtype_bench.sh [BUILD_DIR=build] [SECONDS_PER_CELL=10]
+#
+# The model (HF config.json + safetensors, `loramux_train init`, seed 17) and the 64 adapters
+# (PEFT directories: `loramux_train train --max_steps 1` from PEFT's initialisation, seeds 0..63,
+# so B is small but nonzero) are made once into BUILD_DIR/peer-model (about 1.2 GB) and reused.
+# Needs BUILD_DIR/loramux_server, client/loramux, client/loramux_loadgen, train/loramux_train,
+# bench/gemm_rate.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUILD="$(cd "${1:-$ROOT/build}" && pwd)"
+CELL_S="${2:-10}"
+SERVER="$BUILD/loramux_server"
+CLI="$BUILD/client/loramux"
+LOADGEN="$BUILD/client/loramux_loadgen"
+TRAIN="$BUILD/train/loramux_train"
+GEMM="$BUILD/bench/gemm_rate"
+for bin in "$SERVER" "$CLI" "$LOADGEN" "$TRAIN" "$GEMM"; do
+  if [[ ! -x "$bin" ]]; then
+    echo "dtype_bench: $bin is missing; build it first (./scripts/build.sh)" >&2
+    exit 2
+  fi
+done
+
+# --- the model and adapters, made once ------------------------------------------------------------
+PEER="$BUILD/peer-model"
+if [[ ! -f "$PEER/done" ]]; then
+  rm -rf "$PEER"
+  mkdir -p "$PEER/config" "$PEER/adapters"
+  cat >"$PEER/config/config.json" <<'JSON'
+{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 32000,
+ "hidden_size": 1024, "intermediate_size": 2816, "num_hidden_layers": 8,
+ "num_attention_heads": 16, "num_key_value_heads": 4, "max_position_embeddings": 2048,
+ "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": false,
+ "bos_token_id": 1, "eos_token_id": 2}
+JSON
+  "$TRAIN" init --model_dir "$PEER/config" --out "$PEER/base" --seed 17 >/dev/null
+  # One short example in token ids: the adapters' values do not matter here, their shapes do.
+  echo '{"prompt_token_ids": [1, 100, 200, 300, 400, 500, 600, 700], "completion_token_ids": [800, 900, 1000, 1100]}' \
+    >"$PEER/data.jsonl"
+  for i in $(seq 0 63); do
+    kind=lora flags=()
+    if ((i >= 32)); then kind=dora flags=(--dora); fi
+    "$TRAIN" train --model_dir "$PEER/base" --data "$PEER/data.jsonl" --out "$PEER/adapters/$kind$i" \
+      --rank 16 --alpha 32 --targets all-linear --max_steps 1 --batch_size 1 --eval_fraction 0 \
+      --seed "$i" "${flags[@]}" >/dev/null 2>&1
+    rm -rf "$PEER/adapters/$kind$i/checkpoint"
+  done
+  touch "$PEER/done"
+fi
+
+TMP="$(mktemp -d "${TMPDIR:-/tmp}/loramux-dtype-bench-XXXXXX")"
+SERVER_PID=""
+stop_server() {
+  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  SERVER_PID=""
+}
+trap 'stop_server; rm -rf "$TMP"' EXIT
+
+echo "# loramux dtype benchmark: the issue-17 peer model through gRPC"
+echo
+echo "- machine: $(nproc) CPUs; ${CELL_S} s per cell; greedy; prompts 16 tokens, 64 new (decode);"\
+     "512-token prompts, 1 new (prefill)"
+echo
+echo "## The machine's GEMM rates now"
+echo
+"$GEMM" 1024 2816
+echo
+
+LORAS="$(printf 'lora%d,' $(seq 0 31))"; LORAS="${LORAS%,}"
+DORAS="$(printf 'dora%d,' $(seq 32 63))"; DORAS="${DORAS%,}"
+
+# cell STREAMS ADAPTERS PROMPT_LEN NEW -> "tokens/s ttft_p50_ms errors"
+cell() {
+  timeout $((CELL_S + 120)) "$LOADGEN" --server="$ADDR" --streams="$1" --adapters="$2" \
+    --prompt_len="$3" --max_new_tokens="$4" --duration_s="$CELL_S" --warmup_requests=2 \
+    --label=x 2>>"$TMP/loadgen.err" |
+    awk -F'|' 'NF >= 10 { gsub(/ /, ""); print $7, $8, $6 }' || true
+}
+
+echo "## Serving"
+echo
+echo "| dtype | case | streams | tokens/s | vs base at 32 | TTFT p50 ms | errors |"
+echo "|---|---|--:|--:|--:|--:|--:|"
+for dtype in float32 bfloat16; do
+  "$SERVER" --listen=127.0.0.1:0 --metrics_listen= --adapter_store="$TMP/store-$dtype" \
+    --model_dir="$PEER/base" --dtype="$dtype" --max_running_requests=64 --max_queue=1024 \
+    --max_batch_tokens=2048 --drain_timeout_s=5 >"$TMP/server.out" 2>"$TMP/server-$dtype.log" &
+  SERVER_PID=$!
+  ADDR=""
+  for _ in $(seq 600); do
+    ADDR="$(sed -n 's/^listening on //p' "$TMP/server.out" | head -n1)"
+    [[ -n "$ADDR" ]] && break
+    kill -0 "$SERVER_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [[ -z "$ADDR" ]]; then
+    echo "dtype_bench: the $dtype server did not start:" >&2
+    cat "$TMP/server-$dtype.log" >&2
+    exit 1
+  fi
+  for dir in "$PEER"/adapters/*; do "$CLI" --server="$ADDR" upload "$(basename "$dir")" "$dir" >/dev/null; done
+  timeout 300 "$LOADGEN" --server="$ADDR" --adapters="$LORAS,$DORAS" --preload --streams=1 \
+    --requests=64 --duration_s=0 --prompt_len=4 --max_new_tokens=1 >/dev/null
+  base32=""
+  for spec in "batch 1, base|1|base" "batch 32, base|32|base" "batch 32, one LoRA|32|lora0" \
+              "batch 32, 32 LoRA|32|$LORAS" "batch 32, 32 DoRA|32|$DORAS"; do
+    IFS='|' read -r name streams adapters <<<"$spec"
+    read -r tps ttft err < <(cell "$streams" "$adapters" 16 64) || true
+    [[ "$name" == "batch 32, base" ]] && base32="${tps:-}"
+    ratio="$(awk -v a="${tps:-0}" -v b="${base32:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "" }')"
+    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$dtype" "$name" "$streams" "${tps:-?}" \
+      "$ratio" "${ttft:-?}" "${err:-?}"
+  done
+  read -r _ ttft err < <(cell 1 base 512 1) || true
+  prefill="$(awk -v t="${ttft:-0}" 'BEGIN { if (t > 0) printf "%.0f", 512 * 1000 / t; else print "?" }')"
+  printf '| %s | prefill, 512-token prompt (prompt tokens/s = 512 / TTFT) | 1 | %s | | %s | %s |\n' \
+    "$dtype" "$prefill" "${ttft:-?}" "${err:-?}"
+  stop_server
+done
+if [[ -s "$TMP/loadgen.err" ]]; then
+  echo
+  echo "loadgen reported (first lines):"
+  head -n 5 "$TMP/loadgen.err" | sed 's/^/    /'
+fi
