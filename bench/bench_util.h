@@ -67,6 +67,8 @@ inline std::shared_ptr<AdapterWeights> RandomAdapter(
     std::optional<torch::ScalarType> factor_dtype = std::nullopt) {
   torch::NoGradGuard guard;
   torch::manual_seed(seed);
+  // Drawn on the model's device (float32, then the factor dtype): a GPU fills its own memory.
+  const auto on_device = torch::TensorOptions().device(model.device());
   std::vector<std::unique_ptr<ModuleAdapter>> modules;
   for (int64_t l = 0; l < model.config().num_layers; ++l) {
     for (int64_t p = 0; p < kNumProjections; ++p) {
@@ -76,12 +78,12 @@ inline std::shared_ptr<AdapterWeights> RandomAdapter(
       m->rank = rank;
       m->scale = 2.0;
       const torch::ScalarType dtype = factor_dtype.value_or(model.dtype());
-      m->a = (torch::randn({rank, w.size(1)}) * 0.02).to(model.device(), dtype);
-      m->b_t = (torch::randn({rank, w.size(0)}) * 0.02).to(model.device(), dtype);
+      m->a = (torch::randn({rank, w.size(1)}, on_device) * 0.02).to(dtype);
+      m->b_t = (torch::randn({rank, w.size(0)}, on_device) * 0.02).to(dtype);
       if (dora) {
-        m->gain = (1 + 0.1 * torch::randn({w.size(0)})).to(model.device(), model.dtype());
+        m->gain = (1 + 0.1 * torch::randn({w.size(0)}, on_device)).to(model.dtype());
         m->magnitude = m->gain.to(torch::kFloat64);
-        m->norm_terms = torch::ones({3, w.size(0)}, torch::kFloat64).to(model.device());
+        m->norm_terms = torch::ones({3, w.size(0)}, on_device.dtype(torch::kFloat64));
       }
       modules.push_back(std::move(m));
     }

@@ -146,33 +146,6 @@ double MatmulTflops(torch::Device device, torch::ScalarType dtype, int64_t n) {
   return 2.0 * n * n * n / s / 1e12;
 }
 
-// A random rank-`rank` adapter on every projection, drawn on the device itself.
-std::shared_ptr<AdapterWeights> DeviceAdapter(const LlamaModel& model, int64_t rank, bool dora,
-                                              int seed) {
-  torch::NoGradGuard guard;
-  torch::manual_seed(seed);
-  const auto options = torch::TensorOptions().device(model.device()).dtype(model.dtype());
-  std::vector<std::unique_ptr<ModuleAdapter>> modules;
-  for (int64_t l = 0; l < model.config().num_layers; ++l) {
-    for (int64_t p = 0; p < kNumProjections; ++p) {
-      const torch::Tensor& w = model.linear(l, static_cast<Projection>(p)).weight;
-      auto m = std::make_unique<ModuleAdapter>();
-      m->kind = dora ? ModuleAdapter::Kind::kDoraRow : ModuleAdapter::Kind::kLora;
-      m->rank = rank;
-      m->scale = 2.0;
-      m->a = torch::randn({rank, w.size(1)}, options) * 0.02;
-      m->b_t = torch::randn({rank, w.size(0)}, options) * 0.02;
-      if (dora) {
-        m->gain = 1 + 0.1 * torch::randn({w.size(0)}, options);
-        m->magnitude = m->gain.to(torch::kFloat64);
-        m->norm_terms = torch::ones({3, w.size(0)}, options.dtype(torch::kFloat64));
-      }
-      modules.push_back(std::move(m));
-    }
-  }
-  return AdapterWeights::FromModules("bench", std::move(modules));
-}
-
 double FactorBytes(const AdapterWeights& a) {
   double bytes = 0;
   for (int64_t i = 0; i < a.num_modules(); ++i) {
@@ -346,8 +319,8 @@ int main(int argc, char** argv) {
   std::vector<std::shared_ptr<AdapterWeights>> lora, dora;
   const auto make_start = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < max_adapters; ++i) {
-    lora.push_back(DeviceAdapter(*model, o.rank, false, 100 + static_cast<int>(i)));
-    dora.push_back(DeviceAdapter(*model, o.rank, true, 1000 + static_cast<int>(i)));
+    lora.push_back(RandomAdapter(*model, o.rank, false, 100 + static_cast<int>(i)));
+    dora.push_back(RandomAdapter(*model, o.rank, true, 1000 + static_cast<int>(i)));
   }
   Sync(device);
   std::printf(
