@@ -21,12 +21,13 @@ namespace loramux {
 
 class BaseModules : public ModuleTable {
  public:
-  std::array<int64_t, 2> module_shape(int64_t index) const final {
-    const torch::Tensor& w = module_weight(index);
+  std::array<int64_t, 2> module_shape(int64_t index) const override {
+    const torch::Tensor w = module_weight(index);
     return {w.size(0), w.size(1)};
   }
-  // Module `index`'s weight [out, in], on device() in dtype().
-  virtual const torch::Tensor& module_weight(int64_t index) const = 0;
+  // Module `index`'s weight [out, in], on device() in dtype(). It may be a fresh copy (a model
+  // that keeps its weights packed unpacks one): read it once, and only for its values.
+  virtual torch::Tensor module_weight(int64_t index) const = 0;
   virtual torch::Device device() const = 0;
   virtual torch::ScalarType dtype() const = 0;
 };

@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 
 #include "adapters/half_float.h"
+#include "common/isa_clones.h"
 
 namespace loramux {
 namespace {
@@ -14,7 +15,6 @@ constexpr int64_t kRowsPerPass = 4;
 
 // Everything below the ISA-cloned entry points is forced inline so each clone gets its own vector
 // code (an out-of-line helper would be compiled once, for the SSE2 baseline).
-#define LORAMUX_INLINE inline __attribute__((always_inline))
 
 // 16-bit factors as stored (distinct types, so Widen picks the conversion).
 struct BFloat16Bits {
@@ -24,13 +24,13 @@ struct Float16Bits {
   uint16_t bits;
 };
 
-LORAMUX_INLINE float Widen(float v) { return v; }
-LORAMUX_INLINE float Widen(BFloat16Bits v) { return BFloat16ToFloat(v.bits); }
-LORAMUX_INLINE float Widen(Float16Bits v) { return HalfToFloat(v.bits); }
+LORAMUX_ALWAYS_INLINE float Widen(float v) { return v; }
+LORAMUX_ALWAYS_INLINE float Widen(BFloat16Bits v) { return BFloat16ToFloat(v.bits); }
+LORAMUX_ALWAYS_INLINE float Widen(Float16Bits v) { return HalfToFloat(v.bits); }
 
 // u[k] = c · <A[k], x> for k in [0, rank).
 template <typename T>
-LORAMUX_INLINE void ProjectDown(const T* a, const float* x, int64_t rank, int64_t in, float c,
+LORAMUX_ALWAYS_INLINE void ProjectDown(const T* a, const float* x, int64_t rank, int64_t in, float c,
                                 float* u) {
   int64_t k = 0;
   for (; k + kRowsPerPass <= rank; k += kRowsPerPass) {
@@ -59,7 +59,7 @@ LORAMUX_INLINE void ProjectDown(const T* a, const float* x, int64_t rank, int64_
 
 // acc[o] += sum_k B^T[k][o] · u[k].
 template <typename T>
-LORAMUX_INLINE void ProjectUp(const T* b_t, const float* u, int64_t rank, int64_t out, float* acc) {
+LORAMUX_ALWAYS_INLINE void ProjectUp(const T* b_t, const float* u, int64_t rank, int64_t out, float* acc) {
   int64_t k = 0;
   for (; k + kRowsPerPass <= rank; k += kRowsPerPass) {
     const T *b0 = b_t + k * out, *b1 = b0 + out, *b2 = b1 + out, *b3 = b2 + out;
@@ -78,7 +78,7 @@ LORAMUX_INLINE void ProjectUp(const T* b_t, const float* u, int64_t rank, int64_
 }
 
 template <typename T>
-LORAMUX_INLINE void SegmentDeltaOf(const float* x, float* y, const float* bias, int64_t in,
+LORAMUX_ALWAYS_INLINE void SegmentDeltaOf(const float* x, float* y, const float* bias, int64_t in,
                                    int64_t out, const BgmvSegment& s) {
   const T* a = static_cast<const T*>(s.a);
   const T* b_t = static_cast<const T*>(s.b_t);
@@ -107,16 +107,7 @@ LORAMUX_INLINE void SegmentDeltaOf(const float* x, float* y, const float* bias, 
   }
 }
 
-// Cloned per ISA and picked at load time: the project builds for baseline x86-64 (SSE2), which
-// would leave most of an AVX2/AVX-512 unit idle; x86-64-v3 also brings F16C for float16 factors.
-// Not under ThreadSanitizer: the clones' ifunc resolver runs while the dynamic loader relocates
-// the program, before the TSan runtime starts, and its instrumented code crashes there.
-#if defined(__SANITIZE_THREAD__)
-#define LORAMUX_ISA_CLONES
-#else
-#define LORAMUX_ISA_CLONES \
-  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#endif
+// Cloned per ISA and picked at load time (common/isa_clones.h).
 
 LORAMUX_ISA_CLONES void SegmentDeltaF32(const float* x, float* y, const float* bias, int64_t in,
                                         int64_t out, const BgmvSegment& s) {

@@ -26,7 +26,7 @@ void AddDelta(const ModuleAdapter& m, double scale, const LinearWeights& base,
     // y = W (g ⊙ x) + s B A (g ⊙ x) + b = y0 + W((g - 1) ⊙ x) + sBA(g ⊙ x)
     const torch::Tensor g = m.GainAt(scale);
     const torch::Tensor gx = x * g;
-    y.add_(torch::matmul(gx - x, base.weight.t()));
+    y.add_(BaseLinear(gx - x, base, /*with_bias=*/false));
     y.add_(torch::matmul(torch::matmul(gx, a.t()), b_t), scale * m.scale);
     return;
   }
@@ -102,9 +102,17 @@ void AddFusedCpu(const torch::Tensor& x, torch::Tensor& y, const LinearWeights& 
 
 }  // namespace
 
+torch::Tensor BaseLinear(const torch::Tensor& x, const LinearWeights& base, bool with_bias) {
+  const torch::Tensor bias = with_bias ? base.bias : torch::Tensor();
+  if (!base.packed) return torch::linear(x, base.weight, bias);
+  if (x.dim() == 2 && x.scalar_type() == base.packed->dtype()) return base.packed->Apply(x, bias);
+  // Other shapes or dtypes (not the serving path's): through a plain copy.
+  return torch::linear(x, base.packed->Unpack(), bias);
+}
+
 torch::Tensor AdaptedLinear(const torch::Tensor& x, const LinearWeights& base, int64_t module_index,
                             const std::vector<AdapterSegment>& segments, DeltaPath path) {
-  torch::Tensor y = torch::linear(x, base.weight, base.bias);
+  torch::Tensor y = BaseLinear(x, base);
   AddAdapterDeltas(x, y, base, module_index, segments, path);
   return y;
 }

@@ -3,23 +3,34 @@
 // all segments (BGMV-style), prefill through a pair of small GEMMs per segment (SGMV-style). The
 // base weight is only read, never copied or written.
 //
-// Shapes: x [T, in], base.weight [out, in], base.bias [out] or undefined, result [T, out].
+// Shapes: x [T, in], base.weight [out, in] (or packed), base.bias [out] or undefined,
+// result [T, out].
 // Segments are disjoint token ranges; tokens in no segment get the base output.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include <torch/types.h>
+
+#include "tensor/packed_linear.h"
 
 namespace loramux {
 
 class AdapterWeights;
 
 struct LinearWeights {
-  torch::Tensor weight;  // [out, in], frozen
+  torch::Tensor weight;  // [out, in], frozen; undefined when `packed` holds it
   torch::Tensor bias;    // [out] or undefined
+  std::shared_ptr<const PackedLinear> packed;  // the weight in the CPU kernels' layout, or null
+
+  // The weight [out, in]: `weight`, or a plain copy unpacked from `packed`.
+  torch::Tensor Plain() const { return packed ? packed->Unpack() : weight; }
 };
+
+// x W^T (+ b unless `with_bias` is false), through the packed weight when there is one.
+torch::Tensor BaseLinear(const torch::Tensor& x, const LinearWeights& base, bool with_bias = true);
 
 // Tokens [begin, end) of the packed batch, served by `adapter` with request scale `scale`.
 struct AdapterSegment {

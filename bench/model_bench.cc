@@ -1,7 +1,9 @@
 // Base-model throughput: prefill and decode tokens/s at batch 1, 8 and 32 on a random Llama of
 // ~200M parameters, next to this machine's own matmul rate measured in the same run.
 //
-//   ./build/bench/model_bench [layers=12] [prompt=64] [decode_steps=8]
+//   ./build/bench/model_bench [layers=12] [prompt=64] [decode_steps=8] [dtype=float32]
+//
+// `layers=8` is issue 17's peer model (hidden 1024, intermediate 2816, 16/4 heads, vocab 32000).
 #include <cstdlib>
 
 #include "bench/bench_util.h"
@@ -52,16 +54,20 @@ int main(int argc, char** argv) {
   const int64_t layers = argc > 1 ? std::atoi(argv[1]) : 12;
   const int64_t prompt = argc > 2 ? std::atoi(argv[2]) : 64;
   const int64_t steps = argc > 3 ? std::atoi(argv[3]) : 8;
-  PrintHeader("loramux model_bench: base model throughput (float32, CPU)");
-  auto model = LlamaModel::Random(BenchConfig(layers), torch::kCPU, torch::kFloat32, 1);
+  const std::string dtype_name = argc > 4 ? argv[4] : "float32";
+  const torch::ScalarType dtype = ParseScalarType(dtype_name).value();
+  PrintHeader(("loramux model_bench: base model throughput (" + dtype_name + ", CPU)").c_str());
+  ModelConfig config = BenchConfig(layers);
+  config.num_kv_heads = config.num_heads / 4;
+  auto model = LlamaModel::Random(config, torch::kCPU, dtype, 1);
   const double params = static_cast<double>(ParameterCount(*model));
-  const double gflops = MatmulGflops(torch::kCPU);
+  const double gflops = MatmulGflops(torch::kCPU, 2048, dtype);
   std::printf(
       "# model: %lld layers, hidden 1024, %.0fM parameters; prompt %lld tokens, %lld decode "
       "steps\n",
       static_cast<long long>(layers), params / 1e6, static_cast<long long>(prompt),
       static_cast<long long>(steps));
-  std::printf("# machine matmul rate (2048^3 torch::mm): %.1f GFLOP/s\n", gflops);
+  std::printf("# machine matmul rate (2048^3 torch::mm, same dtype): %.1f GFLOP/s\n", gflops);
   std::printf(
       "| batch | prefill tok/s | prefill GFLOP/s | %% of mm | decode tok/s | decode GFLOP/s | %% "
       "of mm |\n");

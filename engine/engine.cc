@@ -48,6 +48,11 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   RETURN_IF_ERROR(CheckMatmulSupport(device, dtype));
   auto engine = std::unique_ptr<Engine>(new Engine());
   ASSIGN_OR_RETURN(engine->model_, LlamaModel::Load(options.model_dir, device, dtype));
+  int64_t packed = 0;
+  if (options.pack_weights) {
+    RETURN_IF_ERROR(
+        CatchTorch("packing the weights", [&] { packed = engine->model_->PackWeights(); }));
+  }
   AdapterStoreOptions store_options;
   store_options.max_adapter_bytes = options.max_upload_bytes;
   ASSIGN_OR_RETURN(engine->store_, AdapterStore::Open(options.adapter_store, store_options));
@@ -58,14 +63,14 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
                                                    options.scheduler, engine->text_->tokenizer());
   const ModelConfig& c = engine->model_->config();
   engine->description_ = absl::StrFormat(
-      "%s from %s: %d layers, hidden %d, heads %d/%d, vocab %d, %.1f MB of weights on %s as %s; "
-      "BLAS: %s; threads: %d",
+      "%s from %s: %d layers, hidden %d, heads %d/%d, vocab %d, %.1f MB of weights on %s as %s "
+      "(%d linear weights packed for oneDNN); BLAS: %s; threads: %d",
       c.architecture, options.model_dir, c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads,
       c.vocab_size, engine->model_->weight_bytes() / 1e6, device.str(),
       dtype == torch::kBFloat16  ? "bfloat16"
       : dtype == torch::kFloat16 ? "float16"
                                  : "float32",
-      BlasLibrary(), at::get_num_threads());
+      packed, BlasLibrary(), at::get_num_threads());
   return engine;
 }
 

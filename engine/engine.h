@@ -20,6 +20,7 @@ struct EngineOptions {
   std::string model_dir;
   std::string device = "cpu";     // "cpu", "cuda", "cuda:N"
   std::string dtype = "float32";  // "float32", "bfloat16", "float16", or "auto" (ChooseAutoDtype)
+  bool pack_weights = true;       // LlamaModel::PackWeights on the CPU
   std::string adapter_store;      // store root directory
   uint64_t max_upload_bytes = 1ull << 30;
   int threads = 0;  // LibTorch intra-op threads; 0 = OMP_NUM_THREADS or all CPUs

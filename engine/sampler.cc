@@ -5,18 +5,16 @@
 
 namespace loramux {
 
-float LogProb(const float* logits, int64_t vocab, int64_t token) {
-  const double max = *std::max_element(logits, logits + vocab);
+LogitsRow SummarizeLogits(const float* logits, int64_t vocab) {
+  const float* top = std::max_element(logits, logits + vocab);
   double sum = 0;
-  for (int64_t i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(logits[i]) - max);
-  return static_cast<float>(logits[token] - max - std::log(sum));
+  for (int64_t i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(logits[i]) - *top);
+  return {logits, vocab, static_cast<int32_t>(top - logits), *top + std::log(sum)};
 }
 
-std::vector<std::pair<int32_t, float>> TopLogProbs(const float* logits, int64_t vocab, int n) {
-  const double max = *std::max_element(logits, logits + vocab);
-  double sum = 0;
-  for (int64_t i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(logits[i]) - max);
-  const double log_sum = std::log(sum);
+std::vector<std::pair<int32_t, float>> TopLogProbs(const LogitsRow& row, int n) {
+  const float* logits = row.logits;
+  const int64_t vocab = row.vocab;
   std::vector<int32_t> ids(static_cast<size_t>(vocab));
   for (int64_t i = 0; i < vocab; ++i) ids[static_cast<size_t>(i)] = static_cast<int32_t>(i);
   const size_t k = std::min(static_cast<size_t>(std::max(n, 0)), ids.size());
@@ -26,22 +24,17 @@ std::vector<std::pair<int32_t, float>> TopLogProbs(const float* logits, int64_t 
                     });
   std::vector<std::pair<int32_t, float>> top;
   top.reserve(k);
-  for (size_t i = 0; i < k; ++i)
-    top.emplace_back(ids[i], static_cast<float>(logits[ids[i]] - max - log_sum));
+  for (size_t i = 0; i < k; ++i) top.emplace_back(ids[i], LogProb(row, ids[i]));
   return top;
 }
 
 Sampler::Sampler(const SamplingParams& params)
     : params_(params), rng_(params.has_seed ? params.seed : std::random_device{}()) {}
 
-SampledToken Sampler::Sample(const float* logits, int64_t vocab) {
-  int32_t token;
-  if (params_.temperature <= 0.0f) {
-    token = static_cast<int32_t>(std::max_element(logits, logits + vocab) - logits);
-  } else {
-    token = SampleFromDistribution(logits, vocab);
-  }
-  return {token, LogProb(logits, vocab, token)};
+SampledToken Sampler::Sample(const LogitsRow& row) {
+  const int32_t token =
+      params_.temperature <= 0.0f ? row.argmax : SampleFromDistribution(row.logits, row.vocab);
+  return {token, LogProb(row, token)};
 }
 
 int32_t Sampler::SampleFromDistribution(const float* logits, int64_t vocab) {

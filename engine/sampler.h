@@ -19,6 +19,24 @@ struct SamplingParams {
   bool has_seed = false;  // false: seeded from std::random_device
 };
 
+// One row of float32 logits [vocab] on the host, with its argmax (the lowest id on ties) and its
+// log normaliser log(sum_i exp(logits[i])). The scheduler computes the last two for a whole batch
+// of rows at once (vectorised); SummarizeLogits does it for one row.
+struct LogitsRow {
+  const float* logits = nullptr;
+  int64_t vocab = 0;
+  int32_t argmax = 0;
+  double log_normalizer = 0;
+};
+
+// Argmax and log normaliser of one row, accumulated in double.
+LogitsRow SummarizeLogits(const float* logits, int64_t vocab);
+
+// log softmax(row)[token].
+inline float LogProb(const LogitsRow& row, int64_t token) {
+  return static_cast<float>(row.logits[token] - row.log_normalizer);
+}
+
 struct SampledToken {
   int32_t token = 0;
   float logprob = 0.0f;  // log p(token) under the model's raw (untempered) distribution
@@ -28,8 +46,8 @@ class Sampler {
  public:
   explicit Sampler(const SamplingParams& params);
 
-  // Picks a token from `logits` [vocab].
-  SampledToken Sample(const float* logits, int64_t vocab);
+  // Picks a token from `row`.
+  SampledToken Sample(const LogitsRow& row);
 
  private:
   int32_t SampleFromDistribution(const float* logits, int64_t vocab);
@@ -39,10 +57,7 @@ class Sampler {
   std::vector<std::pair<float, int32_t>> scratch_;
 };
 
-// log softmax(logits)[token], computed in double.
-float LogProb(const float* logits, int64_t vocab, int64_t token);
-
 // The `n` likeliest tokens with their log softmax, likeliest first (ties: lower id first).
-std::vector<std::pair<int32_t, float>> TopLogProbs(const float* logits, int64_t vocab, int n);
+std::vector<std::pair<int32_t, float>> TopLogProbs(const LogitsRow& row, int n);
 
 }  // namespace loramux

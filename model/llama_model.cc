@@ -7,6 +7,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "formats/checkpoint.h"
+#include "model/decode_attention.h"
+#include "model/row_ops.h"
 #include "tensor/tensor_util.h"
 
 namespace loramux {
@@ -116,26 +118,13 @@ std::pair<torch::Tensor, torch::Tensor> RopeTables(const ModelConfig& c, torch::
   return {emb.cos().to(device), emb.sin().to(device)};
 }
 
-torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
-  const torch::Tensor xf = x.to(torch::kFloat32);
-  const torch::Tensor normed = xf * torch::rsqrt(xf.pow(2).mean(-1, true) + eps);
-  return weight * normed.to(x.scalar_type());
-}
-
-// x [T, heads, hd]; cos/sin [T, hd] float32.
-torch::Tensor ApplyRope(const torch::Tensor& x, const torch::Tensor& cos,
-                        const torch::Tensor& sin) {
-  const int64_t half = x.size(-1) / 2;
-  const torch::Tensor xf = x.to(torch::kFloat32);
-  const torch::Tensor rotated =
-      torch::cat({-xf.narrow(-1, half, half), xf.narrow(-1, 0, half)}, -1);
-  return (xf * cos.unsqueeze(1) + rotated * sin.unsqueeze(1)).to(x.scalar_type());
-}
-
 // Per-forward attention metadata, shared by all layers.
 struct AttentionPlan {
   torch::Tensor write_slots;  // [T] cache slot of each packed token
-  // Decode chunks (one token each), attended together.
+  // Decode chunks (one token each) on the CPU: DecodeAttention over each row's own slots.
+  std::vector<int64_t> decode_slot_list;  // every row's context slots, one after another
+  std::vector<DecodeContext> decode_contexts;
+  // Decode chunks elsewhere, attended together as a padded batch.
   torch::Tensor decode_rows;   // [B] packed token index
   torch::Tensor decode_slots;  // [B, max_ctx] context slots (padded with the cache's zero slot)
   torch::Tensor decode_mask;   // [B, 1, 1, max_ctx] true where a key must be ignored
@@ -153,8 +142,24 @@ bool Hidden(int64_t j, int64_t p, int64_t window) {
   return j > p || (window > 0 && p - j >= window);
 }
 
+// Each decode row's slots and visible range, for DecodeAttention.
+void PlanDecodeKernel(const std::vector<const SequenceChunk*>& decodes, const KvCache& cache,
+                      int64_t window, AttentionPlan& plan) {
+  std::vector<int64_t> starts;
+  for (const SequenceChunk* d : decodes) {
+    starts.push_back(static_cast<int64_t>(plan.decode_slot_list.size()));
+    cache.AppendSlots(d->cache_id, 0, d->start_pos + 1, plan.decode_slot_list);
+  }
+  for (size_t i = 0; i < decodes.size(); ++i) {  // pointers once the list stops growing
+    const SequenceChunk& d = *decodes[i];
+    const int64_t begin = window > 0 ? std::max<int64_t>(0, d.start_pos + 1 - window) : 0;
+    plan.decode_contexts.push_back(
+        {d.offset, plan.decode_slot_list.data() + starts[i], begin, d.start_pos + 1});
+  }
+}
+
 AttentionPlan PlanAttention(const ForwardBatch& batch, const KvCache& cache, int64_t window,
-                            torch::Device device) {
+                            torch::Device device, bool decode_kernel) {
   AttentionPlan plan;
   std::vector<int64_t> write_slots;
   std::vector<const SequenceChunk*> decodes;
@@ -176,7 +181,9 @@ AttentionPlan PlanAttention(const ForwardBatch& batch, const KvCache& cache, int
                              mask.view({1, 1, chunk.length, ctx}).to(device)});
   }
   plan.write_slots = torch::tensor(write_slots).to(device);
-  if (!decodes.empty()) {
+  if (decode_kernel) {
+    PlanDecodeKernel(decodes, cache, window, plan);
+  } else if (!decodes.empty()) {
     int64_t max_ctx = 0;
     for (const SequenceChunk* d : decodes) max_ctx = std::max(max_ctx, d->start_pos + 1);
     const int64_t b = static_cast<int64_t>(decodes.size());
@@ -273,13 +280,49 @@ int64_t LlamaModel::weight_bytes() const {
   auto bytes = [](const torch::Tensor& t) {
     return t.defined() ? t.numel() * t.element_size() : 0;
   };
+  auto packed_bytes = [](const std::shared_ptr<const PackedLinear>& p) {
+    return p ? p->bytes() : 0;
+  };
   int64_t total = bytes(weights_.embed) + bytes(weights_.final_norm);
   if (!weights_.lm_head.is_same(weights_.embed)) total += bytes(weights_.lm_head);
+  total += packed_bytes(weights_.lm_head_packed);
   for (const LayerWeights& layer : weights_.layers) {
     total += bytes(layer.input_norm) + bytes(layer.post_norm);
-    for (const LinearWeights& p : layer.proj) total += bytes(p.weight) + bytes(p.bias);
+    for (const LinearWeights& p : layer.proj) {
+      total += bytes(p.weight) + bytes(p.bias) + packed_bytes(p.packed);
+    }
   }
   return total;
+}
+
+std::array<int64_t, 2> LlamaModel::module_shape(int64_t index) const {
+  const LinearWeights& w = module(index);
+  if (w.packed) return {w.packed->out_features(), w.packed->in_features()};
+  return {w.weight.size(0), w.weight.size(1)};
+}
+
+int64_t LlamaModel::PackWeights() {
+  torch::NoGradGuard no_grad;
+  int64_t packed = 0;
+  for (LayerWeights& layer : weights_.layers) {
+    for (LinearWeights& p : layer.proj) {
+      if (p.packed) continue;
+      p.packed = PackedLinear::Pack(p.weight);
+      if (p.packed) {
+        p.weight = torch::Tensor();
+        ++packed;
+      }
+    }
+  }
+  // A tied head is the embedding table itself, which lookups read plain: it stays as it is.
+  if (!weights_.lm_head_packed && !weights_.lm_head.is_same(weights_.embed)) {
+    weights_.lm_head_packed = PackedLinear::Pack(weights_.lm_head);
+    if (weights_.lm_head_packed) {
+      weights_.lm_head = torch::Tensor();
+      ++packed;
+    }
+  }
+  return packed;
 }
 
 absl::StatusOr<torch::Tensor> LlamaModel::Forward(const ForwardBatch& batch, KvCache& cache) const {
@@ -301,9 +344,8 @@ torch::Tensor LlamaModel::ForwardImpl(const ForwardBatch& batch, KvCache& cache)
     for (int64_t i = 0; i < chunk.length; ++i) positions.push_back(chunk.start_pos + i);
   }
   const torch::Tensor pos = torch::tensor(positions).to(device_);
-  const torch::Tensor cos = rope_cos_.index_select(0, pos);
-  const torch::Tensor sin = rope_sin_.index_select(0, pos);
-  const AttentionPlan plan = PlanAttention(batch, cache, c.sliding_window, device_);
+  const AttentionPlan plan = PlanAttention(batch, cache, c.sliding_window, device_,
+                                           DecodeAttentionApplies(device_, dtype_));
 
   torch::Tensor h = weights_.embed.index_select(0, torch::tensor(batch.token_ids).to(device_));
   for (int64_t l = 0; l < c.num_layers; ++l) {
@@ -312,10 +354,10 @@ torch::Tensor LlamaModel::ForwardImpl(const ForwardBatch& batch, KvCache& cache)
       return AdaptedLinear(x, layer.proj[p], ModuleIndex(l, p), batch.adapters, batch.delta_path);
     };
     const torch::Tensor x = RmsNorm(h, layer.input_norm, c.rms_norm_eps);
-    const torch::Tensor q =
-        ApplyRope(linear(x, kQProj).view({num_tokens, c.num_heads, c.head_dim}), cos, sin);
-    const torch::Tensor k =
-        ApplyRope(linear(x, kKProj).view({num_tokens, c.num_kv_heads, c.head_dim}), cos, sin);
+    torch::Tensor q = linear(x, kQProj).view({num_tokens, c.num_heads, c.head_dim});
+    torch::Tensor k = linear(x, kKProj).view({num_tokens, c.num_kv_heads, c.head_dim});
+    ApplyRope(q, rope_cos_, rope_sin_, positions, pos);
+    ApplyRope(k, rope_cos_, rope_sin_, positions, pos);
     const torch::Tensor v = linear(x, kVProj).view({num_tokens, c.num_kv_heads, c.head_dim});
     torch::Tensor& key_cache = cache.keys(l);
     torch::Tensor& value_cache = cache.values(l);
@@ -334,7 +376,9 @@ torch::Tensor LlamaModel::ForwardImpl(const ForwardBatch& batch, KvCache& cache)
       attn.narrow(0, p.offset, p.length)
           .copy_(out.permute({2, 0, 1, 3}).reshape({p.length, c.num_heads, c.head_dim}));
     }
-    if (plan.decode_rows.defined()) {
+    if (!plan.decode_contexts.empty()) {
+      DecodeAttention(q, key_cache, value_cache, plan.decode_contexts, attn_scale, attn);
+    } else if (plan.decode_rows.defined()) {
       const int64_t b = plan.decode_rows.size(0), ctx = plan.decode_slots.size(1);
       const torch::Tensor flat = plan.decode_slots.view({-1});
       // q [B, kv, group, hd]; k^T [B, kv, hd, ctx]; v [B, kv, ctx, hd]
@@ -351,7 +395,7 @@ torch::Tensor LlamaModel::ForwardImpl(const ForwardBatch& batch, KvCache& cache)
     }
     h = h + linear(attn.view({num_tokens, c.num_heads * c.head_dim}), kOProj);
     const torch::Tensor y = RmsNorm(h, layer.post_norm, c.rms_norm_eps);
-    h = h + linear(torch::silu(linear(y, kGateProj)) * linear(y, kUpProj), kDownProj);
+    h = h + linear(SiluMul(linear(y, kGateProj), linear(y, kUpProj)), kDownProj);
   }
 
   std::vector<int64_t> logit_rows;
@@ -363,8 +407,10 @@ torch::Tensor LlamaModel::ForwardImpl(const ForwardBatch& batch, KvCache& cache)
     }
   }
   const torch::Tensor rows = h.index_select(0, torch::tensor(logit_rows).to(device_));
-  return torch::linear(RmsNorm(rows, weights_.final_norm, c.rms_norm_eps), weights_.lm_head)
-      .to(torch::kFloat32);
+  const torch::Tensor normed = RmsNorm(rows, weights_.final_norm, c.rms_norm_eps);
+  const torch::Tensor logits = weights_.lm_head_packed ? weights_.lm_head_packed->Apply(normed)
+                                                       : torch::linear(normed, weights_.lm_head);
+  return logits.to(torch::kFloat32);
 }
 
 }  // namespace loramux

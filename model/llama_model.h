@@ -41,7 +41,8 @@ struct ModelWeights {
   torch::Tensor embed;  // [vocab, hidden]
   std::vector<LayerWeights> layers;
   torch::Tensor final_norm;  // [hidden]
-  torch::Tensor lm_head;     // [vocab, hidden]; the embedding itself when tied
+  torch::Tensor lm_head;  // [vocab, hidden]; the embedding itself when tied; undefined when packed
+  std::shared_ptr<const PackedLinear> lm_head_packed;  // an untied head after PackWeights, or null
 };
 
 // One sequence's slice of a packed batch.
@@ -91,14 +92,22 @@ class LlamaModel final : public BaseModules {
   int64_t ModuleIndexOf(const std::string& path) const override;
   // BaseModules: what adapters see of the model.
   int64_t num_layers() const override { return config_.num_layers; }
-  const torch::Tensor& module_weight(int64_t index) const override {
-    return linear(index / kNumProjections, static_cast<Projection>(index % kNumProjections)).weight;
-  }
+  torch::Tensor module_weight(int64_t index) const override { return module(index).Plain(); }
+  std::array<int64_t, 2> module_shape(int64_t index) const override;
+
+  // Packs every projection's weight, and an untied output head, for the CPU's matmul kernels
+  // (tensor/packed_linear.h), dropping the plain copies: the weights stay held once. Returns how
+  // many were packed (none off the CPU, or where packing does not apply). Call before serving;
+  // not for a model that will be trained on.
+  int64_t PackWeights();
 
  private:
   LlamaModel(ModelConfig config, ModelWeights weights, torch::Device device,
              torch::ScalarType dtype);
   torch::Tensor ForwardImpl(const ForwardBatch& batch, KvCache& cache) const;
+  const LinearWeights& module(int64_t index) const {
+    return linear(index / kNumProjections, static_cast<Projection>(index % kNumProjections));
+  }
 
   ModelConfig config_;
   ModelWeights weights_;

@@ -13,7 +13,7 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
   build-essential cmake ninja-build ccache pkg-config git ca-certificates \
-  libtorch-dev libopenblas0-openmp \
+  libtorch-dev libopenblas0-openmp libdnnl-dev \
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
   libabsl-dev prometheus-cpp-dev libssl-dev \
   libgtest-dev libgmock-dev nlohmann-json3-dev libre2-dev libcpp-httplib-dev \

@@ -63,6 +63,10 @@ ABSL_FLAG(std::string, device, "cpu", "Device: cpu, cuda or cuda:N.");
 ABSL_FLAG(std::string, dtype, "float32",
           "Compute dtype: float32, bfloat16, float16, or auto (bfloat16 where the hardware "
           "multiplies it natively, float32 elsewhere; the choice and both GEMM rates are logged).");
+ABSL_FLAG(bool, pack_weights, true,
+          "On the CPU, store the base model's linear weights once in the layout oneDNN's matmul "
+          "kernels read (packed at load: 1.3x (bfloat16) to 2x (float32) faster decode GEMMs); "
+          "false multiplies the plain weights through LibTorch.");
 ABSL_FLAG(std::string, admin_token_file, "",
           "File holding the bearer token the Adapters service requires (empty: no token).");
 ABSL_FLAG(std::string, inference_token_file, "",
@@ -202,6 +206,7 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
   }
   engine.device = absl::GetFlag(FLAGS_device);
   engine.dtype = absl::GetFlag(FLAGS_dtype);
+  engine.pack_weights = absl::GetFlag(FLAGS_pack_weights);
   if (engine.dtype != "float32" && engine.dtype != "bfloat16" && engine.dtype != "float16" &&
       engine.dtype != "auto") {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -1,7 +1,7 @@
 // Server settings: the command-line flags, checked and turned into EngineOptions plus what the
 // gRPC layer needs (addresses, tokens, TLS material, drain timeout).
 //
-// Flags (absl): --model_dir --listen --metrics_listen --adapter_store --device --dtype
+// Flags (absl): --model_dir --listen --metrics_listen --adapter_store --device --dtype --pack_weights
 // --admin_token_file --inference_token_file --tls_cert_file --tls_key_file
 // --max_host_adapter_bytes --max_device_adapter_bytes --kv_cache_bytes --max_batch_tokens
 // --max_running_requests --max_queue, and --drain_timeout_s --max_upload_bytes --max_rank

@@ -52,7 +52,7 @@ class FakeBase final : public BaseModules {
     auto it = index_.find(path);
     return it == index_.end() ? -1 : it->second;
   }
-  const torch::Tensor& module_weight(int64_t index) const override { return weights_[index]; }
+  torch::Tensor module_weight(int64_t index) const override { return weights_[index]; }
   torch::Device device() const override { return torch::kCPU; }
   torch::ScalarType dtype() const override { return torch::kFloat32; }
 

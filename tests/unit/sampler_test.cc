@@ -19,14 +19,14 @@ std::vector<float> RandomLogits(int n, int seed) {
 std::vector<int32_t> Draw(SamplingParams p, const std::vector<float>& logits, int n) {
   Sampler sampler(p);
   std::vector<int32_t> out;
-  for (int i = 0; i < n; ++i) out.push_back(sampler.Sample(logits.data(), logits.size()).token);
+  for (int i = 0; i < n; ++i) out.push_back(sampler.Sample(SummarizeLogits(logits.data(), logits.size())).token);
   return out;
 }
 
 TEST(SamplerTest, GreedyPicksTheArgmaxAndItsLogprob) {
   const std::vector<float> logits = {0.5f, 3.0f, -1.0f, 2.0f};
   Sampler sampler(SamplingParams{});
-  const SampledToken t = sampler.Sample(logits.data(), 4);
+  const SampledToken t = sampler.Sample(SummarizeLogits(logits.data(), 4));
   EXPECT_EQ(t.token, 1);
   double z = 0;
   for (float v : logits) z += std::exp(v);
@@ -90,18 +90,19 @@ TEST(SamplerTest, DenormalTemperatureStillPicksTheMostLikelyToken) {
 TEST(SamplerTest, TopLogProbsAreTheLikeliestInOrder) {
   auto logits = RandomLogits(320, 9);
   logits[17] = logits[18] = 40.0f;  // a tie: the lower id first
-  const auto top = TopLogProbs(logits.data(), 320, 5);
+  const LogitsRow row = SummarizeLogits(logits.data(), 320);
+  const auto top = TopLogProbs(row, 5);
   ASSERT_EQ(top.size(), 5u);
   EXPECT_EQ(top[0].first, 17);
   EXPECT_EQ(top[1].first, 18);
   for (size_t i = 0; i < top.size(); ++i) {
-    EXPECT_FLOAT_EQ(top[i].second, LogProb(logits.data(), 320, top[i].first));
+    EXPECT_FLOAT_EQ(top[i].second, LogProb(row, top[i].first));
     if (i > 0) EXPECT_GE(top[i - 1].second, top[i].second);
   }
   std::vector<float> sorted = logits;
   std::sort(sorted.rbegin(), sorted.rend());
   EXPECT_EQ(logits[top[4].first], sorted[4]);
-  EXPECT_EQ(TopLogProbs(logits.data(), 3, 20).size(), 3u);  // never more than the vocabulary
+  EXPECT_EQ(TopLogProbs(SummarizeLogits(logits.data(), 3), 20).size(), 3u);  // never more than the vocabulary
 }
 
 }  // namespace
