@@ -1,5 +1,7 @@
 #include "adapters/bgmv_cpu.h"
 
+#include <algorithm>
+
 #include <ATen/Parallel.h>
 
 #include "adapters/half_float.h"
@@ -30,8 +32,8 @@ LORAMUX_ALWAYS_INLINE float Widen(Float16Bits v) { return HalfToFloat(v.bits); }
 
 // u[k] = c · <A[k], x> for k in [0, rank).
 template <typename T>
-LORAMUX_ALWAYS_INLINE void ProjectDown(const T* a, const float* x, int64_t rank, int64_t in, float c,
-                                float* u) {
+LORAMUX_ALWAYS_INLINE void ProjectDown(const T* a, const float* x, int64_t rank, int64_t in,
+                                       float c, float* u) {
   int64_t k = 0;
   for (; k + kRowsPerPass <= rank; k += kRowsPerPass) {
     const T *a0 = a + k * in, *a1 = a0 + in, *a2 = a1 + in, *a3 = a2 + in;
@@ -59,7 +61,8 @@ LORAMUX_ALWAYS_INLINE void ProjectDown(const T* a, const float* x, int64_t rank,
 
 // acc[o] += sum_k B^T[k][o] · u[k].
 template <typename T>
-LORAMUX_ALWAYS_INLINE void ProjectUp(const T* b_t, const float* u, int64_t rank, int64_t out, float* acc) {
+LORAMUX_ALWAYS_INLINE void ProjectUp(const T* b_t, const float* u, int64_t rank, int64_t out,
+                                     float* acc) {
   int64_t k = 0;
   for (; k + kRowsPerPass <= rank; k += kRowsPerPass) {
     const T *b0 = b_t + k * out, *b1 = b0 + out, *b2 = b1 + out, *b3 = b2 + out;
@@ -79,7 +82,7 @@ LORAMUX_ALWAYS_INLINE void ProjectUp(const T* b_t, const float* u, int64_t rank,
 
 template <typename T>
 LORAMUX_ALWAYS_INLINE void SegmentDeltaOf(const float* x, float* y, const float* bias, int64_t in,
-                                   int64_t out, const BgmvSegment& s) {
+                                          int64_t out, const BgmvSegment& s) {
   const T* a = static_cast<const T*>(s.a);
   const T* b_t = static_cast<const T*>(s.b_t);
   float u[kBgmvMaxRank];
@@ -131,12 +134,51 @@ void SegmentDelta(const float* x, float* y, const float* bias, int64_t in, int64
   }
 }
 
+// Long segments (many rows of one adapter) split into pieces of at most kPieceRows rows, so that
+// every thread has work; rows are computed one by one either way, so the split changes no result.
+constexpr int64_t kPieceRows = 4;
+
+std::vector<BgmvSegment> Pieces(const std::vector<BgmvSegment>& segments) {
+  std::vector<BgmvSegment> pieces;
+  pieces.reserve(segments.size());
+  for (const BgmvSegment& s : segments) {
+    for (int64_t begin = s.begin; begin < s.end; begin += kPieceRows) {
+      BgmvSegment piece = s;
+      piece.begin = begin;
+      piece.end = std::min(s.end, begin + kPieceRows);
+      pieces.push_back(piece);
+    }
+  }
+  return pieces;
+}
+
 }  // namespace
 
 void BgmvCpu(const float* x, float* y, const float* bias, int64_t in, int64_t out,
              const std::vector<BgmvSegment>& segments) {
-  at::parallel_for(0, static_cast<int64_t>(segments.size()), 1, [&](int64_t first, int64_t last) {
-    for (int64_t i = first; i < last; ++i) SegmentDelta(x, y, bias, in, out, segments[i]);
+  const std::vector<BgmvSegment> pieces = Pieces(segments);
+  at::parallel_for(0, static_cast<int64_t>(pieces.size()), 1, [&](int64_t first, int64_t last) {
+    for (int64_t i = first; i < last; ++i) SegmentDelta(x, y, bias, in, out, pieces[i]);
+  });
+}
+
+void BgmvCpuBFloat16(const uint16_t* x, uint16_t* y, const float* bias, int64_t in, int64_t out,
+                     const std::vector<BgmvSegment>& segments) {
+  const std::vector<BgmvSegment> pieces = Pieces(segments);
+  at::parallel_for(0, static_cast<int64_t>(pieces.size()), 1, [&](int64_t first, int64_t last) {
+    std::vector<float> xs(kPieceRows * in), ys(kPieceRows * out);
+    for (int64_t i = first; i < last; ++i) {
+      BgmvSegment local = pieces[i];
+      const int64_t rows = local.end - local.begin;
+      const uint16_t* xp = x + local.begin * in;
+      uint16_t* yp = y + local.begin * out;
+      for (int64_t k = 0; k < rows * in; ++k) xs[k] = BFloat16ToFloat(xp[k]);
+      for (int64_t k = 0; k < rows * out; ++k) ys[k] = BFloat16ToFloat(yp[k]);
+      local.begin = 0;
+      local.end = rows;
+      SegmentDelta(xs.data(), ys.data(), bias, in, out, local);
+      for (int64_t k = 0; k < rows * out; ++k) yp[k] = FloatToBFloat16(ys[k]);
+    }
   });
 }
 

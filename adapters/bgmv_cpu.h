@@ -31,4 +31,10 @@ constexpr int64_t kBgmvMaxRank = 512;
 void BgmvCpu(const float* x, float* y, const float* bias, int64_t in, int64_t out,
              const std::vector<BgmvSegment>& segments);
 
+// The same for bfloat16 activations x [tokens, in] and y [tokens, out] (bit patterns): each row
+// widens exactly to float32, takes BgmvCpu's sums and rounds once to nearest even, with no
+// float32 copies of whole tensors.
+void BgmvCpuBFloat16(const uint16_t* x, uint16_t* y, const float* bias, int64_t in, int64_t out,
+                     const std::vector<BgmvSegment>& segments);
+
 }  // namespace loramux

@@ -64,18 +64,16 @@ std::optional<FactorType> KernelFactorType(const ModuleAdapter& m) {
   }
 }
 
-// Short runs of LoRA or per-row DoRA go to one batched call for all segments.
-bool Batchable(const ModuleAdapter& m, int64_t len, DeltaPath path) {
+// Decode segments and short runs of LoRA or per-row DoRA go to one batched call for all segments.
+bool Batchable(const ModuleAdapter& m, const AdapterSegment& segment, DeltaPath path) {
   if (path == DeltaPath::kSegmentGemms || m.kind == ModuleAdapter::Kind::kDoraCol) return false;
-  return path == DeltaPath::kGathered || len <= kShortMaxTokens;
+  return path == DeltaPath::kGathered || segment.decode ||
+         segment.end - segment.begin <= kShortMaxTokens;
 }
 
 void AddFusedCpu(const torch::Tensor& x, torch::Tensor& y, const LinearWeights& base,
                  const std::vector<ModuleRun>& runs) {
   const auto f32 = [](const torch::Tensor& t) { return t.to(torch::kFloat32).contiguous(); };
-  const bool widen = x.scalar_type() != torch::kFloat32;
-  const torch::Tensor x32 = widen ? f32(x) : x;
-  torch::Tensor y32 = widen ? f32(y) : y;
   std::vector<BgmvSegment> segments;
   std::vector<torch::Tensor> gains;  // keeps the DoRA gains the kernel reads alive
   for (const ModuleRun& run : runs) {
@@ -95,8 +93,18 @@ void AddFusedCpu(const torch::Tensor& x, torch::Tensor& y, const LinearWeights& 
   }
   torch::Tensor bias;  // read by DoRA rows only
   if (base.bias.defined()) bias = f32(base.bias);
-  BgmvCpu(x32.data_ptr<float>(), y32.data_ptr<float>(),
-          bias.defined() ? bias.data_ptr<float>() : nullptr, x.size(1), y.size(1), segments);
+  const float* bias_data = bias.defined() ? bias.data_ptr<float>() : nullptr;
+  if (x.scalar_type() == torch::kBFloat16 && y.scalar_type() == torch::kBFloat16) {
+    // Rows widen and round inside the kernel: no float32 copies of x and y.
+    BgmvCpuBFloat16(static_cast<const uint16_t*>(x.data_ptr()),
+                    static_cast<uint16_t*>(y.data_ptr()), bias_data, x.size(1), y.size(1),
+                    segments);
+    return;
+  }
+  const bool widen = x.scalar_type() != torch::kFloat32;
+  const torch::Tensor x32 = widen ? f32(x) : x;
+  torch::Tensor y32 = widen ? f32(y) : y;
+  BgmvCpu(x32.data_ptr<float>(), y32.data_ptr<float>(), bias_data, x.size(1), y.size(1), segments);
   if (widen) y.copy_(y32);
 }
 
@@ -126,7 +134,7 @@ void AddAdapterDeltas(const torch::Tensor& x, torch::Tensor& y, const LinearWeig
     const ModuleAdapter* m = segment.adapter->module(module_index);
     if (m == nullptr) continue;
     const int64_t len = segment.end - segment.begin;
-    if (Batchable(*m, len, path)) {
+    if (Batchable(*m, segment, path)) {
       batched.push_back({m, segment.scale, segment.begin, segment.end});
       continue;
     }

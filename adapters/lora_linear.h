@@ -38,12 +38,15 @@ struct AdapterSegment {
   double scale = 1.0;
   int64_t begin = 0;
   int64_t end = 0;
+  // Every row is one sequence's next token (decode): such rows always take the decode path,
+  // however many share the adapter, so a row's delta never depends on its batch-mates.
+  bool decode = false;
 };
 
-// How the side path serves segments. kAuto: short runs (decode, at most 4 tokens) go to the
-// gathered batched GEMMs (bgmv_gather) on GPUs and other devices, and on the CPU to the fused
-// kernel (bgmv_cpu) when it applies (float32 or 16-bit activations, widened to float32 and the sums
-// rounded once; float32 or 16-bit factors; rank <= 512); everything else — prefill runs,
+// How the side path serves segments. kAuto: decode segments and short runs (at most 4 tokens) go
+// to the gathered batched GEMMs (bgmv_gather) on GPUs and other devices, and on the CPU to the
+// fused kernel (bgmv_cpu) when it applies (float32 or 16-bit activations, widened to float32 and
+// the sums rounded once; float32 or 16-bit factors; rank <= 512); everything else — prefill runs,
 // per-column DoRA, float64 — gets two GEMMs per segment.
 // The others force one path for every segment it can take (tests and benchmarks compare them).
 enum class DeltaPath { kAuto, kSegmentGemms, kGathered };

@@ -90,7 +90,7 @@ double MergeSwitch(const LlamaModel& model, const AdapterWeights& adapter) {
   std::vector<torch::Tensor> weights;
   for (int64_t l = 0; l < model.config().num_layers; ++l) {
     for (int64_t p = 0; p < kNumProjections; ++p)
-      weights.push_back(model.linear(l, static_cast<Projection>(p)).weight.clone());
+      weights.push_back(model.linear(l, static_cast<Projection>(p)).Plain().clone());
   }
   const auto start = std::chrono::steady_clock::now();
   for (size_t i = 0; i < weights.size(); ++i) {
@@ -129,7 +129,8 @@ std::pair<double, double> DeltaOnly(const LlamaModel& model,
   for (int64_t l = 0; l < model.config().num_layers; ++l) {
     for (int64_t p = 0; p < kNumProjections; ++p) {
       const LinearWeights& base = model.linear(l, static_cast<Projection>(p));
-      inputs.push_back({torch::randn({kBatch, base.weight.size(1)}), base});
+      inputs.push_back(
+          {torch::randn({kBatch, model.module_shape(l * kNumProjections + p)[1]}), base});
     }
   }
   double best = 1e9;
@@ -138,7 +139,7 @@ std::pair<double, double> DeltaOnly(const LlamaModel& model,
     evict.add_(1.0f);
     const auto start = std::chrono::steady_clock::now();
     for (size_t i = 0; i < inputs.size(); ++i) {
-      torch::Tensor y = torch::zeros({kBatch, inputs[i].second.weight.size(0)});
+      torch::Tensor y = torch::zeros({kBatch, model.module_shape(static_cast<int64_t>(i))[0]});
       AddAdapterDeltas(inputs[i].first, y, inputs[i].second, static_cast<int64_t>(i), segments,
                        path);
     }
@@ -151,6 +152,7 @@ std::pair<double, double> DeltaOnly(const LlamaModel& model,
 void RunModel(int64_t layers, int64_t hidden, int64_t steps, int64_t context,
               torch::ScalarType dtype, bool show_switch) {
   auto model = LlamaModel::Random(BenchConfig(layers, hidden), torch::kCPU, dtype, 1);
+  model->PackWeights();  // as the server serves it
   std::printf(
       "\n## hidden %lld: %lld layers, %.0fM parameters; context %lld; median of %lld steps, "
       "cases taking turns in blocks of 5\n",

@@ -72,18 +72,18 @@ inline std::shared_ptr<AdapterWeights> RandomAdapter(
   std::vector<std::unique_ptr<ModuleAdapter>> modules;
   for (int64_t l = 0; l < model.config().num_layers; ++l) {
     for (int64_t p = 0; p < kNumProjections; ++p) {
-      const torch::Tensor& w = model.linear(l, static_cast<Projection>(p)).weight;
+      const auto [out, in] = model.module_shape(l * kNumProjections + p);
       auto m = std::make_unique<ModuleAdapter>();
       m->kind = dora ? ModuleAdapter::Kind::kDoraRow : ModuleAdapter::Kind::kLora;
       m->rank = rank;
       m->scale = 2.0;
       const torch::ScalarType dtype = factor_dtype.value_or(model.dtype());
-      m->a = (torch::randn({rank, w.size(1)}, on_device) * 0.02).to(dtype);
-      m->b_t = (torch::randn({rank, w.size(0)}, on_device) * 0.02).to(dtype);
+      m->a = (torch::randn({rank, in}, on_device) * 0.02).to(dtype);
+      m->b_t = (torch::randn({rank, out}, on_device) * 0.02).to(dtype);
       if (dora) {
-        m->gain = (1 + 0.1 * torch::randn({w.size(0)}, on_device)).to(model.dtype());
+        m->gain = (1 + 0.1 * torch::randn({out}, on_device)).to(model.dtype());
         m->magnitude = m->gain.to(torch::kFloat64);
-        m->norm_terms = torch::ones({3, w.size(0)}, on_device.dtype(torch::kFloat64));
+        m->norm_terms = torch::ones({3, out}, on_device.dtype(torch::kFloat64));
       }
       modules.push_back(std::move(m));
     }

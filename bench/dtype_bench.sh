@@ -5,7 +5,7 @@
 # 32 distinct rank-16 DoRA adapters (all 7 projections), and prefill; next to the machine's GEMM
 # rates at those shapes measured in the same run (bench/gemm_rate).
 #
-#   bench/dtype_bench.sh [BUILD_DIR=build] [SECONDS_PER_CELL=10]
+#   [DTYPES="float32 bfloat16"] bench/dtype_bench.sh [BUILD_DIR=build] [SECONDS_PER_CELL=10]
 #
 # The model (HF config.json + safetensors, `loramux_train init`, seed 17) and the 64 adapters
 # (PEFT directories: `loramux_train train --max_steps 1` from PEFT's initialisation, seeds 0..63,
@@ -94,7 +94,7 @@ echo "## Serving"
 echo
 echo "| dtype | case | streams | tokens/s | vs base at 32 | TTFT p50 ms | errors |"
 echo "|---|---|--:|--:|--:|--:|--:|"
-for dtype in float32 bfloat16; do
+for dtype in ${DTYPES:-float32 bfloat16}; do
   "$SERVER" --listen=127.0.0.1:0 --metrics_listen= --adapter_store="$TMP/store-$dtype" \
     --model_dir="$PEER/base" --dtype="$dtype" --max_running_requests=64 --max_queue=1024 \
     --max_batch_tokens=2048 --drain_timeout_s=5 >"$TMP/server.out" 2>"$TMP/server-$dtype.log" &

@@ -60,6 +60,7 @@ int main(int argc, char** argv) {
   ModelConfig config = BenchConfig(layers);
   config.num_kv_heads = config.num_heads / 4;
   auto model = LlamaModel::Random(config, torch::kCPU, dtype, 1);
+  model->PackWeights();  // as the server serves it
   const double params = static_cast<double>(ParameterCount(*model));
   const double gflops = MatmulGflops(torch::kCPU, 2048, dtype);
   std::printf(

@@ -333,10 +333,12 @@ class Scheduler::Impl {
         const int64_t end = chunk.offset + chunk.length;
         if (!batch.adapters.empty() && batch.adapters.back().adapter == s.weights.get() &&
             batch.adapters.back().scale == s.request.adapter_scale &&
-            batch.adapters.back().end == chunk.offset) {
+            batch.adapters.back().end == chunk.offset &&
+            batch.adapters.back().decode == !p.prefill) {
           batch.adapters.back().end = end;
         } else {
-          batch.adapters.push_back({s.weights.get(), s.request.adapter_scale, chunk.offset, end});
+          batch.adapters.push_back(
+              {s.weights.get(), s.request.adapter_scale, chunk.offset, end, !p.prefill});
         }
       }
     }

@@ -4,20 +4,11 @@
 #include <limits>
 
 #include <ATen/Parallel.h>
-#include <c10/util/BFloat16.h>
 
-#include "adapters/half_float.h"
-#include "common/isa_clones.h"
+#include "model/float_elements.h"
 
 namespace loramux {
 namespace {
-
-LORAMUX_ALWAYS_INLINE float Widen(float v) { return v; }
-LORAMUX_ALWAYS_INLINE float Widen(c10::BFloat16 v) { return BFloat16ToFloat(v.x); }
-template <typename T>
-LORAMUX_ALWAYS_INLINE T Narrow(float v) {
-  return static_cast<T>(v);  // bfloat16: round to nearest even
-}
 
 struct Shape {
   int64_t kv_heads, group, head_dim;
@@ -47,7 +38,8 @@ LORAMUX_ALWAYS_INLINE void AttendOne(const T* q, const T* keys, const T* values,
       max = std::max(max, scores[j]);
     }
     float total = 0;
-    for (int64_t j = 0; j < n; ++j) total += scores[j] = std::exp(scores[j] - max);
+#pragma omp simd reduction(+ : total)
+    for (int64_t j = 0; j < n; ++j) total += scores[j] = FastExp(scores[j] - max);
 #pragma omp simd
     for (int64_t i = 0; i < hd; ++i) acc[i] = 0;
     for (int64_t j = 0; j < n; ++j) {
@@ -58,6 +50,7 @@ LORAMUX_ALWAYS_INLINE void AttendOne(const T* q, const T* keys, const T* values,
     }
     T* oh = out + (c.row * s.kv_heads * s.group + head) * hd;
     const float inv = 1.0f / total;
+#pragma omp simd
     for (int64_t i = 0; i < hd; ++i) oh[i] = Narrow<T>(acc[i] * inv);
   }
 }

@@ -3,27 +3,12 @@
 #include <cmath>
 
 #include <ATen/Parallel.h>
-#include <c10/util/BFloat16.h>
 #include <torch/torch.h>
 
-#include "adapters/half_float.h"
-#include "common/isa_clones.h"
+#include "model/float_elements.h"
 
 namespace loramux {
 namespace {
-
-LORAMUX_ALWAYS_INLINE float Widen(float v) { return v; }
-LORAMUX_ALWAYS_INLINE float Widen(c10::BFloat16 v) { return BFloat16ToFloat(v.x); }
-// float32 -> T, rounding to nearest even for bfloat16 (c10's conversion).
-template <typename T>
-LORAMUX_ALWAYS_INLINE T Narrow(float v) {
-  return static_cast<T>(v);
-}
-// The value a T holds after rounding v (identity for float32).
-template <typename T>
-LORAMUX_ALWAYS_INLINE float Rounded(float v) {
-  return Widen(Narrow<T>(v));
-}
 
 bool Fused(const torch::Tensor& x) {
   const torch::ScalarType t = x.scalar_type();
@@ -43,6 +28,7 @@ LORAMUX_ALWAYS_INLINE void RmsNormRows(const T* x, const T* w, T* out, int64_t n
 #pragma omp simd reduction(+ : sum)
     for (int64_t i = 0; i < n; ++i) sum += Widen(xr[i]) * Widen(xr[i]);
     const float inv = 1.0f / std::sqrt(sum / static_cast<float>(n) + eps);
+#pragma omp simd
     for (int64_t i = 0; i < n; ++i) o[i] = Narrow<T>(Widen(w[i]) * Rounded<T>(Widen(xr[i]) * inv));
   }
 }
@@ -95,9 +81,10 @@ LORAMUX_ISA_CLONES void RopeBF16(c10::BFloat16* x, const float* cos, const float
 template <typename T>
 LORAMUX_ALWAYS_INLINE void SiluMulRange(const T* gate, const T* up, T* out, int64_t first,
                                         int64_t last) {
+#pragma omp simd
   for (int64_t i = first; i < last; ++i) {
     const float g = Widen(gate[i]);
-    out[i] = Narrow<T>(Rounded<T>(g / (1.0f + std::exp(-g))) * Widen(up[i]));
+    out[i] = Narrow<T>(Rounded<T>(g / (1.0f + FastExp(-g))) * Widen(up[i]));
   }
 }
 

@@ -60,9 +60,10 @@ ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9090",
 ABSL_FLAG(std::string, adapter_store, "./loramux-store",
           "Adapter store directory (created if missing; may be shared by several servers).");
 ABSL_FLAG(std::string, device, "cpu", "Device: cpu, cuda or cuda:N.");
-ABSL_FLAG(std::string, dtype, "float32",
-          "Compute dtype: float32, bfloat16, float16, or auto (bfloat16 where the hardware "
-          "multiplies it natively, float32 elsewhere; the choice and both GEMM rates are logged).");
+ABSL_FLAG(std::string, dtype, "auto",
+          "Compute dtype: auto (bfloat16 where the CPU multiplies it natively, float32 elsewhere; "
+          "the choice and both GEMM rates are logged at start-up), float32 (exact to the float32 "
+          "references), bfloat16 or float16.");
 ABSL_FLAG(bool, pack_weights, true,
           "On the CPU, store the base model's linear weights once in the layout oneDNN's matmul "
           "kernels read (packed at load: 1.3x (bfloat16) to 2x (float32) faster decode GEMMs); "

@@ -89,7 +89,7 @@ start_container() {
   $PODMAN run -d "${RUN_FLAGS[@]}" --read-only --name "$NAME" -v "$VOLUME:/var/lib/loramux/store" \
     -v "$REPO/tests/data/llama-tiny:/models/base:ro" -e LORAMUX_HOST=127.0.0.1 \
     -e "LORAMUX_GRPC_PORT=$port" -e "LORAMUX_METRICS_PORT=$metrics_port" \
-    "$IMAGE" --model_dir=/models/base >/dev/null 2>"$BUILD_DIR/container_run.err"
+    "$IMAGE" --model_dir=/models/base --dtype=float32 >/dev/null 2>"$BUILD_DIR/container_run.err"
   # The image's own HEALTHCHECK command, run by podman inside the container.
   for _ in $(seq 1 60); do
     if $PODMAN healthcheck run "$NAME" >/dev/null 2>&1; then return 0; fi

@@ -101,7 +101,8 @@ class Replica:
             self.process = subprocess.Popen(
                 [os.path.join(ARGS.build_dir, "loramux_server"),
                  "--model_dir=" + os.path.join(DATA, "llama-tiny"), "--adapter_store=" + store,
-                 "--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0", "--drain_timeout_s=5"],
+                 "--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0", "--drain_timeout_s=5",
+                 "--dtype=float32"],  # the golden tokens are float32's
                 stdout=subprocess.PIPE, stderr=log, env=env, preexec_fn=set_pdeathsig)
         self.address = self._read_address(timeout=120)
         match = re.search(r"metrics on http://([0-9.:]+)/metrics", self.log())

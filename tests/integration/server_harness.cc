@@ -53,12 +53,13 @@ bool HaveCommand(const std::string& name) {
 ServerProcess::ServerProcess(const std::vector<std::string>& flags, double start_timeout_s) {
   dir_ = MakeTempDir();
   log_path_ = dir_ + "/server.log";
-  std::vector<std::string> args = {kServerBinary,
-                                   "--listen=127.0.0.1:0",
-                                   "--metrics_listen=127.0.0.1:0",
-                                   "--adapter_store=" + dir_ + "/store",
-                                   std::string("--model_dir=") + kData + "/llama-tiny",
-                                   "--drain_timeout_s=30"};
+  std::vector<std::string> args = {
+      kServerBinary, "--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0",
+      "--adapter_store=" + dir_ + "/store", std::string("--model_dir=") + kData + "/llama-tiny",
+      "--drain_timeout_s=30",
+      // The golden data are float32's (the default, auto, picks
+      // bfloat16 on CPUs with native bfloat16); tests may override.
+      "--dtype=float32"};
   args.insert(args.end(), flags.begin(), flags.end());
   std::vector<char*> argv;
   for (std::string& arg : args) argv.push_back(arg.data());

@@ -5,6 +5,8 @@
 #include <cstring>
 #include <limits>
 
+#include <random>
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -58,6 +60,38 @@ TEST(HalfFloatTest, EveryPatternWidensAsLibTorchDoes) {
     }
     EXPECT_EQ(wrong, 0) << c10::toString(dtype);
   }
+}
+
+// float32 -> bfloat16 rounds to nearest even, as LibTorch: over random bits (all exponents, so
+// subnormals, infinities and NaNs too) and the halfway cases.
+TEST(HalfFloatTest, NarrowingToBfloat16RoundsAsLibTorchDoes) {
+  std::mt19937 rng(7);
+  std::vector<uint32_t> inputs = {0u,          0x80000000u, 0x7f800000u, 0xff800000u, 0x7f7fffffu,
+                                  0x3f808000u, 0x3f818000u, 0x7fc00001u, 0xffa00000u};
+  for (int i = 0; i < 200000; ++i) inputs.push_back(rng());
+  int64_t wrong = 0;
+  for (uint32_t bits : inputs) {
+    const float f = FloatFromBits(bits);
+    const uint16_t got = FloatToBFloat16(f);
+    const uint16_t want = c10::BFloat16(f).x;
+    wrong += std::isnan(f) ? !std::isnan(BFloat16ToFloat(got)) : got != want;
+  }
+  EXPECT_EQ(wrong, 0);
+}
+
+// FastExp: within 3 ulp of e^x over the range the fused steps use; NaN stays NaN.
+TEST(HalfFloatTest, FastExpIsWithinThreeUlpOfExp) {
+  double worst = 0;
+  for (float x = -87.0f; x <= 88.0f; x += 0.000731f) {
+    const double want = std::exp(static_cast<double>(x));
+    const double ulp =
+        std::nextafter(static_cast<float>(want), INFINITY) - static_cast<float>(want);
+    worst = std::max(worst, std::abs(FastExp(x) - want) / ulp);
+  }
+  EXPECT_LE(worst, 3.0);
+  EXPECT_TRUE(std::isnan(FastExp(NAN)));
+  EXPECT_EQ(FastExp(0.0f), 1.0f);
+  EXPECT_LT(FastExp(-1000.0f), 1e-37f);  // clamped: ~1e-38, harmless in softmax sums
 }
 
 TEST(FactorArenaTest, TransposesEveryShapeExactly) {

@@ -203,6 +203,52 @@ TEST(SixteenBitFactorsTest, KernelWidensEveryFiniteValueExactly) {
   }
 }
 
+// bfloat16 activations go through the kernel without float32 copies of x and y: the same bits as
+// widening them, running the float32 kernel and rounding (LoRA and DoRA rows, a bias, one long
+// segment that the kernel splits across threads and single-row ones).
+TEST(SixteenBitFactorsTest, Bfloat16ActivationsGiveTheBitsOfTheWidenedKernel) {
+  torch::manual_seed(11);
+  const int64_t in = 96, out = 80, rank = 8, tokens = 13;
+  const torch::Tensor x = torch::randn({tokens, in}).to(torch::kBFloat16);
+  const torch::Tensor y0 = torch::randn({tokens, out}).to(torch::kBFloat16);
+  const torch::Tensor bias = torch::randn({out});
+  const torch::Tensor a = (torch::randn({rank, in}) * 0.3).to(torch::kBFloat16);
+  const torch::Tensor b_t = (torch::randn({rank, out}) * 0.3).to(torch::kBFloat16);
+  const torch::Tensor gain = 1 + 0.1 * torch::randn({out});
+  const std::vector<BgmvSegment> segments = {
+      {a.data_ptr(), b_t.data_ptr(), FactorType::kBFloat16, nullptr, rank, 0.5f, 0, 11},
+      {a.data_ptr(), b_t.data_ptr(), FactorType::kBFloat16, gain.data_ptr<float>(), rank, 2.0f, 11,
+       12}};
+  torch::Tensor got = y0.clone();
+  BgmvCpuBFloat16(static_cast<const uint16_t*>(x.data_ptr()),
+                  static_cast<uint16_t*>(got.data_ptr()), bias.data_ptr<float>(), in, out,
+                  segments);
+  const torch::Tensor x32 = x.to(torch::kFloat32);
+  torch::Tensor y32 = y0.to(torch::kFloat32);
+  BgmvCpu(x32.data_ptr<float>(), y32.data_ptr<float>(), bias.data_ptr<float>(), in, out, segments);
+  EXPECT_TRUE(torch::equal(got, y32.to(torch::kBFloat16)));
+  EXPECT_TRUE(torch::equal(got.narrow(0, 12, 1), y0.narrow(0, 12, 1)));  // row in no segment
+  EXPECT_FALSE(torch::equal(got.narrow(0, 0, 11), y0.narrow(0, 0, 11)));
+}
+
+// Decode rows take the decode path however many of them share an adapter (the scheduler merges
+// neighbours of one adapter into one segment): each row's delta is the same bits as alone.
+TEST_P(LoraLinearTest, ManyDecodeRowsOfOneAdapterGetEachRowsOwnBits) {
+  if (GetParam() == torch::kFloat64) GTEST_SKIP() << "float64 has no decode kernel";
+  const torch::ScalarType dtype = GetParam();
+  const LinearWeights base{(torch::randn({kOut, kIn}) * 0.2).to(dtype), torch::Tensor()};
+  const torch::Tensor x = torch::randn({kTokens, kIn}).to(dtype);
+  for (auto adapter : {lora8_, RandomAdapter(Kind::kDoraRow, 4, 1.0, dtype)}) {
+    const torch::Tensor together =
+        AdaptedLinear(x, base, 0, {{adapter.get(), 1.0, 0, kTokens, /*decode=*/true}});
+    for (int64_t row : {int64_t{0}, int64_t{7}, kTokens - 1}) {
+      const torch::Tensor alone = AdaptedLinear(x.narrow(0, row, 1).contiguous(), base, 0,
+                                                {{adapter.get(), 1.0, 0, 1, /*decode=*/true}});
+      EXPECT_TRUE(torch::equal(together.narrow(0, row, 1), alone)) << row;
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Dtypes, LoraLinearTest,
                          ::testing::Values(torch::kFloat32, torch::kFloat64, torch::kBFloat16),
                          [](const auto& info) { return std::string(c10::toString(info.param)); });
