@@ -22,12 +22,9 @@ CLI="$BUILD/client/loramux"
 LOADGEN="$BUILD/client/loramux_loadgen"
 TRAIN="$BUILD/train/loramux_train"
 GEMM="$BUILD/bench/gemm_rate"
-for bin in "$SERVER" "$CLI" "$LOADGEN" "$TRAIN" "$GEMM"; do
-  if [[ ! -x "$bin" ]]; then
-    echo "dtype_bench: $bin is missing; build it first (./scripts/build.sh)" >&2
-    exit 2
-  fi
-done
+# shellcheck source=bench/server_lib.sh
+source "$ROOT/bench/server_lib.sh"
+require_binaries dtype_bench "$SERVER" "$CLI" "$LOADGEN" "$TRAIN" "$GEMM"
 
 # --- the model and adapters, made once ------------------------------------------------------------
 PEER="$BUILD/peer-model"
@@ -57,16 +54,6 @@ JSON
 fi
 
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/loramux-dtype-bench-XXXXXX")"
-SERVER_PID=""
-stop_server() {
-  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
-  SERVER_PID=""
-}
 trap 'stop_server; rm -rf "$TMP"' EXIT
 
 echo "# loramux dtype benchmark: the issue-17 peer model through gRPC"
@@ -95,22 +82,9 @@ echo
 echo "| dtype | case | streams | tokens/s | vs base at 32 | TTFT p50 ms | errors |"
 echo "|---|---|--:|--:|--:|--:|--:|"
 for dtype in ${DTYPES:-float32 bfloat16}; do
-  "$SERVER" --listen=127.0.0.1:0 --metrics_listen= --adapter_store="$TMP/store-$dtype" \
-    --model_dir="$PEER/base" --dtype="$dtype" --max_running_requests=64 --max_queue=1024 \
-    --max_batch_tokens=2048 --drain_timeout_s=5 >"$TMP/server.out" 2>"$TMP/server-$dtype.log" &
-  SERVER_PID=$!
-  ADDR=""
-  for _ in $(seq 600); do
-    ADDR="$(sed -n 's/^listening on //p' "$TMP/server.out" | head -n1)"
-    [[ -n "$ADDR" ]] && break
-    kill -0 "$SERVER_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  if [[ -z "$ADDR" ]]; then
-    echo "dtype_bench: the $dtype server did not start:" >&2
-    cat "$TMP/server-$dtype.log" >&2
-    exit 1
-  fi
+  start_server "$TMP/server-$dtype" "$SERVER" --listen=127.0.0.1:0 --metrics_listen= \
+    --adapter_store="$TMP/store-$dtype" --model_dir="$PEER/base" --dtype="$dtype" \
+    --max_running_requests=64 --max_queue=1024 --max_batch_tokens=2048 --drain_timeout_s=5
   for dir in "$PEER"/adapters/*; do "$CLI" --server="$ADDR" upload "$(basename "$dir")" "$dir" >/dev/null; done
   timeout 300 "$LOADGEN" --server="$ADDR" --adapters="$LORAS,$DORAS" --preload --streams=1 \
     --requests=64 --duration_s=0 --prompt_len=4 --max_new_tokens=1 >/dev/null

@@ -17,35 +17,18 @@ SERVER="$BUILD/loramux_server"
 CLI="$BUILD/client/loramux"
 LOADGEN="$BUILD/client/loramux_loadgen"
 BENCH="$BUILD/bench/http_front_bench"
-for bin in "$SERVER" "$CLI" "$LOADGEN" "$BENCH"; do
-  if [[ ! -x "$bin" ]]; then
-    echo "http_front_bench: $bin is missing; build it first:" >&2
-    echo "  cmake --build $BUILD --target loramux_server loramux loramux_loadgen http_front_bench" >&2
-    exit 2
-  fi
-done
+# shellcheck source=bench/server_lib.sh
+source "$ROOT/bench/server_lib.sh"
+require_binaries http_front_bench "$SERVER" "$CLI" "$LOADGEN" "$BENCH"
 
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/loramux-http-bench-XXXXXX")"
-SERVER_PID=""
-cleanup() {
-  if [[ -n "$SERVER_PID" ]]; then kill -KILL "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+trap 'stop_server; rm -rf "$TMP"' EXIT
 
-"$SERVER" --listen=127.0.0.1:0 --http_listen=127.0.0.1:0 --served_model_name=base --metrics_listen= \
-  --adapter_store="$TMP/store" --model_dir="$ROOT/tests/data/llama-tiny" --max_running_requests=256 \
-  --max_queue=4096 >"$TMP/server.out" 2>"$TMP/server.log" &
-SERVER_PID=$!
-ADDR=""
-for _ in $(seq 600); do
-  ADDR="$(sed -n 's/^listening on //p' "$TMP/server.out" | head -n1)"
-  [[ -n "$ADDR" ]] && break
-  kill -0 "$SERVER_PID" 2>/dev/null || break
-  sleep 0.1
-done
-if [[ -z "$ADDR" ]]; then echo "the server did not start:" >&2; cat "$TMP/server.log" >&2; exit 1; fi
-HTTP="$(sed -n 's/^http listening on //p' "$TMP/server.out" | head -n1)"
+start_server "$TMP/server" "$SERVER" --listen=127.0.0.1:0 --http_listen=127.0.0.1:0 \
+  --served_model_name=base --metrics_listen= --adapter_store="$TMP/store" \
+  --model_dir="$ROOT/tests/data/llama-tiny" --max_running_requests=256 --max_queue=4096 \
+  --drain_timeout_s=5
+HTTP="$HTTP_ADDR"
 
 SOURCES=("$ROOT/tests/data/adapters/lora-qv-r8" "$ROOT/tests/data/adapters/dora-qkvo-r8")
 for i in $(seq 0 7); do "$CLI" --server="$ADDR" upload "a$i" "${SOURCES[$((i % 2))]}" >/dev/null; done

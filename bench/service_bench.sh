@@ -27,44 +27,17 @@ CLI="$BUILD/client/loramux"
 LOADGEN="$BUILD/client/loramux_loadgen"
 INPROC="$BUILD/bench/score_inprocess_bench"
 
-for bin in "$SERVER" "$CLI" "$LOADGEN" "$INPROC"; do
-  if [[ ! -x "$bin" ]]; then
-    echo "service_bench: $bin is missing; build it first, e.g." >&2
-    echo "  cmake --build $BUILD --target loramux_server loramux loramux_loadgen score_inprocess_bench" >&2
-    exit 2
-  fi
-done
+# shellcheck source=bench/server_lib.sh
+source "$ROOT/bench/server_lib.sh"
+require_binaries service_bench "$SERVER" "$CLI" "$LOADGEN" "$INPROC"
 
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/loramux-service-bench-XXXXXX")"
-SERVER_PID=""
-cleanup() {
-  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+trap 'stop_server; rm -rf "$TMP"' EXIT
 
 # --- the server ----------------------------------------------------------------------------------
-"$SERVER" --listen=127.0.0.1:0 --metrics_listen= --adapter_store="$TMP/store" \
-  --model_dir="$MODEL" --max_running_requests=256 --max_queue=4096 --drain_timeout_s=5 \
-  >"$TMP/server.out" 2>"$TMP/server.log" &
-SERVER_PID=$!
-ADDR=""
-for _ in $(seq 600); do  # up to 60 s
-  ADDR="$(sed -n 's/^listening on //p' "$TMP/server.out" | head -n1)"
-  [[ -n "$ADDR" ]] && break
-  if ! kill -0 "$SERVER_PID" 2>/dev/null; then break; fi
-  sleep 0.1
-done
-if [[ -z "$ADDR" ]]; then
-  echo "service_bench: the server did not start; its log:" >&2
-  cat "$TMP/server.log" >&2
-  exit 1
-fi
+start_server "$TMP/server" "$SERVER" --listen=127.0.0.1:0 --metrics_listen= \
+  --adapter_store="$TMP/store" --model_dir="$MODEL" --max_running_requests=256 --max_queue=4096 \
+  --drain_timeout_s=5
 
 echo "# loramux service benchmark"
 echo
@@ -128,11 +101,7 @@ grpc_p50="$(awk -F'|' 'NF >= 11 { gsub(/ /, ""); print $10 }' <<<"$score_row")"
 
 # The in-process run loads its own copy of the model: stop the server first so they don't share
 # the CPUs.
-kill -TERM "$SERVER_PID" 2>/dev/null || true
-for _ in $(seq 150); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-kill -KILL "$SERVER_PID" 2>/dev/null || true
-wait "$SERVER_PID" 2>/dev/null || true
-SERVER_PID=""
+stop_server
 inproc_out="$(timeout 120 "$INPROC" "$MODEL" "$SCORE_CALLS" 8 2>>"$TMP/inproc.err" || true)"
 inproc_ms="$(sed -n 's/^mean_ms=//p' <<<"$inproc_out")"
 inproc_p50="$(grep -o 'p50 [0-9.]*' <<<"$inproc_out" | head -n1 | cut -d' ' -f2)"
