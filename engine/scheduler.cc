@@ -389,13 +389,22 @@ class Scheduler::Impl {
   // Hands each planned chunk its rows of `logits` (from a forward of exactly `plan`); returns the
   // tokens generated. A chunk whose rows are not all finite fails its request only.
   int64_t Consume(const std::vector<Planned>& plan, const torch::Tensor& logits) {
-    // The row each chunk starts at, and the rows that pick a next token.
-    std::vector<int64_t> first_row, token_rows;
-    int64_t rows_total = 0;
+    // Each chunk's rows, and which of them pick a next token (their summary's index, else -1).
+    struct ChunkRows {
+      int64_t first, count, summary;
+    };
+    std::vector<ChunkRows> chunk_rows;
+    std::vector<int64_t> token_rows;
+    int64_t next_row = 0;
     for (const Planned& p : plan) {
-      first_row.push_back(rows_total);
-      if (EmitsToken(p)) token_rows.push_back(rows_total);
-      rows_total += RowsOf(p);
+      const int64_t count = p.prefill && p.seq->is_score() ? p.length : 1;
+      int64_t summary = -1;
+      if (EmitsToken(p)) {
+        summary = static_cast<int64_t>(token_rows.size());
+        token_rows.push_back(next_row);
+      }
+      chunk_rows.push_back({next_row, count, summary});
+      next_row += count;
     }
     torch::Tensor host, finite;
     std::vector<LogitsRow> summaries;
@@ -412,32 +421,27 @@ class Scheduler::Impl {
     }
     const bool* row_finite = finite.data_ptr<bool>();
     int64_t generated = 0;
-    auto summary = summaries.begin();
     for (size_t i = 0; i < plan.size(); ++i) {
       const Planned& p = plan[i];
       Sequence& s = *p.seq;
-      const int64_t row = first_row[i], rows = RowsOf(p);
-      const bool ok =
-          std::all_of(row_finite + row, row_finite + row + rows, [](bool b) { return b; });
-      const bool emits = EmitsToken(p);
+      const ChunkRows& r = chunk_rows[i];
+      const bool ok = std::all_of(row_finite + r.first, row_finite + r.first + r.count,
+                                  [](bool b) { return b; });
       if (!ok) {
         s.failure = NonFiniteError(s);
       } else if (s.is_score()) {
-        s.score_rows.push_back(host.narrow(0, row, rows));
-      } else if (emits) {
-        EmitToken(s, *summary);
+        s.score_rows.push_back(host.narrow(0, r.first, r.count));
+      } else if (r.summary >= 0) {
+        EmitToken(s, summaries[r.summary]);
         ++generated;
       }  // else: the last row of an unfinished prefill chunk is not needed
-      if (emits) ++summary;
       if (p.prefill) s.prefilled += p.length;
     }
     return generated;
   }
 
-  // Rows of logits a planned chunk yields: every position of a Score prefill, else the last.
-  static int64_t RowsOf(const Planned& p) { return p.prefill && p.seq->is_score() ? p.length : 1; }
-
-  // Whether a planned chunk's (last) row picks the sequence's next token.
+  // Whether a planned chunk's (last) row picks the sequence's next token (a Score prefill yields
+  // every position's row instead).
   static bool EmitsToken(const Planned& p) {
     const Sequence& s = *p.seq;
     return !s.is_score() && (!p.prefill || s.prefilled + p.length == s.prompt_len());

@@ -66,9 +66,9 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelConfig& c, const Checkpoint&
   ASSIGN_OR_RETURN(w.embed, loader.Get("model.embed_tokens.weight", {c.vocab_size, c.hidden_size}));
   ASSIGN_OR_RETURN(w.final_norm, loader.Get("model.norm.weight", {c.hidden_size}));
   if (c.tie_word_embeddings && checkpoint.Find("lm_head.weight") == nullptr) {
-    w.lm_head = w.embed;
+    w.lm_head.weight = w.embed;
   } else {
-    ASSIGN_OR_RETURN(w.lm_head, loader.Get("lm_head.weight", {c.vocab_size, c.hidden_size}));
+    ASSIGN_OR_RETURN(w.lm_head.weight, loader.Get("lm_head.weight", {c.vocab_size, c.hidden_size}));
   }
   const auto shapes = ProjectionShapes(c);
   for (int64_t l = 0; l < c.num_layers; ++l) {
@@ -89,33 +89,6 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelConfig& c, const Checkpoint&
     w.layers.push_back(std::move(layer));
   }
   return w;
-}
-
-// HF's rotary tables (float32), with linear or llama3 frequency scaling.
-std::pair<torch::Tensor, torch::Tensor> RopeTables(const ModelConfig& c, torch::Device device) {
-  torch::Tensor inv_freq =
-      1.0 /
-      torch::pow(c.rope_theta, torch::arange(0, c.head_dim, 2, torch::kInt64).to(torch::kFloat32) /
-                                   static_cast<double>(c.head_dim));
-  const RopeScaling& s = c.rope_scaling;
-  if (s.type == RopeScaling::Type::kLinear) {
-    inv_freq = inv_freq / s.factor;
-  } else if (s.type == RopeScaling::Type::kLlama3) {
-    const double old_len = static_cast<double>(s.original_max_position_embeddings);
-    const double low_wavelen = old_len / s.low_freq_factor;
-    const double high_wavelen = old_len / s.high_freq_factor;
-    const torch::Tensor wavelen = 2 * M_PI / inv_freq;
-    const torch::Tensor smooth =
-        (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
-    const torch::Tensor smoothed = (1 - smooth) * inv_freq / s.factor + smooth * inv_freq;
-    inv_freq = torch::where(wavelen < high_wavelen, inv_freq,
-                            torch::where(wavelen > low_wavelen, inv_freq / s.factor, smoothed));
-  }
-  const torch::Tensor positions =
-      torch::arange(c.max_position_embeddings, torch::kInt64).to(torch::kFloat32);
-  const torch::Tensor freqs = torch::outer(positions, inv_freq);
-  const torch::Tensor emb = torch::cat({freqs, freqs}, -1);
-  return {emb.cos().to(device), emb.sin().to(device)};
 }
 
 // Per-forward attention metadata, shared by all layers.
@@ -222,7 +195,10 @@ torch::Tensor Attend(const torch::Tensor& q, const torch::Tensor& k_t, const tor
 LlamaModel::LlamaModel(ModelConfig config, ModelWeights weights, torch::Device device,
                        torch::ScalarType dtype)
     : config_(std::move(config)), weights_(std::move(weights)), device_(device), dtype_(dtype) {
-  std::tie(rope_cos_, rope_sin_) = RopeTables(config_, device_);
+  // HF computes the tables in float32.
+  std::tie(rope_cos_, rope_sin_) = RopeTables(config_, torch::kFloat32);
+  rope_cos_ = rope_cos_.to(device_);
+  rope_sin_ = rope_sin_.to(device_);
   for (int64_t l = 0; l < config_.num_layers; ++l) {
     for (int64_t p = 0; p < kNumProjections; ++p) {
       module_paths_.push_back(ModulePath(l, static_cast<Projection>(p)));
@@ -261,7 +237,7 @@ std::unique_ptr<LlamaModel> LlamaModel::Random(const ModelConfig& c, torch::Devi
   ModelWeights w;
   w.embed = normal({c.vocab_size, c.hidden_size});
   w.final_norm = torch::ones({c.hidden_size}, options);
-  w.lm_head = c.tie_word_embeddings ? w.embed : normal({c.vocab_size, c.hidden_size});
+  w.lm_head.weight = c.tie_word_embeddings ? w.embed : normal({c.vocab_size, c.hidden_size});
   const auto shapes = ProjectionShapes(c);
   for (int64_t l = 0; l < c.num_layers; ++l) {
     LayerWeights layer;
@@ -280,17 +256,14 @@ int64_t LlamaModel::weight_bytes() const {
   auto bytes = [](const torch::Tensor& t) {
     return t.defined() ? t.numel() * t.element_size() : 0;
   };
-  auto packed_bytes = [](const std::shared_ptr<const PackedLinear>& p) {
-    return p ? p->bytes() : 0;
+  auto linear_bytes = [&](const LinearWeights& w) {
+    return bytes(w.weight) + bytes(w.bias) + (w.packed ? w.packed->bytes() : 0);
   };
   int64_t total = bytes(weights_.embed) + bytes(weights_.final_norm);
-  if (!weights_.lm_head.is_same(weights_.embed)) total += bytes(weights_.lm_head);
-  total += packed_bytes(weights_.lm_head_packed);
+  if (!weights_.lm_head.weight.is_same(weights_.embed)) total += linear_bytes(weights_.lm_head);
   for (const LayerWeights& layer : weights_.layers) {
     total += bytes(layer.input_norm) + bytes(layer.post_norm);
-    for (const LinearWeights& p : layer.proj) {
-      total += bytes(p.weight) + bytes(p.bias) + packed_bytes(p.packed);
-    }
+    for (const LinearWeights& p : layer.proj) total += linear_bytes(p);
   }
   return total;
 }
@@ -304,24 +277,18 @@ std::array<int64_t, 2> LlamaModel::module_shape(int64_t index) const {
 int64_t LlamaModel::PackWeights() {
   torch::NoGradGuard no_grad;
   int64_t packed = 0;
+  auto pack = [&](LinearWeights& w) {
+    if (w.packed) return;
+    w.packed = PackedLinear::Pack(w.weight);
+    if (!w.packed) return;
+    w.weight = torch::Tensor();  // held once: packed
+    ++packed;
+  };
   for (LayerWeights& layer : weights_.layers) {
-    for (LinearWeights& p : layer.proj) {
-      if (p.packed) continue;
-      p.packed = PackedLinear::Pack(p.weight);
-      if (p.packed) {
-        p.weight = torch::Tensor();
-        ++packed;
-      }
-    }
+    for (LinearWeights& p : layer.proj) pack(p);
   }
   // A tied head is the embedding table itself, which lookups read plain: it stays as it is.
-  if (!weights_.lm_head_packed && !weights_.lm_head.is_same(weights_.embed)) {
-    weights_.lm_head_packed = PackedLinear::Pack(weights_.lm_head);
-    if (weights_.lm_head_packed) {
-      weights_.lm_head = torch::Tensor();
-      ++packed;
-    }
-  }
+  if (!weights_.lm_head.weight.is_same(weights_.embed)) pack(weights_.lm_head);
   return packed;
 }
 
@@ -356,8 +323,8 @@ torch::Tensor LlamaModel::ForwardImpl(const ForwardBatch& batch, KvCache& cache)
     const torch::Tensor x = RmsNorm(h, layer.input_norm, c.rms_norm_eps);
     torch::Tensor q = linear(x, kQProj).view({num_tokens, c.num_heads, c.head_dim});
     torch::Tensor k = linear(x, kKProj).view({num_tokens, c.num_kv_heads, c.head_dim});
-    ApplyRope(q, rope_cos_, rope_sin_, positions, pos);
-    ApplyRope(k, rope_cos_, rope_sin_, positions, pos);
+    ApplyRope(q, rope_cos_, rope_sin_, pos);
+    ApplyRope(k, rope_cos_, rope_sin_, pos);
     const torch::Tensor v = linear(x, kVProj).view({num_tokens, c.num_kv_heads, c.head_dim});
     torch::Tensor& key_cache = cache.keys(l);
     torch::Tensor& value_cache = cache.values(l);
@@ -407,10 +374,8 @@ torch::Tensor LlamaModel::ForwardImpl(const ForwardBatch& batch, KvCache& cache)
     }
   }
   const torch::Tensor rows = h.index_select(0, torch::tensor(logit_rows).to(device_));
-  const torch::Tensor normed = RmsNorm(rows, weights_.final_norm, c.rms_norm_eps);
-  const torch::Tensor logits = weights_.lm_head_packed ? weights_.lm_head_packed->Apply(normed)
-                                                       : torch::linear(normed, weights_.lm_head);
-  return logits.to(torch::kFloat32);
+  return BaseLinear(RmsNorm(rows, weights_.final_norm, c.rms_norm_eps), weights_.lm_head)
+      .to(torch::kFloat32);
 }
 
 }  // namespace loramux

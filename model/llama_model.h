@@ -41,8 +41,7 @@ struct ModelWeights {
   torch::Tensor embed;  // [vocab, hidden]
   std::vector<LayerWeights> layers;
   torch::Tensor final_norm;  // [hidden]
-  torch::Tensor lm_head;  // [vocab, hidden]; the embedding itself when tied; undefined when packed
-  std::shared_ptr<const PackedLinear> lm_head_packed;  // an untied head after PackWeights, or null
+  LinearWeights lm_head;  // [vocab, hidden], no bias; its weight is the embedding itself when tied
 };
 
 // One sequence's slice of a packed batch.

@@ -119,11 +119,36 @@ torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight, doubl
   return out;
 }
 
+std::pair<torch::Tensor, torch::Tensor> RopeTables(const ModelConfig& c, torch::ScalarType dtype) {
+  torch::Tensor inv_freq =
+      1.0 / torch::pow(c.rope_theta, torch::arange(0, c.head_dim, 2, torch::kInt64).to(dtype) /
+                                         static_cast<double>(c.head_dim));
+  const RopeScaling& s = c.rope_scaling;
+  if (s.type == RopeScaling::Type::kLinear) {
+    inv_freq = inv_freq / s.factor;
+  } else if (s.type == RopeScaling::Type::kLlama3) {
+    const double old_len = static_cast<double>(s.original_max_position_embeddings);
+    const double low_wavelen = old_len / s.low_freq_factor;
+    const double high_wavelen = old_len / s.high_freq_factor;
+    const torch::Tensor wavelen = 2 * M_PI / inv_freq;
+    const torch::Tensor smooth =
+        (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+    const torch::Tensor smoothed = (1 - smooth) * inv_freq / s.factor + smooth * inv_freq;
+    inv_freq = torch::where(wavelen < high_wavelen, inv_freq,
+                            torch::where(wavelen > low_wavelen, inv_freq / s.factor, smoothed));
+  }
+  const torch::Tensor positions = torch::arange(c.max_position_embeddings, torch::kInt64).to(dtype);
+  const torch::Tensor freqs = torch::outer(positions, inv_freq);
+  const torch::Tensor emb = torch::cat({freqs, freqs}, -1);
+  return {emb.cos(), emb.sin()};
+}
+
 void ApplyRope(torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-               const std::vector<int64_t>& positions, const torch::Tensor& positions_on_device) {
-  if (!Fused(x) || !cos.is_contiguous() || !sin.is_contiguous() || x.size(-1) % 2 != 0) {
-    const torch::Tensor c = cos.index_select(0, positions_on_device).unsqueeze(1);
-    const torch::Tensor s = sin.index_select(0, positions_on_device).unsqueeze(1);
+               const torch::Tensor& positions) {
+  if (!Fused(x) || !cos.is_contiguous() || !sin.is_contiguous() || x.size(-1) % 2 != 0 ||
+      positions.scalar_type() != torch::kInt64 || !positions.is_contiguous()) {
+    const torch::Tensor c = cos.index_select(0, positions).unsqueeze(1);
+    const torch::Tensor s = sin.index_select(0, positions).unsqueeze(1);
     const int64_t half = x.size(-1) / 2;
     const torch::Tensor xf = x.to(torch::kFloat32);
     const torch::Tensor rotated =
@@ -134,11 +159,11 @@ void ApplyRope(torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& 
   const int64_t tokens = x.size(0), heads = x.size(1), hd = x.size(2);
   at::parallel_for(0, tokens, 1, [&](int64_t first, int64_t last) {
     if (x.scalar_type() == torch::kFloat32) {
-      RopeF32(x.data_ptr<float>(), cos.data_ptr<float>(), sin.data_ptr<float>(), positions.data(),
-              heads, hd, first, last);
+      RopeF32(x.data_ptr<float>(), cos.data_ptr<float>(), sin.data_ptr<float>(),
+              positions.data_ptr<int64_t>(), heads, hd, first, last);
     } else {
       RopeBF16(x.data_ptr<c10::BFloat16>(), cos.data_ptr<float>(), sin.data_ptr<float>(),
-               positions.data(), heads, hd, first, last);
+               positions.data_ptr<int64_t>(), heads, hd, first, last);
     }
   });
 }

@@ -9,20 +9,28 @@
 #pragma once
 
 #include <cstdint>
-#include <vector>
+#include <utility>
 
 #include <torch/types.h>
+
+#include "formats/model_config.h"
 
 namespace loramux {
 
 // HF's LlamaRMSNorm: weight ⊙ round(x · rsqrt(mean(x²) + eps)), x [T, hidden], weight [hidden].
 torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps);
 
+// HF's rotary tables cos, sin [max_positions, head_dim], with linear or llama3 frequency scaling,
+// computed in `dtype` (HF's model: float32; the trainer's float64 gradient checks: float64), on
+// the CPU.
+std::pair<torch::Tensor, torch::Tensor> RopeTables(const ModelConfig& config,
+                                                   torch::ScalarType dtype);
+
 // Rotates x [T, heads, head_dim] in place by each token's position: x·cos + rotate_half(x)·sin in
-// float32, rounded once; cos/sin are float32 tables [max_positions, head_dim] and `positions` [T]
-// (host) index them, `positions_on_device` is the same as a tensor on x's device.
+// float32, rounded once; cos/sin are float32 tables [max_positions, head_dim] on x's device and
+// `positions` [T] (int64, on x's device) index them.
 void ApplyRope(torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-               const std::vector<int64_t>& positions, const torch::Tensor& positions_on_device);
+               const torch::Tensor& positions);
 
 // SwiGLU's gate: silu(gate) ⊙ up (each rounded to the dtype, as HF), gate and up [T, inter].
 torch::Tensor SiluMul(const torch::Tensor& gate, const torch::Tensor& up);

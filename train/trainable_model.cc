@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
+#include "model/row_ops.h"
 #include "tensor/tensor_util.h"
 
 namespace loramux {
@@ -14,36 +15,16 @@ namespace {
 
 namespace F = torch::nn::functional;
 
-// HF's rotary tables with linear or llama3 frequency scaling, computed in float64.
-std::pair<torch::Tensor, torch::Tensor> RopeTables(const ModelConfig& c, torch::ScalarType dtype) {
-  const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
-  torch::Tensor inv_freq = 1.0 / torch::pow(c.rope_theta, torch::arange(0, c.head_dim, 2, f64) /
-                                                              static_cast<double>(c.head_dim));
-  const RopeScaling& s = c.rope_scaling;
-  if (s.type == RopeScaling::Type::kLinear) {
-    inv_freq = inv_freq / s.factor;
-  } else if (s.type == RopeScaling::Type::kLlama3) {
-    const double old_len = static_cast<double>(s.original_max_position_embeddings);
-    const torch::Tensor wavelen = 2 * M_PI / inv_freq;
-    const torch::Tensor smooth =
-        (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
-    const torch::Tensor smoothed = (1 - smooth) * inv_freq / s.factor + smooth * inv_freq;
-    inv_freq = torch::where(
-        wavelen < old_len / s.high_freq_factor, inv_freq,
-        torch::where(wavelen > old_len / s.low_freq_factor, inv_freq / s.factor, smoothed));
-  }
-  const torch::Tensor freqs = torch::outer(torch::arange(c.max_position_embeddings, f64), inv_freq);
-  const torch::Tensor emb = torch::cat({freqs, freqs}, -1);
-  return {emb.cos().to(dtype), emb.sin().to(dtype)};
-}
-
-torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
+// The autograd compositions of RMS norm and the rotary embedding (model/row_ops.h has the
+// serving path's fused passes, which autograd cannot see through).
+torch::Tensor DifferentiableRmsNorm(const torch::Tensor& x, const torch::Tensor& weight,
+                                    double eps) {
   return weight * (x * torch::rsqrt(x.pow(2).mean(-1, true) + eps));
 }
 
 // x [B, heads, T, hd]; cos/sin [T, hd].
-torch::Tensor ApplyRope(const torch::Tensor& x, const torch::Tensor& cos,
-                        const torch::Tensor& sin) {
+torch::Tensor DifferentiableRope(const torch::Tensor& x, const torch::Tensor& cos,
+                                 const torch::Tensor& sin) {
   const int64_t half = x.size(-1) / 2;
   const torch::Tensor rotated = torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
   return x * cos + rotated * sin;
@@ -71,10 +52,10 @@ void ForEachWeight(ModelWeights& w, bool tied, Fn&& fn) {
     }
   }
   fn("model.norm.weight", w.final_norm);
-  if (!tied) fn("lm_head.weight", w.lm_head);
+  if (!tied) fn("lm_head.weight", w.lm_head.weight);
 }
 
-bool Tied(const ModelWeights& w) { return w.lm_head.is_same(w.embed); }
+bool Tied(const ModelWeights& w) { return w.lm_head.weight.is_same(w.embed); }
 
 }  // namespace
 
@@ -89,8 +70,10 @@ TrainableModel::TrainableModel(const LlamaModel& base, torch::ScalarType dtype, 
   ForEachWeight(weights_, tied, [&](const std::string&, torch::Tensor& t) {
     t = full ? Trainable(t, dtype) : Frozen(t, dtype);
   });
-  if (tied) weights_.lm_head = weights_.embed;
-  std::tie(rope_cos_, rope_sin_) = RopeTables(config_, dtype);
+  if (tied) weights_.lm_head.weight = weights_.embed;
+  std::tie(rope_cos_, rope_sin_) = RopeTables(config_, torch::kFloat64);
+  rope_cos_ = rope_cos_.to(dtype);
+  rope_sin_ = rope_sin_.to(dtype);
   module_slot_.assign(config_.num_layers * kNumProjections, -1);
 }
 
@@ -188,12 +171,12 @@ torch::Tensor TrainableModel::Forward(const torch::Tensor& tokens) const {
       weights_.embed.index_select(0, tokens.reshape({-1})).view({batch, len, c.hidden_size});
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& lw = weights_.layers[l];
-    const torch::Tensor x = RmsNorm(h, lw.input_norm, c.rms_norm_eps);
+    const torch::Tensor x = DifferentiableRmsNorm(h, lw.input_norm, c.rms_norm_eps);
     auto heads = [&](Projection p, int64_t n) {
       return Linear(x, l, p).view({batch, len, n, c.head_dim}).transpose(1, 2);
     };
-    const torch::Tensor q = ApplyRope(heads(kQProj, c.num_heads), cos, sin);
-    torch::Tensor k = ApplyRope(heads(kKProj, c.num_kv_heads), cos, sin);
+    const torch::Tensor q = DifferentiableRope(heads(kQProj, c.num_heads), cos, sin);
+    torch::Tensor k = DifferentiableRope(heads(kKProj, c.num_kv_heads), cos, sin);
     torch::Tensor v = heads(kVProj, c.num_kv_heads);
     if (group > 1) {
       k = k.repeat_interleave(group, 1);
@@ -206,10 +189,11 @@ torch::Tensor TrainableModel::Forward(const torch::Tensor& tokens) const {
                                    .transpose(1, 2)
                                    .reshape({batch, len, c.num_heads * c.head_dim});
     h = h + Linear(attn, l, kOProj);
-    const torch::Tensor y = RmsNorm(h, lw.post_norm, c.rms_norm_eps);
+    const torch::Tensor y = DifferentiableRmsNorm(h, lw.post_norm, c.rms_norm_eps);
     h = h + Linear(torch::silu(Linear(y, l, kGateProj)) * Linear(y, l, kUpProj), l, kDownProj);
   }
-  return F::linear(RmsNorm(h, weights_.final_norm, c.rms_norm_eps), weights_.lm_head);
+  return F::linear(DifferentiableRmsNorm(h, weights_.final_norm, c.rms_norm_eps),
+                   weights_.lm_head.weight);
 }
 
 std::vector<torch::Tensor> TrainableModel::parameters() const {
