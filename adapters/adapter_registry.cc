@@ -12,6 +12,7 @@
 #include "common/status_macros.h"
 #include "common/thread_pool.h"
 #include "formats/safetensors.h"
+#include "tensor/compute_threads.h"
 
 namespace loramux {
 
@@ -68,7 +69,9 @@ AdapterRegistry::AdapterRegistry(AdapterStore& store, const BaseModules& model,
     : store_(store),
       model_(model),
       options_(options),
-      loaders_(std::make_unique<ThreadPool>(options_.loader_threads)) {}
+      // Loads run their tensor ops serially, so the scheduler's OpenMP team stays the process's
+      // only one (tensor/compute_threads.h).
+      loaders_(std::make_unique<ThreadPool>(options_.loader_threads, RunTensorOpsSerially)) {}
 
 AdapterRegistry::~AdapterRegistry() {
   {

@@ -5,8 +5,10 @@
 
 namespace loramux {
 
-ThreadPool::ThreadPool(int threads) {
-  for (int i = 0; i < std::max(1, threads); ++i) workers_.emplace_back([this] { WorkLoop(); });
+ThreadPool::ThreadPool(int threads, std::function<void()> on_start) {
+  for (int i = 0; i < std::max(1, threads); ++i) {
+    workers_.emplace_back([this, on_start] { WorkLoop(on_start); });
+  }
 }
 
 ThreadPool::~ThreadPool() {
@@ -22,7 +24,8 @@ void ThreadPool::Run(std::function<void()> task) {
   tasks_.push_back(std::move(task));
 }
 
-void ThreadPool::WorkLoop() {
+void ThreadPool::WorkLoop(const std::function<void()>& on_start) {
+  if (on_start) on_start();
   while (true) {
     std::function<void()> task;
     {

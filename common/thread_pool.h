@@ -18,8 +18,8 @@ namespace loramux {
 
 class ThreadPool {
  public:
-  // Starts max(1, threads) workers.
-  explicit ThreadPool(int threads);
+  // Starts max(1, threads) workers; each calls `on_start` (when set) before its first task.
+  explicit ThreadPool(int threads, std::function<void()> on_start = nullptr);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
@@ -27,7 +27,7 @@ class ThreadPool {
   void Run(std::function<void()> task);
 
  private:
-  void WorkLoop();
+  void WorkLoop(const std::function<void()>& on_start);
 
   absl::Mutex mu_;
   std::deque<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);

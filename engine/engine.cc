@@ -13,6 +13,7 @@
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "model/llama_model.h"
+#include "tensor/compute_threads.h"
 #include "tensor/tensor_util.h"
 
 namespace loramux {
@@ -61,6 +62,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   ASSIGN_OR_RETURN(engine->text_, TextCodec::Load(options.model_dir));
   engine->scheduler_ = std::make_unique<Scheduler>(*engine->model_, *engine->registry_,
                                                    options.scheduler, engine->text_->tokenizer());
+  // The scheduler thread runs the model from now on: end this thread's OpenMP team, so that the
+  // process holds one (tensor/compute_threads.h).
+  ReleaseThreadTeam();
   const ModelConfig& c = engine->model_->config();
   engine->description_ = absl::StrFormat(
       "%s from %s: %d layers, hidden %d, heads %d/%d, vocab %d, %.1f MB of weights on %s as %s "

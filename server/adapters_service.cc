@@ -17,6 +17,7 @@
 #include "common/thread_pool.h"
 #include "server/status_mapping.h"
 #include "server/unary_call.h"
+#include "tensor/compute_threads.h"
 
 namespace loramux {
 
@@ -294,7 +295,9 @@ AdaptersService::AdaptersService(AdapterRegistry& registry, Metrics& metrics, To
       metrics_(metrics),
       auth_(std::move(auth)),
       options_(options),
-      pool_(std::make_unique<ThreadPool>(options.blocking_threads)),
+      // Commits and loads touch tensors: serially, beside the scheduler's OpenMP team
+      // (tensor/compute_threads.h).
+      pool_(std::make_unique<ThreadPool>(options.blocking_threads, RunTensorOpsSerially)),
       uploads_(std::make_unique<UploadTracker>(options.max_concurrent_uploads,
                                                options.upload_idle_timeout)) {}
 

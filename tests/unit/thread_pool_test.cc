@@ -1,5 +1,6 @@
 #include "common/thread_pool.h"
 
+#include <algorithm>
 #include <atomic>
 #include <thread>
 #include <vector>
@@ -65,6 +66,27 @@ TEST(ThreadPoolTest, ZeroThreadsStillRunsTasks) {
     pool.Run([&] { ++ran; });
   }
   EXPECT_EQ(ran.load(), 1);
+}
+
+TEST(ThreadPoolTest, EveryWorkerRunsOnStartBeforeItsTasks) {
+  absl::Mutex mu;
+  std::vector<std::thread::id> started;
+  std::atomic<int> tasks_before_start{0};
+  {
+    ThreadPool pool(3, [&] {
+      absl::MutexLock lock(&mu);
+      started.push_back(std::this_thread::get_id());
+    });
+    for (int i = 0; i < 50; ++i) {
+      pool.Run([&] {
+        absl::MutexLock lock(&mu);
+        if (std::find(started.begin(), started.end(), std::this_thread::get_id()) == started.end())
+          ++tasks_before_start;
+      });
+    }
+  }
+  EXPECT_EQ(started.size(), 3u);
+  EXPECT_EQ(tasks_before_start.load(), 0);
 }
 
 }  // namespace
