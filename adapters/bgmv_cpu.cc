@@ -1,8 +1,13 @@
 #include "adapters/bgmv_cpu.h"
 
 #include <algorithm>
+#include <atomic>
 
 #include <ATen/Parallel.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "adapters/half_float.h"
 #include "common/isa_clones.h"
@@ -152,6 +157,159 @@ std::vector<BgmvSegment> Pieces(const std::vector<BgmvSegment>& segments) {
   return pieces;
 }
 
+// ---- bfloat16 activations and factors on CPUs with AVX512-BF16
+// ----------------------------------- The served bfloat16 case: the down projection multiplies
+// 16-bit pairs with vdpbf16ps (products exact, float32 sums), the up projection widens B^T in
+// registers, and a row's sums stay float32 until one rounding to nearest even into y. Both sweeps
+// read their rows of A and B^T four at a time and prefetch the next four, so the short rows of
+// decode's many small factors stream at memory speed instead of restarting the hardware prefetcher
+// at every row.
+
+#if defined(__x86_64__)
+#define LORAMUX_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+#define LORAMUX_AVX512_BF16_INLINE LORAMUX_AVX512_BF16 inline __attribute__((always_inline))
+
+// 16 bfloat16 (bit patterns) at p, widened to float32; `mask` selects the lanes read (others 0).
+LORAMUX_AVX512_BF16_INLINE __m512 LoadWidened(const uint16_t* p, __mmask16 mask) {
+  const __m256i bits = _mm256_maskz_loadu_epi16(mask, p);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
+}
+
+// 16 float32 rounded to bfloat16 bit patterns as FloatToBFloat16 does (nearest even; NaN ->
+// quiet NaN, sign kept; subnormals kept), stored at p under `mask`.
+LORAMUX_AVX512_BF16_INLINE void StoreRounded(uint16_t* p, __m512 v, __mmask16 mask) {
+  const __m512i bits = _mm512_castps_si512(v);
+  const __m512i high = _mm512_srli_epi32(bits, 16);
+  const __m512i lsb = _mm512_and_si512(high, _mm512_set1_epi32(1));
+  __m512i rounded = _mm512_srli_epi32(
+      _mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7fff)), lsb), 16);
+  const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+  rounded = _mm512_mask_mov_epi32(rounded, nan, _mm512_or_si512(high, _mm512_set1_epi32(0x40)));
+  _mm256_mask_storeu_epi16(p, mask, _mm512_cvtepi32_epi16(rounded));
+}
+
+LORAMUX_AVX512_BF16_INLINE __mmask32 Mask32(int64_t left) {
+  return left >= 32 ? ~__mmask32{0} : (__mmask32{1} << left) - 1;
+}
+LORAMUX_AVX512_BF16_INLINE __mmask16 Mask16(int64_t left) {
+  return left >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << left) - 1);
+}
+
+// Walks the factors of the segment a thread computes next, one cache line at a time into L2, as the
+// current segment consumes its own: the next segment's lines arrive while this one computes.
+struct PrefetchCursor {
+  const char* at = nullptr;
+  const char* end = nullptr;
+  const char* then = nullptr;  // the second region (B^T), once the first is done
+  const char* then_end = nullptr;
+
+  LORAMUX_AVX512_BF16_INLINE void Advance(int lines) {
+    for (int i = 0; i < lines; ++i) {
+      if (at >= end) {
+        if (then == nullptr) return;
+        at = then;
+        end = then_end;
+        then = nullptr;
+      }
+      _mm_prefetch(at, _MM_HINT_T1);
+      at += 64;
+    }
+  }
+};
+
+// u[r] = c · <A[r], x> for kRows rows of A (bfloat16 pairs through vdpbf16ps).
+template <int kRows>
+LORAMUX_AVX512_BF16_INLINE void DownRows(const uint16_t* a, const uint16_t* x, int64_t in,
+                                         PrefetchCursor& next, float c, float* u) {
+  __m512 sum[kRows];
+  for (int r = 0; r < kRows; ++r) sum[r] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < in; i += 32) {
+    const __mmask32 mask = Mask32(in - i);
+    const __m512i xv = _mm512_maskz_loadu_epi16(mask, x + i);
+    for (int r = 0; r < kRows; ++r) {
+      const __m512i av = _mm512_maskz_loadu_epi16(mask, a + r * in + i);
+      sum[r] =
+          _mm512_dpbf16_ps(sum[r], reinterpret_cast<__m512bh>(av), reinterpret_cast<__m512bh>(xv));
+    }
+    next.Advance(kRows);
+  }
+  for (int r = 0; r < kRows; ++r) u[r] = _mm512_reduce_add_ps(sum[r]) * c;
+}
+
+// acc[o] += sum_r B^T[r][o] · u[r] for kRows rows of B^T.
+template <int kRows>
+LORAMUX_AVX512_BF16_INLINE void UpRows(const uint16_t* b_t, int64_t out, const float* u,
+                                       PrefetchCursor& next, float* acc) {
+  __m512 uv[kRows];
+  for (int r = 0; r < kRows; ++r) uv[r] = _mm512_set1_ps(u[r]);
+  for (int64_t o = 0; o < out; o += 16) {
+    const __mmask16 mask = Mask16(out - o);
+    __m512 sum = _mm512_maskz_loadu_ps(mask, acc + o);
+    for (int r = 0; r < kRows; ++r) {
+      sum = _mm512_fmadd_ps(LoadWidened(b_t + r * out + o, mask), uv[r], sum);
+    }
+    _mm512_mask_storeu_ps(acc + o, mask, sum);
+    if (o % 32 == 0) next.Advance(kRows);
+  }
+}
+
+// One segment's rows of y [tokens, out] (bfloat16) given x [tokens, in] (bfloat16) and bfloat16
+// factors; `acc` is [out] float32 scratch; `next` is the segment computed after this one, or null.
+LORAMUX_AVX512_BF16 void SegmentDeltaNative(const uint16_t* x, uint16_t* y, const float* bias,
+                                            int64_t in, int64_t out, const BgmvSegment& s,
+                                            const BgmvSegment* next_segment, float* acc) {
+  PrefetchCursor next;
+  if (next_segment != nullptr && next_segment->a != s.a) {
+    next.at = static_cast<const char*>(next_segment->a);
+    next.end = next.at + next_segment->rank * in * 2;
+    next.then = static_cast<const char*>(next_segment->b_t);
+    next.then_end = next.then + next_segment->rank * out * 2;
+  }
+  const uint16_t* a = static_cast<const uint16_t*>(s.a);
+  const uint16_t* b_t = static_cast<const uint16_t*>(s.b_t);
+  const int64_t rank = s.rank;
+  const bool dora = s.gain != nullptr;
+  float u[kBgmvMaxRank];
+  for (int64_t t = s.begin; t < s.end; ++t) {
+    const uint16_t* xt = x + t * in;
+    uint16_t* yt = y + t * out;
+    int64_t k = 0;
+    for (; k + kRowsPerPass <= rank; k += kRowsPerPass) {
+      DownRows<kRowsPerPass>(a + k * in, xt, in, next, s.scale, u + k);
+    }
+    for (; k < rank; ++k) DownRows<1>(a + k * in, xt, in, next, s.scale, u + k);
+    // acc = y (less the bias for DoRA, whose gain scales the layer's output without it).
+    for (int64_t o = 0; o < out; o += 16) {
+      const __mmask16 mask = Mask16(out - o);
+      __m512 v = LoadWidened(yt + o, mask);
+      if (dora && bias != nullptr) v = _mm512_sub_ps(v, _mm512_maskz_loadu_ps(mask, bias + o));
+      _mm512_mask_storeu_ps(acc + o, mask, v);
+    }
+    for (k = 0; k + kRowsPerPass <= rank; k += kRowsPerPass) {
+      UpRows<kRowsPerPass>(b_t + k * out, out, u + k, next, acc);
+    }
+    for (; k < rank; ++k) UpRows<1>(b_t + k * out, out, u + k, next, acc);
+    for (int64_t o = 0; o < out; o += 16) {
+      const __mmask16 mask = Mask16(out - o);
+      __m512 v = _mm512_maskz_loadu_ps(mask, acc + o);
+      if (dora) {
+        const __m512 g = _mm512_maskz_loadu_ps(mask, s.gain + o);
+        v = bias != nullptr ? _mm512_fmadd_ps(g, v, _mm512_maskz_loadu_ps(mask, bias + o))
+                            : _mm512_mul_ps(v, g);
+      }
+      StoreRounded(yt + o, v, mask);
+    }
+  }
+}
+
+bool CpuHasNativeBFloat16() {
+  static const bool has = __builtin_cpu_supports("avx512bf16");
+  return has;
+}
+#else
+bool CpuHasNativeBFloat16() { return false; }
+#endif
+
 }  // namespace
 
 void BgmvCpu(const float* x, float* y, const float* bias, int64_t in, int64_t out,
@@ -162,9 +320,34 @@ void BgmvCpu(const float* x, float* y, const float* bias, int64_t in, int64_t ou
   });
 }
 
+bool BgmvCpuMultipliesBFloat16Natively() { return CpuHasNativeBFloat16(); }
+
 void BgmvCpuBFloat16(const uint16_t* x, uint16_t* y, const float* bias, int64_t in, int64_t out,
                      const std::vector<BgmvSegment>& segments) {
   const std::vector<BgmvSegment> pieces = Pieces(segments);
+#if defined(__x86_64__)
+  const bool native = CpuHasNativeBFloat16() &&
+                      std::all_of(segments.begin(), segments.end(), [](const BgmvSegment& s) {
+                        return s.type == FactorType::kBFloat16;
+                      });
+  if (native) {
+    // Threads claim pieces one ahead of the one they compute (so they know what to prefetch) from
+    // a shared counter, so one slow thread does not keep the other waiting at the barrier.
+    const int64_t count = static_cast<int64_t>(pieces.size());
+    std::atomic<int64_t> claimed{0};
+    at::parallel_for(0, std::min<int64_t>(count, at::get_num_threads()), 1, [&](int64_t, int64_t) {
+      std::vector<float> acc(out);
+      int64_t mine = claimed++;
+      while (mine < count) {
+        const int64_t following = claimed++;
+        SegmentDeltaNative(x, y, bias, in, out, pieces[mine],
+                           following < count ? &pieces[following] : nullptr, acc.data());
+        mine = following;
+      }
+    });
+    return;
+  }
+#endif
   at::parallel_for(0, static_cast<int64_t>(pieces.size()), 1, [&](int64_t first, int64_t last) {
     std::vector<float> xs(kPieceRows * in), ys(kPieceRows * out);
     for (int64_t i = first; i < last; ++i) {

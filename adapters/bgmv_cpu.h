@@ -31,9 +31,13 @@ constexpr int64_t kBgmvMaxRank = 512;
 void BgmvCpu(const float* x, float* y, const float* bias, int64_t in, int64_t out,
              const std::vector<BgmvSegment>& segments);
 
-// The same for bfloat16 activations x [tokens, in] and y [tokens, out] (bit patterns): each row
-// widens exactly to float32, takes BgmvCpu's sums and rounds once to nearest even, with no
-// float32 copies of whole tensors.
+// The same for bfloat16 activations x [tokens, in] and y [tokens, out] (bit patterns), with no
+// float32 copies of whole tensors: each row's sums are float32 and round once to nearest even.
+// With bfloat16 factors on a CPU with AVX512-BF16 (BgmvCpuMultipliesBFloat16Natively), the down
+// projection multiplies 16-bit pairs natively (vdpbf16ps: exact products, float32 sums in its own
+// order, subnormal inputs read as zero); otherwise each row widens exactly to float32 and takes
+// BgmvCpu's sums, bit for bit. Either way a row's bits do not depend on the other rows.
+bool BgmvCpuMultipliesBFloat16Natively();
 void BgmvCpuBFloat16(const uint16_t* x, uint16_t* y, const float* bias, int64_t in, int64_t out,
                      const std::vector<BgmvSegment>& segments);
 

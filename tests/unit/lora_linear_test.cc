@@ -2,6 +2,9 @@
 // (fused CPU kernel, gathered batched GEMMs, per-segment GEMMs) on one batch that mixes base rows,
 // LoRA adapters of two ranks, per-row DoRA at unit and other scales, per-column (seed) DoRA and
 // runs of 1, 3 and 6 tokens — in float32, float64 and bfloat16.
+#include <cmath>
+#include <limits>
+
 #include <gtest/gtest.h>
 
 #include <torch/torch.h>
@@ -203,12 +206,14 @@ TEST(SixteenBitFactorsTest, KernelWidensEveryFiniteValueExactly) {
   }
 }
 
-// bfloat16 activations go through the kernel without float32 copies of x and y: the same bits as
-// widening them, running the float32 kernel and rounding (LoRA and DoRA rows, a bias, one long
-// segment that the kernel splits across threads and single-row ones).
-TEST(SixteenBitFactorsTest, Bfloat16ActivationsGiveTheBitsOfTheWidenedKernel) {
+// bfloat16 activations go through the kernel without float32 copies of x and y (LoRA and DoRA rows,
+// a bias, one long segment that the kernel splits across threads and single-row ones, a rank and
+// widths that are not multiples of the vector width): the bits of widening them, running the
+// float32 kernel and rounding; or, where the CPU multiplies bfloat16 natively, the same values
+// within float32 summation-order error before the one rounding to bfloat16.
+TEST(SixteenBitFactorsTest, Bfloat16ActivationsGiveTheWidenedKernelsValues) {
   torch::manual_seed(11);
-  const int64_t in = 96, out = 80, rank = 8, tokens = 13;
+  const int64_t in = 96, out = 80, rank = 7, tokens = 13;
   const torch::Tensor x = torch::randn({tokens, in}).to(torch::kBFloat16);
   const torch::Tensor y0 = torch::randn({tokens, out}).to(torch::kBFloat16);
   const torch::Tensor bias = torch::randn({out});
@@ -226,9 +231,57 @@ TEST(SixteenBitFactorsTest, Bfloat16ActivationsGiveTheBitsOfTheWidenedKernel) {
   const torch::Tensor x32 = x.to(torch::kFloat32);
   torch::Tensor y32 = y0.to(torch::kFloat32);
   BgmvCpu(x32.data_ptr<float>(), y32.data_ptr<float>(), bias.data_ptr<float>(), in, out, segments);
-  EXPECT_TRUE(torch::equal(got, y32.to(torch::kBFloat16)));
+  if (BgmvCpuMultipliesBFloat16Natively()) {
+    // Sums differ from the widened kernel's by float32 rounding only, so the results round to the
+    // same bfloat16 or a neighbour (one bfloat16 step is 2^-8 relative).
+    const torch::Tensor step = y32.abs() * std::ldexp(1.0, -7) + 1e-6;
+    EXPECT_TRUE(((got.to(torch::kFloat32) - y32).abs() <= step).all().item<bool>());
+    EXPECT_GT(torch::eq(got, y32.to(torch::kBFloat16)).to(torch::kFloat32).mean().item<float>(),
+              0.9);
+  } else {
+    EXPECT_TRUE(torch::equal(got, y32.to(torch::kBFloat16)));
+  }
   EXPECT_TRUE(torch::equal(got.narrow(0, 12, 1), y0.narrow(0, 12, 1)));  // row in no segment
   EXPECT_FALSE(torch::equal(got.narrow(0, 0, 11), y0.narrow(0, 0, 11)));
+  // A row's bits do not depend on its segment-mates: each row alone gives the same bits.
+  for (int64_t row = 0; row < 12; ++row) {
+    const BgmvSegment& of = row < 11 ? segments[0] : segments[1];
+    BgmvSegment alone = of;
+    alone.begin = row;
+    alone.end = row + 1;
+    torch::Tensor single = y0.clone();
+    BgmvCpuBFloat16(static_cast<const uint16_t*>(x.data_ptr()),
+                    static_cast<uint16_t*>(single.data_ptr()), bias.data_ptr<float>(), in, out,
+                    {alone});
+    EXPECT_TRUE(torch::equal(single.narrow(0, row, 1), got.narrow(0, row, 1))) << "row " << row;
+  }
+}
+
+// Special values pass through the kernel's rounding as c10::BFloat16's does: infinities stay,
+// NaN stays NaN, subnormal results are kept (not flushed).
+TEST(SixteenBitFactorsTest, Bfloat16RoundingKeepsSpecialValues) {
+  const int64_t in = 32, out = 48, rank = 4;
+  const torch::Tensor x = torch::zeros({1, in}).to(torch::kBFloat16);  // delta 0: y passes through
+  torch::Tensor y = torch::zeros({1, out});
+  y[0][0] = std::numeric_limits<float>::infinity();
+  y[0][1] = -std::numeric_limits<float>::infinity();
+  y[0][2] = std::numeric_limits<float>::quiet_NaN();
+  y[0][3] = 1e-39f;  // a bfloat16 subnormal
+  y[0][4] = -3.5f;
+  y = y.to(torch::kBFloat16);
+  const torch::Tensor a = torch::ones({rank, in}).to(torch::kBFloat16);
+  const torch::Tensor b_t = torch::ones({rank, out}).to(torch::kBFloat16);
+  torch::Tensor got = y.clone();
+  BgmvCpuBFloat16(
+      static_cast<const uint16_t*>(x.data_ptr()), static_cast<uint16_t*>(got.data_ptr()), nullptr,
+      in, out, {{a.data_ptr(), b_t.data_ptr(), FactorType::kBFloat16, nullptr, rank, 1.0f, 0, 1}});
+  const torch::Tensor g = got.to(torch::kFloat32), want = y.to(torch::kFloat32);
+  EXPECT_TRUE(std::isinf(g[0][0].item<float>()) && g[0][0].item<float>() > 0);
+  EXPECT_TRUE(std::isinf(g[0][1].item<float>()) && g[0][1].item<float>() < 0);
+  EXPECT_TRUE(std::isnan(g[0][2].item<float>()));
+  EXPECT_EQ(g[0][3].item<float>(), want[0][3].item<float>());
+  EXPECT_NE(g[0][3].item<float>(), 0.0f);
+  EXPECT_EQ(g[0][4].item<float>(), -3.5f);
 }
 
 // Decode rows take the decode path however many of them share an adapter (the scheduler merges
