@@ -18,6 +18,7 @@
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "engine/batch_planner.h"
+#include "engine/logits_summary.h"
 #include "engine/request_validator.h"
 #include "engine/text_stream.h"
 #include "model/kv_cache.h"
@@ -358,13 +359,31 @@ class Scheduler::Impl {
     if (logits.ok()) {
       generated += Consume(plan, *logits);
       auto t2 = absl::Now();
-      static double fwd=0, con=0, loop=0, pfwd=0, total=0, rows=0; static int n=0, np=0; static absl::Time last = absl::Now();
-      bool pre=false; for (auto& p: plan) pre |= p.prefill;
-      total += absl::ToDoubleMilliseconds(t2-last);
+      static double fwd = 0, con = 0, loop = 0, pfwd = 0, total = 0, rows = 0;
+      static int n = 0, np = 0;
+      static absl::Time last = absl::Now();
+      bool pre = false;
+      for (auto& p : plan) pre |= p.prefill;
+      total += absl::ToDoubleMilliseconds(t2 - last);
       rows += plan.size();
-      if (!pre) { fwd += absl::ToDoubleMilliseconds(t1-t0); con += absl::ToDoubleMilliseconds(t2-t1); loop += absl::ToDoubleMilliseconds(t2-last); ++n; } else { ++np; pfwd += absl::ToDoubleMilliseconds(t2-t0); }
+      if (!pre) {
+        fwd += absl::ToDoubleMilliseconds(t1 - t0);
+        con += absl::ToDoubleMilliseconds(t2 - t1);
+        loop += absl::ToDoubleMilliseconds(t2 - last);
+        ++n;
+      } else {
+        ++np;
+        pfwd += absl::ToDoubleMilliseconds(t2 - t0);
+      }
       last = t2;
-      if (n == 100) { fprintf(stderr, "PROF decode steps %d (prefill %d) avg rows %.1f fwd %.2f consume %.2f loop %.2f ms; prefill steps total %.1f ms, all %.1f ms\n", n, np, rows/(n+np), fwd/n, con/n, loop/n, pfwd, total); fwd=con=loop=pfwd=total=rows=0; n=np=0; }
+      if (n == 100) {
+        fprintf(stderr,
+                "PROF decode steps %d (prefill %d) avg rows %.1f fwd %.2f consume %.2f loop %.2f "
+                "ms; prefill steps total %.1f ms, all %.1f ms\n",
+                n, np, rows / (n + np), fwd / n, con / n, loop / n, pfwd, total);
+        fwd = con = loop = pfwd = total = rows = 0;
+        n = np = 0;
+      }
     } else {
       // The batch failed as a whole; find the request(s) at fault by running each chunk alone.
       // Rewriting a chunk's KV slots with the same inputs is harmless.
@@ -399,50 +418,45 @@ class Scheduler::Impl {
   // Hands each planned chunk its rows of `logits` (from a forward of exactly `plan`); returns the
   // tokens generated. A chunk whose rows are not all finite fails its request only.
   int64_t Consume(const std::vector<Planned>& plan, const torch::Tensor& logits) {
-    // Each chunk's rows, and which of them pick a next token (their summary's index, else -1).
+    // Each chunk's rows, and whether its last row picks a next token.
     struct ChunkRows {
-      int64_t first, count, summary;
+      int64_t first, count;
+      bool emits;
     };
     std::vector<ChunkRows> chunk_rows;
-    std::vector<int64_t> token_rows;
-    int64_t next_row = 0;
+    std::vector<bool> summarize;
     for (const Planned& p : plan) {
       const int64_t count = p.prefill && p.seq->is_score() ? p.length : 1;
-      int64_t summary = -1;
-      if (EmitsToken(p)) {
-        summary = static_cast<int64_t>(token_rows.size());
-        token_rows.push_back(next_row);
-      }
-      chunk_rows.push_back({next_row, count, summary});
-      next_row += count;
+      chunk_rows.push_back({static_cast<int64_t>(summarize.size()), count, EmitsToken(p)});
+      summarize.insert(summarize.end(), static_cast<size_t>(count - 1), false);
+      summarize.push_back(EmitsToken(p));
     }
-    torch::Tensor host, finite;
-    std::vector<LogitsRow> summaries;
+    torch::Tensor host;
+    std::vector<LogitsRowSummary> rows;
     absl::Status copied = CatchTorch("reading logits", [&] {
-      host = logits.cpu().contiguous();
-      // x * 0 is NaN exactly when x is infinite or NaN, so a row's sum of them is NaN exactly when
-      // the row has a value that is not finite (one vectorised pass; isfinite().all() takes 15x).
-      finite = (host * 0).sum(1).isnan().logical_not().contiguous();
-      summaries = SummarizeRows(host, token_rows);
+      host = logits.to(torch::kCPU, torch::kFloat32).contiguous();
+      rows = SummarizeLogitsRows(host.data_ptr<float>(), host.size(0), host.size(1), summarize);
     });
     if (!copied.ok()) {
       for (const Planned& p : plan) p.seq->failure = copied;
       return 0;
     }
-    const bool* row_finite = finite.data_ptr<bool>();
+    const int64_t vocab = host.size(1);
     int64_t generated = 0;
     for (size_t i = 0; i < plan.size(); ++i) {
       const Planned& p = plan[i];
       Sequence& s = *p.seq;
       const ChunkRows& r = chunk_rows[i];
-      const bool ok = std::all_of(row_finite + r.first, row_finite + r.first + r.count,
-                                  [](bool b) { return b; });
+      const bool ok = std::all_of(rows.begin() + r.first, rows.begin() + r.first + r.count,
+                                  [](const LogitsRowSummary& row) { return row.finite; });
       if (!ok) {
         s.failure = NonFiniteError(s);
       } else if (s.is_score()) {
         s.score_rows.push_back(host.narrow(0, r.first, r.count));
-      } else if (r.summary >= 0) {
-        EmitToken(s, summaries[r.summary]);
+      } else if (r.emits) {
+        const LogitsRowSummary& row = rows[r.first];
+        EmitToken(
+            s, {host.data_ptr<float>() + r.first * vocab, vocab, row.argmax, row.log_normalizer});
         ++generated;
       }  // else: the last row of an unfinished prefill chunk is not needed
       if (p.prefill) s.prefilled += p.length;
@@ -455,24 +469,6 @@ class Scheduler::Impl {
   static bool EmitsToken(const Planned& p) {
     const Sequence& s = *p.seq;
     return !s.is_score() && (!p.prefill || s.prefilled + p.length == s.prompt_len());
-  }
-
-  // The argmax and log normaliser of `rows` of `host` [n, vocab] float32, for all of them at once
-  // (vectorised; float32 accumulation, as HF's log_softmax).
-  static std::vector<LogitsRow> SummarizeRows(const torch::Tensor& host,
-                                              const std::vector<int64_t>& rows) {
-    std::vector<LogitsRow> out;
-    if (rows.empty()) return out;
-    const torch::Tensor picked = host.index_select(0, torch::tensor(rows));
-    const torch::Tensor argmax = picked.argmax(1).contiguous();
-    const torch::Tensor log_normalizer = torch::logsumexp(picked, 1).contiguous();
-    const int64_t vocab = host.size(1);
-    for (size_t i = 0; i < rows.size(); ++i) {
-      out.push_back({host.data_ptr<float>() + rows[i] * vocab, vocab,
-                     static_cast<int32_t>(argmax.data_ptr<int64_t>()[i]),
-                     static_cast<double>(log_normalizer.data_ptr<float>()[i])});
-    }
-    return out;
   }
 
   static absl::Status NonFiniteError(const Sequence& s) {
