@@ -14,7 +14,7 @@ namespace loramux {
 struct LogitsRowSummary {
   bool finite = false;        // every value is a finite number (no NaN, no infinity)
   int32_t argmax = 0;         // the lowest id of the maximum; set for finite summarised rows
-  double log_normalizer = 0;  // log(sum_i exp(logits[i])), float32 sums; likewise
+  double log_normalizer = 0;  // log(sum_i exp(logits[i])); likewise
 };
 
 // logits [rows, vocab] float32, row-major, on the host. summarize[r]: whether row r needs its
