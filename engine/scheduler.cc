@@ -353,37 +353,9 @@ class Scheduler::Impl {
     const std::vector<Planned> plan = PlanNextStep();
     if (plan.empty()) return;
     int64_t generated = 0;
-    auto t0 = absl::Now();
     absl::StatusOr<torch::Tensor> logits = model_.Forward(BuildBatch(plan), cache_);
-    auto t1 = absl::Now();
     if (logits.ok()) {
       generated += Consume(plan, *logits);
-      auto t2 = absl::Now();
-      static double fwd = 0, con = 0, loop = 0, pfwd = 0, total = 0, rows = 0;
-      static int n = 0, np = 0;
-      static absl::Time last = absl::Now();
-      bool pre = false;
-      for (auto& p : plan) pre |= p.prefill;
-      total += absl::ToDoubleMilliseconds(t2 - last);
-      rows += plan.size();
-      if (!pre) {
-        fwd += absl::ToDoubleMilliseconds(t1 - t0);
-        con += absl::ToDoubleMilliseconds(t2 - t1);
-        loop += absl::ToDoubleMilliseconds(t2 - last);
-        ++n;
-      } else {
-        ++np;
-        pfwd += absl::ToDoubleMilliseconds(t2 - t0);
-      }
-      last = t2;
-      if (n == 100) {
-        fprintf(stderr,
-                "PROF decode steps %d (prefill %d) avg rows %.1f fwd %.2f consume %.2f loop %.2f "
-                "ms; prefill steps total %.1f ms, all %.1f ms\n",
-                n, np, rows / (n + np), fwd / n, con / n, loop / n, pfwd, total);
-        fwd = con = loop = pfwd = total = rows = 0;
-        n = np = 0;
-      }
     } else {
       // The batch failed as a whole; find the request(s) at fault by running each chunk alone.
       // Rewriting a chunk's KV slots with the same inputs is harmless.
@@ -427,9 +399,10 @@ class Scheduler::Impl {
     std::vector<bool> summarize;
     for (const Planned& p : plan) {
       const int64_t count = p.prefill && p.seq->is_score() ? p.length : 1;
-      chunk_rows.push_back({static_cast<int64_t>(summarize.size()), count, EmitsToken(p)});
+      const bool emits = EmitsToken(p);
+      chunk_rows.push_back({static_cast<int64_t>(summarize.size()), count, emits});
       summarize.insert(summarize.end(), static_cast<size_t>(count - 1), false);
-      summarize.push_back(EmitsToken(p));
+      summarize.push_back(emits);
     }
     torch::Tensor host;
     std::vector<LogitsRowSummary> rows;
