@@ -68,7 +68,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   const ModelConfig& c = engine->model_->config();
   engine->description_ = absl::StrFormat(
       "%s from %s: %d layers, hidden %d, heads %d/%d, vocab %d, %.1f MB of weights on %s as %s "
-      "(%d linear weights packed for oneDNN); BLAS: %s; threads: %d",
+      "(%d linear weights packed); BLAS: %s; threads: %d",
       c.architecture, options.model_dir, c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads,
       c.vocab_size, engine->model_->weight_bytes() / 1e6, device.str(),
       dtype == torch::kBFloat16  ? "bfloat16"

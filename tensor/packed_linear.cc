@@ -5,7 +5,10 @@
 #include <string>
 #include <unordered_map>
 
+#include <ATen/Parallel.h>
 #include <torch/torch.h>
+
+#include "tensor/panel_gemm.h"
 
 #ifdef LORAMUX_WITH_ONEDNN
 #include <oneapi/dnnl/dnnl.hpp>
@@ -52,7 +55,7 @@ dnnl::matmul::primitive_desc MatmulDesc(int64_t m, int64_t in, int64_t out,
 
 }  // namespace
 
-struct PackedLinear::Kernels {
+struct PackedLinear::OneDnn {
   dnnl::memory::data_type type;
   dnnl::memory::desc weights;  // the packed layout
   mutable std::mutex mu;
@@ -71,11 +74,9 @@ struct PackedLinear::Kernels {
   }
 };
 
-std::shared_ptr<const PackedLinear> PackedLinear::Pack(const torch::Tensor& weight) {
+std::shared_ptr<const PackedLinear> PackedLinear::PackOneDnn(const torch::Tensor& weight) {
   const std::optional<dnnl::memory::data_type> type = DnnlType(weight.scalar_type());
-  if (!type || !weight.device().is_cpu() || weight.dim() != 2 || !weight.is_contiguous()) {
-    return nullptr;
-  }
+  if (!type) return nullptr;
   const int64_t out = weight.size(0), in = weight.size(1);
   const dnnl::memory::desc any({in, out}, *type, Tag::any);
   const dnnl::matmul::primitive_desc desc = MatmulDesc(kPackRows, in, out, *type, any, false);
@@ -88,11 +89,128 @@ std::shared_ptr<const PackedLinear> PackedLinear::Pack(const torch::Tensor& weig
   dnnl::stream stream(CpuEngine());
   dnnl::reorder(plain, target).execute(stream, plain, target);
   stream.wait();
-  auto kernels = std::make_unique<Kernels>();
-  kernels->type = *type;
-  kernels->weights = desc.weights_desc();
+  auto onednn = std::make_unique<OneDnn>();
+  onednn->type = *type;
+  onednn->weights = desc.weights_desc();
+  return std::shared_ptr<const PackedLinear>(new PackedLinear(
+      out, in, weight.scalar_type(), Kernel::kOneDnn, std::move(packed), std::move(onednn)));
+}
+
+torch::Tensor PackedLinear::ApplyOneDnn(const torch::Tensor& input,
+                                        const torch::Tensor& bias) const {
+  const int64_t m = input.size(0);
+  torch::Tensor y = torch::empty({m, out_}, input.options());
+  if (m == 0) return y;
+  const dnnl::memory src({{m, in_}, onednn_->type, Tag::ab}, CpuEngine(), input.data_ptr());
+  const dnnl::memory weights(onednn_->weights, CpuEngine(), packed_.data_ptr());
+  const dnnl::memory dst({{m, out_}, onednn_->type, Tag::ab}, CpuEngine(), y.data_ptr());
+  std::unordered_map<int, dnnl::memory> args = {
+      {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};
+  if (bias.defined()) {
+    args.emplace(DNNL_ARG_BIAS,
+                 dnnl::memory(BiasDesc(out_, onednn_->type), CpuEngine(), bias.data_ptr()));
+  }
+  dnnl::stream stream(CpuEngine());
+  onednn_->For(m, in_, out_, bias.defined()).execute(stream, args);
+  stream.wait();
+  return y;
+}
+
+torch::Tensor PackedLinear::UnpackOneDnn() const {
+  torch::Tensor plain = torch::empty({out_, in_}, torch::TensorOptions().dtype(dtype_));
+  dnnl::memory source(onednn_->weights, CpuEngine(), packed_.data_ptr());
+  dnnl::memory target({{in_, out_}, onednn_->type, Tag::ba}, CpuEngine(), plain.data_ptr());
+  dnnl::stream stream(CpuEngine());
+  dnnl::reorder(source, target).execute(stream, source, target);
+  stream.wait();
+  return plain;
+}
+
+#else  // no oneDNN in this build.
+
+struct PackedLinear::OneDnn {};
+
+std::shared_ptr<const PackedLinear> PackedLinear::PackOneDnn(const torch::Tensor&) {
+  return nullptr;
+}
+torch::Tensor PackedLinear::ApplyOneDnn(const torch::Tensor&, const torch::Tensor&) const {
+  TORCH_CHECK(false, "PackedLinear: built without oneDNN");
+}
+torch::Tensor PackedLinear::UnpackOneDnn() const {
+  TORCH_CHECK(false, "PackedLinear: built without oneDNN");
+}
+
+#endif
+
+namespace {
+
+std::optional<PanelType> PanelTypeOf(torch::ScalarType t) {
+  switch (t) {
+    case torch::kFloat32: return PanelType::kFloat32;
+    case torch::kBFloat16: return PanelType::kBFloat16;
+    default: return std::nullopt;
+  }
+}
+
+// Inputs a panel row holds side by side: 1 (float32) or a pair (bfloat16).
+int64_t PanelGroup(torch::ScalarType t) { return t == torch::kBFloat16 ? 2 : 1; }
+
+}  // namespace
+
+std::shared_ptr<const PackedLinear> PackedLinear::PackPanels(const torch::Tensor& weight) {
+  const std::optional<PanelType> type = PanelTypeOf(weight.scalar_type());
+  if (!type || !PanelGemmRuns(*type)) return nullptr;
+  const int64_t out = weight.size(0), in = weight.size(1), group = PanelGroup(weight.scalar_type());
+  const int64_t panels = PanelCount(out), groups = (in + group - 1) / group;
+  // [out, in] zero-padded to [panels·64, groups·group], then [panel][group of inputs][64][group].
+  const torch::Tensor padded =
+      torch::constant_pad_nd(weight, {0, groups * group - in, 0, panels * kPanelWidth - out}, 0);
+  torch::Tensor packed = padded.view({panels, kPanelWidth, groups, group})
+                             .permute({0, 2, 1, 3})
+                             .contiguous()
+                             .view({-1});
   return std::shared_ptr<const PackedLinear>(
-      new PackedLinear(out, in, weight.scalar_type(), std::move(packed), std::move(kernels)));
+      new PackedLinear(out, in, weight.scalar_type(), Kernel::kPanels, std::move(packed), nullptr));
+}
+
+torch::Tensor PackedLinear::ApplyPanels(const torch::Tensor& input,
+                                        const torch::Tensor& bias) const {
+  const int64_t m = input.size(0);
+  torch::Tensor y = torch::empty({m, out_}, input.options());
+  if (m == 0) return y;
+  const torch::Tensor bias32 = bias.defined() ? bias.to(torch::kFloat32).contiguous() : bias;
+  const PanelType type = *PanelTypeOf(dtype_);
+  const void* x = input.data_ptr();
+  const void* panels = packed_.data_ptr();
+  const float* b = bias32.defined() ? bias32.data_ptr<float>() : nullptr;
+  void* out = y.data_ptr();
+  at::parallel_for(0, PanelCount(out_), 1, [&](int64_t first, int64_t last) {
+    PanelGemm(type, x, m, in_, panels, out_, b, out, first, last);
+  });
+  return y;
+}
+
+torch::Tensor PackedLinear::UnpackPanels() const {
+  const int64_t group = PanelGroup(dtype_), groups = (in_ + group - 1) / group;
+  return packed_.view({PanelCount(out_), groups, kPanelWidth, group})
+      .permute({0, 2, 1, 3})
+      .reshape({PanelCount(out_) * kPanelWidth, groups * group})
+      .narrow(0, 0, out_)
+      .narrow(1, 0, in_)
+      .contiguous();
+}
+
+std::shared_ptr<const PackedLinear> PackedLinear::Pack(const torch::Tensor& weight, Kernel kernel) {
+  if (!weight.device().is_cpu() || weight.dim() != 2 || !weight.is_contiguous()) return nullptr;
+  switch (kernel) {
+    case Kernel::kPanels: return PackPanels(weight);
+    case Kernel::kOneDnn: return PackOneDnn(weight);
+    case Kernel::kAuto: {
+      std::shared_ptr<const PackedLinear> panels = PackPanels(weight);
+      return panels != nullptr ? panels : PackOneDnn(weight);
+    }
+  }
+  return nullptr;
 }
 
 torch::Tensor PackedLinear::Apply(const torch::Tensor& x, const torch::Tensor& bias) const {
@@ -103,53 +221,22 @@ torch::Tensor PackedLinear::Apply(const torch::Tensor& x, const torch::Tensor& b
                   (bias.numel() == out_ && bias.scalar_type() == dtype_ && bias.device().is_cpu()),
               "PackedLinear: bias must be [", out_, "] ", dtype_, " on the CPU");
   const torch::Tensor input = x.contiguous();
-  const int64_t m = input.size(0);
-  torch::Tensor y = torch::empty({m, out_}, input.options());
-  if (m == 0) return y;
-  const dnnl::memory src({{m, in_}, kernels_->type, Tag::ab}, CpuEngine(), input.data_ptr());
-  const dnnl::memory weights(kernels_->weights, CpuEngine(), packed_.data_ptr());
-  const dnnl::memory dst({{m, out_}, kernels_->type, Tag::ab}, CpuEngine(), y.data_ptr());
-  std::unordered_map<int, dnnl::memory> args = {
-      {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};
-  torch::Tensor b;
-  if (bias.defined()) {
-    b = bias.contiguous();
-    args.emplace(DNNL_ARG_BIAS,
-                 dnnl::memory(BiasDesc(out_, kernels_->type), CpuEngine(), b.data_ptr()));
-  }
-  dnnl::stream stream(CpuEngine());
-  kernels_->For(m, in_, out_, bias.defined()).execute(stream, args);
-  stream.wait();
-  return y;
+  const torch::Tensor b = bias.defined() ? bias.contiguous() : bias;
+  return kernel_ == Kernel::kPanels ? ApplyPanels(input, b) : ApplyOneDnn(input, b);
 }
 
 torch::Tensor PackedLinear::Unpack() const {
-  torch::Tensor plain = torch::empty({out_, in_}, torch::TensorOptions().dtype(dtype_));
-  dnnl::memory source(kernels_->weights, CpuEngine(), packed_.data_ptr());
-  dnnl::memory target({{in_, out_}, kernels_->type, Tag::ba}, CpuEngine(), plain.data_ptr());
-  dnnl::stream stream(CpuEngine());
-  dnnl::reorder(source, target).execute(stream, source, target);
-  stream.wait();
-  return plain;
+  return kernel_ == Kernel::kPanels ? UnpackPanels() : UnpackOneDnn();
 }
 
-#else  // no oneDNN in this build: nothing packs.
-
-struct PackedLinear::Kernels {};
-
-std::shared_ptr<const PackedLinear> PackedLinear::Pack(const torch::Tensor&) { return nullptr; }
-torch::Tensor PackedLinear::Apply(const torch::Tensor&, const torch::Tensor&) const {
-  TORCH_CHECK(false, "PackedLinear: built without oneDNN");
-}
-torch::Tensor PackedLinear::Unpack() const {
-  TORCH_CHECK(false, "PackedLinear: built without oneDNN");
-}
-
-#endif
-
-PackedLinear::PackedLinear(int64_t out, int64_t in, torch::ScalarType dtype, torch::Tensor packed,
-                           std::unique_ptr<Kernels> kernels)
-    : out_(out), in_(in), dtype_(dtype), packed_(std::move(packed)), kernels_(std::move(kernels)) {}
+PackedLinear::PackedLinear(int64_t out, int64_t in, torch::ScalarType dtype, Kernel kernel,
+                           torch::Tensor packed, std::unique_ptr<OneDnn> onednn)
+    : out_(out),
+      in_(in),
+      dtype_(dtype),
+      kernel_(kernel),
+      packed_(std::move(packed)),
+      onednn_(std::move(onednn)) {}
 
 PackedLinear::~PackedLinear() = default;
 

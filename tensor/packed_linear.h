@@ -1,19 +1,24 @@
-// A frozen linear weight stored once in the layout the CPU's matmul kernels read, and y = x·Wᵀ
-// through oneDNN's matmul with it.
+// A frozen linear weight stored once in the layout a CPU matmul kernel reads, and y = x·Wᵀ with it.
 //
 // LibTorch multiplies a plain [out, in] weight by repacking it on every call (oneDNN for bfloat16)
-// or through the system BLAS (float32). Packing once at load instead measured, on the issue-17
-// model's 57 decoder GEMMs (bench/model_bench, bench/dtype_bench.sh): bfloat16 1.25-1.3x and
-// float32 ~2x faster at 1 to 32 rows. One layout serves every row count (it is the one the kernels
-// choose for 32 rows), so a row's result never depends on how many rows share the call: batching
-// stays bit-exact.
+// or through the system BLAS (float32). Packing once at load is faster at every row count; two
+// kernels read packed weights:
+//  - kPanels (tensor/panel_gemm.h, CPUs with AVX-512; bfloat16 also needs AVX-512 BF16): column
+//    panels, one sequential stream per 64 outputs. On the issue-17 model's 57 GEMMs a step
+//    (bench/model_bench, scratch comparisons in the issue's notes) it beats oneDNN with the same
+//    weights packed at every row count: batch 1 streams the weights at ~27 against ~23 GB/s,
+//    batch 32 bfloat16 at ~350 against ~325 GFLOP/s.
+//  - kOneDnn (where this build has oneDNN and its kernels for the dtype are native): oneDNN's
+//    matmul on the layout it chooses for 32 rows.
+// kAuto takes the first that applies. Either way one layout serves every row count and a row's
+// sums run in an order that does not depend on the rows beside it, so a row's result never
+// depends on how many rows share the call: batching stays bit-exact.
 //
 // Pack replaces the plain tensor (the caller drops it), so the weight is held once; Unpack makes a
 // plain copy for the rare readers of the values (DoRA's column norms at adapter load).
 //
-// Applies on the CPU to contiguous float32 or bfloat16 [out, in] weights when this build has
-// oneDNN and its kernels for the dtype are native (not the reference implementation); elsewhere
-// Pack returns null and callers multiply the plain weight.
+// Applies on the CPU to contiguous float32 or bfloat16 [out, in] weights where a kernel applies;
+// elsewhere Pack returns null and callers multiply the plain weight.
 //
 // Thread-safety: immutable after Pack; Apply and Unpack may be called from any thread.
 #pragma once
@@ -27,8 +32,11 @@ namespace loramux {
 
 class PackedLinear {
  public:
-  // The packed form of `weight` [out, in], or null where packing does not apply (see above).
-  static std::shared_ptr<const PackedLinear> Pack(const torch::Tensor& weight);
+  enum class Kernel { kAuto, kPanels, kOneDnn };
+
+  // The packed form of `weight` [out, in] for `kernel`, or null where it does not apply (above).
+  static std::shared_ptr<const PackedLinear> Pack(const torch::Tensor& weight,
+                                                  Kernel kernel = Kernel::kAuto);
   ~PackedLinear();
 
   // x [m, in] of the weight's dtype (made contiguous if it is not) -> x·Wᵀ + bias [m, out], the
@@ -41,18 +49,27 @@ class PackedLinear {
   int64_t out_features() const { return out_; }
   int64_t in_features() const { return in_; }
   torch::ScalarType dtype() const { return dtype_; }
+  Kernel kernel() const { return kernel_; }
   // Bytes of the packed weight (the plain size plus the layout's padding).
-  int64_t bytes() const { return static_cast<int64_t>(packed_.numel()); }
+  int64_t bytes() const { return packed_.numel() * static_cast<int64_t>(packed_.element_size()); }
 
  private:
-  struct Kernels;
-  PackedLinear(int64_t out, int64_t in, torch::ScalarType dtype, torch::Tensor packed,
-               std::unique_ptr<Kernels> kernels);
+  struct OneDnn;
+  PackedLinear(int64_t out, int64_t in, torch::ScalarType dtype, Kernel kernel,
+               torch::Tensor packed, std::unique_ptr<OneDnn> onednn);
+  static std::shared_ptr<const PackedLinear> PackPanels(const torch::Tensor& weight);
+  static std::shared_ptr<const PackedLinear> PackOneDnn(const torch::Tensor& weight);
+  // x contiguous, bias contiguous or undefined: checked by Apply.
+  torch::Tensor ApplyPanels(const torch::Tensor& x, const torch::Tensor& bias) const;
+  torch::Tensor ApplyOneDnn(const torch::Tensor& x, const torch::Tensor& bias) const;
+  torch::Tensor UnpackPanels() const;
+  torch::Tensor UnpackOneDnn() const;
 
   int64_t out_, in_;
   torch::ScalarType dtype_;
-  torch::Tensor packed_;  // uint8 [bytes]: the weight in the kernels' layout
-  std::unique_ptr<Kernels> kernels_;
+  Kernel kernel_;                   // kPanels or kOneDnn
+  torch::Tensor packed_;            // the weight in the kernel's layout (kOneDnn: uint8 [bytes])
+  std::unique_ptr<OneDnn> onednn_;  // kOneDnn: its layout and primitives
 };
 
 }  // namespace loramux

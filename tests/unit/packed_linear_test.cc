@@ -1,28 +1,44 @@
-// PackedLinear (tensor/packed_linear.h): the base weights packed once for oneDNN's matmul kernels.
+// PackedLinear (tensor/packed_linear.h): the base weights packed once for a CPU matmul kernel,
+// tested for each kernel (the panel kernels of tensor/panel_gemm.h and oneDNN's) and dtype.
 #include "tensor/packed_linear.h"
+
+#include <tuple>
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "tensor/panel_gemm.h"
+
 namespace loramux {
 namespace {
 
-class PackedLinearTest : public ::testing::TestWithParam<torch::ScalarType> {
+using Kernel = PackedLinear::Kernel;
+
+class PackedLinearTest : public ::testing::TestWithParam<std::tuple<torch::ScalarType, Kernel>> {
  protected:
-  torch::ScalarType dtype() const { return GetParam(); }
+  torch::ScalarType dtype() const { return std::get<0>(GetParam()); }
+  Kernel kernel() const { return std::get<1>(GetParam()); }
   torch::Tensor Random(std::vector<int64_t> shape, int seed) const {
     torch::manual_seed(seed);
     return torch::randn(shape).to(dtype());
   }
-  // Float32 packs wherever oneDNN is built in; bfloat16 where this CPU has native kernels for it.
+  // Null where the kernel does not run on this CPU or build (the test then skips), except that
+  // float32 always packs where oneDNN is built in.
   std::shared_ptr<const PackedLinear> Pack(const torch::Tensor& w) const {
-    auto packed = PackedLinear::Pack(w);
-    if (!packed && dtype() == torch::kFloat32) ADD_FAILURE() << "no weight packs (no oneDNN?)";
+    auto packed = PackedLinear::Pack(w, kernel());
+    if (packed) EXPECT_EQ(packed->kernel(), kernel());
+    if (!packed && dtype() == torch::kFloat32 && kernel() == Kernel::kOneDnn) {
+      ADD_FAILURE() << "no weight packs (no oneDNN?)";
+    }
     return packed;
   }
   // Relative bound on the error of one rounded GEMM with in = 300 terms.
   double Tolerance() const { return dtype() == torch::kFloat32 ? 1e-5 : 1e-2; }
 };
+
+#define PACK_OR_SKIP(packed, w) \
+  auto packed = Pack(w);        \
+  if (!packed) GTEST_SKIP() << "this kernel does not run here for this dtype"
 
 double RelativeError(const torch::Tensor& got, const torch::Tensor& want) {
   const torch::Tensor g = got.to(torch::kFloat64), w = want.to(torch::kFloat64);
@@ -31,8 +47,7 @@ double RelativeError(const torch::Tensor& got, const torch::Tensor& want) {
 
 TEST_P(PackedLinearTest, MultipliesLikeLinearWithAndWithoutBias) {
   const torch::Tensor w = Random({200, 300}, 1), bias = Random({200}, 2);
-  auto packed = Pack(w);
-  if (!packed) GTEST_SKIP() << "no native bfloat16 kernels on this CPU";
+  PACK_OR_SKIP(packed, w);
   EXPECT_EQ(packed->out_features(), 200);
   EXPECT_EQ(packed->in_features(), 300);
   EXPECT_GE(packed->bytes(), w.numel() * w.element_size());
@@ -48,47 +63,104 @@ TEST_P(PackedLinearTest, MultipliesLikeLinearWithAndWithoutBias) {
   }
 }
 
-// One layout for every row count: a row's result is the same bits whatever shares the call, which
-// is what keeps greedy decoding independent of batch-mates.
-TEST_P(PackedLinearTest, ARowsResultDoesNotDependOnTheRowsBesideIt) {
-  const torch::Tensor w = Random({300, 256}, 4);
-  auto packed = Pack(w);
-  if (!packed) GTEST_SKIP() << "no native bfloat16 kernels on this CPU";
-  const torch::Tensor x = Random({70, 256}, 5);
-  const torch::Tensor all = packed->Apply(x);
-  for (int64_t row : {0, 31, 69}) {
-    EXPECT_TRUE(torch::equal(packed->Apply(x.narrow(0, row, 1)), all.narrow(0, row, 1))) << row;
-    EXPECT_TRUE(torch::equal(packed->Apply(x.narrow(0, 0, row + 1)).narrow(0, row, 1),
-                             all.narrow(0, row, 1)))
-        << row;
+// Shapes off every block size: an odd number of inputs (bfloat16 pairs them), outputs that end
+// part-way through a panel of 64 or fill less than one, and every remainder of the 6-row tile.
+TEST_P(PackedLinearTest, MultipliesShapesThatFillNoBlock) {
+  for (const auto& [out, in] :
+       std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {5, 3}, {63, 17}, {65, 31}, {130, 301}}) {
+    const torch::Tensor w = Random({out, in}, static_cast<int>(out + in)), bias = Random({out}, 9);
+    PACK_OR_SKIP(packed, w);
+    for (int64_t m = 1; m <= 13; ++m) {
+      const torch::Tensor x = Random({m, in}, static_cast<int>(m));
+      const torch::Tensor exact =
+          torch::linear(x.to(torch::kFloat64), w.to(torch::kFloat64), bias.to(torch::kFloat64));
+      const torch::Tensor y = packed->Apply(x, bias);
+      ASSERT_EQ(y.sizes(), (std::vector<int64_t>{m, out}));
+      EXPECT_LE(RelativeError(y, exact), Tolerance()) << out << "x" << in << ", m = " << m;
+    }
+    EXPECT_TRUE(torch::equal(packed->Unpack(), w)) << out << "x" << in;
   }
+}
+
+// One layout for every row count: a row's result is the same bits whatever shares the call, which
+// is what keeps greedy decoding independent of batch-mates. The model's shapes: long sums
+// (2,816 inputs) and many panels.
+TEST_P(PackedLinearTest, ARowsResultDoesNotDependOnTheRowsBesideIt) {
+  for (const auto& [out, in] : std::vector<std::pair<int64_t, int64_t>>{{300, 256}, {700, 2816}}) {
+    const torch::Tensor w = Random({out, in}, 4);
+    PACK_OR_SKIP(packed, w);
+    const torch::Tensor x = Random({70, in}, 5);
+    const torch::Tensor all = packed->Apply(x);
+    for (int64_t row : {0, 5, 31, 69}) {
+      EXPECT_TRUE(torch::equal(packed->Apply(x.narrow(0, row, 1)), all.narrow(0, row, 1))) << row;
+      EXPECT_TRUE(torch::equal(packed->Apply(x.narrow(0, 0, row + 1)).narrow(0, row, 1),
+                               all.narrow(0, row, 1)))
+          << row;
+    }
+  }
+}
+
+// A row of infinities and NaN gives NaN and infinities in that row alone.
+TEST_P(PackedLinearTest, ARowOfNonFiniteValuesStaysInItsRow) {
+  const torch::Tensor w = Random({100, 64}, 11);
+  PACK_OR_SKIP(packed, w);
+  const torch::Tensor x = Random({8, 64}, 12);
+  const torch::Tensor clean = packed->Apply(x);
+  torch::Tensor poisoned = x.clone();
+  poisoned[3][0] = std::numeric_limits<float>::quiet_NaN();
+  poisoned[3][1] = std::numeric_limits<float>::infinity();
+  const torch::Tensor y = packed->Apply(poisoned);
+  EXPECT_TRUE(y[3].isnan().all().item<bool>());
+  for (int64_t row : {0, 2, 4, 7}) EXPECT_TRUE(torch::equal(y[row], clean[row])) << row;
 }
 
 TEST_P(PackedLinearTest, UnpackGivesTheWeightBackExactly) {
   const torch::Tensor w = Random({130, 70}, 6);
-  auto packed = Pack(w);
-  if (!packed) GTEST_SKIP() << "no native bfloat16 kernels on this CPU";
+  PACK_OR_SKIP(packed, w);
   EXPECT_TRUE(torch::equal(packed->Unpack(), w));
 }
 
 TEST_P(PackedLinearTest, RefusesInputsOfAnotherShapeOrDtype) {
-  auto packed = Pack(Random({16, 32}, 7));
-  if (!packed) GTEST_SKIP() << "no native bfloat16 kernels on this CPU";
+  PACK_OR_SKIP(packed, Random({16, 32}, 7));
   EXPECT_THROW(packed->Apply(Random({4, 31}, 8)), c10::Error);
   EXPECT_THROW(packed->Apply(torch::randn({4, 32}, torch::kFloat64)), c10::Error);
   EXPECT_THROW(packed->Apply(Random({4, 32}, 9), Random({15}, 10)), c10::Error);
 }
 
-INSTANTIATE_TEST_SUITE_P(Dtypes, PackedLinearTest,
-                         ::testing::Values(torch::kFloat32, torch::kBFloat16),
-                         [](const auto& info) {
-                           return info.param == torch::kFloat32 ? "float32" : "bfloat16";
-                         });
+TEST_P(PackedLinearTest, MultipliesNoRows) {
+  PACK_OR_SKIP(packed, Random({16, 32}, 7));
+  EXPECT_EQ(packed->Apply(Random({0, 32}, 8)).sizes(), (std::vector<int64_t>{0, 16}));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    DtypesAndKernels, PackedLinearTest,
+    ::testing::Combine(::testing::Values(torch::kFloat32, torch::kBFloat16),
+                       ::testing::Values(Kernel::kPanels, Kernel::kOneDnn)),
+    [](const auto& info) {
+      return std::string(std::get<0>(info.param) == torch::kFloat32 ? "float32" : "bfloat16") +
+             (std::get<1>(info.param) == Kernel::kPanels ? "_panels" : "_onednn");
+    });
 
 TEST(PackedLinearPackTest, LeavesWhatItCannotPackToThePlainPath) {
-  EXPECT_EQ(PackedLinear::Pack(torch::randn({8, 8}, torch::kFloat64)), nullptr);
-  EXPECT_EQ(PackedLinear::Pack(torch::randn({8, 8}).t()), nullptr);  // not contiguous
-  EXPECT_EQ(PackedLinear::Pack(torch::randn({8})), nullptr);
+  for (Kernel kernel : {Kernel::kAuto, Kernel::kPanels, Kernel::kOneDnn}) {
+    EXPECT_EQ(PackedLinear::Pack(torch::randn({8, 8}, torch::kFloat64), kernel), nullptr);
+    EXPECT_EQ(PackedLinear::Pack(torch::randn({8, 8}).t(), kernel), nullptr);  // not contiguous
+    EXPECT_EQ(PackedLinear::Pack(torch::randn({8}), kernel), nullptr);
+  }
+}
+
+// Automatic choice: the panel kernels wherever they run.
+TEST(PackedLinearPackTest, ChoosesThePanelKernelsWhereTheyRun) {
+  for (torch::ScalarType dtype : {torch::kFloat32, torch::kBFloat16}) {
+    const auto packed = PackedLinear::Pack(torch::randn({8, 8}).to(dtype));
+    const PanelType type = dtype == torch::kFloat32 ? PanelType::kFloat32 : PanelType::kBFloat16;
+    if (PanelGemmRuns(type)) {
+      ASSERT_NE(packed, nullptr);
+      EXPECT_EQ(packed->kernel(), Kernel::kPanels);
+    } else if (packed != nullptr) {
+      EXPECT_EQ(packed->kernel(), Kernel::kOneDnn);
+    }
+  }
 }
 
 }  // namespace

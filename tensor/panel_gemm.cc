@@ -1,0 +1,214 @@
+#include "tensor/panel_gemm.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <type_traits>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+namespace loramux {
+
+#if defined(__x86_64__)
+namespace {
+
+#define LORAMUX_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
+#define LORAMUX_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+#define LORAMUX_INLINE inline __attribute__((always_inline))
+
+// Rows per tile: 6 rows x 4 vectors of 16 outputs = 24 accumulators, 4 registers for the panel's
+// weights and 1 for the broadcast input.
+constexpr int kTileRows = 6;
+constexpr int kVectors = kPanelWidth / 16;
+
+// Lanes of vector j (outputs 16j .. 16j + 15 of the panel) below `width`.
+LORAMUX_AVX512 LORAMUX_INLINE __mmask16 LaneMask(int64_t width, int j) {
+  const int64_t lanes = width - 16 * j;
+  return lanes >= 16 ? __mmask16(0xFFFF) : lanes <= 0 ? __mmask16(0) : __mmask16((1u << lanes) - 1);
+}
+
+// The panel's `width` outputs of one row: acc + bias, rounded to the output type, stored at y.
+LORAMUX_AVX512 LORAMUX_INLINE void StoreFloat(const __m512 (&acc)[kVectors], const float* bias,
+                                              float* y, int64_t width) {
+#pragma GCC unroll 8
+  for (int j = 0; j < kVectors; ++j) {
+    const __mmask16 mask = LaneMask(width, j);
+    const __m512 b =
+        bias != nullptr ? _mm512_maskz_loadu_ps(mask, bias + 16 * j) : _mm512_setzero_ps();
+    _mm512_mask_storeu_ps(y + 16 * j, mask, _mm512_add_ps(acc[j], b));
+  }
+}
+
+LORAMUX_AVX512_BF16 LORAMUX_INLINE void StoreBFloat16(const __m512 (&acc)[kVectors],
+                                                      const float* bias, uint16_t* y,
+                                                      int64_t width) {
+#pragma GCC unroll 8
+  for (int j = 0; j < kVectors; ++j) {
+    const __mmask16 mask = LaneMask(width, j);
+    const __m512 b =
+        bias != nullptr ? _mm512_maskz_loadu_ps(mask, bias + 16 * j) : _mm512_setzero_ps();
+    const __m256i rounded = (__m256i)_mm512_cvtneps_pbh(_mm512_add_ps(acc[j], b));
+    _mm256_mask_storeu_epi16(y + 16 * j, mask, rounded);
+  }
+}
+
+// Rows x .. x + Rows·k of one float32 panel [k][64] -> y (leading dimension ldy).
+template <int Rows>
+LORAMUX_AVX512 LORAMUX_INLINE void FloatTile(const float* x, int64_t k, const float* panel,
+                                             const float* bias, float* y, int64_t ldy,
+                                             int64_t width) {
+  __m512 acc[Rows][kVectors];
+#pragma GCC unroll 8
+  for (int r = 0; r < Rows; ++r) {
+#pragma GCC unroll 8
+    for (int j = 0; j < kVectors; ++j) acc[r][j] = _mm512_setzero_ps();
+  }
+  for (int64_t i = 0; i < k; ++i) {
+    const float* w = panel + i * kPanelWidth;
+    const __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16),
+                 w2 = _mm512_loadu_ps(w + 32), w3 = _mm512_loadu_ps(w + 48);
+#pragma GCC unroll 8
+    for (int r = 0; r < Rows; ++r) {
+      const __m512 v = _mm512_set1_ps(x[r * k + i]);
+      acc[r][0] = _mm512_fmadd_ps(w0, v, acc[r][0]);
+      acc[r][1] = _mm512_fmadd_ps(w1, v, acc[r][1]);
+      acc[r][2] = _mm512_fmadd_ps(w2, v, acc[r][2]);
+      acc[r][3] = _mm512_fmadd_ps(w3, v, acc[r][3]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < Rows; ++r) StoreFloat(acc[r], bias, y + r * ldy, width);
+}
+
+// One step of a bfloat16 tile: the panel's 64 outputs' weights for inputs 2p and 2p + 1, and each
+// row's two inputs broadcast as one 32-bit pair (Lone: an odd k's last input, paired with 0, as
+// its weight is).
+template <int Rows, bool Lone>
+LORAMUX_AVX512_BF16 LORAMUX_INLINE void PairStep(__m512 (&acc)[Rows][kVectors], const uint16_t* x,
+                                                 int64_t k, const uint16_t* panel, int64_t p) {
+  const uint16_t* w = panel + p * 2 * kPanelWidth;
+  const __m512bh w0 = (__m512bh)_mm512_loadu_si512(w), w1 = (__m512bh)_mm512_loadu_si512(w + 32),
+                 w2 = (__m512bh)_mm512_loadu_si512(w + 64),
+                 w3 = (__m512bh)_mm512_loadu_si512(w + 96);
+#pragma GCC unroll 8
+  for (int r = 0; r < Rows; ++r) {
+    int32_t pair = 0;
+    std::memcpy(&pair, x + r * k + 2 * p, Lone ? 2 : 4);
+    const __m512bh v = (__m512bh)_mm512_set1_epi32(pair);
+    acc[r][0] = _mm512_dpbf16_ps(acc[r][0], w0, v);
+    acc[r][1] = _mm512_dpbf16_ps(acc[r][1], w1, v);
+    acc[r][2] = _mm512_dpbf16_ps(acc[r][2], w2, v);
+    acc[r][3] = _mm512_dpbf16_ps(acc[r][3], w3, v);
+  }
+}
+
+// Rows of bfloat16 x against one bfloat16 panel [ceil(k/2)][64][2].
+template <int Rows>
+LORAMUX_AVX512_BF16 LORAMUX_INLINE void BFloat16Tile(const uint16_t* x, int64_t k,
+                                                     const uint16_t* panel, const float* bias,
+                                                     uint16_t* y, int64_t ldy, int64_t width) {
+  __m512 acc[Rows][kVectors];
+#pragma GCC unroll 8
+  for (int r = 0; r < Rows; ++r) {
+#pragma GCC unroll 8
+    for (int j = 0; j < kVectors; ++j) acc[r][j] = _mm512_setzero_ps();
+  }
+  for (int64_t p = 0; p < k / 2; ++p) PairStep<Rows, false>(acc, x, k, panel, p);
+  if (k % 2 == 1) PairStep<Rows, true>(acc, x, k, panel, k / 2);
+#pragma GCC unroll 8
+  for (int r = 0; r < Rows; ++r) StoreBFloat16(acc[r], bias, y + r * ldy, width);
+}
+
+// Every row of x against panels [first, last), a tile of rows at a time.
+// (Inlined into FloatPanels and BFloat16Panels by their `flatten`, so the tiles inline under the
+// callers' target options.)
+template <typename T, template <int> class Tile>
+void Panels(const T* x, int64_t m, int64_t k, const T* panels, int64_t n, const float* bias, T* y,
+            int64_t first, int64_t last) {
+  const int64_t panel_elements = (std::is_same_v<T, float> ? k : 2 * ((k + 1) / 2)) * kPanelWidth;
+  for (int64_t p = first; p < last; ++p) {
+    const T* panel = panels + p * panel_elements;
+    const int64_t column = p * kPanelWidth, width = std::min(kPanelWidth, n - column);
+    const float* b = bias != nullptr ? bias + column : nullptr;
+    int64_t r = 0;
+    for (; r + kTileRows <= m; r += kTileRows) {
+      Tile<kTileRows>::Run(x + r * k, k, panel, b, y + r * n + column, n, width);
+    }
+    const T* xr = x + r * k;
+    T* yr = y + r * n + column;
+    switch (m - r) {
+      case 1: Tile<1>::Run(xr, k, panel, b, yr, n, width); break;
+      case 2: Tile<2>::Run(xr, k, panel, b, yr, n, width); break;
+      case 3: Tile<3>::Run(xr, k, panel, b, yr, n, width); break;
+      case 4: Tile<4>::Run(xr, k, panel, b, yr, n, width); break;
+      case 5: Tile<5>::Run(xr, k, panel, b, yr, n, width); break;
+      default: break;
+    }
+  }
+}
+
+template <int Rows>
+struct FloatTileOf {
+  LORAMUX_AVX512 static void Run(const float* x, int64_t k, const float* panel, const float* bias,
+                                 float* y, int64_t ldy, int64_t width) {
+    FloatTile<Rows>(x, k, panel, bias, y, ldy, width);
+  }
+};
+
+template <int Rows>
+struct BFloat16TileOf {
+  LORAMUX_AVX512_BF16 static void Run(const uint16_t* x, int64_t k, const uint16_t* panel,
+                                      const float* bias, uint16_t* y, int64_t ldy, int64_t width) {
+    BFloat16Tile<Rows>(x, k, panel, bias, y, ldy, width);
+  }
+};
+
+LORAMUX_AVX512 __attribute__((flatten)) void FloatPanels(const float* x, int64_t m, int64_t k,
+                                                         const float* panels, int64_t n,
+                                                         const float* bias, float* y, int64_t first,
+                                                         int64_t last) {
+  Panels<float, FloatTileOf>(x, m, k, panels, n, bias, y, first, last);
+}
+
+LORAMUX_AVX512_BF16 __attribute__((flatten)) void BFloat16Panels(const uint16_t* x, int64_t m,
+                                                                 int64_t k, const uint16_t* panels,
+                                                                 int64_t n, const float* bias,
+                                                                 uint16_t* y, int64_t first,
+                                                                 int64_t last) {
+  Panels<uint16_t, BFloat16TileOf>(x, m, k, panels, n, bias, y, first, last);
+}
+
+}  // namespace
+
+bool PanelGemmRuns(PanelType type) {
+  static const bool f32 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512vl");
+  static const bool bf16 = f32 && __builtin_cpu_supports("avx512bf16");
+  return type == PanelType::kFloat32 ? f32 : bf16;
+}
+
+void PanelGemm(PanelType type, const void* x, int64_t m, int64_t k, const void* panels, int64_t n,
+               const float* bias, void* y, int64_t first_panel, int64_t last_panel) {
+  if (!PanelGemmRuns(type)) std::abort();  // a caller's bug: see PanelGemmRuns
+  if (type == PanelType::kFloat32) {
+    FloatPanels(static_cast<const float*>(x), m, k, static_cast<const float*>(panels), n, bias,
+                static_cast<float*>(y), first_panel, last_panel);
+  } else {
+    BFloat16Panels(static_cast<const uint16_t*>(x), m, k, static_cast<const uint16_t*>(panels), n,
+                   bias, static_cast<uint16_t*>(y), first_panel, last_panel);
+  }
+}
+
+#else  // not x86-64: no panel kernels.
+
+bool PanelGemmRuns(PanelType) { return false; }
+void PanelGemm(PanelType, const void*, int64_t, int64_t, const void*, int64_t, const float*, void*,
+               int64_t, int64_t) {
+  std::abort();
+}
+
+#endif
+
+}  // namespace loramux
