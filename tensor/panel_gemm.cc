@@ -29,6 +29,24 @@ LORAMUX_AVX512 LORAMUX_INLINE __mmask16 LaneMask(int64_t width, int j) {
   return lanes >= 16 ? __mmask16(0xFFFF) : lanes <= 0 ? __mmask16(0) : __mmask16((1u << lanes) - 1);
 }
 
+// Walks bytes [begin, end) a cache line per step of a tile, prefetching them into L1 and L2.
+class Prefetcher {
+ public:
+  Prefetcher() = default;  // prefetches nothing
+  Prefetcher(const char* begin, const char* end) : at_(begin), end_(end) {}
+
+  LORAMUX_INLINE void Step() {
+    if (at_ < end_) {
+      _mm_prefetch(at_, _MM_HINT_T0);
+      at_ += 64;
+    }
+  }
+
+ private:
+  const char* at_ = nullptr;
+  const char* end_ = nullptr;
+};
+
 // The panel's `width` outputs of one row: acc + bias, rounded to the output type, stored at y.
 LORAMUX_AVX512 LORAMUX_INLINE void StoreFloat(const __m512 (&acc)[kVectors], const float* bias,
                                               float* y, int64_t width) {
@@ -58,7 +76,7 @@ LORAMUX_AVX512_BF16 LORAMUX_INLINE void StoreBFloat16(const __m512 (&acc)[kVecto
 template <int Rows>
 LORAMUX_AVX512 LORAMUX_INLINE void FloatTile(const float* x, int64_t k, const float* panel,
                                              const float* bias, float* y, int64_t ldy,
-                                             int64_t width) {
+                                             int64_t width, Prefetcher& prefetch) {
   __m512 acc[Rows][kVectors];
 #pragma GCC unroll 8
   for (int r = 0; r < Rows; ++r) {
@@ -66,6 +84,7 @@ LORAMUX_AVX512 LORAMUX_INLINE void FloatTile(const float* x, int64_t k, const fl
     for (int j = 0; j < kVectors; ++j) acc[r][j] = _mm512_setzero_ps();
   }
   for (int64_t i = 0; i < k; ++i) {
+    prefetch.Step();
     const float* w = panel + i * kPanelWidth;
     const __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16),
                  w2 = _mm512_loadu_ps(w + 32), w3 = _mm512_loadu_ps(w + 48);
@@ -87,7 +106,9 @@ LORAMUX_AVX512 LORAMUX_INLINE void FloatTile(const float* x, int64_t k, const fl
 // its weight is).
 template <int Rows, bool Lone>
 LORAMUX_AVX512_BF16 LORAMUX_INLINE void PairStep(__m512 (&acc)[Rows][kVectors], const uint16_t* x,
-                                                 int64_t k, const uint16_t* panel, int64_t p) {
+                                                 int64_t k, const uint16_t* panel, int64_t p,
+                                                 Prefetcher& prefetch) {
+  prefetch.Step();
   const uint16_t* w = panel + p * 2 * kPanelWidth;
   const __m512bh w0 = (__m512bh)_mm512_loadu_si512(w), w1 = (__m512bh)_mm512_loadu_si512(w + 32),
                  w2 = (__m512bh)_mm512_loadu_si512(w + 64),
@@ -108,15 +129,16 @@ LORAMUX_AVX512_BF16 LORAMUX_INLINE void PairStep(__m512 (&acc)[Rows][kVectors], 
 template <int Rows>
 LORAMUX_AVX512_BF16 LORAMUX_INLINE void BFloat16Tile(const uint16_t* x, int64_t k,
                                                      const uint16_t* panel, const float* bias,
-                                                     uint16_t* y, int64_t ldy, int64_t width) {
+                                                     uint16_t* y, int64_t ldy, int64_t width,
+                                                     Prefetcher& prefetch) {
   __m512 acc[Rows][kVectors];
 #pragma GCC unroll 8
   for (int r = 0; r < Rows; ++r) {
 #pragma GCC unroll 8
     for (int j = 0; j < kVectors; ++j) acc[r][j] = _mm512_setzero_ps();
   }
-  for (int64_t p = 0; p < k / 2; ++p) PairStep<Rows, false>(acc, x, k, panel, p);
-  if (k % 2 == 1) PairStep<Rows, true>(acc, x, k, panel, k / 2);
+  for (int64_t p = 0; p < k / 2; ++p) PairStep<Rows, false>(acc, x, k, panel, p, prefetch);
+  if (k % 2 == 1) PairStep<Rows, true>(acc, x, k, panel, k / 2, prefetch);
 #pragma GCC unroll 8
   for (int r = 0; r < Rows; ++r) StoreBFloat16(acc[r], bias, y + r * ldy, width);
 }
@@ -128,22 +150,36 @@ template <typename T, template <int> class Tile>
 void Panels(const T* x, int64_t m, int64_t k, const T* panels, int64_t n, const float* bias, T* y,
             int64_t first, int64_t last) {
   const int64_t panel_elements = (std::is_same_v<T, float> ? k : 2 * ((k + 1) / 2)) * kPanelWidth;
+  const int64_t steps_per_tile = std::is_same_v<T, float> ? k : (k + 1) / 2;
+  const int64_t tiles = (m + kTileRows - 1) / kTileRows;
+  Prefetcher idle;
   for (int64_t p = first; p < last; ++p) {
     const T* panel = panels + p * panel_elements;
     const int64_t column = p * kPanelWidth, width = std::min(kPanelWidth, n - column);
     const float* b = bias != nullptr ? bias + column : nullptr;
+    // The first tile streams the panel from memory (the hardware prefetcher follows it); the
+    // others reuse it from L2 and leave the memory idle: they fetch the thread's next panel, a
+    // line a step, where they take enough steps (from 25 rows; prefetching faster slows the
+    // tiles more than it saves, measured at 13 to 24 rows).
+    const char* next = reinterpret_cast<const char*>(panel + panel_elements);
+    const int64_t panel_bytes = panel_elements * static_cast<int64_t>(sizeof(T));
+    Prefetcher ahead = p + 1 < last && (tiles - 1) * steps_per_tile * 64 >= panel_bytes
+                           ? Prefetcher(next, next + panel_bytes)
+                           : Prefetcher();
     int64_t r = 0;
     for (; r + kTileRows <= m; r += kTileRows) {
-      Tile<kTileRows>::Run(x + r * k, k, panel, b, y + r * n + column, n, width);
+      Prefetcher& prefetch = r == 0 && tiles > 1 ? idle : ahead;
+      Tile<kTileRows>::Run(x + r * k, k, panel, b, y + r * n + column, n, width, prefetch);
     }
+    Prefetcher& prefetch = r == 0 && tiles > 1 ? idle : ahead;
     const T* xr = x + r * k;
     T* yr = y + r * n + column;
     switch (m - r) {
-      case 1: Tile<1>::Run(xr, k, panel, b, yr, n, width); break;
-      case 2: Tile<2>::Run(xr, k, panel, b, yr, n, width); break;
-      case 3: Tile<3>::Run(xr, k, panel, b, yr, n, width); break;
-      case 4: Tile<4>::Run(xr, k, panel, b, yr, n, width); break;
-      case 5: Tile<5>::Run(xr, k, panel, b, yr, n, width); break;
+      case 1: Tile<1>::Run(xr, k, panel, b, yr, n, width, prefetch); break;
+      case 2: Tile<2>::Run(xr, k, panel, b, yr, n, width, prefetch); break;
+      case 3: Tile<3>::Run(xr, k, panel, b, yr, n, width, prefetch); break;
+      case 4: Tile<4>::Run(xr, k, panel, b, yr, n, width, prefetch); break;
+      case 5: Tile<5>::Run(xr, k, panel, b, yr, n, width, prefetch); break;
       default: break;
     }
   }
@@ -152,16 +188,17 @@ void Panels(const T* x, int64_t m, int64_t k, const T* panels, int64_t n, const 
 template <int Rows>
 struct FloatTileOf {
   LORAMUX_AVX512 static void Run(const float* x, int64_t k, const float* panel, const float* bias,
-                                 float* y, int64_t ldy, int64_t width) {
-    FloatTile<Rows>(x, k, panel, bias, y, ldy, width);
+                                 float* y, int64_t ldy, int64_t width, Prefetcher& prefetch) {
+    FloatTile<Rows>(x, k, panel, bias, y, ldy, width, prefetch);
   }
 };
 
 template <int Rows>
 struct BFloat16TileOf {
   LORAMUX_AVX512_BF16 static void Run(const uint16_t* x, int64_t k, const uint16_t* panel,
-                                      const float* bias, uint16_t* y, int64_t ldy, int64_t width) {
-    BFloat16Tile<Rows>(x, k, panel, bias, y, ldy, width);
+                                      const float* bias, uint16_t* y, int64_t ldy, int64_t width,
+                                      Prefetcher& prefetch) {
+    BFloat16Tile<Rows>(x, k, panel, bias, y, ldy, width, prefetch);
   }
 };
 

@@ -8,7 +8,8 @@
 //                                   vdpbf16ps reads them; a zero past an odd k)
 // so one panel is one sequential stream of k·64 weights: decode (1 to a few rows) reads each
 // weight once at the memory's streaming rate, and larger batches reuse a panel from L2 for every
-// 6 rows (24 float32 accumulators of 16 lanes).
+// 6 rows (24 float32 accumulators of 16 lanes) while prefetching the next one, so that past the
+// first 6 rows the memory works while the arithmetic does.
 //
 // Order of arithmetic, the same for any row count and any split of panels between threads: each
 // output sums its k products one input (bfloat16: one pair) at a time into one float32 lane
