@@ -22,6 +22,19 @@ inline double Seconds(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+// The memory's read rate now, GB/s: a sum over 512 MB (far past the caches), best of 3. Batch-1
+// decode streams every weight once a step: its ceiling is the weights' bytes over this rate.
+inline double MemoryReadGBs() {
+  const torch::Tensor big = torch::ones({int64_t{128} << 20});
+  double best = 1e9;
+  for (int i = 0; i < 3; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    (void)big.sum().item<float>();
+    best = std::min(best, Seconds(start));
+  }
+  return static_cast<double>(big.nbytes()) / best / 1e9;
+}
+
 // A Llama-shaped config: `hidden` (default 1024), intermediate 2.75x hidden, heads of 64 with
 // half as many KV heads, vocab 32000.
 inline ModelConfig BenchConfig(int64_t layers, int64_t hidden = 1024) {

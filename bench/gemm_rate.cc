@@ -1,11 +1,13 @@
 // The machine's GEMM rate in float32 and bfloat16 at the shapes a decode step and a prefill chunk
-// run, measured now (these machines vary from run to run): what bench/dtype_bench.sh prints next
-// to the serving numbers.
+// run, and its memory read rate (batch-1 decode streams every weight once a step: its ceiling is
+// the weights' bytes over this rate), measured now (these machines vary from run to run): what
+// bench/dtype_bench.sh prints next to the serving numbers.
 //
 //   ./build/bench/gemm_rate [hidden=1024] [intermediate=2816]
 #include <cstdio>
 #include <cstdlib>
 
+#include "bench/bench_util.h"
 #include "tensor/tensor_util.h"
 
 using namespace loramux;
@@ -24,5 +26,6 @@ int main(int argc, char** argv) {
     std::printf("| m = %lld | %.1f | %.1f | %.2fx |\n", static_cast<long long>(m), f32, bf16,
                 bf16 / f32);
   }
+  std::printf("\nMemory read rate (a sum over 512 MB): %.1f GB/s\n", bench::MemoryReadGBs());
   return 0;
 }

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -29,18 +30,6 @@ struct Kernel {
   // y = x·Wᵀ for weight i.
   std::function<void(size_t, const torch::Tensor&)> apply;
 };
-
-// The memory's read rate: a sum over 512 MB, best of 3.
-double ReadGBs() {
-  const torch::Tensor big = torch::ones({int64_t{128} << 20});
-  double best = 1e9;
-  for (int i = 0; i < 3; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    (void)big.sum().item<float>();
-    best = std::min(best, Seconds(start));
-  }
-  return big.numel() * 4 / best / 1e9;
-}
 
 }  // namespace
 
@@ -89,7 +78,7 @@ int main(int argc, char** argv) {
       {"LibTorch, plain", [&](size_t i, const torch::Tensor& x) { torch::linear(x, plain[i]); }});
 
   std::printf("# %s, %zu weights, %.0f MB; memory read rate now: %.1f GB/s\n\n", dtype_name.c_str(),
-              shapes.size(), weight_bytes / 1e6, ReadGBs());
+              shapes.size(), weight_bytes / 1e6, MemoryReadGBs());
   std::printf("| rows | kernel | ms a step | GFLOP/s | weights GB/s | vs %s |\n", kernels[0].name);
   std::printf("|--:|---|--:|--:|--:|--:|\n");
   for (int64_t m : {1, 2, 8, 32, 128, 512}) {
