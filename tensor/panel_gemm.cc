@@ -143,15 +143,98 @@ LORAMUX_AVX512_BF16 LORAMUX_INLINE void BFloat16Tile(const uint16_t* x, int64_t 
   for (int r = 0; r < Rows; ++r) StoreBFloat16(acc[r], bias, y + r * ldy, width);
 }
 
+// A single row (decode at batch 1) is bound by how fast the memory streams the weights, and a core
+// reads kStreams far-apart streams faster than one (~7% measured): it takes kStreams panels at
+// once, from kStreams slices of its range. Each output's arithmetic is a tile's, so the row gets
+// the same bits as in a tile of any size.
+constexpr int kStreams = 3;
+
+template <typename T>
+struct Streams {
+  const T* panel[kStreams];
+  const float* bias[kStreams];
+  T* y[kStreams];
+  int64_t width[kStreams];
+};
+
+LORAMUX_AVX512 LORAMUX_INLINE void FloatRowStreams(const float* x, int64_t k,
+                                                   const Streams<float>& s) {
+  __m512 acc[kStreams][kVectors];
+#pragma GCC unroll 8
+  for (int t = 0; t < kStreams; ++t) {
+#pragma GCC unroll 8
+    for (int j = 0; j < kVectors; ++j) acc[t][j] = _mm512_setzero_ps();
+  }
+  for (int64_t i = 0; i < k; ++i) {
+    const __m512 v = _mm512_set1_ps(x[i]);
+#pragma GCC unroll 8
+    for (int t = 0; t < kStreams; ++t) {
+      const float* w = s.panel[t] + i * kPanelWidth;
+#pragma GCC unroll 8
+      for (int j = 0; j < kVectors; ++j) {
+        acc[t][j] = _mm512_fmadd_ps(_mm512_loadu_ps(w + 16 * j), v, acc[t][j]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int t = 0; t < kStreams; ++t) StoreFloat(acc[t], s.bias[t], s.y[t], s.width[t]);
+}
+
+template <bool Lone>
+LORAMUX_AVX512_BF16 LORAMUX_INLINE void PairStreamsStep(__m512 (&acc)[kStreams][kVectors],
+                                                        const uint16_t* x,
+                                                        const Streams<uint16_t>& s, int64_t p) {
+  int32_t pair = 0;
+  std::memcpy(&pair, x + 2 * p, Lone ? 2 : 4);
+  const __m512bh v = (__m512bh)_mm512_set1_epi32(pair);
+#pragma GCC unroll 8
+  for (int t = 0; t < kStreams; ++t) {
+    const uint16_t* w = s.panel[t] + p * 2 * kPanelWidth;
+#pragma GCC unroll 8
+    for (int j = 0; j < kVectors; ++j) {
+      acc[t][j] = _mm512_dpbf16_ps(acc[t][j], (__m512bh)_mm512_loadu_si512(w + 32 * j), v);
+    }
+  }
+}
+
+LORAMUX_AVX512_BF16 LORAMUX_INLINE void BFloat16RowStreams(const uint16_t* x, int64_t k,
+                                                           const Streams<uint16_t>& s) {
+  __m512 acc[kStreams][kVectors];
+#pragma GCC unroll 8
+  for (int t = 0; t < kStreams; ++t) {
+#pragma GCC unroll 8
+    for (int j = 0; j < kVectors; ++j) acc[t][j] = _mm512_setzero_ps();
+  }
+  for (int64_t p = 0; p < k / 2; ++p) PairStreamsStep<false>(acc, x, s, p);
+  if (k % 2 == 1) PairStreamsStep<true>(acc, x, s, k / 2);
+#pragma GCC unroll 8
+  for (int t = 0; t < kStreams; ++t) StoreBFloat16(acc[t], s.bias[t], s.y[t], s.width[t]);
+}
+
 // Every row of x against panels [first, last), a tile of rows at a time.
 // (Inlined into FloatPanels and BFloat16Panels by their `flatten`, so the tiles inline under the
 // callers' target options.)
-template <typename T, template <int> class Tile>
+template <typename T, template <int> class Tile, class RowStreams>
 void Panels(const T* x, int64_t m, int64_t k, const T* panels, int64_t n, const float* bias, T* y,
             int64_t first, int64_t last) {
   const int64_t panel_elements = (std::is_same_v<T, float> ? k : 2 * ((k + 1) / 2)) * kPanelWidth;
   const int64_t steps_per_tile = std::is_same_v<T, float> ? k : (k + 1) / 2;
   const int64_t tiles = (m + kTileRows - 1) / kTileRows;
+  if (m == 1) {
+    const int64_t per = (last - first) / kStreams;
+    for (int64_t i = 0; i < per; ++i) {
+      Streams<T> streams;
+      for (int t = 0; t < kStreams; ++t) {
+        const int64_t p = first + t * per + i, column = p * kPanelWidth;
+        streams.panel[t] = panels + p * panel_elements;
+        streams.bias[t] = bias != nullptr ? bias + column : nullptr;
+        streams.y[t] = y + column;
+        streams.width[t] = std::min(kPanelWidth, n - column);
+      }
+      RowStreams::Run(x, k, streams);
+    }
+    first += kStreams * per;  // the rest one by one
+  }
   Prefetcher idle;
   for (int64_t p = first; p < last; ++p) {
     const T* panel = panels + p * panel_elements;
@@ -202,11 +285,23 @@ struct BFloat16TileOf {
   }
 };
 
+struct FloatRowStreamsOf {
+  LORAMUX_AVX512 static void Run(const float* x, int64_t k, const Streams<float>& s) {
+    FloatRowStreams(x, k, s);
+  }
+};
+
+struct BFloat16RowStreamsOf {
+  LORAMUX_AVX512_BF16 static void Run(const uint16_t* x, int64_t k, const Streams<uint16_t>& s) {
+    BFloat16RowStreams(x, k, s);
+  }
+};
+
 LORAMUX_AVX512 __attribute__((flatten)) void FloatPanels(const float* x, int64_t m, int64_t k,
                                                          const float* panels, int64_t n,
                                                          const float* bias, float* y, int64_t first,
                                                          int64_t last) {
-  Panels<float, FloatTileOf>(x, m, k, panels, n, bias, y, first, last);
+  Panels<float, FloatTileOf, FloatRowStreamsOf>(x, m, k, panels, n, bias, y, first, last);
 }
 
 LORAMUX_AVX512_BF16 __attribute__((flatten)) void BFloat16Panels(const uint16_t* x, int64_t m,
@@ -214,7 +309,7 @@ LORAMUX_AVX512_BF16 __attribute__((flatten)) void BFloat16Panels(const uint16_t*
                                                                  int64_t n, const float* bias,
                                                                  uint16_t* y, int64_t first,
                                                                  int64_t last) {
-  Panels<uint16_t, BFloat16TileOf>(x, m, k, panels, n, bias, y, first, last);
+  Panels<uint16_t, BFloat16TileOf, BFloat16RowStreamsOf>(x, m, k, panels, n, bias, y, first, last);
 }
 
 }  // namespace
