@@ -5,9 +5,9 @@
 // kernels read packed weights:
 //  - kPanels (tensor/panel_gemm.h, CPUs with AVX-512; bfloat16 also needs AVX-512 BF16): column
 //    panels, one sequential stream per 64 outputs. On the issue-17 model's 57 GEMMs a step
-//    (bench/model_bench, scratch comparisons in the issue's notes) it beats oneDNN with the same
-//    weights packed at every row count: batch 1 streams the weights at ~27 against ~23 GB/s,
-//    batch 32 bfloat16 at ~350 against ~325 GFLOP/s.
+//    (bench/packed_linear_bench) it beats oneDNN with the same weights packed at every row count
+//    from 1 to 512: bfloat16 batch 1 streams the weights at ~41 against ~26 GB/s, batch 32 runs
+//    at ~410 against ~345 GFLOP/s (float32: ~42 against ~27 GB/s; ~214 against ~185 GFLOP/s).
 //  - kOneDnn (where this build has oneDNN and its kernels for the dtype are native): oneDNN's
 //    matmul on the layout it chooses for 32 rows.
 // kAuto takes the first that applies. Either way one layout serves every row count and a row's
