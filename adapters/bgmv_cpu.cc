@@ -11,6 +11,7 @@
 
 #include "adapters/half_float.h"
 #include "common/isa_clones.h"
+#include "tensor/panel_gemm.h"
 
 namespace loramux {
 namespace {
@@ -302,13 +303,10 @@ LORAMUX_AVX512_BF16 void SegmentDeltaNative(const uint16_t* x, uint16_t* y, cons
   }
 }
 
-bool CpuHasNativeBFloat16() {
-  static const bool has = __builtin_cpu_supports("avx512bf16");
-  return has;
-}
-#else
-bool CpuHasNativeBFloat16() { return false; }
 #endif
+
+// The bfloat16 kernel needs the instructions the panel GEMM's bfloat16 kernel does.
+bool CpuHasNativeBFloat16() { return PanelGemmRuns(PanelType::kBFloat16); }
 
 }  // namespace
 

@@ -152,15 +152,12 @@ std::optional<PanelType> PanelTypeOf(torch::ScalarType t) {
   }
 }
 
-// Inputs a panel row holds side by side: 1 (float32) or a pair (bfloat16).
-int64_t PanelGroup(torch::ScalarType t) { return t == torch::kBFloat16 ? 2 : 1; }
-
 }  // namespace
 
 std::shared_ptr<const PackedLinear> PackedLinear::PackPanels(const torch::Tensor& weight) {
   const std::optional<PanelType> type = PanelTypeOf(weight.scalar_type());
   if (!type || !PanelGemmRuns(*type)) return nullptr;
-  const int64_t out = weight.size(0), in = weight.size(1), group = PanelGroup(weight.scalar_type());
+  const int64_t out = weight.size(0), in = weight.size(1), group = PanelGroup(*type);
   const int64_t panels = PanelCount(out), groups = (in + group - 1) / group;
   // [out, in] zero-padded to [panels·64, groups·group], then [panel][group of inputs][64][group].
   const torch::Tensor padded =
@@ -191,7 +188,7 @@ torch::Tensor PackedLinear::ApplyPanels(const torch::Tensor& input,
 }
 
 torch::Tensor PackedLinear::UnpackPanels() const {
-  const int64_t group = PanelGroup(dtype_), groups = (in_ + group - 1) / group;
+  const int64_t group = PanelGroup(*PanelTypeOf(dtype_)), groups = (in_ + group - 1) / group;
   return packed_.view({PanelCount(out_), groups, kPanelWidth, group})
       .permute({0, 2, 1, 3})
       .reshape({PanelCount(out_) * kPanelWidth, groups * group})

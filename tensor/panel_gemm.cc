@@ -47,6 +47,16 @@ class Prefetcher {
   const char* end_ = nullptr;
 };
 
+// Every accumulator of a tile to 0.
+template <int Rows>
+LORAMUX_AVX512 LORAMUX_INLINE void ZeroAccumulators(__m512 (&acc)[Rows][kVectors]) {
+#pragma GCC unroll 8
+  for (int r = 0; r < Rows; ++r) {
+#pragma GCC unroll 8
+    for (int j = 0; j < kVectors; ++j) acc[r][j] = _mm512_setzero_ps();
+  }
+}
+
 // The panel's `width` outputs of one row: acc + bias, rounded to the output type, stored at y.
 LORAMUX_AVX512 LORAMUX_INLINE void StoreFloat(const __m512 (&acc)[kVectors], const float* bias,
                                               float* y, int64_t width) {
@@ -78,11 +88,7 @@ LORAMUX_AVX512 LORAMUX_INLINE void FloatTile(const float* x, int64_t k, const fl
                                              const float* bias, float* y, int64_t ldy,
                                              int64_t width, Prefetcher& prefetch) {
   __m512 acc[Rows][kVectors];
-#pragma GCC unroll 8
-  for (int r = 0; r < Rows; ++r) {
-#pragma GCC unroll 8
-    for (int j = 0; j < kVectors; ++j) acc[r][j] = _mm512_setzero_ps();
-  }
+  ZeroAccumulators(acc);
   for (int64_t i = 0; i < k; ++i) {
     prefetch.Step();
     const float* w = panel + i * kPanelWidth;
@@ -132,11 +138,7 @@ LORAMUX_AVX512_BF16 LORAMUX_INLINE void BFloat16Tile(const uint16_t* x, int64_t 
                                                      uint16_t* y, int64_t ldy, int64_t width,
                                                      Prefetcher& prefetch) {
   __m512 acc[Rows][kVectors];
-#pragma GCC unroll 8
-  for (int r = 0; r < Rows; ++r) {
-#pragma GCC unroll 8
-    for (int j = 0; j < kVectors; ++j) acc[r][j] = _mm512_setzero_ps();
-  }
+  ZeroAccumulators(acc);
   for (int64_t p = 0; p < k / 2; ++p) PairStep<Rows, false>(acc, x, k, panel, p, prefetch);
   if (k % 2 == 1) PairStep<Rows, true>(acc, x, k, panel, k / 2, prefetch);
 #pragma GCC unroll 8
@@ -160,11 +162,7 @@ struct Streams {
 LORAMUX_AVX512 LORAMUX_INLINE void FloatRowStreams(const float* x, int64_t k,
                                                    const Streams<float>& s) {
   __m512 acc[kStreams][kVectors];
-#pragma GCC unroll 8
-  for (int t = 0; t < kStreams; ++t) {
-#pragma GCC unroll 8
-    for (int j = 0; j < kVectors; ++j) acc[t][j] = _mm512_setzero_ps();
-  }
+  ZeroAccumulators(acc);
   for (int64_t i = 0; i < k; ++i) {
     const __m512 v = _mm512_set1_ps(x[i]);
 #pragma GCC unroll 8
@@ -200,11 +198,7 @@ LORAMUX_AVX512_BF16 LORAMUX_INLINE void PairStreamsStep(__m512 (&acc)[kStreams][
 LORAMUX_AVX512_BF16 LORAMUX_INLINE void BFloat16RowStreams(const uint16_t* x, int64_t k,
                                                            const Streams<uint16_t>& s) {
   __m512 acc[kStreams][kVectors];
-#pragma GCC unroll 8
-  for (int t = 0; t < kStreams; ++t) {
-#pragma GCC unroll 8
-    for (int j = 0; j < kVectors; ++j) acc[t][j] = _mm512_setzero_ps();
-  }
+  ZeroAccumulators(acc);
   for (int64_t p = 0; p < k / 2; ++p) PairStreamsStep<false>(acc, x, s, p);
   if (k % 2 == 1) PairStreamsStep<true>(acc, x, s, k / 2);
 #pragma GCC unroll 8
@@ -217,8 +211,10 @@ LORAMUX_AVX512_BF16 LORAMUX_INLINE void BFloat16RowStreams(const uint16_t* x, in
 template <typename T, template <int> class Tile, class RowStreams>
 void Panels(const T* x, int64_t m, int64_t k, const T* panels, int64_t n, const float* bias, T* y,
             int64_t first, int64_t last) {
-  const int64_t panel_elements = (std::is_same_v<T, float> ? k : 2 * ((k + 1) / 2)) * kPanelWidth;
-  const int64_t steps_per_tile = std::is_same_v<T, float> ? k : (k + 1) / 2;
+  const int64_t group =
+      PanelGroup(std::is_same_v<T, float> ? PanelType::kFloat32 : PanelType::kBFloat16);
+  const int64_t steps_per_tile = (k + group - 1) / group;  // a panel row per step
+  const int64_t panel_elements = steps_per_tile * group * kPanelWidth;
   const int64_t tiles = (m + kTileRows - 1) / kTileRows;
   if (m == 1) {
     const int64_t per = (last - first) / kStreams;

@@ -34,6 +34,9 @@ bool PanelGemmRuns(PanelType type);
 // Panels for n outputs.
 inline int64_t PanelCount(int64_t n) { return (n + kPanelWidth - 1) / kPanelWidth; }
 
+// Inputs a panel row holds side by side (see the layout above): 1 (float32) or a pair (bfloat16).
+inline int64_t PanelGroup(PanelType type) { return type == PanelType::kBFloat16 ? 2 : 1; }
+
 // y [m, n] (row-major, leading dimension n) for panels [first_panel, last_panel) of the packed
 // weight, from x [m, k] (row-major, contiguous); elements are float (kFloat32) or bfloat16 bit
 // patterns (kBFloat16). `bias` is float32 [n] or null. Requires PanelGemmRuns(type).
