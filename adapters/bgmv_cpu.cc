@@ -157,6 +157,23 @@ std::vector<BgmvSegment> Pieces(const std::vector<BgmvSegment>& segments) {
   return pieces;
 }
 
+// Bounds of `parts` contiguous runs of pieces, each reading about as many factor bytes (rows ·
+// rank · (in + out) each): piece indices bounds[p] .. bounds[p + 1].
+std::vector<int64_t> SplitByBytes(const std::vector<BgmvSegment>& pieces, int64_t width,
+                                  int64_t parts) {
+  std::vector<int64_t> cost(pieces.size() + 1, 0);
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    cost[i + 1] = cost[i] + (pieces[i].end - pieces[i].begin) * pieces[i].rank * width;
+  }
+  std::vector<int64_t> bounds = {0};
+  for (int64_t p = 1; p < parts; ++p) {
+    const int64_t target = cost.back() * p / parts;
+    bounds.push_back(std::lower_bound(cost.begin(), cost.end(), target) - cost.begin());
+  }
+  bounds.push_back(static_cast<int64_t>(pieces.size()));
+  return bounds;
+}
+
 // ---- bfloat16 activations and factors on CPUs with AVX512-BF16 ----
 // The served bfloat16 case: the down projection multiplies 16-bit pairs with vdpbf16ps (products
 // exact, float32 sums), the up projection widens B^T in registers, and a row's sums stay float32
@@ -317,27 +334,6 @@ void BgmvCpu(const float* x, float* y, const float* bias, int64_t in, int64_t ou
   });
 }
 
-namespace {
-
-// Bounds of `parts` contiguous runs of pieces, each reading about as many factor bytes (rows ·
-// rank · (in + out) each): piece indices bounds[p] .. bounds[p + 1].
-std::vector<int64_t> SplitByBytes(const std::vector<BgmvSegment>& pieces, int64_t width,
-                                  int64_t parts) {
-  std::vector<int64_t> cost(pieces.size() + 1, 0);
-  for (size_t i = 0; i < pieces.size(); ++i) {
-    cost[i + 1] = cost[i] + (pieces[i].end - pieces[i].begin) * pieces[i].rank * width;
-  }
-  std::vector<int64_t> bounds = {0};
-  for (int64_t p = 1; p < parts; ++p) {
-    const int64_t target = cost.back() * p / parts;
-    bounds.push_back(std::lower_bound(cost.begin(), cost.end(), target) - cost.begin());
-  }
-  bounds.push_back(static_cast<int64_t>(pieces.size()));
-  return bounds;
-}
-
-}  // namespace
-
 bool BgmvCpuMultipliesBFloat16Natively() { return CpuHasNativeBFloat16(); }
 
 void BgmvCpuBFloat16(const uint16_t* x, uint16_t* y, const float* bias, int64_t in, int64_t out,
@@ -354,7 +350,7 @@ void BgmvCpuBFloat16(const uint16_t* x, uint16_t* y, const float* bias, int64_t 
     // moves the counter's cache line between the cores twice a piece: measured slower.)
     const int64_t count = static_cast<int64_t>(pieces.size());
     const int64_t threads = std::min<int64_t>(count, at::get_num_threads());
-    std::vector<int64_t> bounds = SplitByBytes(pieces, in + out, threads);
+    const std::vector<int64_t> bounds = SplitByBytes(pieces, in + out, threads);
     at::parallel_for(0, threads, 1, [&](int64_t first, int64_t last) {
       std::vector<float> acc(out);
       for (int64_t part = first; part < last; ++part) {
