@@ -46,6 +46,7 @@ constexpr int kAttempts = 5;
 
 constexpr char kAdaptersDir[] = "adapters";
 constexpr char kTmpDir[] = "tmp";
+constexpr char kLocksDir[] = "locks";
 constexpr char kVersionsDir[] = "versions";
 constexpr char kCurrentFile[] = "CURRENT";
 constexpr char kCurrentTmpPrefix[] = "CURRENT.tmp-";
@@ -426,11 +427,12 @@ absl::StatusOr<StoredAdapter> AdapterStore::Publish(const AdapterManifest& manif
   const std::string name_dir = NameDir(manifest.name);
   const std::string versions_dir = absl::StrCat(name_dir, "/", kVersionsDir);
   const std::string version_dir = absl::StrCat(versions_dir, "/", manifest.sha256);
-  // Held until the new version is current and read back: a Delete of this name waits for it
-  // (and then removes it), or went first (and this publish creates the name again).
-  absl::StatusOr<ScopedFd> name_lock = LockNameDir(name_dir, /*create=*/true);
-  bool created_versions_dir = false, placed = false;
+  // Held until the new version is current: a Delete of this name waits for it (and then removes
+  // it), or went first (and this publish creates the name again).
+  absl::StatusOr<ScopedFd> name_lock = LockName(manifest.name);
+  bool created_name_dir = false, created_versions_dir = false, placed = false;
   absl::Status status = name_lock.status();
+  if (status.ok()) status = EnsureDir(name_dir, &created_name_dir);
   if (status.ok()) status = EnsureDir(versions_dir, &created_versions_dir);
   if (status.ok()) {
     if (::rename(staging_dir.c_str(), version_dir.c_str()) == 0) {
@@ -464,37 +466,21 @@ absl::StatusOr<StoredAdapter> AdapterStore::Publish(const AdapterManifest& manif
 
 // ---- per-name lock, staging area ---------------------------------------------------------------
 
-absl::StatusOr<ScopedFd> AdapterStore::LockNameDir(const std::string& name_dir, bool create) {
+std::string AdapterStore::LockPath(std::string_view name) const {
+  return absl::StrCat(root_, "/", kLocksDir, "/", Sv(name), kLockSuffix);
+}
+
+absl::StatusOr<ScopedFd> AdapterStore::LockName(std::string_view name) {
+  // The lock file outlives the name dir, so a Delete never pulls it from under a waiter. Only
+  // Open()'s cleanup unlinks it (when no one holds it and the name is gone); a waiter that locked
+  // the unlinked file opens the name afresh.
+  const std::string path = LockPath(name);
   for (int attempt = 0; attempt < kAttempts; ++attempt) {
-    if (create) {
-      bool created = false;
-      absl::Status made = EnsureDir(name_dir, &created);
-      if (absl::IsNotFound(made)) continue;  // moved away by a Delete between mkdir and stat
-      RETURN_IF_ERROR(made);
-    }
-    ScopedFd fd(::open(name_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!fd.valid()) {
-      if (errno == ENOENT) {
-        if (create) continue;  // removed between mkdir and open
-        return absl::NotFoundError(absl::StrCat(name_dir, " does not exist"));
-      }
-      return PosixError(errno, absl::StrCat("opening ", name_dir));
-    }
-    int rc;
-    do {
-      rc = ::flock(fd.get(), LOCK_EX);
-    } while (rc != 0 && errno == EINTR);
-    if (rc != 0) return PosixError(errno, absl::StrCat("locking ", name_dir));
-    // A Delete (or a cleaner) may have moved the directory away while we waited.
-    struct stat by_fd, by_path;
-    if (::fstat(fd.get(), &by_fd) == 0 && ::stat(name_dir.c_str(), &by_path) == 0 &&
-        by_fd.st_ino == by_path.st_ino && by_fd.st_dev == by_path.st_dev) {
-      return fd;
-    }
-    if (!create) return absl::NotFoundError(absl::StrCat(name_dir, " was removed"));
+    ASSIGN_OR_RETURN(ScopedFd fd, LockFile(path, /*wait=*/true));
+    if (fd.valid()) return fd;
   }
   return absl::UnavailableError(
-      absl::StrCat(name_dir, " kept being removed while this call waited for it; retry"));
+      absl::StrCat(path, " kept being removed while this call waited for it; retry"));
 }
 
 absl::StatusOr<std::string> AdapterStore::AcquireStagingArea() {
@@ -680,12 +666,12 @@ absl::Status AdapterStore::Delete(std::string_view name) {
   const std::string name_dir = NameDir(name);
   std::string removed;
   {
-    absl::StatusOr<ScopedFd> name_lock = LockNameDir(name_dir, /*create=*/false);
-    if (absl::IsNotFound(name_lock.status())) {
+    // A name that never existed gets no lock file.
+    if (!FileExists(name_dir)) {
       ForgetCurrent(name);
       return NameNotFound(Sv(name));
     }
-    RETURN_IF_ERROR(name_lock.status());
+    ASSIGN_OR_RETURN(ScopedFd name_lock, LockName(name));
     if (!FileExists(absl::StrCat(name_dir, "/", kCurrentFile))) {
       ForgetCurrent(name);
       return NameNotFound(Sv(name));  // never published, or a publish that failed
@@ -798,8 +784,8 @@ void CleanTmp(const std::string& tmp_dir) {
 }
 
 // Removes CURRENT.tmp-* left by a writer that died before its rename, and empty directories
-// left by an upload that died before publishing.
-void CleanNameDir(const std::string& name_dir) {
+// left by an upload that died before publishing. `lock_path` is the name's lock.
+void CleanNameDir(const std::string& name_dir, const std::string& lock_path) {
   absl::StatusOr<std::vector<std::string>> entries = ListDir(name_dir);
   if (!entries.ok()) return;
   bool has_current = false;
@@ -811,11 +797,10 @@ void CleanNameDir(const std::string& name_dir) {
     if (lock.valid()) ::unlink(path.c_str());
   }
   if (has_current) return;
-  // A publish holds the name dir's lock from before it creates versions/ until CURRENT exists;
-  // skip a name that is locked. rmdir only removes empty directories, and a publisher that finds
-  // its directory gone creates it again.
-  ScopedFd lock(::open(name_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!lock.valid() || ::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) return;
+  // A publish holds the name's lock from before it creates the name dir until CURRENT exists;
+  // skip a name that is locked. rmdir only removes empty directories.
+  absl::StatusOr<ScopedFd> lock = LockFile(lock_path, /*wait=*/false);
+  if (!lock.ok() || !lock->valid()) return;
   if (::rmdir(absl::StrCat(name_dir, "/", kVersionsDir).c_str()) == 0 || errno == ENOENT) {
     ::rmdir(name_dir.c_str());
   }
@@ -827,9 +812,23 @@ absl::Status AdapterStore::CleanLeftovers() {
   CleanTmp(absl::StrCat(root_, "/", kTmpDir));
   ASSIGN_OR_RETURN(std::vector<std::string> names, ListDir(absl::StrCat(root_, "/", kAdaptersDir)));
   for (const std::string& name : names) {
-    if (ValidateAdapterName(name).ok()) CleanNameDir(NameDir(name));
+    if (ValidateAdapterName(name).ok()) CleanNameDir(NameDir(name), LockPath(name));
   }
+  CleanLocks();
   return absl::OkStatus();
+}
+
+void AdapterStore::CleanLocks() {
+  absl::StatusOr<std::vector<std::string>> entries = ListDir(absl::StrCat(root_, "/", kLocksDir));
+  if (!entries.ok()) return;
+  for (const std::string& entry : *entries) {
+    if (!absl::EndsWith(entry, kLockSuffix)) continue;
+    const std::string name = entry.substr(0, entry.size() - std::strlen(kLockSuffix));
+    if (FileExists(NameDir(name))) continue;
+    // Held by no one: a publisher that creates the name holds it first.
+    ScopedFd lock = LockIfAbandoned(LockPath(name));
+    if (lock.valid() && !FileExists(NameDir(name))) ::unlink(LockPath(name).c_str());
+  }
 }
 
 absl::StatusOr<std::unique_ptr<AdapterStore>> AdapterStore::Open(const std::string& root,
@@ -850,6 +849,7 @@ absl::StatusOr<std::unique_ptr<AdapterStore>> AdapterStore::Open(const std::stri
   bool created = false;
   RETURN_IF_ERROR(EnsureDir(absl::StrCat(store->root_, "/", kAdaptersDir), &created));
   RETURN_IF_ERROR(EnsureDir(absl::StrCat(store->root_, "/", kTmpDir), &created));
+  RETURN_IF_ERROR(EnsureDir(absl::StrCat(store->root_, "/", kLocksDir), &created));
   RETURN_IF_ERROR(store->CleanLeftovers());
   return store;
 }

@@ -1,13 +1,17 @@
 // Durable, versioned adapter store on a local (or shared) directory.
 //
 // Layout under `root`:
-//   adapters/<name>/CURRENT                     text file: hex sha256 of the current version
-//   adapters/<name>/versions/<sha256>/MANIFEST.json          {name, format, size_bytes, sha256,
-//   created_unix} adapters/<name>/versions/<sha256>/adapter_config.json    the config JSON as
-//   uploaded adapters/<name>/versions/<sha256>/adapter_model.safetensors   the weights (the hashed
-//   bytes) tmp/<token>.lock, tmp/<token>/              a process's staging area while it uploads or
-//                                               deletes (flock'ed lock file); leftovers of dead
-//                                               processes are removed at Open()
+//   adapters/<name>/CURRENT          text file: hex sha256 of the current version
+//   adapters/<name>/versions/<sha256>/
+//       MANIFEST.json                {name, format, size_bytes, sha256, created_unix}
+//       adapter_config.json          the config JSON as uploaded
+//       adapter_model.safetensors    the weights (the hashed bytes)
+//   locks/<name>.lock                flock'ed by a publish or delete of <name>; kept after a
+//                                    delete (so that waiters keep waiting on the same file),
+//                                    removed by Open() once the name is gone and no one holds it
+//   tmp/<token>.lock, tmp/<token>/   a process's staging area while it uploads or deletes
+//                                    (flock'ed lock file); leftovers of dead processes are
+//                                    removed at Open()
 //
 // A version is immutable and named by the sha256 of its weights file. Publishing is atomic:
 // files are staged in tmp/, fsync'ed, the staging dir renamed into versions/, the parent fsync'ed,
@@ -15,7 +19,7 @@
 // crash at any instant the store holds only complete versions; Open() removes leftovers.
 //
 // Uploads and deletes of one name (semantics, also across processes sharing the root): publish
-// and delete take an exclusive flock on the name's directory, so they are ordered.
+// and delete take an exclusive flock on the name's lock file, so they are ordered.
 //   - Delete removes the name with every version published before it: the name dir leaves
 //     adapters/ in one rename (into the staging area, removed from there afterwards), so a reader
 //     sees a whole version or none. NOT_FOUND when the name has no CURRENT.
@@ -24,8 +28,8 @@
 //   - A reader (Current, Resolve, the registry loading weights) racing a delete gets a version
 //     that existed, complete, or NOT_FOUND; never DATA_LOSS or INTERNAL. DATA_LOSS means a
 //     version's files were damaged outside the store's protocol.
-// Readers take no lock. Name locks are flocks on directories: local file systems (and NFS only
-// where its flock emulation covers directories).
+// Readers take no lock. Name locks are flocks on regular files: local file systems, and NFS
+// (where flock is emulated with byte-range locks).
 //
 // An upload in progress holds no file descriptor (its chunks are appended by open/write/close);
 // the process's staging area holds one lock fd while any upload or delete is under way. A staged
@@ -155,9 +159,13 @@ class AdapterStore {
   class StagedUpload;
 
   std::string NameDir(std::string_view name) const;
-  // Exclusive flock on adapters/<name>/ (created first when `create`), held by the returned fd.
-  // NOT_FOUND when it does not exist (or was moved away while we waited) and !create.
-  absl::StatusOr<ScopedFd> LockNameDir(const std::string& name_dir, bool create);
+  // locks/<name>.lock, which orders the publishes and deletes of one name.
+  std::string LockPath(std::string_view name) const;
+  // Waits for an exclusive flock on LockPath(name) (created when missing), held by the returned
+  // fd.
+  absl::StatusOr<ScopedFd> LockName(std::string_view name);
+  // Removes lock files of names that no longer exist and that no one holds.
+  void CleanLocks();
   // This process's staging area tmp/<token>/, created with its lock by the first user and removed
   // by the last: every Acquire is paired with one Release.
   absl::StatusOr<std::string> AcquireStagingArea();

@@ -155,4 +155,23 @@ ScopedFd LockIfAbandoned(const std::string& path) {
   return fd;
 }
 
+absl::StatusOr<ScopedFd> LockFile(const std::string& path, bool wait) {
+  // O_RDWR: on NFS flock() is emulated with fcntl locks, whose exclusive form needs a writable fd.
+  ScopedFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644));
+  if (!fd.valid()) return PosixError(errno, absl::StrCat("opening ", path));
+  int rc;
+  do {
+    rc = ::flock(fd.get(), wait ? LOCK_EX : LOCK_EX | LOCK_NB);
+  } while (rc != 0 && errno == EINTR);
+  if (rc != 0 && errno == EWOULDBLOCK) return ScopedFd();
+  if (rc != 0) return PosixError(errno, absl::StrCat("locking ", path));
+  struct stat by_fd, by_path;
+  if (::fstat(fd.get(), &by_fd) != 0) return PosixError(errno, absl::StrCat("fstat of ", path));
+  if (by_fd.st_nlink == 0 || ::lstat(path.c_str(), &by_path) != 0 ||
+      by_path.st_ino != by_fd.st_ino || by_path.st_dev != by_fd.st_dev) {
+    return ScopedFd();
+  }
+  return fd;
+}
+
 }  // namespace loramux

@@ -67,5 +67,9 @@ absl::StatusOr<ScopedFd> CreateLockedFile(const std::string& path);
 // Locks `path` when no live process holds it and it is still linked under that name; the
 // returned fd (invalid otherwise) keeps the lock while the caller removes what it guards.
 ScopedFd LockIfAbandoned(const std::string& path);
+// Opens `path` (creating it when missing) and takes an exclusive flock on it, waiting for it when
+// `wait`. An invalid fd when !wait and someone holds it, or when a cleaner unlinked it before we
+// locked it: the caller opens the name afresh.
+absl::StatusOr<ScopedFd> LockFile(const std::string& path, bool wait);
 
 }  // namespace loramux

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -383,6 +384,43 @@ TEST_F(AdapterStoreTest, ConcurrentUploadsOfOneNameBothSucceed) {
   }
 }
 
+// Deletes hammering a name never make an upload of it fail: the name's lock is not removed with
+// the name, so an upload waiting behind a delete keeps its place instead of starting over.
+TEST_F(AdapterStoreTest, UploadsRacingDeletesAllSucceed) {
+  constexpr int kUploaders = 8, kDeleters = 2, kRounds = 50;
+  std::atomic<int> uploaders_left{kUploaders};
+  std::atomic<int> deleted{0};
+  std::vector<std::thread> threads;
+  for (int who = 0; who < kUploaders; ++who) {
+    threads.emplace_back([&, who] {
+      for (int i = 0; i < kRounds; ++i) {
+        const std::string weights = RandomBytes(2000, 7000 * (who + 1) + i);
+        auto stored = store_->Put(ManifestFor("contested", weights), weights);
+        EXPECT_TRUE(stored.ok()) << stored.status();
+      }
+      --uploaders_left;
+    });
+  }
+  for (int d = 0; d < kDeleters; ++d) {
+    threads.emplace_back([&] {
+      // Bounded: each delete either removes an upload's name or finds it absent.
+      for (int i = 0; i < 100 * kRounds && uploaders_left > 0; ++i) {
+        absl::Status status = store_->Delete("contested");
+        if (status.ok()) ++deleted;
+        EXPECT_TRUE(status.ok() || absl::IsNotFound(status)) << status;
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_GT(deleted.load(), 0);
+  EXPECT_TRUE(TmpIsEmpty());
+  // Nothing but the name's lock is left in locks/, and reopening drops it once the name is gone.
+  if (store_->Current("contested").ok()) ASSERT_TRUE(store_->Delete("contested").ok());
+  store_ = OpenStore();
+  EXPECT_TRUE(fs::is_empty(root_ + "/locks"));
+  EXPECT_TRUE(fs::is_empty(root_ + "/adapters"));
+}
+
 TEST_F(AdapterStoreTest, SecondInstanceSeesChangesWithoutReopening) {
   std::unique_ptr<AdapterStore> other = OpenStore();  // as another server process would
   EXPECT_THAT(other->Current("sql").status(), StatusIs(absl::StatusCode::kNotFound));
@@ -454,6 +492,7 @@ TEST_F(AdapterStoreTest, OpenCleansLeftovers) {
   WriteFile(root_ + "/tmp/stray-file", "x");
   WriteFile(root_ + "/adapters/sql/CURRENT.tmp-123-4-deadbeef", std::string(64, 'b'));
   fs::create_directories(root_ + "/adapters/half/versions");  // died before publishing
+  WriteFile(root_ + "/locks/gone.lock", "");                  // its name was deleted
   ASSERT_NE(Snapshot(root_), clean);
 
   store_ = OpenStore();
