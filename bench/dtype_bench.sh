@@ -5,7 +5,7 @@
 # 32 distinct rank-16 DoRA adapters (all 7 projections), and prefill; next to the machine's GEMM
 # rates at those shapes measured in the same run (bench/gemm_rate).
 #
-#   [DTYPES="float32 bfloat16"] bench/dtype_bench.sh [BUILD_DIR=build] [SECONDS_PER_CELL=10]
+#   [DTYPES="float32 bfloat16"] [ROUNDS=3] bench/dtype_bench.sh [BUILD_DIR=build] [SECONDS_PER_CELL=8]
 #
 # The model (HF config.json + safetensors, `loramux_train init`, seed 17) and the 64 adapters
 # (PEFT directories: `loramux_train train --max_steps 1` from PEFT's initialisation, seeds 0..63,
@@ -16,7 +16,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="$(cd "${1:-$ROOT/build}" && pwd)"
-CELL_S="${2:-10}"
+CELL_S="${2:-8}"
+ROUNDS="${ROUNDS:-3}"
 SERVER="$BUILD/loramux_server"
 CLI="$BUILD/client/loramux"
 LOADGEN="$BUILD/client/loramux_loadgen"
@@ -77,9 +78,21 @@ cell() {
     awk -F'|' 'NF >= 10 { gsub(/ /, ""); print $7, $8, $6 }' || true
 }
 
+# median VALUES... (empty when none)
+median() {
+  printf '%s\n' "$@" | grep -v '^$' | sort -g |
+    awk '{ v[NR] = $1 } END { if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
+}
+# range VALUES... -> "min–max"
+range() { printf '%s\n' "$@" | grep -v '^$' | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { if (NR) printf "%s–%s", lo, hi }'; }
+
 echo "## Serving"
 echo
-echo "| dtype | case | streams | tokens/s | vs base at 32 | TTFT p50 ms | errors |"
+echo "Batch-32 cells run in $ROUNDS interleaved rounds (base, one LoRA, 32 LoRA, 32 DoRA; then again),"
+echo "so that each ratio compares cells measured seconds apart: tokens/s is the median of the rounds,"
+echo "\"vs base\" the median of each round's ratio to that round's base, with their range."
+echo
+echo "| dtype | case | streams | tokens/s | vs base at 32 (range) | TTFT p50 ms | errors |"
 echo "|---|---|--:|--:|--:|--:|--:|"
 for dtype in ${DTYPES:-float32 bfloat16}; do
   start_server "$TMP/server-$dtype" "$SERVER" --listen=127.0.0.1:0 --metrics_listen= \
@@ -88,16 +101,32 @@ for dtype in ${DTYPES:-float32 bfloat16}; do
   for dir in "$PEER"/adapters/*; do "$CLI" --server="$ADDR" upload "$(basename "$dir")" "$dir" >/dev/null; done
   timeout 300 "$LOADGEN" --server="$ADDR" --adapters="$LORAS,$DORAS" --preload --streams=1 \
     --requests=64 --duration_s=0 --prompt_len=4 --max_new_tokens=1 >/dev/null
-  base32=""
-  for spec in "batch 1, base|1|base" "batch 32, base|32|base" "batch 32, one LoRA|32|lora0" \
-              "batch 32, 32 LoRA|32|$LORAS" "batch 32, 32 DoRA|32|$DORAS"; do
-    IFS='|' read -r name streams adapters <<<"$spec"
-    read -r tps ttft err < <(cell "$streams" "$adapters" 16 64) || true
-    [[ "$name" == "batch 32, base" ]] && base32="${tps:-}"
-    ratio="$(awk -v a="${tps:-0}" -v b="${base32:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "" }')"
-    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$dtype" "$name" "$streams" "${tps:-?}" \
-      "$ratio" "${ttft:-?}" "${err:-?}"
+  read -r tps ttft err < <(cell 1 base 16 64) || true
+  printf '| %s | batch 1, base | 1 | %s | | %s | %s |\n' "$dtype" "${tps:-?}" "${ttft:-?}" "${err:-?}"
+  names=("batch 32, base" "batch 32, one LoRA" "batch 32, 32 LoRA" "batch 32, 32 DoRA")
+  specs=(base lora0 "$LORAS" "$DORAS")
+  declare -A tps_of=() ratio_of=() ttft_of=() err_of=()
+  for _ in $(seq "$ROUNDS"); do
+    base=""
+    for i in "${!specs[@]}"; do
+      read -r tps ttft err < <(cell 32 "${specs[$i]}" 16 64) || true
+      ((i == 0)) && base="${tps:-}"
+      tps_of[$i]+="${tps:-} " ttft_of[$i]+="${ttft:-} " err_of[$i]+="${err:-0} "
+      ratio_of[$i]+="$(awk -v a="${tps:-0}" -v b="${base:-0}" 'BEGIN { if (a > 0 && b > 0) printf "%.3f", a / b }') "
+    done
   done
+  for i in "${!specs[@]}"; do
+    # shellcheck disable=SC2086  # word lists
+    {
+      tps="$(median ${tps_of[$i]})" ttft="$(median ${ttft_of[$i]})"
+      err="$(printf '%s\n' ${err_of[$i]} | awk '{ s += $1 } END { print s + 0 }')"
+      ratio=""
+      if ((i > 0)); then ratio="$(printf '%.2f (%s)' "$(median ${ratio_of[$i]})" "$(range ${ratio_of[$i]})")"; fi
+    }
+    printf '| %s | %s | 32 | %s | %s | %s | %s |\n' "$dtype" "${names[$i]}" "${tps:-?}" "$ratio" \
+      "${ttft:-?}" "$err"
+  done
+  unset tps_of ratio_of ttft_of err_of
   read -r _ ttft err < <(cell 1 base 512 1) || true
   prefill="$(awk -v t="${ttft:-0}" 'BEGIN { if (t > 0) printf "%.0f", 512 * 1000 / t; else print "?" }')"
   printf '| %s | prefill, 512-token prompt (prompt tokens/s = 512 / TTFT) | 1 | %s | | %s | %s |\n' \
