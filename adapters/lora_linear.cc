@@ -1,6 +1,7 @@
 #include "adapters/lora_linear.h"
 
 #include <algorithm>
+#include <limits>
 #include <optional>
 
 #include <torch/torch.h>
@@ -44,6 +45,17 @@ void AddDelta(const ModuleAdapter& m, double scale, const LinearWeights& base,
 
 constexpr int64_t kShortMaxTokens = 4;  // decode (and short speculative runs)
 
+// The longest prefill run that the fused CPU kernel takes (rows after the first read the factors
+// from L2). Measured in-process on the issue-17 model (32 decode rows + one prefill run of a
+// rank-16 LoRA, all 7 projections, 2 threads; the side path's cost per step, against two GEMMs per
+// run): float32 runs of 16 / 64 / 256 / 512 tokens cost 0.8 / 7 / 26 / 48 ms less: the kernel wins
+// at every length; bfloat16 runs of 16 / 32 / 64 tokens 5.5 / 0.6 / 0.2 ms less, 256 tokens 5 ms
+// more (oneDNN's bfloat16 GEMMs win on long runs).
+int64_t FusedMaxTokens(const torch::Tensor& x) {
+  if (!x.device().is_cpu()) return kShortMaxTokens;
+  return x.scalar_type() == torch::kFloat32 ? std::numeric_limits<int64_t>::max() : 64;
+}
+
 // The kernel computes in float32; 16-bit activations widen exactly on the way in and the sums
 // round once on the way out, so bfloat16 serving takes the same fused path as float32.
 bool FusedKernelApplies(const torch::Tensor& x, const torch::Tensor& y) {
@@ -64,11 +76,13 @@ std::optional<FactorType> KernelFactorType(const ModuleAdapter& m) {
   }
 }
 
-// Decode segments and short runs of LoRA or per-row DoRA go to one batched call for all segments.
-bool Batchable(const ModuleAdapter& m, const AdapterSegment& segment, DeltaPath path) {
+// Decode segments and runs of at most `max_tokens` of LoRA or per-row DoRA go to one batched call
+// for all segments.
+bool Batchable(const ModuleAdapter& m, const AdapterSegment& segment, DeltaPath path,
+               int64_t max_tokens) {
   if (path == DeltaPath::kSegmentGemms || m.kind == ModuleAdapter::Kind::kDoraCol) return false;
   return path == DeltaPath::kGathered || segment.decode ||
-         segment.end - segment.begin <= kShortMaxTokens;
+         segment.end - segment.begin <= max_tokens;
 }
 
 void AddFusedCpu(const torch::Tensor& x, torch::Tensor& y, const LinearWeights& base,
@@ -129,12 +143,13 @@ void AddAdapterDeltas(const torch::Tensor& x, torch::Tensor& y, const LinearWeig
                       int64_t module_index, const std::vector<AdapterSegment>& segments,
                       DeltaPath path) {
   std::vector<ModuleRun> batched;
+  const int64_t max_tokens = FusedMaxTokens(x);
   for (const AdapterSegment& segment : segments) {
     if (segment.adapter == nullptr || segment.end <= segment.begin) continue;
     const ModuleAdapter* m = segment.adapter->module(module_index);
     if (m == nullptr) continue;
     const int64_t len = segment.end - segment.begin;
-    if (Batchable(*m, segment, path)) {
+    if (Batchable(*m, segment, path, max_tokens)) {
       batched.push_back({m, segment.scale, segment.begin, segment.end});
       continue;
     }

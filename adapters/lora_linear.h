@@ -1,7 +1,7 @@
 // The adapter-aware linear layer: the frozen base GEMM runs once for all packed tokens, then each
-// segment of tokens adds its own adapter's low-rank delta: decode runs through one batched call for
-// all segments (BGMV-style), prefill through a pair of small GEMMs per segment (SGMV-style). The
-// base weight is only read, never copied or written.
+// segment of tokens adds its own adapter's low-rank delta: decode (and on the CPU most prefill)
+// runs through one batched call for all segments (BGMV-style), long prefill runs through a pair of
+// small GEMMs per segment (SGMV-style). The base weight is only read, never copied or written.
 //
 // Shapes: x [T, in], base.weight [out, in] (or packed), base.bias [out] or undefined,
 // result [T, out].
@@ -44,9 +44,10 @@ struct AdapterSegment {
 };
 
 // How the side path serves segments. kAuto: decode segments and short runs (at most 4 tokens) go
-// to the gathered batched GEMMs (bgmv_gather) on GPUs and other devices, and on the CPU to the
-// fused kernel (bgmv_cpu) when it applies (float32 or 16-bit activations, widened to float32 and
-// the sums rounded once; float32 or 16-bit factors; rank <= 512); everything else — prefill runs,
+// to the gathered batched GEMMs (bgmv_gather) on GPUs and other devices; on the CPU, decode
+// segments and prefill runs (any length in float32, at most 64 tokens in 16 bits) go to the fused
+// kernel (bgmv_cpu) when it applies (float32 or 16-bit activations, widened to float32 and the
+// sums rounded once; float32 or 16-bit factors; rank <= 512); everything else — longer runs,
 // per-column DoRA, float64 — gets two GEMMs per segment.
 // The others force one path for every segment it can take (tests and benchmarks compare them).
 enum class DeltaPath { kAuto, kSegmentGemms, kGathered };
