@@ -45,15 +45,15 @@ void AddDelta(const ModuleAdapter& m, double scale, const LinearWeights& base,
 
 constexpr int64_t kShortMaxTokens = 4;  // decode (and short speculative runs)
 
-// The longest prefill run that the fused CPU kernel takes (rows after the first read the factors
-// from L2). Measured in-process on the issue-17 model (32 decode rows + one prefill run of a
-// rank-16 LoRA, all 7 projections, 2 threads; the side path's cost per step, against two GEMMs per
-// run): float32 runs of 16 / 64 / 256 / 512 tokens cost 0.8 / 7 / 26 / 48 ms less: the kernel wins
-// at every length; bfloat16 runs of 16 / 32 / 64 tokens 5.5 / 0.6 / 0.2 ms less, 256 tokens 5 ms
-// more (oneDNN's bfloat16 GEMMs win on long runs).
+// The longest prefill run that the fused CPU kernel takes (rows of one adapter share the factors'
+// reads, four at a time). Measured in-process on the issue-17 model (32 decode rows + one prefill
+// run of a rank-16 LoRA, all 7 projections, 2 threads; the side path's cost per step, against two
+// GEMMs per run): float32 runs of 16 / 64 / 256 / 512 tokens cost 0.8 / 7 / 26 / 48 ms less: the
+// kernel wins at every length; bfloat16 runs of 16 / 128 tokens 5.5 / 2.0 ms less, 256 tokens the
+// same (14.9 against 15.2 ms), 512 tokens 9 ms more (oneDNN's bfloat16 GEMMs win on long runs).
 int64_t FusedMaxTokens(const torch::Tensor& x) {
   if (!x.device().is_cpu()) return kShortMaxTokens;
-  return x.scalar_type() == torch::kFloat32 ? std::numeric_limits<int64_t>::max() : 64;
+  return x.scalar_type() == torch::kFloat32 ? std::numeric_limits<int64_t>::max() : 256;
 }
 
 // The kernel computes in float32; 16-bit activations widen exactly on the way in and the sums

@@ -45,7 +45,7 @@ struct AdapterSegment {
 
 // How the side path serves segments. kAuto: decode segments and short runs (at most 4 tokens) go
 // to the gathered batched GEMMs (bgmv_gather) on GPUs and other devices; on the CPU, decode
-// segments and prefill runs (any length in float32, at most 64 tokens in 16 bits) go to the fused
+// segments and prefill runs (any length in float32, at most 256 tokens in 16 bits) go to the fused
 // kernel (bgmv_cpu) when it applies (float32 or 16-bit activations, widened to float32 and the
 // sums rounded once; float32 or 16-bit factors; rank <= 512); everything else — longer runs,
 // per-column DoRA, float64 — gets two GEMMs per segment.

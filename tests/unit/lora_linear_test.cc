@@ -302,7 +302,7 @@ TEST_P(LoraLinearTest, ManyDecodeRowsOfOneAdapterGetEachRowsOwnBits) {
   }
 }
 
-// On the CPU a prefill run short enough for the fused kernel (any length in float32, up to 64
+// On the CPU a prefill run short enough for the fused kernel (any length in float32, up to 256
 // tokens in bfloat16) gives each row its own bits: a prompt's rows do not depend on how the
 // scheduler cut it into chunks.
 TEST_P(LoraLinearTest, PrefillRowsDoNotDependOnTheChunking) {
