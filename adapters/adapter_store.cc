@@ -824,10 +824,11 @@ void AdapterStore::CleanLocks() {
   for (const std::string& entry : *entries) {
     if (!absl::EndsWith(entry, kLockSuffix)) continue;
     const std::string name = entry.substr(0, entry.size() - std::strlen(kLockSuffix));
-    if (FileExists(NameDir(name))) continue;
+    const std::string name_dir = NameDir(name), lock_path = LockPath(name);
+    if (FileExists(name_dir)) continue;
     // Held by no one: a publisher that creates the name holds it first.
-    ScopedFd lock = LockIfAbandoned(LockPath(name));
-    if (lock.valid() && !FileExists(NameDir(name))) ::unlink(LockPath(name).c_str());
+    ScopedFd lock = LockIfAbandoned(lock_path);
+    if (lock.valid() && !FileExists(name_dir)) ::unlink(lock_path.c_str());
   }
 }
 

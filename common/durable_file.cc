@@ -139,19 +139,27 @@ absl::StatusOr<ScopedFd> CreateLockedFile(const std::string& path) {
   return fd;
 }
 
+namespace {
+
+// Whether the file an fd refers to (`by_fd`, its fstat) is still linked at `path`: not unlinked,
+// nor renamed away and replaced, since it was opened.
+bool StillLinkedAt(const struct stat& by_fd, const std::string& path) {
+  struct stat by_path;
+  return by_fd.st_nlink > 0 && ::lstat(path.c_str(), &by_path) == 0 &&
+         by_path.st_ino == by_fd.st_ino && by_path.st_dev == by_fd.st_dev;
+}
+
+}  // namespace
+
 // Locks `path` when no live process holds it and it is still linked under that name; the
 // returned fd (invalid otherwise) keeps the lock while the caller removes what it guards.
 ScopedFd LockIfAbandoned(const std::string& path) {
   // O_RDWR: on NFS flock() is emulated with fcntl locks, whose exclusive form needs a writable fd.
   ScopedFd fd(::open(path.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC));
   if (!fd.valid() || ::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) return ScopedFd();
-  struct stat by_fd, by_path;
-  if (::fstat(fd.get(), &by_fd) != 0 || by_fd.st_nlink == 0) return ScopedFd();
   // A writer may have renamed it away (CURRENT.tmp-* -> CURRENT) after we opened it.
-  if (::lstat(path.c_str(), &by_path) != 0 || by_path.st_ino != by_fd.st_ino ||
-      by_path.st_dev != by_fd.st_dev) {
-    return ScopedFd();
-  }
+  struct stat by_fd;
+  if (::fstat(fd.get(), &by_fd) != 0 || !StillLinkedAt(by_fd, path)) return ScopedFd();
   return fd;
 }
 
@@ -165,12 +173,9 @@ absl::StatusOr<ScopedFd> LockFile(const std::string& path, bool wait) {
   } while (rc != 0 && errno == EINTR);
   if (rc != 0 && errno == EWOULDBLOCK) return ScopedFd();
   if (rc != 0) return PosixError(errno, absl::StrCat("locking ", path));
-  struct stat by_fd, by_path;
+  struct stat by_fd;
   if (::fstat(fd.get(), &by_fd) != 0) return PosixError(errno, absl::StrCat("fstat of ", path));
-  if (by_fd.st_nlink == 0 || ::lstat(path.c_str(), &by_path) != 0 ||
-      by_path.st_ino != by_fd.st_ino || by_path.st_dev != by_fd.st_dev) {
-    return ScopedFd();
-  }
+  if (!StillLinkedAt(by_fd, path)) return ScopedFd();  // a cleaner unlinked it meanwhile
   return fd;
 }
 
