@@ -173,13 +173,23 @@ std::vector<BgmvSegment> Pieces(const std::vector<BgmvSegment>& segments) {
   return pieces;
 }
 
-// Bounds of `parts` contiguous runs of pieces, each reading about as many factor bytes (rows ·
-// rank · (in + out) each): piece indices bounds[p] .. bounds[p + 1].
-std::vector<int64_t> SplitByBytes(const std::vector<BgmvSegment>& pieces, int64_t width,
-                                  int64_t parts) {
+// Fetching a piece's factors from memory costs about as much as computing this many rows from
+// cache (float32, 2 threads: decode rows stream ~14 GB/s a thread; rows of a prefill run compute at
+// ~54 GFLOP/s a thread, 2 flops per 4 bytes of factors).
+constexpr int64_t kFetchCostInRows = 8;
+
+// Bounds of `parts` contiguous runs of pieces of about equal cost: piece indices bounds[p] ..
+// bounds[p + 1]. A piece costs rank · (in + out) for each of its rows, and kFetchCostInRows times
+// that again unless the piece before it read the same factors (then they are in cache): a step's
+// decode rows of distinct adapters are memory-bound and a prefill run's rows are not, and counting
+// them alike gave one thread all the decode rows.
+std::vector<int64_t> SplitByCost(const std::vector<BgmvSegment>& pieces, int64_t width,
+                                 int64_t parts) {
   std::vector<int64_t> cost(pieces.size() + 1, 0);
   for (size_t i = 0; i < pieces.size(); ++i) {
-    cost[i + 1] = cost[i] + (pieces[i].end - pieces[i].begin) * pieces[i].rank * width;
+    const BgmvSegment& s = pieces[i];
+    const bool fetched = i == 0 || !SameFactors(pieces[i - 1], s);
+    cost[i + 1] = cost[i] + (s.end - s.begin + (fetched ? kFetchCostInRows : 0)) * s.rank * width;
   }
   std::vector<int64_t> bounds = {0};
   for (int64_t p = 1; p < parts; ++p) {
@@ -190,31 +200,45 @@ std::vector<int64_t> SplitByBytes(const std::vector<BgmvSegment>& pieces, int64_
   return bounds;
 }
 
-// ---- bfloat16 activations and factors on CPUs with AVX512-BF16 ----
-// The served bfloat16 case: the down projection multiplies 16-bit pairs with vdpbf16ps (products
-// exact, float32 sums), the up projection widens B^T in registers, and a row's sums stay float32
-// until one rounding to nearest even into y. Each thread prefetches the factors of the segment it
-// computes next as it consumes the current one's (PrefetchCursor): decode's factors are many short
-// rows, too short for the hardware prefetcher to catch up (float32 rows are twice as long and
-// stream at the same ~25 GB/s without it).
-// Rows of one adapter (a prefill run, or decode rows of one adapter side by side) are computed up to
-// kPieceRows at a time, widening each vector of B^T once for all of them. The small fixed loops
-// over rows and vectors carry `#pragma GCC unroll`: without it GCC kept their accumulator arrays in
-// memory (one adapter, 32 rows, 1024 -> 2816: 57 us a call; unrolled, 25 us).
+// ---- AVX-512 kernels: float32, and bfloat16 on CPUs with AVX512-BF16 ----
+// The served cases: activations and factors both float32, or both bfloat16. Each thread prefetches
+// the factors of the piece it computes next as it consumes the current one's (PrefetchCursor):
+// decode's factors are many short rows, too short for the hardware prefetcher to catch up.
+// The down projection takes four ranks of A at a time (four streams in flight) for one token row
+// (float32: FMAs; bfloat16: vdpbf16ps on 16-bit pairs, products exact, float32 sums); the up
+// projection computes the rows of a piece (up to kPieceRows rows of one adapter: a prefill run, or
+// decode rows of one adapter side by side) together, 64 outputs at a time, reading (and for
+// bfloat16 widening) each vector of B^T once for all of them, their sums in registers. Each row's
+// sums are its own, in a fixed order, so a row's bits do not depend on the rows beside it; bfloat16
+// rows round once to nearest even into y. The small fixed loops carry `#pragma GCC unroll`: without
+// it GCC kept their accumulator arrays in memory (bfloat16, one adapter, 32 rows, 1024 -> 2816: 57
+// us a call; unrolled, 25 us).
 
 #if defined(__x86_64__)
+#define LORAMUX_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
+#define LORAMUX_AVX512_INLINE LORAMUX_AVX512 inline __attribute__((always_inline))
 #define LORAMUX_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 #define LORAMUX_AVX512_BF16_INLINE LORAMUX_AVX512_BF16 inline __attribute__((always_inline))
 
-// 16 bfloat16 (bit patterns) at p, widened to float32; `mask` selects the lanes read (others 0).
-LORAMUX_AVX512_BF16_INLINE __m512 LoadWidened(const uint16_t* p, __mmask16 mask) {
+// 16 lanes at p under `mask` (others 0) as float32: float32 as is, bfloat16 (uint16_t) and float16
+// bit patterns widened exactly.
+LORAMUX_AVX512_INLINE __m512 LoadLanes(const float* p, __mmask16 mask) {
+  return _mm512_maskz_loadu_ps(mask, p);
+}
+LORAMUX_AVX512_INLINE __m512 LoadLanes(const uint16_t* p, __mmask16 mask) {
   const __m256i bits = _mm256_maskz_loadu_epi16(mask, p);
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
 }
+LORAMUX_AVX512_INLINE __m512 LoadLanes(const Float16Bits* p, __mmask16 mask) {
+  return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, p));  // exact, subnormals included
+}
 
-// 16 float32 rounded to bfloat16 bit patterns as FloatToBFloat16 does (nearest even; NaN ->
-// quiet NaN, sign kept; subnormals kept), stored at p under `mask`.
-LORAMUX_AVX512_BF16_INLINE void StoreRounded(uint16_t* p, __m512 v, __mmask16 mask) {
+// 16 float32 stored at p under `mask`: float32 as is; bfloat16 rounded as FloatToBFloat16 does
+// (nearest even; NaN -> quiet NaN, sign kept; subnormals kept).
+LORAMUX_AVX512_INLINE void StoreLanes(float* p, __m512 v, __mmask16 mask) {
+  _mm512_mask_storeu_ps(p, mask, v);
+}
+LORAMUX_AVX512_INLINE void StoreLanes(uint16_t* p, __m512 v, __mmask16 mask) {
   const __m512i bits = _mm512_castps_si512(v);
   const __m512i high = _mm512_srli_epi32(bits, 16);
   const __m512i lsb = _mm512_and_si512(high, _mm512_set1_epi32(1));
@@ -225,22 +249,32 @@ LORAMUX_AVX512_BF16_INLINE void StoreRounded(uint16_t* p, __m512 v, __mmask16 ma
   _mm256_mask_storeu_epi16(p, mask, _mm512_cvtepi32_epi16(rounded));
 }
 
-LORAMUX_AVX512_BF16_INLINE __mmask32 Mask32(int64_t left) {
+LORAMUX_AVX512_INLINE __mmask32 Mask32(int64_t left) {
   return left >= 32 ? ~__mmask32{0} : (__mmask32{1} << left) - 1;
 }
-LORAMUX_AVX512_BF16_INLINE __mmask16 Mask16(int64_t left) {
+LORAMUX_AVX512_INLINE __mmask16 Mask16(int64_t left) {
   return left >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << left) - 1);
 }
 
-// Walks the factors of the segment a thread computes next, one cache line at a time into L2, as the
-// current segment consumes its own: the next segment's lines arrive while this one computes.
+// Walks the factors of the piece a thread computes next, one cache line at a time into L2, as the
+// current piece consumes its own: the next piece's lines arrive while this one computes.
 struct PrefetchCursor {
   const char* at = nullptr;
   const char* end = nullptr;
   const char* then = nullptr;  // the second region (B^T), once the first is done
   const char* then_end = nullptr;
 
-  LORAMUX_AVX512_BF16_INLINE void Advance(int lines) {
+  // Over the factors of `next` (elements of `bytes` bytes), unless null or the same as `current`'s.
+  PrefetchCursor(const BgmvSegment* next, const BgmvSegment& current, int64_t in, int64_t out,
+                 int64_t bytes) {
+    if (next == nullptr || next->a == current.a) return;
+    at = static_cast<const char*>(next->a);
+    end = at + next->rank * in * bytes;
+    then = static_cast<const char*>(next->b_t);
+    then_end = then + next->rank * out * bytes;
+  }
+
+  LORAMUX_AVX512_INLINE void Advance(int lines) {
     for (int i = 0; i < lines; ++i) {
       if (at >= end) {
         if (then == nullptr) return;
@@ -254,7 +288,29 @@ struct PrefetchCursor {
   }
 };
 
-// u[r] = c · <A[r], x> for kRows rows of A (bfloat16 pairs through vdpbf16ps).
+// u[r] = c · <A[r], x> for kRows rows of A (of type F, widened) and float32 x: FMAs, 16 lanes at
+// a time.
+template <int kRows, typename F>
+LORAMUX_AVX512_INLINE void DownRows(const F* a, const float* x, int64_t in, PrefetchCursor& next,
+                                    float c, float* u) {
+  constexpr int64_t kStepsPerLine = 4 / sizeof(F);  // 16 lanes of F are 64 / kStepsPerLine bytes
+  __m512 sum[kRows];
+#pragma GCC unroll 16
+  for (int r = 0; r < kRows; ++r) sum[r] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < in; i += 16) {
+    const __mmask16 mask = Mask16(in - i);
+    const __m512 xv = _mm512_maskz_loadu_ps(mask, x + i);
+#pragma GCC unroll 16
+    for (int r = 0; r < kRows; ++r) {
+      sum[r] = _mm512_fmadd_ps(LoadLanes(a + r * in + i, mask), xv, sum[r]);
+    }
+    if ((i / 16) % kStepsPerLine == 0) next.Advance(kRows);
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < kRows; ++r) u[r] = _mm512_reduce_add_ps(sum[r]) * c;
+}
+
+// The same for bfloat16: pairs through vdpbf16ps, 32 lanes a line.
 template <int kRows>
 LORAMUX_AVX512_BF16_INLINE void DownRows(const uint16_t* a, const uint16_t* x, int64_t in,
                                          PrefetchCursor& next, float c, float* u) {
@@ -276,15 +332,15 @@ LORAMUX_AVX512_BF16_INLINE void DownRows(const uint16_t* a, const uint16_t* x, i
   for (int r = 0; r < kRows; ++r) u[r] = _mm512_reduce_add_ps(sum[r]) * c;
 }
 
-// Outputs [o, o + 64) of kRows rows of y (bfloat16 bits) sharing the factors: each output's sum
-// starts from its y (less the bias for DoRA) and adds B^T[k][o] · u[r][k] for k = 0, 1, ... in
-// turn, one FMA each, so a row's bits do not depend on the rows beside it; each 16 outputs of B^T
-// are widened once for all the rows, and the 4·kRows sums stay in registers (independent FMA
-// chains). DoRA then applies g ⊙ (·) + b; each sum rounds once into y.
-template <int kRows>
-LORAMUX_AVX512_BF16_INLINE void UpBlock(const uint16_t* b_t, int64_t out, int64_t rank,
-                                        const float (*u)[kBgmvMaxRank], uint16_t* const* y,
-                                        const float* bias, const float* gain, int64_t o) {
+// Outputs [o, o + 64) of kRows rows of y sharing the factors: each output's sum starts from its y
+// (less the bias for DoRA) and adds B^T[k][o] · u[r][k] for k = 0, 1, ... in turn, one FMA each, so
+// a row's bits do not depend on the rows beside it; each 16 outputs of B^T are loaded once for all
+// the rows, and the 4·kRows sums stay in registers (independent FMA chains). DoRA then applies
+// g ⊙ (·) + b; each sum is stored once into y.
+template <int kRows, typename F, typename Y>
+LORAMUX_AVX512_INLINE void UpBlock(const F* b_t, int64_t out, int64_t rank,
+                                   const float (*u)[kBgmvMaxRank], Y* const* y, const float* bias,
+                                   const float* gain, int64_t o) {
   constexpr int kVectors = 4;
   const bool dora = gain != nullptr;
   __mmask16 mask[kVectors];
@@ -295,7 +351,7 @@ LORAMUX_AVX512_BF16_INLINE void UpBlock(const uint16_t* b_t, int64_t out, int64_
   for (int r = 0; r < kRows; ++r) {
 #pragma GCC unroll 16
     for (int j = 0; j < kVectors; ++j) {
-      sum[r][j] = LoadWidened(y[r] + o + 16 * j, mask[j]);
+      sum[r][j] = LoadLanes(y[r] + o + 16 * j, mask[j]);
       if (dora && bias != nullptr) {
         sum[r][j] = _mm512_sub_ps(sum[r][j], _mm512_maskz_loadu_ps(mask[j], bias + o + 16 * j));
       }
@@ -304,7 +360,7 @@ LORAMUX_AVX512_BF16_INLINE void UpBlock(const uint16_t* b_t, int64_t out, int64_
   for (int64_t k = 0; k < rank; ++k) {
     __m512 b[kVectors];
 #pragma GCC unroll 16
-    for (int j = 0; j < kVectors; ++j) b[j] = LoadWidened(b_t + k * out + o + 16 * j, mask[j]);
+    for (int j = 0; j < kVectors; ++j) b[j] = LoadLanes(b_t + k * out + o + 16 * j, mask[j]);
 #pragma GCC unroll 16
     for (int r = 0; r < kRows; ++r) {
       const __m512 uk = _mm512_set1_ps(u[r][k]);
@@ -323,71 +379,137 @@ LORAMUX_AVX512_BF16_INLINE void UpBlock(const uint16_t* b_t, int64_t out, int64_
                 ? _mm512_fmadd_ps(g, v, _mm512_maskz_loadu_ps(mask[j], bias + o + 16 * j))
                 : _mm512_mul_ps(v, g);
       }
-      StoreRounded(y[r] + o + 16 * j, v, mask[j]);
+      StoreLanes(y[r] + o + 16 * j, v, mask[j]);
     }
   }
 }
 
 // The up projection for kRows rows sharing the factors, 64 outputs at a time.
-template <int kRows>
-LORAMUX_AVX512_BF16_INLINE void UpRows(const uint16_t* b_t, int64_t out, int64_t rank,
-                                       const float (*u)[kBgmvMaxRank], uint16_t* const* y,
-                                       const float* bias, const float* gain, PrefetchCursor& next) {
-  const int lines = static_cast<int>(2 * rank);  // B^T's bytes for 64 outputs, in lines
+template <int kRows, typename F, typename Y>
+LORAMUX_AVX512_INLINE void UpRows(const F* b_t, int64_t out, int64_t rank,
+                                  const float (*u)[kBgmvMaxRank], Y* const* y, const float* bias,
+                                  const float* gain, PrefetchCursor& next) {
+  const int lines = static_cast<int>(rank * sizeof(F));  // B^T's bytes for 64 outputs, in lines
   for (int64_t o = 0; o < out; o += 64) {
     UpBlock<kRows>(b_t, out, rank, u, y, bias, gain, o);
     next.Advance(lines);
   }
 }
 
-// One piece's rows of y [tokens, out] (bfloat16) given x [tokens, in] (bfloat16) and bfloat16
-// factors (at most kPieceRows rows, all of one adapter); `next` is the piece computed after this
-// one, or null.
-LORAMUX_AVX512_BF16 void SegmentDeltaNative(const uint16_t* x, uint16_t* y, const float* bias,
-                                            int64_t in, int64_t out, const BgmvSegment& s,
-                                            const BgmvSegment* next_segment) {
-  PrefetchCursor next;
-  if (next_segment != nullptr && next_segment->a != s.a) {
-    next.at = static_cast<const char*>(next_segment->a);
-    next.end = next.at + next_segment->rank * in * 2;
-    next.then = static_cast<const char*>(next_segment->b_t);
-    next.then_end = next.then + next_segment->rank * out * 2;
+// The up projection of a piece's `rows` rows (at most kPieceRows) given their u.
+template <typename F, typename Y>
+LORAMUX_AVX512_INLINE void UpPiece(const F* b_t, int64_t out, int64_t rank, int64_t rows,
+                                   const float (*u)[kBgmvMaxRank], Y* const* y, const float* bias,
+                                   const float* gain, PrefetchCursor& next) {
+  switch (rows) {
+    case 1: UpRows<1>(b_t, out, rank, u, y, bias, gain, next); break;
+    case 2: UpRows<2>(b_t, out, rank, u, y, bias, gain, next); break;
+    case 3: UpRows<3>(b_t, out, rank, u, y, bias, gain, next); break;
+    case 4: UpRows<4>(b_t, out, rank, u, y, bias, gain, next); break;
+    default: break;
   }
+}
+
+// One piece's rows of y [tokens, out] given x [tokens, in] (at most kPieceRows rows, all of one
+// adapter); `next_piece` is the piece this thread computes after this one, or null. Activations
+// float32 and factors of type F (widened exactly: the same values stored in float32 give the same
+// bits), or all bfloat16. (Not one template: the bfloat16 one's target has instructions the float32
+// one's must not assume.)
+template <typename F>
+LORAMUX_AVX512 void PieceNative(const float* x, float* y, const float* bias, int64_t in,
+                                int64_t out, const BgmvSegment& s, const BgmvSegment* next_piece) {
+  PrefetchCursor next(next_piece, s, in, out, sizeof(F));
+  const F* a = static_cast<const F*>(s.a);
+  const int64_t rows = s.end - s.begin;
+  float u[kPieceRows][kBgmvMaxRank];
+  float* yr[kPieceRows];
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xt = x + (s.begin + r) * in;
+    yr[r] = y + (s.begin + r) * out;
+    int64_t k = 0;
+    for (; k + kRowsPerPass <= s.rank; k += kRowsPerPass) {
+      DownRows<kRowsPerPass>(a + k * in, xt, in, next, s.scale, u[r] + k);
+    }
+    for (; k < s.rank; ++k) DownRows<1>(a + k * in, xt, in, next, s.scale, u[r] + k);
+  }
+  UpPiece(static_cast<const F*>(s.b_t), out, s.rank, rows, u, yr, bias, s.gain, next);
+}
+
+LORAMUX_AVX512_BF16 void PieceNative(const uint16_t* x, uint16_t* y, const float* bias, int64_t in,
+                                     int64_t out, const BgmvSegment& s,
+                                     const BgmvSegment* next_piece) {
+  PrefetchCursor next(next_piece, s, in, out, sizeof(uint16_t));
   const uint16_t* a = static_cast<const uint16_t*>(s.a);
-  const uint16_t* b_t = static_cast<const uint16_t*>(s.b_t);
-  const int64_t rank = s.rank, rows = s.end - s.begin;
+  const int64_t rows = s.end - s.begin;
   float u[kPieceRows][kBgmvMaxRank];
   uint16_t* yr[kPieceRows];
   for (int64_t r = 0; r < rows; ++r) {
     const uint16_t* xt = x + (s.begin + r) * in;
     yr[r] = y + (s.begin + r) * out;
     int64_t k = 0;
-    for (; k + kRowsPerPass <= rank; k += kRowsPerPass) {
+    for (; k + kRowsPerPass <= s.rank; k += kRowsPerPass) {
       DownRows<kRowsPerPass>(a + k * in, xt, in, next, s.scale, u[r] + k);
     }
-    for (; k < rank; ++k) DownRows<1>(a + k * in, xt, in, next, s.scale, u[r] + k);
+    for (; k < s.rank; ++k) DownRows<1>(a + k * in, xt, in, next, s.scale, u[r] + k);
   }
-  switch (rows) {
-    case 1: UpRows<1>(b_t, out, rank, u, yr, bias, s.gain, next); break;
-    case 2: UpRows<2>(b_t, out, rank, u, yr, bias, s.gain, next); break;
-    case 3: UpRows<3>(b_t, out, rank, u, yr, bias, s.gain, next); break;
-    case 4: UpRows<4>(b_t, out, rank, u, yr, bias, s.gain, next); break;
-    default: break;
-  }
+  UpPiece(static_cast<const uint16_t*>(s.b_t), out, s.rank, rows, u, yr, bias, s.gain, next);
 }
 
 #endif
 
+bool CpuHasAvx512() { return PanelGemmRuns(PanelType::kFloat32); }
 // The bfloat16 kernel needs the instructions the panel GEMM's bfloat16 kernel does.
 bool CpuHasNativeBFloat16() { return PanelGemmRuns(PanelType::kBFloat16); }
+
+// One piece of float32 activations: through the AVX-512 kernel where the CPU has it, else the
+// portable one.
+void PieceFloat32(const float* x, float* y, const float* bias, int64_t in, int64_t out,
+                  const BgmvSegment& s, const BgmvSegment* next_piece) {
+#if defined(__x86_64__)
+  if (CpuHasAvx512()) {
+    switch (s.type) {
+      case FactorType::kFloat32: return PieceNative<float>(x, y, bias, in, out, s, next_piece);
+      case FactorType::kBFloat16: return PieceNative<uint16_t>(x, y, bias, in, out, s, next_piece);
+      case FactorType::kFloat16:
+        return PieceNative<Float16Bits>(x, y, bias, in, out, s, next_piece);
+    }
+  }
+#endif
+  SegmentDelta(x, y, bias, in, out, s);
+}
+
+// Computes `pieces` over LibTorch's threads: each thread takes a contiguous run of pieces of about
+// equal factor bytes, compute(piece, next piece of that thread or null) in order. (Claiming pieces
+// from a shared counter instead moves the counter's cache line between the cores twice a piece:
+// measured slower.)
+template <typename Compute>
+void ComputePieces(const std::vector<BgmvSegment>& pieces, int64_t width, Compute compute) {
+  const int64_t count = static_cast<int64_t>(pieces.size());
+  const int64_t threads = std::min<int64_t>(count, at::get_num_threads());
+  if (threads == 0) return;
+  const std::vector<int64_t> bounds = SplitByCost(pieces, width, threads);
+  at::parallel_for(0, threads, 1, [&](int64_t first, int64_t last) {
+    for (int64_t part = first; part < last; ++part) {
+      for (int64_t i = bounds[part]; i < bounds[part + 1]; ++i) {
+        compute(pieces[i], i + 1 < bounds[part + 1] ? &pieces[i + 1] : nullptr);
+      }
+    }
+  });
+}
 
 }  // namespace
 
 void BgmvCpu(const float* x, float* y, const float* bias, int64_t in, int64_t out,
              const std::vector<BgmvSegment>& segments) {
-  const std::vector<BgmvSegment> pieces = Pieces(segments);
-  at::parallel_for(0, static_cast<int64_t>(pieces.size()), 1, [&](int64_t first, int64_t last) {
-    for (int64_t i = first; i < last; ++i) SegmentDelta(x, y, bias, in, out, pieces[i]);
+  ComputePieces(Pieces(segments), in + out, [&](const BgmvSegment& s, const BgmvSegment* next) {
+    PieceFloat32(x, y, bias, in, out, s, next);
+  });
+}
+
+void BgmvCpuPortable(const float* x, float* y, const float* bias, int64_t in, int64_t out,
+                     const std::vector<BgmvSegment>& segments) {
+  ComputePieces(Pieces(segments), in + out, [&](const BgmvSegment& s, const BgmvSegment*) {
+    SegmentDelta(x, y, bias, in, out, s);
   });
 }
 
@@ -402,23 +524,13 @@ void BgmvCpuBFloat16(const uint16_t* x, uint16_t* y, const float* bias, int64_t 
                         return s.type == FactorType::kBFloat16;
                       });
   if (native) {
-    // Each thread takes a contiguous run of pieces of about equal bytes, and prefetches the
-    // factors of its next piece as it computes one. (Claiming pieces from a shared counter instead
-    // moves the counter's cache line between the cores twice a piece: measured slower.)
-    const int64_t count = static_cast<int64_t>(pieces.size());
-    const int64_t threads = std::min<int64_t>(count, at::get_num_threads());
-    const std::vector<int64_t> bounds = SplitByBytes(pieces, in + out, threads);
-    at::parallel_for(0, threads, 1, [&](int64_t first, int64_t last) {
-      for (int64_t part = first; part < last; ++part) {
-        for (int64_t i = bounds[part]; i < bounds[part + 1]; ++i) {
-          SegmentDeltaNative(x, y, bias, in, out, pieces[i],
-                             i + 1 < bounds[part + 1] ? &pieces[i + 1] : nullptr);
-        }
-      }
+    ComputePieces(pieces, in + out, [&](const BgmvSegment& s, const BgmvSegment* next) {
+      PieceNative(x, y, bias, in, out, s, next);
     });
     return;
   }
 #endif
+  // Each row widened to float32, through BgmvCpu's kernel, and rounded.
   at::parallel_for(0, static_cast<int64_t>(pieces.size()), 1, [&](int64_t first, int64_t last) {
     std::vector<float> xs(kPieceRows * in), ys(kPieceRows * out);
     for (int64_t i = first; i < last; ++i) {
@@ -430,7 +542,7 @@ void BgmvCpuBFloat16(const uint16_t* x, uint16_t* y, const float* bias, int64_t 
       for (int64_t k = 0; k < rows * out; ++k) ys[k] = BFloat16ToFloat(yp[k]);
       local.begin = 0;
       local.end = rows;
-      SegmentDelta(xs.data(), ys.data(), bias, in, out, local);
+      PieceFloat32(xs.data(), ys.data(), bias, in, out, local, nullptr);
       for (int64_t k = 0; k < rows * out; ++k) yp[k] = FloatToBFloat16(ys[k]);
     }
   });

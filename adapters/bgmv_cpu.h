@@ -27,9 +27,17 @@ struct BgmvSegment {
 constexpr int64_t kBgmvMaxRank = 512;
 
 // x [tokens, in], y [tokens, out] row-major float32; bias [out] or null (used by DoRA only).
-// Segments must cover disjoint rows; they are split over LibTorch's intra-op threads.
+// Segments must cover disjoint rows; they are split over LibTorch's intra-op threads. On CPUs with
+// AVX-512 an explicit kernel computes rows of one adapter up to 4 at a time and prefetches the
+// factors a thread reads next; others take a portable one. Either way each row's sums are its own
+// in a fixed order (a row's bits do not depend on the other rows or on how segments are cut), and
+// 16-bit factors give the same bits as the same values stored in float32.
 void BgmvCpu(const float* x, float* y, const float* bias, int64_t in, int64_t out,
              const std::vector<BgmvSegment>& segments);
+
+// The portable kernel BgmvCpu takes on CPUs without AVX-512, here on any CPU (tests compare them).
+void BgmvCpuPortable(const float* x, float* y, const float* bias, int64_t in, int64_t out,
+                     const std::vector<BgmvSegment>& segments);
 
 // The same for bfloat16 activations x [tokens, in] and y [tokens, out] (bit patterns), with no
 // float32 copies of whole tensors: each row's sums are float32 and round once to nearest even.
