@@ -479,9 +479,9 @@ void PieceFloat32(const float* x, float* y, const float* bias, int64_t in, int64
 }
 
 // Computes `pieces` over LibTorch's threads: each thread takes a contiguous run of pieces of about
-// equal factor bytes, compute(piece, next piece of that thread or null) in order. (Claiming pieces
-// from a shared counter instead moves the counter's cache line between the cores twice a piece:
-// measured slower.)
+// equal cost (SplitByCost), compute(piece, next piece of that thread or null) in order. (Claiming
+// pieces from a shared counter instead moves the counter's cache line between the cores twice a
+// piece: measured slower.)
 template <typename Compute>
 void ComputePieces(const std::vector<BgmvSegment>& pieces, int64_t width, Compute compute) {
   const int64_t count = static_cast<int64_t>(pieces.size());
