@@ -260,7 +260,7 @@ int64_t LlamaModel::weight_bytes() const {
     return bytes(w.weight) + bytes(w.bias) + (w.packed ? w.packed->bytes() : 0);
   };
   int64_t total = bytes(weights_.embed) + bytes(weights_.final_norm);
-  if (!weights_.lm_head.weight.is_same(weights_.embed)) total += linear_bytes(weights_.lm_head);
+  if (!TiedPlain()) total += linear_bytes(weights_.lm_head);
   for (const LayerWeights& layer : weights_.layers) {
     total += bytes(layer.input_norm) + bytes(layer.post_norm);
     for (const LinearWeights& p : layer.proj) total += linear_bytes(p);
@@ -272,6 +272,15 @@ std::array<int64_t, 2> LlamaModel::module_shape(int64_t index) const {
   const LinearWeights& w = module(index);
   if (w.packed) return {w.packed->out_features(), w.packed->in_features()};
   return {w.weight.size(0), w.weight.size(1)};
+}
+
+bool LlamaModel::TiedPlain() const {
+  return weights_.embed.defined() && weights_.lm_head.weight.is_same(weights_.embed);
+}
+
+torch::Tensor LlamaModel::Embed(const torch::Tensor& token_ids) const {
+  if (weights_.embed.defined()) return weights_.embed.index_select(0, token_ids);
+  return weights_.lm_head.packed->Rows(token_ids);  // tied, packed (PackWeights)
 }
 
 int64_t LlamaModel::PackWeights() {
@@ -287,9 +296,19 @@ int64_t LlamaModel::PackWeights() {
   for (LayerWeights& layer : weights_.layers) {
     for (LinearWeights& p : layer.proj) pack(p);
   }
-  // A tied head is the embedding table itself, which lookups read plain: it stays as it is.
-  if (!weights_.lm_head.weight.is_same(weights_.embed)) pack(weights_.lm_head);
-  return packed;
+  if (!TiedPlain()) {
+    pack(weights_.lm_head);
+    return packed;
+  }
+  // A tied head is the embedding table itself: packed for the panel kernel (whose rows' bits do not
+  // depend on their batch-mates, unlike the BLAS's), lookups then read its rows from the panels
+  // (PackedLinear::Rows), so the table is still held once. Where that kernel does not run, plain.
+  LinearWeights& head = weights_.lm_head;
+  head.packed = PackedLinear::Pack(head.weight, PackedLinear::Kernel::kPanels);
+  if (!head.packed) return packed;
+  head.weight = torch::Tensor();
+  weights_.embed = torch::Tensor();
+  return packed + 1;
 }
 
 absl::StatusOr<torch::Tensor> LlamaModel::Forward(const ForwardBatch& batch, KvCache& cache) const {
@@ -314,7 +333,7 @@ torch::Tensor LlamaModel::ForwardImpl(const ForwardBatch& batch, KvCache& cache)
   const AttentionPlan plan = PlanAttention(batch, cache, c.sliding_window, device_,
                                            DecodeAttentionApplies(device_, dtype_));
 
-  torch::Tensor h = weights_.embed.index_select(0, torch::tensor(batch.token_ids).to(device_));
+  torch::Tensor h = Embed(torch::tensor(batch.token_ids).to(device_));
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& layer = weights_.layers[l];
     auto linear = [&](const torch::Tensor& x, Projection p) {

@@ -38,7 +38,7 @@ struct LayerWeights {
 };
 
 struct ModelWeights {
-  torch::Tensor embed;  // [vocab, hidden]
+  torch::Tensor embed;  // [vocab, hidden]; undefined once a tied head holds it packed (PackWeights)
   std::vector<LayerWeights> layers;
   torch::Tensor final_norm;  // [hidden]
   LinearWeights lm_head;  // [vocab, hidden], no bias; its weight is the embedding itself when tied
@@ -94,16 +94,21 @@ class LlamaModel final : public BaseModules {
   torch::Tensor module_weight(int64_t index) const override { return module(index).Plain(); }
   std::array<int64_t, 2> module_shape(int64_t index) const override;
 
-  // Packs every projection's weight, and an untied output head, for the CPU's matmul kernels
-  // (tensor/packed_linear.h), dropping the plain copies: the weights stay held once. Returns how
-  // many were packed (none off the CPU, or where packing does not apply). Call before serving;
-  // not for a model that will be trained on.
+  // Packs every projection's weight and the output head for the CPU's matmul kernels
+  // (tensor/packed_linear.h), dropping the plain copies: the weights stay held once (a head tied to
+  // the embedding is packed for the panel kernel only, and lookups then read the table's rows from
+  // it). Returns how many were packed (none off the CPU, or where packing does not apply). Call
+  // before serving; not for a model that will be trained on.
   int64_t PackWeights();
 
  private:
   LlamaModel(ModelConfig config, ModelWeights weights, torch::Device device,
              torch::ScalarType dtype);
   torch::Tensor ForwardImpl(const ForwardBatch& batch, KvCache& cache) const;
+  // Whether the head is the plain embedding table itself (tied, not packed).
+  bool TiedPlain() const;
+  // The embedding rows of token_ids (int64 [n]) -> [n, hidden].
+  torch::Tensor Embed(const torch::Tensor& token_ids) const;
   const LinearWeights& module(int64_t index) const {
     return linear(index / kNumProjections, static_cast<Projection>(index % kNumProjections));
   }

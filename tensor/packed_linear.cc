@@ -226,6 +226,22 @@ torch::Tensor PackedLinear::Unpack() const {
   return kernel_ == Kernel::kPanels ? UnpackPanels() : UnpackOneDnn();
 }
 
+torch::Tensor PackedLinear::Rows(const torch::Tensor& index) const {
+  if (kernel_ != Kernel::kPanels) return UnpackOneDnn().index_select(0, index);
+  // Row r is column r % 64 of panel r / 64: [panel][group of inputs][64][group].
+  const int64_t group = PanelGroup(*PanelTypeOf(dtype_)), groups = (in_ + group - 1) / group;
+  const torch::Tensor panels = packed_.view({PanelCount(out_), groups, kPanelWidth, group});
+  const torch::Tensor row = index.to(torch::kInt64);
+  TORCH_CHECK(row.dim() == 1 && (row.numel() == 0 || (row.min().item<int64_t>() >= 0 &&
+                                                      row.max().item<int64_t>() < out_)),
+              "PackedLinear::Rows: indices must be a vector in [0, ", out_, ")");
+  using torch::indexing::Slice;
+  return panels.index({row.div(kPanelWidth, "floor"), Slice(), row.remainder(kPanelWidth), Slice()})
+      .reshape({row.numel(), groups * group})
+      .narrow(1, 0, in_)
+      .contiguous();
+}
+
 PackedLinear::PackedLinear(int64_t out, int64_t in, torch::ScalarType dtype, Kernel kernel,
                            torch::Tensor packed, std::unique_ptr<OneDnn> onednn)
     : out_(out),

@@ -45,6 +45,10 @@ class PackedLinear {
   torch::Tensor Apply(const torch::Tensor& x, const torch::Tensor& bias = {}) const;
   // A plain [out, in] copy of the weight.
   torch::Tensor Unpack() const;
+  // Rows `index` (int64 [n], each in [0, out)) of the weight as a plain [n, in] tensor: lookups in
+  // an embedding table that is held once, packed, as the head tied to it. kPanels reads just those
+  // rows; kOneDnn unpacks the whole weight first.
+  torch::Tensor Rows(const torch::Tensor& index) const;
 
   int64_t out_features() const { return out_; }
   int64_t in_features() const { return in_; }

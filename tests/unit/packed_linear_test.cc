@@ -120,6 +120,21 @@ TEST_P(PackedLinearTest, UnpackGivesTheWeightBackExactly) {
   EXPECT_TRUE(torch::equal(packed->Unpack(), w));
 }
 
+// An embedding table held packed as its tied head: lookups get its rows back exactly, in any
+// order and with repeats; an index out of range is refused.
+TEST_P(PackedLinearTest, RowsAreTheWeightsRowsExactly) {
+  for (const auto& [out, in] : std::vector<std::pair<int64_t, int64_t>>{{130, 70}, {65, 31}}) {
+    const torch::Tensor w = Random({out, in}, 13);
+    PACK_OR_SKIP(packed, w);
+    const torch::Tensor index =
+        torch::tensor(std::vector<int64_t>{out - 1, 0, 63, 64, 5, 63}, torch::kInt64);
+    EXPECT_TRUE(torch::equal(packed->Rows(index), w.index_select(0, index))) << out << "x" << in;
+    EXPECT_EQ(packed->Rows(torch::zeros({0}, torch::kInt64)).sizes(),
+              (std::vector<int64_t>{0, in}));
+    EXPECT_THROW(packed->Rows(torch::tensor(std::vector<int64_t>{out}, torch::kInt64)), c10::Error);
+  }
+}
+
 TEST_P(PackedLinearTest, RefusesInputsOfAnotherShapeOrDtype) {
   PACK_OR_SKIP(packed, Random({16, 32}, 7));
   EXPECT_THROW(packed->Apply(Random({4, 31}, 8)), c10::Error);
