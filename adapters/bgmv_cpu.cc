@@ -225,9 +225,9 @@ std::vector<FactorBytes> FactorReads(const std::vector<BgmvSegment>& pieces, int
 
 // How far ahead of the kernel a thread requests its factors: 64 KiB. (Decode's factors are many
 // short rows, too short for the hardware prefetcher to catch up. 56 modules of the issue-17 model,
-// 32 distinct rank-16 adapters, the side path alone, 2 threads: bfloat16 4.5 ms a step with a
-// piece's factors requested while the piece before it computes, 3.4 ms with this lead, slower past
-// 128 KiB; float32 9.4 -> 6.7 ms.)
+// 32 distinct rank-16 adapters, the side path alone, 2 threads, quiet host: bfloat16 4.5 ms a step
+// with a piece's factors requested while the piece before it computes, 3.4 ms with this lead,
+// slower past 128 KiB; old and new interleaved on a busy host: float32 12.8-13.9 -> 9.1-10.1 ms.)
 constexpr int kLeadLines = 1024;
 
 // Walks the factors a thread reads (FactorReads), a cache line at a time into L2, kLeadLines ahead
@@ -238,6 +238,7 @@ struct PrefetchCursor {
   const char* at = nullptr;
   const char* end = nullptr;
 
+  PrefetchCursor() = default;  // walks nothing
   // Over `reads` (which must outlive the cursor), with its first kLeadLines lines requested now.
   explicit PrefetchCursor(const std::vector<FactorBytes>& reads)
       : next(reads.data()), last(reads.data() + reads.size()) {
@@ -504,9 +505,8 @@ void PieceFloat32(const float* x, float* y, const float* bias, int64_t in, int64
 
 // Computes `pieces` over LibTorch's threads: each thread takes a contiguous run of pieces of about
 // equal cost (SplitByCost) and calls compute(piece, cursor) for each in order, the cursor walking
-// that run's factors (FactorReads) ahead of the kernel. (Claiming
-// pieces from a shared counter instead moves the counter's cache line between the cores twice a
-// piece: measured slower.)
+// that run's factors (FactorReads) ahead of the kernel. (Claiming pieces from a shared counter
+// instead moves the counter's cache line between the cores twice a piece: measured slower.)
 template <typename Compute>
 void ComputePieces(const std::vector<BgmvSegment>& pieces, int64_t in, int64_t out,
                    Compute compute) {
@@ -569,9 +569,8 @@ void BgmvCpuBFloat16(const uint16_t* x, uint16_t* y, const float* bias, int64_t 
       for (int64_t k = 0; k < rows * out; ++k) ys[k] = BFloat16ToFloat(yp[k]);
       local.begin = 0;
       local.end = rows;
-      const std::vector<FactorBytes> reads = FactorReads(pieces, i, i + 1, in, out);
-      PrefetchCursor cursor(reads);
-      PieceFloat32(xs.data(), ys.data(), bias, in, out, local, cursor);
+      PrefetchCursor none;
+      PieceFloat32(xs.data(), ys.data(), bias, in, out, local, none);
       for (int64_t k = 0; k < rows * out; ++k) yp[k] = FloatToBFloat16(ys[k]);
     }
   });

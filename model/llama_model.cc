@@ -286,29 +286,24 @@ torch::Tensor LlamaModel::Embed(const torch::Tensor& token_ids) const {
 int64_t LlamaModel::PackWeights() {
   torch::NoGradGuard no_grad;
   int64_t packed = 0;
-  auto pack = [&](LinearWeights& w) {
+  auto pack = [&](LinearWeights& w, PackedLinear::Kernel kernel) {
     if (w.packed) return;
-    w.packed = PackedLinear::Pack(w.weight);
+    w.packed = PackedLinear::Pack(w.weight, kernel);
     if (!w.packed) return;
     w.weight = torch::Tensor();  // held once: packed
     ++packed;
   };
   for (LayerWeights& layer : weights_.layers) {
-    for (LinearWeights& p : layer.proj) pack(p);
+    for (LinearWeights& p : layer.proj) pack(p, PackedLinear::Kernel::kAuto);
   }
-  if (!TiedPlain()) {
-    pack(weights_.lm_head);
-    return packed;
-  }
-  // A tied head is the embedding table itself: packed for the panel kernel (whose rows' bits do not
-  // depend on their batch-mates, unlike the BLAS's), lookups then read its rows from the panels
-  // (PackedLinear::Rows), so the table is still held once. Where that kernel does not run, plain.
-  LinearWeights& head = weights_.lm_head;
-  head.packed = PackedLinear::Pack(head.weight, PackedLinear::Kernel::kPanels);
-  if (!head.packed) return packed;
-  head.weight = torch::Tensor();
-  weights_.embed = torch::Tensor();
-  return packed + 1;
+  // A tied head is the embedding table itself: packed for the panel kernel only (whose rows' bits
+  // do not depend on their batch-mates, unlike the BLAS's), lookups then read its rows from the
+  // panels (PackedLinear::Rows), so the table is still held once. Where that kernel does not run,
+  // it stays plain.
+  const bool tied = TiedPlain();
+  pack(weights_.lm_head, tied ? PackedLinear::Kernel::kPanels : PackedLinear::Kernel::kAuto);
+  if (tied && weights_.lm_head.packed) weights_.embed = torch::Tensor();
+  return packed;
 }
 
 absl::StatusOr<torch::Tensor> LlamaModel::Forward(const ForwardBatch& batch, KvCache& cache) const {
