@@ -12,7 +12,9 @@ namespace loramux::testing {
 std::string ReadFile(const std::string& path);
 // Creates or truncates `path` with `content`; false when it could not be written.
 bool WriteFile(const std::string& path, const std::string& content);
-// A fresh directory under $TMPDIR (or /tmp); "" on failure. The caller removes it.
+// A fresh directory under $TMPDIR (or /tmp); "" on failure. It is removed, with everything in it,
+// when the process that made it exits normally (not in a child it forks); callers may remove it
+// sooner.
 std::string MakeTempDir();
 
 }  // namespace loramux::testing

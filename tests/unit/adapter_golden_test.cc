@@ -1,7 +1,6 @@
 // LoRA / DoRA adapters against PEFT golden data, the seed layers against the seed code, and the
 // invariants of serving: mixed batches equal single runs, and the base weights are never touched.
 #include <malloc.h>
-#include <unistd.h>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -267,11 +266,10 @@ void WriteTensors(const std::string& path, const std::map<std::string, torch::Te
   std::ofstream(path, std::ios::binary) << SerializeSafetensors(views);
 }
 
-// A temporary folder of this process alone: tests of other processes (ctest -j, other checkouts)
-// write files of the same names.
+// A temporary folder of this process alone (tests of other processes, ctest -j or other
+// checkouts, write files of the same names), removed when it exits.
 std::string ProcessTempDir() {
-  const std::string dir = ::testing::TempDir() + "/adapter_golden_" + std::to_string(::getpid());
-  std::filesystem::create_directories(dir);
+  static const std::string dir = loramux::testing::MakeTempDir();
   return dir;
 }
 
@@ -397,8 +395,7 @@ class SeedLayerTest : public ::testing::Test {
  protected:
   void SetUp() override {
     golden_ = LoadGolden("seed/seed_layers.safetensors");
-    dir_ = ::testing::TempDir() + "/seed_model_" + std::to_string(::getpid());
-    std::filesystem::create_directories(dir_);
+    dir_ = loramux::testing::MakeTempDir();
     std::ofstream(dir_ + "/config.json") << R"({"architectures": ["LlamaForCausalLM"],
       "vocab_size": 16, "hidden_size": 48, "intermediate_size": 32, "num_hidden_layers": 1,
       "num_attention_heads": 5, "num_key_value_heads": 5, "head_dim": 8,
