@@ -121,7 +121,12 @@ void CheckVersionDir(AdapterStore& store, const std::string& name, const fs::pat
   EXPECT_TRUE(store.Verify(*resolved).ok());
 }
 
-void CheckStore(AdapterStore& store, const std::string& root, const Acked& acked) {
+// Checks the whole store; version directories listed in `checked` (those a previous round already
+// checked, which nothing may change since) are skipped, and the ones checked now are added: each
+// round hashes only the new versions, not every version again (quadratic: 319 s under ASan).
+// With `checked` null, every version directory is checked.
+void CheckStore(AdapterStore& store, const std::string& root, const Acked& acked,
+                std::set<std::string>* checked) {
   EXPECT_TRUE(fs::is_empty(fs::path(root) / "tmp"));
   for (const auto& name_entry : fs::directory_iterator(fs::path(root) / "adapters")) {
     const std::string name = name_entry.path().filename();
@@ -133,6 +138,7 @@ void CheckStore(AdapterStore& store, const std::string& root, const Acked& acked
     const fs::path versions = name_entry.path() / "versions";
     ASSERT_TRUE(fs::is_directory(versions)) << "an empty name dir survived Open()";
     for (const auto& version_dir : fs::directory_iterator(versions)) {
+      if (checked != nullptr && !checked->insert(version_dir.path().string()).second) continue;
       CheckVersionDir(store, name, version_dir.path());
     }
     const fs::path current = name_entry.path() / "CURRENT";
@@ -174,6 +180,7 @@ TEST(StoreCrashTest, KilledWriterLeavesOnlyCompleteVersions) {
   std::uniform_int_distribution<int> stagger_ms(0, 40 * kSlowdown);
   std::uniform_int_distribution<int> run_ms(20 * kSlowdown, 200 * kSlowdown);
   Acked acked;
+  std::set<std::string> checked;  // version directories checked by an earlier round
   int acks = 0, rounds_with_leftovers = 0, current_tmp_leftovers = 0;
   const auto start = std::chrono::steady_clock::now();
   for (int round = 0; round < kRounds && !HasFatalFailure(); ++round) {
@@ -192,7 +199,8 @@ TEST(StoreCrashTest, KilledWriterLeavesOnlyCompleteVersions) {
     current_tmp_leftovers += CountCurrentTmpFiles(root);
     auto store = AdapterStore::Open(root);
     ASSERT_TRUE(store.ok()) << store.status();
-    CheckStore(**store, root, acked);
+    // The last round checks every version again: none changed since it was published.
+    CheckStore(**store, root, acked, round + 1 < kRounds ? &checked : nullptr);
   }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
