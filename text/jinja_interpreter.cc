@@ -67,6 +67,10 @@ Interpreter::Interpreter(const RenderLimits& limits, Dict variables) : limits_(l
   for (auto& [name, value] : variables.items) root_.vars[name] = std::move(value);
 }
 
+Interpreter::~Interpreter() {
+  for (const Value& ns : assigned_namespaces_) ns.mutable_namespace().items.clear();
+}
+
 std::string Interpreter::Render(const StmtList& program) {
   std::string out;
   out_ = &out;
@@ -257,7 +261,9 @@ void Interpreter::ExecSet(const Stmt& stmt, Scope& scope) {
       FailInvalid("cannot assign attribute '" + stmt.attribute + "' on '" + stmt.targets[0] +
                   "', a " + target.TypeName() + " (only namespace() objects take attributes)");
     }
-    target.mutable_namespace().Set(stmt.attribute, std::move(value));
+    Dict& dict = target.mutable_namespace();
+    if (assigned_.insert(&dict).second) assigned_namespaces_.push_back(target);
+    dict.Set(stmt.attribute, std::move(value));
     return;
   }
   Bind(stmt.targets, value, scope.vars);

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "text/jinja_ast.h"
 
 namespace loramux::jinja {
@@ -33,6 +34,12 @@ class Interpreter {
  public:
   // variables: the render's context (messages, add_generation_prompt, bos_token, extras...).
   Interpreter(const RenderLimits& limits, Dict variables);
+  // Empties every namespace the render assigned an attribute of: a namespace may have been given
+  // itself, or a value holding it (`{% set ns.x = ns %}`), and such a cycle of shared references
+  // would otherwise outlive the render (a leak per render).
+  ~Interpreter();
+  Interpreter(const Interpreter&) = delete;
+  Interpreter& operator=(const Interpreter&) = delete;
 
   // Throws JinjaError (see text/jinja_error.h).
   std::string Render(const StmtList& program);
@@ -79,6 +86,10 @@ class Interpreter {
 
   RenderLimits limits_;
   Scope root_;
+  // Namespaces that took an attribute assignment, once each: only an assignment can close a cycle
+  // (at creation a namespace holds values made before it).
+  std::vector<Value> assigned_namespaces_;
+  absl::flat_hash_set<const Dict*> assigned_;
   std::string* out_ = nullptr;
   int64_t steps_ = 0;
   size_t built_bytes_ = 0;
