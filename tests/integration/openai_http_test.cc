@@ -367,8 +367,10 @@ TEST(OpenAiHttpLimitsTest, FullQueueIs429AndDrainingIs503) {
   std::vector<std::thread> runners;
   for (const char* gauge : {"loramux_running_requests", "loramux_queue_depth"}) {
     runners.emplace_back([&] {
-      const HttpReply reply =
-          Curl("http://" + server.http_address(), "POST", "/v1/completions", long_request);
+      // Up to 115 s, not Curl's 60: under ASan in a full CTest run the second long request (which
+      // waits for the first) once took longer than 60 s; the server drains for 120 s.
+      const HttpReply reply = Curl("http://" + server.http_address(), "POST", "/v1/completions",
+                                   long_request, /*token=*/"", /*curl_args=*/"-m 115");
       EXPECT_EQ(reply.status, 200) << reply.body;
     });
     wait_for(gauge, runners.size() == 1);  // the first runs, the second waits
