@@ -35,32 +35,54 @@ LORAMUX_ALWAYS_INLINE float Widen(float v) { return v; }
 LORAMUX_ALWAYS_INLINE float Widen(BFloat16Bits v) { return BFloat16ToFloat(v.bits); }
 LORAMUX_ALWAYS_INLINE float Widen(Float16Bits v) { return HalfToFloat(v.bits); }
 
-// u[k] = c · <A[k], x> for k in [0, rank).
+// Sums of products are kept in kLanes partial sums, input i in lane i % kLanes, added up in a fixed
+// order at the end: a plain loop the compiler vectorizes at any width with the same bits. (A
+// `simd reduction` lets it pick the order by the vector width, which follows the factors' type:
+// 16-bit factors then summed in another order than the same values in float32.)
+constexpr int64_t kLanes = 16;
+
+LORAMUX_ALWAYS_INLINE float SumLanes(const float* lanes) {
+  float s = 0;
+  for (int64_t l = 0; l < kLanes; ++l) s += lanes[l];
+  return s;
+}
+
+// u[k] = c · <A[k], x> for k in [0, rank), kRowsPerPass rows of A at a time.
 template <typename T>
 LORAMUX_ALWAYS_INLINE void ProjectDown(const T* a, const float* x, int64_t rank, int64_t in,
                                        float c, float* u) {
+  const int64_t whole = in - in % kLanes;
   int64_t k = 0;
   for (; k + kRowsPerPass <= rank; k += kRowsPerPass) {
     const T *a0 = a + k * in, *a1 = a0 + in, *a2 = a1 + in, *a3 = a2 + in;
-    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-#pragma omp simd reduction(+ : s0, s1, s2, s3)
-    for (int64_t i = 0; i < in; ++i) {
-      s0 += Widen(a0[i]) * x[i];
-      s1 += Widen(a1[i]) * x[i];
-      s2 += Widen(a2[i]) * x[i];
-      s3 += Widen(a3[i]) * x[i];
+    float s0[kLanes] = {}, s1[kLanes] = {}, s2[kLanes] = {}, s3[kLanes] = {};
+    for (int64_t i = 0; i < whole; i += kLanes) {
+      for (int64_t l = 0; l < kLanes; ++l) {
+        s0[l] += Widen(a0[i + l]) * x[i + l];
+        s1[l] += Widen(a1[i + l]) * x[i + l];
+        s2[l] += Widen(a2[i + l]) * x[i + l];
+        s3[l] += Widen(a3[i + l]) * x[i + l];
+      }
     }
-    u[k] = s0 * c;
-    u[k + 1] = s1 * c;
-    u[k + 2] = s2 * c;
-    u[k + 3] = s3 * c;
+    for (int64_t i = whole; i < in; ++i) {
+      s0[i - whole] += Widen(a0[i]) * x[i];
+      s1[i - whole] += Widen(a1[i]) * x[i];
+      s2[i - whole] += Widen(a2[i]) * x[i];
+      s3[i - whole] += Widen(a3[i]) * x[i];
+    }
+    u[k] = SumLanes(s0) * c;
+    u[k + 1] = SumLanes(s1) * c;
+    u[k + 2] = SumLanes(s2) * c;
+    u[k + 3] = SumLanes(s3) * c;
   }
   for (; k < rank; ++k) {
     const T* ak = a + k * in;
-    float s = 0;
-#pragma omp simd reduction(+ : s)
-    for (int64_t i = 0; i < in; ++i) s += Widen(ak[i]) * x[i];
-    u[k] = s * c;
+    float lanes[kLanes] = {};
+    for (int64_t i = 0; i < whole; i += kLanes) {
+      for (int64_t l = 0; l < kLanes; ++l) lanes[l] += Widen(ak[i + l]) * x[i + l];
+    }
+    for (int64_t i = whole; i < in; ++i) lanes[i - whole] += Widen(ak[i]) * x[i];
+    u[k] = SumLanes(lanes) * c;
   }
 }
 
@@ -483,9 +505,9 @@ LORAMUX_AVX512_BF16 void PieceNative(const uint16_t* x, uint16_t* y, const float
 
 #endif
 
-bool CpuHasAvx512() { return PanelGemmRuns(PanelType::kFloat32); }
-// The bfloat16 kernel needs the instructions the panel GEMM's bfloat16 kernel does.
-bool CpuHasNativeBFloat16() { return PanelGemmRuns(PanelType::kBFloat16); }
+bool CpuHasAvx512() { return PanelGemmIsa(PanelType::kFloat32) == PanelIsa::kAvx512; }
+// The bfloat16 kernel needs the instructions the panel GEMM's AVX-512 bfloat16 kernel does.
+bool CpuHasNativeBFloat16() { return PanelGemmIsa(PanelType::kBFloat16) == PanelIsa::kAvx512; }
 
 // One piece of float32 activations: through the AVX-512 kernel where the CPU has it, else the
 // portable one.

@@ -79,7 +79,12 @@ std::shared_ptr<const PackedLinear> PackedLinear::PackOneDnn(const torch::Tensor
   if (!type) return nullptr;
   const int64_t out = weight.size(0), in = weight.size(1);
   const dnnl::memory::desc any({in, out}, *type, Tag::any);
-  const dnnl::matmul::primitive_desc desc = MatmulDesc(kPackRows, in, out, *type, any, false);
+  dnnl::matmul::primitive_desc desc;
+  try {
+    desc = MatmulDesc(kPackRows, in, out, *type, any, false);
+  } catch (const dnnl::error&) {
+    return nullptr;  // no kernel for the dtype on this CPU (bfloat16 without AVX-512, for one)
+  }
   if (std::string(desc.impl_info_str()).rfind("ref", 0) == 0) return nullptr;  // not native here
   torch::Tensor packed =
       torch::empty({static_cast<int64_t>(desc.weights_desc().get_size())}, torch::kUInt8);

@@ -3,16 +3,17 @@
 // LibTorch multiplies a plain [out, in] weight by repacking it on every call (oneDNN for bfloat16)
 // or through the system BLAS (float32). Packing once at load is faster at every row count; two
 // kernels read packed weights:
-//  - kPanels (tensor/panel_gemm.h, CPUs with AVX-512; bfloat16 also needs AVX-512 BF16): column
-//    panels, one sequential stream per 64 outputs. On the issue-17 model's 57 GEMMs a step
+//  - kPanels (tensor/panel_gemm.h, CPUs with AVX-512 or AVX2 + FMA): column panels, one sequential
+//    stream per 64 outputs. On the issue-17 model's 57 GEMMs a step
 //    (bench/packed_linear_bench) it beats oneDNN with the same weights packed at every row count
 //    from 1 to 512: bfloat16 batch 1 streams the weights at ~41 against ~26 GB/s, batch 32 runs
 //    at ~410 against ~345 GFLOP/s (float32: ~42 against ~27 GB/s; ~214 against ~185 GFLOP/s).
 //  - kOneDnn (where this build has oneDNN and its kernels for the dtype are native): oneDNN's
 //    matmul on the layout it chooses for 32 rows.
-// kAuto takes the first that applies. Either way one layout serves every row count and a row's
-// sums run in an order that does not depend on the rows beside it, so a row's result never
-// depends on how many rows share the call: batching stays bit-exact.
+// kAuto takes the first that applies. The panel kernels' sums for a row run in an order that does
+// not depend on the rows beside it, so a row's result never depends on how many rows share the
+// call: batching stays bit-exact. (oneDNN's keep that with its AVX-512 kernels only; its AVX2
+// GEMM blocks by the row count.)
 //
 // Pack replaces the plain tensor (the caller drops it), so the weight is held once; Unpack makes a
 // plain copy for the rare readers of the values (DoRA's column norms at adapter load).

@@ -308,18 +308,155 @@ LORAMUX_AVX512_BF16 __attribute__((flatten)) void BFloat16Panels(const uint16_t*
   Panels<uint16_t, BFloat16TileOf, BFloat16RowStreamsOf>(x, m, k, panels, n, bias, y, first, last);
 }
 
+// ---- AVX2 + FMA: the same layouts and the same order of arithmetic on CPUs without AVX-512 ----
+// Each output still sums its products one input at a time into one float32 lane from zero (a
+// bfloat16 pair's two inputs in turn: each product is exact in float32), so a row's bits do not
+// depend on the rows beside it here either; float32 gives the AVX-512 kernel's bits. With 16
+// registers of 8 lanes, a tile is a few rows by half a panel (32 outputs), and a single row takes
+// the whole panel.
+
+#define LORAMUX_AVX2 __attribute__((target("avx2,fma")))
+
+LORAMUX_AVX2 LORAMUX_INLINE __m256 BFloat16Broadcast(uint16_t bits) {
+  return _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int32_t>(uint32_t{bits} << 16)));
+}
+
+// float32 to bfloat16, to nearest even (NaN stays a quiet NaN with its sign).
+LORAMUX_INLINE uint16_t RoundToBFloat16(float v) {
+  uint32_t bits = 0;
+  std::memcpy(&bits, &v, sizeof bits);
+  if (v != v) return static_cast<uint16_t>((bits >> 16) | 0x40);
+  return static_cast<uint16_t>((bits + 0x7fff + ((bits >> 16) & 1)) >> 16);
+}
+
+LORAMUX_INLINE void StoreLane(float v, float* y) { *y = v; }
+LORAMUX_INLINE void StoreLane(float v, uint16_t* y) { *y = RoundToBFloat16(v); }
+
+// Rows x Vectors·8 outputs (from `offset` in the panel) of rows of x against one panel.
+template <int Rows, int Vectors, typename T>
+LORAMUX_AVX2 LORAMUX_INLINE void Avx2Tile(const T* x, int64_t k, const T* panel, int64_t offset,
+                                          const float* bias, T* y, int64_t ldy, int64_t width) {
+  __m256 acc[Rows][Vectors];
+#pragma GCC unroll 8
+  for (int r = 0; r < Rows; ++r) {
+#pragma GCC unroll 8
+    for (int j = 0; j < Vectors; ++j) acc[r][j] = _mm256_setzero_ps();
+  }
+  if constexpr (std::is_same_v<T, float>) {
+    for (int64_t i = 0; i < k; ++i) {
+      const float* w = panel + i * kPanelWidth + offset;
+      __m256 v[Rows];
+#pragma GCC unroll 8
+      for (int r = 0; r < Rows; ++r) v[r] = _mm256_set1_ps(x[r * k + i]);
+#pragma GCC unroll 8
+      for (int j = 0; j < Vectors; ++j) {
+        const __m256 wj = _mm256_loadu_ps(w + 8 * j);
+#pragma GCC unroll 8
+        for (int r = 0; r < Rows; ++r) acc[r][j] = _mm256_fmadd_ps(wj, v[r], acc[r][j]);
+      }
+    }
+  } else {
+    const __m256i high = _mm256_set1_epi32(static_cast<int32_t>(0xFFFF0000u));
+    for (int64_t p = 0; 2 * p < k; ++p) {
+      const bool pair = 2 * p + 1 < k;  // else an odd k's last input, alone
+      const uint16_t* w = panel + p * 2 * kPanelWidth + 2 * offset;
+      __m256 v0[Rows], v1[Rows];
+#pragma GCC unroll 8
+      for (int r = 0; r < Rows; ++r) {
+        v0[r] = BFloat16Broadcast(x[r * k + 2 * p]);
+        v1[r] = pair ? BFloat16Broadcast(x[r * k + 2 * p + 1]) : _mm256_setzero_ps();
+      }
+#pragma GCC unroll 8
+      for (int j = 0; j < Vectors; ++j) {
+        const __m256i wj = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 16 * j));
+        const __m256 even = _mm256_castsi256_ps(_mm256_slli_epi32(wj, 16));
+        const __m256 odd = _mm256_castsi256_ps(_mm256_and_si256(wj, high));
+#pragma GCC unroll 8
+        for (int r = 0; r < Rows; ++r) {
+          acc[r][j] = _mm256_fmadd_ps(even, v0[r], acc[r][j]);
+          if (pair) acc[r][j] = _mm256_fmadd_ps(odd, v1[r], acc[r][j]);
+        }
+      }
+    }
+  }
+  const int64_t lanes = std::min<int64_t>(8 * Vectors, width - offset);
+#pragma GCC unroll 8
+  for (int r = 0; r < Rows; ++r) {
+    alignas(32) float sums[8 * Vectors];
+#pragma GCC unroll 8
+    for (int j = 0; j < Vectors; ++j) _mm256_store_ps(sums + 8 * j, acc[r][j]);
+    for (int64_t l = 0; l < lanes; ++l) {
+      StoreLane(sums[l] + (bias != nullptr ? bias[offset + l] : 0.0f), y + r * ldy + offset + l);
+    }
+  }
+}
+
+// Rows per AVX2 tile over half a panel: 4 vectors each, plus their broadcast inputs, in 16
+// registers (bfloat16 broadcasts two inputs a row).
+template <typename T>
+constexpr int kAvx2TileRows = std::is_same_v<T, float> ? 3 : 2;
+
+template <typename T>
+LORAMUX_AVX2 __attribute__((flatten)) void Avx2Panels(const T* x, int64_t m, int64_t k,
+                                                      const T* panels, int64_t n, const float* bias,
+                                                      T* y, int64_t first, int64_t last) {
+  constexpr int kRows = kAvx2TileRows<T>;
+  constexpr int64_t kHalf = kPanelWidth / 2;
+  const int64_t group =
+      PanelGroup(std::is_same_v<T, float> ? PanelType::kFloat32 : PanelType::kBFloat16);
+  const int64_t panel_elements = (k + group - 1) / group * group * kPanelWidth;
+  for (int64_t p = first; p < last; ++p) {
+    const T* panel = panels + p * panel_elements;
+    const int64_t column = p * kPanelWidth, width = std::min(kPanelWidth, n - column);
+    const float* b = bias != nullptr ? bias + column : nullptr;
+    T* yp = y + column;
+    if (m == 1) {
+      Avx2Tile<1, 8>(x, k, panel, 0, b, yp, n, width);
+      continue;
+    }
+    for (int64_t offset = 0; offset < width; offset += kHalf) {
+      int64_t r = 0;
+      for (; r + kRows <= m; r += kRows) {
+        Avx2Tile<kRows, 4>(x + r * k, k, panel, offset, b, yp + r * n, n, width);
+      }
+      if (m - r == 2) {
+        Avx2Tile<2, 4>(x + r * k, k, panel, offset, b, yp + r * n, n, width);
+      } else if (m - r == 1) {
+        Avx2Tile<1, 4>(x + r * k, k, panel, offset, b, yp + r * n, n, width);
+      }
+    }
+  }
+}
+
+bool CpuHasAvx512() {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl");
+}
+
 }  // namespace
 
-bool PanelGemmRuns(PanelType type) {
-  static const bool f32 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                          __builtin_cpu_supports("avx512vl");
-  static const bool bf16 = f32 && __builtin_cpu_supports("avx512bf16");
-  return type == PanelType::kFloat32 ? f32 : bf16;
+PanelIsa PanelGemmIsa(PanelType type) {
+  static const bool avx512 = CpuHasAvx512();
+  static const bool avx512_bf16 = avx512 && __builtin_cpu_supports("avx512bf16");
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (type == PanelType::kFloat32 ? avx512 : avx512_bf16) return PanelIsa::kAvx512;
+  return avx2 ? PanelIsa::kAvx2 : PanelIsa::kNone;
 }
 
 void PanelGemm(PanelType type, const void* x, int64_t m, int64_t k, const void* panels, int64_t n,
                const float* bias, void* y, int64_t first_panel, int64_t last_panel) {
-  if (!PanelGemmRuns(type)) std::abort();  // a caller's bug: see PanelGemmRuns
+  const PanelIsa isa = PanelGemmIsa(type);
+  if (isa == PanelIsa::kNone) std::abort();  // a caller's bug: see PanelGemmRuns
+  if (isa == PanelIsa::kAvx2) {
+    if (type == PanelType::kFloat32) {
+      Avx2Panels(static_cast<const float*>(x), m, k, static_cast<const float*>(panels), n, bias,
+                 static_cast<float*>(y), first_panel, last_panel);
+    } else {
+      Avx2Panels(static_cast<const uint16_t*>(x), m, k, static_cast<const uint16_t*>(panels), n,
+                 bias, static_cast<uint16_t*>(y), first_panel, last_panel);
+    }
+    return;
+  }
   if (type == PanelType::kFloat32) {
     FloatPanels(static_cast<const float*>(x), m, k, static_cast<const float*>(panels), n, bias,
                 static_cast<float*>(y), first_panel, last_panel);
@@ -331,7 +468,7 @@ void PanelGemm(PanelType type, const void* x, int64_t m, int64_t k, const void* 
 
 #else  // not x86-64: no panel kernels.
 
-bool PanelGemmRuns(PanelType) { return false; }
+PanelIsa PanelGemmIsa(PanelType) { return PanelIsa::kNone; }
 void PanelGemm(PanelType, const void*, int64_t, int64_t, const void*, int64_t, const float*, void*,
                int64_t, int64_t) {
   std::abort();

@@ -1,5 +1,5 @@
 // y = x·Wᵀ (+ bias) for a frozen weight stored in column panels: the CPU kernels behind
-// PackedLinear (packed_linear.h) on x86-64 CPUs with AVX-512.
+// PackedLinear (packed_linear.h) on x86-64 CPUs with AVX-512, or with AVX2 and FMA.
 //
 // Layout. For W [n, k] (row-major, `n` outputs of `k` inputs), ceil(n / 64) panels, one after
 // another; panel p holds outputs 64p .. 64p + 63, zero-padded past n:
@@ -14,8 +14,9 @@
 // Order of arithmetic, the same for any row count and any split of panels between threads: each
 // output sums its k products one input (bfloat16: one pair) at a time into one float32 lane
 // starting from zero, adds the bias, and rounds once to the output type (bfloat16: to nearest
-// even). So a row's result depends on that row alone: batching is bit-exact, and a row holding
-// NaN or infinity leaves the others untouched.
+// even). (AVX2 takes a bfloat16 pair's two inputs one after the other: other bits than AVX-512's,
+// the same contract.) So a row's result depends on that row alone: batching is bit-exact, and a row
+// holding NaN or infinity leaves the others untouched.
 //
 // Thread-safety: pure functions; callers split panels [first, last) between threads.
 #pragma once
@@ -28,8 +29,13 @@ enum class PanelType { kFloat32, kBFloat16 };
 
 constexpr int64_t kPanelWidth = 64;
 
-// Whether this CPU runs the kernels for `type` (float32: AVX-512F; bfloat16: AVX-512 BF16).
-bool PanelGemmRuns(PanelType type);
+// The instructions the kernels for `type` use on this CPU: AVX-512 (float32: AVX-512F; bfloat16:
+// AVX-512 BF16, vdpbf16ps), else AVX2 with FMA (bfloat16 widened exactly to float32), else none.
+enum class PanelIsa { kNone, kAvx2, kAvx512 };
+PanelIsa PanelGemmIsa(PanelType type);
+
+// Whether this CPU runs the kernels for `type`.
+inline bool PanelGemmRuns(PanelType type) { return PanelGemmIsa(type) != PanelIsa::kNone; }
 
 // Panels for n outputs.
 inline int64_t PanelCount(int64_t n) { return (n + kPanelWidth - 1) / kPanelWidth; }

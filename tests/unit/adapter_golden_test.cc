@@ -97,8 +97,11 @@ TEST_P(PeftGoldenTest, EveryLayerZeroModuleMatchesPeft) {
 
 // --dtype=bfloat16 serves adapters through the same paths (factors and DoRA gains in bfloat16):
 // prompt logits and the first decode step stay within bfloat16's error of PEFT's float32 logits
-// (each adapter moves these logits by 48-110% of their norm, so ignoring it cannot pass).
+// (each adapter moves these logits by 48-110% of their norm, so ignoring it cannot pass): within
+// 6%, where the cases give 0.8-4.5% (most 1-3%) on AVX2 and AVX-512 CPUs, whose kernels sum in
+// different orders.
 TEST_P(PeftGoldenTest, Bfloat16StaysCloseToPeft) {
+  constexpr double kBFloat16Tolerance = 6e-2;
   auto model = LoadModel(GetParam().model, torch::kBFloat16);
   auto adapter = LoadAdapter(*model, GetParam().adapter);
   auto golden = LoadGolden("cases/" + GetParam().model + "/" + GetParam().adapter + ".safetensors");
@@ -109,8 +112,9 @@ TEST_P(PeftGoldenTest, Bfloat16StaysCloseToPeft) {
     const std::string key = "p" + std::to_string(p) + ".";
     auto run =
         RunBatch(*model, {TestSequence{ToVector(golden[key + "input_ids"]), adapter.get()}}, 4);
-    EXPECT_LE(relative(run.prompt_logits[0], golden[key + "logits"]), 3e-2) << key;
-    EXPECT_LE(relative(run.step_logits[0][0], golden[key + "gen_scores"][0]), 3e-2) << key;
+    EXPECT_LE(relative(run.prompt_logits[0], golden[key + "logits"]), kBFloat16Tolerance) << key;
+    EXPECT_LE(relative(run.step_logits[0][0], golden[key + "gen_scores"][0]), kBFloat16Tolerance)
+        << key;
   }
 }
 
