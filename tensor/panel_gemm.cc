@@ -445,8 +445,18 @@ PanelIsa PanelGemmIsa(PanelType type) {
 
 void PanelGemm(PanelType type, const void* x, int64_t m, int64_t k, const void* panels, int64_t n,
                const float* bias, void* y, int64_t first_panel, int64_t last_panel) {
-  const PanelIsa isa = PanelGemmIsa(type);
-  if (isa == PanelIsa::kNone) std::abort();  // a caller's bug: see PanelGemmRuns
+  PanelGemmWith(PanelGemmIsa(type), type, x, m, k, panels, n, bias, y, first_panel, last_panel);
+}
+
+void PanelGemmWith(PanelIsa isa, PanelType type, const void* x, int64_t m, int64_t k,
+                   const void* panels, int64_t n, const float* bias, void* y, int64_t first_panel,
+                   int64_t last_panel) {
+  // A caller's bug (see PanelGemmIsa): AVX2 runs wherever AVX-512 does.
+  const PanelIsa runs = PanelGemmIsa(type);
+  if (isa == PanelIsa::kNone || runs == PanelIsa::kNone ||
+      (isa == PanelIsa::kAvx512 && runs != PanelIsa::kAvx512)) {
+    std::abort();
+  }
   if (isa == PanelIsa::kAvx2) {
     if (type == PanelType::kFloat32) {
       Avx2Panels(static_cast<const float*>(x), m, k, static_cast<const float*>(panels), n, bias,
@@ -471,6 +481,10 @@ void PanelGemm(PanelType type, const void* x, int64_t m, int64_t k, const void* 
 PanelIsa PanelGemmIsa(PanelType) { return PanelIsa::kNone; }
 void PanelGemm(PanelType, const void*, int64_t, int64_t, const void*, int64_t, const float*, void*,
                int64_t, int64_t) {
+  std::abort();
+}
+void PanelGemmWith(PanelIsa, PanelType, const void*, int64_t, int64_t, const void*, int64_t,
+                   const float*, void*, int64_t, int64_t) {
   std::abort();
 }
 

@@ -49,4 +49,10 @@ inline int64_t PanelGroup(PanelType type) { return type == PanelType::kBFloat16 
 void PanelGemm(PanelType type, const void* x, int64_t m, int64_t k, const void* panels, int64_t n,
                const float* bias, void* y, int64_t first_panel, int64_t last_panel);
 
+// The same through the kernels for `isa`: PanelGemmIsa(type), or kAvx2 where that is kAvx512
+// (tests compare the two on CPUs with AVX-512).
+void PanelGemmWith(PanelIsa isa, PanelType type, const void* x, int64_t m, int64_t k,
+                   const void* panels, int64_t n, const float* bias, void* y, int64_t first_panel,
+                   int64_t last_panel);
+
 }  // namespace loramux

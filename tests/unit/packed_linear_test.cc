@@ -183,5 +183,56 @@ TEST(PackedLinearPackTest, ChoosesThePanelKernelsWhereTheyRun) {
   }
 }
 
+// W [n, k] in the panel layout of tensor/panel_gemm.h, as a plain tensor of W's dtype.
+torch::Tensor Panels(const torch::Tensor& w, PanelType type) {
+  const int64_t n = w.size(0), k = w.size(1), group = PanelGroup(type);
+  const int64_t panels = PanelCount(n), groups = (k + group - 1) / group;
+  return torch::constant_pad_nd(w, {0, groups * group - k, 0, panels * kPanelWidth - n}, 0)
+      .view({panels, kPanelWidth, groups, group})
+      .permute({0, 2, 1, 3})
+      .contiguous();
+}
+
+// y [m, n] through the panel kernels for `isa`.
+torch::Tensor PanelProduct(PanelIsa isa, PanelType type, const torch::Tensor& x,
+                           const torch::Tensor& panels, int64_t n, const torch::Tensor& bias) {
+  torch::Tensor y = torch::empty({x.size(0), n}, x.options());
+  PanelGemmWith(isa, type, x.data_ptr(), x.size(0), x.size(1), panels.data_ptr(), n,
+                bias.data_ptr<float>(), y.data_ptr(), 0, PanelCount(n));
+  return y;
+}
+
+// The AVX2 kernels (CPUs without AVX-512 take them; those with it run them too): within rounding
+// of the float64 product, a row's bits independent of the rows beside it for every tile shape (1
+// to 13 rows; an odd sum and a width off the panel), and on CPUs with AVX-512 float32 gives the
+// AVX-512 kernel's bits (each output's FMAs run in the same order).
+TEST(PanelGemmTest, Avx2KernelsKeepRowsApartAndAgreeWithAvx512) {
+  for (PanelType type : {PanelType::kFloat32, PanelType::kBFloat16}) {
+    const PanelIsa isa = PanelGemmIsa(type);
+    if (isa == PanelIsa::kNone) continue;
+    const torch::ScalarType dtype =
+        type == PanelType::kFloat32 ? torch::kFloat32 : torch::kBFloat16;
+    torch::manual_seed(21);
+    const int64_t n = 100, k = 301;
+    const torch::Tensor w = torch::randn({n, k}).to(dtype), bias = torch::randn({n});
+    const torch::Tensor panels = Panels(w, type);
+    const torch::Tensor x = torch::randn({13, k}).to(dtype);
+    const torch::Tensor avx2 = PanelProduct(PanelIsa::kAvx2, type, x, panels, n, bias);
+    const torch::Tensor want =
+        torch::linear(x.to(torch::kFloat64), w.to(torch::kFloat64), bias.to(torch::kFloat64));
+    EXPECT_LE(((avx2.to(torch::kFloat64) - want).abs().max() / want.abs().max()).item<double>(),
+              type == PanelType::kFloat32 ? 1e-5 : 1e-2);
+    for (int64_t m = 1; m <= 13; ++m) {
+      const torch::Tensor part =
+          PanelProduct(PanelIsa::kAvx2, type, x.narrow(0, 0, m).contiguous(), panels, n, bias);
+      EXPECT_TRUE(torch::equal(part, avx2.narrow(0, 0, m))) << "m = " << m;
+    }
+    if (isa == PanelIsa::kAvx512 && type == PanelType::kFloat32) {
+      const torch::Tensor avx512 = PanelProduct(PanelIsa::kAvx512, type, x, panels, n, bias);
+      EXPECT_TRUE(torch::equal(avx2, avx512)) << (avx2 - avx512).abs().max().item<float>();
+    }
+  }
+}
+
 }  // namespace
 }  // namespace loramux
