@@ -8,8 +8,8 @@
 #include <immintrin.h>
 #endif
 
-#include "adapters/half_float.h"
 #include "common/isa_clones.h"
+#include "tensor/half_float.h"
 #include "tensor/panel_gemm.h"
 
 namespace loramux {
@@ -47,43 +47,31 @@ LORAMUX_ALWAYS_INLINE float SumLanes(const float* lanes) {
   return s;
 }
 
+// u[r] = c · <A[r], x> for kRows rows of A.
+template <int kRows, typename T>
+LORAMUX_ALWAYS_INLINE void DotRows(const T* a, const float* x, int64_t in, float c, float* u) {
+  const int64_t whole = in - in % kLanes;
+  float lanes[kRows][kLanes] = {};
+  for (int64_t i = 0; i < whole; i += kLanes) {
+    for (int r = 0; r < kRows; ++r) {
+      for (int64_t l = 0; l < kLanes; ++l) lanes[r][l] += Widen(a[r * in + i + l]) * x[i + l];
+    }
+  }
+  for (int r = 0; r < kRows; ++r) {
+    for (int64_t i = whole; i < in; ++i) lanes[r][i - whole] += Widen(a[r * in + i]) * x[i];
+    u[r] = SumLanes(lanes[r]) * c;
+  }
+}
+
 // u[k] = c · <A[k], x> for k in [0, rank), kRowsPerPass rows of A at a time.
 template <typename T>
 LORAMUX_ALWAYS_INLINE void ProjectDown(const T* a, const float* x, int64_t rank, int64_t in,
                                        float c, float* u) {
-  const int64_t whole = in - in % kLanes;
   int64_t k = 0;
   for (; k + kRowsPerPass <= rank; k += kRowsPerPass) {
-    const T *a0 = a + k * in, *a1 = a0 + in, *a2 = a1 + in, *a3 = a2 + in;
-    float s0[kLanes] = {}, s1[kLanes] = {}, s2[kLanes] = {}, s3[kLanes] = {};
-    for (int64_t i = 0; i < whole; i += kLanes) {
-      for (int64_t l = 0; l < kLanes; ++l) {
-        s0[l] += Widen(a0[i + l]) * x[i + l];
-        s1[l] += Widen(a1[i + l]) * x[i + l];
-        s2[l] += Widen(a2[i + l]) * x[i + l];
-        s3[l] += Widen(a3[i + l]) * x[i + l];
-      }
-    }
-    for (int64_t i = whole; i < in; ++i) {
-      s0[i - whole] += Widen(a0[i]) * x[i];
-      s1[i - whole] += Widen(a1[i]) * x[i];
-      s2[i - whole] += Widen(a2[i]) * x[i];
-      s3[i - whole] += Widen(a3[i]) * x[i];
-    }
-    u[k] = SumLanes(s0) * c;
-    u[k + 1] = SumLanes(s1) * c;
-    u[k + 2] = SumLanes(s2) * c;
-    u[k + 3] = SumLanes(s3) * c;
+    DotRows<kRowsPerPass>(a + k * in, x, in, c, u + k);
   }
-  for (; k < rank; ++k) {
-    const T* ak = a + k * in;
-    float lanes[kLanes] = {};
-    for (int64_t i = 0; i < whole; i += kLanes) {
-      for (int64_t l = 0; l < kLanes; ++l) lanes[l] += Widen(ak[i + l]) * x[i + l];
-    }
-    for (int64_t i = whole; i < in; ++i) lanes[i - whole] += Widen(ak[i]) * x[i];
-    u[k] = SumLanes(lanes) * c;
-  }
+  for (; k < rank; ++k) DotRows<1>(a + k * in, x, in, c, u + k);
 }
 
 // acc[o] += sum_k B^T[k][o] · u[k].

@@ -13,7 +13,7 @@
 #include <new>
 #include <type_traits>
 
-#include "adapters/half_float.h"
+#include "tensor/half_float.h"
 
 namespace loramux {
 namespace {

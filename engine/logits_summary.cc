@@ -5,7 +5,7 @@
 
 #include <ATen/Parallel.h>
 
-#include "adapters/half_float.h"
+#include "tensor/half_float.h"
 #include "common/isa_clones.h"
 
 namespace loramux {

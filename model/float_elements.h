@@ -5,7 +5,7 @@
 
 #include <c10/util/BFloat16.h>
 
-#include "adapters/half_float.h"
+#include "tensor/half_float.h"
 #include "common/isa_clones.h"
 
 namespace loramux {

@@ -9,6 +9,8 @@
 #include <immintrin.h>
 #endif
 
+#include "tensor/half_float.h"
+
 namespace loramux {
 
 #if defined(__x86_64__)
@@ -321,16 +323,8 @@ LORAMUX_AVX2 LORAMUX_INLINE __m256 BFloat16Broadcast(uint16_t bits) {
   return _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int32_t>(uint32_t{bits} << 16)));
 }
 
-// float32 to bfloat16, to nearest even (NaN stays a quiet NaN with its sign).
-LORAMUX_INLINE uint16_t RoundToBFloat16(float v) {
-  uint32_t bits = 0;
-  std::memcpy(&bits, &v, sizeof bits);
-  if (v != v) return static_cast<uint16_t>((bits >> 16) | 0x40);
-  return static_cast<uint16_t>((bits + 0x7fff + ((bits >> 16) & 1)) >> 16);
-}
-
 LORAMUX_INLINE void StoreLane(float v, float* y) { *y = v; }
-LORAMUX_INLINE void StoreLane(float v, uint16_t* y) { *y = RoundToBFloat16(v); }
+LORAMUX_INLINE void StoreLane(float v, uint16_t* y) { *y = FloatToBFloat16(v); }
 
 // Rows x Vectors·8 outputs (from `offset` in the panel) of rows of x against one panel.
 template <int Rows, int Vectors, typename T>
@@ -457,22 +451,15 @@ void PanelGemmWith(PanelIsa isa, PanelType type, const void* x, int64_t m, int64
       (isa == PanelIsa::kAvx512 && runs != PanelIsa::kAvx512)) {
     std::abort();
   }
-  if (isa == PanelIsa::kAvx2) {
-    if (type == PanelType::kFloat32) {
-      Avx2Panels(static_cast<const float*>(x), m, k, static_cast<const float*>(panels), n, bias,
-                 static_cast<float*>(y), first_panel, last_panel);
-    } else {
-      Avx2Panels(static_cast<const uint16_t*>(x), m, k, static_cast<const uint16_t*>(panels), n,
-                 bias, static_cast<uint16_t*>(y), first_panel, last_panel);
-    }
-    return;
-  }
+  const bool avx2 = isa == PanelIsa::kAvx2;
   if (type == PanelType::kFloat32) {
-    FloatPanels(static_cast<const float*>(x), m, k, static_cast<const float*>(panels), n, bias,
-                static_cast<float*>(y), first_panel, last_panel);
+    (avx2 ? Avx2Panels<float> : FloatPanels)(static_cast<const float*>(x), m, k,
+                                             static_cast<const float*>(panels), n, bias,
+                                             static_cast<float*>(y), first_panel, last_panel);
   } else {
-    BFloat16Panels(static_cast<const uint16_t*>(x), m, k, static_cast<const uint16_t*>(panels), n,
-                   bias, static_cast<uint16_t*>(y), first_panel, last_panel);
+    (avx2 ? Avx2Panels<uint16_t> : BFloat16Panels)(
+        static_cast<const uint16_t*>(x), m, k, static_cast<const uint16_t*>(panels), n, bias,
+        static_cast<uint16_t*>(y), first_panel, last_panel);
   }
 }
 

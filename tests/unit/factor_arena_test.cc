@@ -11,7 +11,7 @@
 #include <torch/torch.h>
 
 #include "adapters/factor_arena.h"
-#include "adapters/half_float.h"
+#include "tensor/half_float.h"
 
 namespace loramux {
 namespace {
