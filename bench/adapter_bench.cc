@@ -129,8 +129,11 @@ std::pair<double, double> DeltaOnly(const LlamaModel& model,
   for (int64_t l = 0; l < model.config().num_layers; ++l) {
     for (int64_t p = 0; p < kNumProjections; ++p) {
       const LinearWeights& base = model.linear(l, static_cast<Projection>(p));
+      // Activations in the model's dtype, as a step feeds them (float32 inputs would send bfloat16
+      // models' deltas through the widening path instead).
       inputs.push_back(
-          {torch::randn({kBatch, model.module_shape(l * kNumProjections + p)[1]}), base});
+          {torch::randn({kBatch, model.module_shape(l * kNumProjections + p)[1]}).to(model.dtype()),
+           base});
     }
   }
   double best = 1e9;
@@ -139,7 +142,8 @@ std::pair<double, double> DeltaOnly(const LlamaModel& model,
     evict.add_(1.0f);
     const auto start = std::chrono::steady_clock::now();
     for (size_t i = 0; i < inputs.size(); ++i) {
-      torch::Tensor y = torch::zeros({kBatch, model.module_shape(static_cast<int64_t>(i))[0]});
+      torch::Tensor y = torch::zeros({kBatch, model.module_shape(static_cast<int64_t>(i))[0]},
+                                     torch::dtype(model.dtype()));
       AddAdapterDeltas(inputs[i].first, y, inputs[i].second, static_cast<int64_t>(i), segments,
                        path);
     }
