@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -403,11 +404,19 @@ TEST_F(AdapterStoreTest, UploadsRacingDeletesAllSucceed) {
   }
   for (int d = 0; d < kDeleters; ++d) {
     threads.emplace_back([&] {
-      // Bounded: each delete either removes an upload's name or finds it absent.
-      for (int i = 0; i < 100 * kRounds && uploaders_left > 0; ++i) {
+      // For as long as the uploads go on (each uploader makes kRounds attempts; a deadline bounds
+      // the loop should they hang). Each delete either removes an upload's name or finds it absent
+      // and yields to the uploaders. (A count of attempts ran out before the first upload was
+      // stored on a busy fresh machine: 0 deletes.)
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+      while (uploaders_left > 0 && std::chrono::steady_clock::now() < deadline) {
         absl::Status status = store_->Delete("contested");
-        if (status.ok()) ++deleted;
         EXPECT_TRUE(status.ok() || absl::IsNotFound(status)) << status;
+        if (status.ok()) {
+          ++deleted;
+        } else {
+          std::this_thread::yield();
+        }
       }
     });
   }
