@@ -276,8 +276,9 @@ struct PrefetchCursor {
 // The down projection takes four ranks of A at a time (four streams in flight) for one token row
 // (float32: FMAs; bfloat16: vdpbf16ps on 16-bit pairs, products exact, float32 sums); the up
 // projection computes the rows of a piece (up to kPieceRows rows of one adapter: a prefill run, or
-// decode rows of one adapter side by side) together, 64 outputs at a time, reading (and for
-// bfloat16 widening) each vector of B^T once for all of them, their sums in registers. Each row's
+// decode rows of one adapter side by side) together, 64 outputs at a time, reading (and for 16-bit
+// factors under float32 activations widening) each vector of B^T once for all of them, their sums
+// in registers (bfloat16 activations: vdpbf16ps on pairs of ranks, UpBlockPairs). Each row's
 // sums are its own, in a fixed order, so a row's bits do not depend on the rows beside it; bfloat16
 // rows round once to nearest even into y. The small fixed loops carry `#pragma GCC unroll`: without
 // it GCC kept their accumulator arrays in memory (bfloat16, one adapter, 32 rows, 1024 -> 2816: 57
@@ -300,22 +301,6 @@ LORAMUX_AVX512_INLINE __m512 LoadLanes(const uint16_t* p, __mmask16 mask) {
 }
 LORAMUX_AVX512_INLINE __m512 LoadLanes(const Float16Bits* p, __mmask16 mask) {
   return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, p));  // exact, subnormals included
-}
-
-// 16 float32 stored at p under `mask`: float32 as is; bfloat16 rounded as FloatToBFloat16 does
-// (nearest even; NaN -> quiet NaN, sign kept; subnormals kept).
-LORAMUX_AVX512_INLINE void StoreLanes(float* p, __m512 v, __mmask16 mask) {
-  _mm512_mask_storeu_ps(p, mask, v);
-}
-LORAMUX_AVX512_INLINE void StoreLanes(uint16_t* p, __m512 v, __mmask16 mask) {
-  const __m512i bits = _mm512_castps_si512(v);
-  const __m512i high = _mm512_srli_epi32(bits, 16);
-  const __m512i lsb = _mm512_and_si512(high, _mm512_set1_epi32(1));
-  __m512i rounded = _mm512_srli_epi32(
-      _mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7fff)), lsb), 16);
-  const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-  rounded = _mm512_mask_mov_epi32(rounded, nan, _mm512_or_si512(high, _mm512_set1_epi32(0x40)));
-  _mm256_mask_storeu_epi16(p, mask, _mm512_cvtepi32_epi16(rounded));
 }
 
 LORAMUX_AVX512_INLINE __mmask32 Mask32(int64_t left) {
@@ -374,10 +359,10 @@ LORAMUX_AVX512_BF16_INLINE void DownRows(const uint16_t* a, const uint16_t* x, i
 // a row's bits do not depend on the rows beside it; each 16 outputs of B^T are loaded once for all
 // the rows, and the 4·kRows sums stay in registers (independent FMA chains). DoRA then applies
 // g ⊙ (·) + b; each sum is stored once into y.
-template <int kRows, typename F, typename Y>
+template <int kRows, typename F>
 LORAMUX_AVX512_INLINE void UpBlock(const F* b_t, int64_t out, int64_t rank,
-                                   const float (*u)[kBgmvMaxRank], Y* const* y, const float* bias,
-                                   const float* gain, int64_t o) {
+                                   const float (*u)[kBgmvMaxRank], float* const* y,
+                                   const float* bias, const float* gain, int64_t o) {
   constexpr int kVectors = 4;
   const bool dora = gain != nullptr;
   __mmask16 mask[kVectors];
@@ -416,16 +401,16 @@ LORAMUX_AVX512_INLINE void UpBlock(const F* b_t, int64_t out, int64_t rank,
                 ? _mm512_fmadd_ps(g, v, _mm512_maskz_loadu_ps(mask[j], bias + o + 16 * j))
                 : _mm512_mul_ps(v, g);
       }
-      StoreLanes(y[r] + o + 16 * j, v, mask[j]);
+      _mm512_mask_storeu_ps(y[r] + o + 16 * j, mask[j], v);
     }
   }
 }
 
 // The up projection for kRows rows sharing the factors, 64 outputs at a time.
-template <int kRows, typename F, typename Y>
+template <int kRows, typename F>
 LORAMUX_AVX512_INLINE void UpRows(const F* b_t, int64_t out, int64_t rank,
-                                  const float (*u)[kBgmvMaxRank], Y* const* y, const float* bias,
-                                  const float* gain, PrefetchCursor& next) {
+                                  const float (*u)[kBgmvMaxRank], float* const* y,
+                                  const float* bias, const float* gain, PrefetchCursor& next) {
   // The lines 64 outputs consume: B^T's (rank rows of 64 elements of F) and DoRA's gain (64
   // floats).
   const int lines = static_cast<int>(rank * sizeof(F)) + (gain != nullptr ? 4 : 0);
@@ -435,11 +420,152 @@ LORAMUX_AVX512_INLINE void UpRows(const F* b_t, int64_t out, int64_t rank,
   }
 }
 
+// ---- The bfloat16 up projection through vdpbf16ps ----
+// Ranks k and k + 1 of B^T are taken as pairs: two rows of 32 outputs, interleaved by
+// vpunpck{l,h}wd into (B^T[k][o], B^T[k+1][o]) per 32-bit lane, multiplied by the row's
+// (u[k], u[k+1]) rounded to bfloat16 (as PEFT's bfloat16 A x is) in one vdpbf16ps: a third of the
+// instructions of widening every factor and one FMA per rank. The interleave permutes outputs
+// within each 128-bit lane: the "low" accumulator holds outputs {0-3, 8-11, 16-19, 24-27} of 32,
+// the "high" one {4-7, 12-15, 20-23, 28-31}; y, bias and gain are read in that order and the
+// rounded results packed back (vpackusdw) into the natural one.
+
+// u[r] rounded to bfloat16, ranks 2p and 2p + 1 as the low and high halves of pairs[p] (an odd
+// rank's last pair holds 0 above it).
+LORAMUX_ALWAYS_INLINE void RankPairs(const float* u, int64_t rank, uint32_t* pairs) {
+  for (int64_t k = 0; k < rank; k += 2) {
+    const uint32_t high = k + 1 < rank ? FloatToBFloat16(u[k + 1]) : 0;
+    pairs[k / 2] = FloatToBFloat16(u[k]) | (high << 16);
+  }
+}
+
+// Float32 values at p [32] (under `mask`) in the low and high accumulators' output order.
+LORAMUX_AVX512_INLINE void LoadPermuted(const float* p, __mmask32 mask, __m512& low, __m512& high) {
+  const __m512 first = _mm512_maskz_loadu_ps(static_cast<__mmask16>(mask), p);
+  const __m512 second = _mm512_maskz_loadu_ps(static_cast<__mmask16>(mask >> 16), p + 16);
+  const __m512i low_index =
+      _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27);
+  const __m512i high_index = _mm512_add_epi32(low_index, _mm512_set1_epi32(4));
+  low = _mm512_permutex2var_ps(first, low_index, second);
+  high = _mm512_permutex2var_ps(first, high_index, second);
+}
+
+// FloatToBFloat16's bits of each lane (nearest even; NaN -> quiet NaN, sign kept; subnormals
+// kept), in the low 16 bits of its 32-bit lane.
+LORAMUX_AVX512_INLINE __m512i RoundToBFloat16Lanes(__m512 v) {
+  const __m512i bits = _mm512_castps_si512(v);
+  const __m512i high = _mm512_srli_epi32(bits, 16);
+  const __m512i lsb = _mm512_and_si512(high, _mm512_set1_epi32(1));
+  const __m512i rounded = _mm512_srli_epi32(
+      _mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7fff)), lsb), 16);
+  const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+  return _mm512_mask_mov_epi32(rounded, nan, _mm512_or_si512(high, _mm512_set1_epi32(0x40)));
+}
+
+// Outputs [o, o + 64) of kRows rows of y sharing the factors (as UpBlock): per rank pair, each
+// 32 outputs of B^T are loaded and interleaved once for all the rows; each row's sums start from
+// zero and add one vdpbf16ps per pair in turn, then are added to its y (less the bias for DoRA:
+// vdpbf16ps would flush a subnormal y it started from); DoRA then applies g ⊙ (·) + b, and each
+// sum rounds once into y.
+template <int kRows>
+LORAMUX_AVX512_BF16_INLINE void UpBlockPairs(const uint16_t* b_t, int64_t out, int64_t rank,
+                                             const uint32_t (*pairs)[kBgmvMaxRank / 2],
+                                             uint16_t* const* y, const float* bias,
+                                             const float* gain, int64_t o) {
+  constexpr int kHalves = 2;  // 32 outputs each: a low and a high accumulator
+  const bool dora = gain != nullptr;
+  __mmask32 mask[kHalves];
+#pragma GCC unroll 4
+  for (int h = 0; h < kHalves; ++h) mask[h] = Mask32(std::max<int64_t>(out - o - 32 * h, 0));
+  __m512 sum[kRows][2 * kHalves];
+#pragma GCC unroll 16
+  for (int r = 0; r < kRows; ++r) {
+#pragma GCC unroll 4
+    for (int j = 0; j < 2 * kHalves; ++j) sum[r][j] = _mm512_setzero_ps();
+  }
+  for (int64_t k = 0; k < rank; k += 2) {
+    __m512i b[2 * kHalves];
+#pragma GCC unroll 4
+    for (int h = 0; h < kHalves; ++h) {
+      const uint16_t* row = b_t + k * out + o + 32 * h;
+      const __m512i first = _mm512_maskz_loadu_epi16(mask[h], row);
+      const __m512i second =
+          k + 1 < rank ? _mm512_maskz_loadu_epi16(mask[h], row + out) : _mm512_setzero_si512();
+      b[2 * h] = _mm512_unpacklo_epi16(first, second);
+      b[2 * h + 1] = _mm512_unpackhi_epi16(first, second);
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < kRows; ++r) {
+      const __m512bh uk = reinterpret_cast<__m512bh>(_mm512_set1_epi32(pairs[r][k / 2]));
+#pragma GCC unroll 4
+      for (int j = 0; j < 2 * kHalves; ++j) {
+        sum[r][j] = _mm512_dpbf16_ps(sum[r][j], reinterpret_cast<__m512bh>(b[j]), uk);
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int h = 0; h < kHalves; ++h) {
+    __m512 gain_low, gain_high, bias_low = _mm512_setzero_ps(), bias_high = _mm512_setzero_ps();
+    if (dora) {
+      LoadPermuted(gain + o + 32 * h, mask[h], gain_low, gain_high);
+      if (bias != nullptr) LoadPermuted(bias + o + 32 * h, mask[h], bias_low, bias_high);
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < kRows; ++r) {
+      // A bfloat16 in the high half of a zero 32-bit lane is its float32 value.
+      const __m512i yv = _mm512_maskz_loadu_epi16(mask[h], y[r] + o + 32 * h);
+      const __m512i zero = _mm512_setzero_si512();
+      __m512 low = _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, yv));
+      __m512 high = _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, yv));
+      if (dora) {
+        low = _mm512_sub_ps(low, bias_low);
+        high = _mm512_sub_ps(high, bias_high);
+      }
+      low = _mm512_add_ps(low, sum[r][2 * h]);
+      high = _mm512_add_ps(high, sum[r][2 * h + 1]);
+      if (dora) {
+        low = _mm512_fmadd_ps(gain_low, low, bias_low);
+        high = _mm512_fmadd_ps(gain_high, high, bias_high);
+      }
+      const __m512i packed =
+          _mm512_packus_epi32(RoundToBFloat16Lanes(low), RoundToBFloat16Lanes(high));
+      _mm512_mask_storeu_epi16(y[r] + o + 32 * h, mask[h], packed);
+    }
+  }
+}
+
+// The bfloat16 up projection of a piece's `rows` rows (at most kPieceRows) given their u.
+template <int kRows>
+LORAMUX_AVX512_BF16_INLINE void UpRowsPairs(const uint16_t* b_t, int64_t out, int64_t rank,
+                                            const float (*u)[kBgmvMaxRank], uint16_t* const* y,
+                                            const float* bias, const float* gain,
+                                            PrefetchCursor& next) {
+  uint32_t pairs[kRows][kBgmvMaxRank / 2];
+  for (int r = 0; r < kRows; ++r) RankPairs(u[r], rank, pairs[r]);
+  const int lines = static_cast<int>(rank * 2) + (gain != nullptr ? 4 : 0);
+  for (int64_t o = 0; o < out; o += 64) {
+    UpBlockPairs<kRows>(b_t, out, rank, pairs, y, bias, gain, o);
+    next.Advance(lines);
+  }
+}
+
+LORAMUX_AVX512_BF16_INLINE void UpPiecePairs(const uint16_t* b_t, int64_t out, int64_t rank,
+                                             int64_t rows, const float (*u)[kBgmvMaxRank],
+                                             uint16_t* const* y, const float* bias,
+                                             const float* gain, PrefetchCursor& next) {
+  switch (rows) {
+    case 1: UpRowsPairs<1>(b_t, out, rank, u, y, bias, gain, next); break;
+    case 2: UpRowsPairs<2>(b_t, out, rank, u, y, bias, gain, next); break;
+    case 3: UpRowsPairs<3>(b_t, out, rank, u, y, bias, gain, next); break;
+    case 4: UpRowsPairs<4>(b_t, out, rank, u, y, bias, gain, next); break;
+    default: break;
+  }
+}
+
 // The up projection of a piece's `rows` rows (at most kPieceRows) given their u.
-template <typename F, typename Y>
+template <typename F>
 LORAMUX_AVX512_INLINE void UpPiece(const F* b_t, int64_t out, int64_t rank, int64_t rows,
-                                   const float (*u)[kBgmvMaxRank], Y* const* y, const float* bias,
-                                   const float* gain, PrefetchCursor& next) {
+                                   const float (*u)[kBgmvMaxRank], float* const* y,
+                                   const float* bias, const float* gain, PrefetchCursor& next) {
   switch (rows) {
     case 1: UpRows<1>(b_t, out, rank, u, y, bias, gain, next); break;
     case 2: UpRows<2>(b_t, out, rank, u, y, bias, gain, next); break;
@@ -488,7 +614,7 @@ LORAMUX_AVX512_BF16 void PieceNative(const uint16_t* x, uint16_t* y, const float
     }
     for (; k < s.rank; ++k) DownRows<1>(a + k * in, xt, in, next, s.scale, u[r] + k);
   }
-  UpPiece(static_cast<const uint16_t*>(s.b_t), out, s.rank, rows, u, yr, bias, s.gain, next);
+  UpPiecePairs(static_cast<const uint16_t*>(s.b_t), out, s.rank, rows, u, yr, bias, s.gain, next);
 }
 
 #endif

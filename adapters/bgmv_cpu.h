@@ -41,10 +41,12 @@ void BgmvCpuPortable(const float* x, float* y, const float* bias, int64_t in, in
 
 // The same for bfloat16 activations x [tokens, in] and y [tokens, out] (bit patterns), with no
 // float32 copies of whole tensors: each row's sums are float32 and round once to nearest even.
-// With bfloat16 factors on a CPU with AVX512-BF16 (BgmvCpuMultipliesBFloat16Natively), the down
-// projection multiplies 16-bit pairs natively (vdpbf16ps: exact products, float32 sums in its own
-// order, subnormal inputs read as zero); otherwise each row widens exactly to float32 and takes
-// BgmvCpu's sums, bit for bit. Either way a row's bits do not depend on the other rows.
+// With bfloat16 factors on a CPU with AVX512-BF16 (BgmvCpuMultipliesBFloat16Natively), both
+// projections multiply 16-bit pairs natively (vdpbf16ps: exact products, float32 sums in its own
+// order, subnormal inputs read as zero): the down projection x by A, the up projection B^T by the
+// rank-sized u = c·A x rounded to bfloat16 (as PEFT's bfloat16 layers round it); otherwise each row
+// widens exactly to float32 and takes BgmvCpu's sums, bit for bit. Either way a row's bits do not
+// depend on the other rows.
 bool BgmvCpuMultipliesBFloat16Natively();
 void BgmvCpuBFloat16(const uint16_t* x, uint16_t* y, const float* bias, int64_t in, int64_t out,
                      const std::vector<BgmvSegment>& segments);
