@@ -1,6 +1,7 @@
 #include "text/jinja_lexer.h"
 
 #include <cctype>
+#include <cstdio>
 
 #include "absl/strings/str_cat.h"
 #include "text/jinja_error.h"
@@ -299,6 +300,14 @@ class Lexer {
             cp = cp * 16 + (IsDigit(h) ? h - '0' : (std::tolower(h) - 'a' + 10));
           }
           if (cp > 0x10FFFF) FailInvalid(absl::StrCat("line ", line_, ": escape beyond U+10FFFF"));
+          // Python keeps a surrogate in a str but cannot encode it as UTF-8 (nor can the tokenizer
+          // take it): refused here, so every template renders valid UTF-8.
+          if (cp >= 0xD800 && cp <= 0xDFFF) {
+            char hex[8];
+            std::snprintf(hex, sizeof hex, "%04X", static_cast<unsigned>(cp));
+            FailInvalid(absl::StrCat("line ", line_, ": escape of a surrogate (U+", hex,
+                                     "): not a character, UTF-8 cannot encode it"));
+          }
           AppendUtf8(cp, value);
           i += n;
           break;

@@ -297,6 +297,11 @@ TEST(ChatTemplateErrorsTest, SyntaxErrorsSayWhere) {
   ExpectStatus(RenderSource("{% for a, b in [1] %}{% endfor %}"), kIA, "cannot unpack");
   ExpectStatus(RenderSource("{{ 9223372036854775807 + 1 }}"), kIA, "integer overflow");
   EXPECT_EQ(ChatTemplate::FromSource("\xff\xfe", {}).status().code(), kIA);
+  // Escapes of surrogates (lone or paired, as Python keeps them) would render invalid UTF-8.
+  ExpectStatus(RenderSource("{{ \"es \\udddd\" }}"), kIA, "surrogate (U+DDDD)");
+  ExpectStatus(RenderSource("\n{{ '\\ud83d\\ude00' }}"), kIA, "line 2: escape of a surrogate");
+  ExpectStatus(RenderSource("{{ '\\U0000d800' }}"), kIA, "surrogate (U+D800)");
+  EXPECT_EQ(MustRender("{{ '\\u00e9\\U0001F600\\ud7ff\\ue000' }}"), "\u00e9\U0001F600\ud7ff\ue000");
 }
 
 TEST(ChatTemplateErrorsTest, LimitsBoundHostileTemplates) {
