@@ -1,9 +1,9 @@
 #include "text/jinja_lexer.h"
 
 #include <cctype>
-#include <cstdio>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "text/jinja_error.h"
 #include "text/jinja_strings.h"
 
@@ -303,10 +303,9 @@ class Lexer {
           // Python keeps a surrogate in a str but cannot encode it as UTF-8 (nor can the tokenizer
           // take it): refused here, so every template renders valid UTF-8.
           if (cp >= 0xD800 && cp <= 0xDFFF) {
-            char hex[8];
-            std::snprintf(hex, sizeof hex, "%04X", static_cast<unsigned>(cp));
-            FailInvalid(absl::StrCat("line ", line_, ": escape of a surrogate (U+", hex,
-                                     "): not a character, UTF-8 cannot encode it"));
+            FailInvalid(absl::StrFormat(
+                "line %d: escape of a surrogate (U+%04X): not a character, UTF-8 cannot encode it",
+                line_, cp));
           }
           AppendUtf8(cp, value);
           i += n;
