@@ -14,11 +14,12 @@
 #include <type_traits>
 
 #include "tensor/half_float.h"
+#include "tensor/huge_pages.h"
 
 namespace loramux {
 namespace {
 
-constexpr size_t kHugePage = size_t{2} << 20;
+constexpr size_t kHugePage = kHugePageBytes;
 // Arenas from this size on come from the pool, in steps of kPoolStep below 2 MiB (at most a
 // quarter wasted) and of whole huge pages above; smaller ones come from malloc.
 constexpr size_t kPooledMin = size_t{256} << 10;
@@ -32,21 +33,9 @@ size_t PoolBlockBytes(size_t bytes) {
 // Maps `bytes` (a PoolBlockBytes size); blocks of 2 MiB or more are 2 MiB aligned and advised for
 // huge pages. nullptr on failure.
 void* MapBlock(size_t bytes) {
-  if (bytes < kHugePage) {
-    void* block =
-        ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    return block == MAP_FAILED ? nullptr : block;
-  }
-  const size_t span = bytes + kHugePage;
-  void* raw = ::mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (raw == MAP_FAILED) return nullptr;
-  const uintptr_t start = reinterpret_cast<uintptr_t>(raw);
-  const uintptr_t aligned = (start + kHugePage - 1) & ~(kHugePage - 1);
-  if (aligned > start) ::munmap(raw, aligned - start);
-  const uintptr_t end = start + span, used_end = aligned + bytes;
-  if (end > used_end) ::munmap(reinterpret_cast<void*>(used_end), end - used_end);
-  ::madvise(reinterpret_cast<void*>(aligned), bytes, MADV_HUGEPAGE);  // advice; ignore failure
-  return reinterpret_cast<void*>(aligned);
+  if (bytes >= kHugePage) return MapHugePages(bytes);
+  void* block = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return block == MAP_FAILED ? nullptr : block;
 }
 
 // Freed huge-page blocks kept for the next arena of the same size class, like a caching

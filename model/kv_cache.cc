@@ -1,6 +1,9 @@
 #include "model/kv_cache.h"
 
 #include <algorithm>
+#include <vector>
+
+#include "tensor/huge_pages.h"
 
 namespace loramux {
 
@@ -14,11 +17,17 @@ KvCache::KvCache(const ModelConfig& config, int64_t budget_bytes, torch::Device 
     : block_size_(block_size) {
   bytes_per_token_ = BytesPerToken(config, dtype);
   num_blocks_ = std::max<int64_t>(1, budget_bytes / (bytes_per_token_ * block_size_));
-  const auto options = torch::TensorOptions().device(device).dtype(dtype);
+  const std::vector<int64_t> shape = {num_blocks_ * block_size_ + 1, config.num_kv_heads,
+                                      config.head_dim};
+  // On the CPU in huge pages (decode attention streams every sequence's rows each step).
+  auto zeros = [&] {
+    return device.is_cpu()
+               ? EmptyOnHugePages(shape, dtype).zero_()
+               : torch::zeros(shape, torch::TensorOptions().device(device).dtype(dtype));
+  };
   for (int64_t layer = 0; layer < config.num_layers; ++layer) {
-    keys_.push_back(torch::zeros(
-        {num_blocks_ * block_size_ + 1, config.num_kv_heads, config.head_dim}, options));
-    values_.push_back(torch::zeros_like(keys_.back()));
+    keys_.push_back(zeros());
+    values_.push_back(zeros());
   }
   free_.reserve(num_blocks_);
   for (int64_t b = num_blocks_ - 1; b >= 0; --b) free_.push_back(b);

@@ -8,6 +8,7 @@
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
+#include "tensor/huge_pages.h"
 #include "tensor/panel_gemm.h"
 
 #ifdef LORAMUX_WITH_ONEDNN
@@ -87,7 +88,7 @@ std::shared_ptr<const PackedLinear> PackedLinear::PackOneDnn(const torch::Tensor
   }
   if (std::string(desc.impl_info_str()).rfind("ref", 0) == 0) return nullptr;  // not native here
   torch::Tensor packed =
-      torch::empty({static_cast<int64_t>(desc.weights_desc().get_size())}, torch::kUInt8);
+      EmptyOnHugePages({static_cast<int64_t>(desc.weights_desc().get_size())}, torch::kUInt8);
   // W [out, in] row-major is Wᵀ [in, out] in column-major order: tag `ba`.
   dnnl::memory plain({{in, out}, *type, Tag::ba}, CpuEngine(), weight.data_ptr());
   dnnl::memory target(desc.weights_desc(), CpuEngine(), packed.data_ptr());
@@ -167,10 +168,9 @@ std::shared_ptr<const PackedLinear> PackedLinear::PackPanels(const torch::Tensor
   // [out, in] zero-padded to [panels·64, groups·group], then [panel][group of inputs][64][group].
   const torch::Tensor padded =
       torch::constant_pad_nd(weight, {0, groups * group - in, 0, panels * kPanelWidth - out}, 0);
-  torch::Tensor packed = padded.view({panels, kPanelWidth, groups, group})
-                             .permute({0, 2, 1, 3})
-                             .contiguous()
-                             .view({-1});
+  torch::Tensor packed = EmptyOnHugePages({padded.numel()}, weight.scalar_type());
+  packed.view({panels, groups, kPanelWidth, group})
+      .copy_(padded.view({panels, kPanelWidth, groups, group}).permute({0, 2, 1, 3}));
   return std::shared_ptr<const PackedLinear>(
       new PackedLinear(out, in, weight.scalar_type(), Kernel::kPanels, std::move(packed), nullptr));
 }

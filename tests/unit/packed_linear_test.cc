@@ -147,6 +147,19 @@ TEST_P(PackedLinearTest, RefusesInputsOfAnotherShapeOrDtype) {
   EXPECT_THROW(packed->Apply(Random({4, 32}, 9), Random({15}, 10)), c10::Error);
 }
 
+// Weights of 2 MiB or more are packed onto huge pages (tensor/huge_pages.h): the same values in
+// the same layout as small ones.
+TEST_P(PackedLinearTest, LargeWeightsPackOntoHugePagesLikeSmallOnes) {
+  const torch::Tensor w = Random({1100, 1030}, 9);  // 4.5 MB in float32, 2.3 MB in bfloat16
+  PACK_OR_SKIP(packed, w);
+  EXPECT_TRUE(torch::equal(packed->Unpack(), w));
+  const torch::Tensor x = Random({5, 1030}, 10);
+  const torch::Tensor want = torch::linear(x.to(torch::kFloat64), w.to(torch::kFloat64));
+  const double scale = want.abs().max().item<double>();
+  EXPECT_LE((packed->Apply(x).to(torch::kFloat64) - want).abs().max().item<double>(),
+            Tolerance() * 4 * scale);
+}
+
 TEST_P(PackedLinearTest, MultipliesNoRows) {
   PACK_OR_SKIP(packed, Random({16, 32}, 7));
   EXPECT_EQ(packed->Apply(Random({0, 32}, 8)).sizes(), (std::vector<int64_t>{0, 16}));
