@@ -19,7 +19,6 @@
 namespace loramux {
 namespace {
 
-constexpr size_t kHugePage = kHugePageBytes;
 // Arenas from this size on come from the pool, in steps of kPoolStep below 2 MiB (at most a
 // quarter wasted) and of whole huge pages above; smaller ones come from malloc.
 constexpr size_t kPooledMin = size_t{256} << 10;
@@ -27,13 +26,13 @@ constexpr size_t kPoolStep = size_t{64} << 10;
 
 size_t RoundUp(size_t bytes, size_t step) { return (bytes + step - 1) / step * step; }
 size_t PoolBlockBytes(size_t bytes) {
-  return bytes >= kHugePage ? RoundUp(bytes, kHugePage) : RoundUp(bytes, kPoolStep);
+  return bytes >= kHugePageBytes ? RoundUp(bytes, kHugePageBytes) : RoundUp(bytes, kPoolStep);
 }
 
 // Maps `bytes` (a PoolBlockBytes size); blocks of 2 MiB or more are 2 MiB aligned and advised for
 // huge pages. nullptr on failure.
 void* MapBlock(size_t bytes) {
-  if (bytes >= kHugePage) return MapHugePages(bytes);
+  if (bytes >= kHugePageBytes) return MapHugePages(bytes);
   void* block = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   return block == MAP_FAILED ? nullptr : block;
 }

@@ -228,6 +228,14 @@ void RunModel(int64_t layers, int64_t hidden, int64_t steps, int64_t context,
   std::printf(
       "# (c) reads %.0f MB of adapter factors per step, %.0f%% of the base's %.0f MB of weights\n",
       factor_bytes / 1e6, 100 * factor_bytes / model->weight_bytes(), model->weight_bytes() / 1e6);
+  // The side path is memory-bound and runs after the base GEMMs it does not overlap: its floor is
+  // its bytes at the memory's read rate, which caps (c)'s ratio on this machine.
+  const double read_gbs = MemoryReadGBs();
+  const double floor_s = factor_bytes / (read_gbs * 1e9);
+  std::printf(
+      "# the memory's read rate now: %.1f GB/s, so reading them takes at least %.1f ms a step: "
+      "(c) can reach at most %.1f%% of (a) on this machine (%.1f ms on top of (a) measured)\n",
+      read_gbs, floor_s * 1e3, 100 * best[0] / (best[0] + floor_s), (best[2] - best[0]) * 1e3);
   const double dora_s = DeltaOnly(*model, rows(dora)).first;
   const auto [lora16_s, lora16_gbs] = DeltaOnly(*model, rows(lora16));
   std::printf(
