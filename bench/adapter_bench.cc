@@ -237,8 +237,9 @@ void RunModel(int64_t layers, int64_t hidden, int64_t steps, int64_t context,
       "(c) can reach at most %.1f%% of (a) on this machine (%.1f ms on top of (a) measured)\n",
       read_gbs, floor_s * 1e3, 100 * best[0] / (best[0] + floor_s), (best[2] - best[0]) * 1e3);
   // (c)'s work with its factors mostly in cache: rows alternate between two adapters, so every row
-  // is still its own piece, but each module reads 2 adapters' factors from memory instead of 32
-  // (the other 30 pieces find them in cache): what the kernel costs beside its memory traffic.
+  // is still its own piece, but each module's factors come from memory for 2 adapters instead of
+  // 32: what the side path costs beside its memory traffic (the kernel, its prefetch walk, and
+  // the per-module host work of AddAdapterDeltas and of this loop's output tensors).
   std::vector<const AdapterWeights*> alternating;
   for (int64_t i = 0; i < kBatch; ++i) alternating.push_back(lora[i % 2].get());
   const double cached_s = DeltaOnly(*model, alternating).first;
@@ -247,9 +248,8 @@ void RunModel(int64_t layers, int64_t hidden, int64_t steps, int64_t context,
   std::printf(
       "# the (c) deltas alone, without base GEMMs: %.1f ms per step (factors at %.1f GB/s); "
       "the same work with its factors mostly in cache (rows alternating between 2 adapters): "
-      "%.1f ms; "
-      "with one adapter for all rows: %.1f ms; the (d) deltas: %.1f ms; (c) in bfloat16: %.1f ms "
-      "(%.0f MB at %.1f GB/s)\n",
+      "%.1f ms; with one adapter for all rows: %.1f ms; the (d) deltas: %.1f ms; (c) in "
+      "bfloat16: %.1f ms (%.0f MB at %.1f GB/s)\n",
       delta_s * 1e3, delta_gbs, cached_s * 1e3, same_s * 1e3, dora_s * 1e3, lora16_s * 1e3,
       FactorBytes(rows(lora16)) / 1e6, lora16_gbs);
   if (!show_switch) return;
