@@ -75,6 +75,41 @@ TEST_P(DecodeAttentionTest, ARowsResultDoesNotDependOnItsBatchMates) {
   EXPECT_TRUE(torch::equal(alone[1], together[1]));
 }
 
+// Head sizes that are not a multiple of the kernel's 16 lanes (a tail summed apart), one and
+// several query heads per KV head, contexts shorter and longer than the prefetch distance.
+TEST_P(DecodeAttentionTest, AnyHeadSizeAndGroup) {
+  for (const int64_t head_dim : {1, 20, 40}) {
+    for (const int64_t kv_heads : {1, 2, 8}) {
+      const int64_t slots = 40;
+      const torch::Tensor keys = torch::randn({slots, kv_heads, head_dim}).to(GetParam());
+      const torch::Tensor values = torch::randn({slots, kv_heads, head_dim}).to(GetParam());
+      const torch::Tensor q = torch::randn({2, kHeads, head_dim}).to(GetParam());
+      torch::Tensor out = torch::zeros_like(q);
+      std::vector<int64_t> slots_of(slots);
+      for (int64_t j = 0; j < slots; ++j) slots_of[j] = slots - 1 - j;
+      DecodeAttention(q, keys, values, {{0, slots_of.data(), 0, 5}, {1, slots_of.data(), 3, 40}},
+                      0.3, out);
+      const int64_t group = kHeads / kv_heads;
+      for (int64_t row = 0; row < 2; ++row) {
+        const int64_t begin = row == 0 ? 0 : 3, end = row == 0 ? 5 : 40;
+        const torch::Tensor idx =
+            torch::tensor(std::vector<int64_t>(slots_of.begin() + begin, slots_of.begin() + end));
+        const torch::Tensor k = keys.index_select(0, idx).to(torch::kFloat64);
+        const torch::Tensor v = values.index_select(0, idx).to(torch::kFloat64);
+        for (int64_t h = 0; h < kHeads; ++h) {
+          const torch::Tensor p =
+              torch::softmax(k.select(1, h / group).matmul(q[row][h].to(torch::kFloat64)) * 0.3, 0);
+          const torch::Tensor expected = p.matmul(v.select(1, h / group));
+          EXPECT_LE((out[row][h].to(torch::kFloat64) - expected).abs().max().item<double>(),
+                    Tolerance())
+              << "head_dim " << head_dim << ", kv_heads " << kv_heads << ", row " << row
+              << ", head " << h;
+        }
+      }
+    }
+  }
+}
+
 TEST_P(DecodeAttentionTest, RefusesMixedDtypes) {
   torch::Tensor out = torch::zeros_like(q_);
   EXPECT_THROW(DecodeAttention(q_.to(torch::kFloat64), keys_, values_, {}, 0.25, out), c10::Error);
