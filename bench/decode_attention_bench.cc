@@ -43,8 +43,7 @@ double Time(int64_t reps, Step step) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const torch::ScalarType dtype =
-      ParseScalarType(argc > 1 ? argv[1] : "bfloat16").value_or(torch::kBFloat16);
+  const torch::ScalarType dtype = ParseScalarType(argc > 1 ? argv[1] : "bfloat16").value();
   const int64_t reps = argc > 2 ? std::atoi(argv[2]) : 10;
   PrintHeader(absl::StrCat("loramux decode_attention_bench: batch-32 decode attention, 8 layers (",
                            c10::toString(dtype), ", CPU)")

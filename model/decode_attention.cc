@@ -19,8 +19,9 @@ struct Shape {
 
 // How many positions ahead of its reads a task requests their keys (and values): a task reads one
 // KV head's part of each slot, in 16-slot blocks that lie anywhere in the cache, a pattern the
-// hardware prefetcher does not follow (decode_attention_bench: scattered slots cost up to 2x
-// contiguous).
+// hardware prefetcher does not follow. (decode_attention_bench, batch 32, 8 layers, bfloat16, with
+// and without these requests in turn: 1024 positions 37-39 against 94-102 ms with contiguous
+// slots, 48-51 against 181-198 ms with scattered ones; 2048 positions 75-77 against 202-214 ms.)
 constexpr int64_t kPrefetchPositions = 8;
 
 LORAMUX_ALWAYS_INLINE void PrefetchBytes(const void* p, int64_t bytes) {
