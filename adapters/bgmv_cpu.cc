@@ -210,99 +210,75 @@ std::vector<int64_t> SplitByCost(const std::vector<BgmvSegment>& pieces, int64_t
   return bounds;
 }
 
-// A factor matrix as the kernel reads it: `rows` rows `row_bytes` apart, taken `group` rows at a
-// time (the last group may be shorter), `chunk` bytes of each row of the group a step: A is read
-// kRowsPerPass ranks side by side a line a step (a rank's tail of fewer rows one at a time: the
-// cursor takes it side by side, close enough); B^T all its ranks side by side, 64 outputs a step;
-// a DoRA gain is one row, read a line a step.
-struct FactorRead {
-  const void* begin = nullptr;
-  int64_t rows = 1;
-  int64_t row_bytes = 0;
-  int64_t group = 1;
-  int64_t chunk = 64;
+// A run of contiguous factor bytes [begin, end) that the kernel reads.
+struct FactorSpan {
+  const char* begin = nullptr;
+  const char* end = nullptr;
 };
 
 // The factors (A, a DoRA gain, B^T) that pieces [first, last) read, in the order the kernel reads
 // them; a piece that reads the same factors as the one before it adds none (they are in cache).
-std::vector<FactorRead> FactorReads(const std::vector<BgmvSegment>& pieces, int64_t first,
+std::vector<FactorSpan> FactorSpans(const std::vector<BgmvSegment>& pieces, int64_t first,
                                     int64_t last, int64_t in, int64_t out) {
-  std::vector<FactorRead> reads;
+  std::vector<FactorSpan> spans;
+  const auto add = [&](const void* begin, int64_t bytes) {
+    spans.push_back({static_cast<const char*>(begin), static_cast<const char*>(begin) + bytes});
+  };
   for (int64_t i = first; i < last; ++i) {
     const BgmvSegment& s = pieces[i];
     if (i > first && SameFactors(pieces[i - 1], s)) continue;
     const int64_t bytes = s.type == FactorType::kFloat32 ? 4 : 2;
-    reads.push_back({s.a, s.rank, in * bytes, kRowsPerPass, 64});
-    if (s.gain != nullptr) {
-      reads.push_back({s.gain, 1, out * static_cast<int64_t>(sizeof(float)), 1, 64});
-    }
-    reads.push_back({s.b_t, s.rank, out * bytes, s.rank, 64 * bytes});
+    add(s.a, s.rank * in * bytes);
+    if (s.gain != nullptr) add(s.gain, out * static_cast<int64_t>(sizeof(float)));
+    add(s.b_t, s.rank * out * bytes);
   }
-  return reads;
+  return spans;
 }
 
-// How far ahead of the kernel a thread requests its factors: 32 KiB, in the order the kernel reads
-// them. (Decode's factors are many short rows, too short for the hardware prefetcher to catch up.
-// 56 modules of the issue-17 model, 32 distinct rank-16 adapters, the side path alone, bfloat16, 2
-// threads, the variants taking turns 10-20 times each in one run, three runs on a busy host, median
-// ms: lines requested in memory order 64 KiB ahead (before) LoRA 7.35 / 7.77 / 8.04, DoRA 8.96 /
-// 9.96 / 10.02; in the kernel's order 32 KiB ahead LoRA 6.86 / 7.55 / 7.51, DoRA 7.97 / 8.76 /
-// 8.12; 64 KiB ahead LoRA as before, DoRA between; 128 KiB ahead LoRA slower than before. Float32,
-// before against now, 20 turns each: LoRA 12.81 -> 11.62, DoRA 14.10 -> 12.77. Earlier, on a quiet
-// host: requesting a piece's factors only while the piece before it computes, 4.5 ms; 64 KiB ahead
-// in memory order, 3.4 ms.)
+// How far ahead of the kernel a thread requests its factors: 32 KiB. (Decode's factors are many
+// short runs, too short for the hardware prefetcher to catch up: without the requests the side path
+// of 32 distinct bfloat16 LoRA took 10-12 ms a step against 6-7 ms, one thread. 256 to 2048 lines
+// ahead measured alike.)
 constexpr int kLeadLines = 512;
 
-// Walks the factors a thread reads (FactorReads) in the kernel's order, a cache line at a time into
-// L2, kLeadLines ahead of the kernel: the kernel advances it by the lines it consumes.
+// Walks the factor spans a thread reads (FactorSpans), each in memory order, a cache line at a time
+// into L2, kLeadLines ahead of the kernel: the kernel advances it by the lines it consumes. A few
+// instructions a line. (The walk it replaced followed the kernel's order within each factor, ranks
+// side by side, through row, group and chunk counters: it cost as much as the kernel's own
+// arithmetic when the factors were in cache. 56 modules of the issue-17 model, 32 rank-16
+// adapters, the side path alone, 2 threads, the two builds taking turns 4-5 times, median ms:
+// bfloat16 LoRA 4.33 -> 3.73, DoRA 4.98 -> 4.50, factors in cache 3.05 -> 1.64; float32 LoRA 8.58
+// -> 7.65, DoRA 9.45 -> 8.08. Requesting B^T's ranks side by side in 2 KiB bands measured the
+// same as memory order.)
 class PrefetchCursor {
  public:
   PrefetchCursor() = default;  // walks nothing
-  // Over `reads` (which must outlive the cursor), with its first kLeadLines lines requested now.
-  explicit PrefetchCursor(const std::vector<FactorRead>& reads)
-      : next_(reads.data()), last_(reads.data() + reads.size()) {
+  // Over `spans` (which must outlive the cursor), with its first kLeadLines lines requested now.
+  explicit PrefetchCursor(const std::vector<FactorSpan>& spans)
+      : next_(spans.data()), last_(spans.data() + spans.size()) {
     Advance(kLeadLines);
   }
 
   LORAMUX_ALWAYS_INLINE void Advance(int lines) {
-    for (int i = 0; i < lines; ++i) {
-      if (read_ == nullptr && !Start()) return;
-      __builtin_prefetch(static_cast<const char*>(read_->begin) +
-                             (first_row_ + row_) * read_->row_bytes + column_ + line_,
-                         0, 2);  // into L2 (prefetcht1 on x86-64)
-      Step();
+    while (lines > 0) {
+      if (at_ >= end_) {
+        if (next_ == last_) return;
+        at_ = next_->begin;
+        end_ = next_->end;
+        ++next_;
+      }
+      const int64_t n = std::min<int64_t>(lines, static_cast<uint64_t>(end_ - at_ + 63) >> 6);
+      for (int64_t k = 0; k < n; ++k) __builtin_prefetch(at_ + 64 * k, 0, 2);  // prefetcht1: L2
+      at_ += 64 * n;
+      lines -= static_cast<int>(n);
     }
   }
 
  private:
-  // Starts the next read; false when none is left.
-  bool Start() {
-    if (next_ == last_) return false;
-    read_ = next_++;
-    first_row_ = column_ = row_ = line_ = 0;
-    group_rows_ = std::min(read_->group, read_->rows);
-    return true;
-  }
-
-  // On to the next line: the chunk's lines, the group's rows, the row's chunks, the next group.
-  LORAMUX_ALWAYS_INLINE void Step() {
-    if ((line_ += 64) < read_->chunk) return;
-    line_ = 0;
-    if (++row_ < group_rows_) return;
-    row_ = 0;
-    if ((column_ += read_->chunk) < read_->row_bytes) return;
-    column_ = 0;
-    if ((first_row_ += read_->group) < read_->rows) {
-      group_rows_ = std::min(read_->group, read_->rows - first_row_);
-      return;
-    }
-    read_ = nullptr;
-  }
-
-  const FactorRead* next_ = nullptr;
-  const FactorRead* last_ = nullptr;
-  const FactorRead* read_ = nullptr;  // being walked; null between reads
-  int64_t first_row_ = 0, group_rows_ = 0, row_ = 0, column_ = 0, line_ = 0;
+  const FactorSpan* next_ = nullptr;
+  const FactorSpan* last_ = nullptr;
+  const char* at_ = nullptr;  // the next line to request in the current span, which ends at end_
+  const char* end_ = nullptr;
 };
 
 // ---- AVX-512 kernels: float32, and bfloat16 on CPUs with AVX512-BF16 ----
@@ -687,9 +663,9 @@ void ComputePieces(const std::vector<BgmvSegment>& pieces, int64_t in, int64_t o
   const std::vector<int64_t> bounds = SplitByCost(pieces, in + out, threads);
   at::parallel_for(0, threads, 1, [&](int64_t first, int64_t last) {
     for (int64_t part = first; part < last; ++part) {
-      const std::vector<FactorRead> reads =
-          FactorReads(pieces, bounds[part], bounds[part + 1], in, out);
-      PrefetchCursor cursor(reads);
+      const std::vector<FactorSpan> spans =
+          FactorSpans(pieces, bounds[part], bounds[part + 1], in, out);
+      PrefetchCursor cursor(spans);
       for (int64_t i = bounds[part]; i < bounds[part + 1]; ++i) compute(pieces[i], cursor);
     }
   });
