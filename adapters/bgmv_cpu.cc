@@ -652,7 +652,7 @@ void PieceFloat32(const float* x, float* y, const float* bias, int64_t in, int64
 
 // Computes `pieces` over LibTorch's threads: each thread takes a contiguous run of pieces of about
 // equal cost (SplitByCost) and calls compute(piece, cursor) for each in order, the cursor walking
-// that run's factors (FactorReads) ahead of the kernel. (Claiming pieces from a shared counter
+// that run's factors (FactorSpans) ahead of the kernel. (Claiming pieces from a shared counter
 // instead moves the counter's cache line between the cores twice a piece: measured slower.)
 template <typename Compute>
 void ComputePieces(const std::vector<BgmvSegment>& pieces, int64_t in, int64_t out,
