@@ -241,21 +241,29 @@ std::vector<FactorSpan> FactorSpans(const std::vector<BgmvSegment>& pieces, int6
 // ahead measured alike.)
 constexpr int kLeadLines = 512;
 
+// Where PrefetchCursor requests lines. The bfloat16 kernel takes them into L1 and L2 (prefetcht0),
+// the float32 ones into L2 (prefetcht1). (adapter_bench 8 30|40 64, the two levels taking turns
+// in one run on the issue-17 model, 32 distinct rank-16 adapters, throughput against the base:
+// bfloat16 +0 to +3.8 points in 17 of 18 comparisons of (c) LoRA, (d) DoRA and (e) mixed ranks
+// at hidden 1024 and 2048, e.g. (c) 77.3% -> 79.5%; float32 -0.3 to +1.5 at hidden 1024, -0.7 to
+// -1.3 at hidden 2048.)
+enum class PrefetchLevel { kL1, kL2 };
+
 // Walks the factor spans a thread reads (FactorSpans), each in memory order, a cache line at a time
-// into L2, kLeadLines ahead of the kernel: the kernel advances it by the lines it consumes. A few
-// instructions a line. (The walk it replaced followed the kernel's order within each factor, ranks
-// side by side, through row, group and chunk counters: it cost as much as the kernel's own
-// arithmetic when the factors were in cache. 56 modules of the issue-17 model, 32 rank-16
-// adapters, the side path alone, 2 threads, the two builds taking turns 4-5 times, median ms:
-// bfloat16 LoRA 4.33 -> 3.73, DoRA 4.98 -> 4.50, factors in cache 3.05 -> 1.64; float32 LoRA 8.58
-// -> 7.65, DoRA 9.45 -> 8.08. Requesting B^T's ranks side by side in 2 KiB bands measured the
+// into the cache at `level`, kLeadLines ahead of the kernel: the kernel advances it by the lines it
+// consumes. A few instructions a line. (The walk it replaced followed the kernel's order within
+// each factor, ranks side by side, through row, group and chunk counters: it cost as much as the
+// kernel's own arithmetic when the factors were in cache. 56 modules of the issue-17 model, 32
+// rank-16 adapters, the side path alone, 2 threads, the two builds taking turns 4-5 times, median
+// ms: bfloat16 LoRA 4.33 -> 3.73, DoRA 4.98 -> 4.50, factors in cache 3.05 -> 1.64; float32 LoRA
+// 8.58 -> 7.65, DoRA 9.45 -> 8.08. Requesting B^T's ranks side by side in 2 KiB bands measured the
 // same as memory order.)
 class PrefetchCursor {
  public:
   PrefetchCursor() = default;  // walks nothing
   // Over `spans` (which must outlive the cursor), with its first kLeadLines lines requested now.
-  explicit PrefetchCursor(const std::vector<FactorSpan>& spans)
-      : next_(spans.data()), last_(spans.data() + spans.size()) {
+  PrefetchCursor(const std::vector<FactorSpan>& spans, PrefetchLevel level)
+      : next_(spans.data()), last_(spans.data() + spans.size()), level_(level) {
     Advance(kLeadLines);
   }
 
@@ -268,7 +276,11 @@ class PrefetchCursor {
         ++next_;
       }
       const int64_t n = std::min<int64_t>(lines, static_cast<uint64_t>(end_ - at_ + 63) >> 6);
-      for (int64_t k = 0; k < n; ++k) __builtin_prefetch(at_ + 64 * k, 0, 2);  // prefetcht1: L2
+      if (level_ == PrefetchLevel::kL1) {
+        for (int64_t k = 0; k < n; ++k) __builtin_prefetch(at_ + 64 * k, 0, 3);  // prefetcht0
+      } else {
+        for (int64_t k = 0; k < n; ++k) __builtin_prefetch(at_ + 64 * k, 0, 2);  // prefetcht1
+      }
       at_ += 64 * n;
       lines -= static_cast<int>(n);
     }
@@ -277,6 +289,7 @@ class PrefetchCursor {
  private:
   const FactorSpan* next_ = nullptr;
   const FactorSpan* last_ = nullptr;
+  PrefetchLevel level_ = PrefetchLevel::kL2;
   const char* at_ = nullptr;  // the next line to request in the current span, which ends at end_
   const char* end_ = nullptr;
 };
@@ -652,11 +665,12 @@ void PieceFloat32(const float* x, float* y, const float* bias, int64_t in, int64
 
 // Computes `pieces` over LibTorch's threads: each thread takes a contiguous run of pieces of about
 // equal cost (SplitByCost) and calls compute(piece, cursor) for each in order, the cursor walking
-// that run's factors (FactorSpans) ahead of the kernel. (Claiming pieces from a shared counter
-// instead moves the counter's cache line between the cores twice a piece: measured slower.)
+// that run's factors (FactorSpans) ahead of the kernel into the cache at `level`. (Claiming pieces
+// from a shared counter instead moves the counter's cache line between the cores twice a piece:
+// measured slower.)
 template <typename Compute>
 void ComputePieces(const std::vector<BgmvSegment>& pieces, int64_t in, int64_t out,
-                   Compute compute) {
+                   PrefetchLevel level, Compute compute) {
   const int64_t count = static_cast<int64_t>(pieces.size());
   const int64_t threads = std::min<int64_t>(count, at::get_num_threads());
   if (threads == 0) return;
@@ -665,7 +679,7 @@ void ComputePieces(const std::vector<BgmvSegment>& pieces, int64_t in, int64_t o
     for (int64_t part = first; part < last; ++part) {
       const std::vector<FactorSpan> spans =
           FactorSpans(pieces, bounds[part], bounds[part + 1], in, out);
-      PrefetchCursor cursor(spans);
+      PrefetchCursor cursor(spans, level);
       for (int64_t i = bounds[part]; i < bounds[part + 1]; ++i) compute(pieces[i], cursor);
     }
   });
@@ -675,16 +689,17 @@ void ComputePieces(const std::vector<BgmvSegment>& pieces, int64_t in, int64_t o
 
 void BgmvCpu(const float* x, float* y, const float* bias, int64_t in, int64_t out,
              const std::vector<BgmvSegment>& segments) {
-  ComputePieces(Pieces(segments), in, out, [&](const BgmvSegment& s, PrefetchCursor& next) {
-    PieceFloat32(x, y, bias, in, out, s, next);
-  });
+  ComputePieces(Pieces(segments), in, out, PrefetchLevel::kL2,
+                [&](const BgmvSegment& s, PrefetchCursor& next) {
+                  PieceFloat32(x, y, bias, in, out, s, next);
+                });
 }
 
 void BgmvCpuPortable(const float* x, float* y, const float* bias, int64_t in, int64_t out,
                      const std::vector<BgmvSegment>& segments) {
-  ComputePieces(Pieces(segments), in, out, [&](const BgmvSegment& s, PrefetchCursor&) {
-    SegmentDelta(x, y, bias, in, out, s);
-  });
+  ComputePieces(
+      Pieces(segments), in, out, PrefetchLevel::kL2,
+      [&](const BgmvSegment& s, PrefetchCursor&) { SegmentDelta(x, y, bias, in, out, s); });
 }
 
 bool BgmvCpuMultipliesBFloat16Natively() { return CpuHasNativeBFloat16(); }
@@ -698,9 +713,10 @@ void BgmvCpuBFloat16(const uint16_t* x, uint16_t* y, const float* bias, int64_t 
                         return s.type == FactorType::kBFloat16;
                       });
   if (native) {
-    ComputePieces(pieces, in, out, [&](const BgmvSegment& s, PrefetchCursor& next) {
-      PieceNative(x, y, bias, in, out, s, next);
-    });
+    ComputePieces(pieces, in, out, PrefetchLevel::kL1,
+                  [&](const BgmvSegment& s, PrefetchCursor& next) {
+                    PieceNative(x, y, bias, in, out, s, next);
+                  });
     return;
   }
 #endif
