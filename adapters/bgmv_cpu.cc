@@ -242,11 +242,11 @@ std::vector<FactorSpan> FactorSpans(const std::vector<BgmvSegment>& pieces, int6
 constexpr int kLeadLines = 512;
 
 // Where PrefetchCursor requests lines. The bfloat16 kernel takes them into L1 and L2 (prefetcht0),
-// the float32 ones into L2 (prefetcht1). (adapter_bench 8 30|40 64, the two levels taking turns
-// in one run on the issue-17 model, 32 distinct rank-16 adapters, throughput against the base:
-// bfloat16 +0 to +3.8 points in 17 of 18 comparisons of (c) LoRA, (d) DoRA and (e) mixed ranks
-// at hidden 1024 and 2048, e.g. (c) 77.3% -> 79.5%; float32 -0.3 to +1.5 at hidden 1024, -0.7 to
-// -1.3 at hidden 2048.)
+// the float32 ones into L2 (prefetcht1). (adapter_bench 8 30|40 64 on the issue-17 model, the two
+// levels taking turns as cases of one run, 32 distinct rank-16 adapters, throughput against the
+// base, (c) LoRA, (d) DoRA and (e) mixed ranks at hidden 1024 and 2048: bfloat16 ahead or equal
+// with prefetcht0 in 31 of 33 comparisons over 8 runs, +1.2 points on average (-3.1 to +3.8), e.g.
+// (c) 77.3% -> 79.5%; float32 -0.4 on average over 12 (-1.3 to +1.5).)
 enum class PrefetchLevel { kL1, kL2 };
 
 // Walks the factor spans a thread reads (FactorSpans), each in memory order, a cache line at a time
